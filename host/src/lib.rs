@@ -1,0 +1,10 @@
+//! omnigate: an integration gateway for customer conversations.
+//!
+//! A webhook flows `ingress` → `runtime` (the channel's plugin) → `pipeline` (dedupe,
+//! identity, threading, enrichment) → `store` → `delivery` (signed CloudEvents to
+//! downstream tools). Replies come back through `api` → `runtime` (`send`).
+#![deny(missing_docs)]
+
+pub mod event;
+pub mod runtime;
+pub mod secret;

@@ -1,0 +1,83 @@
+//! What one channel gives its plugin: configuration, secrets, allowed hosts and limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::imports::fetch::{AllowedHosts, FetchClient};
+use crate::secret::Secret;
+
+/// Sandbox limits of one channel's plugin calls.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// CPU time a call may spend in the guest (epoch ticks of 10 ms); time spent in host
+    /// imports such as `http-fetch` does not count.
+    #[serde(with = "humantime_serde")]
+    pub cpu_deadline: Duration,
+    /// Wall-clock bound of one call, fetches included.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Largest webhook body accepted for this channel.
+    pub max_body_bytes: usize,
+    /// Upper bound of one `http-fetch`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Largest `http-fetch` response body handed to the plugin.
+    pub fetch_max_response_bytes: usize,
+    /// Calls one instance serves before it is replaced by a fresh one.
+    pub instance_reuse: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // Parsing a 1 MiB webhook with serde_json needs a few MiB; 64 leaves headroom.
+            memory_bytes: 64 << 20,
+            cpu_deadline: Duration::from_secs(1),
+            // Covers a few provider API round trips inside `send`.
+            call_timeout: Duration::from_secs(30),
+            max_body_bytes: 1 << 20,
+            fetch_timeout: Duration::from_secs(10),
+            fetch_max_response_bytes: 4 << 20,
+            // Like Spin's 128: amortizes instantiation, bounds state kept between calls.
+            instance_reuse: 128,
+        }
+    }
+}
+
+/// Everything a channel's plugin calls can see or use (through the host, never directly
+/// for secrets).
+#[derive(Debug)]
+pub struct ChannelEnv {
+    /// The channel id (`/webhooks/{id}`).
+    pub channel_id: String,
+    /// `config = { … }` of the channel.
+    pub config: BTreeMap<String, String>,
+    /// `secrets = { … }` of the channel, resolved.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Hosts `http-fetch` may reach.
+    pub allowed_hosts: AllowedHosts,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// The shared outbound HTTP client.
+    pub fetch: FetchClient,
+}
+
+impl ChannelEnv {
+    /// An environment with nothing in it, for `describe()` and `plugin check`.
+    pub fn empty(channel_id: &str, fetch: FetchClient) -> Self {
+        Self {
+            channel_id: channel_id.to_owned(),
+            config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            allowed_hosts: AllowedHosts::default(),
+            limits: Limits::default(),
+            fetch,
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The host capabilities a plugin imports (`interface host` of the contract).
+//!
+//! Each capability lives in its own module; this file only wires them to the generated
+//! trait. Guest-visible failures are WIT error values, never traps.
+
+pub mod fetch;
+pub mod guest_output;
+pub mod placeholders;
+pub mod signature;
+
+use super::bindings::host_api::{
+    self, FetchError, FetchRequest, FetchResponse, LogLevel, SecretError, SignatureScheme,
+};
+use super::bindings::types;
+use super::state::WasmState;
+
+/// Longest log line a plugin may write; longer ones are cut (a plugin cannot flood logs).
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+impl types::Host for WasmState {}
+
+impl host_api::Host for WasmState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        let message = truncate(&message, MAX_LOG_LINE);
+        let plugin = &*self.plugin;
+        let channel = self.env.channel_id.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "plugin", plugin, channel, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", plugin, channel, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", plugin, channel, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", plugin, channel, "{message}"),
+            LogLevel::Error => tracing::error!(target: "plugin", plugin, channel, "{message}"),
+        }
+    }
+
+    async fn now(&mut self) -> i64 {
+        jiff::Timestamp::now().as_millisecond()
+    }
+
+    async fn config(&mut self, key: String) -> Option<String> {
+        self.env.config.get(&key).cloned()
+    }
+
+    async fn verify(
+        &mut self,
+        scheme: SignatureScheme,
+        secret: String,
+        message: Vec<u8>,
+        signature_value: String,
+    ) -> Result<bool, SecretError> {
+        signature::verify(&self.env, scheme, &secret, &message, &signature_value)
+    }
+
+    async fn sign(
+        &mut self,
+        scheme: SignatureScheme,
+        secret: String,
+        message: Vec<u8>,
+    ) -> Result<String, SecretError> {
+        signature::sign(&self.env, scheme, &secret, &message)
+    }
+
+    async fn http_fetch(&mut self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
+        let result = fetch::fetch(&self.env, request).await;
+        if let Err(error) = &result {
+            tracing::debug!(plugin = &*self.plugin, channel = %self.env.channel_id, ?error, "http-fetch refused or failed");
+        }
+        result
+    }
+}
+
+/// Cut `text` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

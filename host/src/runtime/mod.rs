@@ -1,0 +1,182 @@
+//! The WebAssembly runtime: one engine, compiled-plugin cache, sandboxed instances, host
+//! imports and the registry of channels with their plugins.
+//!
+//! Flow: [`Runtime::load_bytes`] compiles (or loads from cache), checks the contract,
+//! pre-instantiates and calls `describe()`; [`Runtime::bind`] gives the plugin a channel's
+//! environment; the [`Registry`] maps channel ids to those bindings.
+
+pub mod bindings;
+mod cache;
+mod channel;
+mod engine;
+pub mod env;
+mod error;
+pub mod imports;
+mod plugin;
+mod registry;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+pub use bindings::types;
+pub use cache::CompileCache;
+pub use channel::ChannelRuntime;
+pub use engine::{EPOCH_TICK, EngineSettings};
+pub use env::{ChannelEnv, Limits};
+pub use error::{CallError, LoadError};
+pub use imports::fetch::{AllowedHosts, FetchClient};
+pub use plugin::Plugin;
+pub use registry::Registry;
+
+use engine::EpochTicker;
+use state::WasmState;
+
+/// Settings of the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSettings {
+    /// Where compiled plugins are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Engine-wide limits.
+    pub engine: EngineSettings,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime rejected the engine configuration.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The epoch thread or cache directory could not be set up.
+    #[error("cannot start the runtime: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP client for `http-fetch` could not be built.
+    #[error("cannot build the outbound HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The engine and everything shared by all plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<WasmState>,
+    cache: Option<CompileCache>,
+    fetch: FetchClient,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Start the runtime: engine, linker with the host imports, epoch ticker, cache.
+    pub fn new(settings: &RuntimeSettings) -> Result<Self, RuntimeError> {
+        let engine = engine::build_engine(&settings.engine)
+            .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        bindings::Channel::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        let cache = match &settings.cache_dir {
+            Some(dir) => Some(CompileCache::new(dir, &engine)?),
+            None => None,
+        };
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            fetch: FetchClient::new()?,
+            _ticker: ticker,
+        })
+    }
+
+    /// The shared outbound HTTP client (for channel environments).
+    pub fn fetch_client(&self) -> FetchClient {
+        self.fetch.clone()
+    }
+
+    /// Load the plugin at `path`.
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(bytes).await
+    }
+
+    /// Load a plugin from its wasm bytes: compile or take from cache, check the contract,
+    /// pre-instantiate and call `describe()`.
+    pub async fn load_bytes(&self, bytes: Vec<u8>) -> Result<Arc<Plugin>, LoadError> {
+        plugin::check_header(&bytes)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let component = self.compile(bytes, &digest).await?;
+        plugin::check_contract(&self.engine, &component)?;
+        let pre = plugin::prepare(&self.linker, &component)?;
+        let mut plugin = Plugin {
+            info: placeholder_info(),
+            digest,
+            contract: bindings::CONTRACT_VERSION,
+            label: Arc::from("unnamed"),
+            pre,
+        };
+        let probe = Arc::new(ChannelEnv::empty("(describe)", self.fetch.clone()));
+        plugin.info = self
+            .bind(Arc::new(plugin_clone(&plugin)), probe)
+            .describe()
+            .await
+            .map_err(|error| LoadError::Describe(error.to_string()))?;
+        if plugin.info.id.trim().is_empty() {
+            return Err(LoadError::Describe("the plugin id is empty".into()));
+        }
+        plugin.label = Arc::from(format!("{}@{}", plugin.info.id, plugin.info.version));
+        Ok(Arc::new(plugin))
+    }
+
+    async fn compile(&self, bytes: Vec<u8>, digest: &str) -> Result<Component, LoadError> {
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, digest)) {
+            return Ok(component);
+        }
+        let engine = self.engine.clone();
+        // Compiling takes ~100 ms of CPU: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|error| LoadError::Compile(error.to_string()))?
+            .map_err(|error| LoadError::Compile(format!("{error:#}")))?;
+        if let Some(cache) = &self.cache {
+            cache.store(digest, &component);
+        }
+        Ok(component)
+    }
+
+    /// Give `plugin` the environment of a channel.
+    pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
+        ChannelRuntime::new(self.engine.clone(), plugin, env)
+    }
+}
+
+fn placeholder_info() -> types::PluginInfo {
+    types::PluginInfo {
+        id: String::new(),
+        name: String::new(),
+        version: String::new(),
+        kind: types::ChannelKind::Other,
+        capabilities: Vec::new(),
+        config: Vec::new(),
+        secrets: Vec::new(),
+        outbound_hosts: Vec::new(),
+    }
+}
+
+fn plugin_clone(plugin: &Plugin) -> Plugin {
+    Plugin {
+        info: plugin.info.clone(),
+        digest: plugin.digest.clone(),
+        contract: plugin.contract,
+        label: plugin.label.clone(),
+        pre: plugin.pre.clone(),
+    }
+}
