@@ -5,6 +5,15 @@
 //! downstream tools). Replies come back through `api` → `runtime` (`send`).
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod delivery;
+pub mod dev;
 pub mod event;
+pub mod ids;
+pub mod store;
+pub mod ingress;
+pub mod ops;
+pub mod pipeline;
 pub mod runtime;
 pub mod secret;
+pub mod server;

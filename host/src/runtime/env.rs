@@ -1,7 +1,6 @@
 //! What one channel gives its plugin: configuration, secrets, allowed hosts and limits.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -1,0 +1,120 @@
+//! `POST /v1/conversations/{id}/messages`: reply on the conversation's current channel.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::event::{Direction, Message};
+use crate::runtime::types::{OutboundMessage, SendError};
+use crate::server::App;
+use crate::server::error::ApiError;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// The reply's text.
+    pub text: String,
+    /// Provider id of a message to quote.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+/// Send a reply through the plugin of the conversation's current channel and publish
+/// `message.sent`.
+pub async fn send(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text()))?;
+    if body.text.trim().is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "`text` is empty"));
+    }
+    let store = app.pipeline.store();
+    let unavailable = |error: crate::store::StoreError| ApiError::unavailable("store_unavailable", error.to_string());
+    let conversation = store
+        .conversation(&id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found("conversation", format!("no conversation `{id}`")))?;
+    let contact = store
+        .contact(&conversation.contact_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{}`", conversation.contact_id)))?;
+    let channel_id = conversation.current_channel.clone();
+    let (Some(channel), Some(meta)) = (app.registry.get(&channel_id), app.channel_meta(&channel_id)) else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "channel_gone", format!("channel `{channel_id}` is no longer configured")));
+    };
+    let recipient = contact.user_on(&channel_id).ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "no_recipient", format!("the contact has no user on channel `{channel_id}`"))
+    })?;
+    let outbound = OutboundMessage {
+        id: crate::ids::message(),
+        recipient: recipient.to_owned(),
+        conversation_id: conversation.id.clone(),
+        text: Some(body.text.clone()),
+        parts: Vec::new(),
+        reply_to: body.reply_to.clone(),
+        interactive: None,
+        template: None,
+        reaction: None,
+        options: Vec::new(),
+    };
+    let receipt = channel
+        .send(&outbound)
+        .await
+        .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", error.to_string()))?
+        .map_err(|error| send_failed(&channel_id, error))?;
+    let message = Message {
+        direction: Direction::Outbound,
+        text: Some(body.text),
+        parts: Vec::new(),
+        reply_to: body.reply_to,
+        forwarded: false,
+        interactive_reply: None,
+    };
+    let event = app
+        .pipeline
+        .record_sent(&meta, &conversation.id, &receipt.external_id, message)
+        .await
+        .map_err(|error| {
+            tracing::error!(conversation = %conversation.id, external_id = %receipt.external_id, %error, "reply sent but not recorded");
+            ApiError::unavailable(
+                "sent_not_recorded",
+                format!("the message was sent (provider id {}) but could not be recorded: {error}", receipt.external_id),
+            )
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": outbound.id,
+            "external_id": receipt.external_id,
+            "event_id": event.id,
+            "channel": channel_id,
+            "conversation_id": conversation.id,
+        })),
+    ))
+}
+
+fn send_failed(channel: &str, error: SendError) -> ApiError {
+    tracing::warn!(channel, ?error, "reply not delivered by the provider");
+    match error {
+        SendError::RateLimited(seconds) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "the provider throttled this channel").retry_after(seconds)
+        }
+        SendError::Rejected(provider) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rejected",
+            format!("the provider rejected the message: {} {}{}", provider.code, provider.title, provider.detail.map(|d| format!(" ({d})")).unwrap_or_default()),
+        ),
+        SendError::Unauthorized(reason) => ApiError::new(StatusCode::BAD_GATEWAY, "channel_unauthorized", reason),
+        SendError::Transient(reason) => ApiError::unavailable("provider_unavailable", reason),
+        SendError::Invalid(reason) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", reason),
+    }
+}

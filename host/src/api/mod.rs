@@ -1,0 +1,6 @@
+//! The REST API for downstream tools (`/v1`, bearer API keys).
+
+pub mod auth;
+pub mod contacts;
+pub mod conversations;
+pub mod messages;

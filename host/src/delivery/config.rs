@@ -1,0 +1,245 @@
+//! Configuration of delivery (`[delivery]`) and of HTTP subscriptions (`[[subscriptions]]`),
+//! and its validation into the form the dispatcher uses.
+
+use std::time::Duration;
+
+use omnigate_signature::standard_webhooks::decode_secret;
+use serde::{Deserialize, Deserializer};
+
+use super::DeliveryError;
+use super::filter::EventFilter;
+use crate::secret::Secret;
+
+/// Settings shared by every subscription (`[delivery]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Delays before each retry, as humantime strings (`"5s"`, `"2h"`). An event is tried
+    /// once plus once per entry, then dead-lettered. Each delay gets ±20 % jitter so that
+    /// many events failing together do not come back together.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Timeout of one HTTP attempt, response body included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Events accepted but not yet delivered (or dead-lettered) on every subscription.
+    /// When reached, [`Delivery::reserve`](super::Delivery::reserve) waits: this bounds
+    /// memory and pushes back on providers instead of growing without limit.
+    pub max_in_flight: usize,
+    /// Sequential workers per subscription. Events of one conversation always use the same
+    /// lane (so they arrive in order); more lanes let more conversations progress at once.
+    pub lanes: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        Self {
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(30 * 60),
+                hours(2),
+                hours(5),
+                hours(10),
+                hours(10),
+            ],
+            timeout: Duration::from_secs(15),
+            max_in_flight: 100_000,
+            lanes: 16,
+        }
+    }
+}
+
+/// One HTTP subscription (`[[subscriptions]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Name used in logs, stats and dead letters; defaults to `sub-<n>` (1-based position
+    /// in the configuration).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Where events are POSTed (`http` or `https`).
+    pub url: String,
+    /// Standard Webhooks signing key, `whsec_<base64>` (`env:`/`file:` references work).
+    pub secret: Secret,
+    /// Event types to deliver: `*`, exact names (`message.received`) or prefixes
+    /// (`message.*`).
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// Channel ids to deliver; empty (the default) means every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// How many of the conversation's last messages to include in `history`.
+    #[serde(default)]
+    pub history: usize,
+    /// Whether to include the provider's payload as `raw`.
+    #[serde(default)]
+    pub include_raw: bool,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Deserializes a list of humantime strings; `humantime_serde` only handles one value.
+fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let values = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+    Ok(values.into_iter().map(humantime_serde::Serde::into_inner).collect())
+}
+
+/// A subscription after validation: what a lane needs to deliver.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) id: String,
+    pub(crate) url: reqwest::Url,
+    pub(crate) secret: Secret,
+    pub(crate) filter: EventFilter,
+    pub(crate) history: usize,
+    pub(crate) include_raw: bool,
+}
+
+impl DeliverySettings {
+    /// Rejects values that would make delivery useless or unbounded.
+    pub(crate) fn validate(&self) -> Result<(), DeliveryError> {
+        let invalid = |what: &str| Err(DeliveryError::Config(format!("delivery: {what}")));
+        if self.timeout.is_zero() {
+            return invalid("`timeout` must be greater than zero");
+        }
+        // The semaphore counts events in u32 batches and has its own ceiling.
+        let ceiling = tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        if self.max_in_flight == 0 || self.max_in_flight > ceiling {
+            return invalid(&format!("`max_in_flight` must be between 1 and {ceiling}"));
+        }
+        // Each lane is a task per subscription; a typo like 1e6 should fail loudly.
+        if self.lanes == 0 || self.lanes > MAX_LANES {
+            return invalid(&format!("`lanes` must be between 1 and {MAX_LANES}"));
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound on `lanes`, far above any useful value.
+const MAX_LANES: usize = 4096;
+
+impl SubscriptionConfig {
+    /// Validates one subscription; `position` is its 0-based place in the configuration.
+    pub(crate) fn validate(self, position: usize) -> Result<Subscription, DeliveryError> {
+        let id = self.id.unwrap_or_else(|| format!("sub-{}", position + 1));
+        let fail = |what: String| DeliveryError::Config(format!("subscription `{id}`: {what}"));
+        if id.trim().is_empty() {
+            return Err(fail("`id` must not be empty".into()));
+        }
+        let url = parse_url(&self.url).map_err(&fail)?;
+        // The error never contains the secret itself (see omnigate-signature).
+        decode_secret(self.secret.expose())
+            .map_err(|error| fail(format!("`secret`: {error}")))?;
+        let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
+        Ok(Subscription {
+            id,
+            url,
+            secret: self.secret,
+            filter,
+            history: self.history,
+            include_raw: self.include_raw,
+        })
+    }
+}
+
+fn parse_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|error| format!("`url` {raw:?}: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`url` {raw:?} must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`url` {raw:?} has no host"));
+    }
+    Ok(url)
+}
+
+/// Validates every subscription and checks that ids are unique (they key stats and
+/// dead letters).
+pub(crate) fn validate_all(
+    configs: Vec<SubscriptionConfig>,
+) -> Result<Vec<Subscription>, DeliveryError> {
+    let mut subscriptions: Vec<Subscription> = Vec::with_capacity(configs.len());
+    for (position, config) in configs.into_iter().enumerate() {
+        let subscription = config.validate(position)?;
+        if subscriptions.iter().any(|other| other.id == subscription.id) {
+            return Err(DeliveryError::Config(format!(
+                "subscription `{}`: duplicate id",
+                subscription.id
+            )));
+        }
+        subscriptions.push(subscription);
+    }
+    Ok(subscriptions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn subscription(toml_text: &str) -> Result<SubscriptionConfig, toml::de::Error> {
+        toml::from_str(toml_text)
+    }
+
+    #[test]
+    fn settings_defaults_and_humantime() {
+        let defaults: DeliverySettings = toml::from_str("").expect("empty is valid");
+        assert_eq!(defaults.retry_schedule.len(), 7);
+        assert_eq!(defaults.retry_schedule[1], Duration::from_secs(300));
+        assert_eq!(defaults.timeout, Duration::from_secs(15));
+        assert_eq!((defaults.max_in_flight, defaults.lanes), (100_000, 16));
+        let custom: DeliverySettings =
+            toml::from_str("retry_schedule = [\"50ms\", \"2m\"]\ntimeout = \"1s\"")
+                .expect("valid");
+        assert_eq!(
+            custom.retry_schedule,
+            [Duration::from_millis(50), Duration::from_secs(120)]
+        );
+        assert!(toml::from_str::<DeliverySettings>("retries = 3").is_err());
+        let zero = DeliverySettings { lanes: 0, ..DeliverySettings::default() };
+        assert!(matches!(zero.validate(), Err(DeliveryError::Config(_))));
+    }
+
+    #[test]
+    fn subscription_defaults_and_validation() {
+        let config = subscription(&format!("url = \"http://127.0.0.1:9/h\"\nsecret = \"{KEY}\""))
+            .expect("valid");
+        let valid = config.validate(2).expect("valid");
+        assert_eq!(valid.id, "sub-3");
+        assert_eq!((valid.history, valid.include_raw), (0, false));
+
+        let bad_cases = [
+            (format!("url = \"ftp://x/\"\nsecret = \"{KEY}\""), "http or https"),
+            (format!("url = \"not a url\"\nsecret = \"{KEY}\""), "`url`"),
+            ("url = \"http://x/\"\nsecret = \"whsec_!!\"".to_owned(), "`secret`"),
+            (
+                format!("id = \"crm\"\nurl = \"http://x/\"\nsecret = \"{KEY}\"\nevents = [\"mesage.*\"]"),
+                "crm",
+            ),
+        ];
+        for (text, expected) in bad_cases {
+            let result = subscription(&text).expect("parses").validate(0);
+            let Err(DeliveryError::Config(message)) = result else {
+                panic!("{text}: expected a config error");
+            };
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("MfKQ9r8"), "secret leaked: {message}");
+        }
+        assert!(subscription(&format!("url = \"http://x/\"\nsecret = \"{KEY}\"\nretry = 1")).is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let one = || {
+            subscription(&format!("id = \"a\"\nurl = \"http://x/\"\nsecret = \"{KEY}\""))
+                .expect("valid")
+        };
+        let result = validate_all(vec![one(), one()]);
+        assert!(matches!(result, Err(DeliveryError::Config(m)) if m.contains("duplicate")));
+    }
+}

@@ -1,0 +1,3 @@
+//! Development aids.
+
+pub mod receiver;

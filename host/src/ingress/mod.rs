@@ -1,0 +1,78 @@
+//! Provider webhooks: `GET|POST /webhooks/{channel_id}` → the channel's plugin → pipeline.
+//!
+//! The provider gets a 2xx only when every event of the request has been accepted; any
+//! failure after the plugin (store down, delivery full) is a 5xx so the provider retries,
+//! and the events accepted before the failure are deduped on the retry.
+
+mod request;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::pipeline::PipelineError;
+use crate::runtime::types::{WebhookError, WebhookOutcome};
+use crate::server::App;
+use crate::server::error::ApiError;
+
+/// The webhook handler.
+pub async fn webhook(
+    State(app): State<Arc<App>>,
+    Path(channel_id): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let (Some(channel), Some(meta)) = (app.registry.get(&channel_id), app.channel_meta(&channel_id)) else {
+        return Err(ApiError::not_found("channel", format!("no channel `{channel_id}` is configured")));
+    };
+    let request = request::read(request, channel.env.limits.max_body_bytes).await?;
+    let outcome = channel.handle_webhook(&request).await.map_err(|error| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", format!("{error}; the provider should retry"))
+    })?;
+    let outcome = outcome.map_err(|error| refused(&channel_id, error))?;
+    let WebhookOutcome { response, events } = outcome;
+    let count = events.len();
+    let report = app
+        .pipeline
+        .ingest_webhook(&meta, events, &request.body)
+        .await
+        .map_err(|error| pipeline_failed(&channel_id, count, error))?;
+    tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
+    Ok(provider_response(response))
+}
+
+fn refused(channel: &str, error: WebhookError) -> ApiError {
+    let (status, code, reason) = match error {
+        WebhookError::Unauthorized(reason) => (StatusCode::UNAUTHORIZED, "unauthorized", reason),
+        WebhookError::Forbidden(reason) => (StatusCode::FORBIDDEN, "forbidden", reason),
+        WebhookError::BadRequest(reason) => (StatusCode::BAD_REQUEST, "bad_request", reason),
+    };
+    tracing::info!(channel, status = status.as_u16(), %reason, "webhook refused by plugin");
+    ApiError::new(status, code, reason)
+}
+
+fn pipeline_failed(channel: &str, events: usize, error: PipelineError) -> ApiError {
+    tracing::error!(channel, events, %error, "webhook not accepted; the provider will retry");
+    match error {
+        PipelineError::Invalid(error) => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_invalid_event", error.to_string()),
+        PipelineError::Store(error) => ApiError::unavailable("store_unavailable", error.to_string()),
+        PipelineError::Delivery(error) => ApiError::unavailable("overloaded", error.to_string()).retry_after(Some(5)),
+    }
+}
+
+/// The plugin's response for the provider (a handshake echo, an ack body…).
+fn provider_response(response: crate::runtime::types::HttpResponse) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut out = (status, response.body).into_response();
+    for header in response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_str(&header.value),
+        ) {
+            out.headers_mut().append(name, value);
+        }
+    }
+    out
+}

@@ -1,0 +1,60 @@
+//! An HTTP request → the contract's `http-request`, with the channel's body cap.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+
+use crate::runtime::types::{Header, HttpRequest};
+use crate::server::error::ApiError;
+
+/// Read `request` whole, refusing bodies over `max_body` bytes with 413.
+pub async fn read(request: Request<Body>, max_body: usize) -> Result<HttpRequest, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds this channel's limit of {max_body} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, max_body).await.map_err(|error| {
+        if is_length_limit(&error) {
+            too_large()
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read body: {error}"))
+        }
+    })?;
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_owned(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        })
+        .collect();
+    Ok(HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers,
+        body: body.to_vec(),
+    })
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}

@@ -1,0 +1,290 @@
+//! The gateway configuration (contract): `omnigate.toml`, overridable by environment.
+//!
+//! Every section is owned by the module it configures; this file only assembles them.
+//! Environment overrides use `OMNIGATE_<SECTION>__<KEY>` (double underscore between
+//! levels, e.g. `OMNIGATE_SERVER__LISTEN=0.0.0.0:8080`); single-level `OMNIGATE_*`
+//! variables are left alone so they can hold secrets referenced as `env:OMNIGATE_API_KEY`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::delivery::{DeliverySettings, SubscriptionConfig};
+use crate::pipeline::PipelineSettings;
+use crate::runtime::{AllowedHosts, Limits};
+use crate::secret::Secret;
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// `[api]`.
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// `[plugins]`.
+    #[serde(default)]
+    pub plugins: PluginSettings,
+    /// `[pipeline]`.
+    #[serde(default)]
+    pub pipeline: PipelineSettings,
+    /// `[delivery]`.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+    /// `[[channels]]`.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    /// `[[subscriptions]]`.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for requests and deliveries in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `memory://` (embedded, default) or `redis://…`.
+    pub url: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: "memory://".into(),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal).
+    pub keys: Vec<Secret>,
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Where `plugin = "<name>"` is looked up as `<dir>/<name>.wasm`.
+    pub dir: PathBuf,
+    /// Where compiled plugins are cached; must be writable by the gateway alone.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        // The development layout (`cargo xtask plugins` writes there); set both in production.
+        Self {
+            dir: PathBuf::from("target/plugins"),
+            cache_dir: Some(PathBuf::from("target/plugin-cache")),
+        }
+    }
+}
+
+/// A configuration value of a channel: TOML strings, numbers and booleans are accepted
+/// and handed to the plugin as text.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// Text.
+    Text(String),
+    /// Integer.
+    Integer(i64),
+    /// Float.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigValue::Text(text) => f.write_str(text),
+            ConfigValue::Integer(value) => write!(f, "{value}"),
+            ConfigValue::Float(value) => write!(f, "{value}"),
+            ConfigValue::Bool(value) => write!(f, "{value}"),
+        }
+    }
+}
+
+/// `[[channels]]`: one provider account served by one plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Id in `/webhooks/{id}` and in events: lowercase letters, digits, `-`, `_`.
+    pub id: String,
+    /// A plugin name in the plugins dir, or a path to a `.wasm` file.
+    pub plugin: String,
+    /// Values the plugin reads with `config(key)`.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Secrets the plugin uses by name (never sees).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    /// Hosts the plugin may reach with `http-fetch`.
+    #[serde(default)]
+    pub allowed_hosts: AllowedHosts,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Reply window opened by each inbound message (e.g. `24h` for WhatsApp).
+    #[serde(default, with = "humantime_serde")]
+    pub reply_window: Option<Duration>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or a value failed (figment names the key and the file).
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A rule across values.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Read `path` (optional) and the environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("OMNIGATE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text (tests, `config check`), without environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text)).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for channel in &self.channels {
+            let valid = !channel.id.is_empty()
+                && channel
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "channel id `{}` must be lowercase letters, digits, `-` or `_`",
+                    channel.id
+                )));
+            }
+            if !seen.insert(channel.id.as_str()) {
+                return Err(ConfigError::Invalid(format!("channel id `{}` appears twice", channel.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChannelConfig {
+    /// The plugin file: `<dir>/<name>.wasm`, or the path itself when it names a file.
+    pub fn plugin_path(&self, dir: &Path) -> PathBuf {
+        if self.plugin.ends_with(".wasm") || self.plugin.contains('/') {
+            PathBuf::from(&self.plugin)
+        } else {
+            dir.join(format!("{}.wasm", self.plugin))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architecture_example_parses() {
+        let config = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:8080"
+            [store]
+            url = "memory://"
+            [api]
+            keys = ["k1"]
+            [delivery]
+            retry_schedule = ["5s", "5m"]
+            [[channels]]
+            id = "web"
+            plugin = "webchat"
+            config = { callback_url = "https://shop.example/omnigate/replies", retries = 3 }
+            secrets = { signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+            allowed_hosts = ["shop.example"]
+            limits = { cpu_deadline = "500ms", memory_bytes = 33554432 }
+            reply_window = "24h"
+            [[subscriptions]]
+            url = "http://127.0.0.1:9000/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            events = ["message.*"]
+            "#,
+        )
+        .expect("valid config");
+        let channel = &config.channels[0];
+        assert_eq!(channel.config["retries"].to_string(), "3");
+        assert_eq!(channel.limits.cpu_deadline, Duration::from_millis(500));
+        assert_eq!(channel.reply_window, Some(Duration::from_secs(86_400)));
+        assert_eq!(channel.plugin_path(Path::new("p")), PathBuf::from("p/webchat.wasm"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ids_are_refused() {
+        let error = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").expect_err("unknown key");
+        assert!(error.to_string().contains("port"), "{error}");
+        let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n").expect_err("bad id");
+        assert!(error.to_string().contains("Web Chat"), "{error}");
+    }
+
+    #[test]
+    fn missing_secret_variable_names_the_variable() {
+        let error = Config::from_toml(
+            "[[channels]]\nid = \"web\"\nplugin = \"webchat\"\nsecrets = { signing_secret = \"env:OMNIGATE_TEST_NOT_SET_ANYWHERE\" }\n",
+        )
+        .expect_err("missing env");
+        assert!(error.to_string().contains("OMNIGATE_TEST_NOT_SET_ANYWHERE"), "{error}");
+    }
+}

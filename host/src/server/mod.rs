@@ -1,0 +1,86 @@
+//! The gateway process: application state, bootstrap from configuration, the HTTP router
+//! (ingress + API + ops routes) and graceful serving.
+
+mod bootstrap;
+pub mod error;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use tokio::net::TcpListener;
+
+pub use bootstrap::{BootError, build, kind_name};
+use error::ApiError;
+
+use crate::delivery::Delivery;
+use crate::pipeline::{ChannelMeta, Pipeline};
+use crate::runtime::{Registry, Runtime};
+use crate::secret::Secret;
+
+/// Everything the request handlers share.
+pub struct App {
+    /// The WebAssembly runtime.
+    pub runtime: Arc<Runtime>,
+    /// Channel id → plugin binding.
+    pub registry: Arc<Registry>,
+    /// Channel id → what the pipeline needs to know about it.
+    pub channels: ArcSwap<HashMap<String, ChannelMeta>>,
+    /// The pipeline (and through it, the store).
+    pub pipeline: Arc<Pipeline>,
+    /// Delivery to downstream tools.
+    pub delivery: Delivery,
+    /// Bearer keys for `/v1`.
+    pub api_keys: Vec<Secret>,
+}
+
+impl App {
+    /// The pipeline facts of channel `id`.
+    pub fn channel_meta(&self, id: &str) -> Option<ChannelMeta> {
+        self.channels.load().get(id).cloned()
+    }
+}
+
+/// The HTTP surface (contract): webhooks, `/v1`, health.
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/conversations/{id}", get(crate::api::conversations::get))
+        .route("/conversations/{id}/messages", post(crate::api::messages::send))
+        .route("/contacts/{id}", get(crate::api::contacts::get))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth::require_key))
+        .layer(DefaultBodyLimit::max(1 << 20));
+    Router::new()
+        // Body limits are per channel and enforced by the handler itself.
+        .route("/webhooks/{channel_id}", any(crate::ingress::webhook).layer(DefaultBodyLimit::disable()))
+        .nest("/v1", v1)
+        .route("/healthz", get(crate::ops::health::healthz))
+        .route("/readyz", get(crate::ops::health::readyz))
+        .fallback(|| async { ApiError::not_found("route", "no such route") })
+        .with_state(app)
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop intake, let requests
+/// in flight finish and give deliveries `grace` to complete.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let delivery = app.delivery.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let pending = delivery.shutdown(grace).await;
+    if pending > 0 {
+        tracing::warn!(pending, "shut down with deliveries still pending (memory outbox: lost)");
+    } else {
+        tracing::info!("shut down cleanly");
+    }
+    Ok(())
+}

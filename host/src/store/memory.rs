@@ -1,0 +1,422 @@
+//! The embedded memory backend: one process, nothing survives a restart.
+//!
+//! Dedupe keys live in sharded, generation-rotated sets (bounded by TTL; a shard's rehash
+//! touches 1/64 of the keys, so a growing set never stalls requests for long). Contacts and
+//! conversations live under one mutex: every ingest is a few map operations, so the lock
+//! is held for microseconds and each ingest is atomic.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use parking_lot::Mutex;
+
+use super::model::{Contact, Conversation, Ingest, IngestPolicy, Ingested, Outbound, Person};
+use super::{ContextStore, StoreError};
+use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
+
+const DEDUPE_SHARDS: usize = 64;
+
+/// The memory backend.
+pub struct MemoryStore {
+    dedupe: Vec<Mutex<DedupeShard>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct DedupeShard {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    rotated_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    contacts: HashMap<String, Contact>,
+    /// Channel-user and verified handles → contact id.
+    handles: HashMap<(HandleKind, String), String>,
+    conversations: HashMap<String, Thread>,
+    /// Contact id → its latest conversation.
+    latest: HashMap<String, String>,
+}
+
+struct Thread {
+    conversation: Conversation,
+    history: VecDeque<HistoryEntry>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            dedupe: (0..DEDUPE_SHARDS).map(|_| Mutex::default()).collect(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Remember `key`; false when it was already known (within the TTL).
+    fn first_sighting(&self, key: String, ttl: Duration) -> bool {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let mut shard = self.dedupe[hasher.finish() as usize % DEDUPE_SHARDS].lock();
+        let now = Instant::now();
+        // Two generations: a key lives between one and two TTLs, and expiry is a swap.
+        match shard.rotated_at {
+            Some(at) if now.duration_since(at) < ttl => {}
+            Some(_) => {
+                let current = std::mem::take(&mut shard.current);
+                shard.previous = current;
+                shard.rotated_at = Some(now);
+            }
+            None => shard.rotated_at = Some(now),
+        }
+        if shard.previous.contains(&key) {
+            return false;
+        }
+        shard.current.insert(key)
+    }
+}
+
+#[async_trait]
+impl ContextStore for MemoryStore {
+    async fn ingest(&self, ingest: Ingest, policy: &IngestPolicy) -> Result<Option<Ingested>, StoreError> {
+        let key = format!("{}\u{1f}{}", ingest.channel, ingest.external_id);
+        if !self.first_sighting(key, policy.dedupe_ttl) {
+            return Ok(None);
+        }
+        let mut state = self.state.lock();
+        let contact_id = state.resolve_contact(&ingest.person, ingest.at);
+        let result = state.touch_conversation(&contact_id, &ingest, policy);
+        Ok(Some(result))
+    }
+
+    async fn record_outbound(&self, outbound: Outbound, policy: &IngestPolicy) -> Result<Ingested, StoreError> {
+        let mut state = self.state.lock();
+        let thread = state
+            .conversations
+            .get_mut(&outbound.conversation_id)
+            .ok_or_else(|| not_found("conversation", &outbound.conversation_id))?;
+        let at = outbound.message.at;
+        thread.conversation.messages += 1;
+        thread.conversation.last_activity_at = at;
+        push_history(&mut thread.history, outbound.message, policy.history_cap);
+        let conversation = thread.conversation.clone();
+        let history = last(&thread.history, policy.history_depth);
+        let contact = state
+            .contacts
+            .get(&conversation.contact_id)
+            .cloned()
+            .ok_or_else(|| not_found("contact", &conversation.contact_id))?;
+        Ok(Ingested {
+            contact,
+            conversation,
+            started: false,
+            switched_from: None,
+            history,
+        })
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        Ok(self.state.lock().contacts.get(id).cloned())
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .conversations
+            .get(id)
+            .map(|thread| thread.conversation.clone()))
+    }
+
+    async fn history(&self, conversation_id: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let state = self.state.lock();
+        let thread = state
+            .conversations
+            .get(conversation_id)
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        Ok(last(&thread.history, limit))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+impl State {
+    /// Find the contact by its channel user id, else by a verified phone/e-mail, else
+    /// create it; attach any new handles.
+    fn resolve_contact(&mut self, person: &Person, at: Timestamp) -> String {
+        let known = std::iter::once(&person.user)
+            .chain(person.handles.iter().filter(|handle| handle.verified))
+            .find_map(|handle| self.handles.get(&(handle.kind, handle.value.clone())).cloned());
+        let id = known.unwrap_or_else(|| {
+            let id = crate::ids::contact();
+            self.contacts.insert(
+                id.clone(),
+                Contact {
+                    id: id.clone(),
+                    name: None,
+                    handles: Vec::new(),
+                    created_at: at,
+                },
+            );
+            id
+        });
+        let contact = self.contacts.entry(id.clone()).or_insert_with(|| Contact {
+            id: id.clone(),
+            name: None,
+            handles: Vec::new(),
+            created_at: at,
+        });
+        if person.name.is_some() {
+            contact.name.clone_from(&person.name);
+        }
+        for handle in std::iter::once(&person.user).chain(&person.handles) {
+            add_handle(contact, handle);
+            if handle.verified || handle.kind == HandleKind::ChannelUser {
+                self.handles
+                    .insert((handle.kind, handle.value.clone()), id.clone());
+            }
+        }
+        id
+    }
+
+    fn touch_conversation(&mut self, contact_id: &str, ingest: &Ingest, policy: &IngestPolicy) -> Ingested {
+        let open = self
+            .latest
+            .get(contact_id)
+            .and_then(|id| self.conversations.get_mut(id))
+            .filter(|thread| is_open(&thread.conversation, ingest.at, policy.inactivity));
+        let (thread, started) = match open {
+            Some(thread) => (thread, false),
+            None => {
+                if let Some(previous) = self.latest.get(contact_id).and_then(|id| self.conversations.get_mut(id)) {
+                    previous.conversation.status = ConversationStatus::Closed;
+                }
+                let thread = new_thread(contact_id, &ingest.channel, ingest.at);
+                let id = thread.conversation.id.clone();
+                self.latest.insert(contact_id.to_owned(), id.clone());
+                (self.conversations.entry(id).or_insert(thread), true)
+            }
+        };
+        let switched_from = apply(thread, ingest, policy);
+        let conversation = thread.conversation.clone();
+        let history = last(&thread.history, policy.history_depth);
+        let contact = self.contacts.get(contact_id).cloned().unwrap_or_else(|| Contact {
+            id: contact_id.to_owned(),
+            name: None,
+            handles: Vec::new(),
+            created_at: ingest.at,
+        });
+        Ingested {
+            contact,
+            conversation,
+            started,
+            switched_from,
+            history,
+        }
+    }
+}
+
+/// Apply one event to its conversation; returns the previous channel on a switch.
+fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<String> {
+    let conversation = &mut thread.conversation;
+    let mut switched_from = None;
+    if let Some(message) = &ingest.message {
+        if conversation.current_channel != ingest.channel {
+            switched_from = Some(std::mem::replace(&mut conversation.current_channel, ingest.channel.clone()));
+            conversation.previous_channel.clone_from(&switched_from);
+        }
+        if !conversation.channels_used.contains(&ingest.channel) {
+            conversation.channels_used.push(ingest.channel.clone());
+        }
+        conversation.messages += 1;
+        conversation.last_activity_at = conversation.last_activity_at.max(ingest.at);
+        if let Some(window) = ingest.reply_window {
+            conversation.reply_window_until = ingest.at.checked_add(window).ok();
+        }
+        push_history(&mut thread.history, message.clone(), policy.history_cap);
+    }
+    if let Some(referral) = &ingest.referral {
+        touch(&mut conversation.attribution, referral);
+    }
+    switched_from
+}
+
+fn touch(attribution: &mut Attribution, referral: &Referral) {
+    if attribution.first_touch.is_none() {
+        attribution.first_touch = Some(referral.clone());
+    }
+    attribution.last_touch = Some(referral.clone());
+}
+
+fn is_open(conversation: &Conversation, at: Timestamp, inactivity: Duration) -> bool {
+    let idle = at.duration_since(conversation.last_activity_at);
+    conversation.status == ConversationStatus::Open
+        && idle.as_secs_f64() < inactivity.as_secs_f64()
+}
+
+fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
+    Thread {
+        conversation: Conversation {
+            id: crate::ids::conversation(),
+            contact_id: contact_id.to_owned(),
+            status: ConversationStatus::Open,
+            started_at: at,
+            last_activity_at: at,
+            channels_used: vec![channel.to_owned()],
+            current_channel: channel.to_owned(),
+            previous_channel: None,
+            messages: 0,
+            reply_window_until: None,
+            attribution: Attribution::default(),
+        },
+        history: VecDeque::new(),
+    }
+}
+
+fn add_handle(contact: &mut Contact, handle: &Handle) {
+    match contact
+        .handles
+        .iter_mut()
+        .find(|known| known.kind == handle.kind && known.value == handle.value)
+    {
+        Some(known) => known.verified |= handle.verified,
+        None => contact.handles.push(handle.clone()),
+    }
+}
+
+fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry, cap: usize) {
+    history.push_back(entry);
+    while history.len() > cap.max(1) {
+        history.pop_front();
+    }
+}
+
+fn last(history: &VecDeque<HistoryEntry>, limit: usize) -> Vec<HistoryEntry> {
+    history.iter().skip(history.len().saturating_sub(limit)).cloned().collect()
+}
+
+fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Direction;
+
+    fn policy() -> IngestPolicy {
+        IngestPolicy {
+            dedupe_ttl: Duration::from_secs(3600),
+            inactivity: Duration::from_secs(24 * 3600),
+            history_cap: 3,
+            history_depth: 10,
+        }
+    }
+
+    fn handle(kind: HandleKind, value: &str, verified: bool) -> Handle {
+        Handle {
+            kind,
+            value: value.to_owned(),
+            verified,
+        }
+    }
+
+    fn ingest(channel: &str, user: &str, id: &str, phone: Option<&str>, at: Timestamp) -> Ingest {
+        Ingest {
+            channel: channel.to_owned(),
+            external_id: id.to_owned(),
+            at,
+            person: Person {
+                user: handle(HandleKind::ChannelUser, &format!("{channel}:{user}"), true),
+                name: Some("Ana".into()),
+                handles: phone.map(|p| handle(HandleKind::Phone, p, true)).into_iter().collect(),
+            },
+            message: Some(HistoryEntry {
+                event_id: format!("evt_{id}"),
+                at,
+                channel: channel.to_owned(),
+                direction: Direction::Inbound,
+                external_id: Some(id.to_owned()),
+                text: Some(format!("text {id}")),
+                parts: Vec::new(),
+            }),
+            referral: None,
+            reply_window: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_is_dropped_and_conversation_continues() {
+        let store = MemoryStore::new();
+        let now = Timestamp::now();
+        let first = store.ingest(ingest("web", "v1", "m1", None, now), &policy()).await.expect("ok").expect("new");
+        assert!(first.started);
+        assert!(store.ingest(ingest("web", "v1", "m1", None, now), &policy()).await.expect("ok").is_none());
+        let second = store.ingest(ingest("web", "v1", "m2", None, now), &policy()).await.expect("ok").expect("new");
+        assert!(!second.started);
+        assert_eq!(second.conversation.id, first.conversation.id);
+        assert_eq!(second.conversation.messages, 2);
+        assert_eq!(second.history.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn verified_phone_links_channels_and_switch_is_reported() {
+        let store = MemoryStore::new();
+        let now = Timestamp::now();
+        let web = store.ingest(ingest("web", "v1", "m1", Some("+34600111222"), now), &policy()).await.expect("ok").expect("new");
+        let wa = store.ingest(ingest("wa", "34600111222", "w1", Some("+34600111222"), now), &policy()).await.expect("ok").expect("new");
+        assert_eq!(wa.contact.id, web.contact.id);
+        assert_eq!(wa.conversation.id, web.conversation.id);
+        assert_eq!(wa.switched_from.as_deref(), Some("web"));
+        assert_eq!(wa.conversation.channels_used, vec!["web", "wa"]);
+        assert_eq!(wa.contact.user_on("wa"), Some("34600111222"));
+    }
+
+    #[tokio::test]
+    async fn history_is_capped_and_inactivity_opens_a_new_conversation() {
+        let store = MemoryStore::new();
+        let now = Timestamp::now();
+        for i in 0..5 {
+            store.ingest(ingest("web", "v1", &format!("m{i}"), None, now), &policy()).await.expect("ok");
+        }
+        let later = now.checked_add(jiff::SignedDuration::from_hours(25)).expect("time");
+        let next = store.ingest(ingest("web", "v1", "m9", None, later), &policy()).await.expect("ok").expect("new");
+        assert!(next.started);
+        let history = store.history(&next.conversation.id, 10).await.expect("ok");
+        assert_eq!(history.len(), 1);
+    }
+
+    #[test]
+    fn dedupe_keys_expire_after_two_generations() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_millis(20);
+        assert!(store.first_sighting("k".into(), ttl));
+        assert!(!store.first_sighting("k".into(), ttl));
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(!store.first_sighting("other".into(), ttl) || !store.first_sighting("k".into(), ttl));
+        std::thread::sleep(Duration::from_millis(50));
+        store.first_sighting("rotate".into(), ttl);
+        std::thread::sleep(Duration::from_millis(25));
+        store.first_sighting("rotate-again".into(), ttl);
+        assert!(store.first_sighting("k".into(), ttl));
+    }
+}

@@ -1,0 +1,158 @@
+//! Records of the context store and the inputs of its operations.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::event::{
+    Attribution, ContactSnapshot, ConversationSnapshot, ConversationStatus, Handle, HandleKind,
+    HistoryEntry, Referral,
+};
+
+/// A contact.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Contact {
+    /// `ct_<ulid>`.
+    pub id: String,
+    /// Display name (latest seen).
+    pub name: Option<String>,
+    /// Every handle, normalized.
+    pub handles: Vec<Handle>,
+    /// When first seen.
+    pub created_at: Timestamp,
+}
+
+impl Contact {
+    /// The contact's user id on `channel`, if it has written there.
+    pub fn user_on(&self, channel: &str) -> Option<&str> {
+        self.handles
+            .iter()
+            .filter(|handle| handle.kind == HandleKind::ChannelUser)
+            .find_map(|handle| {
+                let (on, user) = handle.value.split_once(':')?;
+                (on == channel).then_some(user)
+            })
+    }
+
+    /// The snapshot carried by events.
+    pub fn snapshot(&self) -> ContactSnapshot {
+        ContactSnapshot {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            handles: self.handles.clone(),
+        }
+    }
+}
+
+/// A conversation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Conversation {
+    /// `cv_<ulid>`.
+    pub id: String,
+    /// The contact.
+    pub contact_id: String,
+    /// Open or closed.
+    pub status: ConversationStatus,
+    /// Start.
+    pub started_at: Timestamp,
+    /// Last message in either direction.
+    pub last_activity_at: Timestamp,
+    /// Channels in order of first use.
+    pub channels_used: Vec<String>,
+    /// Channel of the latest message.
+    pub current_channel: String,
+    /// Channel before the latest switch.
+    pub previous_channel: Option<String>,
+    /// Message count.
+    pub messages: u64,
+    /// Reply window end on the current channel.
+    pub reply_window_until: Option<Timestamp>,
+    /// First/last touch.
+    pub attribution: Attribution,
+}
+
+impl Conversation {
+    /// The snapshot carried by events.
+    pub fn snapshot(&self) -> ConversationSnapshot {
+        ConversationSnapshot {
+            id: self.id.clone(),
+            status: self.status,
+            started_at: self.started_at,
+            last_activity_at: self.last_activity_at,
+            channels_used: self.channels_used.clone(),
+            current_channel: self.current_channel.clone(),
+            previous_channel: self.previous_channel.clone(),
+            messages: self.messages,
+            reply_window_until: self.reply_window_until,
+            attribution: self.attribution.clone(),
+        }
+    }
+}
+
+/// Who an inbound event is from, with handles already normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    /// The `channel-user` handle (`<channel>:<user id>`).
+    pub user: Handle,
+    /// Display name, if given.
+    pub name: Option<String>,
+    /// Phone/e-mail handles.
+    pub handles: Vec<Handle>,
+}
+
+/// One inbound event to record.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// Channel id.
+    pub channel: String,
+    /// The provider's id, the dedupe key within the channel.
+    pub external_id: String,
+    /// When it happened.
+    pub at: Timestamp,
+    /// Who.
+    pub person: Person,
+    /// The message to append to history, for events that are messages.
+    pub message: Option<HistoryEntry>,
+    /// Referral to record as first/last touch.
+    pub referral: Option<Referral>,
+    /// The channel's reply window, opened by an inbound message.
+    pub reply_window: Option<Duration>,
+}
+
+/// A message sent by the business through omnigate.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Conversation it belongs to.
+    pub conversation_id: String,
+    /// The history entry (direction outbound).
+    pub message: HistoryEntry,
+}
+
+/// Store-wide rules for ingest.
+#[derive(Debug, Clone)]
+pub struct IngestPolicy {
+    /// How long dedupe keys live.
+    pub dedupe_ttl: Duration,
+    /// Inactivity after which the next message opens a new conversation.
+    pub inactivity: Duration,
+    /// Messages kept per conversation.
+    pub history_cap: usize,
+    /// Messages returned with the result (for enrichment).
+    pub history_depth: usize,
+}
+
+/// What ingest did.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The contact after the event.
+    pub contact: Contact,
+    /// The conversation after the event.
+    pub conversation: Conversation,
+    /// Whether this event opened the conversation.
+    pub started: bool,
+    /// The channel the conversation was on before, if this event switched channel.
+    pub switched_from: Option<String>,
+    /// The last `history_depth` messages, oldest first, this one included.
+    pub history: Vec<HistoryEntry>,
+}
