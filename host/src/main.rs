@@ -60,9 +60,10 @@ enum DevCommand {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
-        /// The subscription secret (`whsec_…`).
-        #[arg(long, env = "OMNIGATE_RECEIVER_SECRET")]
-        secret: String,
+        /// Secrets (`whsec_…`) a delivery may be signed with; repeat for several
+        /// (e.g. the subscription's and a web chat site's).
+        #[arg(long = "secret", required = true)]
+        secrets: Vec<String>,
     },
 }
 
@@ -104,8 +105,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev {
-            command: DevCommand::Receiver { listen, secret },
-        } => Ok(omnigate::dev::receiver::run(listen, secret).await?),
+            command: DevCommand::Receiver { listen, secrets },
+        } => Ok(omnigate::dev::receiver::run(listen, secrets).await?),
     }
 }
 
@@ -161,11 +162,7 @@ async fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
     println!("  kind:         {}", omnigate::server::kind_name(info.kind));
     println!("  contract:     omnigate:channel@{}", plugin.contract);
     println!("  sha256:       {}", plugin.digest);
-    let capabilities: Vec<String> = info
-        .capabilities
-        .iter()
-        .map(|c| format!("{c:?}").to_lowercase())
-        .collect();
+    let capabilities: Vec<&str> = info.capabilities.iter().map(|c| omnigate::server::capability_name(*c)).collect();
     println!("  capabilities: {}", capabilities.join(", "));
     for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
         println!("  {title}:");

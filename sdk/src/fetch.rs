@@ -66,7 +66,10 @@ impl Fetch {
 
     /// Adds a header (values may hold `{{secret:NAME}}` placeholders).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.request.headers.push(Header { name: name.into(), value: value.into() });
+        self.request.headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -95,7 +98,9 @@ impl Fetch {
         let body = serde_urlencoded::to_string(value)
             .map_err(|e| SendError::Invalid(format!("cannot encode form body: {e}")))?;
         self.request.body = body.into_bytes();
-        self.request.headers.push(content_type("application/x-www-form-urlencoded"));
+        self.request
+            .headers
+            .push(content_type("application/x-www-form-urlencoded"));
         Ok(self)
     }
 
@@ -148,7 +153,11 @@ impl FetchResponse {
         if self.is_success() {
             Ok(self)
         } else {
-            Err(send_error_for_status(self.status, &self.headers, &self.body))
+            Err(send_error_for_status(
+                self.status,
+                &self.headers,
+                &self.body,
+            ))
         }
     }
 }
@@ -166,10 +175,16 @@ pub fn send_error_for_status(status: u16, headers: &[Header], body: &[u8]) -> Se
         None => format!("HTTP {status}"),
     };
     match status {
-        429 => SendError::RateLimited(find_header(headers, "retry-after").and_then(retry_after_secs)),
+        429 => {
+            SendError::RateLimited(find_header(headers, "retry-after").and_then(retry_after_secs))
+        }
         401 | 403 => SendError::Unauthorized(described),
         408 | 500..=599 => SendError::Transient(described),
-        _ => SendError::Rejected(ProviderError { code: status.to_string(), title: format!("HTTP {status}"), detail }),
+        _ => SendError::Rejected(ProviderError {
+            code: status.to_string(),
+            title: format!("HTTP {status}"),
+            detail,
+        }),
     }
 }
 
@@ -194,13 +209,13 @@ impl From<FetchError> for SendError {
     }
 }
 
-/// `Retry-After` as seconds from now: delta-seconds, or an HTTP date (RFC 2822 form).
+/// `Retry-After` as seconds from now: delta-seconds, or an HTTP date.
 fn retry_after_secs(value: &str) -> Option<u32> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u32>() {
         return Some(secs);
     }
-    let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?.as_second();
+    let at = crate::time::parse_http_date(value)?.div_euclid(1000);
     let delta = at - host::now().div_euclid(1000);
     Some(u32::try_from(delta.max(0)).unwrap_or(u32::MAX))
 }
@@ -218,13 +233,16 @@ fn detail(body: &[u8]) -> Option<String> {
     Some(text[..cut].to_owned())
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::testing::Harness;
 
     fn h(name: &str, value: &str) -> Header {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     #[test]
@@ -236,27 +254,53 @@ mod tests {
             .timeout_ms(5000);
         let req = fetch.request();
         assert_eq!(req.method, "POST");
-        assert_eq!(req.headers[0], h("authorization", "Bearer {{secret:token}}"));
+        assert_eq!(
+            req.headers[0],
+            h("authorization", "Bearer {{secret:token}}")
+        );
         assert_eq!(req.headers[1], h("content-type", "application/json"));
         assert_eq!(req.body, br#"{"a":1}"#);
         assert_eq!(req.timeout_ms, Some(5000));
-        let form = Fetch::new("post", "https://x.example").form(&[("a", "b c")]).expect("form");
+        let form = Fetch::new("post", "https://x.example")
+            .form(&[("a", "b c")])
+            .expect("form");
         assert_eq!(form.request().body, b"a=b+c");
     }
 
     #[test]
     fn status_mapping() {
-        assert_eq!(send_error_for_status(429, &[h("Retry-After", "30")], b""), SendError::RateLimited(Some(30)));
-        assert_eq!(send_error_for_status(429, &[], b""), SendError::RateLimited(None));
-        assert_eq!(send_error_for_status(401, &[], b"bad token"), SendError::Unauthorized("HTTP 401: bad token".into()));
-        assert!(matches!(send_error_for_status(403, &[], b""), SendError::Unauthorized(_)));
-        assert_eq!(send_error_for_status(503, &[], b""), SendError::Transient("HTTP 503".into()));
+        assert_eq!(
+            send_error_for_status(429, &[h("Retry-After", "30")], b""),
+            SendError::RateLimited(Some(30))
+        );
+        assert_eq!(
+            send_error_for_status(429, &[], b""),
+            SendError::RateLimited(None)
+        );
+        assert_eq!(
+            send_error_for_status(401, &[], b"bad token"),
+            SendError::Unauthorized("HTTP 401: bad token".into())
+        );
+        assert!(matches!(
+            send_error_for_status(403, &[], b""),
+            SendError::Unauthorized(_)
+        ));
+        assert_eq!(
+            send_error_for_status(503, &[], b""),
+            SendError::Transient("HTTP 503".into())
+        );
         assert_eq!(
             send_error_for_status(400, &[], b" {\"error\":\"no\"} "),
-            SendError::Rejected(ProviderError { code: "400".into(), title: "HTTP 400".into(), detail: Some("{\"error\":\"no\"}".into()) })
+            SendError::Rejected(ProviderError {
+                code: "400".into(),
+                title: "HTTP 400".into(),
+                detail: Some("{\"error\":\"no\"}".into())
+            })
         );
         let long = "é".repeat(400);
-        let SendError::Rejected(e) = send_error_for_status(422, &[], long.as_bytes()) else { panic!() };
+        let SendError::Rejected(e) = send_error_for_status(422, &[], long.as_bytes()) else {
+            panic!()
+        };
         assert!(e.detail.is_some_and(|d| d.len() <= MAX_DETAIL));
     }
 
@@ -264,30 +308,61 @@ mod tests {
     fn retry_after_http_date() {
         // 2026-11-24T10:00:00Z plus 90 s.
         let headers = [h("retry-after", "Tue, 24 Nov 2026 10:01:30 GMT")];
-        let mapped = Harness::new().now(1_795_514_400_000).run(|| send_error_for_status(429, &headers, b""));
+        let mapped = Harness::new()
+            .now(1_795_514_400_000)
+            .run(|| send_error_for_status(429, &headers, b""));
         assert_eq!(mapped, SendError::RateLimited(Some(90)));
         let garbage = [h("retry-after", "soon")];
-        assert_eq!(send_error_for_status(429, &garbage, b""), SendError::RateLimited(None));
+        assert_eq!(
+            send_error_for_status(429, &garbage, b""),
+            SendError::RateLimited(None)
+        );
     }
 
     #[test]
     fn fetch_error_mapping() {
-        assert!(matches!(send_error_for_fetch(FetchError::Timeout), SendError::Transient(_)));
-        assert!(matches!(send_error_for_fetch(FetchError::Connection("x".into())), SendError::Transient(_)));
-        assert!(matches!(send_error_for_fetch(FetchError::TooLarge(9)), SendError::Transient(_)));
-        assert!(matches!(send_error_for_fetch(FetchError::Denied("x".into())), SendError::Invalid(_)));
-        assert!(matches!(SendError::from(FetchError::InvalidRequest("x".into())), SendError::Invalid(_)));
+        assert!(matches!(
+            send_error_for_fetch(FetchError::Timeout),
+            SendError::Transient(_)
+        ));
+        assert!(matches!(
+            send_error_for_fetch(FetchError::Connection("x".into())),
+            SendError::Transient(_)
+        ));
+        assert!(matches!(
+            send_error_for_fetch(FetchError::TooLarge(9)),
+            SendError::Transient(_)
+        ));
+        assert!(matches!(
+            send_error_for_fetch(FetchError::Denied("x".into())),
+            SendError::Invalid(_)
+        ));
+        assert!(matches!(
+            SendError::from(FetchError::InvalidRequest("x".into())),
+            SendError::Invalid(_)
+        ));
     }
 
     #[test]
     fn response_helpers() {
-        let resp = FetchResponse { status: 201, headers: vec![h("X-Id", "7")], body: br#"{"id":"a"}"#.to_vec() };
+        let resp = FetchResponse {
+            status: 201,
+            headers: vec![h("X-Id", "7")],
+            body: br#"{"id":"a"}"#.to_vec(),
+        };
         assert!(resp.is_success());
         assert_eq!(resp.header("x-id"), Some("7"));
         assert_eq!(resp.json::<serde_json::Value>().expect("json")["id"], "a");
         assert_eq!(resp.text(), r#"{"id":"a"}"#);
         assert!(resp.error_for_status().is_ok());
-        let failed = FetchResponse { status: 500, headers: vec![], body: vec![] };
-        assert_eq!(failed.error_for_status(), Err(SendError::Transient("HTTP 500".into())));
+        let failed = FetchResponse {
+            status: 500,
+            headers: vec![],
+            body: vec![],
+        };
+        assert_eq!(
+            failed.error_for_status(),
+            Err(SendError::Transient("HTTP 500".into()))
+        );
     }
 }

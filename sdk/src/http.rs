@@ -43,7 +43,8 @@ pub(crate) fn decode_pairs(encoded: &[u8]) -> Vec<(String, String)> {
 /// Parses a JSON body into `T`; on failure a [`WebhookError::BadRequest`] carrying serde's
 /// reason, e.g. ``invalid JSON body: missing field `id` at line 1 column 20``.
 pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WebhookError> {
-    serde_json::from_slice(body).map_err(|e| WebhookError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| WebhookError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Refuses a request whose method is not `method` with a [`WebhookError::BadRequest`].
@@ -60,7 +61,11 @@ pub fn require_method(request: &HttpRequest, method: &str) -> Result<(), Webhook
 
 /// `200 OK` with an empty body.
 pub fn ok() -> HttpResponse {
-    HttpResponse { status: 200, headers: Vec::new(), body: Vec::new() }
+    HttpResponse {
+        status: 200,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
 }
 
 /// `200 OK` with a `text/plain` body (e.g. an echoed handshake challenge).
@@ -85,7 +90,11 @@ pub fn ok_json<T: Serialize + ?Sized>(value: &T) -> HttpResponse {
         },
         Err(e) => {
             crate::host::error(&format!("cannot serialize response body: {e}"));
-            HttpResponse { status: 500, headers: Vec::new(), body: Vec::new() }
+            HttpResponse {
+                status: 500,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
         }
     }
 }
@@ -96,7 +105,10 @@ pub fn outcome(response: HttpResponse, events: Vec<InboundEvent>) -> WebhookOutc
 }
 
 pub(crate) fn content_type(value: &str) -> Header {
-    Header { name: "content-type".into(), value: value.into() }
+    Header {
+        name: "content-type".into(),
+        value: value.into(),
+    }
 }
 
 #[cfg(test)]
@@ -110,7 +122,10 @@ mod tests {
             query: query.into(),
             headers: headers
                 .iter()
-                .map(|(n, v)| Header { name: (*n).into(), value: (*v).into() })
+                .map(|(n, v)| Header {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
                 .collect(),
             body: Vec::new(),
         }
@@ -118,14 +133,20 @@ mod tests {
 
     #[test]
     fn headers_compare_case_insensitively_first_wins() {
-        let r = req("", &[("X-Hub-Signature-256", "a"), ("x-hub-signature-256", "b")]);
+        let r = req(
+            "",
+            &[("X-Hub-Signature-256", "a"), ("x-hub-signature-256", "b")],
+        );
         assert_eq!(header(&r, "x-HUB-signature-256"), Some("a"));
         assert_eq!(header(&r, "missing"), None);
     }
 
     #[test]
     fn query_is_percent_decoded() {
-        let r = req("hub.mode=subscribe&q=a%20b+c&e=%F0%9F%91%8B&empty=&hub.mode=x", &[]);
+        let r = req(
+            "hub.mode=subscribe&q=a%20b+c&e=%F0%9F%91%8B&empty=&hub.mode=x",
+            &[],
+        );
         assert_eq!(query_param(&r, "q").as_deref(), Some("a b c"));
         assert_eq!(query_param(&r, "e").as_deref(), Some("👋"));
         assert_eq!(query_param(&r, "empty").as_deref(), Some(""));
@@ -138,7 +159,13 @@ mod tests {
     #[test]
     fn form_decodes_pairs_and_tolerates_garbage() {
         let pairs = form(b"From=%2B34600111222&Body=Hola+mundo");
-        assert_eq!(pairs, vec![("From".into(), "+34600111222".into()), ("Body".into(), "Hola mundo".into())]);
+        assert_eq!(
+            pairs,
+            vec![
+                ("From".into(), "+34600111222".into()),
+                ("Body".into(), "Hola mundo".into())
+            ]
+        );
         assert_eq!(form(b"\xff=%zz").len(), 1);
     }
 
@@ -150,8 +177,13 @@ mod tests {
             id: String,
         }
         let err = json::<Body>(br#"{"text": "hi"}"#).expect_err("must fail");
-        let WebhookError::BadRequest(reason) = err else { panic!("{err:?}") };
-        assert!(reason.starts_with("invalid JSON body: missing field `id`"), "{reason}");
+        let WebhookError::BadRequest(reason) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            reason.starts_with("invalid JSON body: missing field `id`"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -160,7 +192,9 @@ mod tests {
         assert_eq!(require_method(&r, "POST"), Ok(()));
         assert_eq!(
             require_method(&r, "GET"),
-            Err(WebhookError::BadRequest("method POST not allowed, expected GET".into()))
+            Err(WebhookError::BadRequest(
+                "method POST not allowed, expected GET".into()
+            ))
         );
     }
 

@@ -32,6 +32,8 @@
 //!
 //! `plugins/webchat` in the omnigate repository is the reference plugin; copy it.
 
+#![warn(missing_docs)]
+
 mod fetch;
 pub mod host;
 mod http;
@@ -91,12 +93,84 @@ macro_rules! export_plugin {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type OmnigatePlugin = $plugin;
-            $crate::bindings::__export_channel!(OmnigatePlugin with_types_in $crate::bindings);
+            // wit-bindgen's macro embeds the world's type section and asks
+            // `__export::__export_world_channel_cabi!` for the exported functions.
+    $crate::bindings::__export_channel!(OmnigatePlugin with_types_in $crate::__export);
         };
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
             const fn assert_channel<T: $crate::Channel>() {}
             assert_channel::<$plugin>();
+        };
+    };
+}
+
+/// Plumbing for [`export_plugin!`]; not part of the API.
+#[doc(hidden)]
+pub mod __export {
+    pub use crate::__omnigate_export_cabi as __export_world_channel_cabi;
+}
+
+/// The core-wasm exports of a plugin, forwarding to the functions wit-bindgen generated.
+///
+/// wit-bindgen names core exports after the WIT functions (`describe`, `send`, …), but
+/// `send` is also a wasi-libc function, so the link fails with "duplicate symbol: send".
+/// These use the component model's `cm32p2` ("standard32") name mangling instead, which
+/// `wasm-component-ld` maps to the same component exports. The argument lists are the
+/// canonical ABI's flattening of each function and must follow the WIT.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __omnigate_export_cabi {
+    ($ty:ident with_types_in $($path_to_types:tt)*) => {
+        const _: () = {
+            #[unsafe(export_name = "cm32p2||describe")]
+            unsafe extern "C" fn export_describe() -> *mut u8 {
+                unsafe { $crate::bindings::_export_describe_cabi::<$ty>() }
+            }
+            #[unsafe(export_name = "cm32p2||describe_post")]
+            unsafe extern "C" fn post_return_describe(ret: *mut u8) {
+                unsafe { $crate::bindings::__post_return_describe::<$ty>(ret) }
+            }
+            #[unsafe(export_name = "cm32p2||handle-webhook")]
+            unsafe extern "C" fn export_handle_webhook(
+                method: *mut u8,
+                method_len: usize,
+                path: *mut u8,
+                path_len: usize,
+                query: *mut u8,
+                query_len: usize,
+                headers: *mut u8,
+                headers_len: usize,
+                body: *mut u8,
+                body_len: usize,
+            ) -> *mut u8 {
+                unsafe {
+                    $crate::bindings::_export_handle_webhook_cabi::<$ty>(
+                        method,
+                        method_len,
+                        path,
+                        path_len,
+                        query,
+                        query_len,
+                        headers,
+                        headers_len,
+                        body,
+                        body_len,
+                    )
+                }
+            }
+            #[unsafe(export_name = "cm32p2||handle-webhook_post")]
+            unsafe extern "C" fn post_return_handle_webhook(ret: *mut u8) {
+                unsafe { $crate::bindings::__post_return_handle_webhook::<$ty>(ret) }
+            }
+            #[unsafe(export_name = "cm32p2||send")]
+            unsafe extern "C" fn export_send(message: *mut u8) -> *mut u8 {
+                unsafe { $crate::bindings::_export_send_cabi::<$ty>(message) }
+            }
+            #[unsafe(export_name = "cm32p2||send_post")]
+            unsafe extern "C" fn post_return_send(ret: *mut u8) {
+                unsafe { $crate::bindings::__post_return_send::<$ty>(ret) }
+            }
         };
     };
 }

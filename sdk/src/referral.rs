@@ -4,15 +4,39 @@ use crate::http::decode_pairs;
 use crate::{Pair, Referral, ReferralSource};
 
 /// Click ids kept in [`Referral::click_ids`], by the name the ad network gives them.
-const CLICK_IDS: [&str; 8] =
-    ["fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ctwa_clid"];
+const CLICK_IDS: [&str; 8] = [
+    "fbclid",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "ttclid",
+    "msclkid",
+    "li_fat_id",
+    "ctwa_clid",
+];
 
 /// Click ids that only a paid click carries (an `fbclid` is added to organic links too).
-const PAID_CLICK_IDS: [&str; 6] = ["gclid", "gbraid", "wbraid", "msclkid", "ttclid", "li_fat_id"];
+const PAID_CLICK_IDS: [&str; 6] = [
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "ttclid",
+    "li_fat_id",
+];
 
 /// `utm_medium` values that mean a paid placement (compared case-insensitively).
-const PAID_MEDIUMS: [&str; 9] =
-    ["cpc", "ppc", "paid", "paid_social", "paidsocial", "ad", "ads", "display", "cpm"];
+const PAID_MEDIUMS: [&str; 9] = [
+    "cpc",
+    "ppc",
+    "paid",
+    "paid_social",
+    "paidsocial",
+    "ad",
+    "ads",
+    "display",
+    "cpm",
+];
 
 const UTM: [&str; 5] = ["source", "medium", "campaign", "term", "content"];
 
@@ -42,22 +66,36 @@ pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> 
     let utm: Vec<Pair> = UTM
         .iter()
         .filter_map(|name| {
-            first(&format!("utm_{name}")).map(|value| Pair { name: (*name).into(), value })
+            first(&format!("utm_{name}")).map(|value| Pair {
+                name: (*name).into(),
+                value,
+            })
         })
         .collect();
     let click_ids: Vec<Pair> = CLICK_IDS
         .iter()
-        .filter_map(|name| first(name).map(|value| Pair { name: (*name).into(), value }))
+        .filter_map(|name| {
+            first(name).map(|value| Pair {
+                name: (*name).into(),
+                value,
+            })
+        })
         .collect();
     if utm.is_empty() && click_ids.is_empty() && referrer.is_none() {
         return None;
     }
 
-    let paid_click = click_ids.iter().any(|p| PAID_CLICK_IDS.contains(&p.name.as_str()));
+    let paid_click = click_ids
+        .iter()
+        .any(|p| PAID_CLICK_IDS.contains(&p.name.as_str()));
     let paid_medium = first("utm_medium")
         .is_some_and(|m| PAID_MEDIUMS.iter().any(|paid| m.eq_ignore_ascii_case(paid)));
     Some(Referral {
-        source: if paid_click || paid_medium { ReferralSource::Ad } else { ReferralSource::Link },
+        source: if paid_click || paid_medium {
+            ReferralSource::Ad
+        } else {
+            ReferralSource::Link
+        },
         ad_id: None,
         campaign: first("utm_campaign"),
         click_ids,
@@ -85,7 +123,9 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[Pair]) -> Vec<(&str, &str)> {
-        list.iter().map(|p| (p.name.as_str(), p.value.as_str())).collect()
+        list.iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect()
     }
 
     #[test]
@@ -94,7 +134,10 @@ mod tests {
         let r = referral_from_url(url, Some("https://l.instagram.com/")).expect("referral");
         assert_eq!(r.source, ReferralSource::Link);
         assert_eq!(r.campaign.as_deref(), Some("bf25"));
-        assert_eq!(pairs(&r.utm), vec![("source", "instagram"), ("campaign", "bf25")]);
+        assert_eq!(
+            pairs(&r.utm),
+            vec![("source", "instagram"), ("campaign", "bf25")]
+        );
         assert_eq!(pairs(&r.click_ids), vec![("fbclid", "abc")]);
         assert_eq!(r.url.as_deref(), Some(url));
         assert_eq!(r.referrer.as_deref(), Some("https://l.instagram.com/"));

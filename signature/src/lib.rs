@@ -14,6 +14,8 @@
 //! # Ok::<(), omnigate_signature::SecretError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -106,7 +108,10 @@ pub fn sign(scheme: Scheme, secret: &[u8], message: &[u8]) -> Result<String, Sec
         Scheme::HmacSha256Hex => hex::encode(mac::<Hmac<Sha256>>(secret, message)?),
         Scheme::HmacSha256Base64 => BASE64.encode(mac::<Hmac<Sha256>>(secret, message)?),
         Scheme::HmacSha256Prefixed => {
-            format!("sha256={}", hex::encode(mac::<Hmac<Sha256>>(secret, message)?))
+            format!(
+                "sha256={}",
+                hex::encode(mac::<Hmac<Sha256>>(secret, message)?)
+            )
         }
         Scheme::HmacSha1Base64 => BASE64.encode(mac::<Hmac<Sha1>>(secret, message)?),
         Scheme::StandardWebhooks => {
@@ -138,7 +143,9 @@ pub mod standard_webhooks {
             SecretError::Malformed("not a Standard Webhooks key (whsec_<base64>)".into())
         })?;
         if key.is_empty() {
-            return Err(SecretError::Malformed("Standard Webhooks key is empty".into()));
+            return Err(SecretError::Malformed(
+                "Standard Webhooks key is empty".into(),
+            ));
         }
         Ok(key)
     }
@@ -164,7 +171,10 @@ fn keyed<M: Mac + KeyInit>(secret: &[u8], message: &[u8]) -> Result<M, SecretErr
 }
 
 fn mac<M: Mac + KeyInit>(secret: &[u8], message: &[u8]) -> Result<Vec<u8>, SecretError> {
-    Ok(keyed::<M>(secret, message)?.finalize().into_bytes().to_vec())
+    Ok(keyed::<M>(secret, message)?
+        .finalize()
+        .into_bytes()
+        .to_vec())
 }
 
 fn verify_hex<M: Mac + KeyInit>(
@@ -219,11 +229,25 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         let expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-        assert_eq!(sign(Scheme::StandardWebhooks, WHSEC.as_bytes(), &content), Ok(expected.into()));
-        assert_eq!(verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), &content, expected), Ok(true));
+        assert_eq!(
+            sign(Scheme::StandardWebhooks, WHSEC.as_bytes(), &content),
+            Ok(expected.into())
+        );
+        assert_eq!(
+            verify(
+                Scheme::StandardWebhooks,
+                WHSEC.as_bytes(),
+                &content,
+                expected
+            ),
+            Ok(true)
+        );
         // The bare base64 key works too.
         let bare = WHSEC.trim_start_matches("whsec_").as_bytes();
-        assert_eq!(verify(Scheme::StandardWebhooks, bare, &content, expected), Ok(true));
+        assert_eq!(
+            verify(Scheme::StandardWebhooks, bare, &content, expected),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -232,18 +256,35 @@ mod tests {
         let good = sign(Scheme::StandardWebhooks, WHSEC.as_bytes(), content).expect("sign");
         let b64 = good.trim_start_matches("v1,");
         let several = format!("v1,AAAA v1a,{b64} {good}");
-        assert_eq!(verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), content, &several), Ok(true));
+        assert_eq!(
+            verify(
+                Scheme::StandardWebhooks,
+                WHSEC.as_bytes(),
+                content,
+                &several
+            ),
+            Ok(true)
+        );
         // The right MAC under another version tag is ignored.
         let other = format!("v2,{b64} v1,bm90IGl0");
-        assert_eq!(verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), content, &other), Ok(false));
-        assert_eq!(verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), content, ""), Ok(false));
+        assert_eq!(
+            verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), content, &other),
+            Ok(false)
+        );
+        assert_eq!(
+            verify(Scheme::StandardWebhooks, WHSEC.as_bytes(), content, ""),
+            Ok(false)
+        );
     }
 
     #[test]
     fn standard_webhooks_malformed_secret() {
         for bad in ["whsec_not base64!", "", "whsec_"] {
             let result = verify(Scheme::StandardWebhooks, bad.as_bytes(), b"m", "v1,AAAA");
-            assert!(matches!(result, Err(SecretError::Malformed(_))), "{bad:?}: {result:?}");
+            assert!(
+                matches!(result, Err(SecretError::Malformed(_))),
+                "{bad:?}: {result:?}"
+            );
             assert!(matches!(
                 sign(Scheme::StandardWebhooks, bad.as_bytes(), b"m"),
                 Err(SecretError::Malformed(_))
@@ -262,11 +303,23 @@ mod tests {
         let secret = b"8f742231b10e8888abcd99yyyzzz85a5";
         let basestring = "v0:1531420618:token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         let expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
-        assert_eq!(sign(Scheme::SlackV0, secret, basestring.as_bytes()), Ok(expected.into()));
-        assert_eq!(verify(Scheme::SlackV0, secret, basestring.as_bytes(), expected), Ok(true));
+        assert_eq!(
+            sign(Scheme::SlackV0, secret, basestring.as_bytes()),
+            Ok(expected.into())
+        );
+        assert_eq!(
+            verify(Scheme::SlackV0, secret, basestring.as_bytes(), expected),
+            Ok(true)
+        );
         let hex = expected.trim_start_matches("v0=");
-        assert_eq!(verify(Scheme::SlackV0, secret, basestring.as_bytes(), hex), Ok(false));
-        assert_eq!(verify(Scheme::HmacSha256Hex, secret, basestring.as_bytes(), hex), Ok(true));
+        assert_eq!(
+            verify(Scheme::SlackV0, secret, basestring.as_bytes(), hex),
+            Ok(false)
+        );
+        assert_eq!(
+            verify(Scheme::HmacSha256Hex, secret, basestring.as_bytes(), hex),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -277,8 +330,19 @@ mod tests {
                        CallSidCA1234567890ABCDECaller+12349013030Digits1234\
                        From+12349013030To+18005551212";
         let expected = "0/KCTR6DLpKmkAf8muzZqo1nDgQ=";
-        assert_eq!(sign(Scheme::HmacSha1Base64, b"12345", message.as_bytes()), Ok(expected.into()));
-        assert_eq!(verify(Scheme::HmacSha1Base64, b"12345", message.as_bytes(), expected), Ok(true));
+        assert_eq!(
+            sign(Scheme::HmacSha1Base64, b"12345", message.as_bytes()),
+            Ok(expected.into())
+        );
+        assert_eq!(
+            verify(
+                Scheme::HmacSha1Base64,
+                b"12345",
+                message.as_bytes(),
+                expected
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -286,11 +350,25 @@ mod tests {
         // docs.github.com "Validating webhook deliveries".
         let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         let secret = b"It's a Secret to Everybody";
-        assert_eq!(sign(Scheme::HmacSha256Prefixed, secret, b"Hello, World!"), Ok(expected.into()));
-        assert_eq!(verify(Scheme::HmacSha256Prefixed, secret, b"Hello, World!", expected), Ok(true));
+        assert_eq!(
+            sign(Scheme::HmacSha256Prefixed, secret, b"Hello, World!"),
+            Ok(expected.into())
+        );
+        assert_eq!(
+            verify(
+                Scheme::HmacSha256Prefixed,
+                secret,
+                b"Hello, World!",
+                expected
+            ),
+            Ok(true)
+        );
         // Hex is compared as bytes, so upper case verifies too.
         let upper = format!("sha256={}", expected[7..].to_uppercase());
-        assert_eq!(verify(Scheme::HmacSha256Prefixed, secret, b"Hello, World!", &upper), Ok(true));
+        assert_eq!(
+            verify(Scheme::HmacSha256Prefixed, secret, b"Hello, World!", &upper),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -298,13 +376,24 @@ mod tests {
         for scheme in ALL.into_iter().filter(|s| *s != Scheme::Equals) {
             let secret = secret_for(scheme);
             let signature = sign(scheme, secret, b"payload").expect("sign");
-            assert_eq!(verify(scheme, secret, b"payload", &signature), Ok(true), "{scheme:?}");
-            assert_eq!(verify(scheme, secret, b"payload!", &signature), Ok(false), "{scheme:?}");
+            assert_eq!(
+                verify(scheme, secret, b"payload", &signature),
+                Ok(true),
+                "{scheme:?}"
+            );
+            assert_eq!(
+                verify(scheme, secret, b"payload!", &signature),
+                Ok(false),
+                "{scheme:?}"
+            );
             let other_secret: &[u8] = match scheme {
                 Scheme::StandardWebhooks => b"whsec_b3RoZXIga2V5",
                 _ => b"another secret",
             };
-            assert_eq!(verify(scheme, other_secret, b"payload", &signature), Ok(false));
+            assert_eq!(
+                verify(scheme, other_secret, b"payload", &signature),
+                Ok(false)
+            );
         }
     }
 
@@ -312,17 +401,38 @@ mod tests {
     fn garbage_signatures_are_false_not_errors() {
         for scheme in ALL {
             let secret = secret_for(scheme);
-            for garbage in ["", "zz", "sha256=", "v0=xyz", "v1,%%%", "not base64!", "sha256=abc"] {
-                assert_eq!(verify(scheme, secret, b"payload", garbage), Ok(false), "{scheme:?}");
+            for garbage in [
+                "",
+                "zz",
+                "sha256=",
+                "v0=xyz",
+                "v1,%%%",
+                "not base64!",
+                "sha256=abc",
+            ] {
+                assert_eq!(
+                    verify(scheme, secret, b"payload", garbage),
+                    Ok(false),
+                    "{scheme:?}"
+                );
             }
         }
     }
 
     #[test]
     fn equals_compares_the_secret_and_cannot_sign() {
-        assert_eq!(verify(Scheme::Equals, b"tok-123", b"ignored", "tok-123"), Ok(true));
-        assert_eq!(verify(Scheme::Equals, b"tok-123", b"", "tok-124"), Ok(false));
-        assert_eq!(verify(Scheme::Equals, b"tok-123", b"", "tok-1234"), Ok(false));
+        assert_eq!(
+            verify(Scheme::Equals, b"tok-123", b"ignored", "tok-123"),
+            Ok(true)
+        );
+        assert_eq!(
+            verify(Scheme::Equals, b"tok-123", b"", "tok-124"),
+            Ok(false)
+        );
+        assert_eq!(
+            verify(Scheme::Equals, b"tok-123", b"", "tok-1234"),
+            Ok(false)
+        );
         assert_eq!(
             sign(Scheme::Equals, b"tok-123", b""),
             Err(SecretError::Malformed("equals cannot sign".into()))
@@ -332,8 +442,14 @@ mod tests {
     #[test]
     fn empty_secret_is_refused() {
         for scheme in ALL {
-            assert!(matches!(verify(scheme, b"", b"m", ""), Err(SecretError::Malformed(_))));
-            assert!(matches!(sign(scheme, b"", b"m"), Err(SecretError::Malformed(_))));
+            assert!(matches!(
+                verify(scheme, b"", b"m", ""),
+                Err(SecretError::Malformed(_))
+            ));
+            assert!(matches!(
+                sign(scheme, b"", b"m"),
+                Err(SecretError::Malformed(_))
+            ));
         }
     }
 }

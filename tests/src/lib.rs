@@ -1,1 +1,410 @@
-//! placeholder
+//! End-to-end test harness: the real gateway (router over real HTTP on loopback), real
+//! plugins built for `wasm32-wasip2`, and local fake providers and downstream receivers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::any;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use omnigate;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Build all plugins and test guests once per test process, the same way as
+/// `cargo xtask plugins` (it is that command).
+fn build_components() -> &'static Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = cargo()
+            .args(["xtask", "plugins"])
+            .output()
+            .map_err(|error| format!("cannot run cargo xtask plugins: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "cargo xtask plugins failed:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    })
+}
+
+fn component(dir: &str, name: &str) -> PathBuf {
+    if let Err(error) = build_components() {
+        panic!("{error}");
+    }
+    let path = root().join("target").join(dir).join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The built plugin `name` (`target/plugins/<name>.wasm`).
+pub fn plugin_path(name: &str) -> PathBuf {
+    component("plugins", name)
+}
+
+/// The built test guest `name` (`target/test-guests/<name>.wasm`).
+pub fn guest_path(name: &str) -> PathBuf {
+    component("test-guests", name)
+}
+
+/// The `omnigate` binary, built once.
+pub fn omnigate_bin() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = cargo()
+            .args(["build", "--quiet", "-p", "omnigate", "--bin", "omnigate"])
+            .status()
+            .map_err(|error| error.to_string())?;
+        status.success().then_some(()).ok_or_else(|| format!("cargo build failed: {status}"))
+    });
+    if let Err(error) = built {
+        panic!("{error}");
+    }
+    root().join("target").join("debug").join("omnigate")
+}
+
+/// TOML string literal for a path.
+pub fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+/// A gateway running in this process on a loopback port.
+pub struct Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The application (registry, pipeline, delivery).
+    pub app: Arc<omnigate::server::App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gateway {
+    /// Start a gateway from TOML configuration text. `[plugins] cache_dir` defaults to a
+    /// shared test cache so plugins compile once per test run.
+    pub async fn start(config: &str) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = omnigate::ops::config::Config::from_toml(config)?;
+        if config.plugins.cache_dir == omnigate::ops::config::PluginSettings::default().cache_dir {
+            config.plugins.cache_dir = Some(root().join("target").join("test-plugin-cache"));
+        }
+        let app = omnigate::server::build(config).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(omnigate::server::serve(
+            app.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            Duration::from_secs(2),
+        ));
+        Ok(Self {
+            base,
+            app,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stop serving and wait for shutdown.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A request recorded by a fake server.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What a fake server answers: status, headers, body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+type Responder = Arc<dyn Fn(&Recorded) -> Answer + Send + Sync>;
+
+#[derive(Clone)]
+struct FakeState {
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    responder: Arc<Mutex<Responder>>,
+}
+
+/// A local HTTP server that records requests and answers with a closure: a fake
+/// provider API, a fake site backend, or an echo server.
+pub struct FakeApi {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// `127.0.0.1:<port>`, for `allowed_hosts`.
+    pub authority: String,
+    state: FakeState,
+}
+
+impl FakeApi {
+    /// Start with `responder`.
+    pub async fn start(responder: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Result<Self> {
+        let state = FakeState {
+            requests: Arc::default(),
+            responder: Arc::new(Mutex::new(Arc::new(responder))),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let authority = listener.local_addr()?.to_string();
+        let app = Router::new()
+            .route("/", any(fake_handler))
+            .route("/{*path}", any(fake_handler))
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url: format!("http://{authority}"),
+            authority,
+            state,
+        })
+    }
+
+    /// Replace the responder.
+    pub fn respond(&self, responder: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) {
+        *self.state.responder.lock() = Arc::new(responder);
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().clone()
+    }
+}
+
+async fn fake_handler(
+    State(state): State<FakeState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let recorded = Recorded {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let responder = state.responder.lock().clone();
+    let (status, answer_headers, body) = responder(&recorded);
+    state.requests.lock().push(recorded);
+    let mut out = HeaderMap::new();
+    for (name, value) in answer_headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            out.append(name, value);
+        }
+    }
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), out, body)
+}
+
+/// A JSON answer.
+pub fn json_answer(status: u16, body: Value) -> Answer {
+    (
+        status,
+        vec![("content-type".into(), "application/json".into())],
+        body.to_string().into_bytes(),
+    )
+}
+
+/// A downstream tool: verifies every delivery's Standard Webhooks signature (refusing
+/// bad ones with 401) and keeps the verified CloudEvents.
+pub struct Receiver {
+    /// URL to subscribe.
+    pub url: String,
+    api: FakeApi,
+    secret: String,
+}
+
+impl Receiver {
+    /// Start, verifying with `secret` (`whsec_…`).
+    pub async fn start(secret: &str) -> Result<Self> {
+        let key = secret.to_owned();
+        let api = FakeApi::start(move |request| {
+            if verify_delivery(&key, request) {
+                (204, Vec::new(), Vec::new())
+            } else {
+                (401, Vec::new(), b"bad signature".to_vec())
+            }
+        })
+        .await?;
+        Ok(Self {
+            url: format!("{}/hook", api.url),
+            api,
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// Verified deliveries (the CloudEvents), in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.api
+            .requests()
+            .iter()
+            .filter(|request| verify_delivery(&self.secret, request))
+            .map(Recorded::json)
+            .collect()
+    }
+
+    /// Raw requests, verified or not.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.api.requests()
+    }
+
+    /// Wait until at least `count` verified events arrived, or fail after `timeout`.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if events.len() >= count {
+                return Ok(events);
+            }
+            if Instant::now() > deadline {
+                bail!("expected {count} deliveries within {timeout:?}, got {}: {events:#?}", events.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `data` (normalized events) of verified deliveries of `event_type`.
+    pub fn of_type(&self, event_type: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|event| event["type"] == format!("dev.omnigate.{event_type}"))
+            .map(|event| event["data"].clone())
+            .collect()
+    }
+}
+
+/// Whether `request` carries a valid Standard Webhooks signature for `secret`.
+pub fn verify_delivery(secret: &str, request: &Recorded) -> bool {
+    let (Some(id), Some(timestamp), Some(signature)) = (
+        request.header("webhook-id"),
+        request.header("webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
+        request.header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, &request.body);
+    omnigate_signature::verify(omnigate_signature::Scheme::StandardWebhooks, secret.as_bytes(), &content, signature)
+        == Ok(true)
+}
+
+/// Standard Webhooks headers for `body`, signed now with `secret` under `id`.
+pub fn standard_webhooks_headers(secret: &str, id: &str, body: &[u8]) -> Result<Vec<(String, String)>> {
+    let timestamp = jiff::Timestamp::now().as_second();
+    standard_webhooks_headers_at(secret, id, body, timestamp)
+}
+
+/// Like [`standard_webhooks_headers`] with an explicit timestamp (seconds).
+pub fn standard_webhooks_headers_at(secret: &str, id: &str, body: &[u8], timestamp: i64) -> Result<Vec<(String, String)>> {
+    let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, body);
+    let signature = omnigate_signature::sign(omnigate_signature::Scheme::StandardWebhooks, secret.as_bytes(), &content)
+        .context("sign")?;
+    Ok(vec![
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), timestamp.to_string()),
+        ("webhook-signature".into(), signature),
+    ])
+}
+
+/// Meta's `X-Hub-Signature-256` value for `body`.
+pub fn hub_signature(app_secret: &str, body: &[u8]) -> String {
+    omnigate_signature::sign(omnigate_signature::Scheme::HmacSha256Prefixed, app_secret.as_bytes(), body)
+        .unwrap_or_default()
+}
+
+/// POST `body` to `url` with `headers`; returns status and body text.
+pub async fn post(url: &str, headers: &[(String, String)], body: impl Into<Vec<u8>>) -> Result<(u16, String)> {
+    let client = reqwest::Client::new();
+    let mut request = client.post(url).body(body.into());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// GET `url`; returns status and body text.
+pub async fn get(url: &str, headers: &[(String, String)]) -> Result<(u16, String)> {
+    let client = reqwest::Client::new();
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}

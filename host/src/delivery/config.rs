@@ -11,7 +11,7 @@ use super::filter::EventFilter;
 use crate::secret::Secret;
 
 /// Settings shared by every subscription (`[delivery]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Delays before each retry, as humantime strings (`"5s"`, `"2h"`). An event is tried
@@ -52,7 +52,7 @@ impl Default for DeliverySettings {
 }
 
 /// One HTTP subscription (`[[subscriptions]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     /// Name used in logs, stats and dead letters; defaults to `sub-<n>` (1-based position
@@ -85,7 +85,10 @@ fn all_events() -> Vec<String> {
 /// Deserializes a list of humantime strings; `humantime_serde` only handles one value.
 fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     let values = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
-    Ok(values.into_iter().map(humantime_serde::Serde::into_inner).collect())
+    Ok(values
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
 }
 
 /// A subscription after validation: what a lane needs to deliver.
@@ -115,12 +118,23 @@ impl DeliverySettings {
         if self.lanes == 0 || self.lanes > MAX_LANES {
             return invalid(&format!("`lanes` must be between 1 and {MAX_LANES}"));
         }
+        // Jitter multiplies the delay; an absurd value (a typo like "10000y") would overflow.
+        if self
+            .retry_schedule
+            .iter()
+            .any(|delay| *delay > MAX_RETRY_DELAY)
+        {
+            return invalid("every `retry_schedule` delay must be at most 30 days");
+        }
         Ok(())
     }
 }
 
 /// Upper bound on `lanes`, far above any useful value.
 const MAX_LANES: usize = 4096;
+
+/// Upper bound on one retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl SubscriptionConfig {
     /// Validates one subscription; `position` is its 0-based place in the configuration.
@@ -132,8 +146,7 @@ impl SubscriptionConfig {
         }
         let url = parse_url(&self.url).map_err(&fail)?;
         // The error never contains the secret itself (see omnigate-signature).
-        decode_secret(self.secret.expose())
-            .map_err(|error| fail(format!("`secret`: {error}")))?;
+        decode_secret(self.secret.expose()).map_err(|error| fail(format!("`secret`: {error}")))?;
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
         Ok(Subscription {
             id,
@@ -165,7 +178,10 @@ pub(crate) fn validate_all(
     let mut subscriptions: Vec<Subscription> = Vec::with_capacity(configs.len());
     for (position, config) in configs.into_iter().enumerate() {
         let subscription = config.validate(position)?;
-        if subscriptions.iter().any(|other| other.id == subscription.id) {
+        if subscriptions
+            .iter()
+            .any(|other| other.id == subscription.id)
+        {
             return Err(DeliveryError::Config(format!(
                 "subscription `{}`: duplicate id",
                 subscription.id
@@ -194,31 +210,46 @@ mod tests {
         assert_eq!(defaults.timeout, Duration::from_secs(15));
         assert_eq!((defaults.max_in_flight, defaults.lanes), (100_000, 16));
         let custom: DeliverySettings =
-            toml::from_str("retry_schedule = [\"50ms\", \"2m\"]\ntimeout = \"1s\"")
-                .expect("valid");
+            toml::from_str("retry_schedule = [\"50ms\", \"2m\"]\ntimeout = \"1s\"").expect("valid");
         assert_eq!(
             custom.retry_schedule,
             [Duration::from_millis(50), Duration::from_secs(120)]
         );
         assert!(toml::from_str::<DeliverySettings>("retries = 3").is_err());
-        let zero = DeliverySettings { lanes: 0, ..DeliverySettings::default() };
+        let absurd: DeliverySettings =
+            toml::from_str("retry_schedule = [\"5s\", \"1000y\"]").expect("parses");
+        assert!(matches!(absurd.validate(), Err(DeliveryError::Config(_))));
+        let zero = DeliverySettings {
+            lanes: 0,
+            ..DeliverySettings::default()
+        };
         assert!(matches!(zero.validate(), Err(DeliveryError::Config(_))));
     }
 
     #[test]
     fn subscription_defaults_and_validation() {
-        let config = subscription(&format!("url = \"http://127.0.0.1:9/h\"\nsecret = \"{KEY}\""))
-            .expect("valid");
+        let config = subscription(&format!(
+            "url = \"http://127.0.0.1:9/h\"\nsecret = \"{KEY}\""
+        ))
+        .expect("valid");
         let valid = config.validate(2).expect("valid");
         assert_eq!(valid.id, "sub-3");
         assert_eq!((valid.history, valid.include_raw), (0, false));
 
         let bad_cases = [
-            (format!("url = \"ftp://x/\"\nsecret = \"{KEY}\""), "http or https"),
-            (format!("url = \"not a url\"\nsecret = \"{KEY}\""), "`url`"),
-            ("url = \"http://x/\"\nsecret = \"whsec_!!\"".to_owned(), "`secret`"),
             (
-                format!("id = \"crm\"\nurl = \"http://x/\"\nsecret = \"{KEY}\"\nevents = [\"mesage.*\"]"),
+                format!("url = \"ftp://x/\"\nsecret = \"{KEY}\""),
+                "http or https",
+            ),
+            (format!("url = \"not a url\"\nsecret = \"{KEY}\""), "`url`"),
+            (
+                "url = \"http://x/\"\nsecret = \"whsec_!!\"".to_owned(),
+                "`secret`",
+            ),
+            (
+                format!(
+                    "id = \"crm\"\nurl = \"http://x/\"\nsecret = \"{KEY}\"\nevents = [\"mesage.*\"]"
+                ),
                 "crm",
             ),
         ];
@@ -230,14 +261,21 @@ mod tests {
             assert!(message.contains(expected), "{message}");
             assert!(!message.contains("MfKQ9r8"), "secret leaked: {message}");
         }
-        assert!(subscription(&format!("url = \"http://x/\"\nsecret = \"{KEY}\"\nretry = 1")).is_err());
+        assert!(
+            subscription(&format!(
+                "url = \"http://x/\"\nsecret = \"{KEY}\"\nretry = 1"
+            ))
+            .is_err()
+        );
     }
 
     #[test]
     fn duplicate_ids_are_rejected() {
         let one = || {
-            subscription(&format!("id = \"a\"\nurl = \"http://x/\"\nsecret = \"{KEY}\""))
-                .expect("valid")
+            subscription(&format!(
+                "id = \"a\"\nurl = \"http://x/\"\nsecret = \"{KEY}\""
+            ))
+            .expect("valid")
         };
         let result = validate_all(vec![one(), one()]);
         assert!(matches!(result, Err(DeliveryError::Config(m)) if m.contains("duplicate")));

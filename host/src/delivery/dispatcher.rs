@@ -110,7 +110,11 @@ impl Ticket {
         shared: Arc<Shared>,
     ) -> Self {
         shared.pending.fetch_add(1, Ordering::AcqRel);
-        Self { _permit: permit, unfinished: AtomicUsize::new(jobs), shared }
+        Self {
+            _permit: permit,
+            unfinished: AtomicUsize::new(jobs),
+            shared,
+        }
     }
 
     fn finish(&self) {
@@ -147,7 +151,9 @@ impl Route {
     /// tickets already bound the number of queued jobs, and publishing must never block.
     pub(crate) fn dispatch(&self, job: Job) {
         let index = lane_index(&job.event.conversation.id, self.lanes.len());
-        let Some(lane) = self.lanes.get(index) else { return };
+        let Some(lane) = self.lanes.get(index) else {
+            return;
+        };
         if let Err(rejected) = lane.send(job) {
             // The lane has stopped (shutdown); dropping the job marks the event abandoned.
             tracing::warn!(
@@ -208,7 +214,10 @@ impl Lane {
     /// Runs one job, containing a panic to this job so the lane (and its other
     /// conversations) keeps going.
     async fn handle(&mut self, job: Job) {
-        match AssertUnwindSafe(self.deliver(&job.event)).catch_unwind().await {
+        match AssertUnwindSafe(self.deliver(&job.event))
+            .catch_unwind()
+            .await
+        {
             Ok(Finished::Done) => job.ticket.finish(),
             Ok(Finished::Abandoned) => {}
             Err(panic) => {
@@ -243,7 +252,11 @@ impl Lane {
                     self.dead_letter(event, attempts, error);
                     return Finished::Done;
                 }
-                Outcome::Retry { class, error, retry_after } => {
+                Outcome::Retry {
+                    class,
+                    error,
+                    retry_after,
+                } => {
                     let scheduled = usize::try_from(attempts - 1)
                         .ok()
                         .and_then(|index| self.schedule.get(index).copied());

@@ -32,7 +32,10 @@ struct CloudEvent<'a> {
 
 /// The JSON body for `subscription`: built once per event and subscription, so every
 /// retry sends identical bytes (only the timestamp and signature headers change).
-pub(crate) fn body(event: &Event, subscription: &Subscription) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn body(
+    event: &Event,
+    subscription: &Subscription,
+) -> Result<Vec<u8>, serde_json::Error> {
     let data = tailor(event, subscription.history, subscription.include_raw);
     serde_json::to_vec(&CloudEvent {
         specversion: "1.0",
@@ -82,6 +85,13 @@ pub(crate) fn sign_attempt(
     body: &[u8],
 ) -> Result<SignedHeaders, SecretError> {
     let content = signed_content(event_id, timestamp, body);
-    let signature = sign(Scheme::StandardWebhooks, subscription.secret.expose().as_bytes(), &content)?;
-    Ok(SignedHeaders { timestamp: timestamp.to_string(), signature })
+    let signature = sign(
+        Scheme::StandardWebhooks,
+        subscription.secret.expose().as_bytes(),
+        &content,
+    )?;
+    Ok(SignedHeaders {
+        timestamp: timestamp.to_string(),
+        signature,
+    })
 }

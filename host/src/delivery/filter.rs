@@ -39,11 +39,17 @@ impl EventFilter {
         if events.is_empty() {
             return Err("`events` is empty: use [\"*\"] for every event".into());
         }
-        let patterns = events.iter().map(|raw| parse(raw)).collect::<Result<_, _>>()?;
+        let patterns = events
+            .iter()
+            .map(|raw| parse(raw))
+            .collect::<Result<_, _>>()?;
         if let Some(empty) = channels.iter().find(|id| id.trim().is_empty()) {
             return Err(format!("`channels` contains an empty id {empty:?}"));
         }
-        Ok(Self { patterns, channels: channels.to_vec() })
+        Ok(Self {
+            patterns,
+            channels: channels.to_vec(),
+        })
     }
 
     /// Whether the subscription wants this event.
@@ -138,7 +144,15 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_patterns_are_refused() {
-        for bad in ["", ".*", "message*", "*.received", "mesage.*", "message.recieved", "message.**"] {
+        for bad in [
+            "",
+            ".*",
+            "message*",
+            "*.received",
+            "mesage.*",
+            "message.recieved",
+            "message.**",
+        ] {
             assert!(EventFilter::new(&strings(&[bad]), &[]).is_err(), "{bad:?}");
         }
         assert!(EventFilter::new(&[], &[]).is_err());

@@ -131,7 +131,8 @@ impl Delivery {
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
         let subscriptions = config::validate_all(subscriptions)?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DeliveryError::NoRuntime)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| DeliveryError::NoRuntime)?;
         let client = http_client(settings.timeout)?;
         let shared = Arc::new(Shared::default());
         let (cancel, cancel_rx) = watch::channel(false);
@@ -157,10 +158,17 @@ impl Delivery {
                         sender
                     })
                     .collect();
-                Route { subscription, lanes }
+                Route {
+                    subscription,
+                    lanes,
+                }
             })
             .collect::<Vec<_>>();
-        tracing::info!(subscriptions = routes.len(), lanes = settings.lanes, "delivery started (in-memory queue)");
+        tracing::info!(
+            subscriptions = routes.len(),
+            lanes = settings.lanes,
+            "delivery started (in-memory queue)"
+        );
         Ok(Delivery {
             inner: Arc::new(Inner {
                 routes,
@@ -191,7 +199,10 @@ impl Delivery {
             .ok_or(DeliveryError::Overloaded)?;
         let acquire = inner.capacity.clone().acquire_many_owned(count);
         match tokio::time::timeout(wait, acquire).await {
-            Ok(Ok(permit)) => Ok(Reservation { permit, inner: inner.clone() }),
+            Ok(Ok(permit)) => Ok(Reservation {
+                permit,
+                inner: inner.clone(),
+            }),
             // Closed by shutdown while waiting.
             Ok(Err(_)) => Err(DeliveryError::ShuttingDown),
             Err(_) => Err(DeliveryError::Overloaded),
@@ -220,7 +231,10 @@ impl Delivery {
         // Wakes reservations waiting for room.
         inner.capacity.close();
         let abandoned_before = inner.shared.abandoned();
-        inner.shared.wait_idle(tokio::time::Instant::now() + grace).await;
+        inner
+            .shared
+            .wait_idle(tokio::time::Instant::now() + grace)
+            .await;
         // Err only when no lane is listening any more, which is what we want anyway.
         let _ = inner.cancel.send(true);
         let lanes = inner.lanes.lock().take();
@@ -228,9 +242,14 @@ impl Delivery {
             stop_lanes(lanes, inner.timeout).await;
         }
         let abandoned = inner.shared.abandoned().saturating_sub(abandoned_before);
-        let left = usize::try_from(abandoned).unwrap_or(usize::MAX).saturating_add(inner.shared.pending());
+        let left = usize::try_from(abandoned)
+            .unwrap_or(usize::MAX)
+            .saturating_add(inner.shared.pending());
         if left > 0 {
-            tracing::warn!(undelivered = left, "delivery shut down with events undelivered");
+            tracing::warn!(
+                undelivered = left,
+                "delivery shut down with events undelivered"
+            );
         } else {
             tracing::info!("delivery shut down; nothing pending");
         }
@@ -252,10 +271,8 @@ impl Delivery {
 /// timeout, plus a margin for the response), then aborts any that did not.
 async fn stop_lanes(mut lanes: JoinSet<()>, attempt_timeout: Duration) {
     let limit = attempt_timeout + Duration::from_secs(1);
-    let drained = tokio::time::timeout(limit, async {
-        while lanes.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(limit, async { while lanes.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("delivery lanes did not stop in time; aborting them");
         lanes.shutdown().await;
@@ -282,7 +299,9 @@ pub struct Reservation {
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reservation").field("events", &self.len()).finish()
+        f.debug_struct("Reservation")
+            .field("events", &self.len())
+            .finish()
     }
 }
 
@@ -311,11 +330,17 @@ impl Reservation {
             if permit.is_none() {
                 tracing::warn!(event_id = %event.id, "event published beyond its reservation");
             }
-            let routes: Vec<&Route> =
-                inner.routes.iter().filter(|route| route.subscription.filter.matches(&event)).collect();
+            let routes: Vec<&Route> = inner
+                .routes
+                .iter()
+                .filter(|route| route.subscription.filter.matches(&event))
+                .collect();
             let ticket = Arc::new(Ticket::new(permit, routes.len(), inner.shared.clone()));
             for route in routes {
-                route.dispatch(Job { event: event.clone(), ticket: ticket.clone() });
+                route.dispatch(Job {
+                    event: event.clone(),
+                    ticket: ticket.clone(),
+                });
             }
         }
         // `self.permit` (what is left) is dropped here, releasing unused room.

@@ -15,6 +15,9 @@ wasmtime::component::bindgen!({
 /// The contract version these bindings implement.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
+/// The world plugins of this version implement.
+pub const WORLD: &str = "omnigate:channel/channel@0.1.0";
+
 /// The import interface every omnigate plugin of this version imports.
 pub const HOST_INTERFACE: &str = "omnigate:channel/host@0.1.0";
 

@@ -27,12 +27,13 @@ pub enum LoadError {
     Compile(String),
     /// The component does not import the omnigate host interface.
     #[error(
-        "not an omnigate channel plugin: it does not import `{expected}` (it imports: {found})"
+        "not an omnigate channel plugin: it does not implement the {expected} world \
+         (exports describe, handle-webhook, send); it {found}"
     )]
     WrongWorld {
-        /// The interface the host provides.
+        /// The world the host expects.
         expected: &'static str,
-        /// What the component imports instead.
+        /// What the component has instead.
         found: String,
     },
     /// The component targets a contract version this host does not implement.

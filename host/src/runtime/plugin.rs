@@ -6,7 +6,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{CONTRACT_VERSION, ChannelPre, HOST_INTERFACE, types::PluginInfo};
+use super::bindings::{CONTRACT_VERSION, ChannelPre, HOST_INTERFACE, WORLD, types::PluginInfo};
 use super::error::LoadError;
 use super::state::WasmState;
 
@@ -64,11 +64,11 @@ pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(
     let has = |name: &str| exports.iter().any(|export| export == name);
     if !REQUIRED_EXPORTS.iter().any(|name| has(name)) {
         return Err(LoadError::WrongWorld {
-            expected: HOST_INTERFACE,
+            expected: WORLD,
             found: format!(
-                "imports [{}], exports [{}]",
-                imports.join(", "),
-                exports.join(", ")
+                "exports [{}] and imports [{}]",
+                exports.join(", "),
+                imports.join(", ")
             ),
         });
     }

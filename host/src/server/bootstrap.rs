@@ -141,6 +141,25 @@ fn check_requirements(channel: &ChannelConfig, info: &PluginInfo) -> Result<(), 
     })
 }
 
+/// The contract name of a capability.
+pub fn capability_name(capability: crate::runtime::types::Capability) -> &'static str {
+    use crate::runtime::types::Capability as C;
+    match capability {
+        C::Text => "text",
+        C::Media => "media",
+        C::Location => "location",
+        C::Contacts => "contacts",
+        C::Reactions => "reactions",
+        C::Edits => "edits",
+        C::Deletes => "deletes",
+        C::Receipts => "receipts",
+        C::Interactive => "interactive",
+        C::Templates => "templates",
+        C::Referrals => "referrals",
+        C::Replies => "replies",
+    }
+}
+
 /// The contract name of a channel kind, as used in events.
 pub fn kind_name(kind: ChannelKind) -> &'static str {
     match kind {

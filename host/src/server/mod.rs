@@ -15,7 +15,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 
-pub use bootstrap::{BootError, build, kind_name};
+pub use bootstrap::{BootError, build, capability_name, kind_name};
 use error::ApiError;
 
 use crate::delivery::Delivery;

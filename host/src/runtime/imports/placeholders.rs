@@ -39,7 +39,7 @@ impl<'a> Filler<'a> {
             let name = String::from_utf8_lossy(&after[..end]).into_owned();
             let secret = self.secrets.get(name.as_str()).ok_or(name)?;
             out.extend_from_slice(secret.expose().as_bytes());
-            if !self.used.iter().any(|used| *used == secret) {
+            if !self.used.contains(&secret) {
                 self.used.push(secret);
             }
             rest = &after[end + CLOSE.len()..];
