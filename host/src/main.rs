@@ -162,7 +162,11 @@ async fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
     println!("  kind:         {}", omnigate::server::kind_name(info.kind));
     println!("  contract:     omnigate:channel@{}", plugin.contract);
     println!("  sha256:       {}", plugin.digest);
-    let capabilities: Vec<&str> = info.capabilities.iter().map(|c| omnigate::server::capability_name(*c)).collect();
+    let capabilities: Vec<&str> = info
+        .capabilities
+        .iter()
+        .map(|c| omnigate::server::capability_name(*c))
+        .collect();
     println!("  capabilities: {}", capabilities.join(", "));
     for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
         println!("  {title}:");

@@ -59,7 +59,10 @@ mod tests {
 
     #[test]
     fn literal_env_and_file() {
-        assert_eq!(Secret::resolve("whsec_abc").expect("literal").expose(), "whsec_abc");
+        assert_eq!(
+            Secret::resolve("whsec_abc").expect("literal").expose(),
+            "whsec_abc"
+        );
         assert!(Secret::resolve("env:OMNIGATE_TEST_SURELY_UNSET_VAR").is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s");

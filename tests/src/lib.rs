@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 
 pub use omnigate;
 
+pub mod bench;
+pub mod load;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,7 +83,10 @@ pub fn omnigate_bin() -> PathBuf {
             .args(["build", "--quiet", "-p", "omnigate", "--bin", "omnigate"])
             .status()
             .map_err(|error| error.to_string())?;
-        status.success().then_some(()).ok_or_else(|| format!("cargo build failed: {status}"))
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("cargo build failed: {status}"))
     });
     if let Err(error) = built {
         panic!("{error}");
@@ -107,7 +113,7 @@ impl Gateway {
     /// Start a gateway from TOML configuration text. `[plugins] cache_dir` defaults to a
     /// shared test cache so plugins compile once per test run.
     pub async fn start(config: &str) -> Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        omnigate::tls::ensure_crypto_provider();
         let mut config = omnigate::ops::config::Config::from_toml(config)?;
         if config.plugins.cache_dir == omnigate::ops::config::PluginSettings::default().cache_dir {
             config.plugins.cache_dir = Some(root().join("target").join("test-plugin-cache"));
@@ -207,7 +213,9 @@ pub struct FakeApi {
 
 impl FakeApi {
     /// Start with `responder`.
-    pub async fn start(responder: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Result<Self> {
+    pub async fn start(
+        responder: impl Fn(&Recorded) -> Answer + Send + Sync + 'static,
+    ) -> Result<Self> {
         let state = FakeState {
             requests: Arc::default(),
             responder: Arc::new(Mutex::new(Arc::new(responder))),
@@ -251,7 +259,12 @@ async fn fake_handler(
         uri: uri.to_string(),
         headers: headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     };
@@ -267,7 +280,11 @@ async fn fake_handler(
             out.append(name, value);
         }
     }
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), out, body)
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        out,
+        body,
+    )
 }
 
 /// A JSON answer.
@@ -331,7 +348,10 @@ impl Receiver {
                 return Ok(events);
             }
             if Instant::now() > deadline {
-                bail!("expected {count} deliveries within {timeout:?}, got {}: {events:#?}", events.len());
+                bail!(
+                    "expected {count} deliveries within {timeout:?}, got {}: {events:#?}",
+                    events.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -351,27 +371,47 @@ impl Receiver {
 pub fn verify_delivery(secret: &str, request: &Recorded) -> bool {
     let (Some(id), Some(timestamp), Some(signature)) = (
         request.header("webhook-id"),
-        request.header("webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
+        request
+            .header("webhook-timestamp")
+            .and_then(|t| t.parse::<i64>().ok()),
         request.header("webhook-signature"),
     ) else {
         return false;
     };
-    let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, &request.body);
-    omnigate_signature::verify(omnigate_signature::Scheme::StandardWebhooks, secret.as_bytes(), &content, signature)
-        == Ok(true)
+    let content =
+        omnigate_signature::standard_webhooks::signed_content(id, timestamp, &request.body);
+    omnigate_signature::verify(
+        omnigate_signature::Scheme::StandardWebhooks,
+        secret.as_bytes(),
+        &content,
+        signature,
+    ) == Ok(true)
 }
 
 /// Standard Webhooks headers for `body`, signed now with `secret` under `id`.
-pub fn standard_webhooks_headers(secret: &str, id: &str, body: &[u8]) -> Result<Vec<(String, String)>> {
+pub fn standard_webhooks_headers(
+    secret: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<Vec<(String, String)>> {
     let timestamp = jiff::Timestamp::now().as_second();
     standard_webhooks_headers_at(secret, id, body, timestamp)
 }
 
 /// Like [`standard_webhooks_headers`] with an explicit timestamp (seconds).
-pub fn standard_webhooks_headers_at(secret: &str, id: &str, body: &[u8], timestamp: i64) -> Result<Vec<(String, String)>> {
+pub fn standard_webhooks_headers_at(
+    secret: &str,
+    id: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Result<Vec<(String, String)>> {
     let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, body);
-    let signature = omnigate_signature::sign(omnigate_signature::Scheme::StandardWebhooks, secret.as_bytes(), &content)
-        .context("sign")?;
+    let signature = omnigate_signature::sign(
+        omnigate_signature::Scheme::StandardWebhooks,
+        secret.as_bytes(),
+        &content,
+    )
+    .context("sign")?;
     Ok(vec![
         ("webhook-id".into(), id.into()),
         ("webhook-timestamp".into(), timestamp.to_string()),
@@ -381,12 +421,21 @@ pub fn standard_webhooks_headers_at(secret: &str, id: &str, body: &[u8], timesta
 
 /// Meta's `X-Hub-Signature-256` value for `body`.
 pub fn hub_signature(app_secret: &str, body: &[u8]) -> String {
-    omnigate_signature::sign(omnigate_signature::Scheme::HmacSha256Prefixed, app_secret.as_bytes(), body)
-        .unwrap_or_default()
+    omnigate_signature::sign(
+        omnigate_signature::Scheme::HmacSha256Prefixed,
+        app_secret.as_bytes(),
+        body,
+    )
+    .unwrap_or_default()
 }
 
 /// POST `body` to `url` with `headers`; returns status and body text.
-pub async fn post(url: &str, headers: &[(String, String)], body: impl Into<Vec<u8>>) -> Result<(u16, String)> {
+pub async fn post(
+    url: &str,
+    headers: &[(String, String)],
+    body: impl Into<Vec<u8>>,
+) -> Result<(u16, String)> {
+    omnigate::tls::ensure_crypto_provider();
     let client = reqwest::Client::new();
     let mut request = client.post(url).body(body.into());
     for (name, value) in headers {
@@ -399,6 +448,7 @@ pub async fn post(url: &str, headers: &[(String, String)], body: impl Into<Vec<u
 
 /// GET `url`; returns status and body text.
 pub async fn get(url: &str, headers: &[(String, String)]) -> Result<(u16, String)> {
+    omnigate::tls::ensure_crypto_provider();
     let client = reqwest::Client::new();
     let mut request = client.get(url);
     for (name, value) in headers {

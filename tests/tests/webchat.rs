@@ -56,15 +56,24 @@ fn message(id: &str, visitor: &str, text: &str) -> Vec<u8> {
 }
 
 async fn send(gateway: &Gateway, body: &[u8]) -> (u16, String) {
-    let headers = standard_webhooks_headers(SITE_SECRET, &format!("wh_{}", ulid::Ulid::generate()), body)
-        .expect("sign");
-    post(&gateway.url("/webhooks/web"), &headers, body.to_vec()).await.expect("post")
+    let headers =
+        standard_webhooks_headers(SITE_SECRET, &format!("wh_{}", ulid::Ulid::generate()), body)
+            .expect("sign");
+    post(&gateway.url("/webhooks/web"), &headers, body.to_vec())
+        .await
+        .expect("post")
 }
 
 async fn setup() -> (Gateway, Receiver, FakeApi) {
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "site-reply-1"}))).await.expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET).await.expect("receiver");
-    let gateway = Gateway::start(&config(&site, &receiver)).await.expect("gateway");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "site-reply-1"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&site, &receiver))
+        .await
+        .expect("gateway");
     (gateway, receiver, site)
 }
 
@@ -89,14 +98,23 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
     assert_eq!(data["channel"]["kind"], "webchat");
     assert_eq!(data["referral"]["utm"]["source"], "instagram");
     assert_eq!(data["referral"]["click_id"]["fbclid"], "abc");
-    assert_eq!(data["conversation"]["attribution"]["first_touch"]["campaign"], "bf25");
+    assert_eq!(
+        data["conversation"]["attribution"]["first_touch"]["campaign"],
+        "bf25"
+    );
     let handles = data["contact"]["handles"].as_array().expect("handles");
-    assert!(handles.contains(&json!({"kind": "email", "value": "ana@example.com", "verified": false})));
-    assert!(handles.contains(&json!({"kind": "phone", "value": "+34600111222", "verified": false})));
+    assert!(
+        handles.contains(&json!({"kind": "email", "value": "ana@example.com", "verified": false}))
+    );
+    assert!(
+        handles.contains(&json!({"kind": "phone", "value": "+34600111222", "verified": false}))
+    );
     assert_eq!(data["history"].as_array().map(Vec::len), Some(1));
 
     // Reply through the API: reaches the site backend signed with the channel secret.
-    let conversation = data["conversation"]["id"].as_str().expect("conversation id");
+    let conversation = data["conversation"]["id"]
+        .as_str()
+        .expect("conversation id");
     let auth = vec![
         ("authorization".to_owned(), format!("Bearer {API_KEY}")),
         ("content-type".to_owned(), "application/json".to_owned()),
@@ -113,7 +131,10 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
     assert_eq!(answer["external_id"], "site-reply-1");
     let replies = site.requests();
     assert_eq!(replies.len(), 1);
-    assert!(verify_delivery(SITE_SECRET, &replies[0]), "reply signature must verify");
+    assert!(
+        verify_delivery(SITE_SECRET, &replies[0]),
+        "reply signature must verify"
+    );
     assert_eq!(replies[0].json()["text"], "¡Hola Ana!");
     assert_eq!(replies[0].json()["visitor_id"], "v-42");
     assert_eq!(replies[0].uri, "/omnigate/replies");
@@ -125,7 +146,12 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
     assert_eq!(sent["conversation"]["messages"], 2);
     assert_eq!(sent["conversation"]["id"], conversation);
 
-    let (status, body) = get(&gateway.url(&format!("/v1/conversations/{conversation}")), &auth).await.expect("get");
+    let (status, body) = get(
+        &gateway.url(&format!("/v1/conversations/{conversation}")),
+        &auth,
+    )
+    .await
+    .expect("get");
     assert_eq!(status, 200);
     let view: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(view["history"].as_array().map(Vec::len), Some(2));
@@ -139,7 +165,10 @@ async fn duplicate_webhook_produces_one_event() {
     assert_eq!(send(&gateway, &body).await.0, 200);
     // The provider retries the same message (new delivery attempt, new signature).
     assert_eq!(send(&gateway, &body).await.0, 200);
-    assert_eq!(send(&gateway, &message("dup-2", "v-7", "second")).await.0, 200);
+    assert_eq!(
+        send(&gateway, &message("dup-2", "v-7", "second")).await.0,
+        200
+    );
     // Events of one conversation arrive in order, so once "second" is in, any event the
     // duplicate produced would already be there too.
     let events = receiver.wait_for(3, WAIT).await.expect("deliveries");
@@ -155,7 +184,10 @@ async fn duplicate_webhook_produces_one_event() {
 
 fn error_code(body: &str) -> String {
     let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    value["error"]["code"].as_str().unwrap_or_default().to_owned()
+    value["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -164,9 +196,18 @@ async fn refusals_have_the_right_status_and_json_error() {
     let url = gateway.url("/webhooks/web");
     let body = message("bad-1", "v-1", "x");
 
-    let wrong = standard_webhooks_headers("whsec_d3JvbmctZ2F0ZXdheS1zZWNyZXQtZm9yLXRlc3Q=", "wh_1", &body).expect("sign");
+    let wrong = standard_webhooks_headers(
+        "whsec_d3JvbmctZ2F0ZXdheS1zZWNyZXQtZm9yLXRlc3Q=",
+        "wh_1",
+        &body,
+    )
+    .expect("sign");
     let (status, text) = post(&url, &wrong, body.clone()).await.expect("post");
-    assert_eq!((status, error_code(&text).as_str()), (401, "unauthorized"), "{text}");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (401, "unauthorized"),
+        "{text}"
+    );
 
     let (status, text) = post(&url, &[], body.clone()).await.expect("post");
     assert_eq!(status, 401, "{text}");
@@ -178,23 +219,55 @@ async fn refusals_have_the_right_status_and_json_error() {
 
     let malformed = br#"{"type":"message","id":"m","text":"no visitor"}"#.to_vec();
     let (status, text) = send(&gateway, &malformed).await;
-    assert_eq!((status, error_code(&text).as_str()), (400, "bad_request"), "{text}");
-    assert!(text.contains("visitor"), "the reason names the problem: {text}");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (400, "bad_request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("visitor"),
+        "the reason names the problem: {text}"
+    );
 
-    let (status, text) = post(&gateway.url("/webhooks/nope"), &[], body.clone()).await.expect("post");
-    assert_eq!((status, error_code(&text).as_str()), (404, "unknown_channel"), "{text}");
+    let (status, text) = post(&gateway.url("/webhooks/nope"), &[], body.clone())
+        .await
+        .expect("post");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (404, "unknown_channel"),
+        "{text}"
+    );
 
     let huge = vec![b'x'; (1 << 20) + 1];
     let (status, text) = post(&url, &[], huge).await.expect("post");
-    assert_eq!((status, error_code(&text).as_str()), (413, "payload_too_large"), "{text}");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (413, "payload_too_large"),
+        "{text}"
+    );
 
-    let (status, text) = get(&gateway.url("/v1/conversations/cv_x"), &[]).await.expect("get");
-    assert_eq!((status, error_code(&text).as_str()), (401, "unauthorized"), "{text}");
+    let (status, text) = get(&gateway.url("/v1/conversations/cv_x"), &[])
+        .await
+        .expect("get");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (401, "unauthorized"),
+        "{text}"
+    );
     let auth = [("authorization".to_owned(), format!("Bearer {API_KEY}"))];
-    let (status, text) = get(&gateway.url("/v1/conversations/cv_x"), &auth).await.expect("get");
-    assert_eq!((status, error_code(&text).as_str()), (404, "unknown_conversation"), "{text}");
+    let (status, text) = get(&gateway.url("/v1/conversations/cv_x"), &auth)
+        .await
+        .expect("get");
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (404, "unknown_conversation"),
+        "{text}"
+    );
 
-    assert!(receiver.events().is_empty(), "nothing refused may be delivered");
+    assert!(
+        receiver.events().is_empty(),
+        "nothing refused may be delivered"
+    );
     let (status, _) = get(&gateway.url("/healthz"), &[]).await.expect("healthz");
     assert_eq!(status, 200);
     let (status, text) = get(&gateway.url("/readyz"), &[]).await.expect("readyz");

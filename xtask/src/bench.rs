@@ -1,3 +1,5 @@
 //! Benchmarks: placeholder replaced below.
 use anyhow::Result;
-pub fn run(_rounds: usize) -> Result<()> { anyhow::bail!("bench not yet implemented") }
+pub fn run(_rounds: usize) -> Result<()> {
+    anyhow::bail!("bench not yet implemented")
+}

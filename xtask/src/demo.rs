@@ -15,7 +15,10 @@ const SUBSCRIPTION_SECRET: &str = "whsec_b21uaWdhdGUtZGVtby1zdWJzY3JpcHRpb24=";
 /// Build, write the demo config, start the receiver and the gateway.
 pub fn run() -> Result<()> {
     plugins::build()?;
-    shell::step("build the gateway", &["build", "-p", "omnigate", "--bin", "omnigate"])?;
+    shell::step(
+        "build the gateway",
+        &["build", "-p", "omnigate", "--bin", "omnigate"],
+    )?;
     let demo = root().join("target").join("demo");
     std::fs::create_dir_all(&demo)?;
     let config = demo.join("omnigate.toml");

@@ -51,11 +51,21 @@ fn test() -> Result<()> {
     plugins::build()?;
     shell::step(
         "cargo clippy (all targets, warnings are errors)",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     plugins::clippy_wasm()?;
     shell::require_redis()?;
-    shell::step("cargo test (unit + end-to-end)", &["test", "--workspace", "--all-targets"])?;
+    shell::step(
+        "cargo test (unit + end-to-end)",
+        &["test", "--workspace", "--all-targets"],
+    )?;
     println!("\nxtask test: all checks passed");
     Ok(())
 }

@@ -33,8 +33,13 @@ pub fn build() -> Result<Vec<PathBuf>> {
         if let Some(dir) = component.published.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::copy(&built, &component.published)
-            .with_context(|| format!("copy {} to {}", built.display(), component.published.display()))?;
+        std::fs::copy(&built, &component.published).with_context(|| {
+            format!(
+                "copy {} to {}",
+                built.display(),
+                component.published.display()
+            )
+        })?;
         published.push(component.published.clone());
     }
     for path in &published {
@@ -61,11 +66,16 @@ fn ensure_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup is needed to add the wasm32-wasip2 target")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == TARGET)
+    {
         return Ok(());
     }
     println!("\n==> rustup target add {TARGET}");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status()?;
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()?;
     if !status.success() {
         bail!("`rustup target add {TARGET}` failed");
     }

@@ -38,7 +38,10 @@ pub fn require_redis() -> Result<()> {
     let found = Command::new("redis-server").arg("--version").output();
     match found {
         Ok(output) if output.status.success() => {
-            println!("\n==> redis-server found: {}", String::from_utf8_lossy(&output.stdout).trim());
+            println!(
+                "\n==> redis-server found: {}",
+                String::from_utf8_lossy(&output.stdout).trim()
+            );
             Ok(())
         }
         _ => bail!(

@@ -12,7 +12,11 @@ use crate::server::App;
 use crate::server::error::ApiError;
 
 /// Middleware: the request must carry `Authorization: Bearer <one of the keys>`.
-pub async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_key(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -20,16 +24,28 @@ pub async fn require_key(State(app): State<Arc<App>>, request: Request, next: Ne
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <api key>`"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <api key>`",
+        ));
     };
     // Check every key (no early exit), so timing does not reveal which prefix matched.
-    let known = app
-        .api_keys
-        .iter()
-        .fold(0u8, |found, key| found | key.expose().as_bytes().ct_eq(presented.as_bytes()).unwrap_u8());
+    let known = app.api_keys.iter().fold(0u8, |found, key| {
+        found
+            | key
+                .expose()
+                .as_bytes()
+                .ct_eq(presented.as_bytes())
+                .unwrap_u8()
+    });
     if known == 1 {
         Ok(next.run(request).await)
     } else {
-        Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown API key",
+        ))
     }
 }

@@ -10,7 +10,10 @@ use crate::server::error::ApiError;
 use crate::store::Contact;
 
 /// The contact with its handles.
-pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     app.pipeline
         .store()
         .contact(&id)

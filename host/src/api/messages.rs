@@ -31,12 +31,20 @@ pub async fn send(
     Path(id): Path<String>,
     body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text()))?;
+    let Json(body) = body.map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text())
+    })?;
     if body.text.trim().is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "`text` is empty"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`text` is empty",
+        ));
     }
     let store = app.pipeline.store();
-    let unavailable = |error: crate::store::StoreError| ApiError::unavailable("store_unavailable", error.to_string());
+    let unavailable = |error: crate::store::StoreError| {
+        ApiError::unavailable("store_unavailable", error.to_string())
+    };
     let conversation = store
         .conversation(&id)
         .await
@@ -46,13 +54,28 @@ pub async fn send(
         .contact(&conversation.contact_id)
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{}`", conversation.contact_id)))?;
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "contact",
+                format!("no contact `{}`", conversation.contact_id),
+            )
+        })?;
     let channel_id = conversation.current_channel.clone();
-    let (Some(channel), Some(meta)) = (app.registry.get(&channel_id), app.channel_meta(&channel_id)) else {
-        return Err(ApiError::new(StatusCode::CONFLICT, "channel_gone", format!("channel `{channel_id}` is no longer configured")));
+    let (Some(channel), Some(meta)) =
+        (app.registry.get(&channel_id), app.channel_meta(&channel_id))
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "channel_gone",
+            format!("channel `{channel_id}` is no longer configured"),
+        ));
     };
     let recipient = contact.user_on(&channel_id).ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "no_recipient", format!("the contact has no user on channel `{channel_id}`"))
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_recipient",
+            format!("the contact has no user on channel `{channel_id}`"),
+        )
     })?;
     let outbound = OutboundMessage {
         id: crate::ids::message(),
@@ -69,7 +92,9 @@ pub async fn send(
     let receipt = channel
         .send(&outbound)
         .await
-        .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", error.to_string()))?
+        .map_err(|error| {
+            ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", error.to_string())
+        })?
         .map_err(|error| send_failed(&channel_id, error))?;
     let message = Message {
         direction: Direction::Outbound,
@@ -105,16 +130,31 @@ pub async fn send(
 fn send_failed(channel: &str, error: SendError) -> ApiError {
     tracing::warn!(channel, ?error, "reply not delivered by the provider");
     match error {
-        SendError::RateLimited(seconds) => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "the provider throttled this channel").retry_after(seconds)
-        }
+        SendError::RateLimited(seconds) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "the provider throttled this channel",
+        )
+        .retry_after(seconds),
         SendError::Rejected(provider) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "rejected",
-            format!("the provider rejected the message: {} {}{}", provider.code, provider.title, provider.detail.map(|d| format!(" ({d})")).unwrap_or_default()),
+            format!(
+                "the provider rejected the message: {} {}{}",
+                provider.code,
+                provider.title,
+                provider
+                    .detail
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
         ),
-        SendError::Unauthorized(reason) => ApiError::new(StatusCode::BAD_GATEWAY, "channel_unauthorized", reason),
+        SendError::Unauthorized(reason) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "channel_unauthorized", reason)
+        }
         SendError::Transient(reason) => ApiError::unavailable("provider_unavailable", reason),
-        SendError::Invalid(reason) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", reason),
+        SendError::Invalid(reason) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", reason)
+        }
     }
 }

@@ -283,6 +283,7 @@ async fn stop_lanes(mut lanes: JoinSet<()>, attempt_timeout: Duration) {
 /// Redirects are not followed: a redirect could send a signed event somewhere the
 /// operator never configured.
 fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    crate::tls::ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

@@ -24,12 +24,21 @@ pub async fn webhook(
     Path(channel_id): Path<String>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let (Some(channel), Some(meta)) = (app.registry.get(&channel_id), app.channel_meta(&channel_id)) else {
-        return Err(ApiError::not_found("channel", format!("no channel `{channel_id}` is configured")));
+    let (Some(channel), Some(meta)) =
+        (app.registry.get(&channel_id), app.channel_meta(&channel_id))
+    else {
+        return Err(ApiError::not_found(
+            "channel",
+            format!("no channel `{channel_id}` is configured"),
+        ));
     };
     let request = request::read(request, channel.env.limits.max_body_bytes).await?;
     let outcome = channel.handle_webhook(&request).await.map_err(|error| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", format!("{error}; the provider should retry"))
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("{error}; the provider should retry"),
+        )
     })?;
     let outcome = outcome.map_err(|error| refused(&channel_id, error))?;
     let WebhookOutcome { response, events } = outcome;
@@ -56,9 +65,17 @@ fn refused(channel: &str, error: WebhookError) -> ApiError {
 fn pipeline_failed(channel: &str, events: usize, error: PipelineError) -> ApiError {
     tracing::error!(channel, events, %error, "webhook not accepted; the provider will retry");
     match error {
-        PipelineError::Invalid(error) => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_invalid_event", error.to_string()),
-        PipelineError::Store(error) => ApiError::unavailable("store_unavailable", error.to_string()),
-        PipelineError::Delivery(error) => ApiError::unavailable("overloaded", error.to_string()).retry_after(Some(5)),
+        PipelineError::Invalid(error) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_invalid_event",
+            error.to_string(),
+        ),
+        PipelineError::Store(error) => {
+            ApiError::unavailable("store_unavailable", error.to_string())
+        }
+        PipelineError::Delivery(error) => {
+            ApiError::unavailable("overloaded", error.to_string()).retry_after(Some(5))
+        }
     }
 }
 

@@ -24,13 +24,19 @@ pub async fn read(request: Request<Body>, max_body: usize) -> Result<HttpRequest
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, max_body).await.map_err(|error| {
-        if is_length_limit(&error) {
-            too_large()
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read body: {error}"))
-        }
-    })?;
+    let body = axum::body::to_bytes(body, max_body)
+        .await
+        .map_err(|error| {
+            if is_length_limit(&error) {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("cannot read body: {error}"),
+                )
+            }
+        })?;
     let headers = parts
         .headers
         .iter()

@@ -181,7 +181,10 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -195,7 +198,9 @@ impl Config {
 
     /// Parse TOML text (tests, `config check`), without environment overrides.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = Figment::from(Toml::string(text)).extract().map_err(Box::new)?;
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -204,10 +209,9 @@ impl Config {
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()
-                && channel
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && channel.id.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !valid {
                 return Err(ConfigError::Invalid(format!(
                     "channel id `{}` must be lowercase letters, digits, `-` or `_`",
@@ -215,7 +219,10 @@ impl Config {
                 )));
             }
             if !seen.insert(channel.id.as_str()) {
-                return Err(ConfigError::Invalid(format!("channel id `{}` appears twice", channel.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "channel id `{}` appears twice",
+                    channel.id
+                )));
             }
         }
         Ok(())
@@ -268,14 +275,19 @@ mod tests {
         assert_eq!(channel.config["retries"].to_string(), "3");
         assert_eq!(channel.limits.cpu_deadline, Duration::from_millis(500));
         assert_eq!(channel.reply_window, Some(Duration::from_secs(86_400)));
-        assert_eq!(channel.plugin_path(Path::new("p")), PathBuf::from("p/webchat.wasm"));
+        assert_eq!(
+            channel.plugin_path(Path::new("p")),
+            PathBuf::from("p/webchat.wasm")
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_ids_are_refused() {
-        let error = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").expect_err("unknown key");
+        let error = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
+            .expect_err("unknown key");
         assert!(error.to_string().contains("port"), "{error}");
-        let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n").expect_err("bad id");
+        let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n")
+            .expect_err("bad id");
         assert!(error.to_string().contains("Web Chat"), "{error}");
     }
 
@@ -285,6 +297,9 @@ mod tests {
             "[[channels]]\nid = \"web\"\nplugin = \"webchat\"\nsecrets = { signing_secret = \"env:OMNIGATE_TEST_NOT_SET_ANYWHERE\" }\n",
         )
         .expect_err("missing env");
-        assert!(error.to_string().contains("OMNIGATE_TEST_NOT_SET_ANYWHERE"), "{error}");
+        assert!(
+            error.to_string().contains("OMNIGATE_TEST_NOT_SET_ANYWHERE"),
+            "{error}"
+        );
     }
 }

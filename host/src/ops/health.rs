@@ -28,7 +28,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
             tracing::warn!(%error, "not ready: store unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not_ready", "store": store.backend(), "reason": error.to_string()})),
+                Json(
+                    json!({"status": "not_ready", "store": store.backend(), "reason": error.to_string()}),
+                ),
             )
         }
     }

@@ -41,7 +41,10 @@ pub fn events(
         out.push(base(EventType::ConversationStarted, crate::ids::event()));
     }
     if ingested.switched_from.is_some() {
-        out.push(base(EventType::ConversationChannelSwitched, crate::ids::event()));
+        out.push(base(
+            EventType::ConversationChannelSwitched,
+            crate::ids::event(),
+        ));
     }
     let mut main = base(normalized.kind, normalized.event_id);
     main.external_id = Some(normalized.external_id);

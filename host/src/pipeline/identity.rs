@@ -40,7 +40,9 @@ impl Normalizer {
         let value = match handle.kind {
             types::HandleKind::Phone => self.phone(&handle.value)?,
             types::HandleKind::Email => email(&handle.value)?,
-            types::HandleKind::ChannelUser => return Some(Self::channel_user(channel, &handle.value)),
+            types::HandleKind::ChannelUser => {
+                return Some(Self::channel_user(channel, &handle.value));
+            }
         };
         let kind = match handle.kind {
             types::HandleKind::Phone => HandleKind::Phone,
@@ -82,7 +84,10 @@ mod tests {
     #[test]
     fn phones_become_e164() {
         let spain = Normalizer::new(Some("es")).expect("region");
-        assert_eq!(spain.phone("+34 600 11 12 22").as_deref(), Some("+34600111222"));
+        assert_eq!(
+            spain.phone("+34 600 11 12 22").as_deref(),
+            Some("+34600111222")
+        );
         assert_eq!(spain.phone("34600111222").as_deref(), Some("+34600111222"));
         assert_eq!(spain.phone("600 111 222").as_deref(), Some("+34600111222"));
         assert_eq!(spain.phone("not a number"), None);
@@ -92,7 +97,10 @@ mod tests {
 
     #[test]
     fn emails_are_lowercased_and_checked() {
-        assert_eq!(email("  Ana@Example.COM ").as_deref(), Some("ana@example.com"));
+        assert_eq!(
+            email("  Ana@Example.COM ").as_deref(),
+            Some("ana@example.com")
+        );
         assert_eq!(email("nope"), None);
         assert_eq!(email("a@b"), None);
     }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::delivery::{Delivery, DeliveryError};
 use crate::event::{ChannelRef, Event, EventType, Message, SCHEMA_VERSION};
 use crate::runtime::types::InboundEvent;
-use crate::store::{ContextStore, IngestPolicy, Ingest, Outbound, StoreError};
+use crate::store::{ContextStore, Ingest, IngestPolicy, Outbound, StoreError};
 pub use identity::Normalizer;
 use normalize::{InvalidEvent, Normalized};
 
@@ -204,7 +204,8 @@ impl Pipeline {
         let reservation = self.delivery.reserve(1, self.settings.queue_wait).await?;
         let event_id = crate::ids::event();
         let at = Timestamp::now();
-        let entry = normalize::history_entry(&event_id, at, &channel.id, Some(external_id), &message);
+        let entry =
+            normalize::history_entry(&event_id, at, &channel.id, Some(external_id), &message);
         let outbound = Outbound {
             conversation_id: conversation_id.to_owned(),
             message: entry,

@@ -56,7 +56,10 @@ pub fn normalize(
         return Err(InvalidEvent("empty external-id".into()));
     }
     if event.contact.id.trim().is_empty() {
-        return Err(InvalidEvent(format!("event {}: empty contact id", event.external_id)));
+        return Err(InvalidEvent(format!(
+            "event {}: empty contact id",
+            event.external_id
+        )));
     }
     let at = event
         .occurred_at
@@ -143,9 +146,18 @@ impl Normalized {
     /// The history entry this event adds, for messages.
     pub fn history_entry(&self, channel: &str) -> Option<HistoryEntry> {
         let message = self.message.as_ref().filter(|_| {
-            matches!(self.kind, EventType::MessageReceived | EventType::MessageSent)
+            matches!(
+                self.kind,
+                EventType::MessageReceived | EventType::MessageSent
+            )
         })?;
-        Some(history_entry(&self.event_id, self.at, channel, Some(&self.external_id), message))
+        Some(history_entry(
+            &self.event_id,
+            self.at,
+            channel,
+            Some(&self.external_id),
+            message,
+        ))
     }
 }
 

@@ -31,8 +31,7 @@ impl CompileCache {
     }
 
     fn path_for(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_key))
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
     /// Load the compiled form of the wasm with `digest`, if cached and still compatible.

@@ -37,7 +37,9 @@ pub enum LoadError {
         found: String,
     },
     /// The component targets a contract version this host does not implement.
-    #[error("plugin built for contract `{found}`; this host implements omnigate:channel@{supported}")]
+    #[error(
+        "plugin built for contract `{found}`; this host implements omnigate:channel@{supported}"
+    )]
     UnsupportedVersion {
         /// The interface version found.
         found: String,

@@ -101,10 +101,12 @@ impl Runtime {
 
     /// Load the plugin at `path`.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         self.load_bytes(bytes).await
     }
 
@@ -137,7 +139,11 @@ impl Runtime {
     }
 
     async fn compile(&self, bytes: Vec<u8>, digest: &str) -> Result<Component, LoadError> {
-        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, digest)) {
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, digest))
+        {
             return Ok(component);
         }
         let engine = self.engine.clone();

@@ -50,8 +50,14 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 /// Check imports and exports against the contract before linking, for clear messages.
 pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     let ours = imports
         .iter()
         .find(|name| name.starts_with("omnigate:channel/host"));
@@ -72,13 +78,21 @@ pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(
             ),
         });
     }
-    let missing: Vec<&str> = REQUIRED_EXPORTS.into_iter().filter(|name| !has(name)).collect();
+    let missing: Vec<&str> = REQUIRED_EXPORTS
+        .into_iter()
+        .filter(|name| !has(name))
+        .collect();
     if !missing.is_empty() {
-        return Err(LoadError::Contract(format!("missing exports: {}", missing.join(", "))));
+        return Err(LoadError::Contract(format!(
+            "missing exports: {}",
+            missing.join(", ")
+        )));
     }
     for (name, item) in ty.exports(engine) {
         if REQUIRED_EXPORTS.contains(&name) && !matches!(item.ty, ComponentItem::ComponentFunc(_)) {
-            return Err(LoadError::Contract(format!("export `{name}` is not a function")));
+            return Err(LoadError::Contract(format!(
+                "export `{name}` is not a function"
+            )));
         }
     }
     Ok(())

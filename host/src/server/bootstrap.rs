@@ -59,7 +59,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     })?);
     let store = crate::store::open(&config.store.url)?;
     let delivery = Delivery::start(config.delivery.clone(), config.subscriptions.clone())?;
-    let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone()).map_err(BootError::Config)?;
+    let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
+        .map_err(BootError::Config)?;
     let registry = Arc::new(Registry::new());
     let mut metas = HashMap::new();
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
@@ -68,11 +69,15 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         let plugin = match loaded.get(&path) {
             Some(plugin) => plugin.clone(),
             None => {
-                let plugin = runtime.load_file(&path).await.map_err(|source| BootError::Plugin {
-                    channel: channel.id.clone(),
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let plugin =
+                    runtime
+                        .load_file(&path)
+                        .await
+                        .map_err(|source| BootError::Plugin {
+                            channel: channel.id.clone(),
+                            path: path.display().to_string(),
+                            source,
+                        })?;
                 loaded.insert(path.clone(), plugin.clone());
                 plugin
             }
@@ -80,7 +85,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         check_requirements(channel, &plugin.info)?;
         let env = Arc::new(ChannelEnv {
             channel_id: channel.id.clone(),
-            config: channel.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            config: channel
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
             secrets: channel.secrets.clone(),
             allowed_hosts: channel.allowed_hosts.clone(),
             limits: channel.limits.clone(),
@@ -129,7 +138,10 @@ fn check_requirements(channel: &ChannelConfig, info: &PluginInfo) -> Result<(), 
     }
     let mut problems = Vec::new();
     if !missing_config.is_empty() {
-        problems.push(format!("missing config keys: {}", missing_config.join(", ")));
+        problems.push(format!(
+            "missing config keys: {}",
+            missing_config.join(", ")
+        ));
     }
     if !missing_secrets.is_empty() {
         problems.push(format!("missing secrets: {}", missing_secrets.join(", ")));

@@ -50,13 +50,22 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
-        .route("/conversations/{id}/messages", post(crate::api::messages::send))
+        .route(
+            "/conversations/{id}/messages",
+            post(crate::api::messages::send),
+        )
         .route("/contacts/{id}", get(crate::api::contacts::get))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth::require_key))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::api::auth::require_key,
+        ))
         .layer(DefaultBodyLimit::max(1 << 20));
     Router::new()
         // Body limits are per channel and enforced by the handler itself.
-        .route("/webhooks/{channel_id}", any(crate::ingress::webhook).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/webhooks/{channel_id}",
+            any(crate::ingress::webhook).layer(DefaultBodyLimit::disable()),
+        )
         .nest("/v1", v1)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
@@ -78,7 +87,10 @@ pub async fn serve(
         .await?;
     let pending = delivery.shutdown(grace).await;
     if pending > 0 {
-        tracing::warn!(pending, "shut down with deliveries still pending (memory outbox: lost)");
+        tracing::warn!(
+            pending,
+            "shut down with deliveries still pending (memory outbox: lost)"
+        );
     } else {
         tracing::info!("shut down cleanly");
     }

@@ -88,7 +88,11 @@ impl MemoryStore {
 
 #[async_trait]
 impl ContextStore for MemoryStore {
-    async fn ingest(&self, ingest: Ingest, policy: &IngestPolicy) -> Result<Option<Ingested>, StoreError> {
+    async fn ingest(
+        &self,
+        ingest: Ingest,
+        policy: &IngestPolicy,
+    ) -> Result<Option<Ingested>, StoreError> {
         let key = format!("{}\u{1f}{}", ingest.channel, ingest.external_id);
         if !self.first_sighting(key, policy.dedupe_ttl) {
             return Ok(None);
@@ -99,7 +103,11 @@ impl ContextStore for MemoryStore {
         Ok(Some(result))
     }
 
-    async fn record_outbound(&self, outbound: Outbound, policy: &IngestPolicy) -> Result<Ingested, StoreError> {
+    async fn record_outbound(
+        &self,
+        outbound: Outbound,
+        policy: &IngestPolicy,
+    ) -> Result<Ingested, StoreError> {
         let mut state = self.state.lock();
         let thread = state
             .conversations
@@ -138,7 +146,11 @@ impl ContextStore for MemoryStore {
             .map(|thread| thread.conversation.clone()))
     }
 
-    async fn history(&self, conversation_id: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+    async fn history(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         let state = self.state.lock();
         let thread = state
             .conversations
@@ -162,7 +174,11 @@ impl State {
     fn resolve_contact(&mut self, person: &Person, at: Timestamp) -> String {
         let known = std::iter::once(&person.user)
             .chain(person.handles.iter().filter(|handle| handle.verified))
-            .find_map(|handle| self.handles.get(&(handle.kind, handle.value.clone())).cloned());
+            .find_map(|handle| {
+                self.handles
+                    .get(&(handle.kind, handle.value.clone()))
+                    .cloned()
+            });
         let id = known.unwrap_or_else(|| {
             let id = crate::ids::contact();
             self.contacts.insert(
@@ -195,7 +211,12 @@ impl State {
         id
     }
 
-    fn touch_conversation(&mut self, contact_id: &str, ingest: &Ingest, policy: &IngestPolicy) -> Ingested {
+    fn touch_conversation(
+        &mut self,
+        contact_id: &str,
+        ingest: &Ingest,
+        policy: &IngestPolicy,
+    ) -> Ingested {
         let open = self
             .latest
             .get(contact_id)
@@ -204,7 +225,11 @@ impl State {
         let (thread, started) = match open {
             Some(thread) => (thread, false),
             None => {
-                if let Some(previous) = self.latest.get(contact_id).and_then(|id| self.conversations.get_mut(id)) {
+                if let Some(previous) = self
+                    .latest
+                    .get(contact_id)
+                    .and_then(|id| self.conversations.get_mut(id))
+                {
                     previous.conversation.status = ConversationStatus::Closed;
                 }
                 let thread = new_thread(contact_id, &ingest.channel, ingest.at);
@@ -216,12 +241,16 @@ impl State {
         let switched_from = apply(thread, ingest, policy);
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
-        let contact = self.contacts.get(contact_id).cloned().unwrap_or_else(|| Contact {
-            id: contact_id.to_owned(),
-            name: None,
-            handles: Vec::new(),
-            created_at: ingest.at,
-        });
+        let contact = self
+            .contacts
+            .get(contact_id)
+            .cloned()
+            .unwrap_or_else(|| Contact {
+                id: contact_id.to_owned(),
+                name: None,
+                handles: Vec::new(),
+                created_at: ingest.at,
+            });
         Ingested {
             contact,
             conversation,
@@ -238,7 +267,10 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
     let mut switched_from = None;
     if let Some(message) = &ingest.message {
         if conversation.current_channel != ingest.channel {
-            switched_from = Some(std::mem::replace(&mut conversation.current_channel, ingest.channel.clone()));
+            switched_from = Some(std::mem::replace(
+                &mut conversation.current_channel,
+                ingest.channel.clone(),
+            ));
             conversation.previous_channel.clone_from(&switched_from);
         }
         if !conversation.channels_used.contains(&ingest.channel) {
@@ -266,8 +298,7 @@ fn touch(attribution: &mut Attribution, referral: &Referral) {
 
 fn is_open(conversation: &Conversation, at: Timestamp, inactivity: Duration) -> bool {
     let idle = at.duration_since(conversation.last_activity_at);
-    conversation.status == ConversationStatus::Open
-        && idle.as_secs_f64() < inactivity.as_secs_f64()
+    conversation.status == ConversationStatus::Open && idle.as_secs_f64() < inactivity.as_secs_f64()
 }
 
 fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
@@ -308,7 +339,11 @@ fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry, cap: 
 }
 
 fn last(history: &VecDeque<HistoryEntry>, limit: usize) -> Vec<HistoryEntry> {
-    history.iter().skip(history.len().saturating_sub(limit)).cloned().collect()
+    history
+        .iter()
+        .skip(history.len().saturating_sub(limit))
+        .cloned()
+        .collect()
 }
 
 fn not_found(kind: &'static str, id: &str) -> StoreError {
@@ -348,7 +383,10 @@ mod tests {
             person: Person {
                 user: handle(HandleKind::ChannelUser, &format!("{channel}:{user}"), true),
                 name: Some("Ana".into()),
-                handles: phone.map(|p| handle(HandleKind::Phone, p, true)).into_iter().collect(),
+                handles: phone
+                    .map(|p| handle(HandleKind::Phone, p, true))
+                    .into_iter()
+                    .collect(),
             },
             message: Some(HistoryEntry {
                 event_id: format!("evt_{id}"),
@@ -368,10 +406,24 @@ mod tests {
     async fn duplicate_is_dropped_and_conversation_continues() {
         let store = MemoryStore::new();
         let now = Timestamp::now();
-        let first = store.ingest(ingest("web", "v1", "m1", None, now), &policy()).await.expect("ok").expect("new");
+        let first = store
+            .ingest(ingest("web", "v1", "m1", None, now), &policy())
+            .await
+            .expect("ok")
+            .expect("new");
         assert!(first.started);
-        assert!(store.ingest(ingest("web", "v1", "m1", None, now), &policy()).await.expect("ok").is_none());
-        let second = store.ingest(ingest("web", "v1", "m2", None, now), &policy()).await.expect("ok").expect("new");
+        assert!(
+            store
+                .ingest(ingest("web", "v1", "m1", None, now), &policy())
+                .await
+                .expect("ok")
+                .is_none()
+        );
+        let second = store
+            .ingest(ingest("web", "v1", "m2", None, now), &policy())
+            .await
+            .expect("ok")
+            .expect("new");
         assert!(!second.started);
         assert_eq!(second.conversation.id, first.conversation.id);
         assert_eq!(second.conversation.messages, 2);
@@ -382,8 +434,22 @@ mod tests {
     async fn verified_phone_links_channels_and_switch_is_reported() {
         let store = MemoryStore::new();
         let now = Timestamp::now();
-        let web = store.ingest(ingest("web", "v1", "m1", Some("+34600111222"), now), &policy()).await.expect("ok").expect("new");
-        let wa = store.ingest(ingest("wa", "34600111222", "w1", Some("+34600111222"), now), &policy()).await.expect("ok").expect("new");
+        let web = store
+            .ingest(
+                ingest("web", "v1", "m1", Some("+34600111222"), now),
+                &policy(),
+            )
+            .await
+            .expect("ok")
+            .expect("new");
+        let wa = store
+            .ingest(
+                ingest("wa", "34600111222", "w1", Some("+34600111222"), now),
+                &policy(),
+            )
+            .await
+            .expect("ok")
+            .expect("new");
         assert_eq!(wa.contact.id, web.contact.id);
         assert_eq!(wa.conversation.id, web.conversation.id);
         assert_eq!(wa.switched_from.as_deref(), Some("web"));
@@ -396,10 +462,19 @@ mod tests {
         let store = MemoryStore::new();
         let now = Timestamp::now();
         for i in 0..5 {
-            store.ingest(ingest("web", "v1", &format!("m{i}"), None, now), &policy()).await.expect("ok");
+            store
+                .ingest(ingest("web", "v1", &format!("m{i}"), None, now), &policy())
+                .await
+                .expect("ok");
         }
-        let later = now.checked_add(jiff::SignedDuration::from_hours(25)).expect("time");
-        let next = store.ingest(ingest("web", "v1", "m9", None, later), &policy()).await.expect("ok").expect("new");
+        let later = now
+            .checked_add(jiff::SignedDuration::from_hours(25))
+            .expect("time");
+        let next = store
+            .ingest(ingest("web", "v1", "m9", None, later), &policy())
+            .await
+            .expect("ok")
+            .expect("new");
         assert!(next.started);
         let history = store.history(&next.conversation.id, 10).await.expect("ok");
         assert_eq!(history.len(), 1);
@@ -412,7 +487,9 @@ mod tests {
         assert!(store.first_sighting("k".into(), ttl));
         assert!(!store.first_sighting("k".into(), ttl));
         std::thread::sleep(Duration::from_millis(25));
-        assert!(!store.first_sighting("other".into(), ttl) || !store.first_sighting("k".into(), ttl));
+        assert!(
+            !store.first_sighting("other".into(), ttl) || !store.first_sighting("k".into(), ttl)
+        );
         std::thread::sleep(Duration::from_millis(50));
         store.first_sighting("rotate".into(), ttl);
         std::thread::sleep(Duration::from_millis(25));

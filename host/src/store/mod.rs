@@ -40,10 +40,18 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Record one inbound event atomically: dedupe on (channel, external id), resolve or
     /// create the contact, continue or open the conversation, append history, update
     /// attribution. `Ok(None)` when the event was seen before.
-    async fn ingest(&self, ingest: Ingest, policy: &IngestPolicy) -> Result<Option<Ingested>, StoreError>;
+    async fn ingest(
+        &self,
+        ingest: Ingest,
+        policy: &IngestPolicy,
+    ) -> Result<Option<Ingested>, StoreError>;
 
     /// Record a message the business sent through omnigate.
-    async fn record_outbound(&self, outbound: Outbound, policy: &IngestPolicy) -> Result<Ingested, StoreError>;
+    async fn record_outbound(
+        &self,
+        outbound: Outbound,
+        policy: &IngestPolicy,
+    ) -> Result<Ingested, StoreError>;
 
     /// A contact by id.
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
@@ -52,7 +60,11 @@ pub trait ContextStore: Send + Sync + 'static {
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
 
     /// The last `limit` messages of a conversation, oldest first.
-    async fn history(&self, conversation_id: &str, limit: usize) -> Result<Vec<crate::event::HistoryEntry>, StoreError>;
+    async fn history(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::event::HistoryEntry>, StoreError>;
 
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -10,9 +10,7 @@
 //! The `code` says more than the HTTP status (rate limits come as 400), so [`check`] maps
 //! the code first and falls back on the status.
 
-use omnigate_sdk::{
-    Fetch, FetchResponse, Header, ProviderError, SendError, send_error_for_status,
-};
+use omnigate_sdk::{Fetch, FetchResponse, Header, ProviderError, SendError, send_error_for_status};
 use serde::Deserialize;
 
 /// How long a Graph API call may take; the host caps it at its own limit.
@@ -119,17 +117,19 @@ pub fn check(
         return Err(mapped);
     }
     let code = error.code;
-    Err(if RATE_LIMIT_CODES.contains(&code) || response.status == 429 {
-        SendError::RateLimited(retry_after(&response.headers))
-    } else if UNAUTHORIZED_CODES.contains(&code) {
-        SendError::Unauthorized(format!("Graph API error {code}: {}", error.message))
-    } else if error.is_transient || TRANSIENT_CODES.contains(&code) || response.status >= 500 {
-        SendError::Transient(format!("Graph API error {code}: {}", error.message))
-    } else if response.status == 401 {
-        SendError::Unauthorized(format!("Graph API error {code}: {}", error.message))
-    } else {
-        error.rejected(None)
-    })
+    Err(
+        if RATE_LIMIT_CODES.contains(&code) || response.status == 429 {
+            SendError::RateLimited(retry_after(&response.headers))
+        } else if UNAUTHORIZED_CODES.contains(&code) {
+            SendError::Unauthorized(format!("Graph API error {code}: {}", error.message))
+        } else if error.is_transient || TRANSIENT_CODES.contains(&code) || response.status >= 500 {
+            SendError::Transient(format!("Graph API error {code}: {}", error.message))
+        } else if response.status == 401 {
+            SendError::Unauthorized(format!("Graph API error {code}: {}", error.message))
+        } else {
+            error.rejected(None)
+        },
+    )
 }
 
 /// Seconds to wait, from `Retry-After` or Meta's usage headers
@@ -176,7 +176,9 @@ mod tests {
     }
 
     fn error(status: u16, code: i64) -> SendError {
-        let body = format!(r#"{{"error":{{"message":"(#{code}) x","type":"OAuthException","code":{code},"fbtrace_id":"A"}}}}"#);
+        let body = format!(
+            r#"{{"error":{{"message":"(#{code}) x","type":"OAuthException","code":{code},"fbtrace_id":"A"}}}}"#
+        );
         check(answer(status, &[], &body), |_| None).expect_err("an error")
     }
 
@@ -205,7 +207,10 @@ mod tests {
     fn usage_header_gives_retry_after() {
         let usage = r#"{"1234":[{"type":"messenger","call_count":100,"total_cputime":20,"total_time":30,"estimated_time_to_regain_access":5}]}"#;
         let body = r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32}}"#;
-        let mapped = check(answer(400, &[("X-Business-Use-Case-Usage", usage)], body), |_| None);
+        let mapped = check(
+            answer(400, &[("X-Business-Use-Case-Usage", usage)], body),
+            |_| None,
+        );
         assert_eq!(mapped.err(), Some(SendError::RateLimited(Some(300))));
     }
 

@@ -92,7 +92,8 @@ mod tests {
             &[],
             b"",
         );
-        let Ok(Verified::Handshake(o)) = harness().run(|| verify(&req, "verify_token", "app_secret"))
+        let Ok(Verified::Handshake(o)) =
+            harness().run(|| verify(&req, "verify_token", "app_secret"))
         else {
             panic!("handshake refused");
         };
@@ -122,15 +123,25 @@ mod tests {
     #[test]
     fn posts_need_the_signature() {
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        let good = request("POST", "/", "", &[("X-Hub-Signature-256", sig)], b"Hello, World!");
+        let good = request(
+            "POST",
+            "/",
+            "",
+            &[("X-Hub-Signature-256", sig)],
+            b"Hello, World!",
+        );
         assert!(matches!(
             harness().run(|| verify(&good, "verify_token", "app_secret")),
             Ok(Verified::Notification)
         ));
         let bad = request("POST", "/", "", &[("X-Hub-Signature-256", sig)], b"Hello!");
         assert_eq!(
-            harness().run(|| verify(&bad, "verify_token", "app_secret")).err(),
-            Some(WebhookError::Unauthorized("signature does not match".into()))
+            harness()
+                .run(|| verify(&bad, "verify_token", "app_secret"))
+                .err(),
+            Some(WebhookError::Unauthorized(
+                "signature does not match".into()
+            ))
         );
         let put = request("PUT", "/", "", &[], b"");
         assert!(matches!(

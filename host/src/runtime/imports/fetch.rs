@@ -23,6 +23,7 @@ pub struct FetchClient {
 impl FetchClient {
     /// A client that never follows redirects.
     pub fn new() -> Result<Self, reqwest::Error> {
+        crate::tls::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
@@ -80,7 +81,11 @@ impl HostPattern {
             Some((scheme, rest)) if scheme == "http" || scheme == "https" => {
                 (Some(scheme.to_owned()), rest)
             }
-            Some((scheme, _)) => return Err(format!("allowed host `{entry}`: scheme `{scheme}` is not http or https")),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "allowed host `{entry}`: scheme `{scheme}` is not http or https"
+                ));
+            }
             None => (None, entry),
         };
         let rest = rest.trim_end_matches('/');
@@ -112,7 +117,10 @@ impl HostPattern {
             Some(suffix) => host.ends_with(&format!(".{suffix}")),
             None => host == self.host,
         };
-        let scheme_ok = self.scheme.as_deref().is_none_or(|scheme| scheme == url.scheme());
+        let scheme_ok = self
+            .scheme
+            .as_deref()
+            .is_none_or(|scheme| scheme == url.scheme());
         let port_ok = self
             .port
             .is_none_or(|port| url.port_or_known_default() == Some(port));
@@ -137,8 +145,24 @@ impl std::fmt::Display for HostPattern {
 pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchResponse, FetchError> {
     let url = checked_url(env, &request.url)?;
     let mut filler = Filler::new(&env.secrets);
-    let unknown = |name: String| FetchError::Denied(format!("unknown secret `{name}` in placeholder"));
-    let filled_url = filler.fill_str(url.as_str()).map_err(unknown)?;
+    let unknown =
+        |name: String| FetchError::Denied(format!("unknown secret `{name}` in placeholder"));
+    // Fill the text the plugin wrote (a parsed URL would have percent-encoded the braces),
+    // then make sure the filled-in value did not move the request to another destination.
+    let filled_url = filler.fill_str(&request.url).map_err(unknown)?;
+    let filled = Url::parse(&filled_url).map_err(|_| {
+        FetchError::InvalidRequest("the URL is not valid once secrets are filled in".into())
+    })?;
+    if (
+        filled.scheme(),
+        filled.host_str(),
+        filled.port_or_known_default(),
+    ) != (url.scheme(), url.host_str(), url.port_or_known_default())
+    {
+        return Err(FetchError::Denied(
+            "a filled-in secret would change the URL's destination".into(),
+        ));
+    }
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|_| FetchError::InvalidRequest(format!("bad method `{}`", request.method)))?;
     let timeout = request
@@ -147,7 +171,7 @@ pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchRespo
         .unwrap_or(env.limits.fetch_timeout)
         .min(env.limits.fetch_timeout);
 
-    let mut builder = env.fetch.client.request(method, filled_url).timeout(timeout);
+    let mut builder = env.fetch.client.request(method, filled).timeout(timeout);
     for Header { name, value } in &request.headers {
         builder = builder.header(name.as_str(), filler.fill_str(value).map_err(unknown)?);
     }
@@ -179,13 +203,19 @@ pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchRespo
 
 /// Parse the URL and check it against the allow-list, with placeholders still unfilled.
 fn checked_url(env: &ChannelEnv, raw: &str) -> Result<Url, FetchError> {
-    let url = Url::parse(raw).map_err(|error| FetchError::InvalidRequest(format!("bad URL: {error}")))?;
+    let url =
+        Url::parse(raw).map_err(|error| FetchError::InvalidRequest(format!("bad URL: {error}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(FetchError::InvalidRequest(format!("scheme `{}` is not http or https", url.scheme())));
+        return Err(FetchError::InvalidRequest(format!(
+            "scheme `{}` is not http or https",
+            url.scheme()
+        )));
     }
     let host = url.host_str().unwrap_or_default();
     if contains_placeholder(host) || host.contains("%7B%7Bsecret") {
-        return Err(FetchError::Denied("secret placeholders are not allowed in the host".into()));
+        return Err(FetchError::Denied(
+            "secret placeholders are not allowed in the host".into(),
+        ));
     }
     if !env.allowed_hosts.allows(&url) {
         return Err(FetchError::Denied(format!(
@@ -208,11 +238,18 @@ fn transport_error(error: reqwest::Error) -> FetchError {
 }
 
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, FetchError> {
-    if let Some(length) = response.content_length().filter(|length| *length > cap as u64) {
+    if let Some(length) = response
+        .content_length()
+        .filter(|length| *length > cap as u64)
+    {
         return Err(FetchError::TooLarge(length));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| transport_error(error.without_url()))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| transport_error(error.without_url()))?
+    {
         if body.len() + chunk.len() > cap {
             return Err(FetchError::TooLarge((body.len() + chunk.len()) as u64));
         }

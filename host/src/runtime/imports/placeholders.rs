@@ -128,7 +128,10 @@ mod tests {
     fn text_without_placeholders_is_unchanged() {
         let secrets = secrets();
         let mut filler = Filler::new(&secrets);
-        assert_eq!(filler.fill(b"{{secret:token").expect("ok"), b"{{secret:token");
+        assert_eq!(
+            filler.fill(b"{{secret:token").expect("ok"),
+            b"{{secret:token"
+        );
         assert_eq!(filler.redact(b"s3cr3t-value".to_vec()), b"s3cr3t-value");
     }
 }

@@ -1,0 +1,79 @@
+//! Shared pieces of the benchmarks (`tests/benches/`): realistic signed traffic and
+//! statistics.
+
+use omnigate::runtime::types::{Header, HttpRequest};
+use serde_json::json;
+
+/// The web chat signing secret used by the benchmarks.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Rounds from `--rounds N` (default 5).
+pub fn rounds_arg() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|pair| pair[0] == "--rounds")
+        .and_then(|pair| pair[1].parse().ok())
+        .unwrap_or(5)
+}
+
+/// Median of `values`.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The `p`-quantile (0..=1) of `values`.
+pub fn quantile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((values.len() - 1) as f64 * p).round() as usize;
+    values[index]
+}
+
+/// The JSON body of web chat message `i` of batch `tag`: ~1 KiB, one of 5 000 visitors,
+/// with a landing URL carrying UTM parameters and a click id.
+pub fn webchat_body(tag: &str, i: usize) -> Vec<u8> {
+    let visitor = i % 5_000;
+    json!({
+        "type": "message",
+        "id": format!("{tag}-{i}"),
+        "visitor": {"id": format!("v-{visitor}"), "name": format!("Visitor {visitor}"), "email": format!("visitor{visitor}@example.com")},
+        "text": format!("Hola, ¿tenéis la talla M del modelo {i}? Lo vi en Instagram y me gustaría saber si llega antes del viernes."),
+        "page": {
+            "url": format!("https://shop.example/p/{}?utm_source=instagram&utm_medium=paid_social&utm_campaign=bf25&fbclid=IwAR{i:08}", i % 97),
+            "referrer": "https://l.instagram.com/"
+        },
+        "sent_at": "2026-11-24T10:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `count` distinct web chat messages of batch `tag`, each signed now (Standard Webhooks).
+pub fn signed_webchat_messages(count: usize, tag: &str) -> Vec<HttpRequest> {
+    (0..count)
+        .map(|i| {
+            let body = webchat_body(tag, i);
+            let headers = crate::standard_webhooks_headers(SECRET, &format!("wh_{tag}_{i}"), &body)
+                .unwrap_or_default()
+                .into_iter()
+                .chain([("content-type".to_owned(), "application/json".to_owned())])
+                .map(|(name, value)| Header { name, value })
+                .collect();
+            HttpRequest {
+                method: "POST".into(),
+                path: "/webhooks/web".into(),
+                query: String::new(),
+                headers,
+                body,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! The `omnigate` binary: `plugin check`, `schema`, and `serve` with a graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use omnigate_tests::{get, omnigate_bin, plugin_path, root};
+
+#[test]
+fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
+    let output = Command::new(omnigate_bin())
+        .args(["plugin", "check"])
+        .arg(plugin_path("webchat"))
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "id:           webchat",
+        "contract:     omnigate:channel@0.1.0",
+        "callback_url",
+        "signing_secret",
+        "capabilities: text",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn plugin_check_refuses_a_random_file_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("random.wasm");
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, bytes).expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["plugin", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("is refused") && stderr.contains("not a WebAssembly file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_is_generated_json_schema_of_the_event() {
+    let output = Command::new(omnigate_bin())
+        .arg("schema")
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        schema["$id"],
+        "https://omnigate.dev/schema/omnigate.event.v1.json"
+    );
+    assert_eq!(schema["title"], "Event");
+    let required = schema["required"].as_array().expect("required");
+    for field in [
+        "id",
+        "type",
+        "occurred_at",
+        "channel",
+        "contact",
+        "conversation",
+    ] {
+        assert!(
+            required.contains(&serde_json::json!(field)),
+            "{field} not required"
+        );
+    }
+    assert!(schema.to_string().contains("message.received"));
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.path().join("omnigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[plugins]\ncache_dir = {cache:?}\n[[channels]]\nid = \"web\"\nplugin = {plugin:?}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"env:TEST_SIGNING_SECRET\" }}\n",
+            cache = dir.path().join("cache").display().to_string(),
+            plugin = plugin_path("webchat").display().to_string(),
+        ),
+    )
+    .expect("config");
+    let child = Command::new(omnigate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env(
+            "TEST_SIGNING_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut child = KillOnDrop(child);
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, body)) = get(&url, &[]).await {
+            assert!(body.contains("\"channels\":1"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway did not become ready");
+        assert!(
+            child.0.try_wait().expect("wait").is_none(),
+            "gateway exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let logs: Vec<String> = BufReader::new(child.0.stderr.take().expect("stderr"))
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let logs = logs.join("\n");
+    assert!(
+        logs.contains("MEMORY store"),
+        "the memory store is announced loudly:\n{logs}"
+    );
+    assert!(logs.contains("shut down cleanly"), "{logs}");
+    assert!(
+        !logs.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "a secret reached the logs"
+    );
+}
+
+/// Kills the gateway if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
