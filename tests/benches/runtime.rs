@@ -14,12 +14,11 @@ use omnigate::runtime::{
 };
 use omnigate::secret::Secret;
 use omnigate_sdk::Channel;
-use omnigate_tests::bench::{SECRET, median, rounds_arg, signed_webchat_messages};
-
-const CALLS: usize = 20_000;
+use omnigate_tests::bench::{SECRET, median, rounds_arg, signed_webchat_messages, size};
 
 fn main() {
     let rounds = rounds_arg();
+    let calls = size(20_000, 200);
     let runtime = Runtime::new(&RuntimeSettings::default()).expect("runtime");
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,29 +53,29 @@ fn main() {
         ("runtime reused, 1 thread (calls/s)", vec![]),
     ];
     for round in 0..rounds {
-        let messages = signed_webchat_messages(CALLS, &format!("r{round}"));
-        rows[0].1.push(native(&messages) * 1e6 / CALLS as f64);
+        let messages = signed_webchat_messages(calls, &format!("r{round}"));
+        rows[0].1.push(native(&messages) * 1e6 / calls as f64);
         rows[1]
             .1
-            .push(hosted(&tokio, &reused, &messages) * 1e6 / CALLS as f64);
+            .push(hosted(&tokio, &reused, &messages) * 1e6 / calls as f64);
         rows[2]
             .1
-            .push(hosted(&tokio, &fresh, &messages) * 1e6 / CALLS as f64);
-        let (left, right) = messages.split_at(CALLS / 2);
+            .push(hosted(&tokio, &fresh, &messages) * 1e6 / calls as f64);
+        let (left, right) = messages.split_at(calls / 2);
         rows[3]
             .1
-            .push(CALLS as f64 / two_threads(|part| native(part), left, right));
+            .push(calls as f64 / two_threads(native, left, right));
         let reused = &reused;
         rows[4]
             .1
-            .push(CALLS as f64 / two_threads(|part| hosted_own_runtime(reused, part), left, right));
+            .push(calls as f64 / two_threads(|part| hosted_own_runtime(reused, part), left, right));
         rows[5]
             .1
-            .push(CALLS as f64 / hosted(&tokio, reused, &messages));
+            .push(calls as f64 / hosted(&tokio, reused, &messages));
         eprintln!("round {} of {rounds} done", round + 1);
     }
     println!(
-        "\n## handle-webhook per call ({CALLS} distinct signed web chat messages, median of {rounds} rounds)\n"
+        "\n## handle-webhook per call ({calls} distinct signed web chat messages, median of {rounds} rounds)\n"
     );
     println!("| measurement | median | min | max |\n|---|---|---|---|");
     for (name, values) in &rows {

@@ -16,17 +16,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages};
+use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
 use omnigate_tests::load::{self, Prepared};
 use omnigate_tests::{Gateway, plugin_path, toml_path};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-const REQUESTS: usize = 30_000;
 const CONNECTIONS: usize = 32;
 
 fn main() {
     let rounds = rounds_arg();
+    let requests = size(30_000, 300);
+    let warmup = size(5_000, 50);
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,23 +58,23 @@ fn main() {
         if round == 0 {
             generator.block_on(load::closed_loop(
                 gateway_addr,
-                prepared("warm-g", 5_000),
+                prepared("warm-g", warmup),
                 CONNECTIONS,
             ));
             generator.block_on(load::closed_loop(
                 baseline_addr,
-                prepared("warm-b", 5_000),
+                prepared("warm-b", warmup),
                 CONNECTIONS,
             ));
         }
         let g = generator.block_on(load::closed_loop(
             gateway_addr,
-            prepared(&format!("g{round}"), REQUESTS),
+            prepared(&format!("g{round}"), requests),
             CONNECTIONS,
         ));
         let b = generator.block_on(load::closed_loop(
             baseline_addr,
-            prepared(&format!("b{round}"), REQUESTS),
+            prepared(&format!("b{round}"), requests),
             CONNECTIONS,
         ));
         assert_eq!(
@@ -95,7 +96,7 @@ fn main() {
     }
     let max_rate = median(&gateway_rates);
     println!(
-        "\n## Inbound webhooks/s, memory store ({REQUESTS} distinct signed messages per round, {CONNECTIONS} connections, median of {rounds} rounds)\n"
+        "\n## Inbound webhooks/s, memory store ({requests} distinct signed messages per round, {CONNECTIONS} connections, median of {rounds} rounds)\n"
     );
     println!("| server | median req/s | min | max |\n|---|---|---|---|");
     for (name, values) in [
@@ -121,7 +122,7 @@ fn main() {
     let mut p999s = Vec::new();
     let mut maxes = Vec::new();
     for round in 0..rounds {
-        let count = (half * 3.0) as usize; // ~3 s of traffic
+        let count = size((half * 3.0) as usize, 100); // ~3 s of traffic
         let mut report = generator.block_on(load::open_loop(
             gateway_addr,
             prepared(&format!("l{round}"), count),

@@ -7,8 +7,22 @@ use serde_json::json;
 /// The web chat signing secret used by the benchmarks.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Rounds from `--rounds N` (default 5).
+/// Whether this is a real benchmark run (`cargo bench` passes `--bench`). Under
+/// `cargo test` the benchmarks run as a quick smoke test with tiny counts instead.
+pub fn measuring() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
+/// `full` when measuring, `smoke` under `cargo test`.
+pub fn size(full: usize, smoke: usize) -> usize {
+    if measuring() { full } else { smoke }
+}
+
+/// Rounds from `--rounds N` (default 5; 1 in a smoke test).
 pub fn rounds_arg() -> usize {
+    if !measuring() {
+        return 1;
+    }
     let args: Vec<String> = std::env::args().collect();
     args.windows(2)
         .find(|pair| pair[0] == "--rounds")

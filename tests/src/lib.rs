@@ -80,7 +80,9 @@ pub fn omnigate_bin() -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let status = cargo()
-            .args(["build", "--quiet", "-p", "omnigate", "--bin", "omnigate"])
+            // The whole workspace, like `cargo test --workspace`: the same feature set, so
+            // the artifacts are shared instead of rebuilt.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .status()
             .map_err(|error| error.to_string())?;
         status

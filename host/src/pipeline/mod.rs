@@ -187,7 +187,7 @@ impl Pipeline {
         };
         let events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
         for event in &events {
-            tracing::info!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
+            tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
         reservation.publish(events.into_iter().map(Arc::new).collect());
         Ok(true)
