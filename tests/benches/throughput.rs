@@ -24,6 +24,10 @@ use serde::Deserialize;
 
 const CONNECTIONS: usize = 32;
 
+// The same allocator as the `omnigate` binary, for gateway and baseline alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let rounds = rounds_arg();
     let requests = size(30_000, 300);

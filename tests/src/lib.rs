@@ -19,7 +19,15 @@ use tokio::sync::oneshot;
 pub use omnigate;
 
 pub mod bench;
+pub mod channels;
 pub mod load;
+
+pub use channels::{
+    API_KEY, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
+    external_ids, first_received, fixture, fixture_names, meta_handshake_url,
+    meta_signature_header, meta_signed_headers, reply_url, send_reply, start_channel,
+    subscription_config, wait_for_external_ids,
+};
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -4,66 +4,44 @@
 
 use std::time::Duration;
 
-use omnigate_tests::{FakeApi, Gateway, Receiver, json_answer, plugin_path, post, root, toml_path};
+use omnigate_tests::{
+    FakeApi, Gateway, Receiver, common_config, fixture_names, json_answer, plugin_path, post,
+    reply_url, send_reply, start_channel, toml_path, wait_for_external_ids,
+};
 use serde_json::{Value, json};
 
 const SECRET_TOKEN: &str = "s3cr3t-T0ken_for-webhooks";
 const BOT_TOKEN: &str = "7012345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
-const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
-const API_KEY: &str = "test-api-key";
-const WAIT: Duration = Duration::from_secs(20);
 
 fn config(bot_api: &FakeApi, receiver: &Receiver) -> String {
     format!(
         r#"
-        [api]
-        keys = ["{API_KEY}"]
-        [delivery]
-        retry_schedule = ["100ms", "200ms"]
         [[channels]]
         id = "tg"
         plugin = {plugin}
         allowed_hosts = ["http://{host}"]
         config = {{ api_base = "{url}", bot_id = "7012345678" }}
         secrets = {{ bot_token = "{BOT_TOKEN}", secret_token = "{SECRET_TOKEN}" }}
-        [[subscriptions]]
-        url = "{receiver}"
-        secret = "{SUBSCRIPTION_SECRET}"
-        "#,
+        {common}"#,
         plugin = toml_path(&plugin_path("telegram")),
         host = bot_api.authority,
         url = bot_api.url,
-        receiver = receiver.url,
+        common = common_config(receiver),
     )
 }
 
 async fn setup() -> (Gateway, Receiver, FakeApi) {
-    let bot_api = FakeApi::start(|_| {
-        json_answer(200, json!({"ok": true, "result": {"message_id": 57, "chat": {"id": 111222333, "type": "private"}, "date": 1764000800, "text": "ok"}}))
-    })
+    start_channel(
+        |_| {
+            json_answer(200, json!({"ok": true, "result": {"message_id": 57, "chat": {"id": 111222333, "type": "private"}, "date": 1764000800, "text": "ok"}}))
+        },
+        config,
+    )
     .await
-    .expect("bot api");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
-    let gateway = Gateway::start(&config(&bot_api, &receiver))
-        .await
-        .expect("gateway");
-    (gateway, receiver, bot_api)
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("plugins/telegram/fixtures").join(name)).expect("fixture")
-}
-
-fn fixtures() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root().join("plugins/telegram/fixtures"))
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
+    omnigate_tests::fixture("telegram", name)
 }
 
 async fn deliver(gateway: &Gateway, body: &[u8], secret: &str) -> (u16, String) {
@@ -79,34 +57,16 @@ async fn deliver(gateway: &Gateway, body: &[u8], secret: &str) -> (u16, String) 
         .expect("post")
 }
 
+/// Wait until every update id in `expected` was published as an external id.
 async fn wait_for_ids(receiver: &Receiver, expected: &[String]) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let delivered: Vec<String> = receiver
-            .events()
-            .iter()
-            .filter_map(|e| e["data"]["external_id"].as_str().map(str::to_owned))
-            .collect();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|id| !delivered.contains(id))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never delivered: {missing:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_external_ids(receiver, expected, |delivered, id| delivered == id).await;
 }
 
 #[tokio::test]
 async fn every_fixture_through_the_gateway() {
     let (gateway, receiver, _api) = setup().await;
     let mut expected = Vec::new();
-    for name in fixtures() {
+    for name in fixture_names("telegram") {
         let body = fixture(&name);
         let (status, text) = deliver(&gateway, &body, SECRET_TOKEN).await;
         assert_eq!(status, 200, "{name}: {text}");
@@ -164,19 +124,7 @@ async fn conversation_url(gateway: &Gateway, receiver: &Receiver) -> String {
         200
     );
     wait_for_ids(receiver, &["874561201".into()]).await;
-    let received = receiver.of_type("message.received");
-    let conversation = received[0]["conversation"]["id"]
-        .as_str()
-        .expect("conversation")
-        .to_owned();
-    gateway.url(&format!("/v1/conversations/{conversation}/messages"))
-}
-
-fn auth() -> Vec<(String, String)> {
-    vec![
-        ("authorization".to_owned(), format!("Bearer {API_KEY}")),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ]
+    reply_url(gateway, &receiver.of_type("message.received")[0])
 }
 
 /// The bot token travels in the URL path as `{{secret:bot_token}}`: the host fills it in
@@ -185,9 +133,7 @@ fn auth() -> Vec<(String, String)> {
 async fn reply_reaches_the_bot_api_with_the_token_in_the_path() {
     let (gateway, receiver, api) = setup().await;
     let reply_url = conversation_url(&gateway, &receiver).await;
-    let (status, body) = post(&reply_url, &auth(), json!({"text": "¡Sí!"}).to_string())
-        .await
-        .expect("reply");
+    let (status, body) = send_reply(&reply_url, "¡Sí!").await;
     assert_eq!(status, 201, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(answer["external_id"], "57");
@@ -205,9 +151,7 @@ async fn reply_reaches_the_bot_api_with_the_token_in_the_path() {
 async fn reply_body_and_error_classes() {
     let (gateway, receiver, api) = setup().await;
     let reply_url = conversation_url(&gateway, &receiver).await;
-    let (status, body) = post(&reply_url, &auth(), json!({"text": "¡Sí!"}).to_string())
-        .await
-        .expect("reply");
+    let (status, body) = send_reply(&reply_url, "¡Sí!").await;
     assert_eq!(status, 201, "{body}");
     let sent = api.requests();
     assert_eq!(sent.len(), 1);
@@ -249,9 +193,7 @@ async fn reply_body_and_error_classes() {
     ] {
         let expected_body = String::from_utf8_lossy(&answer.2).into_owned();
         api.respond(move |_| answer.clone());
-        let (status, body) = post(&reply_url, &auth(), json!({"text": "again"}).to_string())
-            .await
-            .expect("reply");
+        let (status, body) = send_reply(&reply_url, "again").await;
         assert_eq!(status, expected, "{expected_body}: {body}");
     }
     gateway.stop().await;

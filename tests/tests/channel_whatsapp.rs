@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, get, hub_signature, json_answer, plugin_path, post, root, toml_path,
+    FakeApi, Gateway, Receiver, WAIT, common_config, deliver_meta, first_received, fixture_names,
+    get, json_answer, meta_handshake_url, meta_signature_header, plugin_path, post, reply_url,
+    send_reply, start_channel, toml_path, wait_for_external_ids,
 };
 use serde_json::{Value, json};
 
@@ -12,81 +14,47 @@ const APP_SECRET: &str = "6a1b0c5e2f9d4e7a8b3c1d0e9f8a7b6c";
 const VERIFY_TOKEN: &str = "verify-me-e2e";
 const ACCESS_TOKEN: &str = "EAAG-e2e-access-token";
 const PNID: &str = "106540352242922";
-const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
-const API_KEY: &str = "test-api-key";
-const WAIT: Duration = Duration::from_secs(20);
 
 fn config(graph: &FakeApi, receiver: &Receiver) -> String {
     format!(
         r#"
-        [api]
-        keys = ["{API_KEY}"]
-        [delivery]
-        retry_schedule = ["100ms", "200ms"]
         [[channels]]
         id = "wa"
         plugin = {plugin}
         allowed_hosts = ["http://{graph}"]
         config = {{ api_base = "{graph_url}/v21.0", phone_number_id = "{PNID}" }}
         secrets = {{ app_secret = "{APP_SECRET}", access_token = "{ACCESS_TOKEN}", verify_token = "{VERIFY_TOKEN}" }}
-        [[subscriptions]]
-        url = "{receiver}"
-        secret = "{SUBSCRIPTION_SECRET}"
-        "#,
+        {common}"#,
         plugin = toml_path(&plugin_path("whatsapp")),
         graph = graph.authority,
         graph_url = graph.url,
-        receiver = receiver.url,
+        common = common_config(receiver),
     )
 }
 
 const ACCEPTED: &str = "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
 
 async fn setup() -> (Gateway, Receiver, FakeApi) {
-    let graph = FakeApi::start(|_| {
-        json_answer(
-            200,
-            json!({"messaging_product": "whatsapp",
-            "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
-            "messages": [{"id": ACCEPTED}]}),
-        )
-    })
+    start_channel(
+        |_| {
+            json_answer(
+                200,
+                json!({"messaging_product": "whatsapp",
+                "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
+                "messages": [{"id": ACCEPTED}]}),
+            )
+        },
+        config,
+    )
     .await
-    .expect("graph");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
-    let gateway = Gateway::start(&config(&graph, &receiver))
-        .await
-        .expect("gateway");
-    (gateway, receiver, graph)
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("plugins/whatsapp/fixtures").join(name)).expect("fixture")
-}
-
-fn fixtures() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root().join("plugins/whatsapp/fixtures"))
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
+    omnigate_tests::fixture("whatsapp", name)
 }
 
 async fn deliver(gateway: &Gateway, body: &[u8]) -> (u16, String) {
-    let headers = vec![
-        ("content-type".to_owned(), "application/json".to_owned()),
-        (
-            "x-hub-signature-256".to_owned(),
-            hub_signature(APP_SECRET, body),
-        ),
-    ];
-    post(&gateway.url("/webhooks/wa"), &headers, body.to_vec())
-        .await
-        .expect("post")
+    deliver_meta(gateway, "wa", APP_SECRET, body).await
 }
 
 /// Every external id the plugin should produce for a fixture (messages and statuses).
@@ -117,37 +85,17 @@ fn expected_ids(body: &[u8]) -> Vec<String> {
 async fn every_fixture_through_the_gateway() {
     let (gateway, receiver, _graph) = setup().await;
     let mut expected = Vec::new();
-    for name in fixtures() {
+    for name in fixture_names("whatsapp") {
         let body = fixture(&name);
         let (status, text) = deliver(&gateway, &body).await;
         assert_eq!(status, 200, "{name}: {text}");
         expected.extend(expected_ids(&body));
     }
     // Give the pipeline time to publish everything, then compare.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let delivered: Vec<String> = receiver
-            .events()
-            .iter()
-            .filter_map(|e| e["data"]["external_id"].as_str().map(str::to_owned))
-            .collect();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|id| {
-                !delivered
-                    .iter()
-                    .any(|d| d == *id || d.starts_with(&format!("{id}:")))
-            })
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never delivered: {missing:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_external_ids(&receiver, &expected, |delivered, id| {
+        delivered == id || delivered.starts_with(&format!("{id}:"))
+    })
+    .await;
 
     let received = receiver.of_type("message.received");
     let ad = received
@@ -174,22 +122,16 @@ async fn every_fixture_through_the_gateway() {
 #[tokio::test]
 async fn handshake_and_refusals() {
     let (gateway, receiver, _graph) = setup().await;
-    let url = gateway.url(&format!(
-        "/webhooks/wa?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"
-    ));
+    let url = meta_handshake_url(&gateway, "wa", "1158201444", VERIFY_TOKEN);
     assert_eq!(
         get(&url, &[]).await.expect("get"),
         (200, "1158201444".to_owned())
     );
-    let wrong = gateway
-        .url("/webhooks/wa?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=nope");
+    let wrong = meta_handshake_url(&gateway, "wa", "1158201444", "nope");
     assert_eq!(get(&wrong, &[]).await.expect("get").0, 403);
 
     let body = fixture("text.json");
-    let bad = vec![(
-        "x-hub-signature-256".to_owned(),
-        hub_signature("not the app secret", &body),
-    )];
+    let bad = vec![meta_signature_header("not the app secret", &body)];
     assert_eq!(
         post(&gateway.url("/webhooks/wa"), &bad, body.clone())
             .await
@@ -233,29 +175,9 @@ async fn duplicate_post_is_one_event() {
 async fn replies_and_error_classes() {
     let (gateway, receiver, graph) = setup().await;
     assert_eq!(deliver(&gateway, &fixture("text.json")).await.0, 200);
-    let received = loop {
-        let found = receiver.of_type("message.received");
-        if let Some(first) = found.first() {
-            break first.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let conversation = received["conversation"]["id"]
-        .as_str()
-        .expect("conversation")
-        .to_owned();
-    let reply_url = gateway.url(&format!("/v1/conversations/{conversation}/messages"));
-    let auth = vec![
-        ("authorization".to_owned(), format!("Bearer {API_KEY}")),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ];
-    let (status, body) = post(
-        &reply_url,
-        &auth,
-        json!({"text": "Yes, in blue too."}).to_string(),
-    )
-    .await
-    .expect("reply");
+    let received = first_received(&receiver).await;
+    let reply_url = reply_url(&gateway, &received);
+    let (status, body) = send_reply(&reply_url, "Yes, in blue too.").await;
     assert_eq!(status, 201, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(answer["external_id"], ACCEPTED);
@@ -288,13 +210,7 @@ async fn replies_and_error_classes() {
         (500, 131000, 503),
     ] {
         graph.respond(graph_error(http, code));
-        let (status, body) = post(
-            &reply_url,
-            &auth,
-            json!({"text": format!("try {code}")}).to_string(),
-        )
-        .await
-        .expect("reply");
+        let (status, body) = send_reply(&reply_url, &format!("try {code}")).await;
         assert_eq!(status, expected, "Graph error {code}: {body}");
     }
     gateway.stop().await;

@@ -1,17 +1,14 @@
 //! Hostile plugins: each misbehaviour fails only its own call, with a clear error, and
 //! the gateway keeps serving every channel.
 
-use std::time::Duration;
-
 use omnigate::runtime::{LoadError, Runtime, RuntimeSettings};
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, get, guest_path, plugin_path, post, standard_webhooks_headers,
-    toml_path,
+    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_error, get, guest_path, plugin_path,
+    post, standard_webhooks_headers, subscription_config, toml_path,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
 const TOKEN: &str = "tok-SECRET-value-9f8e7d";
 
 struct Setup {
@@ -63,14 +60,11 @@ async fn setup(cpu_deadline: &str) -> Setup {
         allowed_hosts = ["http://{echo}"]
         secrets = {{ token = "{TOKEN}" }}
         limits = {{ cpu_deadline = "{cpu_deadline}", memory_bytes = 33554432 }}
-        [[subscriptions]]
-        url = "{receiver}"
-        secret = "{SUBSCRIPTION_SECRET}"
-        "#,
+        {subscription}"#,
         webchat = toml_path(&plugin_path("webchat")),
         hostile = toml_path(&guest_path("hostile")),
         echo = echo.authority,
-        receiver = receiver.url,
+        subscription = subscription_config(&receiver),
     );
     let gateway = Gateway::start(&config).await.expect("gateway");
     Setup {
@@ -102,30 +96,12 @@ async fn web_chat_still_serves(setup: &Setup, id: &str) {
         .await
         .expect("post");
     assert_eq!(status, 200, "{text}");
-    let delivered = setup
-        .receiver
-        .wait_for(1, Duration::from_secs(20))
-        .await
-        .expect("delivery");
+    let delivered = setup.receiver.wait_for(1, WAIT).await.expect("delivery");
     assert!(
         delivered
             .iter()
             .any(|event| event["data"]["external_id"] == id)
     );
-}
-
-fn error(text: &str) -> (String, String) {
-    let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    (
-        value["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        value["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
 }
 
 // Multi-threaded like the real gateway: the spinning guest occupies at most one worker.
@@ -142,7 +118,7 @@ async fn endless_loop_hits_the_deadline_while_other_channels_keep_serving() {
         "the web chat answer came while the loop was still running"
     );
     let (status, text) = looping.await.expect("join").expect("post");
-    let (code, message) = error(&text);
+    let (code, message) = api_error(&text);
     assert_eq!((status, code.as_str()), (502, "plugin_failed"), "{text}");
     assert!(message.contains("CPU deadline"), "{message}");
     // The channel works again with a fresh instance.
@@ -154,7 +130,7 @@ async fn endless_loop_hits_the_deadline_while_other_channels_keep_serving() {
 async fn memory_bomb_hits_the_limit() {
     let setup = setup("2s").await;
     let (status, text) = evil(&setup.gateway, "mode=alloc").await;
-    let (code, message) = error(&text);
+    let (code, message) = api_error(&text);
     assert_eq!((status, code.as_str()), (502, "plugin_failed"), "{text}");
     assert!(
         message.contains("memory limit of 33554432 bytes"),
@@ -167,7 +143,7 @@ async fn memory_bomb_hits_the_limit() {
 async fn panic_is_a_trap_with_a_clear_error() {
     let setup = setup("1s").await;
     let (status, text) = evil(&setup.gateway, "mode=panic").await;
-    let (code, message) = error(&text);
+    let (code, message) = api_error(&text);
     assert_eq!((status, code.as_str()), (502, "plugin_failed"), "{text}");
     assert!(
         message.contains("hostile@") && message.contains("trapped"),

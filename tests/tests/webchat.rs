@@ -1,41 +1,33 @@
 //! Web chat end to end: a signed message in → a signed CloudEvent out at a real receiver;
 //! a reply through `/v1` → the site backend, signed; duplicates; refusals.
 
-use std::time::Duration;
-
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, get, json_answer, plugin_path, post, standard_webhooks_headers,
-    standard_webhooks_headers_at, toml_path, verify_delivery,
+    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, get,
+    json_answer, plugin_path, post, reply_url, send_reply, standard_webhooks_headers,
+    standard_webhooks_headers_at, start_channel, toml_path, verify_delivery,
 };
 use serde_json::{Value, json};
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
-const API_KEY: &str = "test-api-key";
-const WAIT: Duration = Duration::from_secs(20);
 
+/// The web chat channel, and the common configuration with the subscription sending the
+/// last 5 messages of history.
 fn config(site: &FakeApi, receiver: &Receiver) -> String {
     format!(
         r#"
-        [api]
-        keys = ["{API_KEY}"]
-        [delivery]
-        retry_schedule = ["100ms", "200ms"]
         [[channels]]
         id = "web"
         plugin = {plugin}
         allowed_hosts = ["http://{site}"]
         config = {{ callback_url = "{site_url}/omnigate/replies" }}
         secrets = {{ signing_secret = "{SITE_SECRET}" }}
-        [[subscriptions]]
-        url = "{receiver}"
-        secret = "{SUBSCRIPTION_SECRET}"
+        {common}
         history = 5
         "#,
         plugin = toml_path(&plugin_path("webchat")),
         site = site.authority,
         site_url = site.url,
-        receiver = receiver.url,
+        common = common_config(receiver),
     )
 }
 
@@ -65,16 +57,7 @@ async fn send(gateway: &Gateway, body: &[u8]) -> (u16, String) {
 }
 
 async fn setup() -> (Gateway, Receiver, FakeApi) {
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "site-reply-1"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
-    let gateway = Gateway::start(&config(&site, &receiver))
-        .await
-        .expect("gateway");
-    (gateway, receiver, site)
+    start_channel(|_| json_answer(200, json!({"id": "site-reply-1"})), config).await
 }
 
 #[tokio::test]
@@ -115,17 +98,7 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
     let conversation = data["conversation"]["id"]
         .as_str()
         .expect("conversation id");
-    let auth = vec![
-        ("authorization".to_owned(), format!("Bearer {API_KEY}")),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ];
-    let (status, body) = post(
-        &gateway.url(&format!("/v1/conversations/{conversation}/messages")),
-        &auth,
-        json!({"text": "¡Hola Ana!"}).to_string(),
-    )
-    .await
-    .expect("reply");
+    let (status, body) = send_reply(&reply_url(&gateway, data), "¡Hola Ana!").await;
     assert_eq!(status, 201, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(answer["external_id"], "site-reply-1");
@@ -148,7 +121,7 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
 
     let (status, body) = get(
         &gateway.url(&format!("/v1/conversations/{conversation}")),
-        &auth,
+        &api_auth(),
     )
     .await
     .expect("get");
@@ -183,11 +156,7 @@ async fn duplicate_webhook_produces_one_event() {
 }
 
 fn error_code(body: &str) -> String {
-    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    value["error"]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    api_error(body).0
 }
 
 #[tokio::test]

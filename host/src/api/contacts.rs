@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 
+use super::lookup;
 use crate::server::App;
 use crate::server::error::ApiError;
 use crate::store::Contact;
@@ -14,11 +15,5 @@ pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
-    app.pipeline
-        .store()
-        .contact(&id)
-        .await
-        .map_err(|error| ApiError::unavailable("store_unavailable", error.to_string()))?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))
+    lookup::contact(app.pipeline.store(), &id).await.map(Json)
 }

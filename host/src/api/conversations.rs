@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use super::lookup;
 use crate::server::App;
 use crate::server::error::ApiError;
 
@@ -15,22 +16,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = app.pipeline.store();
-    let unavailable = |error: crate::store::StoreError| {
-        ApiError::unavailable("store_unavailable", error.to_string())
-    };
-    let conversation = store
-        .conversation(&id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found("conversation", format!("no conversation `{id}`")))?;
-    let contact = store
-        .contact(&conversation.contact_id)
-        .await
-        .map_err(unavailable)?;
-    let history = store.history(&id, 50).await.map_err(unavailable)?;
+    let conversation = lookup::conversation(store, &id).await?;
+    let contact = lookup::contact(store, &conversation.contact_id).await?;
+    let history = store.history(&id, 50).await.map_err(lookup::unavailable)?;
     Ok(Json(json!({
         "conversation": conversation.snapshot(),
-        "contact": contact.map(|contact| contact.snapshot()),
+        "contact": contact.snapshot(),
         "history": history,
     })))
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::lookup;
 use crate::event::{Direction, Message};
 use crate::runtime::types::{OutboundMessage, SendError};
 use crate::server::App;
@@ -42,24 +43,8 @@ pub async fn send(
         ));
     }
     let store = app.pipeline.store();
-    let unavailable = |error: crate::store::StoreError| {
-        ApiError::unavailable("store_unavailable", error.to_string())
-    };
-    let conversation = store
-        .conversation(&id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found("conversation", format!("no conversation `{id}`")))?;
-    let contact = store
-        .contact(&conversation.contact_id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "contact",
-                format!("no contact `{}`", conversation.contact_id),
-            )
-        })?;
+    let conversation = lookup::conversation(store, &id).await?;
+    let contact = lookup::contact(store, &conversation.contact_id).await?;
     let channel_id = conversation.current_channel.clone();
     let (Some(channel), Some(meta)) =
         (app.registry.get(&channel_id), app.channel_meta(&channel_id))

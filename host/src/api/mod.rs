@@ -3,4 +3,5 @@
 pub mod auth;
 pub mod contacts;
 pub mod conversations;
+pub mod lookup;
 pub mod messages;
