@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod delivery;
 pub mod dev;
 pub mod event;

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
-use crate::server::App;
+use crate::app::App;
 use crate::server::error::ApiError;
 
 /// Middleware: the request must carry `Authorization: Bearer <one of the keys>`.

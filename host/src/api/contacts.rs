@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::lookup;
-use crate::server::App;
+use crate::app::App;
 use crate::server::error::ApiError;
 use crate::store::Contact;
 

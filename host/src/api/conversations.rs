@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::lookup;
-use crate::server::App;
+use crate::app::App;
 use crate::server::error::ApiError;
 
 /// The conversation, its contact and its recent messages.

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::lookup;
+use crate::app::App;
 use crate::event::{Direction, Message};
 use crate::runtime::types::{OutboundMessage, SendError};
-use crate::server::App;
 use crate::server::error::ApiError;
 
 /// The request body.

@@ -13,9 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::app::App;
 use crate::pipeline::PipelineError;
 use crate::runtime::types::{WebhookError, WebhookOutcome};
-use crate::server::App;
 use crate::server::error::ApiError;
 
 /// The webhook handler.

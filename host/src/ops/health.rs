@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::App;
+use crate::app::App;
 
 /// `GET /healthz`.
 pub async fn healthz() -> Json<Value> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::imports::fetch::{AllowedHosts, FetchClient};
+use super::outbound::{AllowedHosts, FetchClient};
 use crate::secret::Secret;
 
 /// Sandbox limits of one channel's plugin calls.

@@ -12,6 +12,7 @@ mod engine;
 pub mod env;
 mod error;
 pub mod imports;
+mod outbound;
 mod plugin;
 mod registry;
 mod state;
@@ -29,7 +30,7 @@ pub use channel::ChannelRuntime;
 pub use engine::{EPOCH_TICK, EngineSettings};
 pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
-pub use imports::fetch::{AllowedHosts, FetchClient};
+pub use outbound::{AllowedHosts, FetchClient};
 pub use plugin::Plugin;
 pub use registry::Registry;
 

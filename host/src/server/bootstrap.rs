@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::App;
+use crate::app::App;
 use crate::delivery::Delivery;
 use crate::ops::config::{ChannelConfig, Config};
 use crate::pipeline::{ChannelMeta, Pipeline};

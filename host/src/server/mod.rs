@@ -4,12 +4,10 @@
 mod bootstrap;
 pub mod error;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
@@ -18,33 +16,7 @@ use tokio::net::TcpListener;
 pub use bootstrap::{BootError, build, capability_name, kind_name};
 use error::ApiError;
 
-use crate::delivery::Delivery;
-use crate::pipeline::{ChannelMeta, Pipeline};
-use crate::runtime::{Registry, Runtime};
-use crate::secret::Secret;
-
-/// Everything the request handlers share.
-pub struct App {
-    /// The WebAssembly runtime.
-    pub runtime: Arc<Runtime>,
-    /// Channel id → plugin binding.
-    pub registry: Arc<Registry>,
-    /// Channel id → what the pipeline needs to know about it.
-    pub channels: ArcSwap<HashMap<String, ChannelMeta>>,
-    /// The pipeline (and through it, the store).
-    pub pipeline: Arc<Pipeline>,
-    /// Delivery to downstream tools.
-    pub delivery: Delivery,
-    /// Bearer keys for `/v1`.
-    pub api_keys: Vec<Secret>,
-}
-
-impl App {
-    /// The pipeline facts of channel `id`.
-    pub fn channel_meta(&self, id: &str) -> Option<ChannelMeta> {
-        self.channels.load().get(id).cloned()
-    }
-}
+pub use crate::app::App;
 
 /// The HTTP surface (contract): webhooks, `/v1`, health.
 pub fn router(app: Arc<App>) -> Router {
