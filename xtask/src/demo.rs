@@ -15,10 +15,8 @@ const SUBSCRIPTION_SECRET: &str = "whsec_b21uaWdhdGUtZGVtby1zdWJzY3JpcHRpb24=";
 /// Build, write the demo config, start the receiver and the gateway.
 pub fn run() -> Result<()> {
     plugins::build()?;
-    shell::step(
-        "build the gateway",
-        &["build", "-p", "omnigate", "--bin", "omnigate"],
-    )?;
+    // The same feature set as `cargo xtask test`, so the two share build artifacts.
+    shell::step("build the gateway", &["build", "--workspace", "--bins"])?;
     let demo = root().join("target").join("demo");
     std::fs::create_dir_all(&demo)?;
     let config = demo.join("omnigate.toml");
