@@ -192,7 +192,7 @@ fn budget_ticks(env: &ChannelEnv) -> u64 {
 }
 
 fn arm(store: &mut Store<WasmState>) {
-    store.data_mut().ticks_used = 0;
+    store.data_mut().start_call();
     store.set_epoch_deadline(1);
 }
 

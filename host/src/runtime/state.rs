@@ -51,9 +51,15 @@ impl WasmState {
         &mut self.limiter
     }
 
-    /// Whether a memory growth was refused during this instance's life.
+    /// Whether a memory growth was refused during the current call.
     pub fn memory_denied(&self) -> bool {
         self.limiter.denied
+    }
+
+    /// Forget the previous call's CPU ticks and memory refusals (a reused instance).
+    pub fn start_call(&mut self) {
+        self.ticks_used = 0;
+        self.limiter.denied = false;
     }
 }
 
