@@ -62,8 +62,13 @@ fn test() -> Result<()> {
     )?;
     plugins::clippy_wasm()?;
     shell::require_redis()?;
+    // The e2e tests run the `omnigate` binary; build it with the workspace's features.
     shell::step(
-        "cargo test (unit + end-to-end)",
+        "cargo build (binaries)",
+        &["build", "--workspace", "--bins"],
+    )?;
+    shell::step(
+        "cargo test (unit, end-to-end, benchmark smoke runs)",
         &["test", "--workspace", "--all-targets"],
     )?;
     println!("\nxtask test: all checks passed");
