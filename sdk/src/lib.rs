@@ -71,6 +71,26 @@ pub use bindings::omnigate::channel::types::{
     Unsupported, WebhookError, WebhookOutcome,
 };
 pub use fetch::{Fetch, secret_placeholder, send_error_for_fetch, send_error_for_status};
+
+impl Setting {
+    /// A configuration key or secret name the channel cannot work without.
+    pub fn required(name: &str, description: &str) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            required: true,
+        }
+    }
+
+    /// A configuration key or secret name the channel can do without.
+    pub fn optional(name: &str, description: &str) -> Self {
+        Self {
+            name: name.into(),
+            required: false,
+            ..Self::required(name, description)
+        }
+    }
+}
 pub use http::{
     form, header, json, ok, ok_json, ok_text, outcome, query, query_param, require_method,
 };

@@ -8,12 +8,10 @@
 
 #![warn(missing_docs)]
 
-use omnigate_meta::messaging::{
-    self, API_BASE, APP_SECRET, PAGE_ACCESS_TOKEN, Platform, VERIFY_TOKEN,
-};
+use omnigate_meta::messaging::{self, Platform};
 use omnigate_sdk::{
     Capability, Channel, ChannelKind, HttpRequest, OutboundMessage, PluginInfo, SendError,
-    SendReceipt, Setting, WebhookError, WebhookOutcome,
+    SendReceipt, WebhookError, WebhookOutcome,
 };
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -36,11 +34,6 @@ pub struct Instagram;
 impl Channel for Instagram {
     /// Who we are and what we need. Never depends on configuration.
     fn describe() -> PluginInfo {
-        let setting = |name: &str, description: &str, required: bool| Setting {
-            name: name.into(),
-            description: description.into(),
-            required,
-        };
         PluginInfo {
             id: "instagram".into(),
             name: "Instagram messaging".into(),
@@ -57,35 +50,13 @@ impl Channel for Instagram {
                 Capability::Referrals,
                 Capability::Replies,
             ],
-            config: vec![
-                setting(
-                    API_BASE,
-                    "Graph API base URL with version (default https://graph.facebook.com/v21.0)",
-                    false,
-                ),
-                setting(
-                    ACCOUNT_ID,
-                    "the Instagram professional account id (IG user id)",
-                    true,
-                ),
-            ],
-            secrets: vec![
-                setting(
-                    APP_SECRET,
-                    "Meta app secret: verifies X-Hub-Signature-256 on webhooks",
-                    true,
-                ),
-                setting(
-                    PAGE_ACCESS_TOKEN,
-                    "access token of the page linked to the account, with instagram_manage_messages",
-                    true,
-                ),
-                setting(
-                    VERIFY_TOKEN,
-                    "the verify token entered in the app's webhook settings (handshake)",
-                    true,
-                ),
-            ],
+            config: messaging::config_settings(
+                &PLATFORM,
+                "the Instagram professional account id (IG user id)",
+            ),
+            secrets: messaging::secret_settings(
+                "access token of the page linked to the account, with instagram_manage_messages",
+            ),
             outbound_hosts: vec!["graph.facebook.com".into()],
         }
     }

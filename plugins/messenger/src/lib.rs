@@ -8,12 +8,10 @@
 
 #![warn(missing_docs)]
 
-use omnigate_meta::messaging::{
-    self, API_BASE, APP_SECRET, PAGE_ACCESS_TOKEN, Platform, VERIFY_TOKEN,
-};
+use omnigate_meta::messaging::{self, Platform};
 use omnigate_sdk::{
     Capability, Channel, ChannelKind, HttpRequest, OutboundMessage, PluginInfo, SendError,
-    SendReceipt, Setting, WebhookError, WebhookOutcome,
+    SendReceipt, WebhookError, WebhookOutcome,
 };
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -36,11 +34,6 @@ pub struct Messenger;
 impl Channel for Messenger {
     /// Who we are and what we need. Never depends on configuration.
     fn describe() -> PluginInfo {
-        let setting = |name: &str, description: &str, required: bool| Setting {
-            name: name.into(),
-            description: description.into(),
-            required,
-        };
         PluginInfo {
             id: "messenger".into(),
             name: "Facebook Messenger".into(),
@@ -57,31 +50,10 @@ impl Channel for Messenger {
                 Capability::Referrals,
                 Capability::Replies,
             ],
-            config: vec![
-                setting(
-                    API_BASE,
-                    "Graph API base URL with version (default https://graph.facebook.com/v21.0)",
-                    false,
-                ),
-                setting(PAGE_ID, "the Facebook Page id", true),
-            ],
-            secrets: vec![
-                setting(
-                    APP_SECRET,
-                    "Meta app secret: verifies X-Hub-Signature-256 on webhooks",
-                    true,
-                ),
-                setting(
-                    PAGE_ACCESS_TOKEN,
-                    "page access token with pages_messaging, for the Send API",
-                    true,
-                ),
-                setting(
-                    VERIFY_TOKEN,
-                    "the verify token entered in the app's webhook settings (handshake)",
-                    true,
-                ),
-            ],
+            config: messaging::config_settings(&PLATFORM, "the Facebook Page id"),
+            secrets: messaging::secret_settings(
+                "page access token with pages_messaging, for the Send API",
+            ),
             outbound_hosts: vec!["graph.facebook.com".into()],
         }
     }

@@ -43,11 +43,6 @@ pub struct Telegram;
 impl Channel for Telegram {
     /// Who we are and what we need. Never depends on configuration.
     fn describe() -> PluginInfo {
-        let setting = |name: &str, description: &str, required: bool| Setting {
-            name: name.into(),
-            description: description.into(),
-            required,
-        };
         PluginInfo {
             id: "telegram".into(),
             name: "Telegram bot".into(),
@@ -65,27 +60,23 @@ impl Channel for Telegram {
                 Capability::Replies,
             ],
             config: vec![
-                setting(
+                Setting::optional(
                     API_BASE,
                     "Bot API base URL (default https://api.telegram.org)",
-                    false,
                 ),
-                setting(
+                Setting::optional(
                     BOT_ID,
                     "the bot's numeric id (token part before ':'), reported as the events' account",
-                    false,
                 ),
             ],
             secrets: vec![
-                setting(
+                Setting::required(
                     BOT_TOKEN,
                     "the bot token from @BotFather (used in the Bot API URL path)",
-                    true,
                 ),
-                setting(
+                Setting::required(
                     SECRET_TOKEN,
                     "the secret_token given to setWebhook; Telegram sends it in X-Telegram-Bot-Api-Secret-Token",
-                    true,
                 ),
             ],
             outbound_hosts: vec!["api.telegram.org".into()],

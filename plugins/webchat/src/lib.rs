@@ -35,11 +35,6 @@ pub struct WebChat;
 impl Channel for WebChat {
     /// Who we are and what we need. Never depends on configuration.
     fn describe() -> PluginInfo {
-        let setting = |name: &str, description: &str| Setting {
-            name: name.into(),
-            description: description.into(),
-            required: true,
-        };
         PluginInfo {
             id: "webchat".into(),
             name: "Web chat".into(),
@@ -52,11 +47,11 @@ impl Channel for WebChat {
                 Capability::Referrals,
                 Capability::Replies,
             ],
-            config: vec![setting(
+            config: vec![Setting::required(
                 CALLBACK_URL,
                 "URL on the site that receives replies (POST, JSON)",
             )],
-            secrets: vec![setting(
+            secrets: vec![Setting::required(
                 SIGNING_SECRET,
                 "Standard Webhooks key (whsec_…) shared with the site, both directions",
             )],

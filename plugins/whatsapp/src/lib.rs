@@ -40,11 +40,6 @@ pub struct WhatsApp;
 impl Channel for WhatsApp {
     /// Who we are and what we need. Never depends on configuration.
     fn describe() -> PluginInfo {
-        let setting = |name: &str, description: &str, required: bool| Setting {
-            name: name.into(),
-            description: description.into(),
-            required,
-        };
         PluginInfo {
             id: "whatsapp".into(),
             name: "WhatsApp Cloud API".into(),
@@ -65,32 +60,27 @@ impl Channel for WhatsApp {
                 Capability::Replies,
             ],
             config: vec![
-                setting(
+                Setting::optional(
                     API_BASE,
                     "Graph API base URL with version (default https://graph.facebook.com/v21.0)",
-                    false,
                 ),
-                setting(
+                Setting::required(
                     PHONE_NUMBER_ID,
                     "the business phone number id (WhatsApp Manager → API setup)",
-                    true,
                 ),
             ],
             secrets: vec![
-                setting(
+                Setting::required(
                     APP_SECRET,
                     "Meta app secret: verifies X-Hub-Signature-256 on webhooks",
-                    true,
                 ),
-                setting(
+                Setting::required(
                     ACCESS_TOKEN,
                     "Cloud API access token (system user token) for sending",
-                    true,
                 ),
-                setting(
+                Setting::required(
                     VERIFY_TOKEN,
                     "the verify token entered in the app's webhook settings (handshake)",
-                    true,
                 ),
             ],
             outbound_hosts: vec!["graph.facebook.com".into()],

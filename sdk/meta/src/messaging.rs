@@ -8,8 +8,8 @@
 use omnigate_sdk::{
     DeliveryStatus, Direction, Edit, EventBody, HttpRequest, InboundEvent, InteractiveKind,
     InteractiveReply, Location, Media, MediaKind, Message, OutboundMessage, Part, Party, Reaction,
-    Referral, ReferralSource, SendError, SendReceipt, StatusUpdate, Unsupported, WebhookError,
-    WebhookOutcome, host, json, ok_text, outcome,
+    Referral, ReferralSource, SendError, SendReceipt, Setting, StatusUpdate, Unsupported,
+    WebhookError, WebhookOutcome, host, json, ok_text, outcome,
 };
 use serde::Deserialize;
 use serde_json::{Value, json as j};
@@ -38,6 +38,37 @@ pub const APP_SECRET: &str = "app_secret";
 pub const PAGE_ACCESS_TOKEN: &str = "page_access_token";
 /// Secret: the verify token typed into the app's webhook settings.
 pub const VERIFY_TOKEN: &str = "verify_token";
+
+/// The configuration keys every Messenger Platform channel declares: the API base and the
+/// platform's account key.
+pub fn config_settings(platform: &Platform, account_description: &str) -> Vec<Setting> {
+    vec![
+        Setting::optional(
+            API_BASE,
+            &format!(
+                "Graph API base URL with version (default {})",
+                platform.default_api_base
+            ),
+        ),
+        Setting::required(platform.account_key, account_description),
+    ]
+}
+
+/// The secrets every Messenger Platform channel declares; only the page token's
+/// wording differs between platforms.
+pub fn secret_settings(page_token_description: &str) -> Vec<Setting> {
+    vec![
+        Setting::required(
+            APP_SECRET,
+            "Meta app secret: verifies X-Hub-Signature-256 on webhooks",
+        ),
+        Setting::required(PAGE_ACCESS_TOKEN, page_token_description),
+        Setting::required(
+            VERIFY_TOKEN,
+            "the verify token entered in the app's webhook settings (handshake)",
+        ),
+    ]
+}
 
 // ---- webhook payload ----
 
