@@ -21,6 +21,7 @@ pub use omnigate;
 pub mod bench;
 pub mod channels;
 pub mod load;
+pub mod redis;
 
 pub use channels::{
     API_KEY, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
