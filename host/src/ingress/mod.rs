@@ -14,18 +14,33 @@ use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
+use crate::metrics;
 use crate::pipeline::PipelineError;
 use crate::runtime::types::{WebhookError, WebhookOutcome};
 use crate::server::error::ApiError;
 
-/// The webhook handler.
+/// The webhook handler. Every answer is counted in `omnigate_webhooks_total` by channel
+/// and outcome (`accepted`, or the error code returned; accepted ones in [`handle`]).
 pub async fn webhook(
     State(app): State<Arc<App>>,
     Path(channel_id): Path<String>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let (Some(channel), Some(meta)) =
-        (app.registry.get(&channel_id), app.channel_meta(&channel_id))
+    let answer = handle(&app, &channel_id, request).await;
+    if let Err(error) = &answer {
+        // Unknown channel ids are chosen by whoever calls: one label for all of them.
+        let label = if error.code == "unknown_channel" {
+            "unknown"
+        } else {
+            channel_id.as_str()
+        };
+        metrics::webhook(label, error.code);
+    }
+    answer
+}
+
+async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<Response, ApiError> {
+    let (Some(channel), Some(meta)) = (app.registry.get(channel_id), app.channel_meta(channel_id))
     else {
         return Err(ApiError::not_found(
             "channel",
@@ -40,14 +55,15 @@ pub async fn webhook(
             format!("{error}; the provider should retry"),
         )
     })?;
-    let outcome = outcome.map_err(|error| refused(&channel_id, error))?;
+    let outcome = outcome.map_err(|error| refused(channel_id, error))?;
     let WebhookOutcome { response, events } = outcome;
     let count = events.len();
     let report = app
         .pipeline
         .ingest_webhook(&meta, events, &request.body)
         .await
-        .map_err(|error| pipeline_failed(&channel_id, count, error))?;
+        .map_err(|error| pipeline_failed(channel_id, count, error))?;
+    channel.metrics.accepted(report.accepted, report.duplicates);
     tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
     Ok(provider_response(response))
 }

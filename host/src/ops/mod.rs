@@ -1,4 +1,5 @@
-//! Operations: configuration, logging, health.
+//! Operations: configuration, logging, health (metrics live in `crate::metrics`, a leaf
+//! every stage records into).
 
 pub mod config;
 pub mod health;

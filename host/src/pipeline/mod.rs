@@ -11,13 +11,14 @@ pub mod identity;
 pub mod normalize;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::delivery::{Delivery, DeliveryError};
 use crate::event::{ChannelRef, Event, EventType, Message, SCHEMA_VERSION};
+use crate::metrics::{self, PipelineMetrics};
 use crate::runtime::types::InboundEvent;
 use crate::store::{ContextStore, Ingest, IngestPolicy, Outbound, StoreError};
 pub use identity::Normalizer;
@@ -96,6 +97,7 @@ pub struct Pipeline {
     delivery: Delivery,
     normalizer: Normalizer,
     settings: PipelineSettings,
+    metrics: PipelineMetrics,
 }
 
 impl Pipeline {
@@ -107,6 +109,7 @@ impl Pipeline {
     ) -> Result<Self, String> {
         let normalizer = Normalizer::new(settings.default_region.as_deref())?;
         Ok(Self {
+            metrics: PipelineMetrics::new(store.backend()),
             store,
             delivery,
             normalizer,
@@ -137,10 +140,14 @@ impl Pipeline {
     ) -> Result<Report, PipelineError> {
         let received_at = Timestamp::now();
         // Normalize all first: a plugin bug fails the webhook before anything is recorded.
+        let started = Instant::now();
         let normalized = events
             .into_iter()
             .map(|event| normalize::normalize(&channel.id, &self.normalizer, event, received_at))
             .collect::<Result<Vec<_>, _>>()?;
+        self.metrics
+            .normalize
+            .record(started.elapsed().as_secs_f64());
         let mut report = Report::default();
         for event in normalized {
             if self.ingest_one(channel, event, body, received_at).await? {
@@ -160,7 +167,9 @@ impl Pipeline {
         received_at: Timestamp,
     ) -> Result<bool, PipelineError> {
         // Up to three events come out of one: started, channel_switched, the event itself.
+        let started = Instant::now();
         let reservation = self.delivery.reserve(3, self.settings.queue_wait).await?;
+        self.metrics.reserve.record(started.elapsed().as_secs_f64());
         let ingest = Ingest {
             channel: channel.id.clone(),
             external_id: event.external_id.clone(),
@@ -172,7 +181,10 @@ impl Pipeline {
                 .reply_window
                 .filter(|_| event.kind == EventType::MessageReceived),
         };
-        let Some(ingested) = self.store.ingest(ingest, &self.policy()).await? else {
+        let started = Instant::now();
+        let ingested = self.store.ingest(ingest, &self.policy()).await;
+        self.metrics.ingest(started.elapsed(), ingested.is_ok());
+        let Some(ingested) = ingested? else {
             tracing::debug!(channel = %channel.id, external_id = %event.external_id, "duplicate event dropped");
             return Ok(false);
         };
@@ -185,11 +197,15 @@ impl Pipeline {
             kind: channel.kind.clone(),
             account: None,
         };
+        let started = Instant::now();
         let events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
+        self.metrics.enrich.record(started.elapsed().as_secs_f64());
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
+        let started = Instant::now();
         reservation.publish(events.into_iter().map(Arc::new).collect());
+        self.metrics.publish.record(started.elapsed().as_secs_f64());
         Ok(true)
     }
 
@@ -210,7 +226,16 @@ impl Pipeline {
             conversation_id: conversation_id.to_owned(),
             message: entry,
         };
-        let ingested = self.store.record_outbound(outbound, &self.policy()).await?;
+        let started = Instant::now();
+        let ingested = self.store.record_outbound(outbound, &self.policy()).await;
+        let took = started.elapsed();
+        metrics::store_operation(
+            self.store.backend(),
+            "record_outbound",
+            took,
+            ingested.is_ok(),
+        );
+        let ingested = ingested?;
         let event = Arc::new(Event {
             id: event_id,
             kind: EventType::MessageSent,

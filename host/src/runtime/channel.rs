@@ -8,6 +8,7 @@
 //! own. An idle pool per channel bounds memory.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -21,6 +22,7 @@ use super::env::ChannelEnv;
 use super::error::CallError;
 use super::plugin::Plugin;
 use super::state::WasmState;
+use crate::metrics::{self, ChannelMetrics};
 
 /// Idle instances kept per channel (enough for every core to have one or two in flight).
 const MAX_IDLE: usize = 16;
@@ -31,6 +33,8 @@ pub struct ChannelRuntime {
     pub env: Arc<ChannelEnv>,
     /// The plugin version serving it.
     pub plugin: Arc<Plugin>,
+    /// The channel's hot-path metric handles.
+    pub metrics: ChannelMetrics,
     engine: Engine,
     idle: Mutex<Vec<Warm>>,
 }
@@ -45,6 +49,7 @@ impl ChannelRuntime {
     /// Bind `plugin` to the channel described by `env`.
     pub fn new(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
         Self {
+            metrics: ChannelMetrics::new(&env.channel_id, &plugin.label),
             env,
             plugin,
             engine,
@@ -58,8 +63,10 @@ impl ChannelRuntime {
         request: &HttpRequest,
     ) -> Result<Result<WebhookOutcome, WebhookError>, CallError> {
         let mut warm = self.checkout().await?;
+        let started = Instant::now();
         let call = warm.bindings.call_handle_webhook(&mut warm.store, request);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        self.metrics.handle_webhook(started.elapsed());
         self.finish(warm, outcome)
     }
 
@@ -69,16 +76,20 @@ impl ChannelRuntime {
         message: &OutboundMessage,
     ) -> Result<Result<SendReceipt, SendError>, CallError> {
         let mut warm = self.checkout().await?;
+        let started = Instant::now();
         let call = warm.bindings.call_send(&mut warm.store, message);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "send", started.elapsed());
         self.finish(warm, outcome)
     }
 
     /// Call `describe` (used when loading and checking plugins).
     pub async fn describe(&self) -> Result<super::bindings::types::PluginInfo, CallError> {
         let mut warm = self.checkout().await?;
+        let started = Instant::now();
         let call = warm.bindings.call_describe(&mut warm.store);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "describe", started.elapsed());
         self.finish(warm, outcome)
     }
 
@@ -143,6 +154,7 @@ impl ChannelRuntime {
             }
             Ok(Err(error)) => {
                 let error = self.classify(&warm.store, error);
+                metrics::plugin_failure(&self.plugin.label, error.kind());
                 tracing::warn!(channel = %self.env.channel_id, plugin = &*self.plugin.label, kind = error.kind(), %error, "plugin call failed; instance discarded");
                 Err(error)
             }
@@ -151,6 +163,7 @@ impl ChannelRuntime {
                     plugin: self.plugin.label.to_string(),
                     timeout: self.env.limits.call_timeout,
                 };
+                metrics::plugin_failure(&self.plugin.label, error.kind());
                 tracing::warn!(channel = %self.env.channel_id, %error, "plugin call timed out; instance discarded");
                 Err(error)
             }

@@ -53,6 +53,7 @@ pub enum BootError {
 
 /// Build the application described by `config`.
 pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
+    crate::metrics::spawn_upkeep();
     let runtime = Arc::new(Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
@@ -103,6 +104,13 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
                 kind: kind_name(plugin.info.kind).to_owned(),
                 reply_window: channel.reply_window,
             },
+        );
+        crate::metrics::plugin_active(
+            &channel.id,
+            &plugin.info.id,
+            &plugin.info.version,
+            &plugin.digest,
+            true,
         );
         tracing::info!(channel = %channel.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "channel ready");
     }

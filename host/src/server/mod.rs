@@ -18,7 +18,7 @@ use error::ApiError;
 
 pub use crate::app::App;
 
-/// The HTTP surface (contract): webhooks, `/v1`, health.
+/// The HTTP surface (contract): webhooks, `/v1`, health, metrics.
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
+        .route("/metrics", get(crate::metrics::endpoint))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .with_state(app)
 }

@@ -32,6 +32,9 @@ pub struct Kind {
 /// A visitor's message.
 #[derive(Debug, Deserialize)]
 pub struct VisitorMessage {
+    /// `message` (checked by the caller, so other types get a clear error).
+    #[serde(rename = "type")]
+    pub kind: String,
     /// The site's id for the message; the host dedupes on it.
     pub id: String,
     /// Who wrote it.

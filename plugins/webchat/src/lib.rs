@@ -66,14 +66,17 @@ impl Channel for WebChat {
         // Check the signature before looking at the body: unsigned input is never parsed.
         signature::verify_standard_webhooks(&request, SIGNING_SECRET, TOLERANCE_SECS)?;
 
-        let kind: inbound::Kind = json(&request.body)?;
-        if kind.kind != "message" {
-            return Err(WebhookError::BadRequest(format!(
-                "unknown type `{}`",
-                kind.kind
-            )));
+        // One parse on the hot path; only a body that fails it is looked at again, so
+        // another `type` gets "unknown type" rather than a missing-field error.
+        let message: inbound::VisitorMessage =
+            json(&request.body).map_err(|error| match json::<inbound::Kind>(&request.body) {
+                Ok(kind) if kind.kind != "message" => unknown_type(&kind.kind),
+                _ => error,
+            })?;
+        if message.kind != "message" {
+            return Err(unknown_type(&message.kind));
         }
-        let event = inbound::to_event(json(&request.body)?)?;
+        let event = inbound::to_event(message)?;
         Ok(outcome(
             ok_json(&serde_json::json!({ "ok": true })),
             vec![event],
@@ -114,6 +117,10 @@ impl Channel for WebChat {
             raw: (!response.body.is_empty()).then(|| response.text()),
         })
     }
+}
+
+fn unknown_type(kind: &str) -> WebhookError {
+    WebhookError::BadRequest(format!("unknown type `{kind}`"))
 }
 
 omnigate_sdk::export_plugin!(WebChat);
