@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::delivery::Delivery;
+use crate::lifecycle::Lifecycle;
 use crate::pipeline::{ChannelMeta, Pipeline};
 use crate::runtime::{Registry, Runtime};
 use crate::secret::Secret;
@@ -16,14 +17,21 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     /// Channel id → plugin binding.
     pub registry: Arc<Registry>,
-    /// Channel id → what the pipeline needs to know about it.
-    pub channels: ArcSwap<HashMap<String, ChannelMeta>>,
+    /// Channel id → what the pipeline needs to know about it (swapped with the registry
+    /// entry by the lifecycle).
+    pub channels: Arc<ArcSwap<HashMap<String, ChannelMeta>>>,
     /// The pipeline (and through it, the store).
     pub pipeline: Arc<Pipeline>,
     /// Delivery to downstream tools.
     pub delivery: Delivery,
     /// Bearer keys for `/v1`.
     pub api_keys: Vec<Secret>,
+    /// Bearer keys for `/admin`.
+    pub admin_keys: Vec<Secret>,
+    /// Largest plugin upload accepted on `/admin/plugins`.
+    pub max_plugin_bytes: usize,
+    /// Plugin versions and activations.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl App {

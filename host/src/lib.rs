@@ -12,6 +12,7 @@ pub mod dev;
 pub mod event;
 pub mod ids;
 pub mod ingress;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

@@ -9,14 +9,30 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::secret::Secret;
 use crate::server::error::ApiError;
 
-/// Middleware: the request must carry `Authorization: Bearer <one of the keys>`.
+/// Middleware for `/v1`: the request must carry `Authorization: Bearer <an [api] key>`.
 pub async fn require_key(
     State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    check(&app.api_keys, &request, "api key")?;
+    Ok(next.run(request).await)
+}
+
+/// Middleware for `/admin`: the request must carry `Authorization: Bearer <an [admin] key>`.
+pub async fn require_admin_key(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check(&app.admin_keys, &request, "admin key")?;
+    Ok(next.run(request).await)
+}
+
+fn check(keys: &[Secret], request: &Request, what: &str) -> Result<(), ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -27,11 +43,11 @@ pub async fn require_key(
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing `Authorization: Bearer <api key>`",
+            format!("missing `Authorization: Bearer <{what}>`"),
         ));
     };
     // Check every key (no early exit), so timing does not reveal which prefix matched.
-    let known = app.api_keys.iter().fold(0u8, |found, key| {
+    let known = keys.iter().fold(0u8, |found, key| {
         found
             | key
                 .expose()
@@ -40,12 +56,12 @@ pub async fn require_key(
                 .unwrap_u8()
     });
     if known == 1 {
-        Ok(next.run(request).await)
+        Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "unknown API key",
+            format!("unknown {what}"),
         ))
     }
 }

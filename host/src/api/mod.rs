@@ -1,5 +1,7 @@
-//! The REST API for downstream tools (`/v1`, bearer API keys).
+//! The REST API for downstream tools (`/v1`, bearer API keys) and operators (`/admin`,
+//! admin keys).
 
+pub mod admin;
 pub mod auth;
 pub mod contacts;
 pub mod conversations;

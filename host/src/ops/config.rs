@@ -32,6 +32,9 @@ pub struct Config {
     /// `[api]`.
     #[serde(default)]
     pub api: ApiSettings,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: AdminSettings,
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginSettings,
@@ -91,6 +94,25 @@ impl Default for StoreSettings {
 pub struct ApiSettings {
     /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal).
     pub keys: Vec<Secret>,
+}
+
+/// `[admin]`: the plugin lifecycle API (`/admin/plugins`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer keys accepted on `/admin` (separate from `[api] keys`; none: `/admin` is closed).
+    pub keys: Vec<Secret>,
+    /// Largest plugin upload accepted, in bytes.
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_plugin_bytes: 32 << 20,
+        }
+    }
 }
 
 /// `[plugins]`.

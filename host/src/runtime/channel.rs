@@ -93,6 +93,14 @@ impl ChannelRuntime {
         self.finish(warm, outcome)
     }
 
+    /// Create one instance ahead of the first call and keep it idle. Fails like a call
+    /// would if the plugin cannot start (a trap or limit hit while instantiating).
+    pub async fn prewarm(&self) -> Result<(), CallError> {
+        let warm = self.instantiate().await?;
+        self.idle.lock().push(warm);
+        Ok(())
+    }
+
     async fn checkout(&self) -> Result<Warm, CallError> {
         let reused = self.idle.lock().pop();
         let mut warm = match reused {

@@ -13,12 +13,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 
-pub use bootstrap::{BootError, build, capability_name, kind_name};
+pub use crate::lifecycle::{capability_name, kind_name};
+pub use bootstrap::{BootError, build};
 use error::ApiError;
 
 pub use crate::app::App;
 
-/// The HTTP surface (contract): webhooks, `/v1`, health, metrics.
+/// The HTTP surface (contract): webhooks, `/v1`, `/admin`, health, metrics.
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
@@ -32,6 +33,19 @@ pub fn router(app: Arc<App>) -> Router {
             crate::api::auth::require_key,
         ))
         .layer(DefaultBodyLimit::max(1 << 20));
+    let admin = Router::new()
+        .route(
+            "/plugins",
+            get(crate::api::admin::list).post(crate::api::admin::upload),
+        )
+        .route("/plugins/validate", post(crate::api::admin::validate))
+        .route("/channels/{id}/activate", post(crate::api::admin::activate))
+        .route("/channels/{id}/rollback", post(crate::api::admin::rollback))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::api::auth::require_admin_key,
+        ))
+        .layer(DefaultBodyLimit::max(app.max_plugin_bytes));
     Router::new()
         // Body limits are per channel and enforced by the handler itself.
         .route(
@@ -39,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
             any(crate::ingress::webhook).layer(DefaultBodyLimit::disable()),
         )
         .nest("/v1", v1)
+        .nest("/admin", admin)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
         .route("/metrics", get(crate::metrics::endpoint))

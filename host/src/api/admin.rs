@@ -1,0 +1,130 @@
+//! `/admin`: the plugin lifecycle over HTTP (admin keys, separate from `/v1` keys).
+//!
+//! - `GET /admin/plugins`: known versions and which one serves each channel.
+//! - `POST /admin/plugins`: add a version (raw wasm body); `?activate=<channel>` also
+//!   activates it.
+//! - `POST /admin/plugins/validate`: compile and check only; nothing is kept.
+//! - `POST /admin/channels/{id}/activate` `{"digest": "…"}`: serve the channel with it.
+//! - `POST /admin/channels/{id}/rollback`: back to the version before.
+//!
+//! A refused plugin answers 422 with the exact reason; the active version keeps serving.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::lifecycle::{BindError, LifecycleError};
+use crate::server::error::ApiError;
+
+/// `GET /admin/plugins`.
+pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({
+        "plugins": app.lifecycle.versions().await,
+        "channels": app.lifecycle.active().await,
+    }))
+}
+
+/// Query of `POST /admin/plugins`.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// Activate the new version for this channel right away.
+    activate: Option<String>,
+}
+
+/// `POST /admin/plugins`.
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let version = app
+        .lifecycle
+        .add(body.to_vec(), "upload")
+        .await
+        .map_err(refused)?;
+    tracing::info!(plugin = %version.name, version = %version.version, digest = %version.digest, "plugin version added");
+    let active = match query.activate {
+        Some(channel) => Some(
+            app.lifecycle
+                .activate(&channel, &version.digest)
+                .await
+                .map_err(refused)?,
+        ),
+        None => None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"plugin": version, "activated": active})),
+    ))
+}
+
+/// `POST /admin/plugins/validate`.
+pub async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let plugin = app
+        .lifecycle
+        .validate(body.to_vec())
+        .await
+        .map_err(refused)?;
+    Ok(Json(json!({
+        "valid": true,
+        "name": plugin.info.id,
+        "version": plugin.info.version,
+        "digest": plugin.digest,
+        "world": format!("omnigate:channel/channel@{}", plugin.contract),
+        "kind": crate::lifecycle::kind_name(plugin.info.kind),
+    })))
+}
+
+/// Body of `POST /admin/channels/{id}/activate`.
+#[derive(Debug, Deserialize)]
+pub struct Activate {
+    /// The version's digest (from the upload answer or the list).
+    digest: String,
+}
+
+/// `POST /admin/channels/{id}/activate`.
+pub async fn activate(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    Json(request): Json<Activate>,
+) -> Result<Json<Value>, ApiError> {
+    let active = app
+        .lifecycle
+        .activate(&channel, &request.digest)
+        .await
+        .map_err(refused)?;
+    Ok(Json(json!({ "activated": active })))
+}
+
+/// `POST /admin/channels/{id}/rollback`.
+pub async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let active = app.lifecycle.rollback(&channel).await.map_err(refused)?;
+    Ok(Json(json!({ "activated": active })))
+}
+
+fn refused(error: LifecycleError) -> ApiError {
+    let message = error.to_string();
+    let (status, code) = match &error {
+        LifecycleError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_refused"),
+        LifecycleError::Bind(BindError::Requirements { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "channel_requirements")
+        }
+        LifecycleError::Bind(BindError::Warm { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed_to_start")
+        }
+        LifecycleError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
+        LifecycleError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
+        LifecycleError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+    };
+    tracing::warn!(code, reason = %message, "admin action refused; the active version keeps serving");
+    ApiError::new(status, code, message)
+}
