@@ -127,7 +127,7 @@ async fn swap_under_steady_traffic_loses_nothing_and_rollback_restores() {
         sender.await.expect("sender");
     }
 
-    let seen = seen.lock();
+    let seen = std::mem::take(&mut *seen.lock());
     let failed: Vec<_> = seen
         .iter()
         .filter(|s| s.status != 200)
@@ -174,7 +174,6 @@ async fn swap_under_steady_traffic_loses_nothing_and_rollback_restores() {
     assert!(versions.iter().any(|v| v["digest"] == new_digest.as_str()
         && v["channels"].as_array().is_some_and(Vec::is_empty)
         && v["world"] == "omnigate:channel/channel@0.1.0"));
-    drop(seen);
     if let Ok(gateway) = Arc::try_unwrap(gateway) {
         gateway.stop().await;
     }
