@@ -56,6 +56,48 @@ enum PluginCommand {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Upload a plugin version to a running gateway (optionally activating it).
+    Upload {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Activate it for this channel right away.
+        #[arg(long)]
+        activate: Option<String>,
+        #[command(flatten)]
+        gateway: AdminTarget,
+    },
+    /// List a running gateway's plugin versions and which one serves each channel.
+    List {
+        #[command(flatten)]
+        gateway: AdminTarget,
+    },
+    /// Make a version (by digest) serve a channel.
+    Activate {
+        /// Channel id.
+        channel: String,
+        /// The version's SHA-256 digest (from `upload` or `list`).
+        digest: String,
+        #[command(flatten)]
+        gateway: AdminTarget,
+    },
+    /// Return a channel to the version before its last activation.
+    Rollback {
+        /// Channel id.
+        channel: String,
+        #[command(flatten)]
+        gateway: AdminTarget,
+    },
+}
+
+/// Which gateway to manage, and the admin key.
+#[derive(Debug, clap::Args)]
+struct AdminTarget {
+    /// Base URL of the gateway.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "OMNIGATE_URL")]
+    url: String,
+    /// An `[admin] keys` entry.
+    #[arg(long, env = "OMNIGATE_ADMIN_KEY", hide_env_values = true)]
+    key: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,9 +141,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match command {
         Command::Serve { config } => serve(config).await,
-        Command::Plugin {
-            command: PluginCommand::Check { file },
-        } => check_plugin(file).await,
+        Command::Plugin { command } => plugin(command).await,
         Command::Schema => {
             println!(
                 "{}",
@@ -113,6 +153,90 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: DevCommand::Receiver { listen, secrets },
         } => Ok(omnigate::dev::receiver::run(listen, secrets).await?),
     }
+}
+
+async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    let (gateway, method, path, body) = match command {
+        PluginCommand::Check { file } => return check_plugin(file).await,
+        PluginCommand::Upload {
+            file,
+            activate,
+            gateway,
+        } => {
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            let path = match activate {
+                Some(channel) => format!("/admin/plugins?activate={channel}"),
+                None => "/admin/plugins".to_owned(),
+            };
+            (gateway, reqwest::Method::POST, path, bytes)
+        }
+        PluginCommand::List { gateway } => (
+            gateway,
+            reqwest::Method::GET,
+            "/admin/plugins".to_owned(),
+            Vec::new(),
+        ),
+        PluginCommand::Activate {
+            channel,
+            digest,
+            gateway,
+        } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "digest": digest }))?;
+            (
+                gateway,
+                reqwest::Method::POST,
+                format!("/admin/channels/{channel}/activate"),
+                body,
+            )
+        }
+        PluginCommand::Rollback { channel, gateway } => (
+            gateway,
+            reqwest::Method::POST,
+            format!("/admin/channels/{channel}/rollback"),
+            Vec::new(),
+        ),
+    };
+    admin_call(&gateway, method, &path, body).await
+}
+
+/// One `/admin` call; prints the JSON answer, fails with the gateway's reason on non-2xx.
+async fn admin_call(
+    gateway: &AdminTarget,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let url = format!("{}{path}", gateway.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&gateway.key)
+        .header(
+            "content-type",
+            if path.contains("/activate") {
+                "application/json"
+            } else {
+                "application/wasm"
+            },
+        )
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if !status.is_success() {
+        let reason = answer["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| answer.to_string());
+        anyhow::bail!("{url} answered {status}: {reason}");
+    }
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {

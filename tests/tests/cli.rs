@@ -161,3 +161,73 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Run `omnigate plugin <args…>` against `gateway` with the admin key; (success, stdout, stderr).
+async fn plugin_admin(gateway: &omnigate_tests::Gateway, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(omnigate_bin())
+        .arg("plugin")
+        .args(args)
+        .args(["--url", &gateway.base, "--key", "cli-admin-key"])
+        .output()
+        .await
+        .expect("run");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_upload_list_activate_rollback_against_a_running_gateway() {
+    let config = format!(
+        "[admin]\nkeys = [\"cli-admin-key\"]\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n",
+        omnigate_tests::toml_path(&plugin_path("webchat"))
+    );
+    let gateway = omnigate_tests::Gateway::start(&config)
+        .await
+        .expect("gateway");
+    let hostile = omnigate_tests::guest_path("hostile").display().to_string();
+
+    let (ok, stdout, stderr) =
+        plugin_admin(&gateway, &["upload", &hostile, "--activate", "web"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let hostile_digest = answer["plugin"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(answer["activated"]["plugin"], "hostile@0.1.0");
+
+    let (ok, stdout, _) = plugin_admin(&gateway, &["list"]).await;
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let webchat_digest = list["channels"][0]["previous"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(list["channels"][0]["digest"], hostile_digest.as_str());
+
+    let (ok, stdout, stderr) = plugin_admin(&gateway, &["rollback", "web"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("webchat@"), "{stdout}");
+    let (ok, stdout, _) = plugin_admin(&gateway, &["activate", "web", &hostile_digest]).await;
+    assert!(ok, "{stdout}");
+    let (ok, stdout, _) = plugin_admin(&gateway, &["activate", "web", &webchat_digest]).await;
+    assert!(ok, "{stdout}");
+
+    // Refusals come back as a failing exit with the gateway's reason.
+    let (ok, _, stderr) = plugin_admin(&gateway, &["activate", "web", "0000"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("404") && stderr.contains("no plugin version"),
+        "{stderr}"
+    );
+    let random = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(random.path(), b"garbage").expect("write");
+    let (ok, _, stderr) =
+        plugin_admin(&gateway, &["upload", &random.path().display().to_string()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("422"), "{stderr}");
+    gateway.stop().await;
+}
