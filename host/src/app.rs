@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::delivery::Delivery;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle::watch::DirWatch;
 use crate::pipeline::{ChannelMeta, Pipeline};
 use crate::runtime::{Registry, Runtime};
 use crate::secret::Secret;
@@ -32,6 +33,8 @@ pub struct App {
     pub max_plugin_bytes: usize,
     /// Plugin versions and activations.
     pub lifecycle: Arc<Lifecycle>,
+    /// The plugins directory watch, if `[plugins] watch` is on (stops when dropped).
+    pub plugin_watch: Option<DirWatch>,
 }
 
 impl App {

@@ -258,3 +258,57 @@ async fn refused_versions_leave_the_active_one_serving() {
     still_serving(4).await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_plugin_file_is_reloaded_and_a_bad_one_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("site.wasm");
+    let webchat = std::fs::read(plugin_path("webchat")).expect("webchat built");
+    let hostile = std::fs::read(guest_path("hostile")).expect("hostile built");
+    std::fs::write(&file, &webchat).expect("write");
+    let config = format!(
+        r#"
+        [plugins]
+        dir = {dir}
+        watch = true
+        watch_debounce = "100ms"
+        [[channels]]
+        id = "web"
+        plugin = "site"
+        config = {{ callback_url = "http://127.0.0.1:9/replies" }}
+        secrets = {{ signing_secret = "{SECRET}" }}
+        "#,
+        dir = toml_path(dir.path()),
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let mut n = 0;
+    let mut answer_becomes = async |expected: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            n += 1;
+            let (status, body) = send_message(&gateway, n).await;
+            assert_eq!(status, 200, "{body}");
+            if body == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still answering {body}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    answer_becomes(WEBCHAT_ANSWER).await;
+    // Replace the file (write to a temporary name, then rename, as deploy tools do).
+    let staged = dir.path().join("site.wasm.tmp");
+    std::fs::write(&staged, &hostile).expect("write");
+    std::fs::rename(&staged, &file).expect("rename");
+    answer_becomes(HOSTILE_ANSWER).await;
+    // A broken file is refused; the active version keeps answering until a good one lands.
+    std::fs::write(&file, b"\0asm broken").expect("write");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    answer_becomes(HOSTILE_ANSWER).await;
+    std::fs::write(&file, &webchat).expect("write");
+    answer_becomes(WEBCHAT_ANSWER).await;
+    gateway.stop().await;
+}

@@ -23,17 +23,19 @@ pub fn run() -> Result<()> {
     std::fs::write(&config, demo_config()).context("write the demo config")?;
     let binary = root().join("target").join("debug").join("omnigate");
     let api_key = std::env::var("OMNIGATE_API_KEY").unwrap_or_else(|_| "dev-key".into());
+    let admin_key = std::env::var("OMNIGATE_ADMIN_KEY").unwrap_or_else(|_| "dev-admin-key".into());
 
     let mut receiver = Command::new(&binary)
         .args(["dev", "receiver", "--listen", "127.0.0.1:9000"])
         .args(["--secret", SUBSCRIPTION_SECRET, "--secret", SITE_SECRET])
         .spawn()
         .context("start the dev receiver")?;
-    print_walkthrough(&config.display().to_string(), &api_key);
+    print_walkthrough(&config.display().to_string(), &api_key, &admin_key);
     let status = Command::new(&binary)
         .args(["serve", "--config"])
         .arg(&config)
         .env("OMNIGATE_API_KEY", &api_key)
+        .env("OMNIGATE_ADMIN_KEY", &admin_key)
         .current_dir(root())
         .status();
     stop(&mut receiver);
@@ -58,9 +60,14 @@ url = "memory://"
 [api]
 keys = ["env:OMNIGATE_API_KEY"]
 
+[admin]
+keys = ["env:OMNIGATE_ADMIN_KEY"]
+
 [plugins]
 dir = "target/plugins"
 cache_dir = "target/plugin-cache"
+# Rebuild a plugin (`cargo xtask plugins`) and the running gateway swaps it in.
+watch = true
 
 [delivery]
 retry_schedule = ["1s", "5s", "30s"]
@@ -81,7 +88,7 @@ history = 5
     )
 }
 
-fn print_walkthrough(config: &str, api_key: &str) {
+fn print_walkthrough(config: &str, api_key: &str, admin_key: &str) {
     println!(
         r#"
 omnigate demo
@@ -103,6 +110,14 @@ The receiver prints conversation.started and message.received. Reply through the
 
   curl -i http://127.0.0.1:8080/v1/conversations/<cv_…>/messages \
        -H 'authorization: Bearer {api_key}' -H 'content-type: application/json' -d '{{"text":"¡Hola Ana!"}}'
+
+Plugins hot-load: `cargo xtask plugins` rebuilds them and the gateway swaps the new
+web chat version in (the plugins directory is watched). Or manage versions by hand:
+
+  target/debug/omnigate plugin list --key {admin_key}
+  target/debug/omnigate plugin rollback web --key {admin_key}
+
+Metrics: curl http://127.0.0.1:8080/metrics
 
 Ctrl-C stops both.
 "#

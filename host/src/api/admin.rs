@@ -45,7 +45,7 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let version = app
         .lifecycle
-        .add(body.to_vec(), "upload")
+        .add(body.to_vec(), crate::lifecycle::UPLOAD)
         .await
         .map_err(refused)?;
     tracing::info!(plugin = %version.name, version = %version.version, digest = %version.digest, "plugin version added");

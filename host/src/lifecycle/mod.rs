@@ -12,6 +12,7 @@
 //! instances through the context store is the multi-instance step (see `docs/plugins.md`).
 
 pub mod binding;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ pub use binding::{BindError, Bound, bind, capability_name, kind_name, warm};
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime};
+
+/// The `source` of versions uploaded through the API.
+pub const UPLOAD: &str = "upload";
 
 /// Why a lifecycle action was refused. The active version keeps serving in every case.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +151,11 @@ impl Lifecycle {
     /// twice is harmless and returns the same digest.
     pub async fn add(&self, bytes: Vec<u8>, source: &str) -> Result<VersionView, LifecycleError> {
         let size = bytes.len();
-        let kept = self.upload_dir.clone().map(|dir| (dir, bytes.clone()));
+        // Uploads are kept on disk by digest; files from the plugins directory are there.
+        let kept = (source == UPLOAD)
+            .then(|| self.upload_dir.clone())
+            .flatten()
+            .map(|dir| (dir, bytes.clone()));
         let plugin = self.runtime.load_bytes(bytes).await?;
         if let Some((dir, bytes)) = kept {
             keep_upload(&dir, &plugin.digest, &bytes).await;

@@ -123,6 +123,11 @@ pub struct PluginSettings {
     pub dir: PathBuf,
     /// Where compiled plugins are cached; must be writable by the gateway alone.
     pub cache_dir: Option<PathBuf>,
+    /// Reload a channel's plugin when its file in `dir` changes.
+    pub watch: bool,
+    /// How long the directory must be quiet before a change is acted on.
+    #[serde(with = "humantime_serde")]
+    pub watch_debounce: Duration,
 }
 
 impl Default for PluginSettings {
@@ -131,6 +136,8 @@ impl Default for PluginSettings {
         Self {
             dir: PathBuf::from("target/plugins"),
             cache_dir: Some(PathBuf::from("target/plugin-cache")),
+            watch: false,
+            watch_debounce: Duration::from_millis(500),
         }
     }
 }

@@ -70,8 +70,13 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         upload_dir,
     ));
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+    let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();
     for channel in &config.channels {
         let path = channel.plugin_path(&config.plugins.dir);
+        files
+            .entry(path.clone())
+            .or_default()
+            .push(channel.id.clone());
         let plugin = match loaded.get(&path) {
             Some(plugin) => plugin.clone(),
             None => {
@@ -85,6 +90,19 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         lifecycle.mark_active(&channel.id, &plugin).await;
         tracing::info!(channel = %channel.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "channel ready");
     }
+    let watch = if config.plugins.watch {
+        Some(
+            lifecycle::watch::watch(
+                lifecycle.clone(),
+                &config.plugins.dir,
+                files,
+                config.plugins.watch_debounce,
+            )
+            .map_err(|error| BootError::Config(error.to_string()))?,
+        )
+    } else {
+        None
+    };
     if config.api.keys.is_empty() {
         tracing::warn!("no [api] keys configured: /v1 answers 401 to everyone");
     }
@@ -98,6 +116,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         admin_keys: config.admin.keys,
         max_plugin_bytes: config.admin.max_plugin_bytes,
         lifecycle,
+        plugin_watch: watch,
     }))
 }
 
