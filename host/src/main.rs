@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the JSON Schema of the normalized event.
     Schema,
     /// Development aids.
@@ -101,6 +106,16 @@ struct AdminTarget {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file as `serve` would, without serving: unknown keys, unset
+    /// secrets, channel ids, plugin files, required plugin settings. Problems name the line.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DevCommand {
     /// A local receiver that verifies deliveries and prints them.
     Receiver {
@@ -142,6 +157,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Plugin { command } => plugin(command).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check_config(&file).await,
         Command::Schema => {
             println!(
                 "{}",
@@ -237,6 +255,29 @@ async fn admin_call(
     }
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+async fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    match omnigate::server::check::check(file).await {
+        Ok(summary) => {
+            println!("{}: ok", file.display());
+            println!("  store:         {}", summary.store);
+            for (channel, plugin) in &summary.channels {
+                println!("  channel:       {channel} → {plugin}");
+            }
+            println!("  subscriptions: {}", summary.subscriptions);
+            Ok(())
+        }
+        Err(problems) => {
+            for problem in &problems {
+                match problem.line {
+                    Some(line) => eprintln!("{}:{line}: {}", file.display(), problem.message),
+                    None => eprintln!("{}: {}", file.display(), problem.message),
+                }
+            }
+            anyhow::bail!("{} problem(s) in {}", problems.len(), file.display())
+        }
+    }
 }
 
 async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {

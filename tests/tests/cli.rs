@@ -231,3 +231,46 @@ async fn plugin_upload_list_activate_rollback_against_a_running_gateway() {
     assert!(stderr.contains("422"), "{stderr}");
     gateway.stop().await;
 }
+
+#[test]
+fn config_check_accepts_a_good_file_and_names_the_line_of_each_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    let plugin = omnigate_tests::toml_path(&plugin_path("webchat"));
+    std::fs::write(
+        &good,
+        format!("[[channels]]\nid = \"web\"\nplugin = {plugin}\nconfig = {{ callback_url = \"https://shop.example/r\" }}\nsecrets = {{ signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n"),
+    )
+    .expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("channel:       web → webchat@"), "{stdout}");
+
+    // The web chat plugin requires `signing_secret`: named, on the channel's id line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[store]\nurl = \"memory://\"\n\n[[channels]]\nid = \"web\"\nplugin = {plugin}\nconfig = {{ callback_url = \"https://shop.example/r\" }}\n"),
+    )
+    .expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{}:5: ", bad.display())) && stderr.contains("signing_secret"),
+        "{stderr}"
+    );
+}

@@ -234,7 +234,8 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Rules across values (channel ids valid and unique).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()

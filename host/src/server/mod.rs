@@ -2,6 +2,7 @@
 //! (ingress + API + ops routes) and graceful serving.
 
 mod bootstrap;
+pub mod check;
 pub mod error;
 
 use std::future::Future;

@@ -1,0 +1,219 @@
+//! `omnigate config check <file>`: everything start-up would refuse, found without
+//! starting: TOML and unknown keys, unset secrets, invalid or duplicate channel ids,
+//! plugin files that are missing or refused, config keys and secrets a plugin requires.
+//! Each problem names the file and line.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::lifecycle::binding::check_requirements;
+use crate::ops::config::{ChannelConfig, Config};
+use crate::runtime::{Plugin, Runtime, RuntimeSettings};
+
+/// One thing wrong with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when it can be pinned down.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What a valid file describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// `channel id → plugin id@version`.
+    pub channels: Vec<(String, String)>,
+    /// Number of `[[subscriptions]]`.
+    pub subscriptions: usize,
+    /// The store URL.
+    pub store: String,
+}
+
+/// Check the configuration file at `path` (environment overrides are not applied; `env:`
+/// secrets are resolved from the environment as `serve` would).
+pub async fn check(path: &Path) -> Result<Summary, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        vec![Problem {
+            line: None,
+            message: format!("cannot read {}: {error}", path.display()),
+        }]
+    })?;
+    check_text(&text).await
+}
+
+/// Check configuration text.
+pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
+    // The toml deserializer knows where every value is: its errors carry the line.
+    let config: Config = toml::from_str(text).map_err(|error| vec![toml_problem(text, &error)])?;
+    if let Err(error) = config.validate() {
+        let message = error.to_string();
+        let line = config
+            .channels
+            .iter()
+            .find(|channel| message.contains(&format!("`{}`", channel.id)))
+            .and_then(|channel| line_of(text, "id", &channel.id));
+        return Err(vec![Problem { line, message }]);
+    }
+    let runtime = Runtime::new(&RuntimeSettings {
+        cache_dir: config.plugins.cache_dir.clone(),
+        engine: Default::default(),
+    })
+    .map_err(|error| {
+        vec![Problem {
+            line: None,
+            message: error.to_string(),
+        }]
+    })?;
+    let mut problems = Vec::new();
+    let mut channels = Vec::new();
+    let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+    for channel in &config.channels {
+        match check_channel(&runtime, &config, channel, &mut loaded).await {
+            Ok(label) => channels.push((channel.id.clone(), label)),
+            Err(problem) => problems.push(locate(text, channel, problem)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Summary {
+        channels,
+        subscriptions: config.subscriptions.len(),
+        store: config.store.url.clone(),
+    })
+}
+
+/// Which key of the channel a problem is about, to find its line.
+enum ChannelProblem {
+    Plugin(String),
+    Requirements(String),
+}
+
+async fn check_channel(
+    runtime: &Runtime,
+    config: &Config,
+    channel: &ChannelConfig,
+    loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
+) -> Result<String, ChannelProblem> {
+    let path = channel.plugin_path(&config.plugins.dir);
+    let plugin = match loaded.get(&path) {
+        Some(plugin) => plugin.clone(),
+        None => {
+            let plugin = runtime.load_file(&path).await.map_err(|error| {
+                ChannelProblem::Plugin(format!(
+                    "channel `{}`: plugin {}: {error}",
+                    channel.id,
+                    path.display()
+                ))
+            })?;
+            loaded.insert(path, plugin.clone());
+            plugin
+        }
+    };
+    check_requirements(channel, &plugin.info)
+        .map_err(|error| ChannelProblem::Requirements(error.to_string()))?;
+    Ok(plugin.label.to_string())
+}
+
+fn locate(text: &str, channel: &ChannelConfig, problem: ChannelProblem) -> Problem {
+    match problem {
+        ChannelProblem::Plugin(message) => Problem {
+            line: line_of_channel_key(text, &channel.id, "plugin")
+                .or_else(|| line_of(text, "id", &channel.id)),
+            message,
+        },
+        ChannelProblem::Requirements(message) => Problem {
+            line: line_of(text, "id", &channel.id),
+            message,
+        },
+    }
+}
+
+fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
+    let line = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| before.matches('\n').count() + 1);
+    // The error's first lines repeat the position and quote the source; keep the reason.
+    let message = error.message().to_owned();
+    Problem { line, message }
+}
+
+/// The first line `key = "value"` (any spacing) of the text.
+fn line_of(text: &str, key: &str, value: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| assigns(line, key, value))
+        .map(|index| index + 1)
+}
+
+/// The line of `key = …` inside the `[[channels]]` table whose id is `id`.
+fn line_of_channel_key(text: &str, id: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let id_line = lines.iter().position(|line| assigns(line, "id", id))?;
+    let start = lines[..id_line]
+        .iter()
+        .rposition(|line| line.trim_start().starts_with('['))
+        .unwrap_or(0);
+    let end = lines[id_line + 1..]
+        .iter()
+        .position(|line| line.trim_start().starts_with('['))
+        .map_or(lines.len(), |offset| id_line + 1 + offset);
+    (start..end)
+        .find(|&index| {
+            lines[index]
+                .trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|index| index + 1)
+}
+
+fn assigns(line: &str, key: &str, value: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix(key) else {
+        return false;
+    };
+    let Some(rest) = rest.trim_start().strip_prefix('=') else {
+        return false;
+    };
+    let rest = rest.trim();
+    rest.trim_matches('"') == value || rest.trim_matches('\'') == value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_key_is_reported_on_its_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[store]\nurll = \"memory://\"\n";
+        let problems = check_text(text).await.expect_err("unknown key");
+        assert_eq!(problems[0].line, Some(5), "{problems:?}");
+        assert!(problems[0].message.contains("urll"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn unset_secret_is_reported_on_its_line() {
+        let text = "[api]\nkeys = [\"env:OMNIGATE_CHECK_TEST_UNSET\"]\n";
+        let problems = check_text(text).await.expect_err("unset");
+        assert_eq!(problems[0].line, Some(2), "{problems:?}");
+        assert!(problems[0].message.contains("OMNIGATE_CHECK_TEST_UNSET"));
+    }
+
+    #[tokio::test]
+    async fn duplicate_channel_and_missing_plugin_file_name_their_lines() {
+        let duplicate = "[[channels]]\nid = \"web\"\nplugin = \"x\"\n[[channels]]\nid = \"web\"\nplugin = \"y\"\n";
+        let problems = check_text(duplicate).await.expect_err("duplicate");
+        assert!(problems[0].message.contains("twice"), "{problems:?}");
+        assert_eq!(problems[0].line, Some(2));
+
+        let missing = "[plugins]\ndir = \"/nonexistent\"\n\n[[channels]]\nid = \"web\"\nplugin = \"nothing-here\"\n";
+        let problems = check_text(missing).await.expect_err("missing file");
+        assert_eq!(problems[0].line, Some(6), "{problems:?}");
+        assert!(
+            problems[0].message.contains("nothing-here.wasm"),
+            "{problems:?}"
+        );
+    }
+}
