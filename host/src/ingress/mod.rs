@@ -47,6 +47,14 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
             format!("no channel `{channel_id}` is configured"),
         ));
     };
+    if let Err(wait) = channel.admit() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("channel `{channel_id}` is over its inbound rate limit; retry later"),
+        )
+        .retry_after(Some(wait.as_secs().max(1) as u32)));
+    }
     let request = request::read(request, channel.env.limits.max_body_bytes).await?;
     let outcome = channel.handle_webhook(&request).await.map_err(|error| {
         ApiError::new(

@@ -27,7 +27,7 @@ pub use binding::{BindError, Bound, bind, capability_name, kind_name, warm};
 
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
-use crate::runtime::{LoadError, Plugin, Registry, Runtime};
+use crate::runtime::{Limits, LoadError, Plugin, Registry, Runtime};
 
 /// The `source` of versions uploaded through the API.
 pub const UPLOAD: &str = "upload";
@@ -87,6 +87,8 @@ pub struct ActiveView {
     pub active_since: Timestamp,
     /// Digests a rollback would return to, most recent first.
     pub previous: Vec<String>,
+    /// The channel's limits (memory, CPU, body size, inbound rate…).
+    pub limits: Option<Limits>,
 }
 
 struct Version {
@@ -202,7 +204,7 @@ impl Lifecycle {
         if let Some(active) = catalog.active.get_mut(channel) {
             active.history.pop();
         }
-        Ok(active_view(&catalog, channel).unwrap_or(view))
+        Ok(active_view(&catalog, &self.configs, channel).unwrap_or(view))
     }
 
     /// Every known version, newest first.
@@ -223,7 +225,7 @@ impl Lifecycle {
         let mut all: Vec<ActiveView> = catalog
             .active
             .keys()
-            .filter_map(|channel| active_view(&catalog, channel))
+            .filter_map(|channel| active_view(&catalog, &self.configs, channel))
             .collect();
         all.sort_by(|a, b| a.channel.cmp(&b.channel));
         all
@@ -274,7 +276,7 @@ impl Lifecycle {
         }
         publish_active(channel, &plugin, true);
         tracing::info!(channel, plugin = &*plugin.label, digest = %short(digest), "plugin version active");
-        active_view(catalog, channel)
+        active_view(catalog, &self.configs, channel)
             .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
     }
 
@@ -343,7 +345,11 @@ fn version_view(version: &Version, digest: &str, channels: Vec<String>) -> Versi
     }
 }
 
-fn active_view(catalog: &Catalog, channel: &str) -> Option<ActiveView> {
+fn active_view(
+    catalog: &Catalog,
+    configs: &HashMap<String, ChannelConfig>,
+    channel: &str,
+) -> Option<ActiveView> {
     let active = catalog.active.get(channel)?;
     let version = catalog.versions.get(&active.digest)?;
     Some(ActiveView {
@@ -352,6 +358,7 @@ fn active_view(catalog: &Catalog, channel: &str) -> Option<ActiveView> {
         digest: active.digest.clone(),
         active_since: active.since,
         previous: active.history.iter().rev().cloned().collect(),
+        limits: configs.get(channel).map(|config| config.limits.clone()),
     })
 }
 

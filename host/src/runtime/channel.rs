@@ -7,8 +7,13 @@
 //! reuse removes both, and state shared between calls of one channel is that channel's
 //! own. An idle pool per channel bounds memory.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, QuantaClock};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -18,7 +23,7 @@ use super::bindings::types::{
     HttpRequest, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
 use super::engine::EPOCH_TICK;
-use super::env::ChannelEnv;
+use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
 use super::plugin::Plugin;
 use super::state::WasmState;
@@ -35,6 +40,7 @@ pub struct ChannelRuntime {
     pub plugin: Arc<Plugin>,
     /// The channel's hot-path metric handles.
     pub metrics: ChannelMetrics,
+    rate: Option<RateLimiter<NotKeyed, InMemoryState, QuantaClock>>,
     engine: Engine,
     idle: Mutex<Vec<Warm>>,
 }
@@ -50,11 +56,22 @@ impl ChannelRuntime {
     pub fn new(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
         Self {
             metrics: ChannelMetrics::new(&env.channel_id, &plugin.label),
+            rate: rate_limiter(&env.limits),
             env,
             plugin,
             engine,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether one more webhook fits the channel's rate limit; `Err(wait)` when it does
+    /// not, with how long until it would.
+    pub fn admit(&self) -> Result<(), Duration> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        rate.check()
+            .map_err(|not_until| not_until.wait_time_from(QuantaClock::default().now()))
     }
 
     /// Call `handle-webhook`.
@@ -206,6 +223,17 @@ impl ChannelRuntime {
     pub fn clear_idle(&self) {
         self.idle.lock().clear();
     }
+}
+
+fn rate_limiter(limits: &Limits) -> Option<RateLimiter<NotKeyed, InMemoryState, QuantaClock>> {
+    let per_second = NonZeroU32::new(limits.rate_per_second?)?;
+    let burst = limits
+        .rate_burst
+        .and_then(NonZeroU32::new)
+        .unwrap_or(per_second);
+    Some(RateLimiter::direct(
+        Quota::per_second(per_second).allow_burst(burst),
+    ))
 }
 
 fn budget_ticks(env: &ChannelEnv) -> u64 {

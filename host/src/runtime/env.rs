@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::outbound::{AllowedHosts, FetchClient};
 use crate::secret::Secret;
 
-/// Sandbox limits of one channel's plugin calls.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Limits of one channel: its plugin calls' sandbox, its webhook bodies and rate.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory cap per instance.
@@ -30,6 +30,11 @@ pub struct Limits {
     pub fetch_max_response_bytes: usize,
     /// Calls one instance serves before it is replaced by a fresh one.
     pub instance_reuse: u32,
+    /// Inbound webhooks accepted per second on this channel (beyond: 429 with
+    /// `Retry-After`, the provider retries). `None`: no limit.
+    pub rate_per_second: Option<u32>,
+    /// Webhooks that may arrive at once above the rate (default: one second's worth).
+    pub rate_burst: Option<u32>,
 }
 
 impl Default for Limits {
@@ -45,6 +50,8 @@ impl Default for Limits {
             fetch_max_response_bytes: 4 << 20,
             // Like Spin's 128: amortizes instantiation, bounds state kept between calls.
             instance_reuse: 128,
+            rate_per_second: None,
+            rate_burst: None,
         }
     }
 }

@@ -1,0 +1,93 @@
+//! Per-channel inbound rate limit: webhooks beyond it get 429 with `Retry-After` (the
+//! provider retries), other channels are not affected, and the limits are listed.
+
+use std::time::Instant;
+
+use omnigate_tests::{Gateway, get, plugin_path, standard_webhooks_headers, toml_path};
+use serde_json::{Value, json};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config() -> String {
+    let plugin = toml_path(&plugin_path("webchat"));
+    let channel = |id: &str, limits: &str| {
+        format!(
+            "[[channels]]\nid = \"{id}\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n{limits}\n"
+        )
+    };
+    format!(
+        "[admin]\nkeys = [\"limits-admin\"]\n{}{}",
+        channel("slow", "limits = { rate_per_second = 1, rate_burst = 2 }"),
+        channel("free", "")
+    )
+}
+
+async fn send(gateway: &Gateway, channel: &str, n: usize) -> (u16, Option<String>) {
+    let body = json!({"type": "message", "id": format!("{channel}-{n}"), "visitor": {"id": "v"}, "text": "hi"})
+        .to_string()
+        .into_bytes();
+    let headers =
+        standard_webhooks_headers(SECRET, &format!("wh-{channel}-{n}"), &body).expect("sign");
+    let client = reqwest::Client::new();
+    let mut request = client
+        .post(gateway.url(&format!("/webhooks/{channel}")))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("post");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_is_429_with_retry_after_and_other_channels_are_free() {
+    omnigate::tls::ensure_crypto_provider();
+    let gateway = Gateway::start(&config()).await.expect("gateway");
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for n in 0..10 {
+        answers.push(send(&gateway, "slow", n).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    // Burst 2, then 1 per second of however long the run took.
+    assert!(
+        accepted as f64 <= 2.0 + elapsed.ceil(),
+        "{answers:?} in {elapsed:.2}s"
+    );
+    assert_eq!(accepted + limited.len(), answers.len(), "{answers:?}");
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(limited.iter().all(|(_, retry)| {
+        retry
+            .as_deref()
+            .is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s >= 1))
+    }));
+
+    for n in 0..10 {
+        assert_eq!(send(&gateway, "free", n).await.0, 200);
+    }
+
+    let auth = vec![("authorization".to_owned(), "Bearer limits-admin".to_owned())];
+    let (_, list) = get(&gateway.url("/admin/plugins"), &auth)
+        .await
+        .expect("list");
+    let list: Value = serde_json::from_str(&list).expect("json");
+    let slow = list["channels"]
+        .as_array()
+        .and_then(|channels| channels.iter().find(|c| c["channel"] == "slow"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(slow["limits"]["rate_per_second"], 1, "{list}");
+    assert_eq!(slow["limits"]["rate_burst"], 2);
+    assert_eq!(slow["limits"]["cpu_deadline"], "1s");
+    gateway.stop().await;
+}
