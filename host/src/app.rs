@@ -24,6 +24,8 @@ pub struct App {
     pub delivery: Delivery,
     /// Bearer keys for `/v1`.
     pub api_keys: Vec<Secret>,
+    /// `[identity]`: link tokens and their deep links.
+    pub identity: crate::store::IdentitySettings,
 }
 
 impl App {

@@ -41,6 +41,9 @@ pub struct Config {
     /// `[delivery]`.
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// `[identity]` (link tokens).
+    #[serde(default)]
+    pub identity: crate::store::IdentitySettings,
     /// `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,

@@ -116,6 +116,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         pipeline: Arc::new(pipeline),
         delivery,
         api_keys: config.api.keys,
+        identity: config.identity,
     }))
 }
 

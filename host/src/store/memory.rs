@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use parking_lot::Mutex;
 
-use super::model::{Contact, Conversation, Ingest, IngestPolicy, Ingested, Outbound, Person};
+use super::model::{
+    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
+    Merge, Outbound, Person,
+};
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
 
@@ -41,6 +44,14 @@ struct State {
     conversations: HashMap<String, Thread>,
     /// Contact id → its latest conversation.
     latest: HashMap<String, String>,
+    /// Contact id → its conversations, oldest first.
+    owned: HashMap<String, Vec<String>>,
+    /// Absorbed contact id → survivor, while merged.
+    merged_into: HashMap<String, String>,
+    /// Survivor id → merges into it (undone ones included).
+    merges: HashMap<String, Vec<Merge>>,
+    /// Link token → (contact id, expiry).
+    tokens: HashMap<String, (String, Instant)>,
 }
 
 struct Thread {
@@ -72,6 +83,12 @@ impl MemoryStore {
         // Two generations: a key lives between one and two TTLs, and expiry is a swap.
         match shard.rotated_at {
             Some(at) if now.duration_since(at) < ttl => {}
+            // Both generations are older than a TTL: every key in them has lived one TTL.
+            Some(at) if now.duration_since(at) >= ttl * 2 => {
+                shard.current.clear();
+                shard.previous.clear();
+                shard.rotated_at = Some(now);
+            }
             Some(_) => {
                 let current = std::mem::take(&mut shard.current);
                 shard.previous = current;
@@ -159,6 +176,80 @@ impl ContextStore for MemoryStore {
         Ok(last(&thread.history, limit))
     }
 
+    async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError> {
+        Ok(self.state.lock().details(id))
+    }
+
+    async fn put_link_token(
+        &self,
+        token: &str,
+        contact_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.tokens.retain(|_, (_, expiry)| *expiry > now);
+        state
+            .tokens
+            .insert(token.to_owned(), (contact_id.to_owned(), now + ttl));
+        Ok(())
+    }
+
+    async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .tokens
+            .get(token)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(contact, _)| contact.clone()))
+    }
+
+    async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
+        self.state.lock().tokens.remove(token);
+        Ok(())
+    }
+
+    async fn link_sender(
+        &self,
+        person: &Person,
+        survivor: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Option<Merge>, StoreError> {
+        let mut state = self.state.lock();
+        if !state.contacts.contains_key(survivor) {
+            return Err(not_found("contact", survivor));
+        }
+        let sender = state.resolve_contact(person, at);
+        if sender == survivor {
+            return Ok(None);
+        }
+        state.merge(survivor, &sender, evidence, at).map(Some)
+    }
+
+    async fn merge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.state.lock().merge(survivor, absorbed, evidence, at)
+    }
+
+    async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.state.lock().unmerge(survivor, absorbed, at)
+    }
+
+    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
+        Ok(self.state.lock().erase(id))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -203,9 +294,12 @@ impl State {
         }
         for handle in std::iter::once(&person.user).chain(&person.handles) {
             add_handle(contact, handle);
+            // First claim wins: a handle already owned by another contact stays with it
+            // (the Redis backend claims with SET NX, so both behave the same).
             if handle.verified || handle.kind == HandleKind::ChannelUser {
                 self.handles
-                    .insert((handle.kind, handle.value.clone()), id.clone());
+                    .entry((handle.kind, handle.value.clone()))
+                    .or_insert_with(|| id.clone());
             }
         }
         id
@@ -235,6 +329,10 @@ impl State {
                 let thread = new_thread(contact_id, &ingest.channel, ingest.at);
                 let id = thread.conversation.id.clone();
                 self.latest.insert(contact_id.to_owned(), id.clone());
+                self.owned
+                    .entry(contact_id.to_owned())
+                    .or_default()
+                    .push(id.clone());
                 (self.conversations.entry(id).or_insert(thread), true)
             }
         };
@@ -258,6 +356,172 @@ impl State {
             switched_from,
             history,
         }
+    }
+}
+
+impl State {
+    fn details(&self, id: &str) -> Option<ContactDetails> {
+        let contact = self.contacts.get(id)?.clone();
+        let merges = self.merges.get(id).cloned().unwrap_or_default();
+        let mut conversations = self.owned.get(id).cloned().unwrap_or_default();
+        for merge in merges.iter().filter(|merge| merge.undone_at.is_none()) {
+            conversations.extend(self.owned.get(&merge.absorbed).cloned().unwrap_or_default());
+        }
+        Some(ContactDetails {
+            contact,
+            merged_into: self.merged_into.get(id).cloned(),
+            merges,
+            conversations,
+            latest_conversation: self.latest.get(id).cloned(),
+        })
+    }
+
+    fn merge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        if survivor == absorbed {
+            return Err(StoreError::Conflict(
+                "a contact cannot be merged into itself".into(),
+            ));
+        }
+        let (Some(target), Some(source)) =
+            (self.contacts.get(survivor), self.contacts.get(absorbed))
+        else {
+            let missing = if self.contacts.contains_key(survivor) {
+                absorbed
+            } else {
+                survivor
+            };
+            return Err(not_found("contact", missing));
+        };
+        if let Some(into) = self.merged_into.get(absorbed) {
+            return match self.live_merge(into, absorbed) {
+                Some(merge) if into == survivor => Ok(merge.clone()),
+                _ => Err(StoreError::Conflict(format!(
+                    "contact `{absorbed}` is merged into `{into}`"
+                ))),
+            };
+        }
+        if let Some(into) = self.merged_into.get(survivor) {
+            return Err(StoreError::Conflict(format!(
+                "contact `{survivor}` is merged into `{into}`; merge into that one"
+            )));
+        }
+        let moved: Vec<Handle> = source
+            .handles
+            .iter()
+            .filter(|handle| {
+                !target
+                    .handles
+                    .iter()
+                    .any(|have| have.kind == handle.kind && have.value == handle.value)
+            })
+            .cloned()
+            .collect();
+        let merge = Merge {
+            id: crate::ids::merge(),
+            survivor: survivor.to_owned(),
+            absorbed: absorbed.to_owned(),
+            handles: moved.clone(),
+            strength: LinkStrength::Verified,
+            evidence: evidence.to_owned(),
+            at,
+            undone_at: None,
+        };
+        for owner in self.handles.values_mut().filter(|owner| *owner == absorbed) {
+            *owner = survivor.to_owned();
+        }
+        if let Some(target) = self.contacts.get_mut(survivor) {
+            for handle in &moved {
+                add_handle(target, handle);
+            }
+        }
+        self.merged_into
+            .insert(absorbed.to_owned(), survivor.to_owned());
+        self.merges
+            .entry(survivor.to_owned())
+            .or_default()
+            .push(merge.clone());
+        Ok(merge)
+    }
+
+    fn live_merge(&self, survivor: &str, absorbed: &str) -> Option<&Merge> {
+        self.merges
+            .get(survivor)?
+            .iter()
+            .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+    }
+
+    fn unmerge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        let merge = self
+            .merges
+            .get_mut(survivor)
+            .and_then(|merges| {
+                merges
+                    .iter_mut()
+                    .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+            })
+            .ok_or_else(|| not_found("merge", &format!("{absorbed} into {survivor}")))?;
+        merge.undone_at = Some(at);
+        let merge = merge.clone();
+        for handle in &merge.handles {
+            if let Some(owner) = self.handles.get_mut(&(handle.kind, handle.value.clone()))
+                && owner == survivor
+            {
+                *owner = absorbed.to_owned();
+            }
+        }
+        if let Some(target) = self.contacts.get_mut(survivor) {
+            target.handles.retain(|have| {
+                !merge
+                    .handles
+                    .iter()
+                    .any(|moved| moved.kind == have.kind && moved.value == have.value)
+            });
+        }
+        self.merged_into.remove(absorbed);
+        Ok(merge)
+    }
+
+    fn erase(&mut self, id: &str) -> Option<Erased> {
+        let details = self.details(id)?;
+        let latest = self
+            .latest
+            .get(id)
+            .and_then(|cv| self.conversations.get(cv))
+            .map(|thread| thread.conversation.clone());
+        let absorbed: Vec<String> = details
+            .merges
+            .iter()
+            .filter(|merge| merge.undone_at.is_none())
+            .map(|merge| merge.absorbed.clone())
+            .collect();
+        for contact in std::iter::once(id.to_owned()).chain(absorbed.iter().cloned()) {
+            self.contacts.remove(&contact);
+            self.handles.retain(|_, owner| *owner != contact);
+            for conversation in self.owned.remove(&contact).unwrap_or_default() {
+                self.conversations.remove(&conversation);
+            }
+            self.latest.remove(&contact);
+            self.merges.remove(&contact);
+            self.merged_into.remove(&contact);
+            self.tokens.retain(|_, (owner, _)| *owner != contact);
+        }
+        Some(Erased {
+            contact_id: id.to_owned(),
+            absorbed,
+            conversations: details.conversations,
+            latest,
+        })
     }
 }
 

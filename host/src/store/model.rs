@@ -156,3 +156,67 @@ pub struct Ingested {
     /// The last `history_depth` messages, oldest first, this one included.
     pub history: Vec<HistoryEntry>,
 }
+
+/// A reversible merge: `absorbed` became part of `survivor`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Merge {
+    /// `mg_<ulid>`.
+    pub id: String,
+    /// The contact that remains.
+    pub survivor: String,
+    /// The contact merged into it (kept, so the merge can be undone).
+    pub absorbed: String,
+    /// The handles that moved to the survivor (and move back on unmerge).
+    pub handles: Vec<Handle>,
+    /// Always `verified`: only verified evidence merges (probable links never do).
+    pub strength: LinkStrength,
+    /// Why, e.g. `link token redeemed on channel wa`.
+    pub evidence: String,
+    /// When.
+    pub at: Timestamp,
+    /// When it was undone, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undone_at: Option<Timestamp>,
+}
+
+/// How sure a link between handles or contacts is.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStrength {
+    /// Proven: the same verified phone, a redeemed link token, an authenticated visitor.
+    Verified,
+    /// Likely (same name and e-mail domain…); shown, never merged automatically.
+    Probable,
+}
+
+/// A contact with everything `GET /v1/contacts/{id}` shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContactDetails {
+    /// The contact.
+    #[serde(flatten)]
+    pub contact: Contact,
+    /// The contact this one was merged into, while merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Merges into this contact (the links between contacts, with their evidence),
+    /// including undone ones.
+    pub merges: Vec<Merge>,
+    /// Conversation ids of the contact and of the contacts merged into it, oldest first.
+    pub conversations: Vec<String>,
+    /// The contact's own latest conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_conversation: Option<String>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Erased {
+    /// The erased contact.
+    pub contact_id: String,
+    /// Contacts merged into it, erased with it.
+    pub absorbed: Vec<String>,
+    /// Conversations removed (with their messages).
+    pub conversations: Vec<String>,
+    /// Its latest conversation as it was (for the `contact.erased` event).
+    pub latest: Option<Conversation>,
+}
