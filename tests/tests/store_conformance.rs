@@ -693,3 +693,33 @@ async fn redis_password_in_url() {
     let error = bad.ping().await.expect_err("refused");
     assert!(!error.to_string().contains("wrong"), "{error}");
 }
+
+/// The hot path stays within three Redis round trips per inbound event (a round trip is
+/// one set of concurrent commands; counted by the store where it awaits Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_round_trips_per_inbound_event() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::open(&server.url()).expect("open");
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let trips = |store: &RedisStore, before: u64| store.round_trips() - before;
+    let before = store.round_trips();
+    ok(&store, with_phone(message(&web, "v", "m1", at), &number, true)).await;
+    assert_eq!(trips(&store, before), 3, "new sender");
+    let before = store.round_trips();
+    ok(&store, message(&web, "v", "m2", at)).await;
+    assert_eq!(trips(&store, before), 2, "known sender, open conversation");
+    let before = store.round_trips();
+    assert!(store.ingest(message(&web, "v", "m2", at), &policy()).await.expect("ok").is_none());
+    assert_eq!(trips(&store, before), 2, "duplicate");
+    let before = store.round_trips();
+    ok(&store, message(&web, "v", "m3", later(at, 30))).await;
+    assert_eq!(trips(&store, before), 3, "known sender, new conversation");
+    let before = store.round_trips();
+    let digits = number.trim_start_matches('+');
+    let linked = ok(&store, with_phone(message(&wa, digits, "a1", later(at, 30)), &number, true)).await;
+    assert_eq!(trips(&store, before), 3, "new channel user with a known verified phone");
+    assert!(linked.switched_from.is_some());
+}
