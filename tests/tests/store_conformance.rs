@@ -639,6 +639,55 @@ async fn erasure(store: &dyn ContextStore) {
     assert!(store.erase("ct_nobody").await.expect("ok").is_none());
 }
 
+/// Idle conversations are closed once, even with several sweepers at once.
+async fn sweeping(store: Arc<dyn ContextStore>) {
+    let web = channel("web");
+    let past = now()
+        .checked_sub(SignedDuration::from_hours(2))
+        .expect("time");
+    let idle = ok(&*store, message(&web, "s", "s1", past)).await;
+    let busy = ok(&*store, message(&web, "t", "s2", now())).await;
+    let hour = Duration::from_secs(3600);
+    let sweeps = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.close_idle(now(), hour, 10_000).await })
+    });
+    let mut closed = Vec::new();
+    for sweep in sweeps.collect::<Vec<_>>() {
+        closed.extend(sweep.await.expect("task").expect("store answers"));
+    }
+    let ours: Vec<_> = closed
+        .iter()
+        .filter(|(_, conversation)| conversation.current_channel == web)
+        .collect();
+    assert_eq!(ours.len(), 1, "closed once: {ours:#?}");
+    let (contact, conversation) = ours[0];
+    assert_eq!(conversation.id, idle.conversation.id);
+    assert_eq!(contact.id, idle.contact.id);
+    assert_eq!(
+        conversation.status,
+        omnigate::event::ConversationStatus::Closed
+    );
+    let stored = store
+        .conversation(&idle.conversation.id)
+        .await
+        .expect("ok")
+        .expect("kept");
+    assert_eq!(stored.status, omnigate::event::ConversationStatus::Closed);
+    let open = store
+        .conversation(&busy.conversation.id)
+        .await
+        .expect("ok")
+        .expect("kept");
+    assert_eq!(open.status, omnigate::event::ConversationStatus::Open);
+    let again = store.close_idle(now(), hour, 10_000).await.expect("ok");
+    assert!(again.iter().all(|(_, c)| c.id != idle.conversation.id));
+    // The next message opens a new conversation.
+    let next = ok(&*store, message(&web, "s", "s3", now())).await;
+    assert!(next.started);
+    assert_ne!(next.conversation.id, idle.conversation.id);
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -649,6 +698,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     concurrency(store.clone()).await;
     links(&*store).await;
     erasure(&*store).await;
+    sweeping(store.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -706,20 +756,38 @@ async fn redis_round_trips_per_inbound_event() {
     let at = now();
     let trips = |store: &RedisStore, before: u64| store.round_trips() - before;
     let before = store.round_trips();
-    ok(&store, with_phone(message(&web, "v", "m1", at), &number, true)).await;
+    ok(
+        &store,
+        with_phone(message(&web, "v", "m1", at), &number, true),
+    )
+    .await;
     assert_eq!(trips(&store, before), 3, "new sender");
     let before = store.round_trips();
     ok(&store, message(&web, "v", "m2", at)).await;
     assert_eq!(trips(&store, before), 2, "known sender, open conversation");
     let before = store.round_trips();
-    assert!(store.ingest(message(&web, "v", "m2", at), &policy()).await.expect("ok").is_none());
+    assert!(
+        store
+            .ingest(message(&web, "v", "m2", at), &policy())
+            .await
+            .expect("ok")
+            .is_none()
+    );
     assert_eq!(trips(&store, before), 2, "duplicate");
     let before = store.round_trips();
     ok(&store, message(&web, "v", "m3", later(at, 30))).await;
     assert_eq!(trips(&store, before), 3, "known sender, new conversation");
     let before = store.round_trips();
     let digits = number.trim_start_matches('+');
-    let linked = ok(&store, with_phone(message(&wa, digits, "a1", later(at, 30)), &number, true)).await;
-    assert_eq!(trips(&store, before), 3, "new channel user with a known verified phone");
+    let linked = ok(
+        &store,
+        with_phone(message(&wa, digits, "a1", later(at, 30)), &number, true),
+    )
+    .await;
+    assert_eq!(
+        trips(&store, before),
+        3,
+        "new channel user with a known verified phone"
+    );
     assert!(linked.switched_from.is_some());
 }

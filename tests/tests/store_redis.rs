@@ -229,3 +229,50 @@ async fn two_instances_on_one_redis_publish_each_event_once() {
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_conversations_are_closed_by_the_sweeper_once_across_instances() {
+    let redis = RedisServer::start().expect("redis-server");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let config = format!(
+        "{}\n[pipeline]\ninactivity = \"1s\"\n",
+        config(&redis.url(), &site, &receiver)
+            .replace("[store]\n", "[store]\n        sweep_interval = \"100ms\"\n")
+    );
+    let one = Gateway::start(&config).await.expect("one");
+    let two = Gateway::start(&config).await.expect("two");
+    let body = json!({"type": "message", "id": "c1", "visitor": {"id": "v"}, "text": "hola"});
+    send(&one, body.to_string().as_bytes()).await;
+    wait_until("conversation.closed", || {
+        !receiver.of_type("conversation.closed").is_empty()
+    })
+    .await;
+    let started = receiver.of_type("conversation.started");
+    let closed = receiver.of_type("conversation.closed");
+    assert_eq!(
+        closed[0]["conversation"]["id"],
+        started[0]["conversation"]["id"]
+    );
+    assert_eq!(closed[0]["conversation"]["status"], "closed");
+    assert_eq!(closed[0]["channel"]["id"], "web");
+    // Both instances sweep; give a duplicate the time to show up.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.of_type("conversation.closed").len(),
+        1,
+        "closed once"
+    );
+    let body = json!({"type": "message", "id": "c2", "visitor": {"id": "v"}, "text": "otra vez"});
+    send(&two, body.to_string().as_bytes()).await;
+    wait_until("a second conversation", || {
+        receiver.of_type("conversation.started").len() == 2
+    })
+    .await;
+    one.stop().await;
+    two.stop().await;
+}

@@ -78,12 +78,16 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// `memory://` (embedded, default) or `redis://…`.
     pub url: String,
+    /// How often idle conversations are looked for and closed (`conversation.closed`).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: "memory://".into(),
+            sweep_interval: Duration::from_secs(30),
         }
     }
 }

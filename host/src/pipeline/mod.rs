@@ -119,6 +119,11 @@ impl Pipeline {
         &self.store
     }
 
+    /// Inactivity after which a conversation closes.
+    pub fn inactivity(&self) -> Duration {
+        self.settings.inactivity
+    }
+
     fn policy(&self) -> IngestPolicy {
         IngestPolicy {
             dedupe_ttl: self.settings.dedupe_ttl,

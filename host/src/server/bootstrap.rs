@@ -109,7 +109,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     if config.api.keys.is_empty() {
         tracing::warn!("no [api] keys configured: /v1 answers 401 to everyone");
     }
-    Ok(Arc::new(App {
+    let app = Arc::new(App {
         runtime,
         registry,
         channels: ArcSwap::from_pointee(metas),
@@ -117,7 +117,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         delivery,
         api_keys: config.api.keys,
         identity: config.identity,
-    }))
+    });
+    crate::store::sweeper::spawn(Arc::downgrade(&app), config.store.sweep_interval);
+    Ok(app)
 }
 
 /// Every required config key and secret the plugin declares must be configured.

@@ -250,6 +250,36 @@ impl ContextStore for MemoryStore {
         Ok(self.state.lock().erase(id))
     }
 
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut closed = Vec::new();
+        for (contact_id, conversation_id) in &state.latest {
+            if closed.len() >= limit {
+                break;
+            }
+            let Some(thread) = state.conversations.get_mut(conversation_id) else {
+                continue;
+            };
+            if is_open(&thread.conversation, now, inactivity) {
+                continue;
+            }
+            if thread.conversation.status == ConversationStatus::Closed {
+                continue;
+            }
+            thread.conversation.status = ConversationStatus::Closed;
+            if let Some(contact) = state.contacts.get(contact_id) {
+                closed.push((contact.clone(), thread.conversation.clone()));
+            }
+        }
+        Ok(closed)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

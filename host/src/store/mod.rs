@@ -10,6 +10,7 @@ pub mod link;
 mod memory;
 mod model;
 mod redis;
+pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,16 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Erase a contact, the contacts merged into it, their handles, links, conversations
     /// and messages. `None` when unknown.
     async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError>;
+
+    /// Close up to `limit` open conversations idle for `inactivity` as of `now`; returns
+    /// each with its contact (for `conversation.closed`). Safe on every instance at once:
+    /// a conversation is closed, and returned, once.
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError>;
 
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;

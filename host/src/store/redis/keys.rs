@@ -78,3 +78,20 @@ pub fn tokens_of(contact_id: &str) -> String {
 pub fn link_token(token: &str) -> String {
     format!("{ROOT}lt:{{{token}}}")
 }
+
+/// Shards of the open-conversation index (spread over a cluster's slots).
+pub const OPEN_SHARDS: u32 = 16;
+
+/// Open-conversation index shard `n`: sorted set of contact ids, score = last activity
+/// (ms). A hint for the sweeper, which checks the conversation itself before closing it.
+pub fn open_shard(n: u32) -> String {
+    format!("{ROOT}open:{{{n}}}")
+}
+
+/// The open-conversation shard of a contact (FNV-1a: the same on every instance).
+pub fn shard_of(contact_id: &str) -> u32 {
+    let hash = contact_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % OPEN_SHARDS
+}

@@ -53,6 +53,8 @@ pub struct RedisStore {
     merge_script: Script,
     unmerge_script: Script,
     repoint_script: Script,
+    close_script: Script,
+    unindex_script: Script,
     round_trips: Arc<AtomicU64>,
 }
 
@@ -87,6 +89,11 @@ impl RedisStore {
                 include_str!("unmerge.lua")
             )),
             repoint_script: Script::new(include_str!("repoint.lua")),
+            close_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("close.lua")
+            )),
+            unindex_script: Script::new(include_str!("unindex.lua")),
             round_trips: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -294,6 +301,13 @@ impl RedisStore {
             }),
         )
         .await?;
+        self.query::<()>(
+            redis::cmd("ZREM")
+                .arg(keys::open_shard(keys::shard_of(contact_id)))
+                .arg(contact_id)
+                .clone(),
+        )
+        .await?;
         // All in one slot: one DEL.
         let mut del = redis::cmd("DEL");
         del.arg(keys::contact(contact_id))
@@ -306,6 +320,80 @@ impl RedisStore {
                 .arg(keys::history(contact_id, cv));
         }
         self.query::<()>(del).await
+    }
+
+    /// Note activity in the open-conversation index (sent alongside the script).
+    async fn mark_active(&self, contact_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("ZADD")
+                .arg(keys::open_shard(keys::shard_of(contact_id)))
+                .arg("GT")
+                .arg(at.as_millisecond())
+                .arg(contact_id)
+                .clone(),
+        )
+        .await
+    }
+
+    /// Sweep one shard of the open-conversation index.
+    async fn close_idle_in(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let key = keys::open_shard(shard);
+        let cutoff_ms = now.as_millisecond() - millis(inactivity);
+        let candidates: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(cutoff_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .clone(),
+            )
+            .await?;
+        let mut closed = Vec::new();
+        for contact_id in candidates {
+            let mut conn = self.conn.clone();
+            let reply: Vec<String> = self
+                .close_script
+                .key(keys::contact(&contact_id))
+                .arg(keys::contact_prefix(&contact_id))
+                .arg(now.as_microsecond())
+                .arg(micros(inactivity))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+            match reply.first().map(String::as_str) {
+                Some("active") => {
+                    // Activity the index missed (e.g. an older event time): catch up.
+                    if let Some(at) = reply.get(1).and_then(|at| parse_time(at).ok()) {
+                        self.mark_active(&contact_id, at).await?;
+                    }
+                    continue;
+                }
+                Some("closed") => {
+                    let ingested = parse_reply(&contact_id, &reply[1..])?;
+                    closed.push((ingested.contact, ingested.conversation));
+                }
+                _ => {}
+            }
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .unindex_script
+                .key(&key)
+                .arg(&contact_id)
+                .arg(cutoff_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+        }
+        Ok(closed)
     }
 
     /// Write the conversation index; on failure log and retry in the background (the
@@ -426,8 +514,9 @@ impl ContextStore for RedisStore {
             .arg(window);
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
-        let (reply, (), ()) = futures::try_join!(
+        let (reply, (), (), ()) = futures::try_join!(
             self.conn_eval(invocation),
+            self.mark_active(&contact_id, ingest.at),
             async {
                 if fresh {
                     self.set_index(&proposed, &contact_id).await
@@ -486,10 +575,11 @@ impl ContextStore for RedisStore {
             .arg(entry)
             .arg(policy.history_cap.max(1))
             .arg(policy.history_depth);
-        let reply = self
-            .conn_eval(invocation)
-            .await?
-            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let (reply, ()) = futures::try_join!(
+            self.conn_eval(invocation),
+            self.mark_active(&contact_id, outbound.message.at),
+        )?;
+        let reply = reply.ok_or_else(|| not_found("conversation", conversation_id))?;
         parse_reply(&contact_id, &reply)
     }
 
@@ -816,6 +906,25 @@ impl ContextStore for RedisStore {
             conversations: details.conversations,
             latest,
         }))
+    }
+
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let mut closed = Vec::new();
+        for shard in 0..keys::OPEN_SHARDS {
+            if closed.len() >= limit {
+                break;
+            }
+            let more = self
+                .close_idle_in(shard, now, inactivity, limit - closed.len())
+                .await?;
+            closed.extend(more);
+        }
+        Ok(closed)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
