@@ -217,6 +217,47 @@ async fn journey(store_url: &str) {
         "link token redeemed on channel web2"
     );
     assert_eq!(details["conversations"], json!([conversation]));
+    // The timeline shows both channels in order, paginated.
+    let (status, page) = api(
+        &gateway,
+        "GET",
+        &format!("/v1/conversations/{conversation}/timeline?limit=3"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let kinds: Vec<&str> = page["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["conversation.started", "message", "referral"]);
+    let next = page["next"].as_u64().expect("more");
+    let (_, rest) = api(
+        &gateway,
+        "GET",
+        &format!("/v1/conversations/{conversation}/timeline?from={next}"),
+        None,
+    )
+    .await;
+    let kinds: Vec<&str> = rest["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["conversation.channel_switched", "message"]);
+    assert_eq!(rest["entries"][1]["message"]["channel"], "web2");
+    assert!(rest["next"].is_null());
+    let (status, _) = api(
+        &gateway,
+        "GET",
+        "/v1/conversations/cv_nothing/timeline",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
     // A token is redeemed once.
     let (status, _) = api(&gateway, "GET", &format!("/v1/contacts/{absorbed}"), None).await;
     assert_eq!(status, 200);

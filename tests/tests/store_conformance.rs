@@ -688,6 +688,95 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     assert_ne!(next.conversation.id, idle.conversation.id);
 }
 
+async fn timeline(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let mut first = with_phone(message(&web, "v", "tl1", at), &number, true);
+    first.referral = Some(referral(&web, "bf25", at));
+    let one = ok(store, first).await;
+    let digits = number.trim_start_matches('+');
+    ok(
+        store,
+        with_phone(message(&wa, digits, "tl2", later(at, 1)), &number, true),
+    )
+    .await;
+    let reply = HistoryEntry {
+        event_id: "evt_reply".into(),
+        at: later(at, 2),
+        channel: wa.clone(),
+        direction: Direction::Outbound,
+        external_id: Some("out".into()),
+        text: Some("hola".into()),
+        parts: Vec::new(),
+    };
+    store
+        .record_outbound(
+            Outbound {
+                conversation_id: one.conversation.id.clone(),
+                message: reply.clone(),
+            },
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    let id = &one.conversation.id;
+    let page = store.timeline(id, 0, 100).await.expect("ok");
+    let kinds: Vec<&str> = page.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "conversation.started",
+            "message",
+            "referral",
+            "conversation.channel_switched",
+            "message",
+            "message"
+        ]
+    );
+    assert_eq!(page.next, None);
+    assert_eq!(page.entries[0].at, at);
+    assert_eq!(page.entries[0].channel, web);
+    assert_eq!(page.entries[2].referral, Some(referral(&web, "bf25", at)));
+    assert_eq!(
+        page.entries[3].previous_channel.as_deref(),
+        Some(web.as_str())
+    );
+    assert_eq!(
+        page.entries[4]
+            .message
+            .as_ref()
+            .and_then(|m| m.text.as_deref()),
+        Some("text tl2")
+    );
+    assert_eq!(page.entries[5].message.as_ref(), Some(&reply));
+    // Pages.
+    let first_page = store.timeline(id, 0, 4).await.expect("ok");
+    assert_eq!(first_page.entries, page.entries[..4].to_vec());
+    assert_eq!(first_page.next, Some(4));
+    let second_page = store.timeline(id, 4, 4).await.expect("ok");
+    assert_eq!(second_page.entries, page.entries[4..].to_vec());
+    assert_eq!(second_page.next, None);
+    assert!(
+        store
+            .timeline(id, 99, 4)
+            .await
+            .expect("ok")
+            .entries
+            .is_empty()
+    );
+    // Inactivity closes the conversation on its timeline.
+    ok(store, message(&web, "v", "tl3", later(at, 40))).await;
+    let closed = store.timeline(id, 6, 10).await.expect("ok");
+    assert_eq!(closed.entries.len(), 1);
+    assert_eq!(closed.entries[0].kind, "conversation.closed");
+    assert!(matches!(
+        store.timeline("cv_missing", 0, 10).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -699,6 +788,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     links(&*store).await;
     erasure(&*store).await;
     sweeping(store.clone()).await;
+    timeline(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

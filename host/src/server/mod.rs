@@ -23,6 +23,10 @@ pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
         .route(
+            "/conversations/{id}/timeline",
+            get(crate::api::conversations::timeline),
+        )
+        .route(
             "/conversations/{id}/messages",
             post(crate::api::messages::send),
         )

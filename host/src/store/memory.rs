@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person,
+    Merge, Outbound, Person, TimelineEntry, TimelinePage,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
@@ -57,6 +57,7 @@ struct State {
 struct Thread {
     conversation: Conversation,
     history: VecDeque<HistoryEntry>,
+    timeline: Vec<TimelineEntry>,
 }
 
 impl Default for MemoryStore {
@@ -133,6 +134,9 @@ impl ContextStore for MemoryStore {
         let at = outbound.message.at;
         thread.conversation.messages += 1;
         thread.conversation.last_activity_at = at;
+        let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
+        entry.message = Some(outbound.message.clone());
+        thread.timeline.push(entry);
         push_history(&mut thread.history, outbound.message, policy.history_cap);
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
@@ -273,11 +277,41 @@ impl ContextStore for MemoryStore {
                 continue;
             }
             thread.conversation.status = ConversationStatus::Closed;
+            let channel = thread.conversation.current_channel.clone();
+            thread
+                .timeline
+                .push(TimelineEntry::new("conversation.closed", now, &channel));
             if let Some(contact) = state.contacts.get(contact_id) {
                 closed.push((contact.clone(), thread.conversation.clone()));
             }
         }
         Ok(closed)
+    }
+
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        let state = self.state.lock();
+        let thread = state
+            .conversations
+            .get(conversation_id)
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        let entries: Vec<TimelineEntry> = thread
+            .timeline
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect();
+        let end = start.saturating_add(entries.len());
+        Ok(TimelinePage {
+            next: (end < thread.timeline.len()).then_some(end as u64),
+            entries,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -353,8 +387,15 @@ impl State {
                     .latest
                     .get(contact_id)
                     .and_then(|id| self.conversations.get_mut(id))
+                    && previous.conversation.status == ConversationStatus::Open
                 {
                     previous.conversation.status = ConversationStatus::Closed;
+                    let channel = previous.conversation.current_channel.clone();
+                    previous.timeline.push(TimelineEntry::new(
+                        "conversation.closed",
+                        ingest.at,
+                        &channel,
+                    ));
                 }
                 let thread = new_thread(contact_id, &ingest.channel, ingest.at);
                 let id = thread.conversation.id.clone();
@@ -566,6 +607,10 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
                 ingest.channel.clone(),
             ));
             conversation.previous_channel.clone_from(&switched_from);
+            let mut entry =
+                TimelineEntry::new("conversation.channel_switched", ingest.at, &ingest.channel);
+            entry.previous_channel.clone_from(&switched_from);
+            thread.timeline.push(entry);
         }
         if !conversation.channels_used.contains(&ingest.channel) {
             conversation.channels_used.push(ingest.channel.clone());
@@ -576,9 +621,15 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
             conversation.reply_window_until = ingest.at.checked_add(window).ok();
         }
         push_history(&mut thread.history, message.clone(), policy.history_cap);
+        let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
+        entry.message = Some(message.clone());
+        thread.timeline.push(entry);
     }
     if let Some(referral) = &ingest.referral {
         touch(&mut conversation.attribution, referral);
+        let mut entry = TimelineEntry::new("referral", ingest.at, &ingest.channel);
+        entry.referral = Some(referral.clone());
+        thread.timeline.push(entry);
     }
     switched_from
 }
@@ -611,6 +662,7 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
             attribution: Attribution::default(),
         },
         history: VecDeque::new(),
+        timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
     }
 }
 

@@ -22,7 +22,7 @@ pub use link::{DeepLinks, IdentitySettings};
 pub use memory::MemoryStore;
 pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person,
+    Merge, Outbound, Person, TimelineEntry, TimelinePage,
 };
 pub use redis::RedisStore;
 
@@ -145,6 +145,15 @@ pub trait ContextStore: Send + Sync + 'static {
         inactivity: Duration,
         limit: usize,
     ) -> Result<Vec<(Contact, Conversation)>, StoreError>;
+
+    /// Up to `limit` timeline entries of a conversation from position `from` (0 = the
+    /// first), with the cursor of the next page.
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError>;
 
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;

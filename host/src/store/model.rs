@@ -220,3 +220,48 @@ pub struct Erased {
     /// Its latest conversation as it was (for the `contact.erased` event).
     pub latest: Option<Conversation>,
 }
+
+/// One entry of a conversation's timeline: its messages and conversation events, in order.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    /// `message`, `referral`, `conversation.started`, `conversation.channel_switched`,
+    /// `conversation.closed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When.
+    pub at: Timestamp,
+    /// Channel.
+    pub channel: String,
+    /// For `conversation.channel_switched`: the channel before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_channel: Option<String>,
+    /// For `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<HistoryEntry>,
+    /// For `referral`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Referral>,
+}
+
+impl TimelineEntry {
+    /// An entry of `kind` with nothing attached.
+    pub fn new(kind: &str, at: Timestamp, channel: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            at,
+            channel: channel.to_owned(),
+            previous_channel: None,
+            message: None,
+            referral: None,
+        }
+    }
+}
+
+/// One page of a timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelinePage {
+    /// Entries, oldest first.
+    pub entries: Vec<TimelineEntry>,
+    /// Cursor of the next page, if there is more.
+    pub next: Option<u64>,
+}

@@ -18,6 +18,8 @@ if now - tonumber(state[2] or '0') < tonumber(ARGV[3]) then
   return { 'active', state[2] }
 end
 redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', num(now))
+timeline(ARGV[1], conv_id, 'conversation.closed', now,
+  redis.call('HGET', conv_key, 'current') or '', '')
 local out = describe(KEYS[1], conv_key, conv_id, ARGV[1] .. 'h:' .. conv_id, 0, '0', '')
 table.insert(out, 1, 'closed')
 return out

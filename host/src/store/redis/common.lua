@@ -65,3 +65,11 @@ local function update_handles(key, add_json, remove_json)
     end
   end
 end
+
+-- Append a timeline entry (JSON object text) to the conversation's timeline.
+-- `fields` is a JSON fragment of extra members (starting with a comma) or ''.
+local function timeline(prefix, conv_id, kind, at, channel, fields)
+  redis.call('RPUSH', prefix .. 'tl:' .. conv_id,
+    '{"type":' .. cjson.encode(kind) .. ',"at_us":' .. num(at) .. ',"channel":' ..
+    cjson.encode(channel) .. fields .. '}')
+end

@@ -40,6 +40,8 @@ if conv_id then
   if not open then
     if state[1] == 'open' then
       redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', num(at))
+      timeline(prefix, conv_id, 'conversation.closed', at,
+        redis.call('HGET', conv_key, 'current') or '', '')
     end
     conv_id = nil
   end
@@ -52,6 +54,7 @@ if not conv_id then
     'messages', 0)
   redis.call('HSET', KEYS[1], 'latest', conv_id)
   redis.call('RPUSH', KEYS[3], conv_id)
+  timeline(prefix, conv_id, 'conversation.started', at, channel, '')
   started = '1'
 end
 local history_key = prefix .. 'h:' .. conv_id
@@ -62,6 +65,8 @@ if ARGV[14] ~= '' then
   if current ~= channel then
     switched = current or ''
     redis.call('HSET', conv_key, 'current', channel, 'previous', switched)
+    timeline(prefix, conv_id, 'conversation.channel_switched', at, channel,
+      ',"previous_channel":' .. cjson.encode(switched))
   end
   local channels = cjson.decode(redis.call('HGET', conv_key, 'channels') or '[]')
   local used = false
@@ -81,11 +86,13 @@ if ARGV[14] ~= '' then
     redis.call('HSET', conv_key, 'reply_until', num(at + tonumber(ARGV[16])))
   end
   redis.call('RPUSH', history_key, ARGV[14])
+  timeline(prefix, conv_id, 'message', at, channel, ',"message":' .. ARGV[14])
   redis.call('LTRIM', history_key, -tonumber(ARGV[9]), -1)
 end
 if ARGV[15] ~= '' then
   redis.call('HSETNX', conv_key, 'first_touch', ARGV[15])
   redis.call('HSET', conv_key, 'last_touch', ARGV[15])
+  timeline(prefix, conv_id, 'referral', at, channel, ',"referral":' .. ARGV[15])
 end
 
 return describe(KEYS[1], conv_key, conv_id, history_key, tonumber(ARGV[10]), started, switched)

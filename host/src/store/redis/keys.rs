@@ -95,3 +95,8 @@ pub fn shard_of(contact_id: &str) -> u32 {
     });
     hash % OPEN_SHARDS
 }
+
+/// Conversation timeline list (JSON entries written by the scripts, oldest first).
+pub fn timeline(contact_id: &str, conversation_id: &str) -> String {
+    format!("{}tl:{conversation_id}", contact_prefix(contact_id))
+}

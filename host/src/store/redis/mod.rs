@@ -31,7 +31,7 @@ use redis::Script;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person,
+    Merge, Outbound, Person, TimelineEntry, TimelinePage,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
@@ -317,7 +317,8 @@ impl RedisStore {
             .arg(keys::tokens_of(contact_id));
         for cv in &conversations {
             del.arg(keys::conversation(contact_id, cv))
-                .arg(keys::history(contact_id, cv));
+                .arg(keys::history(contact_id, cv))
+                .arg(keys::timeline(contact_id, cv));
         }
         self.query::<()>(del).await
     }
@@ -927,6 +928,34 @@ impl ContextStore for RedisStore {
         Ok(closed)
     }
 
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        let contact_id = self
+            .owner_of(conversation_id)
+            .await?
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let key = keys::timeline(&contact_id, conversation_id);
+        let start = i64::try_from(from).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)) - 1;
+        let (raw, total): (Vec<String>, u64) = futures::try_join!(
+            self.query(redis::cmd("LRANGE").arg(&key).arg(start).arg(stop).clone()),
+            self.query(redis::cmd("LLEN").arg(&key).clone()),
+        )?;
+        let entries = raw
+            .iter()
+            .map(|json| parse_json::<StoredEntry>(json).and_then(StoredEntry::entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let end = from + entries.len() as u64;
+        Ok(TimelinePage {
+            next: (end < total).then_some(end),
+            entries,
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let answer: String = redis::cmd("PING")
@@ -1098,5 +1127,34 @@ fn not_found(kind: &'static str, id: &str) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_owned(),
+    }
+}
+
+/// A timeline entry as the scripts write it (time in µs).
+#[derive(serde::Deserialize)]
+struct StoredEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    at_us: i64,
+    channel: String,
+    #[serde(default)]
+    previous_channel: Option<String>,
+    #[serde(default)]
+    message: Option<HistoryEntry>,
+    #[serde(default)]
+    referral: Option<Referral>,
+}
+
+impl StoredEntry {
+    fn entry(self) -> Result<TimelineEntry, StoreError> {
+        Ok(TimelineEntry {
+            kind: self.kind,
+            at: Timestamp::from_microsecond(self.at_us)
+                .map_err(|error| corrupt("timeline", &error.to_string()))?,
+            channel: self.channel,
+            previous_channel: self.previous_channel,
+            message: self.message,
+            referral: self.referral,
+        })
     }
 }

@@ -15,5 +15,7 @@ if at > last then
   redis.call('HSET', conv_key, 'last_at', num(at))
 end
 redis.call('RPUSH', history_key, ARGV[4])
+timeline(ARGV[1], ARGV[2], 'message', at, redis.call('HGET', conv_key, 'current') or '',
+  ',"message":' .. ARGV[4])
 redis.call('LTRIM', history_key, -tonumber(ARGV[5]), -1)
 return describe(KEYS[1], conv_key, ARGV[2], history_key, tonumber(ARGV[6]), '0', '')
