@@ -272,6 +272,27 @@ async fn threading(store: &dyn ContextStore) {
     windowed.reply_window = Some(Duration::from_secs(24 * 3600));
     let result = ok(store, windowed).await;
     assert_eq!(result.conversation.reply_window_until, Some(later(at, 55)));
+    // Per channel: a channel without a window shows none; switching back shows its own.
+    let other = channel("sms");
+    let elsewhere = ok(store, message(&other, "v-sms", "t5", later(at, 31))).await;
+    assert_ne!(elsewhere.contact.id, result.contact.id, "unlinked sender");
+    let mut merged = message(&other, "v-sms", "t6", later(at, 31));
+    merged.person.user = handle(HandleKind::ChannelUser, &format!("{web}:v"), true);
+    merged.channel = other.clone();
+    let moved = ok(store, merged).await;
+    assert_eq!(moved.switched_from.as_deref(), Some(web.as_str()));
+    assert_eq!(
+        moved.conversation.reply_window_until, None,
+        "sms has no window"
+    );
+    let mut back = message(&web, "v", "t7", later(at, 31));
+    back.reply_window = None;
+    let back = ok(store, back).await;
+    assert_eq!(
+        back.conversation.reply_window_until,
+        Some(later(at, 55)),
+        "web's window"
+    );
     // Outbound messages count and join the history.
     let sent = store
         .record_outbound(
@@ -291,7 +312,7 @@ async fn threading(store: &dyn ContextStore) {
         )
         .await
         .expect("recorded");
-    assert_eq!(sent.conversation.messages, 3);
+    assert_eq!(sent.conversation.messages, 5);
     assert_eq!(sent.conversation.last_activity_at, later(at, 32));
     assert_eq!(
         sent.history.last().map(|e| e.direction),

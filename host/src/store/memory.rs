@@ -58,6 +58,8 @@ struct Thread {
     conversation: Conversation,
     history: VecDeque<HistoryEntry>,
     timeline: Vec<TimelineEntry>,
+    /// Channel → end of its reply window.
+    windows: HashMap<String, Timestamp>,
 }
 
 impl Default for MemoryStore {
@@ -617,9 +619,14 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
         }
         conversation.messages += 1;
         conversation.last_activity_at = conversation.last_activity_at.max(ingest.at);
-        if let Some(window) = ingest.reply_window {
-            conversation.reply_window_until = ingest.at.checked_add(window).ok();
+        // Reply windows are per channel; the conversation shows the current channel's.
+        if let Some(until) = ingest
+            .reply_window
+            .and_then(|window| ingest.at.checked_add(window).ok())
+        {
+            thread.windows.insert(ingest.channel.clone(), until);
         }
+        conversation.reply_window_until = thread.windows.get(&ingest.channel).copied();
         push_history(&mut thread.history, message.clone(), policy.history_cap);
         let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
         entry.message = Some(message.clone());
@@ -663,6 +670,7 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
         },
         history: VecDeque::new(),
         timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
+        windows: HashMap::new(),
     }
 }
 

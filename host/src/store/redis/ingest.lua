@@ -82,8 +82,17 @@ if ARGV[14] ~= '' then
   if at > last then
     redis.call('HSET', conv_key, 'last_at', num(at))
   end
+  -- Reply windows are per channel: `windows` maps channel → end (µs); `reply_until`
+  -- is the current channel's, cleared when the current channel has none.
+  local windows = cjson.decode(redis.call('HGET', conv_key, 'windows') or '{}')
   if ARGV[16] ~= '' then
-    redis.call('HSET', conv_key, 'reply_until', num(at + tonumber(ARGV[16])))
+    windows[channel] = num(at + tonumber(ARGV[16]))
+    redis.call('HSET', conv_key, 'windows', cjson.encode(windows))
+  end
+  if windows[channel] then
+    redis.call('HSET', conv_key, 'reply_until', windows[channel])
+  else
+    redis.call('HDEL', conv_key, 'reply_until')
   end
   redis.call('RPUSH', history_key, ARGV[14])
   timeline(prefix, conv_id, 'message', at, channel, ',"message":' .. ARGV[14])
