@@ -798,6 +798,42 @@ async fn timeline(store: &dyn ContextStore) {
     ));
 }
 
+/// A store opened with a one-hour message retention.
+async fn retention(store: &dyn ContextStore) -> (String, String) {
+    let web = channel("web");
+    let old = now()
+        .checked_sub(SignedDuration::from_hours(2))
+        .expect("time");
+    let first = ok(store, message(&web, "v", "k1", old)).await;
+    assert!(
+        first.history.is_empty(),
+        "a message older than the retention is dropped"
+    );
+    let fresh = ok(store, message(&web, "v", "k2", now())).await;
+    assert_eq!(fresh.conversation.id, first.conversation.id);
+    assert_eq!(fresh.conversation.messages, 2, "counters are kept");
+    let texts: Vec<String> = fresh
+        .history
+        .iter()
+        .filter_map(|e| e.text.clone())
+        .collect();
+    assert_eq!(texts, vec!["text k2"]);
+    let stored = store.history(&fresh.conversation.id, 10).await.expect("ok");
+    assert_eq!(stored, fresh.history);
+    let page = store
+        .timeline(&fresh.conversation.id, 0, 10)
+        .await
+        .expect("ok");
+    let kinds: Vec<&str> = page.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["message"],
+        "older timeline entries are dropped too"
+    );
+    assert_eq!(page.next, None);
+    (fresh.contact.id, fresh.conversation.id)
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -815,6 +851,10 @@ async fn suite(store: Arc<dyn ContextStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_backend_conforms() {
     suite(Arc::new(MemoryStore::new())).await;
+    retention(&MemoryStore::with_retention(Some(Duration::from_secs(
+        3600,
+    ))))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -823,6 +863,17 @@ async fn redis_backend_conforms() {
     let store = omnigate::store::open(&server.url()).expect("open");
     assert_eq!(store.backend(), "redis");
     suite(store).await;
+    let retained =
+        RedisStore::open_with(&server.url(), Some(Duration::from_secs(3600))).expect("open");
+    let (contact, conversation) = retention(&retained).await;
+    // Retention also lets an idle conversation's messages expire in Redis.
+    let key = format!("og:{{{contact}}}:h:{conversation}");
+    let seconds: i64 = server
+        .cli(&["TTL", &key])
+        .expect("ttl")
+        .parse()
+        .expect("number");
+    assert!(seconds > 0, "{key} has no TTL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -81,6 +81,10 @@ pub struct StoreSettings {
     /// How often idle conversations are looked for and closed (`conversation.closed`).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Messages (history and timeline entries) older than this are dropped; unset keeps
+    /// them as long as their conversation.
+    #[serde(with = "humantime_serde")]
+    pub message_retention: Option<Duration>,
 }
 
 impl Default for StoreSettings {
@@ -88,6 +92,7 @@ impl Default for StoreSettings {
         Self {
             url: "memory://".into(),
             sweep_interval: Duration::from_secs(30),
+            message_retention: None,
         }
     }
 }

@@ -57,7 +57,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
     })?);
-    let store = crate::store::open(&config.store.url)?;
+    let store = crate::store::open_with(&config.store.url, config.store.message_retention)?;
     let delivery = Delivery::start(config.delivery.clone(), config.subscriptions.clone())?;
     let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
         .map_err(BootError::Config)?;

@@ -27,6 +27,7 @@ const DEDUPE_SHARDS: usize = 64;
 pub struct MemoryStore {
     dedupe: Vec<Mutex<DedupeShard>>,
     state: Mutex<State>,
+    retention: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -58,6 +59,8 @@ struct Thread {
     conversation: Conversation,
     history: VecDeque<HistoryEntry>,
     timeline: Vec<TimelineEntry>,
+    /// Timeline entries dropped by retention (cursors count from the first entry ever).
+    trimmed: u64,
     /// Channel → end of its reply window.
     windows: HashMap<String, Timestamp>,
 }
@@ -71,10 +74,23 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
+        Self::with_retention(None)
+    }
+
+    /// An empty store dropping messages (history and timeline entries) older than
+    /// `retention`.
+    pub fn with_retention(retention: Option<Duration>) -> Self {
         Self {
             dedupe: (0..DEDUPE_SHARDS).map(|_| Mutex::default()).collect(),
             state: Mutex::default(),
+            retention,
         }
+    }
+
+    /// The oldest time retention keeps, if there is a retention.
+    fn cutoff(&self) -> Option<Timestamp> {
+        let retention = jiff::SignedDuration::try_from(self.retention?).ok()?;
+        Timestamp::now().checked_sub(retention).ok()
     }
 
     /// Remember `key`; false when it was already known (within the TTL).
@@ -119,7 +135,13 @@ impl ContextStore for MemoryStore {
         }
         let mut state = self.state.lock();
         let contact_id = state.resolve_contact(&ingest.person, ingest.at);
-        let result = state.touch_conversation(&contact_id, &ingest, policy);
+        let mut result = state.touch_conversation(&contact_id, &ingest, policy);
+        if let Some(cutoff) = self.cutoff()
+            && let Some(thread) = state.conversations.get_mut(&result.conversation.id)
+        {
+            thread.retain(cutoff);
+            result.history.retain(|entry| entry.at >= cutoff);
+        }
         Ok(Some(result))
     }
 
@@ -140,6 +162,9 @@ impl ContextStore for MemoryStore {
         entry.message = Some(outbound.message.clone());
         thread.timeline.push(entry);
         push_history(&mut thread.history, outbound.message, policy.history_cap);
+        if let Some(cutoff) = self.cutoff() {
+            thread.retain(cutoff);
+        }
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
         let contact = state
@@ -264,6 +289,11 @@ impl ContextStore for MemoryStore {
     ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
         let mut state = self.state.lock();
         let state = &mut *state;
+        if let Some(cutoff) = self.cutoff() {
+            for thread in state.conversations.values_mut() {
+                thread.retain(cutoff);
+            }
+        }
         let mut closed = Vec::new();
         for (contact_id, conversation_id) in &state.latest {
             if closed.len() >= limit {
@@ -301,7 +331,8 @@ impl ContextStore for MemoryStore {
             .conversations
             .get(conversation_id)
             .ok_or_else(|| not_found("conversation", conversation_id))?;
-        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        let from = from.max(thread.trimmed);
+        let start = usize::try_from(from - thread.trimmed).unwrap_or(usize::MAX);
         let entries: Vec<TimelineEntry> = thread
             .timeline
             .iter()
@@ -309,9 +340,10 @@ impl ContextStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect();
-        let end = start.saturating_add(entries.len());
+        let end = from + entries.len() as u64;
+        let total = thread.trimmed + thread.timeline.len() as u64;
         Ok(TimelinePage {
-            next: (end < thread.timeline.len()).then_some(end as u64),
+            next: (end < total).then_some(end),
             entries,
         })
     }
@@ -598,6 +630,22 @@ impl State {
     }
 }
 
+impl Thread {
+    /// Drop history and timeline entries older than `cutoff`.
+    fn retain(&mut self, cutoff: Timestamp) {
+        while self.history.front().is_some_and(|entry| entry.at < cutoff) {
+            self.history.pop_front();
+        }
+        let old = self
+            .timeline
+            .iter()
+            .take_while(|entry| entry.at < cutoff)
+            .count();
+        self.timeline.drain(..old);
+        self.trimmed += old as u64;
+    }
+}
+
 /// Apply one event to its conversation; returns the previous channel on a switch.
 fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<String> {
     let conversation = &mut thread.conversation;
@@ -671,6 +719,7 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
         history: VecDeque::new(),
         timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
         windows: HashMap::new(),
+        trimmed: 0,
     }
 }
 

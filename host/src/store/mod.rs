@@ -162,18 +162,26 @@ pub trait ContextStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
-/// Open the store named by `url`.
+/// Open the store named by `url`, keeping messages as long as their conversation.
 pub fn open(url: &str) -> Result<Arc<dyn ContextStore>, StoreError> {
+    open_with(url, None)
+}
+
+/// Open the store named by `url`, dropping messages older than `retention`.
+pub fn open_with(
+    url: &str,
+    retention: Option<Duration>,
+) -> Result<Arc<dyn ContextStore>, StoreError> {
     match url {
         "memory://" | "memory" => {
             tracing::warn!(
                 "using the embedded MEMORY store: one process only, everything is lost on restart \
                  (set [store] url = \"redis://…\" in production)"
             );
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::with_retention(retention)))
         }
         url if redis::is_redis_url(url) => {
-            let store = RedisStore::open(url)?;
+            let store = RedisStore::open_with(url, retention)?;
             tracing::info!(redis = store.display(), "using the Redis store");
             Ok(Arc::new(store))
         }

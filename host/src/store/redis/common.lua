@@ -7,6 +7,35 @@ local function num(value)
   return string.format('%.0f', value)
 end
 
+-- History entries are stored as "<time µs> <JSON>", so retention can trim by time.
+local function history_json(stored)
+  local space = string.find(stored, ' ', 1, true)
+  if space then return string.sub(stored, space + 1) end
+  return stored
+end
+
+-- Apply message retention to a conversation: drop history and timeline entries older
+-- than `cutoff` (µs; nil = keep) from the front, a bounded number per call, and let both
+-- lists expire when the conversation stays idle longer than `retention` (µs).
+local function retain(conv_key, history_key, timeline_key, cutoff, retention)
+  if not cutoff then return end
+  for _ = 1, 20 do
+    local head = redis.call('LINDEX', history_key, 0)
+    local time = head and string.match(head, '^(%d+) ')
+    if not time or tonumber(time) >= cutoff then break end
+    redis.call('LPOP', history_key)
+  end
+  for _ = 1, 20 do
+    local head = redis.call('LINDEX', timeline_key, 0)
+    if not head or cjson.decode(head).at_us >= cutoff then break end
+    redis.call('LPOP', timeline_key)
+    redis.call('HINCRBY', conv_key, 'tl_trimmed', 1)
+  end
+  local seconds = math.ceil(retention / 1000000)
+  redis.call('EXPIRE', history_key, seconds)
+  redis.call('EXPIRE', timeline_key, seconds)
+end
+
 -- The reply describing a contact, one conversation and the last `depth` messages:
 -- { name, created_at, handles_json, conversation fields (see FIELDS in mod.rs)...,
 --   started, switched_from, history... }. Missing values are ''.
@@ -20,7 +49,7 @@ local function describe(contact_key, conv_key, conv_id, history_key, depth, star
   out[#out + 1] = switched
   if depth > 0 then
     local entries = redis.call('LRANGE', history_key, -depth, -1)
-    for i = 1, #entries do out[#out + 1] = entries[i] end
+    for i = 1, #entries do out[#out + 1] = history_json(entries[i]) end
   end
   return out
 end

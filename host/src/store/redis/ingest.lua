@@ -6,7 +6,7 @@
 --       6 event time (µs)  7 channel  8 inactivity (µs)  9 history cap  10 history depth
 --       11 name or ''  12 handles JSON array  13 proposed conversation id
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
---       16 reply window (µs) or ''
+--       16 reply window (µs) or ''  17 message retention (µs) or ''
 -- Returns nil for a duplicate, else `describe(...)`.
 local prefix = ARGV[1]
 local now_ms = tonumber(ARGV[4])
@@ -94,7 +94,7 @@ if ARGV[14] ~= '' then
   else
     redis.call('HDEL', conv_key, 'reply_until')
   end
-  redis.call('RPUSH', history_key, ARGV[14])
+  redis.call('RPUSH', history_key, num(at) .. ' ' .. ARGV[14])
   timeline(prefix, conv_id, 'message', at, channel, ',"message":' .. ARGV[14])
   redis.call('LTRIM', history_key, -tonumber(ARGV[9]), -1)
 end
@@ -102,6 +102,11 @@ if ARGV[15] ~= '' then
   redis.call('HSETNX', conv_key, 'first_touch', ARGV[15])
   redis.call('HSET', conv_key, 'last_touch', ARGV[15])
   timeline(prefix, conv_id, 'referral', at, channel, ',"referral":' .. ARGV[15])
+end
+
+if ARGV[17] ~= '' then
+  retain(conv_key, history_key, prefix .. 'tl:' .. conv_id, now_ms * 1000 - tonumber(ARGV[17]),
+    tonumber(ARGV[17]))
 end
 
 return describe(KEYS[1], conv_key, conv_id, history_key, tonumber(ARGV[10]), started, switched)

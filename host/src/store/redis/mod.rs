@@ -56,6 +56,7 @@ pub struct RedisStore {
     close_script: Script,
     unindex_script: Script,
     round_trips: Arc<AtomicU64>,
+    retention: Option<Duration>,
 }
 
 impl RedisStore {
@@ -63,6 +64,11 @@ impl RedisStore {
     /// `rediss://…` (TLS), `redis+cluster://[auth@]h1:p1,h2:p2` / `rediss+cluster://…`, or
     /// several comma-separated `redis://` URLs (a cluster's seed nodes).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, None)
+    }
+
+    /// [`RedisStore::open`] with a message retention (`None`: kept with the conversation).
+    pub fn open_with(url: &str, retention: Option<Duration>) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
         let target = conn::open(url)?;
         Ok(Self {
@@ -95,6 +101,7 @@ impl RedisStore {
             )),
             unindex_script: Script::new(include_str!("unindex.lua")),
             round_trips: Arc::new(AtomicU64::new(0)),
+            retention,
         })
     }
 
@@ -106,6 +113,12 @@ impl RedisStore {
     /// Round trips made since start (each a set of concurrent commands), for benchmarks.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn retention_arg(&self) -> String {
+        self.retention
+            .map(|retention| micros(retention).to_string())
+            .unwrap_or_default()
     }
 
     fn trip(&self) {
@@ -512,7 +525,8 @@ impl ContextStore for RedisStore {
             .arg(&proposed)
             .arg(entry)
             .arg(referral)
-            .arg(window);
+            .arg(window)
+            .arg(self.retention_arg());
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
         let (reply, (), (), ()) = futures::try_join!(
@@ -575,7 +589,9 @@ impl ContextStore for RedisStore {
             .arg(outbound.message.at.as_microsecond())
             .arg(entry)
             .arg(policy.history_cap.max(1))
-            .arg(policy.history_depth);
+            .arg(policy.history_depth)
+            .arg(self.retention_arg())
+            .arg(Timestamp::now().as_microsecond());
         let (reply, ()) = futures::try_join!(
             self.conn_eval(invocation),
             self.mark_active(&contact_id, outbound.message.at),
@@ -645,7 +661,10 @@ impl ContextStore for RedisStore {
                     .clone(),
             )
             .await?;
-        entries.iter().map(|entry| parse_json(entry)).collect()
+        entries
+            .iter()
+            .map(|entry| parse_json(stored_history(entry)))
+            .collect()
     }
 
     async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError> {
@@ -939,12 +958,24 @@ impl ContextStore for RedisStore {
             .await?
             .ok_or_else(|| not_found("conversation", conversation_id))?;
         let key = keys::timeline(&contact_id, conversation_id);
-        let start = i64::try_from(from).unwrap_or(i64::MAX);
+        // Retention drops entries from the front; cursors count from the first entry ever.
+        let trimmed: Option<u64> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::conversation(&contact_id, conversation_id))
+                    .arg("tl_trimmed")
+                    .clone(),
+            )
+            .await?;
+        let trimmed = trimmed.unwrap_or(0);
+        let from = from.max(trimmed);
+        let start = i64::try_from(from - trimmed).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)) - 1;
-        let (raw, total): (Vec<String>, u64) = futures::try_join!(
+        let (raw, length): (Vec<String>, u64) = futures::try_join!(
             self.query(redis::cmd("LRANGE").arg(&key).arg(start).arg(stop).clone()),
             self.query(redis::cmd("LLEN").arg(&key).clone()),
         )?;
+        let total = trimmed + length;
         let entries = raw
             .iter()
             .map(|json| parse_json::<StoredEntry>(json).and_then(StoredEntry::entry))
@@ -1156,5 +1187,13 @@ impl StoredEntry {
             message: self.message,
             referral: self.referral,
         })
+    }
+}
+
+/// A stored history entry (`"<time µs> <JSON>"`) without its time prefix.
+fn stored_history(stored: &str) -> &str {
+    match stored.split_once(' ') {
+        Some((time, json)) if time.bytes().all(|byte| byte.is_ascii_digit()) => json,
+        _ => stored,
     }
 }
