@@ -663,15 +663,16 @@ async fn erasure(store: &dyn ContextStore) {
 /// Idle conversations are closed once, even with several sweepers at once.
 async fn sweeping(store: Arc<dyn ContextStore>) {
     let web = channel("web");
-    let past = now()
-        .checked_sub(SignedDuration::from_hours(2))
-        .expect("time");
-    let idle = ok(&*store, message(&web, "s", "s1", past)).await;
-    let busy = ok(&*store, message(&web, "t", "s2", now())).await;
+    // Sweep "three hours from now": a conversation is idle after an hour without a
+    // message, by event time and by the time it was received.
+    let at = now();
+    let sweep_at = later(at, 3);
+    let idle = ok(&*store, message(&web, "s", "s1", at)).await;
+    let busy = ok(&*store, message(&web, "t", "s2", sweep_at)).await;
     let hour = Duration::from_secs(3600);
     let sweeps = (0..4).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.close_idle(now(), hour, 10_000).await })
+        tokio::spawn(async move { store.close_idle(sweep_at, hour, 10_000).await })
     });
     let mut closed = Vec::new();
     for sweep in sweeps.collect::<Vec<_>>() {
@@ -701,7 +702,17 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
         .expect("ok")
         .expect("kept");
     assert_eq!(open.status, omnigate::event::ConversationStatus::Open);
-    let again = store.close_idle(now(), hour, 10_000).await.expect("ok");
+    let again = store.close_idle(sweep_at, hour, 10_000).await.expect("ok");
+    // Received just now with an old event time: not idle.
+    let old = now()
+        .checked_sub(SignedDuration::from_hours(2))
+        .expect("time");
+    let late = ok(&*store, message(&web, "u", "s4", old)).await;
+    let swept = store.close_idle(now(), hour, 10_000).await.expect("ok");
+    assert!(
+        swept.iter().all(|(_, c)| c.id != late.conversation.id),
+        "received recently"
+    );
     assert!(again.iter().all(|(_, c)| c.id != idle.conversation.id));
     // The next message opens a new conversation.
     let next = ok(&*store, message(&web, "s", "s3", now())).await;

@@ -63,6 +63,9 @@ struct Thread {
     trimmed: u64,
     /// Channel → end of its reply window.
     windows: HashMap<String, Timestamp>,
+    /// Wall-clock time of the latest message (the sweeper's idea of activity, whatever
+    /// times providers report).
+    touched: Timestamp,
 }
 
 impl Default for MemoryStore {
@@ -158,6 +161,7 @@ impl ContextStore for MemoryStore {
         let at = outbound.message.at;
         thread.conversation.messages += 1;
         thread.conversation.last_activity_at = at;
+        thread.touched = Timestamp::now();
         let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
         entry.message = Some(outbound.message.clone());
         thread.timeline.push(entry);
@@ -302,7 +306,9 @@ impl ContextStore for MemoryStore {
             let Some(thread) = state.conversations.get_mut(conversation_id) else {
                 continue;
             };
-            if is_open(&thread.conversation, now, inactivity) {
+            let mut latest = thread.conversation.clone();
+            latest.last_activity_at = latest.last_activity_at.max(thread.touched);
+            if is_open(&latest, now, inactivity) {
                 continue;
             }
             if thread.conversation.status == ConversationStatus::Closed {
@@ -667,6 +673,7 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
         }
         conversation.messages += 1;
         conversation.last_activity_at = conversation.last_activity_at.max(ingest.at);
+        thread.touched = Timestamp::now();
         // Reply windows are per channel; the conversation shows the current channel's.
         if let Some(until) = ingest
             .reply_window
@@ -720,6 +727,7 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
         timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
         windows: HashMap::new(),
         trimmed: 0,
+        touched: Timestamp::now(),
     }
 }
 

@@ -158,6 +158,12 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Redis round trips made since start (`None` for backends without any), for
+    /// benchmarks.
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
+
     /// The backend's name, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 }

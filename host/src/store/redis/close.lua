@@ -9,13 +9,16 @@ if not conv_id then
   return { 'gone' }
 end
 local conv_key = ARGV[1] .. 'cv:' .. conv_id
-local state = redis.call('HMGET', conv_key, 'status', 'last_at')
+local state = redis.call('HMGET', conv_key, 'status', 'last_at', 'touched_at')
 if state[1] ~= 'open' then
   return { 'gone' }
 end
+-- Idle means: no message for `inactivity`, by the latest event time and by the time it
+-- was received (providers may report old times, e.g. on retries).
+local last = math.max(tonumber(state[2] or '0'), tonumber(state[3] or '0'))
 local now = tonumber(ARGV[2])
-if now - tonumber(state[2] or '0') < tonumber(ARGV[3]) then
-  return { 'active', state[2] }
+if now - last < tonumber(ARGV[3]) then
+  return { 'active', num(last) }
 end
 redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', num(now))
 timeline(ARGV[1], conv_id, 'conversation.closed', now,

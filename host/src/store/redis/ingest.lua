@@ -51,7 +51,7 @@ if not conv_id then
   conv_key = prefix .. 'cv:' .. conv_id
   redis.call('HSET', conv_key, 'contact', ARGV[2], 'status', 'open', 'started_at', num(at),
     'last_at', num(at), 'channels', cjson.encode({ channel }), 'current', channel,
-    'messages', 0)
+    'messages', 0, 'touched_at', num(now_ms * 1000))
   redis.call('HSET', KEYS[1], 'latest', conv_id)
   redis.call('RPUSH', KEYS[3], conv_id)
   timeline(prefix, conv_id, 'conversation.started', at, channel, '')
@@ -78,6 +78,9 @@ if ARGV[14] ~= '' then
     redis.call('HSET', conv_key, 'channels', cjson.encode(channels))
   end
   redis.call('HINCRBY', conv_key, 'messages', 1)
+  -- Wall-clock time of the latest message: the sweeper closes a conversation after
+  -- `inactivity` without messages received, whatever times providers report.
+  redis.call('HSET', conv_key, 'touched_at', num(now_ms * 1000))
   local last = tonumber(redis.call('HGET', conv_key, 'last_at') or '0')
   if at > last then
     redis.call('HSET', conv_key, 'last_at', num(at))

@@ -531,7 +531,7 @@ impl ContextStore for RedisStore {
         self.trip();
         let (reply, (), (), ()) = futures::try_join!(
             self.conn_eval(invocation),
-            self.mark_active(&contact_id, ingest.at),
+            self.mark_active(&contact_id, Timestamp::now()),
             async {
                 if fresh {
                     self.set_index(&proposed, &contact_id).await
@@ -594,7 +594,7 @@ impl ContextStore for RedisStore {
             .arg(Timestamp::now().as_microsecond());
         let (reply, ()) = futures::try_join!(
             self.conn_eval(invocation),
-            self.mark_active(&contact_id, outbound.message.at),
+            self.mark_active(&contact_id, Timestamp::now()),
         )?;
         let reply = reply.ok_or_else(|| not_found("conversation", conversation_id))?;
         parse_reply(&contact_id, &reply)
@@ -1001,6 +1001,10 @@ impl ContextStore for RedisStore {
                 self.display
             )))
         }
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(RedisStore::round_trips(self))
     }
 
     fn backend(&self) -> &'static str {

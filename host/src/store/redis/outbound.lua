@@ -10,6 +10,7 @@ if redis.call('EXISTS', conv_key) == 0 then
 end
 local at = tonumber(ARGV[3])
 redis.call('HINCRBY', conv_key, 'messages', 1)
+redis.call('HSET', conv_key, 'touched_at', ARGV[8])
 local last = tonumber(redis.call('HGET', conv_key, 'last_at') or '0')
 if at > last then
   redis.call('HSET', conv_key, 'last_at', num(at))
