@@ -845,6 +845,88 @@ async fn retention(store: &dyn ContextStore) -> (String, String) {
     (fresh.contact.id, fresh.conversation.id)
 }
 
+/// Same name and e-mail domain: a probable link, shown both ways, never merged.
+async fn probable_links(store: &dyn ContextStore) {
+    let web = channel("web");
+    let domain = format!(
+        "{}.example",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let visitor = |user: &str, id: &str, name: &str, email: &str| {
+        let mut ingest = message(&web, user, id, now());
+        ingest.person.name = Some(name.to_owned());
+        ingest.person.handles.push(handle(
+            HandleKind::Email,
+            &format!("{email}@{domain}"),
+            false,
+        ));
+        ingest
+    };
+    let a = ok(store, visitor("p1", "pl1", "Ana Pérez", "ana")).await;
+    let b = ok(store, visitor("p2", "pl2", "ana   pérez", "a.perez")).await;
+    let c = ok(store, visitor("p3", "pl3", "Bea", "bea")).await;
+    assert_ne!(a.contact.id, b.contact.id, "never merged automatically");
+    let of = |details: &omnigate::store::ContactDetails| -> Vec<String> {
+        details
+            .probable_links
+            .iter()
+            .map(|l| l.contact_id.clone())
+            .collect()
+    };
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(of(&da), vec![b.contact.id.clone()]);
+    assert_eq!(
+        da.probable_links[0].strength,
+        omnigate::store::LinkStrength::Probable
+    );
+    assert_eq!(
+        da.probable_links[0].evidence,
+        format!("same name `ana pérez` and e-mail domain `{domain}`")
+    );
+    let db = store
+        .contact_details(&b.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(of(&db), vec![a.contact.id.clone()]);
+    let dc = store
+        .contact_details(&c.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(dc.probable_links.is_empty());
+    // Merged contacts are not "probably" linked any more; erased ones disappear.
+    store
+        .merge(&a.contact.id, &b.contact.id, "x", now())
+        .await
+        .expect("merged");
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
+    store
+        .unmerge(&a.contact.id, &b.contact.id, now())
+        .await
+        .expect("unmerged");
+    store
+        .erase(&b.contact.id)
+        .await
+        .expect("ok")
+        .expect("existed");
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -857,6 +939,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     erasure(&*store).await;
     sweeping(store.clone()).await;
     timeline(&*store).await;
+    probable_links(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

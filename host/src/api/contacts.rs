@@ -142,6 +142,7 @@ pub async fn erase(
         merges: Vec::new(),
         conversations: erased.conversations.clone(),
         latest_conversation: None,
+        probable_links: Vec::new(),
     };
     let mut conversation = erased.latest.clone();
     if let Some(conversation) = &mut conversation {

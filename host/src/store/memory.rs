@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, TimelineEntry, TimelinePage,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
@@ -53,6 +53,8 @@ struct State {
     merges: HashMap<String, Vec<Merge>>,
     /// Link token → (contact id, expiry).
     tokens: HashMap<String, (String, Instant)>,
+    /// Probable-link key (name + e-mail domain) → contacts.
+    probable: HashMap<String, HashSet<String>>,
 }
 
 struct Thread {
@@ -396,6 +398,9 @@ impl State {
         if person.name.is_some() {
             contact.name.clone_from(&person.name);
         }
+        for (key, _) in probable_keys(person.name.as_deref(), &person.handles) {
+            self.probable.entry(key).or_default().insert(id.clone());
+        }
         for handle in std::iter::once(&person.user).chain(&person.handles) {
             add_handle(contact, handle);
             // First claim wins: a handle already owned by another contact stays with it
@@ -478,13 +483,41 @@ impl State {
         for merge in merges.iter().filter(|merge| merge.undone_at.is_none()) {
             conversations.extend(self.owned.get(&merge.absorbed).cloned().unwrap_or_default());
         }
+        let probable_links = self.probable_links(&contact, &merges);
         Some(ContactDetails {
             contact,
             merged_into: self.merged_into.get(id).cloned(),
+            probable_links,
             merges,
             conversations,
             latest_conversation: self.latest.get(id).cloned(),
         })
+    }
+
+    fn probable_links(&self, contact: &Contact, merges: &[Merge]) -> Vec<ProbableLink> {
+        let mut links: Vec<ProbableLink> = Vec::new();
+        for (key, evidence) in probable_keys(contact.name.as_deref(), &contact.handles) {
+            let mut others: Vec<&String> = self.probable.get(&key).into_iter().flatten().collect();
+            others.sort();
+            for other in others {
+                let merged = merges
+                    .iter()
+                    .any(|merge| &merge.absorbed == other && merge.undone_at.is_none())
+                    || self.merged_into.get(&contact.id) == Some(other);
+                if *other != contact.id
+                    && !merged
+                    && self.contacts.contains_key(other)
+                    && !links.iter().any(|link| &link.contact_id == other)
+                {
+                    links.push(ProbableLink {
+                        contact_id: other.clone(),
+                        strength: LinkStrength::Probable,
+                        evidence: evidence.clone(),
+                    });
+                }
+            }
+        }
+        links
     }
 
     fn merge(
@@ -626,6 +659,9 @@ impl State {
             self.merges.remove(&contact);
             self.merged_into.remove(&contact);
             self.tokens.retain(|_, (owner, _)| *owner != contact);
+            for members in self.probable.values_mut() {
+                members.remove(&contact);
+            }
         }
         Some(Erased {
             contact_id: id.to_owned(),

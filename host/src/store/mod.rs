@@ -22,7 +22,7 @@ pub use link::{DeepLinks, IdentitySettings};
 pub use memory::MemoryStore;
 pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, TimelineEntry, TimelinePage,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
 };
 pub use redis::RedisStore;
 

@@ -206,6 +206,49 @@ pub struct ContactDetails {
     /// The contact's own latest conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_conversation: Option<String>,
+    /// Contacts that look like the same person; shown, never merged automatically.
+    pub probable_links: Vec<ProbableLink>,
+}
+
+/// Another contact that probably is the same person.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbableLink {
+    /// The other contact.
+    pub contact_id: String,
+    /// Always `probable`.
+    pub strength: LinkStrength,
+    /// Why, e.g. ``same name `ana pérez` and e-mail domain `example.com` ``.
+    pub evidence: String,
+}
+
+/// The probable-link keys of a person: normalized name + domain of each e-mail, with the
+/// evidence text.
+pub fn probable_keys(name: Option<&str>, handles: &[Handle]) -> Vec<(String, String)> {
+    let Some(name) = name
+        .map(|name| {
+            name.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
+        .filter(|name| !name.is_empty())
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<(String, String)> = handles
+        .iter()
+        .filter(|handle| handle.kind == crate::event::HandleKind::Email)
+        .filter_map(|handle| handle.value.rsplit_once('@').map(|(_, domain)| domain))
+        .map(|domain| {
+            (
+                format!("{name}|{domain}"),
+                format!("same name `{name}` and e-mail domain `{domain}`"),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// What an erasure removed.

@@ -6,6 +6,11 @@
 
 use crate::event::{Handle, HandleKind};
 
+/// Probable-link index: `og:pl:{<normalized name>|<e-mail domain>}` → set of contact ids.
+pub fn probable(key: &str) -> String {
+    format!("{ROOT}pl:{{{key}}}")
+}
+
 /// Every key starts with this.
 pub const ROOT: &str = "og:";
 

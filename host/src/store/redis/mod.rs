@@ -31,7 +31,7 @@ use redis::Script;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, TimelineEntry, TimelinePage,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
@@ -164,7 +164,10 @@ impl RedisStore {
     /// of one of its verified handles, else a new id. Returns the id and whether the
     /// contact is brand new (nothing of it exists yet), and the verified handles of a known
     /// sender that nobody owns yet (claimed alongside the ingest script).
-    async fn resolve(&self, person: &Person) -> Result<(String, bool, Vec<Handle>), StoreError> {
+    async fn resolve(
+        &self,
+        person: &Person,
+    ) -> Result<(String, bool, Vec<Handle>, bool), StoreError> {
         let indexed: Vec<&Handle> = std::iter::once(&person.user)
             .chain(person.handles.iter().filter(|handle| handle.verified))
             .collect();
@@ -177,7 +180,7 @@ impl RedisStore {
                 .filter(|(_, owner)| owner.is_none())
                 .map(|(handle, _)| (*handle).clone())
                 .collect();
-            return Ok((owner.clone(), false, unowned));
+            return Ok((owner.clone(), false, unowned, false));
         }
         let linked = owners.iter().skip(1).flatten().next().cloned();
         let fresh = linked.is_none();
@@ -205,9 +208,9 @@ impl RedisStore {
                     .map(|handle| self.repoint(keys::handle(handle), &candidate, &winner)),
             )
             .await?;
-            return Ok((winner, false, Vec::new()));
+            return Ok((winner, false, Vec::new(), true));
         }
-        Ok((winner, fresh, Vec::new()))
+        Ok((winner, fresh, Vec::new(), true))
     }
 
     /// Compare-and-set of an index key: `from` → `to` (`""` deletes). True when changed.
@@ -285,6 +288,43 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Contacts sharing a probable-link key with `contact` (not merged with it, still
+    /// existing).
+    async fn probable_links(
+        &self,
+        contact: &Contact,
+        merges: &[Merge],
+        merged_into: Option<&str>,
+    ) -> Result<Vec<ProbableLink>, StoreError> {
+        let keys = probable_keys(contact.name.as_deref(), &contact.handles);
+        let members: Vec<Vec<String>> =
+            try_join_all(keys.iter().map(|(key, _)| {
+                self.query(redis::cmd("SMEMBERS").arg(keys::probable(key)).clone())
+            }))
+            .await?;
+        let mut links: Vec<ProbableLink> = Vec::new();
+        for ((_, evidence), mut others) in keys.iter().zip(members) {
+            others.sort();
+            for other in others {
+                let merged = merged_into == Some(other.as_str())
+                    || merges
+                        .iter()
+                        .any(|merge| merge.absorbed == other && merge.undone_at.is_none());
+                if other != contact.id
+                    && !merged
+                    && !links.iter().any(|link| link.contact_id == other)
+                {
+                    links.push(ProbableLink {
+                        contact_id: other,
+                        strength: LinkStrength::Probable,
+                        evidence: evidence.clone(),
+                    });
+                }
+            }
+        }
+        Ok(links)
+    }
+
     /// Delete one contact: its index entries first (so nothing resolves to it any more),
     /// then every key under its hash tag.
     async fn erase_one(&self, contact_id: &str) -> Result<(), StoreError> {
@@ -297,6 +337,21 @@ impl RedisStore {
                     .clone(),
             )
             .await?;
+        if let Some(contact) = &contact {
+            try_join_all(
+                probable_keys(contact.name.as_deref(), &contact.handles)
+                    .iter()
+                    .map(|(key, _)| {
+                        self.query::<()>(
+                            redis::cmd("SREM")
+                                .arg(keys::probable(key))
+                                .arg(contact_id)
+                                .clone(),
+                        )
+                    }),
+            )
+            .await?;
+        }
         let handles = contact.map(|contact| contact.handles).unwrap_or_default();
         try_join_all(
             handles
@@ -480,7 +535,7 @@ impl ContextStore for RedisStore {
         ingest: Ingest,
         policy: &IngestPolicy,
     ) -> Result<Option<Ingested>, StoreError> {
-        let (contact_id, fresh, unowned) = self.resolve(&ingest.person).await?;
+        let (contact_id, fresh, unowned, new_sender) = self.resolve(&ingest.person).await?;
         let proposed = crate::ids::conversation();
         let handles: Vec<&Handle> = std::iter::once(&ingest.person.user)
             .chain(&ingest.person.handles)
@@ -529,27 +584,58 @@ impl ContextStore for RedisStore {
             .arg(self.retention_arg());
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
-        let (reply, (), (), ()) = futures::try_join!(
-            self.conn_eval(invocation),
-            self.mark_active(&contact_id, Timestamp::now()),
-            async {
-                if fresh {
-                    self.set_index(&proposed, &contact_id).await
-                } else {
-                    Ok(())
-                }
-            },
-            async {
-                // A known sender's verified handles that no contact owns yet: first wins.
-                try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+        // A new sender joins the probable-link index (known senders are indexed already).
+        let probable = if new_sender {
+            probable_keys(ingest.person.name.as_deref(), &ingest.person.handles)
+        } else {
+            Vec::new()
+        };
+        // The script's answer decides: once it committed, the event must be published
+        // (a provider retry would be a duplicate), so a failed side write is logged and
+        // repaired, never turned into an error.
+        let (reply, side) = futures::join!(self.conn_eval(invocation), async {
+            futures::try_join!(
+                async {
+                    try_join_all(probable.iter().map(|(key, _)| {
+                        self.query::<()>(
+                            redis::cmd("SADD")
+                                .arg(keys::probable(key))
+                                .arg(&contact_id)
+                                .clone(),
+                        )
+                    }))
                     .await
                     .map(drop)
-            },
-        )?;
+                },
+                self.mark_active(&contact_id, Timestamp::now()),
+                async {
+                    if fresh {
+                        self.set_index(&proposed, &contact_id).await
+                    } else {
+                        Ok(())
+                    }
+                },
+                async {
+                    // A known sender's verified handles no contact owns yet: first wins.
+                    try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+                        .await
+                        .map(drop)
+                },
+            )
+        });
+        let reply = reply?;
+        let side_failed = side
+            .map_err(|error| {
+                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed; the next event of the contact repeats it");
+            })
+            .is_err();
         let Some(reply) = reply else {
             return Ok(None);
         };
         let ingested = parse_reply(&contact_id, &reply)?;
+        if side_failed && fresh && ingested.conversation.id == proposed {
+            self.index_conversation_later(proposed.clone(), contact_id.clone());
+        }
         if ingested.started && !(fresh && ingested.conversation.id == proposed) {
             self.trip();
             if let Err(error) = self.set_index(&ingested.conversation.id, &contact_id).await {
@@ -592,11 +678,14 @@ impl ContextStore for RedisStore {
             .arg(policy.history_depth)
             .arg(self.retention_arg())
             .arg(Timestamp::now().as_microsecond());
-        let (reply, ()) = futures::try_join!(
+        let (reply, marked) = futures::join!(
             self.conn_eval(invocation),
             self.mark_active(&contact_id, Timestamp::now()),
-        )?;
-        let reply = reply.ok_or_else(|| not_found("conversation", conversation_id))?;
+        );
+        if let Err(error) = marked {
+            tracing::warn!(%error, contact = %contact_id, "open-conversation index not updated; the next event of the contact repeats it");
+        }
+        let reply = reply?.ok_or_else(|| not_found("conversation", conversation_id))?;
         parse_reply(&contact_id, &reply)
     }
 
@@ -683,6 +772,9 @@ impl ContextStore for RedisStore {
             ),
         )?;
         let merges: Vec<Merge> = merges.into_iter().map(|(_, merge)| merge).collect();
+        let probable_links = self
+            .probable_links(&contact, &merges, merged_into.as_deref())
+            .await?;
         let absorbed = try_join_all(
             merges
                 .iter()
@@ -697,6 +789,7 @@ impl ContextStore for RedisStore {
             merges,
             conversations,
             latest_conversation,
+            probable_links,
         }))
     }
 
@@ -743,7 +836,7 @@ impl ContextStore for RedisStore {
         evidence: &str,
         at: Timestamp,
     ) -> Result<Option<Merge>, StoreError> {
-        let (sender, _, unowned) = self.resolve(person).await?;
+        let (sender, _, unowned, _) = self.resolve(person).await?;
         if sender == survivor {
             return Ok(None);
         }
