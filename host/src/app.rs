@@ -35,6 +35,8 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     /// The plugins directory watch, if `[plugins] watch` is on (stops when dropped).
     pub plugin_watch: Option<DirWatch>,
+    /// `[identity]`: link tokens and their deep links.
+    pub identity: crate::store::IdentitySettings,
 }
 
 impl App {

@@ -24,3 +24,8 @@ pub fn conversation() -> String {
 pub fn message() -> String {
     new("msg")
 }
+
+/// A new merge id (`mg_…`).
+pub fn merge() -> String {
+    new("mg")
+}

@@ -1,6 +1,8 @@
 //! End-to-end webhooks/s on the memory store vs a plain axum handler doing the same
 //! signature check, JSON parse and in-memory dedupe, in the same run; then latency at half
-//! of the gateway's maximum rate. Run by `cargo xtask bench`.
+//! of the gateway's maximum rate; then the Redis store vs the memory store vs a plain axum
+//! handler storing in Redis with one script (and Redis round trips per message). Run by
+//! `cargo xtask bench`.
 //!
 //! Every request is a distinct, signed web chat message (5 000 visitors); each round gets
 //! fresh messages, so dedupe never short-circuits. Servers and load generator share the
@@ -18,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
 use omnigate_tests::load::{self, Prepared};
+use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, plugin_path, toml_path};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -147,6 +150,7 @@ fn main() {
         median(&p999s),
         median(&maxes)
     );
+    redis_comparison(&servers, &generator, gateway_addr, rounds, requests, warmup);
     servers.block_on(gateway.stop());
 }
 
@@ -220,18 +224,32 @@ async fn baseline(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
+    let message = match verified_message(&headers, &body) {
+        Ok(message) => message,
+        Err(refusal) => return refusal,
+    };
+    let shard = dedupe.hasher.hash_one(&message.id) as usize % dedupe.shards.len();
+    dedupe.shards[shard].lock().insert(message.id);
+    (StatusCode::OK, "{\"ok\":true}")
+}
+
+/// The Standard Webhooks check and JSON parse every baseline does.
+fn verified_message(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Message, (StatusCode, &'static str)> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(id), Some(timestamp), Some(signature)) = (
         header("webhook-id"),
         header("webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
         header("webhook-signature"),
     ) else {
-        return (StatusCode::UNAUTHORIZED, "missing headers");
+        return Err((StatusCode::UNAUTHORIZED, "missing headers"));
     };
     if (jiff::Timestamp::now().as_second() - timestamp).abs() > 300 {
-        return (StatusCode::UNAUTHORIZED, "stale");
+        return Err((StatusCode::UNAUTHORIZED, "stale"));
     }
-    let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, &body);
+    let content = omnigate_signature::standard_webhooks::signed_content(id, timestamp, body);
     if omnigate_signature::verify(
         omnigate_signature::Scheme::StandardWebhooks,
         SECRET.as_bytes(),
@@ -239,12 +257,179 @@ async fn baseline(
         signature,
     ) != Ok(true)
     {
-        return (StatusCode::UNAUTHORIZED, "bad signature");
+        return Err((StatusCode::UNAUTHORIZED, "bad signature"));
     }
-    let Ok(message) = serde_json::from_slice::<Message>(&body) else {
-        return (StatusCode::BAD_REQUEST, "bad body");
+    serde_json::from_slice::<Message>(body).map_err(|_| (StatusCode::BAD_REQUEST, "bad body"))
+}
+
+/// The Redis store against the memory store and against a plain axum handler that checks
+/// the same signature and stores with one atomic script (SET NX, then HSET + XADD only for
+/// a new id), in one round trip — all on one redis-server started here.
+fn redis_comparison(
+    servers: &tokio::runtime::Runtime,
+    generator: &tokio::runtime::Runtime,
+    memory_addr: SocketAddr,
+    rounds: usize,
+    requests: usize,
+    warmup: usize,
+) {
+    let redis = RedisServer::start().expect("redis-server");
+    let config = format!(
+        "[store]\nurl = \"{}\"\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n",
+        redis.url(),
+        toml_path(&plugin_path("webchat"))
+    );
+    let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
+    let gateway_addr: SocketAddr = gateway
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let baseline_addr = servers.block_on(start_redis_baseline(&redis.url()));
+    let store = gateway.app.pipeline.store().clone();
+    let mut redis_rates = Vec::new();
+    let mut memory_rates = Vec::new();
+    let mut baseline_rates = Vec::new();
+    let mut vs_memory = Vec::new();
+    let mut vs_baseline = Vec::new();
+    let mut trips_per_message = Vec::new();
+    for round in 0..rounds {
+        if round == 0 {
+            for addr in [gateway_addr, baseline_addr] {
+                generator.block_on(load::closed_loop(
+                    addr,
+                    prepared(&format!("rwarm-{addr}"), warmup),
+                    CONNECTIONS,
+                ));
+            }
+        }
+        let before = store.round_trips().unwrap_or(0);
+        let r = generator.block_on(load::closed_loop(
+            gateway_addr,
+            prepared(&format!("r{round}"), requests),
+            CONNECTIONS,
+        ));
+        let trips = store.round_trips().unwrap_or(0) - before;
+        let m = generator.block_on(load::closed_loop(
+            memory_addr,
+            prepared(&format!("rm{round}"), requests),
+            CONNECTIONS,
+        ));
+        let b = generator.block_on(load::closed_loop(
+            baseline_addr,
+            prepared(&format!("rb{round}"), requests),
+            CONNECTIONS,
+        ));
+        assert_eq!(
+            r.failed + m.failed + b.failed,
+            0,
+            "requests failed: redis store {}, memory store {}, redis baseline {}",
+            r.failed,
+            m.failed,
+            b.failed
+        );
+        redis_rates.push(r.rate());
+        memory_rates.push(m.rate());
+        baseline_rates.push(b.rate());
+        vs_memory.push(r.rate() / m.rate());
+        vs_baseline.push(r.rate() / b.rate());
+        trips_per_message.push(trips as f64 / r.ok.max(1) as f64);
+        eprintln!(
+            "round {}: redis store {:.0}/s, memory store {:.0}/s, redis baseline {:.0}/s, {:.2} round trips/message",
+            round + 1,
+            r.rate(),
+            m.rate(),
+            b.rate(),
+            trips as f64 / r.ok.max(1) as f64
+        );
+    }
+    println!(
+        "\n## Inbound webhooks/s, Redis store ({requests} distinct signed messages per round, {CONNECTIONS} connections, median of {rounds} rounds, one local redis-server)\n"
+    );
+    println!("| server | median req/s | min | max |\n|---|---|---|---|");
+    for (name, values) in [
+        ("omnigate, Redis store", &redis_rates),
+        ("omnigate, memory store (same run)", &memory_rates),
+        (
+            "plain axum: same signature check + JSON parse + one-round-trip dedupe-and-store script",
+            &baseline_rates,
+        ),
+    ] {
+        let (min, max) = values
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        println!("| {name} | {:.0} | {min:.0} | {max:.0} |", median(values));
+    }
+    println!(
+        "\nratio Redis store / memory store: {:.2} (target ≥ 0.60); Redis store / Redis baseline: {:.2} (target ≥ 0.80); Redis round trips per message: {:.2} (target ≤ 3)",
+        median(&vs_memory),
+        median(&vs_baseline),
+        median(&trips_per_message)
+    );
+    servers.block_on(gateway.stop());
+}
+
+/// The Redis baseline's script: dedupe, then store only a new message.
+const BASELINE_SCRIPT: &str = r"
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 259200) then
+  redis.call('HSET', KEYS[2], 'name', ARGV[1], 'last_message', ARGV[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*', 'id', ARGV[2], 'body', ARGV[3])
+  return 1
+end
+return 0
+";
+
+#[derive(Clone)]
+struct RedisBaseline {
+    conn: redis::aio::ConnectionManager,
+    script: Arc<redis::Script>,
+}
+
+async fn start_redis_baseline(url: &str) -> SocketAddr {
+    let client = redis::Client::open(url).expect("redis url");
+    let conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("redis connection");
+    let state = RedisBaseline {
+        conn,
+        script: Arc::new(redis::Script::new(BASELINE_SCRIPT)),
     };
-    let shard = dedupe.hasher.hash_one(&message.id) as usize % dedupe.shards.len();
-    dedupe.shards[shard].lock().insert(message.id);
-    (StatusCode::OK, "{\"ok\":true}")
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/webhooks/web", post(redis_baseline))
+        .with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+async fn redis_baseline(
+    State(state): State<RedisBaseline>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let message = match verified_message(&headers, &body) {
+        Ok(message) => message,
+        Err(refusal) => return refusal,
+    };
+    let visitor = &message.visitor.id;
+    let mut conn = state.conn.clone();
+    let stored: redis::RedisResult<i64> = state
+        .script
+        .key(format!("bl:{{{visitor}}}:seen:{}", message.id))
+        .key(format!("bl:{{{visitor}}}:contact"))
+        .key(format!("bl:{{{visitor}}}:messages"))
+        .arg(message.visitor.name.as_deref().unwrap_or(""))
+        .arg(&message.id)
+        .arg(&body[..])
+        .invoke_async(&mut conn)
+        .await;
+    match stored {
+        Ok(_) => (StatusCode::OK, "{\"ok\":true}"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis"),
+    }
 }

@@ -89,7 +89,11 @@ impl RedisServer {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if self.cli(&["PING"]).is_ok_and(|answer| answer == "PONG") {
+            // A server started with `--requirepass` answers NOAUTH: it is up.
+            if self
+                .cli(&["PING"])
+                .is_ok_and(|answer| answer == "PONG" || answer.starts_with("NOAUTH"))
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

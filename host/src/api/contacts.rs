@@ -1,19 +1,246 @@
-//! `GET /v1/contacts/{id}`.
+//! `/v1/contacts/{id}`: the contact with handles, merges (links with evidence) and
+//! conversations; link tokens; unmerge; erasure.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::lookup;
 use crate::app::App;
+use crate::event::{
+    Attribution, ChannelRef, ContactSnapshot, ConversationSnapshot, ConversationStatus, Event,
+    EventType, SCHEMA_VERSION,
+};
 use crate::server::error::ApiError;
-use crate::store::Contact;
+use crate::store::{ContactDetails, Conversation, StoreError};
 
-/// The contact with its handles.
+/// How long a contact operation waits for room in the delivery queue for its event.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// `GET /v1/contacts/{id}`: handles, merges with their evidence, conversations.
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Json<Contact>, ApiError> {
-    lookup::contact(app.pipeline.store(), &id).await.map(Json)
+) -> Result<Json<ContactDetails>, ApiError> {
+    details(&app, &id).await.map(Json)
+}
+
+/// `POST /v1/contacts/{id}/link-tokens`: a token for the contact to send from another
+/// channel, with ready-made deep links.
+pub async fn link_token(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let contact = details(&app, &id).await?;
+    if let Some(into) = &contact.merged_into {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "merged",
+            format!("contact `{id}` is merged into `{into}`; use that one"),
+        ));
+    }
+    let token = crate::store::link::new_token();
+    let ttl = app.identity.link_token_ttl;
+    app.pipeline
+        .store()
+        .put_link_token(&token, &id, ttl)
+        .await
+        .map_err(lookup::unavailable)?;
+    let expires_at = Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::ZERO))
+        .ok();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "contact_id": id,
+            "expires_at": expires_at,
+            "links": app.identity.deep_links(&token),
+        })),
+    ))
+}
+
+/// The body of `POST /v1/contacts/{id}/unmerge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmergeBody {
+    /// The contact merged into `{id}` to restore.
+    pub contact_id: String,
+}
+
+/// `POST /v1/contacts/{id}/unmerge`: undo the merge of `contact_id` into `{id}`; publishes
+/// `contact.unmerged`.
+pub async fn unmerge(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<UnmergeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text())
+    })?;
+    let store = app.pipeline.store();
+    let reservation = app
+        .delivery
+        .reserve(1, QUEUE_WAIT)
+        .await
+        .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
+    let merge = store
+        .unmerge(&id, &body.contact_id, Timestamp::now())
+        .await
+        .map_err(store_error)?;
+    let survivor = details(&app, &id).await?;
+    let restored = details(&app, &body.contact_id).await?;
+    let conversation = latest(&app, &survivor).await?;
+    let mut event = contact_event(
+        &app,
+        EventType::ContactUnmerged,
+        &survivor,
+        conversation.as_ref(),
+    );
+    event.merge = Some(crate::pipeline::enrich::merge_ref(&merge));
+    tracing::info!(merge = %merge.id, survivor = %id, restored = %body.contact_id, "contacts unmerged");
+    reservation.publish(vec![Arc::new(event)]);
+    Ok(Json(json!({
+        "merge": merge,
+        "contact": survivor,
+        "restored": restored,
+    })))
+}
+
+/// `DELETE /v1/contacts/{id}`: erase the contact (and contacts merged into it), handles,
+/// links, conversations and messages; publishes `contact.erased`.
+pub async fn erase(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = app.pipeline.store();
+    let reservation = app
+        .delivery
+        .reserve(1, QUEUE_WAIT)
+        .await
+        .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
+    let erased = store
+        .erase(&id)
+        .await
+        .map_err(lookup::unavailable)?
+        .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))?;
+    // The event names what to erase and carries no personal data.
+    let gone = ContactDetails {
+        contact: crate::store::Contact {
+            id: id.clone(),
+            name: None,
+            handles: Vec::new(),
+            created_at: Timestamp::now(),
+        },
+        merged_into: None,
+        merges: Vec::new(),
+        conversations: erased.conversations.clone(),
+        latest_conversation: None,
+        probable_links: Vec::new(),
+    };
+    let mut conversation = erased.latest.clone();
+    if let Some(conversation) = &mut conversation {
+        conversation.attribution = Attribution::default();
+    }
+    let event = contact_event(&app, EventType::ContactErased, &gone, conversation.as_ref());
+    tracing::info!(contact = %id, absorbed = ?erased.absorbed, conversations = erased.conversations.len(), "contact erased");
+    reservation.publish(vec![Arc::new(event)]);
+    Ok(Json(json!({
+        "erased": erased.contact_id,
+        "absorbed": erased.absorbed,
+        "conversations": erased.conversations,
+    })))
+}
+
+async fn details(app: &App, id: &str) -> Result<ContactDetails, ApiError> {
+    app.pipeline
+        .store()
+        .contact_details(id)
+        .await
+        .map_err(lookup::unavailable)?
+        .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))
+}
+
+async fn latest(app: &App, contact: &ContactDetails) -> Result<Option<Conversation>, ApiError> {
+    match &contact.latest_conversation {
+        Some(id) => app
+            .pipeline
+            .store()
+            .conversation(id)
+            .await
+            .map_err(lookup::unavailable),
+        None => Ok(None),
+    }
+}
+
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound { kind, id } => ApiError::not_found(kind, format!("no {kind} `{id}`")),
+        StoreError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason),
+        other => lookup::unavailable(other),
+    }
+}
+
+/// A `contact.*` event about `contact`, on its latest conversation (a contact without one
+/// gets an empty conversation id).
+fn contact_event(
+    app: &App,
+    kind: EventType,
+    contact: &ContactDetails,
+    conversation: Option<&Conversation>,
+) -> Event {
+    let now = Timestamp::now();
+    let snapshot = conversation.map_or_else(
+        || ConversationSnapshot {
+            id: String::new(),
+            status: ConversationStatus::Closed,
+            started_at: now,
+            last_activity_at: now,
+            channels_used: Vec::new(),
+            current_channel: String::new(),
+            previous_channel: None,
+            messages: 0,
+            reply_window_until: None,
+            attribution: Attribution::default(),
+        },
+        Conversation::snapshot,
+    );
+    let channel_id = snapshot.current_channel.clone();
+    let kind_name = app
+        .channel_meta(&channel_id)
+        .map(|meta| meta.kind)
+        .unwrap_or_default();
+    Event {
+        id: crate::ids::event(),
+        kind,
+        schema: SCHEMA_VERSION.to_owned(),
+        occurred_at: now,
+        received_at: now,
+        channel: ChannelRef {
+            id: channel_id,
+            kind: kind_name,
+            account: None,
+        },
+        external_id: None,
+        contact: ContactSnapshot {
+            id: contact.contact.id.clone(),
+            name: contact.contact.name.clone(),
+            handles: contact.contact.handles.clone(),
+        },
+        conversation: snapshot,
+        message: None,
+        status: None,
+        reaction: None,
+        target_message_id: None,
+        referral: None,
+        merge: None,
+        history: Vec::new(),
+        raw: None,
+    }
 }

@@ -86,7 +86,7 @@ fn parse(raw: &str) -> Result<Pattern, String> {
 }
 
 /// Every event type, for validating patterns.
-const ALL_TYPES: [EventType; 12] = [
+const ALL_TYPES: [EventType; 14] = [
     EventType::MessageReceived,
     EventType::MessageSent,
     EventType::MessageStatus,
@@ -98,6 +98,8 @@ const ALL_TYPES: [EventType; 12] = [
     EventType::ConversationReferred,
     EventType::ConversationClosed,
     EventType::ContactMerged,
+    EventType::ContactUnmerged,
+    EventType::ContactErased,
     EventType::ConversionRecorded,
 ];
 
@@ -117,6 +119,8 @@ fn all_types_is_exhaustive(kind: EventType) {
         | EventType::ConversationReferred
         | EventType::ConversationClosed
         | EventType::ContactMerged
+        | EventType::ContactUnmerged
+        | EventType::ContactErased
         | EventType::ConversionRecorded => {}
     }
 }

@@ -77,6 +77,7 @@ fn event(id: &str, kind: EventType, channel: &str, conversation: &str) -> Event 
         reaction: None,
         target_message_id: None,
         referral: None,
+        merge: None,
         history: vec![],
         raw: None,
     }

@@ -56,12 +56,29 @@ pub struct Event {
     /// The ad, link or QR code behind this event, when the provider reported one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub referral: Option<Referral>,
+    /// The contacts of a `contact.merged` / `contact.unmerged` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeRef>,
     /// The last messages of the conversation, oldest first (per subscription `history`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
     /// The provider's payload (per subscription `include_raw`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
+}
+
+/// Which contacts a merge joined (`contact.merged`) or separated again
+/// (`contact.unmerged`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MergeRef {
+    /// Merge id, `mg_<ulid>`.
+    pub id: String,
+    /// The contact that remained (`contact` of the event, for `contact.merged`).
+    pub survivor: String,
+    /// The contact merged into it (restored by an unmerge).
+    pub absorbed: String,
+    /// Why they were merged, e.g. `link token redeemed on channel wa`.
+    pub evidence: String,
 }
 
 /// The channel of an event.

@@ -39,6 +39,12 @@ pub enum EventType {
     /// Two contacts merged.
     #[serde(rename = "contact.merged")]
     ContactMerged,
+    /// A merge was undone: two contacts again.
+    #[serde(rename = "contact.unmerged")]
+    ContactUnmerged,
+    /// A contact was erased; downstream tools should erase it too.
+    #[serde(rename = "contact.erased")]
+    ContactErased,
     /// A conversion (sale) recorded.
     #[serde(rename = "conversion.recorded")]
     ConversionRecorded,
@@ -59,6 +65,8 @@ impl EventType {
             EventType::ConversationReferred => "conversation.referred",
             EventType::ConversationClosed => "conversation.closed",
             EventType::ContactMerged => "contact.merged",
+            EventType::ContactUnmerged => "contact.unmerged",
+            EventType::ContactErased => "contact.erased",
             EventType::ConversionRecorded => "conversion.recorded",
         }
     }
@@ -80,6 +88,8 @@ mod tests {
             EventType::MessageReceived,
             EventType::ConversationChannelSwitched,
             EventType::ContactMerged,
+            EventType::ContactUnmerged,
+            EventType::ContactErased,
         ] {
             let json = serde_json::to_string(&kind).expect("serializable");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

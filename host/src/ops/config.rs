@@ -44,6 +44,9 @@ pub struct Config {
     /// `[delivery]`.
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// `[identity]` (link tokens).
+    #[serde(default)]
+    pub identity: crate::store::IdentitySettings,
     /// `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
@@ -78,12 +81,21 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// `memory://` (embedded, default) or `redis://…`.
     pub url: String,
+    /// How often idle conversations are looked for and closed (`conversation.closed`).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Messages (history and timeline entries) older than this are dropped; unset keeps
+    /// them as long as their conversation.
+    #[serde(with = "humantime_serde")]
+    pub message_retention: Option<Duration>,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: "memory://".into(),
+            sweep_interval: Duration::from_secs(30),
+            message_retention: None,
         }
     }
 }

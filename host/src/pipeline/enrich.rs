@@ -4,8 +4,9 @@
 use jiff::Timestamp;
 
 use super::normalize::Normalized;
+use crate::event::MergeRef;
 use crate::event::{ChannelRef, Event, EventType, SCHEMA_VERSION};
-use crate::store::Ingested;
+use crate::store::{Ingested, Merge};
 
 /// The events one ingested inbound event publishes, in order: `conversation.started` (if
 /// it opened one), `conversation.channel_switched` (if it moved channel), then itself.
@@ -33,6 +34,7 @@ pub fn events(
         reaction: None,
         target_message_id: None,
         referral: normalized.referral.clone(),
+        merge: None,
         history: Vec::new(),
         raw: None,
     };
@@ -65,4 +67,43 @@ pub fn raw_payload(per_event: Option<&str>, body: &[u8]) -> serde_json::Value {
         .and_then(|text| serde_json::from_str(text).ok())
         .or_else(|| serde_json::from_slice(body).ok())
         .unwrap_or_else(|| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// `contact.merged`, carried with the survivor and the conversation the triggering event
+/// continued.
+pub fn merged(
+    merge: &Merge,
+    ingested: &Ingested,
+    channel: &ChannelRef,
+    received_at: Timestamp,
+) -> Event {
+    Event {
+        id: crate::ids::event(),
+        kind: EventType::ContactMerged,
+        schema: SCHEMA_VERSION.to_owned(),
+        occurred_at: merge.at,
+        received_at,
+        channel: channel.clone(),
+        external_id: None,
+        contact: ingested.contact.snapshot(),
+        conversation: ingested.conversation.snapshot(),
+        message: None,
+        status: None,
+        reaction: None,
+        target_message_id: None,
+        referral: None,
+        merge: Some(merge_ref(merge)),
+        history: Vec::new(),
+        raw: None,
+    }
+}
+
+/// The event's view of a merge.
+pub fn merge_ref(merge: &Merge) -> MergeRef {
+    MergeRef {
+        id: merge.id.clone(),
+        survivor: merge.survivor.clone(),
+        absorbed: merge.absorbed.clone(),
+        evidence: merge.evidence.clone(),
+    }
 }

@@ -122,6 +122,11 @@ impl Pipeline {
         &self.store
     }
 
+    /// Inactivity after which a conversation closes.
+    pub fn inactivity(&self) -> Duration {
+        self.settings.inactivity
+    }
+
     fn policy(&self) -> IngestPolicy {
         IngestPolicy {
             dedupe_ttl: self.settings.dedupe_ttl,
@@ -166,10 +171,12 @@ impl Pipeline {
         body: &[u8],
         received_at: Timestamp,
     ) -> Result<bool, PipelineError> {
-        // Up to three events come out of one: started, channel_switched, the event itself.
+        // Up to four events come out of one: contact.merged (a redeemed link token),
+        // started, channel_switched, the event itself.
         let started = Instant::now();
-        let reservation = self.delivery.reserve(3, self.settings.queue_wait).await?;
+        let reservation = self.delivery.reserve(4, self.settings.queue_wait).await?;
         self.metrics.reserve.record(started.elapsed().as_secs_f64());
+        let link = self.redeem_link_token(channel, &event).await?;
         let ingest = Ingest {
             channel: channel.id.clone(),
             external_id: event.external_id.clone(),
@@ -198,7 +205,13 @@ impl Pipeline {
             account: None,
         };
         let started = Instant::now();
-        let events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
+        let mut events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
+        if let Some((_, Some(merge))) = &link {
+            events.insert(
+                0,
+                enrich::merged(merge, &ingested, &channel_ref, received_at),
+            );
+        }
         self.metrics.enrich.record(started.elapsed().as_secs_f64());
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
@@ -206,7 +219,52 @@ impl Pipeline {
         let started = Instant::now();
         reservation.publish(events.into_iter().map(Arc::new).collect());
         self.metrics.publish.record(started.elapsed().as_secs_f64());
+        if let Some((token, _)) = link {
+            // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
+            // is idempotent), so a failure here only leaves the token to its TTL.
+            if let Err(error) = self.store.drop_link_token(&token).await {
+                tracing::warn!(%error, "redeemed link token not deleted; it expires with its TTL");
+            }
+        }
         Ok(true)
+    }
+
+    /// A link token in the event (message text or start/ref payload) that is live: merge
+    /// the sender into the contact it was issued for. Returns the token and the merge
+    /// (`None` when the sender already is that contact).
+    async fn redeem_link_token(
+        &self,
+        channel: &ChannelMeta,
+        event: &Normalized,
+    ) -> Result<Option<(String, Option<crate::store::Merge>)>, PipelineError> {
+        let text = event
+            .message
+            .as_ref()
+            .and_then(|message| message.text.as_deref());
+        let payload = event
+            .referral
+            .as_ref()
+            .and_then(|referral| referral.ref_payload.as_deref());
+        let Some(token) = [text, payload]
+            .into_iter()
+            .flatten()
+            .find_map(crate::store::link::find_token)
+        else {
+            return Ok(None);
+        };
+        let Some(contact) = self.store.link_token(token).await? else {
+            tracing::debug!(channel = %channel.id, "unknown or expired link token ignored");
+            return Ok(None);
+        };
+        let evidence = format!("link token redeemed on channel {}", channel.id);
+        let merge = self
+            .store
+            .link_sender(&event.person, &contact, &evidence, event.at)
+            .await?;
+        if let Some(merge) = &merge {
+            tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, "contacts merged by a link token");
+        }
+        Ok(Some((token.to_owned(), merge)))
     }
 
     /// Record and publish a message the business sent through omnigate (`message.sent`).
@@ -255,6 +313,7 @@ impl Pipeline {
             reaction: None,
             target_message_id: None,
             referral: None,
+            merge: None,
             history: ingested.history,
             raw: None,
         });

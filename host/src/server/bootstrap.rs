@@ -51,7 +51,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
     })?);
-    let store = crate::store::open(&config.store.url)?;
+    let store = crate::store::open_with(&config.store.url, config.store.message_retention)?;
     let delivery = Delivery::start(config.delivery.clone(), config.subscriptions.clone())?;
     let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
         .map_err(BootError::Config)?;
@@ -106,7 +106,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     if config.api.keys.is_empty() {
         tracing::warn!("no [api] keys configured: /v1 answers 401 to everyone");
     }
-    Ok(Arc::new(App {
+    let app = Arc::new(App {
         runtime,
         registry,
         channels,
@@ -117,7 +117,10 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         max_plugin_bytes: config.admin.max_plugin_bytes,
         lifecycle,
         plugin_watch: watch,
-    }))
+        identity: config.identity,
+    });
+    crate::store::sweeper::spawn(Arc::downgrade(&app), config.store.sweep_interval);
+    Ok(app)
 }
 
 /// Load a configured channel's plugin file and record it as a known version.

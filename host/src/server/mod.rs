@@ -25,10 +25,25 @@ pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
         .route(
+            "/conversations/{id}/timeline",
+            get(crate::api::conversations::timeline),
+        )
+        .route(
             "/conversations/{id}/messages",
             post(crate::api::messages::send),
         )
-        .route("/contacts/{id}", get(crate::api::contacts::get))
+        .route(
+            "/contacts/{id}",
+            get(crate::api::contacts::get).delete(crate::api::contacts::erase),
+        )
+        .route(
+            "/contacts/{id}/link-tokens",
+            post(crate::api::contacts::link_token),
+        )
+        .route(
+            "/contacts/{id}/unmerge",
+            post(crate::api::contacts::unmerge),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::api::auth::require_key,

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use parking_lot::Mutex;
 
-use super::model::{Contact, Conversation, Ingest, IngestPolicy, Ingested, Outbound, Person};
+use super::model::{
+    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
+};
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
 
@@ -24,6 +27,7 @@ const DEDUPE_SHARDS: usize = 64;
 pub struct MemoryStore {
     dedupe: Vec<Mutex<DedupeShard>>,
     state: Mutex<State>,
+    retention: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -41,11 +45,29 @@ struct State {
     conversations: HashMap<String, Thread>,
     /// Contact id → its latest conversation.
     latest: HashMap<String, String>,
+    /// Contact id → its conversations, oldest first.
+    owned: HashMap<String, Vec<String>>,
+    /// Absorbed contact id → survivor, while merged.
+    merged_into: HashMap<String, String>,
+    /// Survivor id → merges into it (undone ones included).
+    merges: HashMap<String, Vec<Merge>>,
+    /// Link token → (contact id, expiry).
+    tokens: HashMap<String, (String, Instant)>,
+    /// Probable-link key (name + e-mail domain) → contacts.
+    probable: HashMap<String, HashSet<String>>,
 }
 
 struct Thread {
     conversation: Conversation,
     history: VecDeque<HistoryEntry>,
+    timeline: Vec<TimelineEntry>,
+    /// Timeline entries dropped by retention (cursors count from the first entry ever).
+    trimmed: u64,
+    /// Channel → end of its reply window.
+    windows: HashMap<String, Timestamp>,
+    /// Wall-clock time of the latest message (the sweeper's idea of activity, whatever
+    /// times providers report).
+    touched: Timestamp,
 }
 
 impl Default for MemoryStore {
@@ -57,10 +79,23 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
+        Self::with_retention(None)
+    }
+
+    /// An empty store dropping messages (history and timeline entries) older than
+    /// `retention`.
+    pub fn with_retention(retention: Option<Duration>) -> Self {
         Self {
             dedupe: (0..DEDUPE_SHARDS).map(|_| Mutex::default()).collect(),
             state: Mutex::default(),
+            retention,
         }
+    }
+
+    /// The oldest time retention keeps, if there is a retention.
+    fn cutoff(&self) -> Option<Timestamp> {
+        let retention = jiff::SignedDuration::try_from(self.retention?).ok()?;
+        Timestamp::now().checked_sub(retention).ok()
     }
 
     /// Remember `key`; false when it was already known (within the TTL).
@@ -72,6 +107,12 @@ impl MemoryStore {
         // Two generations: a key lives between one and two TTLs, and expiry is a swap.
         match shard.rotated_at {
             Some(at) if now.duration_since(at) < ttl => {}
+            // Both generations are older than a TTL: every key in them has lived one TTL.
+            Some(at) if now.duration_since(at) >= ttl * 2 => {
+                shard.current.clear();
+                shard.previous.clear();
+                shard.rotated_at = Some(now);
+            }
             Some(_) => {
                 let current = std::mem::take(&mut shard.current);
                 shard.previous = current;
@@ -99,7 +140,13 @@ impl ContextStore for MemoryStore {
         }
         let mut state = self.state.lock();
         let contact_id = state.resolve_contact(&ingest.person, ingest.at);
-        let result = state.touch_conversation(&contact_id, &ingest, policy);
+        let mut result = state.touch_conversation(&contact_id, &ingest, policy);
+        if let Some(cutoff) = self.cutoff()
+            && let Some(thread) = state.conversations.get_mut(&result.conversation.id)
+        {
+            thread.retain(cutoff);
+            result.history.retain(|entry| entry.at >= cutoff);
+        }
         Ok(Some(result))
     }
 
@@ -116,7 +163,14 @@ impl ContextStore for MemoryStore {
         let at = outbound.message.at;
         thread.conversation.messages += 1;
         thread.conversation.last_activity_at = at;
+        thread.touched = Timestamp::now();
+        let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
+        entry.message = Some(outbound.message.clone());
+        thread.timeline.push(entry);
         push_history(&mut thread.history, outbound.message, policy.history_cap);
+        if let Some(cutoff) = self.cutoff() {
+            thread.retain(cutoff);
+        }
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
         let contact = state
@@ -157,6 +211,149 @@ impl ContextStore for MemoryStore {
             .get(conversation_id)
             .ok_or_else(|| not_found("conversation", conversation_id))?;
         Ok(last(&thread.history, limit))
+    }
+
+    async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError> {
+        Ok(self.state.lock().details(id))
+    }
+
+    async fn put_link_token(
+        &self,
+        token: &str,
+        contact_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.tokens.retain(|_, (_, expiry)| *expiry > now);
+        state
+            .tokens
+            .insert(token.to_owned(), (contact_id.to_owned(), now + ttl));
+        Ok(())
+    }
+
+    async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .tokens
+            .get(token)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(contact, _)| contact.clone()))
+    }
+
+    async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
+        self.state.lock().tokens.remove(token);
+        Ok(())
+    }
+
+    async fn link_sender(
+        &self,
+        person: &Person,
+        survivor: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Option<Merge>, StoreError> {
+        let mut state = self.state.lock();
+        if !state.contacts.contains_key(survivor) {
+            return Err(not_found("contact", survivor));
+        }
+        let sender = state.resolve_contact(person, at);
+        if sender == survivor {
+            return Ok(None);
+        }
+        state.merge(survivor, &sender, evidence, at).map(Some)
+    }
+
+    async fn merge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.state.lock().merge(survivor, absorbed, evidence, at)
+    }
+
+    async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.state.lock().unmerge(survivor, absorbed, at)
+    }
+
+    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
+        Ok(self.state.lock().erase(id))
+    }
+
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        if let Some(cutoff) = self.cutoff() {
+            for thread in state.conversations.values_mut() {
+                thread.retain(cutoff);
+            }
+        }
+        let mut closed = Vec::new();
+        for (contact_id, conversation_id) in &state.latest {
+            if closed.len() >= limit {
+                break;
+            }
+            let Some(thread) = state.conversations.get_mut(conversation_id) else {
+                continue;
+            };
+            let mut latest = thread.conversation.clone();
+            latest.last_activity_at = latest.last_activity_at.max(thread.touched);
+            if is_open(&latest, now, inactivity) {
+                continue;
+            }
+            if thread.conversation.status == ConversationStatus::Closed {
+                continue;
+            }
+            thread.conversation.status = ConversationStatus::Closed;
+            let channel = thread.conversation.current_channel.clone();
+            thread
+                .timeline
+                .push(TimelineEntry::new("conversation.closed", now, &channel));
+            if let Some(contact) = state.contacts.get(contact_id) {
+                closed.push((contact.clone(), thread.conversation.clone()));
+            }
+        }
+        Ok(closed)
+    }
+
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        let state = self.state.lock();
+        let thread = state
+            .conversations
+            .get(conversation_id)
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let from = from.max(thread.trimmed);
+        let start = usize::try_from(from - thread.trimmed).unwrap_or(usize::MAX);
+        let entries: Vec<TimelineEntry> = thread
+            .timeline
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect();
+        let end = from + entries.len() as u64;
+        let total = thread.trimmed + thread.timeline.len() as u64;
+        Ok(TimelinePage {
+            next: (end < total).then_some(end),
+            entries,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -201,11 +398,17 @@ impl State {
         if person.name.is_some() {
             contact.name.clone_from(&person.name);
         }
+        for (key, _) in probable_keys(person.name.as_deref(), &person.handles) {
+            self.probable.entry(key).or_default().insert(id.clone());
+        }
         for handle in std::iter::once(&person.user).chain(&person.handles) {
             add_handle(contact, handle);
+            // First claim wins: a handle already owned by another contact stays with it
+            // (the Redis backend claims with SET NX, so both behave the same).
             if handle.verified || handle.kind == HandleKind::ChannelUser {
                 self.handles
-                    .insert((handle.kind, handle.value.clone()), id.clone());
+                    .entry((handle.kind, handle.value.clone()))
+                    .or_insert_with(|| id.clone());
             }
         }
         id
@@ -229,12 +432,23 @@ impl State {
                     .latest
                     .get(contact_id)
                     .and_then(|id| self.conversations.get_mut(id))
+                    && previous.conversation.status == ConversationStatus::Open
                 {
                     previous.conversation.status = ConversationStatus::Closed;
+                    let channel = previous.conversation.current_channel.clone();
+                    previous.timeline.push(TimelineEntry::new(
+                        "conversation.closed",
+                        ingest.at,
+                        &channel,
+                    ));
                 }
                 let thread = new_thread(contact_id, &ingest.channel, ingest.at);
                 let id = thread.conversation.id.clone();
                 self.latest.insert(contact_id.to_owned(), id.clone());
+                self.owned
+                    .entry(contact_id.to_owned())
+                    .or_default()
+                    .push(id.clone());
                 (self.conversations.entry(id).or_insert(thread), true)
             }
         };
@@ -261,6 +475,219 @@ impl State {
     }
 }
 
+impl State {
+    fn details(&self, id: &str) -> Option<ContactDetails> {
+        let contact = self.contacts.get(id)?.clone();
+        let merges = self.merges.get(id).cloned().unwrap_or_default();
+        let mut conversations = self.owned.get(id).cloned().unwrap_or_default();
+        for merge in merges.iter().filter(|merge| merge.undone_at.is_none()) {
+            conversations.extend(self.owned.get(&merge.absorbed).cloned().unwrap_or_default());
+        }
+        let probable_links = self.probable_links(&contact, &merges);
+        Some(ContactDetails {
+            contact,
+            merged_into: self.merged_into.get(id).cloned(),
+            probable_links,
+            merges,
+            conversations,
+            latest_conversation: self.latest.get(id).cloned(),
+        })
+    }
+
+    fn probable_links(&self, contact: &Contact, merges: &[Merge]) -> Vec<ProbableLink> {
+        let mut links: Vec<ProbableLink> = Vec::new();
+        for (key, evidence) in probable_keys(contact.name.as_deref(), &contact.handles) {
+            let mut others: Vec<&String> = self.probable.get(&key).into_iter().flatten().collect();
+            others.sort();
+            for other in others {
+                let merged = merges
+                    .iter()
+                    .any(|merge| &merge.absorbed == other && merge.undone_at.is_none())
+                    || self.merged_into.get(&contact.id) == Some(other);
+                if *other != contact.id
+                    && !merged
+                    && self.contacts.contains_key(other)
+                    && !links.iter().any(|link| &link.contact_id == other)
+                {
+                    links.push(ProbableLink {
+                        contact_id: other.clone(),
+                        strength: LinkStrength::Probable,
+                        evidence: evidence.clone(),
+                    });
+                }
+            }
+        }
+        links
+    }
+
+    fn merge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        if survivor == absorbed {
+            return Err(StoreError::Conflict(
+                "a contact cannot be merged into itself".into(),
+            ));
+        }
+        let (Some(target), Some(source)) =
+            (self.contacts.get(survivor), self.contacts.get(absorbed))
+        else {
+            let missing = if self.contacts.contains_key(survivor) {
+                absorbed
+            } else {
+                survivor
+            };
+            return Err(not_found("contact", missing));
+        };
+        if let Some(into) = self.merged_into.get(absorbed) {
+            return match self.live_merge(into, absorbed) {
+                Some(merge) if into == survivor => Ok(merge.clone()),
+                _ => Err(StoreError::Conflict(format!(
+                    "contact `{absorbed}` is merged into `{into}`"
+                ))),
+            };
+        }
+        if let Some(into) = self.merged_into.get(survivor) {
+            return Err(StoreError::Conflict(format!(
+                "contact `{survivor}` is merged into `{into}`; merge into that one"
+            )));
+        }
+        let moved: Vec<Handle> = source
+            .handles
+            .iter()
+            .filter(|handle| {
+                !target
+                    .handles
+                    .iter()
+                    .any(|have| have.kind == handle.kind && have.value == handle.value)
+            })
+            .cloned()
+            .collect();
+        let merge = Merge {
+            id: crate::ids::merge(),
+            survivor: survivor.to_owned(),
+            absorbed: absorbed.to_owned(),
+            handles: moved.clone(),
+            strength: LinkStrength::Verified,
+            evidence: evidence.to_owned(),
+            at,
+            undone_at: None,
+        };
+        for owner in self.handles.values_mut().filter(|owner| *owner == absorbed) {
+            *owner = survivor.to_owned();
+        }
+        if let Some(target) = self.contacts.get_mut(survivor) {
+            for handle in &moved {
+                add_handle(target, handle);
+            }
+        }
+        self.merged_into
+            .insert(absorbed.to_owned(), survivor.to_owned());
+        self.merges
+            .entry(survivor.to_owned())
+            .or_default()
+            .push(merge.clone());
+        Ok(merge)
+    }
+
+    fn live_merge(&self, survivor: &str, absorbed: &str) -> Option<&Merge> {
+        self.merges
+            .get(survivor)?
+            .iter()
+            .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+    }
+
+    fn unmerge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        let merge = self
+            .merges
+            .get_mut(survivor)
+            .and_then(|merges| {
+                merges
+                    .iter_mut()
+                    .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+            })
+            .ok_or_else(|| not_found("merge", &format!("{absorbed} into {survivor}")))?;
+        merge.undone_at = Some(at);
+        let merge = merge.clone();
+        for handle in &merge.handles {
+            if let Some(owner) = self.handles.get_mut(&(handle.kind, handle.value.clone()))
+                && owner == survivor
+            {
+                *owner = absorbed.to_owned();
+            }
+        }
+        if let Some(target) = self.contacts.get_mut(survivor) {
+            target.handles.retain(|have| {
+                !merge
+                    .handles
+                    .iter()
+                    .any(|moved| moved.kind == have.kind && moved.value == have.value)
+            });
+        }
+        self.merged_into.remove(absorbed);
+        Ok(merge)
+    }
+
+    fn erase(&mut self, id: &str) -> Option<Erased> {
+        let details = self.details(id)?;
+        let latest = self
+            .latest
+            .get(id)
+            .and_then(|cv| self.conversations.get(cv))
+            .map(|thread| thread.conversation.clone());
+        let absorbed: Vec<String> = details
+            .merges
+            .iter()
+            .filter(|merge| merge.undone_at.is_none())
+            .map(|merge| merge.absorbed.clone())
+            .collect();
+        for contact in std::iter::once(id.to_owned()).chain(absorbed.iter().cloned()) {
+            self.contacts.remove(&contact);
+            self.handles.retain(|_, owner| *owner != contact);
+            for conversation in self.owned.remove(&contact).unwrap_or_default() {
+                self.conversations.remove(&conversation);
+            }
+            self.latest.remove(&contact);
+            self.merges.remove(&contact);
+            self.merged_into.remove(&contact);
+            self.tokens.retain(|_, (owner, _)| *owner != contact);
+            for members in self.probable.values_mut() {
+                members.remove(&contact);
+            }
+        }
+        Some(Erased {
+            contact_id: id.to_owned(),
+            absorbed,
+            conversations: details.conversations,
+            latest,
+        })
+    }
+}
+
+impl Thread {
+    /// Drop history and timeline entries older than `cutoff`.
+    fn retain(&mut self, cutoff: Timestamp) {
+        while self.history.front().is_some_and(|entry| entry.at < cutoff) {
+            self.history.pop_front();
+        }
+        let old = self
+            .timeline
+            .iter()
+            .take_while(|entry| entry.at < cutoff)
+            .count();
+        self.timeline.drain(..old);
+        self.trimmed += old as u64;
+    }
+}
+
 /// Apply one event to its conversation; returns the previous channel on a switch.
 fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<String> {
     let conversation = &mut thread.conversation;
@@ -272,19 +699,35 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
                 ingest.channel.clone(),
             ));
             conversation.previous_channel.clone_from(&switched_from);
+            let mut entry =
+                TimelineEntry::new("conversation.channel_switched", ingest.at, &ingest.channel);
+            entry.previous_channel.clone_from(&switched_from);
+            thread.timeline.push(entry);
         }
         if !conversation.channels_used.contains(&ingest.channel) {
             conversation.channels_used.push(ingest.channel.clone());
         }
         conversation.messages += 1;
         conversation.last_activity_at = conversation.last_activity_at.max(ingest.at);
-        if let Some(window) = ingest.reply_window {
-            conversation.reply_window_until = ingest.at.checked_add(window).ok();
+        thread.touched = Timestamp::now();
+        // Reply windows are per channel; the conversation shows the current channel's.
+        if let Some(until) = ingest
+            .reply_window
+            .and_then(|window| ingest.at.checked_add(window).ok())
+        {
+            thread.windows.insert(ingest.channel.clone(), until);
         }
+        conversation.reply_window_until = thread.windows.get(&ingest.channel).copied();
         push_history(&mut thread.history, message.clone(), policy.history_cap);
+        let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
+        entry.message = Some(message.clone());
+        thread.timeline.push(entry);
     }
     if let Some(referral) = &ingest.referral {
         touch(&mut conversation.attribution, referral);
+        let mut entry = TimelineEntry::new("referral", ingest.at, &ingest.channel);
+        entry.referral = Some(referral.clone());
+        thread.timeline.push(entry);
     }
     switched_from
 }
@@ -317,6 +760,10 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
             attribution: Attribution::default(),
         },
         history: VecDeque::new(),
+        timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
+        windows: HashMap::new(),
+        trimmed: 0,
+        touched: Timestamp::now(),
     }
 }
 

@@ -3,17 +3,28 @@
 //! [`ContextStore`] is shaped for a Redis backend with many gateway instances: the hot
 //! path is one call, [`ContextStore::ingest`], which a backend performs atomically (the
 //! memory backend under its lock, Redis in one script), so two instances never race on a
-//! read-modify-write. Today's backend is [`MemoryStore`] (one process, ephemeral).
+//! read-modify-write. Backends: [`MemoryStore`] (one process, ephemeral) and [`RedisStore`] (many instances
+//! on one Redis or Redis Cluster).
 
+pub mod link;
 mod memory;
 mod model;
+mod redis;
+pub mod sweeper;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
+pub use link::{DeepLinks, IdentitySettings};
 pub use memory::MemoryStore;
-pub use model::{Contact, Conversation, Ingest, IngestPolicy, Ingested, Outbound, Person};
+pub use model::{
+    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
+};
+pub use redis::RedisStore;
 
 /// Why the store could not answer. Callers answer 503 so the provider retries.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +41,17 @@ pub enum StoreError {
         id: String,
     },
     /// The store URL is not supported.
-    #[error("unsupported store URL `{0}` (this build supports memory://)")]
+    #[error(
+        "unsupported store URL `{0}` (use memory://, redis://, rediss://, redis+cluster:// or rediss+cluster://)"
+    )]
     UnsupportedUrl(String),
+    /// The operation contradicts the records (e.g. merging a contact that is merged
+    /// elsewhere).
+    #[error("{0}")]
+    Conflict(String),
+    /// A Redis URL that cannot be used.
+    #[error("invalid store URL: {0}")]
+    InvalidUrl(String),
 }
 
 /// The operations the pipeline and API need.
@@ -66,23 +86,111 @@ pub trait ContextStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<crate::event::HistoryEntry>, StoreError>;
 
+    /// The contact with its merges and conversations; `None` when unknown.
+    async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError>;
+
+    /// Remember link token `token` for `contact_id` during `ttl`.
+    async fn put_link_token(
+        &self,
+        token: &str,
+        contact_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The contact a live link token was issued for.
+    async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError>;
+
+    /// Forget a redeemed link token.
+    async fn drop_link_token(&self, token: &str) -> Result<(), StoreError>;
+
+    /// Link the sender `person` to `survivor` on verified evidence: the sender's contact
+    /// (created when the sender is new) is merged into `survivor`. `None` when the sender
+    /// already is `survivor`.
+    async fn link_sender(
+        &self,
+        person: &Person,
+        survivor: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Option<Merge>, StoreError>;
+
+    /// Merge `absorbed` into `survivor` (reversible with [`ContextStore::unmerge`]);
+    /// merging again is a no-op returning the live merge.
+    async fn merge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError>;
+
+    /// Undo the live merge of `absorbed` into `survivor`: its handles point at it again.
+    async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError>;
+
+    /// Erase a contact, the contacts merged into it, their handles, links, conversations
+    /// and messages. `None` when unknown.
+    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError>;
+
+    /// Close up to `limit` open conversations idle for `inactivity` as of `now`; returns
+    /// each with its contact (for `conversation.closed`). Safe on every instance at once:
+    /// a conversation is closed, and returned, once.
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError>;
+
+    /// Up to `limit` timeline entries of a conversation from position `from` (0 = the
+    /// first), with the cursor of the next page.
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError>;
+
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Redis round trips made since start (`None` for backends without any), for
+    /// benchmarks.
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
 
     /// The backend's name, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 }
 
-/// Open the store named by `url`.
+/// Open the store named by `url`, keeping messages as long as their conversation.
 pub fn open(url: &str) -> Result<Arc<dyn ContextStore>, StoreError> {
+    open_with(url, None)
+}
+
+/// Open the store named by `url`, dropping messages older than `retention`.
+pub fn open_with(
+    url: &str,
+    retention: Option<Duration>,
+) -> Result<Arc<dyn ContextStore>, StoreError> {
     match url {
         "memory://" | "memory" => {
             tracing::warn!(
                 "using the embedded MEMORY store: one process only, everything is lost on restart \
                  (set [store] url = \"redis://…\" in production)"
             );
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::with_retention(retention)))
         }
-        other => Err(StoreError::UnsupportedUrl(other.to_owned())),
+        url if redis::is_redis_url(url) => {
+            let store = RedisStore::open_with(url, retention)?;
+            tracing::info!(redis = store.display(), "using the Redis store");
+            Ok(Arc::new(store))
+        }
+        other => Err(StoreError::UnsupportedUrl(redis::redact(other))),
     }
 }

@@ -156,3 +156,155 @@ pub struct Ingested {
     /// The last `history_depth` messages, oldest first, this one included.
     pub history: Vec<HistoryEntry>,
 }
+
+/// A reversible merge: `absorbed` became part of `survivor`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Merge {
+    /// `mg_<ulid>`.
+    pub id: String,
+    /// The contact that remains.
+    pub survivor: String,
+    /// The contact merged into it (kept, so the merge can be undone).
+    pub absorbed: String,
+    /// The handles that moved to the survivor (and move back on unmerge).
+    pub handles: Vec<Handle>,
+    /// Always `verified`: only verified evidence merges (probable links never do).
+    pub strength: LinkStrength,
+    /// Why, e.g. `link token redeemed on channel wa`.
+    pub evidence: String,
+    /// When.
+    pub at: Timestamp,
+    /// When it was undone, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undone_at: Option<Timestamp>,
+}
+
+/// How sure a link between handles or contacts is.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStrength {
+    /// Proven: the same verified phone, a redeemed link token, an authenticated visitor.
+    Verified,
+    /// Likely (same name and e-mail domain…); shown, never merged automatically.
+    Probable,
+}
+
+/// A contact with everything `GET /v1/contacts/{id}` shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContactDetails {
+    /// The contact.
+    #[serde(flatten)]
+    pub contact: Contact,
+    /// The contact this one was merged into, while merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Merges into this contact (the links between contacts, with their evidence),
+    /// including undone ones.
+    pub merges: Vec<Merge>,
+    /// Conversation ids of the contact and of the contacts merged into it, oldest first.
+    pub conversations: Vec<String>,
+    /// The contact's own latest conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_conversation: Option<String>,
+    /// Contacts that look like the same person; shown, never merged automatically.
+    pub probable_links: Vec<ProbableLink>,
+}
+
+/// Another contact that probably is the same person.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbableLink {
+    /// The other contact.
+    pub contact_id: String,
+    /// Always `probable`.
+    pub strength: LinkStrength,
+    /// Why, e.g. ``same name `ana pérez` and e-mail domain `example.com` ``.
+    pub evidence: String,
+}
+
+/// The probable-link keys of a person: normalized name + domain of each e-mail, with the
+/// evidence text.
+pub fn probable_keys(name: Option<&str>, handles: &[Handle]) -> Vec<(String, String)> {
+    let Some(name) = name
+        .map(|name| {
+            name.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
+        .filter(|name| !name.is_empty())
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<(String, String)> = handles
+        .iter()
+        .filter(|handle| handle.kind == crate::event::HandleKind::Email)
+        .filter_map(|handle| handle.value.rsplit_once('@').map(|(_, domain)| domain))
+        .map(|domain| {
+            (
+                format!("{name}|{domain}"),
+                format!("same name `{name}` and e-mail domain `{domain}`"),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Erased {
+    /// The erased contact.
+    pub contact_id: String,
+    /// Contacts merged into it, erased with it.
+    pub absorbed: Vec<String>,
+    /// Conversations removed (with their messages).
+    pub conversations: Vec<String>,
+    /// Its latest conversation as it was (for the `contact.erased` event).
+    pub latest: Option<Conversation>,
+}
+
+/// One entry of a conversation's timeline: its messages and conversation events, in order.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    /// `message`, `referral`, `conversation.started`, `conversation.channel_switched`,
+    /// `conversation.closed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When.
+    pub at: Timestamp,
+    /// Channel.
+    pub channel: String,
+    /// For `conversation.channel_switched`: the channel before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_channel: Option<String>,
+    /// For `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<HistoryEntry>,
+    /// For `referral`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Referral>,
+}
+
+impl TimelineEntry {
+    /// An entry of `kind` with nothing attached.
+    pub fn new(kind: &str, at: Timestamp, channel: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            at,
+            channel: channel.to_owned(),
+            previous_channel: None,
+            message: None,
+            referral: None,
+        }
+    }
+}
+
+/// One page of a timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelinePage {
+    /// Entries, oldest first.
+    pub entries: Vec<TimelineEntry>,
+    /// Cursor of the next page, if there is more.
+    pub next: Option<u64>,
+}

@@ -1,0 +1,104 @@
+-- Shared by the omnigate store scripts (prepended to each). Every key a script touches
+-- starts with the contact's prefix `og:{<contact id>}:` given in ARGV[1], so in a Redis
+-- Cluster the whole script runs in one slot.
+-- Times are integer microseconds since the Unix epoch (exact in Lua's doubles).
+
+local function num(value)
+  return string.format('%.0f', value)
+end
+
+-- History entries are stored as "<time µs> <JSON>", so retention can trim by time.
+local function history_json(stored)
+  local space = string.find(stored, ' ', 1, true)
+  if space then return string.sub(stored, space + 1) end
+  return stored
+end
+
+-- Apply message retention to a conversation: drop history and timeline entries older
+-- than `cutoff` (µs; nil = keep) from the front, a bounded number per call, and let both
+-- lists expire when the conversation stays idle longer than `retention` (µs).
+local function retain(conv_key, history_key, timeline_key, cutoff, retention)
+  if not cutoff then return end
+  for _ = 1, 20 do
+    local head = redis.call('LINDEX', history_key, 0)
+    local time = head and string.match(head, '^(%d+) ')
+    if not time or tonumber(time) >= cutoff then break end
+    redis.call('LPOP', history_key)
+  end
+  for _ = 1, 20 do
+    local head = redis.call('LINDEX', timeline_key, 0)
+    if not head or cjson.decode(head).at_us >= cutoff then break end
+    redis.call('LPOP', timeline_key)
+    redis.call('HINCRBY', conv_key, 'tl_trimmed', 1)
+  end
+  local seconds = math.ceil(retention / 1000000)
+  redis.call('EXPIRE', history_key, seconds)
+  redis.call('EXPIRE', timeline_key, seconds)
+end
+
+-- The reply describing a contact, one conversation and the last `depth` messages:
+-- { name, created_at, handles_json, conversation fields (see FIELDS in mod.rs)...,
+--   started, switched_from, history... }. Missing values are ''.
+local function describe(contact_key, conv_key, conv_id, history_key, depth, started, switched)
+  local c = redis.call('HMGET', contact_key, 'name', 'created_at', 'handles')
+  local v = redis.call('HMGET', conv_key, 'contact', 'status', 'started_at', 'last_at',
+    'channels', 'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch')
+  local out = { c[1] or '', c[2] or '', c[3] or '[]', conv_id }
+  for i = 1, 11 do out[#out + 1] = v[i] or '' end
+  out[#out + 1] = started
+  out[#out + 1] = switched
+  if depth > 0 then
+    local entries = redis.call('LRANGE', history_key, -depth, -1)
+    for i = 1, #entries do out[#out + 1] = history_json(entries[i]) end
+  end
+  return out
+end
+
+-- Add handles (verified wins) to and remove handles from the JSON list in field `handles`
+-- of the contact hash `key`; an existing handle keeps its place.
+local function update_handles(key, add_json, remove_json)
+  local known = cjson.decode(redis.call('HGET', key, 'handles') or '[]')
+  local changed = false
+  if remove_json ~= '' then
+    local kept = {}
+    for _, have in ipairs(known) do
+      local drop = false
+      for _, gone in ipairs(cjson.decode(remove_json)) do
+        if gone.kind == have.kind and gone.value == have.value then drop = true end
+      end
+      if drop then changed = true else kept[#kept + 1] = have end
+    end
+    known = kept
+  end
+  for _, handle in ipairs(cjson.decode(add_json)) do
+    local found = false
+    for _, have in ipairs(known) do
+      if have.kind == handle.kind and have.value == handle.value then
+        found = true
+        if handle.verified and not have.verified then
+          have.verified = true
+          changed = true
+        end
+      end
+    end
+    if not found then
+      known[#known + 1] = handle
+      changed = true
+    end
+  end
+  if changed then
+    if #known == 0 then
+      redis.call('HSET', key, 'handles', '[]')
+    else
+      redis.call('HSET', key, 'handles', cjson.encode(known))
+    end
+  end
+end
+
+-- Append a timeline entry (JSON object text) to the conversation's timeline.
+-- `fields` is a JSON fragment of extra members (starting with a comma) or ''.
+local function timeline(prefix, conv_id, kind, at, channel, fields)
+  redis.call('RPUSH', prefix .. 'tl:' .. conv_id,
+    '{"type":' .. cjson.encode(kind) .. ',"at_us":' .. num(at) .. ',"channel":' ..
+    cjson.encode(channel) .. fields .. '}')
+end

@@ -1,0 +1,217 @@
+//! Connecting to Redis from a `[store] url`: one server (`redis://`, `rediss://`) through a
+//! reconnecting [`ConnectionManager`], or a Redis Cluster (`redis+cluster://` /
+//! `rediss+cluster://` with comma-separated seed hosts, or several comma-separated
+//! `redis://` URLs) through the cluster client, which follows slot moves and reconnects.
+//!
+//! Both connect lazily: the gateway starts while Redis is down and `/readyz` says so.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::store::StoreError;
+
+/// How long one command may wait for its answer before the request fails (503) instead
+/// of hanging while Redis is unreachable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection to one server or to a cluster; cheap to clone (both multiplex).
+#[derive(Clone)]
+pub enum Conn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+/// A parsed store URL: where to connect, and a loggable form without the password.
+pub struct Target {
+    /// The connection.
+    pub conn: Conn,
+    /// `redis://host:port` or `redis+cluster://h1:p1,h2:p2`, password removed.
+    pub display: String,
+}
+
+/// Whether `url` names a Redis store (single or cluster).
+pub fn is_redis_url(url: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
+}
+
+/// Connect (lazily) to the store named by `url`.
+pub fn open(url: &str) -> Result<Target, StoreError> {
+    let invalid = |why: String| StoreError::InvalidUrl(why);
+    let seeds = seed_urls(url)?;
+    let display = seeds
+        .iter()
+        .map(|seed| redact(seed))
+        .collect::<Vec<_>>()
+        .join(",");
+    if seeds.len() == 1 && !url.contains("+cluster://") {
+        let client = redis::Client::open(seeds[0].as_str())
+            .map_err(|error| invalid(format!("{}: {error}", redact(&seeds[0]))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // A request waits for at most a few quick connection attempts, then fails
+            // (503 to the provider); the next request starts a new attempt, so Redis
+            // coming back is noticed without a restart.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|error| invalid(format!("{display}: {error}")))?;
+        return Ok(Target {
+            conn: Conn::Single(manager),
+            display,
+        });
+    }
+    let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+        .build()
+        .map_err(|error| invalid(format!("{display}: {error}")))?;
+    let config = ClusterConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    let connection = client.get_pending_async_connection_with_config(config);
+    Ok(Target {
+        conn: Conn::Cluster(connection),
+        display: format!("cluster[{display}]"),
+    })
+}
+
+/// The seed URLs: `redis+cluster://[auth@]h1:p1,h2:p2[/…]` becomes one `redis://` URL per
+/// host (sharing the credentials); comma-separated URLs are taken as they are.
+fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {
+    let cluster = [
+        ("redis+cluster://", "redis://"),
+        ("rediss+cluster://", "rediss://"),
+    ]
+    .iter()
+    .find_map(|(scheme, plain)| url.strip_prefix(scheme).map(|rest| (*plain, rest)));
+    let seeds: Vec<String> = match cluster {
+        Some((plain, rest)) => {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                None => (String::new(), rest),
+            };
+            let (hosts, tail) = match hosts.split_once('/') {
+                Some((hosts, tail)) => (hosts, format!("/{tail}")),
+                None => (hosts, String::new()),
+            };
+            hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|host| !host.is_empty())
+                .map(|host| format!("{plain}{auth}{host}{tail}"))
+                .collect()
+        }
+        None => url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    if seeds.is_empty() {
+        return Err(StoreError::InvalidUrl(format!(
+            "`{}` names no Redis host",
+            redact(url)
+        )));
+    }
+    if let Some(bad) = seeds.iter().find(|seed| !is_redis_url(seed)) {
+        return Err(StoreError::InvalidUrl(format!(
+            "`{}` is not a redis:// or rediss:// URL",
+            redact(bad)
+        )));
+    }
+    Ok(seeds)
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_scheme_expands_to_one_url_per_host_with_credentials() {
+        let seeds = seed_urls("redis+cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7001").expect("ok");
+        assert_eq!(
+            seeds,
+            vec![
+                "redis://:s3cret@10.0.0.1:7000",
+                "redis://:s3cret@10.0.0.2:7001"
+            ]
+        );
+        let tls = seed_urls("rediss+cluster://a:1,b:2").expect("ok");
+        assert_eq!(tls, vec!["rediss://a:1", "rediss://b:2"]);
+    }
+
+    #[test]
+    fn comma_separated_urls_are_seeds_and_bad_ones_are_refused() {
+        let seeds = seed_urls("redis://a:1, redis://b:2").expect("ok");
+        assert_eq!(seeds, vec!["redis://a:1", "redis://b:2"]);
+        assert!(seed_urls("redis://a:1,http://b").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:pw@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact("rediss://:pw@host"), "rediss://:***@host");
+        assert_eq!(redact("redis://host:1"), "redis://host:1");
+    }
+}

@@ -1,0 +1,21 @@
+-- Record the merge of a contact into the survivor (see `RedisStore::merge`): once per
+-- live (absorbed, survivor) pair, atomically with adding the moved handles.
+-- KEYS[1] survivor contact hash og:{ct}:c   KEYS[2] survivor merges list og:{ct}:merges
+-- ARGV: 1 merge record JSON  2 absorbed contact id  3 moved handles (JSON array)
+-- Returns {'conflict', <contact it is merged into>} | {'existing', record} | {'new', record}.
+if redis.call('HEXISTS', KEYS[1], 'id') == 0 then
+  return { 'missing', '' }
+end
+local into = redis.call('HGET', KEYS[1], 'merged_into')
+if into then
+  return { 'conflict', into }
+end
+for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local record = cjson.decode(raw)
+  if record.absorbed == ARGV[2] and record.undone_at == nil then
+    return { 'existing', raw }
+  end
+end
+update_handles(KEYS[1], ARGV[3], '')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return { 'new', ARGV[1] }

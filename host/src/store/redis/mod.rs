@@ -1,0 +1,1296 @@
+//! The Redis backend: many gateway instances share one Redis or Redis Cluster.
+//!
+//! Layout and atomicity (details in docs/redis-keys.md): every key of one contact carries
+//! the hash tag `{<contact id>}`, so the ingest script — dedupe, contact upsert,
+//! conversation continue/open, history append, attribution — runs atomically in one slot.
+//! Dedupe is therefore scoped to the contact the sender's channel-user handle resolves to,
+//! which is stable for a provider event id (it comes from one sender).
+//!
+//! The indexes that *find* a contact are single keys in their own slots, each written
+//! with one atomic command, so instances never race on a read-modify-write:
+//! - handle → contact: `SET NX` (first claim wins; `SET NX GET` tells the loser the winner),
+//! - conversation → contact: written with the script when the contact is new, else right
+//!   after a script that opened a conversation (idempotent, retried in the background if
+//!   Redis fails just then; the event itself is never failed after the script committed).
+//!
+//! Round trips per inbound event (each "round trip" is a set of independent commands
+//! sent concurrently): known sender 2 (handle lookup; script), known sender opening a new
+//! conversation 3 (+ index), new sender 3 (lookup; claim; script + index).
+
+mod conn;
+mod keys;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use jiff::Timestamp;
+use redis::Script;
+
+use super::model::{
+    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
+};
+use super::{ContextStore, StoreError};
+use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
+use conn::Conn;
+pub use conn::{is_redis_url, redact};
+
+/// Number of leading reply fields before the conversation (`name, created_at, handles`).
+const CONTACT_FIELDS: usize = 3;
+/// Conversation fields in a script reply: id + the 11 hash fields.
+const CONVERSATION_FIELDS: usize = 12;
+
+/// The Redis backend.
+pub struct RedisStore {
+    conn: Conn,
+    display: String,
+    ingest_script: Script,
+    outbound_script: Script,
+    upsert_script: Script,
+    merge_script: Script,
+    unmerge_script: Script,
+    repoint_script: Script,
+    close_script: Script,
+    unindex_script: Script,
+    round_trips: Arc<AtomicU64>,
+    retention: Option<Duration>,
+}
+
+impl RedisStore {
+    /// Connect (lazily) to the Redis named by `url`: `redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` (TLS), `redis+cluster://[auth@]h1:p1,h2:p2` / `rediss+cluster://…`, or
+    /// several comma-separated `redis://` URLs (a cluster's seed nodes).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, None)
+    }
+
+    /// [`RedisStore::open`] with a message retention (`None`: kept with the conversation).
+    pub fn open_with(url: &str, retention: Option<Duration>) -> Result<Self, StoreError> {
+        crate::tls::ensure_crypto_provider();
+        let target = conn::open(url)?;
+        Ok(Self {
+            conn: target.conn,
+            display: target.display,
+            ingest_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("ingest.lua")
+            )),
+            outbound_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("outbound.lua")
+            )),
+            upsert_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("upsert.lua")
+            )),
+            merge_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("merge.lua")
+            )),
+            unmerge_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("unmerge.lua")
+            )),
+            repoint_script: Script::new(include_str!("repoint.lua")),
+            close_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("close.lua")
+            )),
+            unindex_script: Script::new(include_str!("unindex.lua")),
+            round_trips: Arc::new(AtomicU64::new(0)),
+            retention,
+        })
+    }
+
+    /// Where it connects, password removed (for logs).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Round trips made since start (each a set of concurrent commands), for benchmarks.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn retention_arg(&self) -> String {
+        self.retention
+            .map(|retention| micros(retention).to_string())
+            .unwrap_or_default()
+    }
+
+    fn trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unavailable(&self, error: redis::RedisError) -> StoreError {
+        StoreError::Unavailable(format!("redis {}: {error}", self.display))
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))
+    }
+
+    /// Who owns each handle (one round trip).
+    async fn owners(&self, handles: &[&Handle]) -> Result<Vec<Option<String>>, StoreError> {
+        self.trip();
+        try_join_all(handles.iter().map(|handle| {
+            self.query::<Option<String>>(redis::cmd("GET").arg(keys::handle(handle)).clone())
+        }))
+        .await
+    }
+
+    /// Point `handle` at `contact_id` unless someone did first; returns the owner.
+    async fn claim(&self, handle: &Handle, contact_id: &str) -> Result<String, StoreError> {
+        let previous: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(keys::handle(handle))
+                    .arg(contact_id)
+                    .arg("NX")
+                    .arg("GET")
+                    .clone(),
+            )
+            .await?;
+        Ok(previous.unwrap_or_else(|| contact_id.to_owned()))
+    }
+
+    /// Resolve the sender to a contact id: its channel-user handle's owner, else the owner
+    /// of one of its verified handles, else a new id. Returns the id and whether the
+    /// contact is brand new (nothing of it exists yet), and the verified handles of a known
+    /// sender that nobody owns yet (claimed alongside the ingest script).
+    async fn resolve(
+        &self,
+        person: &Person,
+    ) -> Result<(String, bool, Vec<Handle>, bool), StoreError> {
+        let indexed: Vec<&Handle> = std::iter::once(&person.user)
+            .chain(person.handles.iter().filter(|handle| handle.verified))
+            .collect();
+        let owners = self.owners(&indexed).await?;
+        if let Some(Some(owner)) = owners.first() {
+            let unowned = indexed
+                .iter()
+                .zip(&owners)
+                .skip(1)
+                .filter(|(_, owner)| owner.is_none())
+                .map(|(handle, _)| (*handle).clone())
+                .collect();
+            return Ok((owner.clone(), false, unowned, false));
+        }
+        let linked = owners.iter().skip(1).flatten().next().cloned();
+        let fresh = linked.is_none();
+        let candidate = linked.unwrap_or_else(crate::ids::contact);
+        // The channel user decides; verified handles nobody owns yet join the same contact.
+        self.trip();
+        let unowned: Vec<&Handle> = indexed
+            .iter()
+            .zip(&owners)
+            .skip(1)
+            .filter(|(_, owner)| owner.is_none())
+            .map(|(handle, _)| *handle)
+            .collect();
+        let (winner, _) = futures::try_join!(
+            self.claim(&person.user, &candidate),
+            try_join_all(unowned.iter().map(|handle| self.claim(handle, &candidate))),
+        )?;
+        if winner != candidate {
+            // Another instance claimed this sender first: point the verified handles we
+            // just claimed for our candidate at the winner instead (rare; one more trip).
+            self.trip();
+            try_join_all(
+                unowned
+                    .iter()
+                    .map(|handle| self.repoint(keys::handle(handle), &candidate, &winner)),
+            )
+            .await?;
+            return Ok((winner, false, Vec::new(), true));
+        }
+        Ok((winner, fresh, Vec::new(), true))
+    }
+
+    /// Compare-and-set of an index key: `from` → `to` (`""` deletes). True when changed.
+    async fn repoint(&self, key: String, from: &str, to: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let changed: i64 = self
+            .repoint_script
+            .key(key)
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(changed == 1)
+    }
+
+    /// The merges into `contact_id`, as stored (raw JSON) and parsed.
+    async fn merges_of(&self, contact_id: &str) -> Result<Vec<(String, Merge)>, StoreError> {
+        let raw: Vec<String> = self
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(keys::merges(contact_id))
+                    .arg(0)
+                    .arg(-1)
+                    .clone(),
+            )
+            .await?;
+        raw.into_iter()
+            .map(|json| parse_json(&json).map(|merge| (json, merge)))
+            .collect()
+    }
+
+    async fn merged_into(&self, contact_id: &str) -> Result<Option<String>, StoreError> {
+        self.query(
+            redis::cmd("HGET")
+                .arg(keys::contact(contact_id))
+                .arg("merged_into")
+                .clone(),
+        )
+        .await
+    }
+
+    async fn conversation_ids(&self, contact_id: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            redis::cmd("LRANGE")
+                .arg(keys::conversations(contact_id))
+                .arg(0)
+                .arg(-1)
+                .clone(),
+        )
+        .await
+    }
+
+    /// Copy the dedupe entries of `from` into `to` (idempotent), so a provider retry of an
+    /// event recorded under `from` is still recognized once its sender resolves to `to`.
+    async fn copy_seen(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let entries: Vec<(String, f64)> = self
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(keys::seen(from))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .clone(),
+            )
+            .await?;
+        for chunk in entries.chunks(500) {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(keys::seen(to)).arg("GT");
+            for (member, score) in chunk {
+                cmd.arg(*score).arg(member);
+            }
+            self.query::<()>(cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// Contacts sharing a probable-link key with `contact` (not merged with it, still
+    /// existing).
+    async fn probable_links(
+        &self,
+        contact: &Contact,
+        merges: &[Merge],
+        merged_into: Option<&str>,
+    ) -> Result<Vec<ProbableLink>, StoreError> {
+        let keys = probable_keys(contact.name.as_deref(), &contact.handles);
+        let members: Vec<Vec<String>> =
+            try_join_all(keys.iter().map(|(key, _)| {
+                self.query(redis::cmd("SMEMBERS").arg(keys::probable(key)).clone())
+            }))
+            .await?;
+        let mut links: Vec<ProbableLink> = Vec::new();
+        for ((_, evidence), mut others) in keys.iter().zip(members) {
+            others.sort();
+            for other in others {
+                let merged = merged_into == Some(other.as_str())
+                    || merges
+                        .iter()
+                        .any(|merge| merge.absorbed == other && merge.undone_at.is_none());
+                if other != contact.id
+                    && !merged
+                    && !links.iter().any(|link| link.contact_id == other)
+                {
+                    links.push(ProbableLink {
+                        contact_id: other,
+                        strength: LinkStrength::Probable,
+                        evidence: evidence.clone(),
+                    });
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Delete one contact: its index entries first (so nothing resolves to it any more),
+    /// then every key under its hash tag.
+    async fn erase_one(&self, contact_id: &str) -> Result<(), StoreError> {
+        let contact = self.contact(contact_id).await?;
+        let conversations = self.conversation_ids(contact_id).await?;
+        let tokens: Vec<String> = self
+            .query(
+                redis::cmd("SMEMBERS")
+                    .arg(keys::tokens_of(contact_id))
+                    .clone(),
+            )
+            .await?;
+        if let Some(contact) = &contact {
+            try_join_all(
+                probable_keys(contact.name.as_deref(), &contact.handles)
+                    .iter()
+                    .map(|(key, _)| {
+                        self.query::<()>(
+                            redis::cmd("SREM")
+                                .arg(keys::probable(key))
+                                .arg(contact_id)
+                                .clone(),
+                        )
+                    }),
+            )
+            .await?;
+        }
+        let handles = contact.map(|contact| contact.handles).unwrap_or_default();
+        try_join_all(
+            handles
+                .iter()
+                .map(|handle| self.repoint(keys::handle(handle), contact_id, "")),
+        )
+        .await?;
+        try_join_all(conversations.iter().map(|cv| {
+            self.query::<()>(redis::cmd("DEL").arg(keys::conversation_index(cv)).clone())
+        }))
+        .await?;
+        try_join_all(
+            tokens.iter().map(|token| {
+                self.query::<()>(redis::cmd("DEL").arg(keys::link_token(token)).clone())
+            }),
+        )
+        .await?;
+        self.query::<()>(
+            redis::cmd("ZREM")
+                .arg(keys::open_shard(keys::shard_of(contact_id)))
+                .arg(contact_id)
+                .clone(),
+        )
+        .await?;
+        // All in one slot: one DEL.
+        let mut del = redis::cmd("DEL");
+        del.arg(keys::contact(contact_id))
+            .arg(keys::seen(contact_id))
+            .arg(keys::conversations(contact_id))
+            .arg(keys::merges(contact_id))
+            .arg(keys::tokens_of(contact_id));
+        for cv in &conversations {
+            del.arg(keys::conversation(contact_id, cv))
+                .arg(keys::history(contact_id, cv))
+                .arg(keys::timeline(contact_id, cv));
+        }
+        self.query::<()>(del).await
+    }
+
+    /// Note activity in the open-conversation index (sent alongside the script).
+    async fn mark_active(&self, contact_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("ZADD")
+                .arg(keys::open_shard(keys::shard_of(contact_id)))
+                .arg("GT")
+                .arg(at.as_millisecond())
+                .arg(contact_id)
+                .clone(),
+        )
+        .await
+    }
+
+    /// Sweep one shard of the open-conversation index.
+    async fn close_idle_in(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let key = keys::open_shard(shard);
+        let cutoff_ms = now.as_millisecond() - millis(inactivity);
+        let candidates: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(cutoff_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .clone(),
+            )
+            .await?;
+        let mut closed = Vec::new();
+        for contact_id in candidates {
+            let mut conn = self.conn.clone();
+            let reply: Vec<String> = self
+                .close_script
+                .key(keys::contact(&contact_id))
+                .arg(keys::contact_prefix(&contact_id))
+                .arg(now.as_microsecond())
+                .arg(micros(inactivity))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+            match reply.first().map(String::as_str) {
+                Some("active") => {
+                    // Activity the index missed (e.g. an older event time): catch up.
+                    if let Some(at) = reply.get(1).and_then(|at| parse_time(at).ok()) {
+                        self.mark_active(&contact_id, at).await?;
+                    }
+                    continue;
+                }
+                Some("closed") => {
+                    let ingested = parse_reply(&contact_id, &reply[1..])?;
+                    closed.push((ingested.contact, ingested.conversation));
+                }
+                _ => {}
+            }
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .unindex_script
+                .key(&key)
+                .arg(&contact_id)
+                .arg(cutoff_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+        }
+        Ok(closed)
+    }
+
+    /// Write the conversation index; on failure log and retry in the background (the
+    /// event itself was recorded and must be published).
+    fn index_conversation_later(&self, conversation_id: String, contact_id: String) {
+        let conn = self.conn.clone();
+        let target = self.display.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1..=50u32 {
+                let mut conn = conn.clone();
+                let result: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(keys::conversation_index(&conversation_id))
+                    .arg(&contact_id)
+                    .query_async(&mut conn)
+                    .await;
+                match result {
+                    Ok(()) => {
+                        if attempt > 1 {
+                            tracing::info!(conversation = %conversation_id, attempt, "conversation index written after retry");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(conversation = %conversation_id, contact = %contact_id, redis = %target, %error, attempt, "cannot write the conversation index; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn set_index(&self, conversation_id: &str, contact_id: &str) -> Result<(), StoreError> {
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(keys::conversation_index(conversation_id))
+                .arg(contact_id)
+                .clone(),
+        )
+        .await
+    }
+
+    /// The contact owning conversation `id`.
+    async fn owner_of(&self, conversation_id: &str) -> Result<Option<String>, StoreError> {
+        self.query(
+            redis::cmd("GET")
+                .arg(keys::conversation_index(conversation_id))
+                .clone(),
+        )
+        .await
+    }
+
+    async fn conn_eval(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))
+    }
+}
+
+#[async_trait]
+impl ContextStore for RedisStore {
+    async fn ingest(
+        &self,
+        ingest: Ingest,
+        policy: &IngestPolicy,
+    ) -> Result<Option<Ingested>, StoreError> {
+        let (contact_id, fresh, unowned, new_sender) = self.resolve(&ingest.person).await?;
+        let proposed = crate::ids::conversation();
+        let handles: Vec<&Handle> = std::iter::once(&ingest.person.user)
+            .chain(&ingest.person.handles)
+            .collect();
+        let handles_json = serde_json::to_string(&handles).map_err(internal)?;
+        let entry = ingest
+            .message
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(internal)?
+            .unwrap_or_default();
+        let referral = ingest
+            .referral
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(internal)?
+            .unwrap_or_default();
+        let window = ingest
+            .reply_window
+            .map(|window| micros(window).to_string())
+            .unwrap_or_default();
+        let now_ms = Timestamp::now().as_millisecond();
+        let mut invocation = self.ingest_script.prepare_invoke();
+        invocation
+            .key(keys::contact(&contact_id))
+            .key(keys::seen(&contact_id))
+            .key(keys::conversations(&contact_id))
+            .arg(keys::contact_prefix(&contact_id))
+            .arg(&contact_id)
+            .arg(keys::dedupe_member(&ingest.channel, &ingest.external_id))
+            .arg(now_ms)
+            .arg(millis(policy.dedupe_ttl))
+            .arg(ingest.at.as_microsecond())
+            .arg(&ingest.channel)
+            .arg(micros(policy.inactivity))
+            .arg(policy.history_cap.max(1))
+            .arg(policy.history_depth)
+            .arg(ingest.person.name.as_deref().unwrap_or(""))
+            .arg(handles_json)
+            .arg(&proposed)
+            .arg(entry)
+            .arg(referral)
+            .arg(window)
+            .arg(self.retention_arg());
+        // Last round trip: the script, plus the writes that need no answer from it.
+        self.trip();
+        // A new sender joins the probable-link index (known senders are indexed already).
+        let probable = if new_sender {
+            probable_keys(ingest.person.name.as_deref(), &ingest.person.handles)
+        } else {
+            Vec::new()
+        };
+        // The script's answer decides: once it committed, the event must be published
+        // (a provider retry would be a duplicate), so a failed side write is logged and
+        // repaired, never turned into an error.
+        let (reply, side) = futures::join!(self.conn_eval(invocation), async {
+            futures::try_join!(
+                async {
+                    try_join_all(probable.iter().map(|(key, _)| {
+                        self.query::<()>(
+                            redis::cmd("SADD")
+                                .arg(keys::probable(key))
+                                .arg(&contact_id)
+                                .clone(),
+                        )
+                    }))
+                    .await
+                    .map(drop)
+                },
+                self.mark_active(&contact_id, Timestamp::now()),
+                async {
+                    if fresh {
+                        self.set_index(&proposed, &contact_id).await
+                    } else {
+                        Ok(())
+                    }
+                },
+                async {
+                    // A known sender's verified handles no contact owns yet: first wins.
+                    try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+                        .await
+                        .map(drop)
+                },
+            )
+        });
+        let reply = reply?;
+        let side_failed = side
+            .map_err(|error| {
+                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed; the next event of the contact repeats it");
+            })
+            .is_err();
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        let ingested = parse_reply(&contact_id, &reply)?;
+        if side_failed && fresh && ingested.conversation.id == proposed {
+            self.index_conversation_later(proposed.clone(), contact_id.clone());
+        }
+        if ingested.started && !(fresh && ingested.conversation.id == proposed) {
+            self.trip();
+            if let Err(error) = self.set_index(&ingested.conversation.id, &contact_id).await {
+                tracing::error!(%error, conversation = %ingested.conversation.id, "conversation index not written; retrying in the background");
+                self.index_conversation_later(ingested.conversation.id.clone(), contact_id.clone());
+            }
+        }
+        if fresh && ingested.conversation.id != proposed {
+            // A concurrent event of this new sender opened the conversation first.
+            let _ = self
+                .query::<()>(
+                    redis::cmd("DEL")
+                        .arg(keys::conversation_index(&proposed))
+                        .clone(),
+                )
+                .await;
+        }
+        Ok(Some(ingested))
+    }
+
+    async fn record_outbound(
+        &self,
+        outbound: Outbound,
+        policy: &IngestPolicy,
+    ) -> Result<Ingested, StoreError> {
+        let conversation_id = &outbound.conversation_id;
+        let contact_id = self
+            .owner_of(conversation_id)
+            .await?
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let entry = serde_json::to_string(&outbound.message).map_err(internal)?;
+        let mut invocation = self.outbound_script.prepare_invoke();
+        invocation
+            .key(keys::contact(&contact_id))
+            .arg(keys::contact_prefix(&contact_id))
+            .arg(conversation_id)
+            .arg(outbound.message.at.as_microsecond())
+            .arg(entry)
+            .arg(policy.history_cap.max(1))
+            .arg(policy.history_depth)
+            .arg(self.retention_arg())
+            .arg(Timestamp::now().as_microsecond());
+        let (reply, marked) = futures::join!(
+            self.conn_eval(invocation),
+            self.mark_active(&contact_id, Timestamp::now()),
+        );
+        if let Err(error) = marked {
+            tracing::warn!(%error, contact = %contact_id, "open-conversation index not updated; the next event of the contact repeats it");
+        }
+        let reply = reply?.ok_or_else(|| not_found("conversation", conversation_id))?;
+        parse_reply(&contact_id, &reply)
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let fields: Vec<Option<String>> = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(keys::contact(id))
+                    .arg(&["id", "name", "created_at", "handles"])
+                    .clone(),
+            )
+            .await?;
+        let [Some(_), name, Some(created_at), handles] = fields.as_slice() else {
+            return Ok(None);
+        };
+        Ok(Some(parse_contact(
+            id,
+            name.as_deref().unwrap_or(""),
+            created_at,
+            handles.as_deref().unwrap_or("[]"),
+        )?))
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let Some(contact_id) = self.owner_of(id).await? else {
+            return Ok(None);
+        };
+        let fields: Vec<Option<String>> = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(keys::conversation(&contact_id, id))
+                    .arg(&CONVERSATION_HASH_FIELDS)
+                    .clone(),
+            )
+            .await?;
+        if fields.first().is_none_or(Option::is_none) {
+            return Ok(None);
+        }
+        let mut values = vec![id.to_owned()];
+        values.extend(fields.into_iter().map(Option::unwrap_or_default));
+        parse_conversation(&values).map(Some)
+    }
+
+    async fn history(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let contact_id = self
+            .owner_of(conversation_id)
+            .await?
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<String> = self
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(keys::history(&contact_id, conversation_id))
+                    .arg(-(limit.min(i64::MAX as usize) as i64))
+                    .arg(-1)
+                    .clone(),
+            )
+            .await?;
+        entries
+            .iter()
+            .map(|entry| parse_json(stored_history(entry)))
+            .collect()
+    }
+
+    async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError> {
+        let Some(contact) = self.contact(id).await? else {
+            return Ok(None);
+        };
+        let (merged_into, merges, mut conversations, latest_conversation) = futures::try_join!(
+            self.merged_into(id),
+            self.merges_of(id),
+            self.conversation_ids(id),
+            self.query::<Option<String>>(
+                redis::cmd("HGET")
+                    .arg(keys::contact(id))
+                    .arg("latest")
+                    .clone()
+            ),
+        )?;
+        let merges: Vec<Merge> = merges.into_iter().map(|(_, merge)| merge).collect();
+        let probable_links = self
+            .probable_links(&contact, &merges, merged_into.as_deref())
+            .await?;
+        let absorbed = try_join_all(
+            merges
+                .iter()
+                .filter(|merge| merge.undone_at.is_none())
+                .map(|merge| self.conversation_ids(&merge.absorbed)),
+        )
+        .await?;
+        conversations.extend(absorbed.into_iter().flatten());
+        Ok(Some(ContactDetails {
+            contact,
+            merged_into,
+            merges,
+            conversations,
+            latest_conversation,
+            probable_links,
+        }))
+    }
+
+    async fn put_link_token(
+        &self,
+        token: &str,
+        contact_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let seconds = ttl.as_secs().max(1);
+        futures::try_join!(
+            self.query::<()>(
+                redis::cmd("SET")
+                    .arg(keys::link_token(token))
+                    .arg(contact_id)
+                    .arg("EX")
+                    .arg(seconds)
+                    .clone()
+            ),
+            self.query::<()>(
+                redis::cmd("SADD")
+                    .arg(keys::tokens_of(contact_id))
+                    .arg(token)
+                    .clone()
+            ),
+        )?;
+        Ok(())
+    }
+
+    async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        self.query(redis::cmd("GET").arg(keys::link_token(token)).clone())
+            .await
+    }
+
+    async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
+        self.query(redis::cmd("DEL").arg(keys::link_token(token)).clone())
+            .await
+    }
+
+    async fn link_sender(
+        &self,
+        person: &Person,
+        survivor: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Option<Merge>, StoreError> {
+        let (sender, _, unowned, _) = self.resolve(person).await?;
+        if sender == survivor {
+            return Ok(None);
+        }
+        // The sender's contact must exist to be merged (and restored by an unmerge).
+        let handles: Vec<&Handle> = std::iter::once(&person.user)
+            .chain(&person.handles)
+            .collect();
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .upsert_script
+            .key(keys::contact(&sender))
+            .arg(&sender)
+            .arg(at.as_microsecond())
+            .arg(person.name.as_deref().unwrap_or(""))
+            .arg(serde_json::to_string(&handles).map_err(internal)?)
+            .arg("")
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        try_join_all(unowned.iter().map(|handle| self.claim(handle, &sender))).await?;
+        self.merge(survivor, &sender, evidence, at).await.map(Some)
+    }
+
+    async fn merge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        if survivor == absorbed {
+            return Err(StoreError::Conflict(
+                "a contact cannot be merged into itself".into(),
+            ));
+        }
+        let (target, source, source_into) = futures::try_join!(
+            self.contact(survivor),
+            self.contact(absorbed),
+            self.merged_into(absorbed),
+        )?;
+        let target = target.ok_or_else(|| not_found("contact", survivor))?;
+        let source = source.ok_or_else(|| not_found("contact", absorbed))?;
+        if let Some(into) = source_into.filter(|into| into != survivor) {
+            return Err(StoreError::Conflict(format!(
+                "contact `{absorbed}` is merged into `{into}`"
+            )));
+        }
+        let moved: Vec<Handle> = source
+            .handles
+            .iter()
+            .filter(|handle| {
+                !target
+                    .handles
+                    .iter()
+                    .any(|have| have.kind == handle.kind && have.value == handle.value)
+            })
+            .cloned()
+            .collect();
+        let proposed = Merge {
+            id: crate::ids::merge(),
+            survivor: survivor.to_owned(),
+            absorbed: absorbed.to_owned(),
+            handles: moved.clone(),
+            strength: LinkStrength::Verified,
+            evidence: evidence.to_owned(),
+            at,
+            undone_at: None,
+        };
+        // Dedupe entries first, then the record, then the handles: until a handle points
+        // at the survivor its events still land on (and are deduped by) the absorbed one.
+        self.copy_seen(absorbed, survivor).await?;
+        let mut conn = self.conn.clone();
+        let (outcome, record): (String, String) = self
+            .merge_script
+            .key(keys::contact(survivor))
+            .key(keys::merges(survivor))
+            .arg(serde_json::to_string(&proposed).map_err(internal)?)
+            .arg(absorbed)
+            .arg(serde_json::to_string(&moved).map_err(internal)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        match outcome.as_str() {
+            "conflict" => {
+                return Err(StoreError::Conflict(format!(
+                    "contact `{survivor}` is merged into `{record}`; merge into that one"
+                )));
+            }
+            "missing" => return Err(not_found("contact", survivor)),
+            _ => {}
+        }
+        let merge: Merge = parse_json(&record)?;
+        self.query::<()>(
+            redis::cmd("HSET")
+                .arg(keys::contact(absorbed))
+                .arg("merged_into")
+                .arg(survivor)
+                .clone(),
+        )
+        .await?;
+        try_join_all(
+            source
+                .handles
+                .iter()
+                .map(|handle| self.repoint(keys::handle(handle), absorbed, survivor)),
+        )
+        .await?;
+        Ok(merge)
+    }
+
+    async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        let merges = self.merges_of(survivor).await?;
+        let (index, (raw, merge)) = merges
+            .into_iter()
+            .enumerate()
+            .find(|(_, (_, merge))| merge.absorbed == absorbed && merge.undone_at.is_none())
+            .ok_or_else(|| not_found("merge", &format!("{absorbed} into {survivor}")))?;
+        let mut undone = merge.clone();
+        undone.undone_at = Some(at);
+        let mut conn = self.conn.clone();
+        let done: i64 = self
+            .unmerge_script
+            .key(keys::contact(survivor))
+            .key(keys::merges(survivor))
+            .arg(index)
+            .arg(raw)
+            .arg(serde_json::to_string(&undone).map_err(internal)?)
+            .arg(serde_json::to_string(&merge.handles).map_err(internal)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        if done != 1 {
+            return Err(StoreError::Conflict(
+                "the merge changed meanwhile; try again".into(),
+            ));
+        }
+        try_join_all(
+            merge
+                .handles
+                .iter()
+                .map(|handle| self.repoint(keys::handle(handle), survivor, absorbed)),
+        )
+        .await?;
+        self.query::<()>(
+            redis::cmd("HDEL")
+                .arg(keys::contact(absorbed))
+                .arg("merged_into")
+                .clone(),
+        )
+        .await?;
+        self.copy_seen(survivor, absorbed).await?;
+        Ok(undone)
+    }
+
+    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
+        let Some(details) = self.contact_details(id).await? else {
+            return Ok(None);
+        };
+        let latest = match details.latest_conversation.clone() {
+            Some(cv) => self.conversation(&cv).await?,
+            None => None,
+        };
+        let absorbed: Vec<String> = details
+            .merges
+            .iter()
+            .filter(|merge| merge.undone_at.is_none())
+            .map(|merge| merge.absorbed.clone())
+            .collect();
+        for contact in std::iter::once(id).chain(absorbed.iter().map(String::as_str)) {
+            self.erase_one(contact).await?;
+        }
+        Ok(Some(Erased {
+            contact_id: id.to_owned(),
+            absorbed,
+            conversations: details.conversations,
+            latest,
+        }))
+    }
+
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        let mut closed = Vec::new();
+        for shard in 0..keys::OPEN_SHARDS {
+            if closed.len() >= limit {
+                break;
+            }
+            let more = self
+                .close_idle_in(shard, now, inactivity, limit - closed.len())
+                .await?;
+            closed.extend(more);
+        }
+        Ok(closed)
+    }
+
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        let contact_id = self
+            .owner_of(conversation_id)
+            .await?
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        let key = keys::timeline(&contact_id, conversation_id);
+        // Retention drops entries from the front; cursors count from the first entry ever.
+        let trimmed: Option<u64> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::conversation(&contact_id, conversation_id))
+                    .arg("tl_trimmed")
+                    .clone(),
+            )
+            .await?;
+        let trimmed = trimmed.unwrap_or(0);
+        let from = from.max(trimmed);
+        let start = i64::try_from(from - trimmed).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)) - 1;
+        let (raw, length): (Vec<String>, u64) = futures::try_join!(
+            self.query(redis::cmd("LRANGE").arg(&key).arg(start).arg(stop).clone()),
+            self.query(redis::cmd("LLEN").arg(&key).clone()),
+        )?;
+        let total = trimmed + length;
+        let entries = raw
+            .iter()
+            .map(|json| parse_json::<StoredEntry>(json).and_then(StoredEntry::entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let end = from + entries.len() as u64;
+        Ok(TimelinePage {
+            next: (end < total).then_some(end),
+            entries,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let answer: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        if answer == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "redis {}: PING answered `{answer}`",
+                self.display
+            )))
+        }
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(RedisStore::round_trips(self))
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// The conversation hash fields, in reply order (after the conversation id).
+const CONVERSATION_HASH_FIELDS: [&str; 11] = [
+    "contact",
+    "status",
+    "started_at",
+    "last_at",
+    "channels",
+    "current",
+    "previous",
+    "messages",
+    "reply_until",
+    "first_touch",
+    "last_touch",
+];
+
+/// A script reply (see `describe` in common.lua) → what ingest did.
+fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreError> {
+    let head = CONTACT_FIELDS + CONVERSATION_FIELDS + 2;
+    if reply.len() < head {
+        return Err(StoreError::Unavailable(format!(
+            "unexpected script reply ({} fields)",
+            reply.len()
+        )));
+    }
+    let contact = parse_contact(contact_id, &reply[0], &reply[1], &reply[2])?;
+    let conversation =
+        parse_conversation(&reply[CONTACT_FIELDS..CONTACT_FIELDS + CONVERSATION_FIELDS])?;
+    let started = reply[head - 2] == "1";
+    let switched_from = Some(reply[head - 1].clone()).filter(|channel| !channel.is_empty());
+    let history = reply[head..]
+        .iter()
+        .map(|entry| parse_json(entry))
+        .collect::<Result<_, _>>()?;
+    Ok(Ingested {
+        contact,
+        conversation,
+        started,
+        switched_from,
+        history,
+    })
+}
+
+fn parse_contact(
+    id: &str,
+    name: &str,
+    created_at: &str,
+    handles: &str,
+) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: id.to_owned(),
+        name: Some(name.to_owned()).filter(|name| !name.is_empty()),
+        handles: parse_list(handles)?,
+        created_at: parse_time(created_at)?,
+    })
+}
+
+/// `[id, contact, status, started_at, last_at, channels, current, previous, messages,
+/// reply_until, first_touch, last_touch]` → the conversation.
+fn parse_conversation(values: &[String]) -> Result<Conversation, StoreError> {
+    let [
+        id,
+        contact,
+        status,
+        started_at,
+        last_at,
+        channels,
+        current,
+        previous,
+        messages,
+        reply_until,
+        first_touch,
+        last_touch,
+    ] = values
+    else {
+        return Err(corrupt("conversation", "wrong number of fields"));
+    };
+    Ok(Conversation {
+        id: id.clone(),
+        contact_id: contact.clone(),
+        status: match status.as_str() {
+            "closed" => ConversationStatus::Closed,
+            _ => ConversationStatus::Open,
+        },
+        started_at: parse_time(started_at)?,
+        last_activity_at: parse_time(last_at)?,
+        channels_used: parse_list(channels)?,
+        current_channel: current.clone(),
+        previous_channel: Some(previous.clone()).filter(|channel| !channel.is_empty()),
+        messages: messages
+            .parse()
+            .map_err(|_| corrupt("conversation", "messages is not a number"))?,
+        reply_window_until: optional(reply_until, parse_time)?,
+        attribution: Attribution {
+            first_touch: optional(first_touch, parse_json::<Referral>)?,
+            last_touch: optional(last_touch, parse_json::<Referral>)?,
+        },
+    })
+}
+
+fn optional<T>(
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(value).map(Some)
+    }
+}
+
+/// A JSON array written by Lua's cjson, which encodes an empty array as `{}`.
+fn parse_list<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, StoreError> {
+    if json == "{}" || json.is_empty() {
+        return Ok(Vec::new());
+    }
+    parse_json(json)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|error| corrupt("record", &error.to_string()))
+}
+
+fn parse_time(micros: &str) -> Result<Timestamp, StoreError> {
+    micros
+        .parse::<i64>()
+        .ok()
+        .and_then(|value| Timestamp::from_microsecond(value).ok())
+        .ok_or_else(|| corrupt("timestamp", micros))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX / 4)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn corrupt(what: &str, detail: &str) -> StoreError {
+    StoreError::Unavailable(format!("unreadable {what} in redis: {detail}"))
+}
+
+fn internal(error: serde_json::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot encode a record: {error}"))
+}
+
+fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+/// A timeline entry as the scripts write it (time in µs).
+#[derive(serde::Deserialize)]
+struct StoredEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    at_us: i64,
+    channel: String,
+    #[serde(default)]
+    previous_channel: Option<String>,
+    #[serde(default)]
+    message: Option<HistoryEntry>,
+    #[serde(default)]
+    referral: Option<Referral>,
+}
+
+impl StoredEntry {
+    fn entry(self) -> Result<TimelineEntry, StoreError> {
+        Ok(TimelineEntry {
+            kind: self.kind,
+            at: Timestamp::from_microsecond(self.at_us)
+                .map_err(|error| corrupt("timeline", &error.to_string()))?,
+            channel: self.channel,
+            previous_channel: self.previous_channel,
+            message: self.message,
+            referral: self.referral,
+        })
+    }
+}
+
+/// A stored history entry (`"<time µs> <JSON>"`) without its time prefix.
+fn stored_history(stored: &str) -> &str {
+    match stored.split_once(' ') {
+        Some((time, json)) if time.bytes().all(|byte| byte.is_ascii_digit()) => json,
+        _ => stored,
+    }
+}

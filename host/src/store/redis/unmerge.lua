@@ -1,0 +1,11 @@
+-- Mark a merge undone and take its handles back from the survivor (see
+-- `RedisStore::unmerge`); compare-and-set on the record, so two undos cannot both win.
+-- KEYS[1] survivor contact hash   KEYS[2] survivor merges list
+-- ARGV: 1 index of the record  2 the record as read  3 the undone record  4 moved handles
+-- Returns 1 when done, 0 when the record changed meanwhile.
+if redis.call('LINDEX', KEYS[2], tonumber(ARGV[1])) ~= ARGV[2] then
+  return 0
+end
+redis.call('LSET', KEYS[2], tonumber(ARGV[1]), ARGV[3])
+update_handles(KEYS[1], '[]', ARGV[4])
+return 1

@@ -1,0 +1,1049 @@
+//! One conformance suite for every `ContextStore` backend: the memory store, a single
+//! redis-server and a 3-master Redis Cluster (both started here on free loopback ports).
+//! Each case uses its own channel names, so cases share one server without interfering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry, Referral, ReferralSource};
+use omnigate::store::{
+    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, StoreError,
+};
+use omnigate_tests::redis::{RedisCluster, RedisServer};
+
+fn policy() -> IngestPolicy {
+    IngestPolicy {
+        dedupe_ttl: Duration::from_secs(3600),
+        inactivity: Duration::from_secs(24 * 3600),
+        history_cap: 3,
+        history_depth: 10,
+    }
+}
+
+/// A channel name unique to one case.
+fn channel(name: &str) -> String {
+    format!("{name}-{}", ulid::Ulid::generate())
+}
+
+/// A time with microsecond precision (what every backend keeps).
+fn now() -> Timestamp {
+    Timestamp::from_microsecond(Timestamp::now().as_microsecond()).expect("time")
+}
+
+fn later(at: Timestamp, hours: i64) -> Timestamp {
+    at.checked_add(SignedDuration::from_hours(hours))
+        .expect("time")
+}
+
+fn handle(kind: HandleKind, value: &str, verified: bool) -> Handle {
+    Handle {
+        kind,
+        value: value.to_owned(),
+        verified,
+    }
+}
+
+/// A message from `user` on `channel`.
+fn message(channel: &str, user: &str, id: &str, at: Timestamp) -> Ingest {
+    Ingest {
+        channel: channel.to_owned(),
+        external_id: id.to_owned(),
+        at,
+        person: Person {
+            user: handle(HandleKind::ChannelUser, &format!("{channel}:{user}"), true),
+            name: Some("Ana".into()),
+            handles: Vec::new(),
+        },
+        message: Some(HistoryEntry {
+            event_id: format!("evt_{id}"),
+            at,
+            channel: channel.to_owned(),
+            direction: Direction::Inbound,
+            external_id: Some(id.to_owned()),
+            text: Some(format!("text {id}")),
+            parts: Vec::new(),
+        }),
+        referral: None,
+        reply_window: None,
+    }
+}
+
+fn with_phone(mut ingest: Ingest, phone: &str, verified: bool) -> Ingest {
+    ingest
+        .person
+        .handles
+        .push(handle(HandleKind::Phone, phone, verified));
+    ingest
+}
+
+fn referral(channel: &str, campaign: &str, at: Timestamp) -> Referral {
+    Referral {
+        source: ReferralSource::Ad,
+        channel: channel.to_owned(),
+        at,
+        ad_id: Some(format!("ad-{campaign}")),
+        campaign: Some(campaign.to_owned()),
+        click_id: [("fbclid".to_owned(), format!("fb-{campaign}"))].into(),
+        utm: [("source".to_owned(), "instagram".to_owned())].into(),
+        url: Some("https://shop.example/p?utm_source=instagram".into()),
+        referrer: None,
+        ref_payload: None,
+        headline: None,
+        body: None,
+        media_url: None,
+    }
+}
+
+/// A unique E.164 number (Spanish mobile range) per case.
+fn phone() -> String {
+    let random = ulid::Ulid::generate().random() % 100_000_000;
+    format!("+346{random:08}")
+}
+
+async fn ok(store: &dyn ContextStore, ingest: Ingest) -> omnigate::store::Ingested {
+    store
+        .ingest(ingest, &policy())
+        .await
+        .expect("store answers")
+        .expect("not a duplicate")
+}
+
+async fn dedupe(store: &dyn ContextStore) {
+    let web = channel("web");
+    let other = channel("other");
+    let at = now();
+    let first = ok(store, message(&web, "v1", "m1", at)).await;
+    assert!(first.started);
+    let again = store
+        .ingest(message(&web, "v1", "m1", at), &policy())
+        .await
+        .expect("store answers");
+    assert!(
+        again.is_none(),
+        "same (channel, external id) is a duplicate"
+    );
+    // The same provider id on another channel is another event.
+    ok(store, message(&other, "v1", "m1", at)).await;
+    let conversation = store
+        .conversation(&first.conversation.id)
+        .await
+        .expect("store answers")
+        .expect("exists");
+    assert_eq!(conversation.messages, 1, "the duplicate was not counted");
+    // A dedupe key expires after its TTL.
+    let short = IngestPolicy {
+        dedupe_ttl: Duration::from_millis(200),
+        ..policy()
+    };
+    assert!(
+        store
+            .ingest(message(&web, "v1", "m2", at), &short)
+            .await
+            .expect("ok")
+            .is_some()
+    );
+    assert!(
+        store
+            .ingest(message(&web, "v1", "m2", at), &short)
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    // Memory rotates generations: a key lives between one and two TTLs.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        store
+            .ingest(message(&web, "v1", "m3", at), &short)
+            .await
+            .expect("ok")
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        store
+            .ingest(message(&web, "v1", "m2", at), &short)
+            .await
+            .expect("ok")
+            .is_some(),
+        "an expired dedupe key no longer drops the event"
+    );
+}
+
+async fn identity(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let first = ok(
+        store,
+        with_phone(message(&web, "visitor", "w1", at), &number, true),
+    )
+    .await;
+    let returning = ok(store, message(&web, "visitor", "w2", at)).await;
+    assert_eq!(
+        returning.contact.id, first.contact.id,
+        "same channel user, same contact"
+    );
+    // Same verified phone on another channel: one contact, one conversation, a switch.
+    let digits = number.trim_start_matches('+');
+    let switched = ok(
+        store,
+        with_phone(message(&wa, digits, "a1", at), &number, true),
+    )
+    .await;
+    assert_eq!(switched.contact.id, first.contact.id);
+    assert_eq!(switched.conversation.id, first.conversation.id);
+    assert!(!switched.started);
+    assert_eq!(switched.switched_from.as_deref(), Some(web.as_str()));
+    assert_eq!(
+        switched.conversation.previous_channel.as_deref(),
+        Some(web.as_str())
+    );
+    assert_eq!(switched.conversation.current_channel, wa);
+    assert_eq!(
+        switched.conversation.channels_used,
+        vec![web.clone(), wa.clone()]
+    );
+    assert_eq!(switched.contact.user_on(&wa), Some(digits));
+    assert_eq!(switched.contact.user_on(&web), Some("visitor"));
+    // Back on the web: another switch; channels_used keeps first-use order.
+    let back = ok(store, message(&web, "visitor", "w3", at)).await;
+    assert_eq!(back.switched_from.as_deref(), Some(wa.as_str()));
+    assert_eq!(
+        back.conversation.channels_used,
+        vec![web.clone(), wa.clone()]
+    );
+    // An unverified phone never links.
+    let stranger = ok(
+        store,
+        with_phone(message(&wa, "other", "a2", at), &number, false),
+    )
+    .await;
+    assert_ne!(stranger.contact.id, first.contact.id);
+    // The stored contact lists every handle once, verified where any source verified it.
+    let contact = store
+        .contact(&first.contact.id)
+        .await
+        .expect("store answers")
+        .expect("exists");
+    assert_eq!(contact.name.as_deref(), Some("Ana"));
+    let phones: Vec<&Handle> = contact
+        .handles
+        .iter()
+        .filter(|h| h.kind == HandleKind::Phone)
+        .collect();
+    assert_eq!(phones.len(), 1);
+    assert!(phones[0].verified);
+    assert_eq!(contact.handles.len(), 3, "two channel users and one phone");
+    assert!(store.contact("ct_nobody").await.expect("ok").is_none());
+    assert!(
+        store
+            .conversation("cv_nothing")
+            .await
+            .expect("ok")
+            .is_none()
+    );
+}
+
+async fn threading(store: &dyn ContextStore) {
+    let web = channel("web");
+    let at = now();
+    let first = ok(store, message(&web, "v", "t1", at)).await;
+    let second = ok(store, message(&web, "v", "t2", later(at, 1))).await;
+    assert_eq!(second.conversation.id, first.conversation.id);
+    assert_eq!(second.conversation.messages, 2);
+    assert_eq!(second.conversation.started_at, at);
+    assert_eq!(second.conversation.last_activity_at, later(at, 1));
+    // After the inactivity period the next message opens a new conversation.
+    let next = ok(store, message(&web, "v", "t3", later(at, 30))).await;
+    assert!(next.started);
+    assert_ne!(next.conversation.id, first.conversation.id);
+    assert_eq!(next.conversation.messages, 1);
+    assert!(next.switched_from.is_none());
+    let old = store
+        .conversation(&first.conversation.id)
+        .await
+        .expect("ok")
+        .expect("kept");
+    assert_eq!(old.status, omnigate::event::ConversationStatus::Closed);
+    // Reply windows: an inbound message on a channel with a window sets it.
+    let mut windowed = message(&web, "v", "t4", later(at, 31));
+    windowed.reply_window = Some(Duration::from_secs(24 * 3600));
+    let result = ok(store, windowed).await;
+    assert_eq!(result.conversation.reply_window_until, Some(later(at, 55)));
+    // Per channel: a channel without a window shows none; switching back shows its own.
+    let other = channel("sms");
+    let elsewhere = ok(store, message(&other, "v-sms", "t5", later(at, 31))).await;
+    assert_ne!(elsewhere.contact.id, result.contact.id, "unlinked sender");
+    let mut merged = message(&other, "v-sms", "t6", later(at, 31));
+    merged.person.user = handle(HandleKind::ChannelUser, &format!("{web}:v"), true);
+    merged.channel = other.clone();
+    let moved = ok(store, merged).await;
+    assert_eq!(moved.switched_from.as_deref(), Some(web.as_str()));
+    assert_eq!(
+        moved.conversation.reply_window_until, None,
+        "sms has no window"
+    );
+    let mut back = message(&web, "v", "t7", later(at, 31));
+    back.reply_window = None;
+    let back = ok(store, back).await;
+    assert_eq!(
+        back.conversation.reply_window_until,
+        Some(later(at, 55)),
+        "web's window"
+    );
+    // Outbound messages count and join the history.
+    let sent = store
+        .record_outbound(
+            Outbound {
+                conversation_id: next.conversation.id.clone(),
+                message: HistoryEntry {
+                    event_id: "evt_out".into(),
+                    at: later(at, 32),
+                    channel: web.clone(),
+                    direction: Direction::Outbound,
+                    external_id: Some("out-1".into()),
+                    text: Some("hello".into()),
+                    parts: Vec::new(),
+                },
+            },
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(sent.conversation.messages, 5);
+    assert_eq!(sent.conversation.last_activity_at, later(at, 32));
+    assert_eq!(
+        sent.history.last().map(|e| e.direction),
+        Some(Direction::Outbound)
+    );
+    let missing = store
+        .record_outbound(
+            Outbound {
+                conversation_id: "cv_missing".into(),
+                message: sent.history[0].clone(),
+            },
+            &policy(),
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+async fn history_cap(store: &dyn ContextStore) {
+    let web = channel("web");
+    let at = now();
+    let mut last = None;
+    for i in 0..5 {
+        last = Some(ok(store, message(&web, "v", &format!("h{i}"), at)).await);
+    }
+    let last = last.expect("ingested");
+    let texts = |entries: &[HistoryEntry]| -> Vec<String> {
+        entries.iter().filter_map(|e| e.text.clone()).collect()
+    };
+    assert_eq!(texts(&last.history), vec!["text h2", "text h3", "text h4"]);
+    assert_eq!(last.conversation.messages, 5, "the counter is not capped");
+    let stored = store.history(&last.conversation.id, 2).await.expect("ok");
+    assert_eq!(texts(&stored), vec!["text h3", "text h4"]);
+    let shallow = IngestPolicy {
+        history_depth: 1,
+        ..policy()
+    };
+    let one = store
+        .ingest(message(&web, "v", "h5", at), &shallow)
+        .await
+        .expect("ok")
+        .expect("new");
+    assert_eq!(texts(&one.history), vec!["text h5"]);
+    assert!(matches!(
+        store.history("cv_missing", 3).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn attribution(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let mut first = with_phone(message(&web, "v", "r1", at), &number, true);
+    first.referral = Some(referral(&web, "bf25", at));
+    let one = ok(store, first).await;
+    assert_eq!(
+        one.conversation.attribution.first_touch,
+        Some(referral(&web, "bf25", at))
+    );
+    assert_eq!(
+        one.conversation.attribution.last_touch,
+        Some(referral(&web, "bf25", at))
+    );
+    // No referral: both kept.
+    let plain = ok(store, message(&web, "v", "r2", at)).await;
+    assert_eq!(plain.conversation.attribution, one.conversation.attribution);
+    // A new referral on another channel: first touch kept across the switch, last moves.
+    let digits = number.trim_start_matches('+');
+    let mut second = with_phone(message(&wa, digits, "r3", later(at, 1)), &number, true);
+    second.referral = Some(referral(&wa, "xmas", later(at, 1)));
+    let two = ok(store, second).await;
+    assert_eq!(two.conversation.id, one.conversation.id);
+    assert_eq!(
+        two.conversation.attribution.first_touch,
+        Some(referral(&web, "bf25", at))
+    );
+    assert_eq!(
+        two.conversation.attribution.last_touch,
+        Some(referral(&wa, "xmas", later(at, 1)))
+    );
+    let stored = store
+        .conversation(&one.conversation.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(stored.attribution, two.conversation.attribution);
+    // A referral without a message (e.g. an ad click) is attribution, not a message.
+    let mut referred = message(&web, "v", "r4", later(at, 2));
+    referred.message = None;
+    referred.referral = Some(referral(&web, "retarget", later(at, 2)));
+    let three = ok(store, referred).await;
+    assert_eq!(three.conversation.messages, two.conversation.messages);
+    assert_eq!(
+        three
+            .conversation
+            .attribution
+            .last_touch
+            .and_then(|r| r.campaign),
+        Some("retarget".to_owned())
+    );
+}
+
+/// Many concurrent events of one new sender (and duplicates of each): one contact, one
+/// conversation, every event counted once.
+async fn concurrency(store: Arc<dyn ContextStore>) {
+    let web = channel("web");
+    let at = now();
+    let tasks = (0..40).map(|i| {
+        let store = store.clone();
+        let web = web.clone();
+        tokio::spawn(async move {
+            // Each event twice, concurrently.
+            let id = format!("c{}", i / 2);
+            store
+                .ingest(message(&web, "burst", &id, at), &policy())
+                .await
+        })
+    });
+    let results: Vec<_> = futures_join(tasks).await;
+    let accepted: Vec<_> = results.into_iter().flatten().collect();
+    assert_eq!(
+        accepted.len(),
+        20,
+        "each of 20 events accepted exactly once"
+    );
+    let contacts: std::collections::HashSet<_> =
+        accepted.iter().map(|r| r.contact.id.clone()).collect();
+    let conversations: std::collections::HashSet<_> =
+        accepted.iter().map(|r| r.conversation.id.clone()).collect();
+    assert_eq!(contacts.len(), 1, "one contact");
+    assert_eq!(conversations.len(), 1, "one conversation");
+    assert_eq!(accepted.iter().filter(|r| r.started).count(), 1);
+    let id = conversations.into_iter().next().expect("one");
+    let stored = store.conversation(&id).await.expect("ok").expect("exists");
+    assert_eq!(stored.messages, 20);
+}
+
+async fn futures_join(
+    tasks: impl Iterator<
+        Item = tokio::task::JoinHandle<Result<Option<omnigate::store::Ingested>, StoreError>>,
+    >,
+) -> Vec<Option<omnigate::store::Ingested>> {
+    let mut out = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        out.push(task.await.expect("task").expect("store answers"));
+    }
+    out
+}
+
+fn person(channel: &str, user: &str) -> Person {
+    message(channel, user, "unused", now()).person
+}
+
+async fn links(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let at = now();
+    let a = ok(store, message(&web, "a", "l1", at)).await;
+    let b = ok(store, message(&wa, "b", "l2", at)).await;
+    assert_ne!(a.contact.id, b.contact.id);
+    let (ca, cb) = (a.contact.id.as_str(), b.contact.id.as_str());
+    // Link tokens.
+    let token = omnigate::store::link::new_token();
+    store
+        .put_link_token(&token, ca, Duration::from_secs(3600))
+        .await
+        .expect("ok");
+    assert_eq!(
+        store.link_token(&token).await.expect("ok").as_deref(),
+        Some(ca)
+    );
+    store.drop_link_token(&token).await.expect("ok");
+    assert_eq!(store.link_token(&token).await.expect("ok"), None);
+    let short = omnigate::store::link::new_token();
+    store
+        .put_link_token(&short, ca, Duration::from_secs(1))
+        .await
+        .expect("ok");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        store.link_token(&short).await.expect("ok"),
+        None,
+        "tokens expire"
+    );
+    // Merge: b's handles move to a, its events now continue a's conversation.
+    let merge = store
+        .merge(ca, cb, "test evidence", at)
+        .await
+        .expect("merged");
+    assert_eq!(merge.survivor, ca);
+    assert_eq!(merge.absorbed, cb);
+    assert_eq!(merge.strength, omnigate::store::LinkStrength::Verified);
+    let user_b = handle(HandleKind::ChannelUser, &format!("{wa}:b"), true);
+    assert_eq!(merge.handles, vec![user_b.clone()]);
+    let again = store.merge(ca, cb, "again", at).await.expect("idempotent");
+    assert_eq!(again.id, merge.id);
+    assert!(matches!(
+        store.merge(cb, ca, "x", at).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.merge(ca, ca, "x", at).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.merge(ca, "ct_nobody", "x", at).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // A retry of b's event recorded before the merge is still a duplicate.
+    assert!(
+        store
+            .ingest(message(&wa, "b", "l2", at), &policy())
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    let from_b = ok(store, message(&wa, "b", "l3", at)).await;
+    assert_eq!(from_b.contact.id, ca);
+    assert_eq!(from_b.conversation.id, a.conversation.id);
+    assert_eq!(from_b.switched_from.as_deref(), Some(web.as_str()));
+    let details = store
+        .contact_details(ca)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(details.contact.handles.contains(&user_b));
+    assert_eq!(details.merges.len(), 1);
+    assert_eq!(details.merges[0].evidence, "test evidence");
+    assert_eq!(
+        details.conversations,
+        vec![a.conversation.id.clone(), b.conversation.id.clone()]
+    );
+    assert_eq!(
+        details.latest_conversation.as_deref(),
+        Some(a.conversation.id.as_str())
+    );
+    let absorbed = store.contact_details(cb).await.expect("ok").expect("kept");
+    assert_eq!(absorbed.merged_into.as_deref(), Some(ca));
+    // Unmerge: b is a contact of its own again.
+    let undone = store.unmerge(ca, cb, later(at, 1)).await.expect("unmerged");
+    assert_eq!(undone.id, merge.id);
+    assert_eq!(undone.undone_at, Some(later(at, 1)));
+    assert!(matches!(
+        store.unmerge(ca, cb, at).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let details = store
+        .contact_details(ca)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(!details.contact.handles.contains(&user_b));
+    assert_eq!(details.merges[0].undone_at, Some(later(at, 1)));
+    assert_eq!(details.conversations, vec![a.conversation.id.clone()]);
+    let restored = store
+        .contact_details(cb)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(restored.merged_into, None);
+    let back = ok(store, message(&wa, "b", "l4", at)).await;
+    assert_eq!(back.contact.id, cb);
+    // link_sender: a new sender is created and merged; the survivor itself is a no-op.
+    let newcomer = person(&wa, "c");
+    let linked = store
+        .link_sender(&newcomer, ca, "link token redeemed", at)
+        .await
+        .expect("ok")
+        .expect("merged");
+    assert_eq!(linked.survivor, ca);
+    assert_ne!(linked.absorbed, ca);
+    let from_c = ok(store, message(&wa, "c", "l5", at)).await;
+    assert_eq!(from_c.contact.id, ca);
+    assert!(
+        store
+            .link_sender(&newcomer, ca, "again", at)
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    // Merged back again after the unmerge: a new merge record.
+    let remerged = store
+        .merge(ca, cb, "second time", at)
+        .await
+        .expect("merged");
+    assert_ne!(remerged.id, merge.id);
+}
+
+async fn erasure(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let at = now();
+    let a = ok(store, message(&web, "a", "e1", at)).await;
+    ok(store, message(&web, "a", "e2", at)).await;
+    let b = ok(store, message(&wa, "b", "e3", at)).await;
+    let token = omnigate::store::link::new_token();
+    store
+        .put_link_token(&token, &a.contact.id, Duration::from_secs(3600))
+        .await
+        .expect("ok");
+    store
+        .merge(&a.contact.id, &b.contact.id, "x", at)
+        .await
+        .expect("merged");
+    let erased = store
+        .erase(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("existed");
+    assert_eq!(erased.contact_id, a.contact.id);
+    assert_eq!(erased.absorbed, vec![b.contact.id.clone()]);
+    assert_eq!(
+        erased.conversations,
+        vec![a.conversation.id.clone(), b.conversation.id.clone()]
+    );
+    assert_eq!(erased.latest.map(|c| c.id), Some(a.conversation.id.clone()));
+    for contact in [&a.contact.id, &b.contact.id] {
+        assert!(store.contact(contact).await.expect("ok").is_none());
+        assert!(store.contact_details(contact).await.expect("ok").is_none());
+    }
+    for conversation in [&a.conversation.id, &b.conversation.id] {
+        assert!(
+            store
+                .conversation(conversation)
+                .await
+                .expect("ok")
+                .is_none()
+        );
+        assert!(matches!(
+            store.history(conversation, 5).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    assert_eq!(
+        store.link_token(&token).await.expect("ok"),
+        None,
+        "tokens revoked"
+    );
+    // Its handles resolve to nobody: the next message starts from scratch.
+    let fresh = ok(store, message(&web, "a", "e4", at)).await;
+    assert!(fresh.started);
+    assert_ne!(fresh.contact.id, a.contact.id);
+    assert_eq!(fresh.conversation.messages, 1);
+    assert!(store.erase("ct_nobody").await.expect("ok").is_none());
+}
+
+/// Idle conversations are closed once, even with several sweepers at once.
+async fn sweeping(store: Arc<dyn ContextStore>) {
+    let web = channel("web");
+    // Sweep "three hours from now": a conversation is idle after an hour without a
+    // message, by event time and by the time it was received.
+    let at = now();
+    let sweep_at = later(at, 3);
+    let idle = ok(&*store, message(&web, "s", "s1", at)).await;
+    let busy = ok(&*store, message(&web, "t", "s2", sweep_at)).await;
+    let hour = Duration::from_secs(3600);
+    let sweeps = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.close_idle(sweep_at, hour, 10_000).await })
+    });
+    let mut closed = Vec::new();
+    for sweep in sweeps.collect::<Vec<_>>() {
+        closed.extend(sweep.await.expect("task").expect("store answers"));
+    }
+    let ours: Vec<_> = closed
+        .iter()
+        .filter(|(_, conversation)| conversation.current_channel == web)
+        .collect();
+    assert_eq!(ours.len(), 1, "closed once: {ours:#?}");
+    let (contact, conversation) = ours[0];
+    assert_eq!(conversation.id, idle.conversation.id);
+    assert_eq!(contact.id, idle.contact.id);
+    assert_eq!(
+        conversation.status,
+        omnigate::event::ConversationStatus::Closed
+    );
+    let stored = store
+        .conversation(&idle.conversation.id)
+        .await
+        .expect("ok")
+        .expect("kept");
+    assert_eq!(stored.status, omnigate::event::ConversationStatus::Closed);
+    let open = store
+        .conversation(&busy.conversation.id)
+        .await
+        .expect("ok")
+        .expect("kept");
+    assert_eq!(open.status, omnigate::event::ConversationStatus::Open);
+    let again = store.close_idle(sweep_at, hour, 10_000).await.expect("ok");
+    // Received just now with an old event time: not idle.
+    let old = now()
+        .checked_sub(SignedDuration::from_hours(2))
+        .expect("time");
+    let late = ok(&*store, message(&web, "u", "s4", old)).await;
+    let swept = store.close_idle(now(), hour, 10_000).await.expect("ok");
+    assert!(
+        swept.iter().all(|(_, c)| c.id != late.conversation.id),
+        "received recently"
+    );
+    assert!(again.iter().all(|(_, c)| c.id != idle.conversation.id));
+    // The next message opens a new conversation.
+    let next = ok(&*store, message(&web, "s", "s3", now())).await;
+    assert!(next.started);
+    assert_ne!(next.conversation.id, idle.conversation.id);
+}
+
+async fn timeline(store: &dyn ContextStore) {
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let mut first = with_phone(message(&web, "v", "tl1", at), &number, true);
+    first.referral = Some(referral(&web, "bf25", at));
+    let one = ok(store, first).await;
+    let digits = number.trim_start_matches('+');
+    ok(
+        store,
+        with_phone(message(&wa, digits, "tl2", later(at, 1)), &number, true),
+    )
+    .await;
+    let reply = HistoryEntry {
+        event_id: "evt_reply".into(),
+        at: later(at, 2),
+        channel: wa.clone(),
+        direction: Direction::Outbound,
+        external_id: Some("out".into()),
+        text: Some("hola".into()),
+        parts: Vec::new(),
+    };
+    store
+        .record_outbound(
+            Outbound {
+                conversation_id: one.conversation.id.clone(),
+                message: reply.clone(),
+            },
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    let id = &one.conversation.id;
+    let page = store.timeline(id, 0, 100).await.expect("ok");
+    let kinds: Vec<&str> = page.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "conversation.started",
+            "message",
+            "referral",
+            "conversation.channel_switched",
+            "message",
+            "message"
+        ]
+    );
+    assert_eq!(page.next, None);
+    assert_eq!(page.entries[0].at, at);
+    assert_eq!(page.entries[0].channel, web);
+    assert_eq!(page.entries[2].referral, Some(referral(&web, "bf25", at)));
+    assert_eq!(
+        page.entries[3].previous_channel.as_deref(),
+        Some(web.as_str())
+    );
+    assert_eq!(
+        page.entries[4]
+            .message
+            .as_ref()
+            .and_then(|m| m.text.as_deref()),
+        Some("text tl2")
+    );
+    assert_eq!(page.entries[5].message.as_ref(), Some(&reply));
+    // Pages.
+    let first_page = store.timeline(id, 0, 4).await.expect("ok");
+    assert_eq!(first_page.entries, page.entries[..4].to_vec());
+    assert_eq!(first_page.next, Some(4));
+    let second_page = store.timeline(id, 4, 4).await.expect("ok");
+    assert_eq!(second_page.entries, page.entries[4..].to_vec());
+    assert_eq!(second_page.next, None);
+    assert!(
+        store
+            .timeline(id, 99, 4)
+            .await
+            .expect("ok")
+            .entries
+            .is_empty()
+    );
+    // Inactivity closes the conversation on its timeline.
+    ok(store, message(&web, "v", "tl3", later(at, 40))).await;
+    let closed = store.timeline(id, 6, 10).await.expect("ok");
+    assert_eq!(closed.entries.len(), 1);
+    assert_eq!(closed.entries[0].kind, "conversation.closed");
+    assert!(matches!(
+        store.timeline("cv_missing", 0, 10).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// A store opened with a one-hour message retention.
+async fn retention(store: &dyn ContextStore) -> (String, String) {
+    let web = channel("web");
+    let old = now()
+        .checked_sub(SignedDuration::from_hours(2))
+        .expect("time");
+    let first = ok(store, message(&web, "v", "k1", old)).await;
+    assert!(
+        first.history.is_empty(),
+        "a message older than the retention is dropped"
+    );
+    let fresh = ok(store, message(&web, "v", "k2", now())).await;
+    assert_eq!(fresh.conversation.id, first.conversation.id);
+    assert_eq!(fresh.conversation.messages, 2, "counters are kept");
+    let texts: Vec<String> = fresh
+        .history
+        .iter()
+        .filter_map(|e| e.text.clone())
+        .collect();
+    assert_eq!(texts, vec!["text k2"]);
+    let stored = store.history(&fresh.conversation.id, 10).await.expect("ok");
+    assert_eq!(stored, fresh.history);
+    let page = store
+        .timeline(&fresh.conversation.id, 0, 10)
+        .await
+        .expect("ok");
+    let kinds: Vec<&str> = page.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["message"],
+        "older timeline entries are dropped too"
+    );
+    assert_eq!(page.next, None);
+    (fresh.contact.id, fresh.conversation.id)
+}
+
+/// Same name and e-mail domain: a probable link, shown both ways, never merged.
+async fn probable_links(store: &dyn ContextStore) {
+    let web = channel("web");
+    let domain = format!(
+        "{}.example",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let visitor = |user: &str, id: &str, name: &str, email: &str| {
+        let mut ingest = message(&web, user, id, now());
+        ingest.person.name = Some(name.to_owned());
+        ingest.person.handles.push(handle(
+            HandleKind::Email,
+            &format!("{email}@{domain}"),
+            false,
+        ));
+        ingest
+    };
+    let a = ok(store, visitor("p1", "pl1", "Ana Pérez", "ana")).await;
+    let b = ok(store, visitor("p2", "pl2", "ana   pérez", "a.perez")).await;
+    let c = ok(store, visitor("p3", "pl3", "Bea", "bea")).await;
+    assert_ne!(a.contact.id, b.contact.id, "never merged automatically");
+    let of = |details: &omnigate::store::ContactDetails| -> Vec<String> {
+        details
+            .probable_links
+            .iter()
+            .map(|l| l.contact_id.clone())
+            .collect()
+    };
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(of(&da), vec![b.contact.id.clone()]);
+    assert_eq!(
+        da.probable_links[0].strength,
+        omnigate::store::LinkStrength::Probable
+    );
+    assert_eq!(
+        da.probable_links[0].evidence,
+        format!("same name `ana pérez` and e-mail domain `{domain}`")
+    );
+    let db = store
+        .contact_details(&b.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(of(&db), vec![a.contact.id.clone()]);
+    let dc = store
+        .contact_details(&c.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(dc.probable_links.is_empty());
+    // Merged contacts are not "probably" linked any more; erased ones disappear.
+    store
+        .merge(&a.contact.id, &b.contact.id, "x", now())
+        .await
+        .expect("merged");
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
+    store
+        .unmerge(&a.contact.id, &b.contact.id, now())
+        .await
+        .expect("unmerged");
+    store
+        .erase(&b.contact.id)
+        .await
+        .expect("ok")
+        .expect("existed");
+    let da = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
+}
+
+async fn suite(store: Arc<dyn ContextStore>) {
+    store.ping().await.expect("store answers PING");
+    dedupe(&*store).await;
+    identity(&*store).await;
+    threading(&*store).await;
+    history_cap(&*store).await;
+    attribution(&*store).await;
+    concurrency(store.clone()).await;
+    links(&*store).await;
+    erasure(&*store).await;
+    sweeping(store.clone()).await;
+    timeline(&*store).await;
+    probable_links(&*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_backend_conforms() {
+    suite(Arc::new(MemoryStore::new())).await;
+    retention(&MemoryStore::with_retention(Some(Duration::from_secs(
+        3600,
+    ))))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = omnigate::store::open(&server.url()).expect("open");
+    assert_eq!(store.backend(), "redis");
+    suite(store).await;
+    let retained =
+        RedisStore::open_with(&server.url(), Some(Duration::from_secs(3600))).expect("open");
+    let (contact, conversation) = retention(&retained).await;
+    // Retention also lets an idle conversation's messages expire in Redis.
+    let key = format!("og:{{{contact}}}:h:{conversation}");
+    let seconds: i64 = server
+        .cli(&["TTL", &key])
+        .expect("ttl")
+        .parse()
+        .expect("number");
+    assert!(seconds > 0, "{key} has no TTL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_backend_conforms() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    // Both cluster URL forms: several seed URLs, and the redis+cluster:// scheme.
+    let seeds = cluster.urls().join(",");
+    suite(omnigate::store::open(&seeds).expect("open")).await;
+    let hosts: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port()))
+        .collect();
+    let scheme = format!("redis+cluster://{}", hosts.join(","));
+    identity(&*omnigate::store::open(&scheme).expect("open")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_in_url() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]).expect("redis-server");
+    let port = server.port();
+    let good = RedisStore::open(&format!("redis://:s3cret@127.0.0.1:{port}")).expect("open");
+    good.ping().await.expect("authenticated");
+    assert!(
+        !good.display().contains("s3cret"),
+        "password kept out of logs"
+    );
+    let bad = RedisStore::open(&format!("redis://:wrong@127.0.0.1:{port}")).expect("open");
+    let error = bad.ping().await.expect_err("refused");
+    assert!(!error.to_string().contains("wrong"), "{error}");
+}
+
+/// The hot path stays within three Redis round trips per inbound event (a round trip is
+/// one set of concurrent commands; counted by the store where it awaits Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_round_trips_per_inbound_event() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::open(&server.url()).expect("open");
+    let web = channel("web");
+    let wa = channel("wa");
+    let number = phone();
+    let at = now();
+    let trips = |store: &RedisStore, before: u64| store.round_trips() - before;
+    let before = store.round_trips();
+    ok(
+        &store,
+        with_phone(message(&web, "v", "m1", at), &number, true),
+    )
+    .await;
+    assert_eq!(trips(&store, before), 3, "new sender");
+    let before = store.round_trips();
+    ok(&store, message(&web, "v", "m2", at)).await;
+    assert_eq!(trips(&store, before), 2, "known sender, open conversation");
+    let before = store.round_trips();
+    assert!(
+        store
+            .ingest(message(&web, "v", "m2", at), &policy())
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    assert_eq!(trips(&store, before), 2, "duplicate");
+    let before = store.round_trips();
+    ok(&store, message(&web, "v", "m3", later(at, 30))).await;
+    assert_eq!(trips(&store, before), 3, "known sender, new conversation");
+    let before = store.round_trips();
+    let digits = number.trim_start_matches('+');
+    let linked = ok(
+        &store,
+        with_phone(message(&wa, digits, "a1", later(at, 30)), &number, true),
+    )
+    .await;
+    assert_eq!(
+        trips(&store, before),
+        3,
+        "new channel user with a known verified phone"
+    );
+    assert!(linked.switched_from.is_some());
+}

@@ -1,0 +1,278 @@
+//! The gateway on the Redis store, end to end: Redis killed and restarted mid-stream, and
+//! two gateway instances sharing one Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use omnigate_tests::redis::RedisServer;
+use omnigate_tests::{
+    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, common_config, get,
+    json_answer, plugin_path, post, standard_webhooks_headers, toml_path,
+};
+use serde_json::{Value, json};
+
+const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config(store_url: &str, site: &FakeApi, receiver: &Receiver) -> String {
+    format!(
+        r#"
+        [store]
+        url = "{store_url}"
+        [[channels]]
+        id = "web"
+        plugin = {plugin}
+        allowed_hosts = ["http://{site}"]
+        config = {{ callback_url = "{site_url}/omnigate/replies" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        {common}
+        "#,
+        plugin = toml_path(&plugin_path("webchat")),
+        site = site.authority,
+        site_url = site.url,
+        common = common_config(receiver),
+    )
+}
+
+fn message(id: &str, visitor: &str) -> Vec<u8> {
+    json!({
+        "type": "message",
+        "id": id,
+        "visitor": {"id": visitor, "name": "Ana"},
+        "text": format!("text {id}"),
+        "sent_at": "2026-11-24T10:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// POST a signed web chat webhook; returns the status.
+async fn send(gateway: &Gateway, body: &[u8]) -> u16 {
+    let headers =
+        standard_webhooks_headers(SITE_SECRET, &format!("wh_{}", ulid::Ulid::generate()), body)
+            .expect("sign");
+    match post(&gateway.url("/webhooks/web"), &headers, body.to_vec()).await {
+        Ok((status, _)) => status,
+        Err(_) => 0,
+    }
+}
+
+fn received_ids(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .of_type("message.received")
+        .iter()
+        .filter_map(|event| event["external_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn readyz(gateway: &Gateway) -> u16 {
+    get(&gateway.url("/readyz"), &[])
+        .await
+        .map_or(0, |(status, _)| status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&redis.url(), &site, &receiver))
+        .await
+        .expect("gateway");
+    assert_eq!(readyz(&gateway).await, 200);
+
+    let mut acknowledged = Vec::new();
+    let mut refused = 0usize;
+    for i in 0..60 {
+        if i == 20 {
+            redis.kill();
+        }
+        let id = format!("m{i}");
+        let status = send(&gateway, &message(&id, "v1")).await;
+        match status {
+            200..=299 => acknowledged.push(id),
+            503 => refused += 1,
+            other => panic!("unexpected status {other} for {id}"),
+        }
+        if i == 40 {
+            // While Redis is down the gateway is not ready.
+            assert_eq!(readyz(&gateway).await, 503);
+            redis.restart().expect("restart");
+        }
+    }
+    assert!(refused > 0, "webhooks are refused while Redis is down");
+    // The provider retries what was refused; once Redis is back they are accepted,
+    // without restarting the gateway.
+    let deadline = Instant::now() + WAIT;
+    for i in 0..60 {
+        let id = format!("m{i}");
+        if acknowledged.contains(&id) {
+            continue;
+        }
+        loop {
+            if (200..300).contains(&send(&gateway, &message(&id, "v1")).await) {
+                acknowledged.push(id);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never accepted after Redis came back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(readyz(&gateway).await, 200, "ready again");
+    wait_until("every acknowledged message delivered", || {
+        let delivered: HashSet<String> = received_ids(&receiver).into_iter().collect();
+        acknowledged.iter().all(|id| delivered.contains(id))
+    })
+    .await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_redis_publish_each_event_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let one = Gateway::start(&config(&redis.url(), &site, &receiver))
+        .await
+        .expect("one");
+    let two = Gateway::start(&config(&redis.url(), &site, &receiver))
+        .await
+        .expect("two");
+    const VISITORS: usize = 8;
+    const MESSAGES: usize = 12;
+    // Every webhook goes to both instances at once (a provider retrying on another
+    // instance), visitors interleaved.
+    let mut tasks = Vec::new();
+    for m in 0..MESSAGES {
+        for v in 0..VISITORS {
+            let body = message(&format!("v{v}-m{m}"), &format!("visitor-{v}"));
+            for gateway in [&one, &two] {
+                let url = gateway.url("/webhooks/web");
+                let body = body.clone();
+                tasks.push(tokio::spawn(async move {
+                    let headers = standard_webhooks_headers(
+                        SITE_SECRET,
+                        &format!("wh_{}", ulid::Ulid::generate()),
+                        &body,
+                    )
+                    .expect("sign");
+                    post(&url, &headers, body).await.expect("post").0
+                }));
+            }
+        }
+    }
+    for task in tasks {
+        let status = task.await.expect("task");
+        assert!((200..300).contains(&status), "status {status}");
+    }
+    let expected = VISITORS * MESSAGES;
+    wait_until("every message delivered", || {
+        received_ids(&receiver).len() >= expected
+    })
+    .await;
+    // Let any duplicate that would come arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.of_type("message.received");
+    assert_eq!(received.len(), expected, "no duplicate events");
+    let unique: HashSet<&str> = received
+        .iter()
+        .filter_map(|event| event["external_id"].as_str())
+        .collect();
+    assert_eq!(unique.len(), expected);
+    let mut conversations: HashMap<String, HashSet<String>> = HashMap::new();
+    for event in &received {
+        let contact = event["contact"]["id"].as_str().expect("contact").to_owned();
+        let conversation = event["conversation"]["id"].as_str().expect("conversation");
+        conversations
+            .entry(contact)
+            .or_default()
+            .insert(conversation.to_owned());
+    }
+    assert_eq!(conversations.len(), VISITORS, "one contact per visitor");
+    assert!(
+        conversations.values().all(|c| c.len() == 1),
+        "one conversation per contact"
+    );
+    assert_eq!(receiver.of_type("conversation.started").len(), VISITORS);
+    // Counters are exact, read through either instance.
+    for (contact, ids) in &conversations {
+        let id = ids.iter().next().expect("one");
+        let (status, body) = get(&two.url(&format!("/v1/conversations/{id}")), &api_auth())
+            .await
+            .expect("get");
+        assert_eq!(status, 200, "{body}");
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            value["conversation"]["messages"], MESSAGES as u64,
+            "{contact}"
+        );
+        assert_eq!(value["contact"]["id"], contact.as_str());
+    }
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_conversations_are_closed_by_the_sweeper_once_across_instances() {
+    let redis = RedisServer::start().expect("redis-server");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let config = format!(
+        "{}\n[pipeline]\ninactivity = \"1s\"\n",
+        config(&redis.url(), &site, &receiver)
+            .replace("[store]\n", "[store]\n        sweep_interval = \"100ms\"\n")
+    );
+    let one = Gateway::start(&config).await.expect("one");
+    let two = Gateway::start(&config).await.expect("two");
+    let body = json!({"type": "message", "id": "c1", "visitor": {"id": "v"}, "text": "hola"});
+    send(&one, body.to_string().as_bytes()).await;
+    wait_until("conversation.closed", || {
+        !receiver.of_type("conversation.closed").is_empty()
+    })
+    .await;
+    let started = receiver.of_type("conversation.started");
+    let closed = receiver.of_type("conversation.closed");
+    assert_eq!(
+        closed[0]["conversation"]["id"],
+        started[0]["conversation"]["id"]
+    );
+    assert_eq!(closed[0]["conversation"]["status"], "closed");
+    assert_eq!(closed[0]["channel"]["id"], "web");
+    // Both instances sweep; give a duplicate the time to show up.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.of_type("conversation.closed").len(),
+        1,
+        "closed once"
+    );
+    let body = json!({"type": "message", "id": "c2", "visitor": {"id": "v"}, "text": "otra vez"});
+    send(&two, body.to_string().as_bytes()).await;
+    wait_until("a second conversation", || {
+        receiver.of_type("conversation.started").len() == 2
+    })
+    .await;
+    one.stop().await;
+    two.stop().await;
+}
