@@ -183,7 +183,7 @@ pub(crate) fn next_delay(scheduled: Duration, retry_after: Option<Duration>) -> 
 
 /// A number in [0, 1). Jitter needs no cryptographic quality; `RandomState` is seeded
 /// randomly per instance, which avoids adding a `rand` dependency.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let bits = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

@@ -26,9 +26,27 @@ pub struct DeliverySettings {
     /// When reached, [`Delivery::reserve`](super::Delivery::reserve) waits: this bounds
     /// memory and pushes back on providers instead of growing without limit.
     pub max_in_flight: usize,
-    /// Sequential workers per subscription. Events of one conversation always use the same
-    /// lane (so they arrive in order); more lanes let more conversations progress at once.
-    pub lanes: usize,
+    /// Outbox partitions. A conversation always hashes to the same one; each
+    /// (subscription, partition) pair is consumed by one instance at a time, so more
+    /// partitions spread the work over more instances. Every instance sharing a Redis
+    /// outbox must use the same value (checked at start).
+    pub partitions: u32,
+    /// Where the outbox lives; defaults to `[store] url` (`memory://`: in process, not
+    /// durable; `redis://host:port`, or several comma-separated seeds for a Cluster).
+    pub outbox_url: Option<String>,
+    /// Lease of an instance on a (subscription, partition) pair. After a crash, another
+    /// instance takes over within about 1.3 × this.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often an owner looks for events appended by *other* instances (its own wake
+    /// it at once).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Outbox entries one (subscription, partition) worker holds in memory at most.
+    pub window: usize,
+    /// Deliveries in flight at most per (subscription, partition) worker, each for a
+    /// different conversation.
+    pub concurrency: usize,
 }
 
 impl Default for DeliverySettings {
@@ -46,7 +64,12 @@ impl Default for DeliverySettings {
             ],
             timeout: Duration::from_secs(15),
             max_in_flight: 100_000,
-            lanes: 16,
+            partitions: 16,
+            outbox_url: None,
+            lease_ttl: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(100),
+            window: 1000,
+            concurrency: 64,
         }
     }
 }
@@ -114,9 +137,17 @@ impl DeliverySettings {
         if self.max_in_flight == 0 || self.max_in_flight > ceiling {
             return invalid(&format!("`max_in_flight` must be between 1 and {ceiling}"));
         }
-        // Each lane is a task per subscription; a typo like 1e6 should fail loudly.
-        if self.lanes == 0 || self.lanes > MAX_LANES {
-            return invalid(&format!("`lanes` must be between 1 and {MAX_LANES}"));
+        // Each partition is a task per subscription; a typo like 1e6 should fail loudly.
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return invalid(&format!(
+                "`partitions` must be between 1 and {MAX_PARTITIONS}"
+            ));
+        }
+        if self.window == 0 || self.concurrency == 0 {
+            return invalid("`window` and `concurrency` must be greater than zero");
+        }
+        if self.lease_ttl < Duration::from_millis(300) || self.poll_interval.is_zero() {
+            return invalid("`lease_ttl` must be at least 300ms and `poll_interval` above zero");
         }
         // Jitter multiplies the delay; an absurd value (a typo like "10000y") would overflow.
         if self
@@ -130,8 +161,8 @@ impl DeliverySettings {
     }
 }
 
-/// Upper bound on `lanes`, far above any useful value.
-const MAX_LANES: usize = 4096;
+/// Upper bound on `partitions`, far above any useful value.
+const MAX_PARTITIONS: u32 = 1024;
 
 /// Upper bound on one retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -208,7 +239,8 @@ mod tests {
         assert_eq!(defaults.retry_schedule.len(), 7);
         assert_eq!(defaults.retry_schedule[1], Duration::from_secs(300));
         assert_eq!(defaults.timeout, Duration::from_secs(15));
-        assert_eq!((defaults.max_in_flight, defaults.lanes), (100_000, 16));
+        assert_eq!((defaults.max_in_flight, defaults.partitions), (100_000, 16));
+        assert_eq!(defaults.lease_ttl, Duration::from_secs(10));
         let custom: DeliverySettings =
             toml::from_str("retry_schedule = [\"50ms\", \"2m\"]\ntimeout = \"1s\"").expect("valid");
         assert_eq!(
@@ -220,7 +252,7 @@ mod tests {
             toml::from_str("retry_schedule = [\"5s\", \"1000y\"]").expect("parses");
         assert!(matches!(absurd.validate(), Err(DeliveryError::Config(_))));
         let zero = DeliverySettings {
-            lanes: 0,
+            partitions: 0,
             ..DeliverySettings::default()
         };
         assert!(matches!(zero.validate(), Err(DeliveryError::Config(_))));

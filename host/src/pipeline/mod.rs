@@ -189,7 +189,9 @@ impl Pipeline {
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
-        reservation.publish(events.into_iter().map(Arc::new).collect());
+        reservation
+            .publish(events.into_iter().map(Arc::new).collect())
+            .await?;
         Ok(true)
     }
 
@@ -233,7 +235,7 @@ impl Pipeline {
             history: ingested.history,
             raw: None,
         });
-        reservation.publish(vec![event.clone()]);
+        reservation.publish(vec![event.clone()]).await?;
         Ok(event)
     }
 }

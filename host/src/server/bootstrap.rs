@@ -58,7 +58,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         engine: Default::default(),
     })?);
     let store = crate::store::open(&config.store.url)?;
-    let delivery = Delivery::start(config.delivery.clone(), config.subscriptions.clone())?;
+    let delivery = Delivery::open(
+        config.delivery.clone(),
+        config.subscriptions.clone(),
+        &config.store.url,
+    )
+    .await?;
     let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
         .map_err(BootError::Config)?;
     let registry = Arc::new(Registry::new());

@@ -1,0 +1,192 @@
+//! The outbox: where published events wait until every subscription has them.
+//!
+//! Shaped like Redis Streams with consumer groups, because that is the durable backend:
+//! - events are appended to one of `partitions` logs, chosen by a stable hash of the
+//!   conversation id, so one conversation's events stay in one log, in order;
+//! - every subscription is a consumer group on every partition: it reads the log at its
+//!   own pace and acknowledges each entry once delivered or dead-lettered, so a slow
+//!   subscription never holds up another;
+//! - one instance at a time owns a (subscription, partition) pair through a lease. The
+//!   owner is the only reader of that pair, which is what keeps a conversation's order
+//!   across instances; when an owner dies its lease expires, another instance takes it
+//!   and first claims (`XAUTOCLAIM`) what the dead one had read but not acknowledged.
+//!
+//! [`MemoryOutbox`] implements the same interface in process memory: NOT durable (a
+//! crash or restart loses what it holds). [`RedisOutbox`] persists every event before
+//! [`Outbox::append`] returns, so the provider's webhook is acknowledged only after that.
+//! The design is described in `docs/delivery.md`.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub(crate) use memory::MemoryOutbox;
+pub(crate) use redis::RedisOutbox;
+
+use crate::event::Event;
+
+/// Why the outbox could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The backend is unreachable or failed.
+    #[error("outbox unavailable: {0}")]
+    Unavailable(String),
+    /// The outbox URL or its shared settings are invalid.
+    #[error("outbox configuration: {0}")]
+    Config(String),
+}
+
+/// One event as appended: the event and, for a replay, the only subscription it is for.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    /// The event.
+    pub(crate) event: Arc<Event>,
+    /// `Some(id)`: only subscription `id` delivers it (a replayed dead letter); `None`:
+    /// every subscription whose filter matches.
+    pub(crate) target: Option<String>,
+}
+
+/// A record with its position in its partition.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    /// Entry id, increasing within a partition (Redis stream id, e.g. `1700000000000-0`).
+    pub(crate) id: String,
+    /// What was appended; `Err` when the stored entry could not be decoded (corrupt or
+    /// from an incompatible version): the consumer dead-letters it instead of looping.
+    pub(crate) record: Result<Record, String>,
+}
+
+/// A record to append, with the capacity it holds.
+pub(crate) struct Append {
+    /// Partition, from [`partition_of`].
+    pub(crate) partition: u32,
+    /// The record.
+    pub(crate) record: Record,
+    /// Room reserved for it; a non-durable outbox keeps it until every subscription is
+    /// done with the entry (that bounds its memory), a durable one drops it once stored.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The outbox operations delivery needs. Every method is about one partition's log for
+/// one subscription (its consumer group), except `append` and `register`.
+#[async_trait]
+pub(crate) trait Outbox: Send + Sync + 'static {
+    /// Whether appended events survive a crash of this process.
+    fn durable(&self) -> bool;
+
+    /// Backend name for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Makes sure `subscription` has its consumer group on every partition. A new group
+    /// starts at the end of the log: a subscription gets events published after it exists.
+    async fn register(&self, subscription: &str) -> Result<(), OutboxError>;
+
+    /// Removes `subscription`'s groups (its undelivered entries are dropped).
+    async fn unregister(&self, subscription: &str) -> Result<(), OutboxError>;
+
+    /// Appends records durably (for a durable backend) and in order per partition.
+    async fn append(&self, entries: Vec<Append>) -> Result<(), OutboxError>;
+
+    /// Takes or renews this instance's lease on (subscription, partition) for `ttl`;
+    /// `false` when another live instance holds it.
+    async fn lease(
+        &self,
+        partition: u32,
+        subscription: &str,
+        ttl: Duration,
+    ) -> Result<bool, OutboxError>;
+
+    /// Gives the lease up (shutdown), so another instance can take over at once.
+    async fn release(&self, partition: u32, subscription: &str) -> Result<(), OutboxError>;
+
+    /// Takes over every entry of the group read but not acknowledged (by a dead owner or
+    /// by this instance before it lost the lease), oldest first. Only the lease holder
+    /// calls this, so taking entries however recently they were read is safe.
+    async fn claim_pending(
+        &self,
+        partition: u32,
+        subscription: &str,
+    ) -> Result<Vec<Stored>, OutboxError>;
+
+    /// Up to `count` entries never read by the group, oldest first; they become pending
+    /// for this instance until acknowledged.
+    async fn read_new(
+        &self,
+        partition: u32,
+        subscription: &str,
+        count: usize,
+    ) -> Result<Vec<Stored>, OutboxError>;
+
+    /// The group is done with entry `id` (delivered, dead-lettered or not for it).
+    async fn ack(&self, partition: u32, subscription: &str, id: &str) -> Result<(), OutboxError>;
+
+    /// Entries of `subscription` not yet acknowledged, over every partition (read or not).
+    async fn backlog(&self, subscription: &str) -> Result<u64, OutboxError>;
+
+    /// Drops entries every subscription is done with (the owner calls it now and then).
+    async fn trim(&self, _partition: u32) -> Result<(), OutboxError> {
+        Ok(())
+    }
+
+    /// Entries held in this process, when the outbox lives here (memory); `None` for a
+    /// shared backend.
+    fn local_len(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The partition of a conversation: FNV-1a, stable across processes, versions and
+/// instances (they must all agree, or one conversation would be consumed from two logs).
+pub(crate) fn partition_of(conversation_id: &str, partitions: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in conversation_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+/// Opens the outbox for `url`: `memory://` (non-durable) or `redis://…` (several
+/// comma-separated `redis://` seeds mean a Redis Cluster).
+pub(crate) async fn open(
+    url: &str,
+    partitions: u32,
+    capacity: Arc<tokio::sync::Semaphore>,
+) -> Result<Arc<dyn Outbox>, OutboxError> {
+    let url = url.trim();
+    if url == "memory://" || url == "memory" {
+        tracing::warn!(
+            "delivery outbox in MEMORY: events not yet delivered are lost on restart \
+             (use a redis:// store or [delivery] outbox_url in production)"
+        );
+        return Ok(Arc::new(MemoryOutbox::new(partitions, capacity)));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let outbox = RedisOutbox::connect(url, partitions).await?;
+        return Ok(Arc::new(outbox));
+    }
+    Err(OutboxError::Config(format!(
+        "unsupported outbox URL `{url}` (memory:// or redis://)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        // Pinned values: changing the hash would split conversations across versions.
+        assert_eq!(partition_of("", 16), (0xcbf2_9ce4_8422_2325u64 % 16) as u32);
+        assert_eq!(partition_of("cv_a", 16), partition_of("cv_a", 16));
+        for id in ["cv_1", "cv_2", "cv_3", "x"] {
+            assert!(partition_of(id, 7) < 7);
+        }
+        assert_eq!(partition_of("cv_1", 1), 0);
+    }
+}
