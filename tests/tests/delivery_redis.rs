@@ -12,9 +12,10 @@ use std::time::Duration;
 use omnigate_tests::downstream::{Downstream, Mode, Seen};
 use omnigate_tests::redis::{RedisServer, free_port};
 use omnigate_tests::{
-    Gateway, SUBSCRIPTION_SECRET, plugin_path, post, standard_webhooks_headers, toml_path,
+    API_KEY, Gateway, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
+    standard_webhooks_headers, toml_path,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -26,6 +27,8 @@ const WAIT: Duration = Duration::from_secs(30);
 fn config(redis: &RedisServer, subscriptions: &str) -> String {
     format!(
         r#"
+        [api]
+        keys = ["{API_KEY}"]
         [store]
         url = "memory://"
         [delivery]
@@ -393,4 +396,112 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
         acknowledged.len()
     );
     drop(restarted);
+}
+
+/// `GET` a `/v1` URL with the API key; the JSON answer.
+async fn api_get(gateway: &Gateway, path: &str) -> Value {
+    let (status, body) = get(&gateway.url(path), &api_auth()).await.expect("get");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+async fn api_post(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = post(&gateway.url(path), &api_auth(), body.to_string())
+        .await
+        .expect("post");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permanent_400_dead_letters_then_replay_after_fix_delivers_once_in_order() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(400, None))
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&redis, &subscription("crm", &downstream.url())))
+        .await
+        .expect("gateway");
+    let mut sent = Vec::new();
+    for (visitor, count) in [(0, 3), (1, 2)] {
+        for n in 0..count {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    // Each is refused once (400 is permanent: no retry) and dead-lettered.
+    let deadline = std::time::Instant::now() + WAIT;
+    let letters = loop {
+        let listed = api_get(&gateway, "/v1/dead-letters?subscription=crm").await;
+        let letters = listed["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if letters.len() == sent.len() {
+            break letters;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead letters: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(downstream.seen().len(), sent.len(), "no retry of a 400");
+    assert!(letters.iter().all(
+        |l| l["attempts"] == 1 && l["last_error"].as_str().unwrap_or_default().contains("400")
+    ));
+    // Filters: by conversation, and a time window that ends before they were given up.
+    let conversation = letters[0]["conversation_id"]
+        .as_str()
+        .expect("conversation")
+        .to_owned();
+    let one = api_get(
+        &gateway,
+        &format!("/v1/dead-letters?conversation={conversation}"),
+    )
+    .await;
+    let in_conversation = one["dead_letters"].as_array().map_or(0, Vec::len);
+    assert!(in_conversation == 3 || in_conversation == 2, "{one}");
+    let none = api_get(&gateway, "/v1/dead-letters?until=2020-01-01T00:00:00Z").await;
+    assert_eq!(none["dead_letters"].as_array().map(Vec::len), Some(0));
+    let (status, body) = api_post(&gateway, "/v1/dead-letters/0-1/replay", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_dead_letter"))
+    );
+
+    // The receiver is fixed: replay one by id, then the rest in bulk.
+    downstream.set(Mode::Accept);
+    let first_id = letters[0]["id"].as_str().expect("id");
+    let (status, body) = api_post(
+        &gateway,
+        &format!("/v1/dead-letters/{first_id}/replay"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, &body["replayed"]), (202, &json!(1)));
+    let (status, body) = api_post(
+        &gateway,
+        "/v1/dead-letters/replay",
+        json!({"subscription": "crm"}),
+    )
+    .await;
+    assert_eq!((status, &body["replayed"]), (202, &json!(sent.len() - 1)));
+    downstream
+        .wait_until("every replayed message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("replayed after the fix");
+    let (per_conversation, duplicates) = received_per_conversation(&downstream);
+    assert_in_order(&per_conversation);
+    assert_eq!(duplicates, 0, "each replayed exactly once");
+    assert_eq!(downstream.accepted().len(), sent.len());
+    let listed = api_get(&gateway, "/v1/dead-letters").await;
+    assert_eq!(listed["dead_letters"].as_array().map(Vec::len), Some(0));
+    gateway.stop().await;
 }

@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod contacts;
 pub mod conversations;
+pub mod dead_letters;
 pub mod lookup;
 pub mod messages;

@@ -1,7 +1,6 @@
 //! Delivering one event to one subscription (the retry loop), and the bookkeeping the
 //! workers share (counters, dead letters).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,14 +8,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use super::DeliveryStats;
 use super::attempt::{self, Outcome};
 use super::config::Subscription;
 use super::envelope;
-use super::{DeadLetter, DeliveryStats};
+use super::outbox::{Outbox, StoredDeadLetter};
 use crate::event::Event;
-
-/// Dead letters kept in memory; the oldest go first.
-const DEAD_LETTER_LIMIT: usize = 10_000;
 
 /// Where delivery is in its life: workers watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +37,6 @@ pub(crate) struct Shared {
     abandoned: AtomicU64,
     /// Entries read from the outbox by this process's workers and not yet finished.
     held: AtomicUsize,
-    /// parking_lot: no poisoning, so a panic elsewhere cannot make this unusable.
-    dead_letters: parking_lot::Mutex<VecDeque<DeadLetter>>,
 }
 
 impl Shared {
@@ -74,26 +69,6 @@ impl Shared {
     pub(crate) fn count_abandoned(&self, n: usize) {
         self.abandoned.fetch_add(n as u64, Ordering::Relaxed);
     }
-
-    pub(crate) fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters.lock().iter().cloned().collect()
-    }
-
-    pub(crate) fn record_dead_letter(&self, letter: DeadLetter) {
-        tracing::error!(
-            subscription = %letter.subscription,
-            event_id = %letter.event_id,
-            attempts = letter.attempts,
-            last_error = %letter.last_error,
-            "delivery dead-lettered"
-        );
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        let mut letters = self.dead_letters.lock();
-        if letters.len() >= DEAD_LETTER_LIMIT {
-            letters.pop_front();
-        }
-        letters.push_back(letter);
-    }
 }
 
 /// How a delivery ended.
@@ -112,6 +87,8 @@ pub(crate) struct Deliverer {
     pub(crate) schedule: Arc<[Duration]>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) phase: watch::Receiver<Phase>,
+    /// Where dead letters are kept.
+    pub(crate) outbox: Arc<dyn Outbox>,
 }
 
 impl Deliverer {
@@ -121,13 +98,14 @@ impl Deliverer {
         let body = match envelope::body(event, subscription) {
             Ok(body) => body,
             Err(error) => {
-                self.dead_letter(
-                    subscription,
-                    event,
-                    0,
-                    format!("cannot serialize the event: {error}"),
-                );
-                return Finished::Done;
+                return self
+                    .dead_letter(
+                        subscription,
+                        event,
+                        0,
+                        format!("cannot serialize the event: {error}"),
+                    )
+                    .await;
             }
         };
         let mut phase = self.phase.clone();
@@ -142,8 +120,7 @@ impl Deliverer {
                 }
                 Outcome::Permanent { class, error } => {
                     self.failed_attempt(subscription, event, attempts, &class, &error, None);
-                    self.dead_letter(subscription, event, attempts, error);
-                    return Finished::Done;
+                    return self.dead_letter(subscription, event, attempts, error).await;
                 }
                 Outcome::Retry {
                     class,
@@ -155,8 +132,7 @@ impl Deliverer {
                         .and_then(|index| self.schedule.get(index).copied());
                     let Some(scheduled) = scheduled else {
                         self.failed_attempt(subscription, event, attempts, &class, &error, None);
-                        self.dead_letter(subscription, event, attempts, error);
-                        return Finished::Done;
+                        return self.dead_letter(subscription, event, attempts, error).await;
                     };
                     let delay = attempt::next_delay(scheduled, retry_after);
                     self.failed_attempt(subscription, event, attempts, &class, &error, Some(delay));
@@ -191,22 +167,49 @@ impl Deliverer {
         );
     }
 
-    pub(crate) fn dead_letter(
+    /// Keeps the dead letter, retrying while the outbox is unavailable (the entry is
+    /// acknowledged only once the dead letter is stored); `Abandoned` if shutdown comes
+    /// first, so the entry stays in the outbox.
+    pub(crate) async fn dead_letter(
         &self,
         subscription: &Subscription,
         event: &Event,
         attempts: u32,
         last_error: String,
-    ) {
-        self.shared.record_dead_letter(DeadLetter {
+    ) -> Finished {
+        tracing::error!(
+            subscription = %subscription.id,
+            event_id = %event.id,
+            attempts,
+            last_error = %last_error,
+            "delivery dead-lettered"
+        );
+        let letter = StoredDeadLetter {
             subscription: subscription.id.clone(),
-            event_id: event.id.clone(),
-            conversation_id: event.conversation.id.clone(),
-            event_type: event.kind.as_str().to_owned(),
             attempts,
             last_error,
             at: Timestamp::now(),
-        });
+            event: event.clone(),
+        };
+        let mut phase = self.phase.clone();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.outbox.add_dead_letter(&letter).await {
+                Ok(_) => {
+                    self.shared.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    return Finished::Done;
+                }
+                Err(error) => {
+                    tracing::warn!(subscription = %subscription.id, event_id = %event.id, %error, "cannot store the dead letter; retrying");
+                }
+            }
+            tokio::select! {
+                biased;
+                () = stopped(&mut phase) => return Finished::Abandoned,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub enum DeliveryError {
     /// The outbox could not be opened or did not store the events.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// No subscription has this id.
+    #[error("no subscription `{0}`")]
+    UnknownSubscription(String),
 }
 
 /// Counters since start, for metrics and tests.
@@ -80,9 +83,12 @@ pub struct DeliveryStats {
     pub pending: usize,
 }
 
-/// A delivery given up: permanently refused or out of retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A delivery given up: permanently refused or out of retries. Kept in the outbox
+/// (durably with Redis) until replayed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// Dead-letter id (increasing with time), for replay.
+    pub id: String,
     /// Subscription id.
     pub subscription: String,
     /// Event id (also the `webhook-id`).
@@ -97,6 +103,47 @@ pub struct DeadLetter {
     pub last_error: String,
     /// When it was given up.
     pub at: Timestamp,
+}
+
+/// Which dead letters to list or replay; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterFilter {
+    /// Only this subscription's.
+    pub subscription: Option<String>,
+    /// Only this conversation's.
+    pub conversation: Option<String>,
+    /// Given up at or after this time.
+    pub since: Option<Timestamp>,
+    /// Given up before this time.
+    pub until: Option<Timestamp>,
+}
+
+impl DeadLetterFilter {
+    fn matches(&self, letter: &outbox::StoredDeadLetter) -> bool {
+        self.subscription
+            .as_ref()
+            .is_none_or(|s| *s == letter.subscription)
+            && self
+                .conversation
+                .as_ref()
+                .is_none_or(|c| *c == letter.event.conversation.id)
+            && self.since.is_none_or(|since| letter.at >= since)
+            && self.until.is_none_or(|until| letter.at < until)
+    }
+}
+
+fn public_letter(id: String, letter: &outbox::StoredDeadLetter) -> DeadLetter {
+    DeadLetter {
+        id,
+        subscription: letter.subscription.clone(),
+        event_id: letter.event.id.clone(),
+        conversation_id: letter.event.conversation.id.clone(),
+        event_type: letter.event.kind.as_str().to_owned(),
+        attempts: letter.attempts,
+        last_error: letter.last_error.clone(),
+        at: letter.at,
+    }
 }
 
 /// Handle to the delivery workers; cheap to clone. Dropping every handle without
@@ -188,6 +235,7 @@ impl Delivery {
             schedule: settings.retry_schedule.clone().into(),
             shared: shared.clone(),
             phase: phase_rx,
+            outbox: outbox.clone(),
         };
         let timing = Timing {
             lease_ttl: settings.lease_ttl,
@@ -355,9 +403,91 @@ impl Delivery {
         Ok(self.inner.outbox.backlog(subscription).await?)
     }
 
-    /// Dead letters kept in memory (bounded, newest 10_000), newest last.
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.inner.shared.dead_letters()
+    /// Dead letters matching `filter`, oldest first (at most `limit`, the newest).
+    pub async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, DeliveryError> {
+        let letters = self.matching(filter).await?;
+        let skip = letters.len().saturating_sub(limit);
+        Ok(letters
+            .into_iter()
+            .skip(skip)
+            .map(|(id, letter)| public_letter(id, &letter))
+            .collect())
+    }
+
+    async fn matching(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<(String, outbox::StoredDeadLetter)>, DeliveryError> {
+        let letters = self
+            .inner
+            .outbox
+            .dead_letters(outbox::DEAD_LETTER_LIMIT)
+            .await?;
+        Ok(letters
+            .into_iter()
+            .filter(|(_, letter)| filter.matches(letter))
+            .collect())
+    }
+
+    /// Replays dead letter `id`: appends its event again for its subscription only,
+    /// then removes the dead letter. `Ok(false)` when there is no such dead letter.
+    pub async fn replay(&self, id: &str) -> Result<bool, DeliveryError> {
+        let letters = self
+            .inner
+            .outbox
+            .dead_letters(outbox::DEAD_LETTER_LIMIT)
+            .await?;
+        let Some(letter) = letters.into_iter().find(|(letter_id, _)| letter_id == id) else {
+            return Ok(false);
+        };
+        Ok(self.replay_letters(vec![letter]).await? == 1)
+    }
+
+    /// Replays every dead letter matching `filter`, oldest first, so each
+    /// conversation's events are delivered again in their original order. Returns how
+    /// many were replayed.
+    pub async fn replay_matching(&self, filter: &DeadLetterFilter) -> Result<usize, DeliveryError> {
+        let letters = self.matching(filter).await?;
+        self.replay_letters(letters).await
+    }
+
+    async fn replay_letters(
+        &self,
+        letters: Vec<(String, outbox::StoredDeadLetter)>,
+    ) -> Result<usize, DeliveryError> {
+        let inner = &self.inner;
+        let mut replayed = 0;
+        for (id, letter) in letters {
+            if !inner
+                .subscriptions
+                .iter()
+                .any(|s| s.id == letter.subscription)
+            {
+                return Err(DeliveryError::UnknownSubscription(letter.subscription));
+            }
+            let partition = outbox::partition_of(&letter.event.conversation.id, inner.partitions);
+            // Append first, then remove: a failure in between replays twice, never zero times.
+            inner
+                .outbox
+                .append(vec![Append {
+                    partition,
+                    record: Record {
+                        event: Arc::new(letter.event),
+                        target: Some(letter.subscription.clone()),
+                    },
+                    permit: None,
+                }])
+                .await?;
+            inner.outbox.remove_dead_letter(&id).await?;
+            inner.wake(&[partition]);
+            tracing::info!(dead_letter = %id, subscription = %letter.subscription, "dead letter replayed");
+            replayed += 1;
+        }
+        Ok(replayed)
     }
 }
 

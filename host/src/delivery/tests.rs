@@ -445,7 +445,10 @@ async fn retries_transient_failures_with_same_webhook_id() {
         (stats.delivered, stats.failed_attempts, stats.dead_lettered),
         (2, 6, 1)
     );
-    let letters = delivery.dead_letters();
+    let letters = delivery
+        .dead_letters(&DeadLetterFilter::default(), 100)
+        .await
+        .expect("dead letters");
     assert_eq!(letters.len(), 1);
     assert_eq!(
         (letters[0].event_id.as_str(), letters[0].attempts),
@@ -473,7 +476,10 @@ async fn permanent_failure_is_dead_lettered_and_releases_capacity() {
     publish(&delivery, vec![sent]).await;
     eventually("dead letter", || delivery.stats().dead_lettered == 1).await;
 
-    let letters = delivery.dead_letters();
+    let letters = delivery
+        .dead_letters(&DeadLetterFilter::default(), 100)
+        .await
+        .expect("dead letters");
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.subscription, "crm");

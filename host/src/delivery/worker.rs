@@ -265,13 +265,14 @@ impl Worker {
                     Ok(finished) => finished,
                     Err(panic) => {
                         let reason = panic_message(panic.as_ref());
-                        deliverer.dead_letter(
-                            &subscription,
-                            &event,
-                            0,
-                            format!("delivery panicked: {reason}"),
-                        );
-                        Finished::Done
+                        deliverer
+                            .dead_letter(
+                                &subscription,
+                                &event,
+                                0,
+                                format!("delivery panicked: {reason}"),
+                            )
+                            .await
                     }
                 };
                 (conversation, entry_id, finished)

@@ -27,6 +27,15 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::api::messages::send),
         )
         .route("/contacts/{id}", get(crate::api::contacts::get))
+        .route("/dead-letters", get(crate::api::dead_letters::list))
+        .route(
+            "/dead-letters/replay",
+            post(crate::api::dead_letters::replay_matching),
+        )
+        .route(
+            "/dead-letters/{id}/replay",
+            post(crate::api::dead_letters::replay),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::api::auth::require_key,

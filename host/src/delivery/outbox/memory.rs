@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Append, Outbox, OutboxError, Record, Stored};
+use super::{Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter};
 
 /// Per-partition logs with one cursor and pending set per subscription. An entry is
 /// dropped (and its reserved room released) once every subscription has acknowledged it.
@@ -16,6 +16,14 @@ pub(crate) struct MemoryOutbox {
     partitions: Vec<Mutex<Log>>,
     /// Kept so the type documents where permits come from; entries hold their own.
     _capacity: Arc<Semaphore>,
+    /// Dead letters by increasing sequence number.
+    dead: Mutex<DeadLetters>,
+}
+
+#[derive(Default)]
+struct DeadLetters {
+    next: u64,
+    letters: std::collections::BTreeMap<u64, StoredDeadLetter>,
 }
 
 #[derive(Default)]
@@ -77,6 +85,7 @@ impl MemoryOutbox {
                 .map(|_| Mutex::new(Log::default()))
                 .collect(),
             _capacity: capacity,
+            dead: Mutex::default(),
         }
     }
 
@@ -196,6 +205,38 @@ impl Outbox for MemoryOutbox {
         }
         log.trim();
         Ok(())
+    }
+
+    async fn add_dead_letter(&self, letter: &StoredDeadLetter) -> Result<String, OutboxError> {
+        let mut dead = self.dead.lock();
+        dead.next += 1;
+        let id = dead.next;
+        dead.letters.insert(id, letter.clone());
+        while dead.letters.len() > DEAD_LETTER_LIMIT {
+            dead.letters.pop_first();
+        }
+        Ok(format!("{id}"))
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredDeadLetter)>, OutboxError> {
+        let dead = self.dead.lock();
+        let skip = dead.letters.len().saturating_sub(limit);
+        Ok(dead
+            .letters
+            .iter()
+            .skip(skip)
+            .map(|(id, letter)| (id.to_string(), letter.clone()))
+            .collect())
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, OutboxError> {
+        let Ok(id) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        Ok(self.dead.lock().letters.remove(&id).is_some())
     }
 
     fn local_len(&self) -> Option<usize> {

@@ -51,6 +51,24 @@ pub(crate) struct Record {
     pub(crate) target: Option<String>,
 }
 
+/// A dead letter as kept: what the API lists, plus the event to replay.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredDeadLetter {
+    /// Subscription id.
+    pub(crate) subscription: String,
+    /// Attempts made.
+    pub(crate) attempts: u32,
+    /// Error of the last attempt.
+    pub(crate) last_error: String,
+    /// When it was given up.
+    pub(crate) at: jiff::Timestamp,
+    /// The event.
+    pub(crate) event: Event,
+}
+
+/// Dead letters kept at most (oldest dropped first).
+pub(crate) const DEAD_LETTER_LIMIT: usize = 100_000;
+
 /// A record with its position in its partition.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
@@ -127,6 +145,19 @@ pub(crate) trait Outbox: Send + Sync + 'static {
 
     /// Entries of `subscription` not yet acknowledged, over every partition (read or not).
     async fn backlog(&self, subscription: &str) -> Result<u64, OutboxError>;
+
+    /// Keeps a dead letter (with its event, for replay); returns its id, increasing with
+    /// time.
+    async fn add_dead_letter(&self, letter: &StoredDeadLetter) -> Result<String, OutboxError>;
+
+    /// Dead letters, oldest first, at most `limit` (the newest are kept when trimming).
+    async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredDeadLetter)>, OutboxError>;
+
+    /// Removes dead letter `id` (replayed); `false` if there is none.
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, OutboxError>;
 
     /// Drops entries every subscription is done with (the owner calls it now and then).
     async fn trim(&self, _partition: u32) -> Result<(), OutboxError> {

@@ -7,7 +7,10 @@
 //!   for a replay, `target` (the only subscription to deliver it);
 //! - `omnigate:outbox:{outbox-<p>}:lease:<subscription>`: the owning instance's id, with
 //!   a TTL renewed by the owner;
-//! - `omnigate:outbox:partitions`: the partition count every instance must agree on.
+//! - `omnigate:outbox:partitions`: the partition count every instance must agree on;
+//! - `omnigate:dead-letters`: a stream of dead letters (field `letter`: JSON with the
+//!   event), capped at [`DEAD_LETTER_LIMIT`] with `MAXLEN ~`; the entry id is the dead
+//!   letter's id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use redis::streams::{
 };
 use redis::{Cmd, FromRedisValue, Script, Value};
 
-use super::{Append, Outbox, OutboxError, Record, Stored};
+use super::{Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter};
 use crate::event::Event;
 
 /// How long one Redis command may take before it counts as failed.
@@ -28,6 +31,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The dead-letter stream.
+const DEAD_LETTERS: &str = "omnigate:dead-letters";
 
 /// Entries taken per `XAUTOCLAIM` call.
 const CLAIM_BATCH: usize = 256;
@@ -432,6 +438,71 @@ impl Outbox for RedisOutbox {
             )
             .await?;
         Ok(())
+    }
+
+    async fn add_dead_letter(&self, letter: &StoredDeadLetter) -> Result<String, OutboxError> {
+        let json = serde_json::to_string(letter).map_err(|error| {
+            OutboxError::Unavailable(format!("cannot encode the dead letter: {error}"))
+        })?;
+        self.connection
+            .query(
+                redis::cmd("XADD")
+                    .arg(DEAD_LETTERS)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(DEAD_LETTER_LIMIT)
+                    .arg("*")
+                    .arg("letter")
+                    .arg(json),
+            )
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredDeadLetter)>, OutboxError> {
+        let reply: redis::streams::StreamRangeReply = self
+            .connection
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(DEAD_LETTERS)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit.max(1)),
+            )
+            .await?;
+        let mut letters: Vec<(String, StoredDeadLetter)> = reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let json = entry
+                    .map
+                    .get("letter")
+                    .and_then(|value| String::from_redis_value(value.clone()).ok())?;
+                match serde_json::from_str(&json) {
+                    Ok(letter) => Some((entry.id, letter)),
+                    Err(error) => {
+                        tracing::warn!(id = %entry.id, %error, "undecodable dead letter skipped");
+                        None
+                    }
+                }
+            })
+            .collect();
+        letters.reverse();
+        Ok(letters)
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, OutboxError> {
+        if parse_id(id).is_none() {
+            return Ok(false);
+        }
+        let removed: i64 = self
+            .connection
+            .query(redis::cmd("XDEL").arg(DEAD_LETTERS).arg(id))
+            .await?;
+        Ok(removed > 0)
     }
 
     async fn trim(&self, partition: u32) -> Result<(), OutboxError> {
