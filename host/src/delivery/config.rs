@@ -99,6 +99,43 @@ pub struct SubscriptionConfig {
     /// Whether to include the provider's payload as `raw`.
     #[serde(default)]
     pub include_raw: bool,
+    /// CloudEvents content mode: `structured` (default: the envelope is the JSON body)
+    /// or `binary` (the event is the body, attributes are `ce-*` headers).
+    #[serde(default)]
+    pub mode: CloudEventsMode,
+    /// Secret rotation: the secret being replaced. Until `previous_secret_expires`, every
+    /// delivery carries a signature with it as well as with `secret`.
+    #[serde(default)]
+    pub previous_secret: Option<Secret>,
+    /// End of the rotation grace period (RFC 3339); required with `previous_secret`.
+    #[serde(default)]
+    pub previous_secret_expires: Option<jiff::Timestamp>,
+}
+
+/// How a CloudEvent is carried in the HTTP request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    /// `application/cloudevents+json` body holding attributes and `data`.
+    #[default]
+    Structured,
+    /// The event JSON as body, attributes in `ce-*` headers.
+    Binary,
+}
+
+/// A secret being rotated out, valid until a moment.
+#[derive(Debug)]
+pub(crate) struct PreviousSecret {
+    pub(crate) secret: Secret,
+    /// Unix seconds after which it is no longer used.
+    pub(crate) expires: i64,
+}
+
+impl PreviousSecret {
+    /// Whether an attempt signed at `timestamp` still carries it.
+    pub(crate) fn valid_at(&self, timestamp: i64) -> bool {
+        timestamp < self.expires
+    }
 }
 
 fn all_events() -> Vec<String> {
@@ -123,6 +160,8 @@ pub(crate) struct Subscription {
     pub(crate) filter: EventFilter,
     pub(crate) history: usize,
     pub(crate) include_raw: bool,
+    pub(crate) mode: CloudEventsMode,
+    pub(crate) previous_secret: Option<PreviousSecret>,
 }
 
 impl DeliverySettings {
@@ -179,6 +218,22 @@ impl SubscriptionConfig {
         // The error never contains the secret itself (see omnigate-signature).
         decode_secret(self.secret.expose()).map_err(|error| fail(format!("`secret`: {error}")))?;
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
+        let previous_secret = match (self.previous_secret, self.previous_secret_expires) {
+            (None, None) => None,
+            (Some(secret), Some(expires)) => {
+                decode_secret(secret.expose())
+                    .map_err(|error| fail(format!("`previous_secret`: {error}")))?;
+                Some(PreviousSecret {
+                    secret,
+                    expires: expires.as_second(),
+                })
+            }
+            _ => {
+                return Err(fail(
+                    "`previous_secret` and `previous_secret_expires` go together".into(),
+                ));
+            }
+        };
         Ok(Subscription {
             id,
             url,
@@ -186,6 +241,8 @@ impl SubscriptionConfig {
             filter,
             history: self.history,
             include_raw: self.include_raw,
+            mode: self.mode,
+            previous_secret,
         })
     }
 }

@@ -95,8 +95,8 @@ impl Deliverer {
     /// Tries the event until it is delivered, permanently refused, out of retries, or
     /// shutdown abandons it.
     pub(crate) async fn deliver(&self, subscription: &Subscription, event: &Event) -> Finished {
-        let body = match envelope::body(event, subscription) {
-            Ok(body) => body,
+        let prepared = match envelope::prepare(event, subscription) {
+            Ok(prepared) => prepared,
             Err(error) => {
                 return self
                     .dead_letter(
@@ -112,7 +112,7 @@ impl Deliverer {
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            match attempt::send(&self.client, subscription, &event.id, &body).await {
+            match attempt::send(&self.client, subscription, &event.id, &prepared).await {
                 Outcome::Delivered => {
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(subscription = %subscription.id, event_id = %event.id, attempts, "delivered");

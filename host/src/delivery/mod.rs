@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use config::{DeliverySettings, SubscriptionConfig};
+pub use config::{CloudEventsMode, DeliverySettings, SubscriptionConfig};
 pub use outbox::OutboxError;
 
 use config::Subscription;

@@ -108,6 +108,9 @@ fn subscription(url: String) -> SubscriptionConfig {
         channels: vec![],
         history: 0,
         include_raw: false,
+        mode: CloudEventsMode::Structured,
+        previous_secret: None,
+        previous_secret_expires: None,
     }
 }
 
