@@ -188,6 +188,22 @@ async fn receiver_down_then_429_then_503_then_recovery_delivers_all_in_order() {
     );
     let backlog = gateway.app.delivery.backlog("crm").await.expect("backlog");
     assert_eq!(backlog, 0);
+    // The numbers the metrics endpoint exports.
+    let metrics = gateway.app.delivery.metrics().await;
+    assert_eq!(metrics.outbox, "redis");
+    let crm = &metrics.subscriptions[0];
+    assert_eq!(crm.delivered, sent.len() as u64);
+    assert_eq!(crm.backlog, Some(0));
+    for class in ["connect", "http_429", "http_5xx"] {
+        assert!(
+            crm.failures.get(class).is_some_and(|n| *n > 0),
+            "{class}: {:?}",
+            crm.failures
+        );
+    }
+    let failures: u64 = crm.failures.values().sum();
+    assert_eq!(crm.attempts, crm.delivered + failures);
+    assert_eq!(crm.end_to_end_latency.count, crm.delivered);
     gateway.stop().await;
 }
 

@@ -162,6 +162,8 @@ pub(crate) struct Subscription {
     pub(crate) include_raw: bool,
     pub(crate) mode: CloudEventsMode,
     pub(crate) previous_secret: Option<PreviousSecret>,
+    /// This process's counters for it.
+    pub(crate) metrics: std::sync::Arc<super::metrics::SubscriptionMetrics>,
 }
 
 impl DeliverySettings {
@@ -243,6 +245,7 @@ impl SubscriptionConfig {
             include_raw: self.include_raw,
             mode: self.mode,
             previous_secret,
+            metrics: std::sync::Arc::default(),
         })
     }
 }

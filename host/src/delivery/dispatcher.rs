@@ -112,9 +112,19 @@ impl Deliverer {
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            match attempt::send(&self.client, subscription, &event.id, &prepared).await {
+            let metrics = &subscription.metrics;
+            metrics.attempts.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let outcome = attempt::send(&self.client, subscription, &event.id, &prepared).await;
+            metrics.attempt_latency.record(started.elapsed());
+            match outcome {
                 Outcome::Delivered => {
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    let since_accepted = Timestamp::now().duration_since(event.received_at);
+                    metrics
+                        .end_to_end_latency
+                        .record(Duration::try_from(since_accepted).unwrap_or_default());
                     tracing::debug!(subscription = %subscription.id, event_id = %event.id, attempts, "delivered");
                     return Finished::Done;
                 }
@@ -156,6 +166,7 @@ impl Deliverer {
         retry_in: Option<Duration>,
     ) {
         self.shared.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        subscription.metrics.failed(class);
         tracing::warn!(
             subscription = %subscription.id,
             event_id = %event.id,
@@ -197,6 +208,10 @@ impl Deliverer {
             match self.outbox.add_dead_letter(&letter).await {
                 Ok(_) => {
                     self.shared.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    subscription
+                        .metrics
+                        .dead_lettered
+                        .fetch_add(1, Ordering::Relaxed);
                     return Finished::Done;
                 }
                 Err(error) => {

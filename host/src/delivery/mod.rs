@@ -18,6 +18,7 @@ mod config;
 mod dispatcher;
 mod envelope;
 mod filter;
+pub mod metrics;
 pub mod outbox;
 #[cfg(test)]
 mod tests;
@@ -401,6 +402,26 @@ impl Delivery {
     /// instance: waiting in the outbox or in flight.
     pub async fn backlog(&self, subscription: &str) -> Result<u64, DeliveryError> {
         Ok(self.inner.outbox.backlog(subscription).await?)
+    }
+
+    /// Every delivery number, per subscription, in one snapshot (the metrics endpoint
+    /// exports it). Backlogs are read from the outbox.
+    pub async fn metrics(&self) -> metrics::MetricsSnapshot {
+        let mut subscriptions = Vec::with_capacity(self.inner.subscriptions.len());
+        for subscription in &self.inner.subscriptions {
+            let backlog = match self.inner.outbox.backlog(&subscription.id).await {
+                Ok(backlog) => Some(backlog),
+                Err(error) => {
+                    tracing::debug!(subscription = %subscription.id, %error, "backlog unknown");
+                    None
+                }
+            };
+            subscriptions.push(subscription.metrics.snapshot(&subscription.id, backlog));
+        }
+        metrics::MetricsSnapshot {
+            outbox: self.inner.outbox.backend(),
+            subscriptions,
+        }
     }
 
     /// Dead letters matching `filter`, oldest first (at most `limit`, the newest).
