@@ -297,7 +297,7 @@ impl Process {
     fn start(config: &str, dir: &std::path::Path, port: u16) -> Process {
         let path = dir.join("omnigate.toml");
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[plugins]\ncache_dir = {cache}\n{config}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n[plugins]\ncache_dir = {cache}\n{config}",
             cache = toml_path(&dir.join("cache")),
         );
         std::fs::write(&path, text).expect("config file");
@@ -328,6 +328,26 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("omnigate did not become healthy");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "omnigate did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn kill_9(&mut self) {
@@ -520,4 +540,55 @@ async fn permanent_400_dead_letters_then_replay_after_fix_delivers_once_in_order
     let listed = api_get(&gateway, "/v1/dead-letters").await;
     assert_eq!(listed["dead_letters"].as_array().map(Vec::len), Some(0));
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_returns_in_flight_deliveries_to_the_outbox() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+        .await
+        .expect("receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(&redis, &subscription("crm", &downstream.url()));
+    let mut gateway = Process::start(&text, dir.path(), free_port().expect("port"));
+    gateway.wait_ready().await;
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        for visitor in 0..3 {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    downstream
+        .wait_until("failing attempts", WAIT, |_| downstream.seen().len() >= 6)
+        .await
+        .expect("deliveries in flight");
+    // Graceful stop while every delivery is failing: it exits cleanly, and intake is closed.
+    let status = gateway.terminate().await;
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        send(&gateway.base, "m-late", "v0").await,
+        None,
+        "no intake after SIGTERM"
+    );
+    assert!(downstream.accepted().is_empty());
+
+    // What it held went back to the outbox: another instance delivers all of it, in order.
+    downstream.set(Mode::Accept);
+    let next = Process::start(&text, dir.path(), free_port().expect("port"));
+    next.wait_ready().await;
+    downstream
+        .wait_until("every message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("returned deliveries delivered by the next instance");
+    let (per_conversation, _) = received_per_conversation(&downstream);
+    assert_in_order(&per_conversation);
+    drop(next);
 }
