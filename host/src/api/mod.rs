@@ -6,3 +6,4 @@ pub mod conversations;
 pub mod dead_letters;
 pub mod lookup;
 pub mod messages;
+pub mod subscriptions;

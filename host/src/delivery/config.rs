@@ -47,6 +47,10 @@ pub struct DeliverySettings {
     /// Deliveries in flight at most per (subscription, partition) worker, each for a
     /// different conversation.
     pub concurrency: usize,
+    /// A subscription whose attempts all fail for this long is disabled (its events wait
+    /// in the outbox) until re-enabled through the API. Unset: never.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Option<Duration>,
 }
 
 impl Default for DeliverySettings {
@@ -70,6 +74,7 @@ impl Default for DeliverySettings {
             poll_interval: Duration::from_millis(100),
             window: 1000,
             concurrency: 64,
+            disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
         }
     }
 }

@@ -89,6 +89,10 @@ pub(crate) struct Deliverer {
     pub(crate) phase: watch::Receiver<Phase>,
     /// Where dead letters are kept.
     pub(crate) outbox: Arc<dyn Outbox>,
+    /// After failing continuously this long a subscription is disabled.
+    pub(crate) disable_after: Option<Duration>,
+    /// Reports (subscription, reason) to disable.
+    pub(crate) failing: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
 impl Deliverer {
@@ -121,6 +125,7 @@ impl Deliverer {
                 Outcome::Delivered => {
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
                     metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics.healthy();
                     let since_accepted = Timestamp::now().duration_since(event.received_at);
                     metrics
                         .end_to_end_latency
@@ -167,6 +172,18 @@ impl Deliverer {
     ) {
         self.shared.failed_attempts.fetch_add(1, Ordering::Relaxed);
         subscription.metrics.failed(class);
+        let failing_for = subscription.metrics.failing_for();
+        if let Some(limit) = self.disable_after
+            && failing_for >= limit
+        {
+            // Reported on every further failure until the registry stops the workers;
+            // disabling twice is harmless.
+            let reason = format!(
+                "every attempt failed for {}s (last: {error})",
+                failing_for.as_secs()
+            );
+            let _ = self.failing.send((subscription.id.clone(), reason));
+        }
         tracing::warn!(
             subscription = %subscription.id,
             event_id = %event.id,

@@ -85,6 +85,40 @@ pub(crate) fn prepare(
     }
 }
 
+/// A test event (`dev.omnigate.ping`) for `POST /v1/subscriptions/{id}/test`.
+pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
+    let now = Timestamp::now();
+    let data = serde_json::json!({"message": "test delivery from omnigate"});
+    match mode {
+        CloudEventsMode::Structured => Prepared {
+            body: serde_json::json!({
+                "specversion": "1.0",
+                "id": event_id,
+                "type": "dev.omnigate.ping",
+                "source": "/omnigate",
+                "time": now,
+                "datacontenttype": DATA_CONTENT_TYPE,
+                "data": data,
+            })
+            .to_string()
+            .into_bytes(),
+            content_type: CONTENT_TYPE,
+            headers: Vec::new(),
+        },
+        CloudEventsMode::Binary => Prepared {
+            body: data.to_string().into_bytes(),
+            content_type: DATA_CONTENT_TYPE,
+            headers: vec![
+                ("ce-specversion", "1.0".to_owned()),
+                ("ce-id", event_id.to_owned()),
+                ("ce-type", "dev.omnigate.ping".to_owned()),
+                ("ce-source", "/omnigate".to_owned()),
+                ("ce-time", now.to_string()),
+            ],
+        },
+    }
+}
+
 /// The event as this subscription sees it: the last `history` messages (oldest first) and
 /// `raw` only when asked for. Borrows when nothing needs removing, which is the common
 /// case, so large events are not copied per subscription.

@@ -78,9 +78,22 @@ pub(crate) struct SubscriptionMetrics {
     pub(crate) attempt_latency: Histogram,
     /// From the webhook's arrival at the gateway to the receiver's 2xx (retries included).
     pub(crate) end_to_end_latency: Histogram,
+    /// Since when every attempt has failed (none since the last success).
+    failing_since: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl SubscriptionMetrics {
+    /// A success: the subscription is healthy again.
+    pub(crate) fn healthy(&self) {
+        *self.failing_since.lock() = None;
+    }
+
+    /// A failed attempt: how long the subscription has been failing continuously.
+    pub(crate) fn failing_for(&self) -> Duration {
+        let mut since = self.failing_since.lock();
+        since.get_or_insert_with(std::time::Instant::now).elapsed()
+    }
+
     pub(crate) fn failed(&self, class: &str) {
         *self
             .failures

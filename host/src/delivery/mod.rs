@@ -13,6 +13,7 @@
 //! Redis, durably, before the provider's webhook is acknowledged. Workers (one per
 //! subscription and outbox partition, see [`worker`]) consume the outbox.
 
+pub mod api_types;
 mod attempt;
 mod config;
 mod dispatcher;
@@ -20,6 +21,7 @@ mod envelope;
 mod filter;
 pub mod metrics;
 pub mod outbox;
+mod registry;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -30,16 +32,17 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use config::{CloudEventsMode, DeliverySettings, SubscriptionConfig};
 pub use outbox::OutboxError;
 
-use config::Subscription;
 use dispatcher::{Deliverer, Phase, Shared};
 use outbox::{Append, Outbox, Record};
-use worker::{Timing, Worker};
+use registry::Registry;
+pub use registry::{Origin, SubscriptionView};
+use worker::Timing;
 
 /// Why delivery could not start or take events.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,12 @@ pub enum DeliveryError {
     /// No subscription has this id.
     #[error("no subscription `{0}`")]
     UnknownSubscription(String),
+    /// The subscription comes from the configuration file: change it there.
+    #[error("subscription `{0}` is configured in the file and read-only through the API")]
+    ReadOnly(String),
+    /// A subscription with this id exists.
+    #[error("subscription `{0}` already exists")]
+    Exists(String),
 }
 
 /// Counters since start, for metrics and tests.
@@ -155,27 +164,21 @@ pub struct Delivery {
 }
 
 struct Inner {
-    subscriptions: Vec<Arc<Subscription>>,
+    registry: Arc<Registry>,
     outbox: Arc<dyn Outbox>,
     partitions: u32,
-    /// Per partition, the wake-up of each local worker reading it.
-    wakes: Vec<Vec<Arc<Notify>>>,
     capacity: Arc<Semaphore>,
     max_in_flight: usize,
     timeout: Duration,
     shared: Arc<Shared>,
     closed: AtomicBool,
     phase: watch::Sender<Phase>,
-    /// Taken by the first shutdown.
-    workers: parking_lot::Mutex<Option<JoinSet<()>>>,
-    history_depth: usize,
-    wants_raw: bool,
 }
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
-            .field("subscriptions", &self.inner.subscriptions.len())
+            .field("subscriptions", &self.inner.registry.active().len())
             .field("outbox", &self.inner.outbox.backend())
             .field("stats", &self.stats())
             .finish()
@@ -195,11 +198,15 @@ impl Delivery {
             settings.partitions,
             capacity.clone(),
         ));
-        let subscriptions = config::validate_all(subscriptions)?;
-        for subscription in &subscriptions {
+        let validated = config::validate_all(subscriptions.clone())?;
+        for subscription in &validated {
             outbox.register_now(&subscription.id);
         }
-        Self::start_on(settings, subscriptions, outbox, capacity)
+        let delivery = Self::start_on(settings, subscriptions, outbox, capacity)?;
+        // The memory outbox answers at once: start the configured subscriptions now, so
+        // events published right after `start` are not missed.
+        delivery.inner.registry.reconcile_now_memory();
+        Ok(delivery)
     }
 
     /// Starts delivery on the outbox named by `[delivery] outbox_url`, or else by
@@ -210,19 +217,21 @@ impl Delivery {
         store_url: &str,
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
-        let subscriptions = config::validate_all(subscriptions)?;
+        let validated = config::validate_all(subscriptions.clone())?;
         let capacity = Arc::new(Semaphore::new(settings.max_in_flight));
         let url = settings.outbox_url.as_deref().unwrap_or(store_url);
         let outbox = outbox::open(url, settings.partitions, capacity.clone()).await?;
-        for subscription in &subscriptions {
+        for subscription in &validated {
             outbox.register(&subscription.id).await?;
         }
-        Self::start_on(settings, subscriptions, outbox, capacity)
+        let delivery = Self::start_on(settings, subscriptions, outbox, capacity)?;
+        delivery.inner.registry.reconcile().await?;
+        Ok(delivery)
     }
 
     fn start_on(
         settings: DeliverySettings,
-        subscriptions: Vec<Subscription>,
+        subscriptions: Vec<SubscriptionConfig>,
         outbox: Arc<dyn Outbox>,
         capacity: Arc<Semaphore>,
     ) -> Result<Delivery, DeliveryError> {
@@ -231,12 +240,15 @@ impl Delivery {
         let client = http_client(settings.timeout)?;
         let shared = Arc::new(Shared::default());
         let (phase, phase_rx) = watch::channel(Phase::Running);
+        let (failing, failing_rx) = tokio::sync::mpsc::unbounded_channel();
         let deliverer = Deliverer {
             client,
             schedule: settings.retry_schedule.clone().into(),
             shared: shared.clone(),
-            phase: phase_rx,
+            phase: phase_rx.clone(),
             outbox: outbox.clone(),
+            disable_after: settings.disable_after,
+            failing,
         };
         let timing = Timing {
             lease_ttl: settings.lease_ttl,
@@ -245,49 +257,36 @@ impl Delivery {
             window: settings.window,
             concurrency: settings.concurrency,
         };
-        let history_depth = subscriptions.iter().map(|s| s.history).max().unwrap_or(0);
-        let wants_raw = subscriptions.iter().any(|s| s.include_raw);
-        let subscriptions: Vec<Arc<Subscription>> =
-            subscriptions.into_iter().map(Arc::new).collect();
-        let mut wakes: Vec<Vec<Arc<Notify>>> =
-            (0..settings.partitions).map(|_| Vec::new()).collect();
-        let mut tasks = JoinSet::new();
-        for subscription in &subscriptions {
-            for (partition, partition_wakes) in (0..settings.partitions).zip(wakes.iter_mut()) {
-                let wake = Arc::new(Notify::new());
-                partition_wakes.push(wake.clone());
-                let worker = Worker {
-                    partition,
-                    subscription: subscription.clone(),
-                    outbox: outbox.clone(),
-                    deliverer: deliverer.clone(),
-                    wake,
-                    timing,
-                };
-                tasks.spawn_on(worker.run(), &runtime);
-            }
-        }
+        let registry = Arc::new(Registry::new(
+            subscriptions,
+            outbox.clone(),
+            deliverer,
+            timing,
+            settings.partitions,
+            runtime.clone(),
+        ));
+        runtime.spawn(registry::sync(
+            registry.clone(),
+            settings.lease_ttl / 3,
+            failing_rx,
+            phase_rx,
+        ));
         tracing::info!(
-            subscriptions = subscriptions.len(),
             partitions = settings.partitions,
             outbox = outbox.backend(),
             "delivery started"
         );
         Ok(Delivery {
             inner: Arc::new(Inner {
-                subscriptions,
+                registry,
                 outbox,
                 partitions: settings.partitions,
-                wakes,
                 capacity,
                 max_in_flight: settings.max_in_flight,
                 timeout: settings.timeout,
                 shared,
                 closed: AtomicBool::new(false),
                 phase,
-                workers: parking_lot::Mutex::new(Some(tasks)),
-                history_depth,
-                wants_raw,
             }),
         })
     }
@@ -318,12 +317,13 @@ impl Delivery {
 
     /// Largest `history` any subscription wants (the pipeline loads that many messages).
     pub fn history_depth(&self) -> usize {
-        self.inner.history_depth
+        let active = self.inner.registry.active();
+        active.iter().map(|s| s.history).max().unwrap_or(0)
     }
 
     /// Whether any subscription wants `raw`.
     pub fn wants_raw(&self) -> bool {
-        self.inner.wants_raw
+        self.inner.registry.active().iter().any(|s| s.include_raw)
     }
 
     /// Whether published events survive a crash (Redis outbox).
@@ -353,7 +353,7 @@ impl Delivery {
         }
         let left_in_memory = inner.outbox.local_len().unwrap_or(0);
         inner.phase.send_replace(Phase::Stopped);
-        let workers = inner.workers.lock().take();
+        let workers = inner.registry.workers.lock().take();
         if let Some(workers) = workers {
             stop_workers(workers, inner.timeout).await;
         }
@@ -407,20 +407,186 @@ impl Delivery {
     /// Every delivery number, per subscription, in one snapshot (the metrics endpoint
     /// exports it). Backlogs are read from the outbox.
     pub async fn metrics(&self) -> metrics::MetricsSnapshot {
-        let mut subscriptions = Vec::with_capacity(self.inner.subscriptions.len());
-        for subscription in &self.inner.subscriptions {
-            let backlog = match self.inner.outbox.backlog(&subscription.id).await {
+        let known = self.inner.registry.metrics();
+        let mut subscriptions = Vec::with_capacity(known.len());
+        for (id, metrics) in known {
+            let backlog = match self.inner.outbox.backlog(&id).await {
                 Ok(backlog) => Some(backlog),
                 Err(error) => {
-                    tracing::debug!(subscription = %subscription.id, %error, "backlog unknown");
+                    tracing::debug!(subscription = %id, %error, "backlog unknown");
                     None
                 }
             };
-            subscriptions.push(subscription.metrics.snapshot(&subscription.id, backlog));
+            subscriptions.push(metrics.snapshot(&id, backlog));
         }
         metrics::MetricsSnapshot {
             outbox: self.inner.outbox.backend(),
             subscriptions,
+        }
+    }
+
+    /// Every subscription (configured and API-created), secrets left out.
+    pub fn subscriptions(&self) -> Vec<SubscriptionView> {
+        self.inner.registry.list()
+    }
+
+    /// One subscription.
+    pub async fn subscription(&self, id: &str) -> Result<SubscriptionView, DeliveryError> {
+        self.inner.registry.reconcile().await?;
+        self.subscriptions()
+            .into_iter()
+            .find(|view| view.id == id)
+            .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned()))
+    }
+
+    /// Creates a subscription shared by every instance; it receives events published
+    /// from now on.
+    pub async fn create_subscription(
+        &self,
+        new: api_types::NewSubscription,
+    ) -> Result<SubscriptionView, DeliveryError> {
+        let registry = &self.inner.registry;
+        registry.reconcile().await?;
+        let id = match new.id {
+            Some(id) => {
+                api_types::check_id(&id)?;
+                id
+            }
+            None => format!("sub_{}", ulid::Ulid::generate().to_string().to_lowercase()),
+        };
+        if registry.knows(&id) {
+            return Err(DeliveryError::Exists(id));
+        }
+        let stored = outbox::StoredSubscription {
+            id: id.clone(),
+            url: new.url,
+            secret: new.secret,
+            events: new.events,
+            channels: new.channels,
+            history: new.history,
+            include_raw: new.include_raw,
+            mode: new.mode,
+            previous_secret: None,
+            previous_secret_expires: None,
+        };
+        registry::to_config(&stored).validate(0)?;
+        // The groups first: they start at the end of the log, so the subscription gets
+        // what is published once it exists.
+        self.inner.outbox.register(&id).await?;
+        self.inner.outbox.put_subscription(&stored).await?;
+        tracing::info!(subscription = %id, "subscription created");
+        self.subscription(&id).await
+    }
+
+    /// Changes an API-created subscription. A new `secret` starts a rotation: the old
+    /// one keeps signing too for `rotation_grace` (default 24 h).
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        patch: api_types::SubscriptionPatch,
+    ) -> Result<SubscriptionView, DeliveryError> {
+        let registry = &self.inner.registry;
+        registry.reconcile().await?;
+        let mut stored = self.stored_api_subscription(id)?;
+        if let Some(url) = patch.url {
+            stored.url = url;
+        }
+        if let Some(events) = patch.events {
+            stored.events = events;
+        }
+        if let Some(channels) = patch.channels {
+            stored.channels = channels;
+        }
+        if let Some(history) = patch.history {
+            stored.history = history;
+        }
+        if let Some(include_raw) = patch.include_raw {
+            stored.include_raw = include_raw;
+        }
+        if let Some(mode) = patch.mode {
+            stored.mode = mode;
+        }
+        if let Some(secret) = patch.secret
+            && secret != stored.secret
+        {
+            let grace = patch
+                .rotation_grace
+                .unwrap_or(Duration::from_secs(24 * 3600));
+            let expires = Timestamp::now()
+                .checked_add(jiff::SignedDuration::try_from(grace).unwrap_or_default())
+                .map_err(|error| DeliveryError::Config(format!("`rotation_grace`: {error}")))?;
+            stored.previous_secret = Some(std::mem::replace(&mut stored.secret, secret));
+            stored.previous_secret_expires = Some(expires);
+        }
+        registry::to_config(&stored).validate(0)?;
+        self.inner.outbox.put_subscription(&stored).await?;
+        tracing::info!(subscription = %id, "subscription updated");
+        self.subscription(id).await
+    }
+
+    /// Deletes an API-created subscription; its undelivered events are dropped.
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), DeliveryError> {
+        self.inner.registry.reconcile().await?;
+        self.stored_api_subscription(id)?;
+        self.inner.outbox.delete_subscription(id).await?;
+        self.inner.outbox.set_disabled(id, None).await?;
+        self.inner.registry.reconcile().await?;
+        self.inner.outbox.unregister(id).await?;
+        self.inner.registry.forget(id);
+        tracing::info!(subscription = %id, "subscription deleted");
+        Ok(())
+    }
+
+    /// Enables or disables a subscription (configured or API-created). Disabled, its
+    /// events wait in the outbox; enabled again, it delivers them in order.
+    pub async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<SubscriptionView, DeliveryError> {
+        self.inner.registry.reconcile().await?;
+        if !self.inner.registry.knows(id) {
+            return Err(DeliveryError::UnknownSubscription(id.to_owned()));
+        }
+        let reason = (!enabled).then_some("disabled through the API");
+        self.inner.outbox.set_disabled(id, reason).await?;
+        tracing::info!(subscription = %id, enabled, "subscription {}", if enabled { "enabled" } else { "disabled" });
+        self.subscription(id).await
+    }
+
+    /// Sends one signed test event (`dev.omnigate.ping`) to the subscription now and
+    /// reports what the receiver answered; nothing is retried or dead-lettered.
+    pub async fn test_send(&self, id: &str) -> Result<api_types::TestResult, DeliveryError> {
+        self.inner.registry.reconcile().await?;
+        let subscription = self
+            .inner
+            .registry
+            .subscription(id)
+            .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned()))?;
+        let event_id = format!("evt_test_{}", ulid::Ulid::generate());
+        let prepared = envelope::ping(&event_id, subscription.mode);
+        let outcome = attempt::send(
+            self.inner.registry.client(),
+            &subscription,
+            &event_id,
+            &prepared,
+        )
+        .await;
+        Ok(api_types::TestResult::from_outcome(event_id, outcome))
+    }
+
+    fn stored_api_subscription(
+        &self,
+        id: &str,
+    ) -> Result<outbox::StoredSubscription, DeliveryError> {
+        match self.inner.registry.origin(id) {
+            Some(Origin::Config) => Err(DeliveryError::ReadOnly(id.to_owned())),
+            Some(Origin::Api) => self
+                .inner
+                .registry
+                .stored(id)
+                .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned())),
+            None => Err(DeliveryError::UnknownSubscription(id.to_owned())),
         }
     }
 
@@ -483,11 +649,7 @@ impl Delivery {
         let inner = &self.inner;
         let mut replayed = 0;
         for (id, letter) in letters {
-            if !inner
-                .subscriptions
-                .iter()
-                .any(|s| s.id == letter.subscription)
-            {
+            if !inner.registry.knows(&letter.subscription) {
                 return Err(DeliveryError::UnknownSubscription(letter.subscription));
             }
             let partition = outbox::partition_of(&letter.event.conversation.id, inner.partitions);
@@ -616,11 +778,7 @@ impl Inner {
     /// Wakes the local workers of `partitions` (others find the entries by polling).
     fn wake(&self, partitions: &[u32]) {
         for partition in partitions {
-            if let Some(wakes) = self.wakes.get(*partition as usize) {
-                for wake in wakes {
-                    wake.notify_one();
-                }
-            }
+            self.registry.wake(*partition);
         }
     }
 }

@@ -45,12 +45,17 @@ pub(crate) struct Worker {
     /// Poked when this instance appends to the partition.
     pub(crate) wake: Arc<Notify>,
     pub(crate) timing: Timing,
+    /// Set when the subscription stops here (updated, disabled, deleted).
+    pub(crate) retire: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why ownership ended.
 enum Ownership {
     /// Shutdown: stop the worker.
     Stop,
+    /// The subscription stops here: end without releasing the lease (a replacement
+    /// worker of this instance may take it over at once).
+    Retired,
     /// The lease was lost or the backend failed: try to take it again.
     Lost,
 }
@@ -76,20 +81,24 @@ impl Worker {
     /// Works until shutdown stops it.
     pub(crate) async fn run(self) {
         let mut phase = self.deliverer.phase.clone();
+        let mut retire = self.retire.clone();
         loop {
             if *phase.borrow() == Phase::Stopped {
                 break;
+            }
+            if *retire.borrow() {
+                return;
             }
             let owned = self
                 .outbox
                 .lease(self.partition, &self.subscription.id, self.timing.lease_ttl)
                 .await;
             match owned {
-                Ok(true) => {
-                    if let Ownership::Stop = self.own().await {
-                        break;
-                    }
-                }
+                Ok(true) => match self.own().await {
+                    Ownership::Stop => break,
+                    Ownership::Retired => return,
+                    Ownership::Lost => {}
+                },
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(subscription = %self.subscription.id, partition = self.partition, %error, "cannot take the outbox lease");
@@ -97,6 +106,7 @@ impl Worker {
             }
             tokio::select! {
                 () = stopped(&mut phase) => break,
+                _ = retire.wait_for(|retired| *retired) => return,
                 () = tokio::time::sleep(jitter(self.timing.retake)) => {}
             }
         }
@@ -139,12 +149,16 @@ impl Worker {
             }
         }
         let mut phase = self.deliverer.phase.clone();
+        let mut retire = self.retire.clone();
         let mut renew = tokio::time::interval(self.timing.lease_ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         let mut renewals: u32 = 0;
         let mut more = true;
         loop {
+            if *retire.borrow() {
+                return Ownership::Retired;
+            }
             self.start_ready(held);
             let current = *phase.borrow();
             if current == Phase::Stopped {
@@ -178,6 +192,11 @@ impl Worker {
             tokio::select! {
                 biased;
                 Ok(()) = phase.changed() => {}
+                Ok(()) = retire.changed() => {
+                    if *retire.borrow() {
+                        return Ownership::Retired;
+                    }
+                }
                 Some(done) = held.running.join_next(), if !held.running.is_empty() => {
                     self.finished(held, done).await;
                 }

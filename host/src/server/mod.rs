@@ -27,6 +27,28 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::api::messages::send),
         )
         .route("/contacts/{id}", get(crate::api::contacts::get))
+        .route(
+            "/subscriptions",
+            get(crate::api::subscriptions::list).post(crate::api::subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(crate::api::subscriptions::get)
+                .patch(crate::api::subscriptions::update)
+                .delete(crate::api::subscriptions::delete),
+        )
+        .route(
+            "/subscriptions/{id}/enable",
+            post(crate::api::subscriptions::enable),
+        )
+        .route(
+            "/subscriptions/{id}/disable",
+            post(crate::api::subscriptions::disable),
+        )
+        .route(
+            "/subscriptions/{id}/test",
+            post(crate::api::subscriptions::test),
+        )
         .route("/dead-letters", get(crate::api::dead_letters::list))
         .route(
             "/dead-letters/replay",

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter};
+use super::{
+    Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter,
+    StoredSubscription,
+};
 
 /// Per-partition logs with one cursor and pending set per subscription. An entry is
 /// dropped (and its reserved room released) once every subscription has acknowledged it.
@@ -18,6 +21,8 @@ pub(crate) struct MemoryOutbox {
     _capacity: Arc<Semaphore>,
     /// Dead letters by increasing sequence number.
     dead: Mutex<DeadLetters>,
+    subscriptions: Mutex<std::collections::BTreeMap<String, StoredSubscription>>,
+    disabled: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -86,6 +91,8 @@ impl MemoryOutbox {
                 .collect(),
             _capacity: capacity,
             dead: Mutex::default(),
+            subscriptions: Mutex::default(),
+            disabled: Mutex::default(),
         }
     }
 
@@ -237,6 +244,34 @@ impl Outbox for MemoryOutbox {
             return Ok(false);
         };
         Ok(self.dead.lock().letters.remove(&id).is_some())
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<StoredSubscription>, OutboxError> {
+        Ok(self.subscriptions.lock().values().cloned().collect())
+    }
+
+    async fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), OutboxError> {
+        self.subscriptions
+            .lock()
+            .insert(subscription.id.clone(), subscription.clone());
+        Ok(())
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, OutboxError> {
+        Ok(self.subscriptions.lock().remove(id).is_some())
+    }
+
+    async fn disabled(&self) -> Result<std::collections::BTreeMap<String, String>, OutboxError> {
+        Ok(self.disabled.lock().clone())
+    }
+
+    async fn set_disabled(&self, id: &str, reason: Option<&str>) -> Result<(), OutboxError> {
+        let mut disabled = self.disabled.lock();
+        match reason {
+            Some(reason) => disabled.insert(id.to_owned(), reason.to_owned()),
+            None => disabled.remove(id),
+        };
+        Ok(())
     }
 
     fn local_len(&self) -> Option<usize> {

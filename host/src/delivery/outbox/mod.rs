@@ -19,6 +19,7 @@
 mod memory;
 mod redis;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,22 @@ pub(crate) struct StoredDeadLetter {
     pub(crate) at: jiff::Timestamp,
     /// The event.
     pub(crate) event: Event,
+}
+
+/// A subscription created through the API, as kept in the outbox backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredSubscription {
+    pub(crate) id: String,
+    pub(crate) url: String,
+    /// `whsec_…` (stored as is: protect the Redis like the rest of the context).
+    pub(crate) secret: String,
+    pub(crate) events: Vec<String>,
+    pub(crate) channels: Vec<String>,
+    pub(crate) history: usize,
+    pub(crate) include_raw: bool,
+    pub(crate) mode: super::CloudEventsMode,
+    pub(crate) previous_secret: Option<String>,
+    pub(crate) previous_secret_expires: Option<jiff::Timestamp>,
 }
 
 /// Dead letters kept at most (oldest dropped first).
@@ -158,6 +175,21 @@ pub(crate) trait Outbox: Send + Sync + 'static {
 
     /// Removes dead letter `id` (replayed); `false` if there is none.
     async fn remove_dead_letter(&self, id: &str) -> Result<bool, OutboxError>;
+
+    /// Subscriptions created through the API (shared by every instance).
+    async fn subscriptions(&self) -> Result<Vec<StoredSubscription>, OutboxError>;
+
+    /// Creates or replaces an API subscription.
+    async fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), OutboxError>;
+
+    /// Deletes an API subscription; `false` if there was none.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, OutboxError>;
+
+    /// Disabled subscriptions (config or API) and why.
+    async fn disabled(&self) -> Result<BTreeMap<String, String>, OutboxError>;
+
+    /// Disables (`Some(reason)`) or re-enables (`None`) a subscription.
+    async fn set_disabled(&self, id: &str, reason: Option<&str>) -> Result<(), OutboxError>;
 
     /// Drops entries every subscription is done with (the owner calls it now and then).
     async fn trim(&self, _partition: u32) -> Result<(), OutboxError> {

@@ -10,7 +10,9 @@
 //! - `omnigate:outbox:partitions`: the partition count every instance must agree on;
 //! - `omnigate:dead-letters`: a stream of dead letters (field `letter`: JSON with the
 //!   event), capped at [`DEAD_LETTER_LIMIT`] with `MAXLEN ~`; the entry id is the dead
-//!   letter's id.
+//!   letter's id;
+//! - `omnigate:subscriptions` (hash: id → JSON) for API-created subscriptions and
+//!   `omnigate:subscriptions:disabled` (hash: id → reason).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,10 @@ use redis::streams::{
 };
 use redis::{Cmd, FromRedisValue, Script, Value};
 
-use super::{Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter};
+use super::{
+    Append, DEAD_LETTER_LIMIT, Outbox, OutboxError, Record, Stored, StoredDeadLetter,
+    StoredSubscription,
+};
 use crate::event::Event;
 
 /// How long one Redis command may take before it counts as failed.
@@ -34,6 +39,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The dead-letter stream.
 const DEAD_LETTERS: &str = "omnigate:dead-letters";
+
+/// API subscriptions.
+const SUBSCRIPTIONS: &str = "omnigate:subscriptions";
+
+/// Disabled subscriptions.
+const DISABLED: &str = "omnigate:subscriptions:disabled";
 
 /// Entries taken per `XAUTOCLAIM` call.
 const CLAIM_BATCH: usize = 256;
@@ -503,6 +514,70 @@ impl Outbox for RedisOutbox {
             .query(redis::cmd("XDEL").arg(DEAD_LETTERS).arg(id))
             .await?;
         Ok(removed > 0)
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<StoredSubscription>, OutboxError> {
+        let all: Vec<String> = self
+            .connection
+            .query(redis::cmd("HVALS").arg(SUBSCRIPTIONS))
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(subscription) => Some(subscription),
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable stored subscription skipped");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), OutboxError> {
+        let json = serde_json::to_string(subscription).map_err(|error| {
+            OutboxError::Unavailable(format!("cannot encode the subscription: {error}"))
+        })?;
+        let _: i64 = self
+            .connection
+            .query(
+                redis::cmd("HSET")
+                    .arg(SUBSCRIPTIONS)
+                    .arg(&subscription.id)
+                    .arg(json),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, OutboxError> {
+        let removed: i64 = self
+            .connection
+            .query(redis::cmd("HDEL").arg(SUBSCRIPTIONS).arg(id))
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn disabled(&self) -> Result<std::collections::BTreeMap<String, String>, OutboxError> {
+        self.connection
+            .query(redis::cmd("HGETALL").arg(DISABLED))
+            .await
+    }
+
+    async fn set_disabled(&self, id: &str, reason: Option<&str>) -> Result<(), OutboxError> {
+        let mut cmd = match reason {
+            Some(reason) => {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(DISABLED).arg(id).arg(reason);
+                cmd
+            }
+            None => {
+                let mut cmd = redis::cmd("HDEL");
+                cmd.arg(DISABLED).arg(id);
+                cmd
+            }
+        };
+        let _: i64 = self.connection.query(&mut cmd).await?;
+        Ok(())
     }
 
     async fn trim(&self, partition: u32) -> Result<(), OutboxError> {
