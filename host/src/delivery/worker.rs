@@ -213,7 +213,7 @@ impl Worker {
                         }
                     }
                     renewals = renewals.wrapping_add(1);
-                    if renewals % 16 == 0
+                    if renewals.is_multiple_of(16)
                         && let Err(error) = self.outbox.trim(partition).await
                     {
                         tracing::debug!(subscription = %id, partition, %error, "cannot trim the outbox");

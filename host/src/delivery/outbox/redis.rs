@@ -564,7 +564,7 @@ impl Outbox for RedisOutbox {
     }
 
     async fn set_disabled(&self, id: &str, reason: Option<&str>) -> Result<(), OutboxError> {
-        let mut cmd = match reason {
+        let cmd = match reason {
             Some(reason) => {
                 let mut cmd = redis::cmd("HSET");
                 cmd.arg(DISABLED).arg(id).arg(reason);
@@ -576,7 +576,7 @@ impl Outbox for RedisOutbox {
                 cmd
             }
         };
-        let _: i64 = self.connection.query(&mut cmd).await?;
+        let _: i64 = self.connection.query(&cmd).await?;
         Ok(())
     }
 
