@@ -592,3 +592,89 @@ async fn sigterm_returns_in_flight_deliveries_to_the_outbox() {
     assert_in_order(&per_conversation);
     drop(next);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_streams_sink_appends_events_for_consumer_groups() {
+    let redis = RedisServer::start().expect("redis");
+    let sink = format!(
+        r#"
+        [[subscriptions]]
+        id = "analytics"
+        kind = "redis-stream"
+        url = "{url}"
+        stream = "analytics:events"
+        maxlen = 1000
+        events = ["message.*"]
+        "#,
+        url = redis.url()
+    );
+    let gateway = Gateway::start(&config(&redis, &sink))
+        .await
+        .expect("gateway");
+    // A downstream consumer group, created before the events arrive.
+    let created = redis
+        .cli(&[
+            "XGROUP",
+            "CREATE",
+            "analytics:events",
+            "bi",
+            "$",
+            "MKSTREAM",
+        ])
+        .expect("redis-cli");
+    assert_eq!(created, "OK");
+    for n in 0..3 {
+        assert_eq!(send(&gateway.base, &id(0, n), "v0").await, Some(200));
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while redis.cli(&["XLEN", "analytics:events"]).expect("xlen") != "3" {
+        assert!(std::time::Instant::now() < deadline, "3 entries appended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let read = redis
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "bi",
+            "worker-1",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "analytics:events",
+            ">",
+        ])
+        .expect("xreadgroup");
+    let lines: Vec<&str> = read.lines().collect();
+    let field = |name: &str| -> Vec<String> {
+        lines
+            .windows(2)
+            .filter(|pair| pair[0] == name)
+            .map(|pair| pair[1].to_owned())
+            .collect()
+    };
+    assert_eq!(field("type"), vec!["dev.omnigate.message.received"; 3]);
+    assert_eq!(field("source"), vec!["/channels/web"; 3]);
+    let ids = field("id");
+    let external: Vec<String> = field("data")
+        .iter()
+        .zip(&ids)
+        .map(|(data, entry_id)| {
+            let event: Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(event["id"].as_str(), Some(entry_id.as_str()));
+            event["external_id"]
+                .as_str()
+                .expect("external id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(external, [id(0, 0), id(0, 1), id(0, 2)], "in order");
+    let subjects = field("subject");
+    assert!(
+        subjects
+            .iter()
+            .all(|s| s == &subjects[0] && s.starts_with("cv_"))
+    );
+    let metrics = gateway.app.delivery.metrics().await;
+    assert_eq!(metrics.subscriptions[0].delivered, 3);
+    gateway.stop().await;
+}

@@ -87,10 +87,24 @@ pub struct SubscriptionConfig {
     /// in the configuration).
     #[serde(default)]
     pub id: Option<String>,
-    /// Where events are POSTed (`http` or `https`).
+    /// `http` (default): events are POSTed to `url`. `redis-stream`: events are appended
+    /// to `stream` on the Redis at `url`.
+    #[serde(default)]
+    pub kind: SubscriptionKind,
+    /// Where events go: `http(s)://…`, or for `redis-stream` `redis://…` (comma-separated
+    /// seeds for a Cluster).
     pub url: String,
-    /// Standard Webhooks signing key, `whsec_<base64>` (`env:`/`file:` references work).
+    /// Standard Webhooks signing key, `whsec_<base64>` (`env:`/`file:` references work);
+    /// required for `http`, unused by `redis-stream`.
+    #[serde(default = "no_secret")]
     pub secret: Secret,
+    /// `redis-stream`: the stream key.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// `redis-stream`: approximate cap on the stream length (`XADD MAXLEN ~`), default
+    /// 1 000 000.
+    #[serde(default)]
+    pub maxlen: Option<usize>,
     /// Event types to deliver: `*`, exact names (`message.received`) or prefixes
     /// (`message.*`).
     #[serde(default = "all_events")]
@@ -143,6 +157,24 @@ impl PreviousSecret {
     }
 }
 
+/// What kind of target a subscription delivers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionKind {
+    /// Signed HTTP POSTs (webhooks).
+    #[default]
+    Http,
+    /// `XADD` to a Redis stream, read by consumer groups.
+    RedisStream,
+}
+
+fn no_secret() -> Secret {
+    Secret::new("")
+}
+
+/// Default `maxlen` of a Redis Streams sink.
+const DEFAULT_SINK_MAXLEN: usize = 1_000_000;
+
 fn all_events() -> Vec<String> {
     vec!["*".to_owned()]
 }
@@ -169,6 +201,8 @@ pub(crate) struct Subscription {
     pub(crate) previous_secret: Option<PreviousSecret>,
     /// This process's counters for it.
     pub(crate) metrics: std::sync::Arc<super::metrics::SubscriptionMetrics>,
+    /// Set for a `redis-stream` subscription (then `url` and `secret` are unused).
+    pub(crate) sink: Option<std::sync::Arc<super::sink::StreamSink>>,
 }
 
 impl DeliverySettings {
@@ -221,9 +255,21 @@ impl SubscriptionConfig {
         if id.trim().is_empty() {
             return Err(fail("`id` must not be empty".into()));
         }
-        let url = parse_url(&self.url).map_err(&fail)?;
-        // The error never contains the secret itself (see omnigate-signature).
-        decode_secret(self.secret.expose()).map_err(|error| fail(format!("`secret`: {error}")))?;
+        let (url, sink) = match self.kind {
+            SubscriptionKind::Http => {
+                let url = parse_url(&self.url).map_err(&fail)?;
+                // The error never contains the secret itself (see omnigate-signature).
+                decode_secret(self.secret.expose())
+                    .map_err(|error| fail(format!("`secret`: {error}")))?;
+                (url, None)
+            }
+            SubscriptionKind::RedisStream => {
+                let sink = sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?;
+                let placeholder =
+                    reqwest::Url::parse("redis://sink/").map_err(|e| fail(e.to_string()))?;
+                (placeholder, Some(std::sync::Arc::new(sink)))
+            }
+        };
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
         let previous_secret = match (self.previous_secret, self.previous_secret_expires) {
             (None, None) => None,
@@ -251,8 +297,36 @@ impl SubscriptionConfig {
             mode: self.mode,
             previous_secret,
             metrics: std::sync::Arc::default(),
+            sink,
         })
     }
+}
+
+fn sink(
+    url: &str,
+    stream: Option<&str>,
+    maxlen: Option<usize>,
+) -> Result<super::sink::StreamSink, String> {
+    let redis = url
+        .split(',')
+        .all(|seed| seed.trim().starts_with("redis://") || seed.trim().starts_with("rediss://"));
+    if !redis {
+        return Err(format!(
+            "`url` {url:?} must be redis:// for a redis-stream subscription"
+        ));
+    }
+    let stream = stream
+        .filter(|s| !s.trim().is_empty())
+        .ok_or("a redis-stream subscription needs `stream`")?;
+    let maxlen = maxlen.unwrap_or(DEFAULT_SINK_MAXLEN);
+    if maxlen == 0 {
+        return Err("`maxlen` must be greater than zero".into());
+    }
+    Ok(super::sink::StreamSink::new(
+        url.to_owned(),
+        stream.to_owned(),
+        maxlen,
+    ))
 }
 
 fn parse_url(raw: &str) -> Result<reqwest::Url, String> {

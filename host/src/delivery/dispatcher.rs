@@ -71,6 +71,14 @@ impl Shared {
     }
 }
 
+/// What the attempts of one delivery send.
+enum Payload {
+    /// An HTTP request.
+    Http(envelope::Prepared),
+    /// The event JSON for a Redis stream.
+    Stream(String),
+}
+
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
@@ -99,7 +107,11 @@ impl Deliverer {
     /// Tries the event until it is delivered, permanently refused, out of retries, or
     /// shutdown abandons it.
     pub(crate) async fn deliver(&self, subscription: &Subscription, event: &Event) -> Finished {
-        let prepared = match envelope::prepare(event, subscription) {
+        let prepared = match &subscription.sink {
+            None => envelope::prepare(event, subscription).map(Payload::Http),
+            Some(_) => envelope::data_json(event, subscription).map(Payload::Stream),
+        };
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 return self
@@ -119,7 +131,17 @@ impl Deliverer {
             let metrics = &subscription.metrics;
             metrics.attempts.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let outcome = attempt::send(&self.client, subscription, &event.id, &prepared).await;
+            let outcome = match (&prepared, &subscription.sink) {
+                (Payload::Stream(data), Some(sink)) => sink.append(event, data).await,
+                (Payload::Http(prepared), _) => {
+                    let prepared: &envelope::Prepared = prepared;
+                    attempt::send(&self.client, subscription, &event.id, prepared).await
+                }
+                (Payload::Stream(_), None) => Outcome::Permanent {
+                    class: "other".into(),
+                    error: "stream payload without a sink".into(),
+                },
+            };
             metrics.attempt_latency.record(started.elapsed());
             match outcome {
                 Outcome::Delivered => {

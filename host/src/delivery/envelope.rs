@@ -85,6 +85,18 @@ pub(crate) fn prepare(
     }
 }
 
+/// The event as `subscription` sees it, as JSON (the Redis Streams sink's `data`).
+pub(crate) fn data_json(
+    event: &Event,
+    subscription: &Subscription,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&tailor(
+        event,
+        subscription.history,
+        subscription.include_raw,
+    ))
+}
+
 /// A test event (`dev.omnigate.ping`) for `POST /v1/subscriptions/{id}/test`.
 pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
     let now = Timestamp::now();

@@ -18,6 +18,7 @@ pub(crate) fn failure_class(class: &str) -> &'static str {
         "timeout" => "timeout",
         "connect" => "connect",
         "transport" => "transport",
+        "redis" => "redis",
         "status 408" => "http_408",
         "status 409" => "http_409",
         "status 429" => "http_429",

@@ -22,6 +22,7 @@ mod filter;
 pub mod metrics;
 pub mod outbox;
 mod registry;
+mod sink;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -35,7 +36,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use config::{CloudEventsMode, DeliverySettings, SubscriptionConfig};
+pub use config::{CloudEventsMode, DeliverySettings, SubscriptionConfig, SubscriptionKind};
 pub use outbox::OutboxError;
 
 use dispatcher::{Deliverer, Phase, Shared};

@@ -365,6 +365,9 @@ fn config_id(config: &SubscriptionConfig, position: usize) -> String {
 pub(crate) fn to_config(stored: &StoredSubscription) -> SubscriptionConfig {
     SubscriptionConfig {
         id: Some(stored.id.clone()),
+        kind: super::config::SubscriptionKind::Http,
+        stream: None,
+        maxlen: None,
         url: stored.url.clone(),
         secret: Secret::new(stored.secret.as_str()),
         events: stored.events.clone(),

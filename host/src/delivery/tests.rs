@@ -102,6 +102,9 @@ fn settings(retry_ms: &[u64]) -> DeliverySettings {
 fn subscription(url: String) -> SubscriptionConfig {
     SubscriptionConfig {
         id: None,
+        kind: SubscriptionKind::Http,
+        stream: None,
+        maxlen: None,
         url,
         secret: Secret::new(SECRET),
         events: vec!["*".into()],

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub(crate) use memory::MemoryOutbox;
-pub(crate) use redis::RedisOutbox;
+pub(crate) use redis::{Connection, RedisOutbox};
 
 use crate::event::Event;
 

@@ -51,13 +51,45 @@ const CLAIM_BATCH: usize = 256;
 
 /// A connection to a standalone server or a Cluster. Both reconnect by themselves.
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
 impl Connection {
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, OutboxError> {
+    /// Connects to `url`; several comma-separated seeds mean a Cluster.
+    pub(crate) async fn connect(url: &str) -> Result<Self, OutboxError> {
+        let seeds: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if seeds.len() > 1 {
+            let client = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(|error| OutboxError::Config(error.to_string()))?;
+            Ok(Connection::Cluster(
+                client.get_async_connection().await.map_err(unavailable)?,
+            ))
+        } else {
+            let client = redis::Client::open(url)
+                .map_err(|error| OutboxError::Config(format!("`{url}`: {error}")))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            Ok(Connection::Single(
+                client
+                    .get_connection_manager_with_config(config)
+                    .await
+                    .map_err(unavailable)?,
+            ))
+        }
+    }
+
+    /// Runs one command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, OutboxError> {
         let value = match self.clone() {
             Connection::Single(mut connection) => connection.req_packed_command(cmd).await,
             Connection::Cluster(mut connection) => connection.req_packed_command(cmd).await,
@@ -124,31 +156,7 @@ impl RedisOutbox {
     /// Connects to `url` (several comma-separated seeds: a Cluster) and checks that the
     /// partition count matches the one other instances use.
     pub(crate) async fn connect(url: &str, partitions: u32) -> Result<Self, OutboxError> {
-        let seeds: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let connection = if seeds.len() > 1 {
-            let client = redis::cluster::ClusterClient::builder(seeds)
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()
-                .map_err(|error| OutboxError::Config(error.to_string()))?;
-            Connection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
-        } else {
-            let client = redis::Client::open(url)
-                .map_err(|error| OutboxError::Config(format!("`{url}`: {error}")))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT));
-            Connection::Single(
-                client
-                    .get_connection_manager_with_config(config)
-                    .await
-                    .map_err(unavailable)?,
-            )
-        };
+        let connection = Connection::connect(url).await?;
         let outbox = Self {
             connection,
             partitions: partitions.max(1),
