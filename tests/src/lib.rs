@@ -20,6 +20,7 @@ pub use omnigate;
 
 pub mod bench;
 pub mod channels;
+pub mod downstream;
 pub mod load;
 pub mod redis;
 

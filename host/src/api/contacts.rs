@@ -105,7 +105,7 @@ pub async fn unmerge(
     );
     event.merge = Some(crate::pipeline::enrich::merge_ref(&merge));
     tracing::info!(merge = %merge.id, survivor = %id, restored = %body.contact_id, "contacts unmerged");
-    reservation.publish(vec![Arc::new(event)]);
+    publish(reservation, event).await;
     Ok(Json(json!({
         "merge": merge,
         "contact": survivor,
@@ -150,7 +150,7 @@ pub async fn erase(
     }
     let event = contact_event(&app, EventType::ContactErased, &gone, conversation.as_ref());
     tracing::info!(contact = %id, absorbed = ?erased.absorbed, conversations = erased.conversations.len(), "contact erased");
-    reservation.publish(vec![Arc::new(event)]);
+    publish(reservation, event).await;
     Ok(Json(json!({
         "erased": erased.contact_id,
         "absorbed": erased.absorbed,
@@ -242,5 +242,14 @@ fn contact_event(
         merge: None,
         history: Vec::new(),
         raw: None,
+    }
+}
+
+/// Publish an API action's event. The action is already recorded, so an outbox failure
+/// does not fail the request: delivery keeps the event and appends it when the outbox
+/// answers again.
+async fn publish(reservation: crate::delivery::Reservation, event: crate::event::Event) {
+    if let Err(error) = reservation.publish(vec![Arc::new(event)]).await {
+        tracing::warn!(%error, "event kept in memory until the outbox answers again");
     }
 }

@@ -5,5 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod contacts;
 pub mod conversations;
+pub mod dead_letters;
 pub mod lookup;
 pub mod messages;
+pub mod subscriptions;

@@ -43,13 +43,14 @@ pub(crate) enum Outcome {
     },
 }
 
-/// POSTs `body` once, signed for this moment.
+/// POSTs the prepared request once, signed for this moment.
 pub(crate) async fn send(
     client: &reqwest::Client,
     subscription: &Subscription,
     event_id: &str,
-    body: &[u8],
+    prepared: &envelope::Prepared,
 ) -> Outcome {
+    let body = &prepared.body;
     let signed =
         match envelope::sign_attempt(subscription, event_id, Timestamp::now().as_second(), body) {
             Ok(signed) => signed,
@@ -61,13 +62,17 @@ pub(crate) async fn send(
                 };
             }
         };
-    let request = client
+    let mut request = client
         .post(subscription.url.clone())
-        .header(CONTENT_TYPE, envelope::CONTENT_TYPE)
+        .header(CONTENT_TYPE, prepared.content_type)
         .header("webhook-id", event_id)
         .header("webhook-timestamp", signed.timestamp)
         .header("webhook-signature", signed.signature)
-        .body(body.to_vec());
+        .header("traceparent", envelope::traceparent(event_id));
+    for (name, value) in &prepared.headers {
+        request = request.header(*name, value);
+    }
+    let request = request.body(body.clone());
     match request.send().await {
         Ok(response) => classify_response(response).await,
         Err(error) => classify_error(&error),
@@ -183,7 +188,7 @@ pub(crate) fn next_delay(scheduled: Duration, retry_after: Option<Duration>) -> 
 
 /// A number in [0, 1). Jitter needs no cryptographic quality; `RandomState` is seeded
 /// randomly per instance, which avoids adding a `rand` dependency.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let bits = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

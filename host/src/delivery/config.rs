@@ -26,9 +26,31 @@ pub struct DeliverySettings {
     /// When reached, [`Delivery::reserve`](super::Delivery::reserve) waits: this bounds
     /// memory and pushes back on providers instead of growing without limit.
     pub max_in_flight: usize,
-    /// Sequential workers per subscription. Events of one conversation always use the same
-    /// lane (so they arrive in order); more lanes let more conversations progress at once.
-    pub lanes: usize,
+    /// Outbox partitions. A conversation always hashes to the same one; each
+    /// (subscription, partition) pair is consumed by one instance at a time, so more
+    /// partitions spread the work over more instances. Every instance sharing a Redis
+    /// outbox must use the same value (checked at start).
+    pub partitions: u32,
+    /// Where the outbox lives; defaults to `[store] url` (`memory://`: in process, not
+    /// durable; `redis://host:port`, or several comma-separated seeds for a Cluster).
+    pub outbox_url: Option<String>,
+    /// Lease of an instance on a (subscription, partition) pair. After a crash, another
+    /// instance takes over within about 1.3 × this.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often an owner looks for events appended by *other* instances (its own wake
+    /// it at once).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Outbox entries one (subscription, partition) worker holds in memory at most.
+    pub window: usize,
+    /// Deliveries in flight at most per (subscription, partition) worker, each for a
+    /// different conversation.
+    pub concurrency: usize,
+    /// A subscription whose attempts all fail for this long is disabled (its events wait
+    /// in the outbox) until re-enabled through the API. Unset: never.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Option<Duration>,
 }
 
 impl Default for DeliverySettings {
@@ -46,7 +68,13 @@ impl Default for DeliverySettings {
             ],
             timeout: Duration::from_secs(15),
             max_in_flight: 100_000,
-            lanes: 16,
+            partitions: 16,
+            outbox_url: None,
+            lease_ttl: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(100),
+            window: 1000,
+            concurrency: 64,
+            disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
         }
     }
 }
@@ -59,10 +87,24 @@ pub struct SubscriptionConfig {
     /// in the configuration).
     #[serde(default)]
     pub id: Option<String>,
-    /// Where events are POSTed (`http` or `https`).
+    /// `http` (default): events are POSTed to `url`. `redis-stream`: events are appended
+    /// to `stream` on the Redis at `url`.
+    #[serde(default)]
+    pub kind: SubscriptionKind,
+    /// Where events go: `http(s)://…`, or for `redis-stream` `redis://…` (comma-separated
+    /// seeds for a Cluster).
     pub url: String,
-    /// Standard Webhooks signing key, `whsec_<base64>` (`env:`/`file:` references work).
+    /// Standard Webhooks signing key, `whsec_<base64>` (`env:`/`file:` references work);
+    /// required for `http`, unused by `redis-stream`.
+    #[serde(default = "no_secret")]
     pub secret: Secret,
+    /// `redis-stream`: the stream key.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// `redis-stream`: approximate cap on the stream length (`XADD MAXLEN ~`), default
+    /// 1 000 000.
+    #[serde(default)]
+    pub maxlen: Option<usize>,
     /// Event types to deliver: `*`, exact names (`message.received`) or prefixes
     /// (`message.*`).
     #[serde(default = "all_events")]
@@ -76,7 +118,62 @@ pub struct SubscriptionConfig {
     /// Whether to include the provider's payload as `raw`.
     #[serde(default)]
     pub include_raw: bool,
+    /// CloudEvents content mode: `structured` (default: the envelope is the JSON body)
+    /// or `binary` (the event is the body, attributes are `ce-*` headers).
+    #[serde(default)]
+    pub mode: CloudEventsMode,
+    /// Secret rotation: the secret being replaced. Until `previous_secret_expires`, every
+    /// delivery carries a signature with it as well as with `secret`.
+    #[serde(default)]
+    pub previous_secret: Option<Secret>,
+    /// End of the rotation grace period (RFC 3339); required with `previous_secret`.
+    #[serde(default)]
+    pub previous_secret_expires: Option<jiff::Timestamp>,
 }
+
+/// How a CloudEvent is carried in the HTTP request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    /// `application/cloudevents+json` body holding attributes and `data`.
+    #[default]
+    Structured,
+    /// The event JSON as body, attributes in `ce-*` headers.
+    Binary,
+}
+
+/// A secret being rotated out, valid until a moment.
+#[derive(Debug)]
+pub(crate) struct PreviousSecret {
+    pub(crate) secret: Secret,
+    /// Unix seconds after which it is no longer used.
+    pub(crate) expires: i64,
+}
+
+impl PreviousSecret {
+    /// Whether an attempt signed at `timestamp` still carries it.
+    pub(crate) fn valid_at(&self, timestamp: i64) -> bool {
+        timestamp < self.expires
+    }
+}
+
+/// What kind of target a subscription delivers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionKind {
+    /// Signed HTTP POSTs (webhooks).
+    #[default]
+    Http,
+    /// `XADD` to a Redis stream, read by consumer groups.
+    RedisStream,
+}
+
+fn no_secret() -> Secret {
+    Secret::new("")
+}
+
+/// Default `maxlen` of a Redis Streams sink.
+const DEFAULT_SINK_MAXLEN: usize = 1_000_000;
 
 fn all_events() -> Vec<String> {
     vec!["*".to_owned()]
@@ -100,6 +197,12 @@ pub(crate) struct Subscription {
     pub(crate) filter: EventFilter,
     pub(crate) history: usize,
     pub(crate) include_raw: bool,
+    pub(crate) mode: CloudEventsMode,
+    pub(crate) previous_secret: Option<PreviousSecret>,
+    /// This process's counters for it.
+    pub(crate) metrics: std::sync::Arc<super::metrics::SubscriptionMetrics>,
+    /// Set for a `redis-stream` subscription (then `url` and `secret` are unused).
+    pub(crate) sink: Option<std::sync::Arc<super::sink::StreamSink>>,
 }
 
 impl DeliverySettings {
@@ -114,9 +217,17 @@ impl DeliverySettings {
         if self.max_in_flight == 0 || self.max_in_flight > ceiling {
             return invalid(&format!("`max_in_flight` must be between 1 and {ceiling}"));
         }
-        // Each lane is a task per subscription; a typo like 1e6 should fail loudly.
-        if self.lanes == 0 || self.lanes > MAX_LANES {
-            return invalid(&format!("`lanes` must be between 1 and {MAX_LANES}"));
+        // Each partition is a task per subscription; a typo like 1e6 should fail loudly.
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return invalid(&format!(
+                "`partitions` must be between 1 and {MAX_PARTITIONS}"
+            ));
+        }
+        if self.window == 0 || self.concurrency == 0 {
+            return invalid("`window` and `concurrency` must be greater than zero");
+        }
+        if self.lease_ttl < Duration::from_millis(300) || self.poll_interval.is_zero() {
+            return invalid("`lease_ttl` must be at least 300ms and `poll_interval` above zero");
         }
         // Jitter multiplies the delay; an absurd value (a typo like "10000y") would overflow.
         if self
@@ -130,8 +241,8 @@ impl DeliverySettings {
     }
 }
 
-/// Upper bound on `lanes`, far above any useful value.
-const MAX_LANES: usize = 4096;
+/// Upper bound on `partitions`, far above any useful value.
+const MAX_PARTITIONS: u32 = 1024;
 
 /// Upper bound on one retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -144,10 +255,38 @@ impl SubscriptionConfig {
         if id.trim().is_empty() {
             return Err(fail("`id` must not be empty".into()));
         }
-        let url = parse_url(&self.url).map_err(&fail)?;
-        // The error never contains the secret itself (see omnigate-signature).
-        decode_secret(self.secret.expose()).map_err(|error| fail(format!("`secret`: {error}")))?;
+        let (url, sink) = match self.kind {
+            SubscriptionKind::Http => {
+                let url = parse_url(&self.url).map_err(&fail)?;
+                // The error never contains the secret itself (see omnigate-signature).
+                decode_secret(self.secret.expose())
+                    .map_err(|error| fail(format!("`secret`: {error}")))?;
+                (url, None)
+            }
+            SubscriptionKind::RedisStream => {
+                let sink = sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?;
+                let placeholder =
+                    reqwest::Url::parse("redis://sink/").map_err(|e| fail(e.to_string()))?;
+                (placeholder, Some(std::sync::Arc::new(sink)))
+            }
+        };
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
+        let previous_secret = match (self.previous_secret, self.previous_secret_expires) {
+            (None, None) => None,
+            (Some(secret), Some(expires)) => {
+                decode_secret(secret.expose())
+                    .map_err(|error| fail(format!("`previous_secret`: {error}")))?;
+                Some(PreviousSecret {
+                    secret,
+                    expires: expires.as_second(),
+                })
+            }
+            _ => {
+                return Err(fail(
+                    "`previous_secret` and `previous_secret_expires` go together".into(),
+                ));
+            }
+        };
         Ok(Subscription {
             id,
             url,
@@ -155,8 +294,39 @@ impl SubscriptionConfig {
             filter,
             history: self.history,
             include_raw: self.include_raw,
+            mode: self.mode,
+            previous_secret,
+            metrics: std::sync::Arc::default(),
+            sink,
         })
     }
+}
+
+fn sink(
+    url: &str,
+    stream: Option<&str>,
+    maxlen: Option<usize>,
+) -> Result<super::sink::StreamSink, String> {
+    let redis = url
+        .split(',')
+        .all(|seed| seed.trim().starts_with("redis://") || seed.trim().starts_with("rediss://"));
+    if !redis {
+        return Err(format!(
+            "`url` {url:?} must be redis:// for a redis-stream subscription"
+        ));
+    }
+    let stream = stream
+        .filter(|s| !s.trim().is_empty())
+        .ok_or("a redis-stream subscription needs `stream`")?;
+    let maxlen = maxlen.unwrap_or(DEFAULT_SINK_MAXLEN);
+    if maxlen == 0 {
+        return Err("`maxlen` must be greater than zero".into());
+    }
+    Ok(super::sink::StreamSink::new(
+        url.to_owned(),
+        stream.to_owned(),
+        maxlen,
+    ))
 }
 
 fn parse_url(raw: &str) -> Result<reqwest::Url, String> {
@@ -208,7 +378,8 @@ mod tests {
         assert_eq!(defaults.retry_schedule.len(), 7);
         assert_eq!(defaults.retry_schedule[1], Duration::from_secs(300));
         assert_eq!(defaults.timeout, Duration::from_secs(15));
-        assert_eq!((defaults.max_in_flight, defaults.lanes), (100_000, 16));
+        assert_eq!((defaults.max_in_flight, defaults.partitions), (100_000, 16));
+        assert_eq!(defaults.lease_ttl, Duration::from_secs(10));
         let custom: DeliverySettings =
             toml::from_str("retry_schedule = [\"50ms\", \"2m\"]\ntimeout = \"1s\"").expect("valid");
         assert_eq!(
@@ -220,7 +391,7 @@ mod tests {
             toml::from_str("retry_schedule = [\"5s\", \"1000y\"]").expect("parses");
         assert!(matches!(absurd.validate(), Err(DeliveryError::Config(_))));
         let zero = DeliverySettings {
-            lanes: 0,
+            partitions: 0,
             ..DeliverySettings::default()
         };
         assert!(matches!(zero.validate(), Err(DeliveryError::Config(_))));

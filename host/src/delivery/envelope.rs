@@ -1,5 +1,7 @@
-//! The delivered request: a CloudEvents 1.0 structured JSON body, signed with Standard
-//! Webhooks headers.
+//! The delivered request: a CloudEvents 1.0 event in structured mode (the envelope is
+//! the JSON body) or binary mode (the event is the body, attributes are `ce-*` headers),
+//! signed with Standard Webhooks headers (several signatures while a secret rotates), and
+//! a W3C `traceparent`.
 
 use std::borrow::Cow;
 
@@ -7,11 +9,14 @@ use jiff::Timestamp;
 use omnigate_signature::{Scheme, SecretError, sign, standard_webhooks::signed_content};
 use serde::Serialize;
 
-use super::config::Subscription;
+use super::config::{CloudEventsMode, Subscription};
 use crate::event::Event;
 
 /// `content-type` of a structured CloudEvent.
 pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// `content-type` of a binary-mode CloudEvent's body (the event itself).
+pub(crate) const DATA_CONTENT_TYPE: &str = "application/json";
 
 /// `user-agent` of every delivery.
 pub(crate) const USER_AGENT: &str = concat!("omnigate/", env!("CARGO_PKG_VERSION"));
@@ -30,23 +35,100 @@ struct CloudEvent<'a> {
     data: &'a Event,
 }
 
-/// The JSON body for `subscription`: built once per event and subscription, so every
-/// retry sends identical bytes (only the timestamp and signature headers change).
-pub(crate) fn body(
+/// What every attempt of one event to one subscription sends: built once, so every retry
+/// sends identical bytes (only the timestamp, signature and traceparent headers change).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The body.
+    pub(crate) body: Vec<u8>,
+    /// `content-type`.
+    pub(crate) content_type: &'static str,
+    /// CloudEvents attributes as `ce-*` headers (binary mode), else empty.
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
+/// The request for `subscription`, in its CloudEvents mode.
+pub(crate) fn prepare(
     event: &Event,
     subscription: &Subscription,
-) -> Result<Vec<u8>, serde_json::Error> {
+) -> Result<Prepared, serde_json::Error> {
     let data = tailor(event, subscription.history, subscription.include_raw);
-    serde_json::to_vec(&CloudEvent {
-        specversion: "1.0",
-        id: &event.id,
-        kind: format!("dev.omnigate.{}", event.kind.as_str()),
-        source: format!("/channels/{}", event.channel.id),
-        subject: &event.conversation.id,
-        time: event.occurred_at,
-        datacontenttype: "application/json",
-        data: &data,
-    })
+    let kind = format!("dev.omnigate.{}", event.kind.as_str());
+    let source = format!("/channels/{}", event.channel.id);
+    match subscription.mode {
+        CloudEventsMode::Structured => Ok(Prepared {
+            body: serde_json::to_vec(&CloudEvent {
+                specversion: "1.0",
+                id: &event.id,
+                kind,
+                source,
+                subject: &event.conversation.id,
+                time: event.occurred_at,
+                datacontenttype: DATA_CONTENT_TYPE,
+                data: &data,
+            })?,
+            content_type: CONTENT_TYPE,
+            headers: Vec::new(),
+        }),
+        CloudEventsMode::Binary => Ok(Prepared {
+            body: serde_json::to_vec(&data)?,
+            content_type: DATA_CONTENT_TYPE,
+            headers: vec![
+                ("ce-specversion", "1.0".to_owned()),
+                ("ce-id", event.id.clone()),
+                ("ce-type", kind),
+                ("ce-source", source),
+                ("ce-subject", event.conversation.id.clone()),
+                ("ce-time", event.occurred_at.to_string()),
+            ],
+        }),
+    }
+}
+
+/// The event as `subscription` sees it, as JSON (the Redis Streams sink's `data`).
+pub(crate) fn data_json(
+    event: &Event,
+    subscription: &Subscription,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&tailor(
+        event,
+        subscription.history,
+        subscription.include_raw,
+    ))
+}
+
+/// A test event (`dev.omnigate.ping`) for `POST /v1/subscriptions/{id}/test`.
+pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
+    let now = Timestamp::now();
+    let data = serde_json::json!({"message": "test delivery from omnigate"});
+    match mode {
+        CloudEventsMode::Structured => Prepared {
+            body: serde_json::json!({
+                "specversion": "1.0",
+                "id": event_id,
+                "type": "dev.omnigate.ping",
+                "source": "/omnigate",
+                "time": now,
+                "datacontenttype": DATA_CONTENT_TYPE,
+                "data": data,
+            })
+            .to_string()
+            .into_bytes(),
+            content_type: CONTENT_TYPE,
+            headers: Vec::new(),
+        },
+        CloudEventsMode::Binary => Prepared {
+            body: data.to_string().into_bytes(),
+            content_type: DATA_CONTENT_TYPE,
+            headers: vec![
+                ("ce-specversion", "1.0".to_owned()),
+                ("ce-id", event_id.to_owned()),
+                ("ce-type", "dev.omnigate.ping".to_owned()),
+                ("ce-source", "/omnigate".to_owned()),
+                ("ce-time", now.to_string()),
+            ],
+        },
+    }
 }
 
 /// The event as this subscription sees it: the last `history` messages (oldest first) and
@@ -77,7 +159,9 @@ pub(crate) struct SignedHeaders {
 }
 
 /// Signs `body` for an attempt made at `timestamp` (unix seconds). The `webhook-id` is the
-/// event id, so receivers can deduplicate retries.
+/// event id, so receivers can deduplicate retries. While a previous secret is in its grace
+/// period, the header carries both signatures (space-separated, new first), so receivers
+/// still holding the old secret keep verifying.
 pub(crate) fn sign_attempt(
     subscription: &Subscription,
     event_id: &str,
@@ -85,13 +169,60 @@ pub(crate) fn sign_attempt(
     body: &[u8],
 ) -> Result<SignedHeaders, SecretError> {
     let content = signed_content(event_id, timestamp, body);
-    let signature = sign(
+    let mut signature = sign(
         Scheme::StandardWebhooks,
         subscription.secret.expose().as_bytes(),
         &content,
     )?;
+    if let Some(previous) = &subscription.previous_secret
+        && previous.valid_at(timestamp)
+    {
+        let old = sign(
+            Scheme::StandardWebhooks,
+            previous.secret.expose().as_bytes(),
+            &content,
+        )?;
+        signature.push(' ');
+        signature.push_str(&old);
+    }
     Ok(SignedHeaders {
         timestamp: timestamp.to_string(),
         signature,
     })
+}
+
+/// A W3C `traceparent` for one attempt: the trace id is derived from the event id, so
+/// every attempt (and every subscription) of an event shares one trace; the span id is
+/// new per attempt.
+pub(crate) fn traceparent(event_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    let trace = hex::encode(&digest[..16]);
+    let span = loop {
+        let bits = (super::attempt::unit_random() * (u64::MAX as f64)) as u64;
+        if bits != 0 {
+            break bits;
+        }
+    };
+    format!("00-{trace}-{span:016x}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_w3c_and_stable_per_event() {
+        let one = traceparent("evt_1");
+        let again = traceparent("evt_1");
+        let parts: Vec<&str> = one.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+        assert!(parts[1].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(one[..35], again[..35], "same trace id");
+        assert_ne!(traceparent("evt_2")[..35], one[..35]);
+    }
 }

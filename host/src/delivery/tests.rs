@@ -95,19 +95,26 @@ fn settings(retry_ms: &[u64]) -> DeliverySettings {
             .collect(),
         timeout: Duration::from_secs(5),
         max_in_flight: 1000,
-        lanes: 4,
+        partitions: 4,
+        ..DeliverySettings::default()
     }
 }
 
 fn subscription(url: String) -> SubscriptionConfig {
     SubscriptionConfig {
         id: None,
+        kind: SubscriptionKind::Http,
+        stream: None,
+        maxlen: None,
         url,
         secret: Secret::new(SECRET),
         events: vec!["*".into()],
         channels: vec![],
         history: 0,
         include_raw: false,
+        mode: CloudEventsMode::Structured,
+        previous_secret: None,
+        previous_secret_expires: None,
     }
 }
 
@@ -116,7 +123,10 @@ async fn publish(delivery: &Delivery, events: Vec<Event>) {
         .reserve(events.len(), Duration::from_secs(5))
         .await
         .expect("room");
-    reservation.publish(events.into_iter().map(Arc::new).collect());
+    reservation
+        .publish(events.into_iter().map(Arc::new).collect())
+        .await
+        .expect("published");
 }
 
 /// Polls `check` until it holds; the bound only keeps a broken test from hanging.
@@ -442,7 +452,10 @@ async fn retries_transient_failures_with_same_webhook_id() {
         (stats.delivered, stats.failed_attempts, stats.dead_lettered),
         (2, 6, 1)
     );
-    let letters = delivery.dead_letters();
+    let letters = delivery
+        .dead_letters(&DeadLetterFilter::default(), 100)
+        .await
+        .expect("dead letters");
     assert_eq!(letters.len(), 1);
     assert_eq!(
         (letters[0].event_id.as_str(), letters[0].attempts),
@@ -470,7 +483,10 @@ async fn permanent_failure_is_dead_lettered_and_releases_capacity() {
     publish(&delivery, vec![sent]).await;
     eventually("dead letter", || delivery.stats().dead_lettered == 1).await;
 
-    let letters = delivery.dead_letters();
+    let letters = delivery
+        .dead_letters(&DeadLetterFilter::default(), 100)
+        .await
+        .expect("dead letters");
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.subscription, "crm");
@@ -499,7 +515,7 @@ async fn ordered_per_conversation_despite_failures() {
     init();
     // Fails the first attempt of roughly a third of the events, chosen by a hash of the
     // id so a failing run can be reproduced.
-    let flaky = |id: &str| dispatcher::lane_index(id, 3) == 0;
+    let flaky = |id: &str| outbox::partition_of(id, 3) == 0;
     let receiver = Receiver::start(move |request, attempt| {
         if attempt == 1 && flaky(request.header("webhook-id")) {
             Reply::status(503)
@@ -509,7 +525,7 @@ async fn ordered_per_conversation_despite_failures() {
     })
     .await;
     let options = DeliverySettings {
-        lanes: 2,
+        partitions: 2,
         ..settings(&[20, 20, 20])
     };
     let delivery = Delivery::start(options, vec![subscription(receiver.url("/"))]).expect("starts");
@@ -590,7 +606,10 @@ async fn unused_reservation_is_released() {
         .reserve(4, Duration::from_secs(1))
         .await
         .expect("room");
-    reservation.publish(vec![Arc::new(message("evt_1", "cv_1"))]);
+    reservation
+        .publish(vec![Arc::new(message("evt_1", "cv_1"))])
+        .await
+        .expect("published");
     // Three slots came back at once; the fourth once the event is delivered.
     let three = delivery
         .reserve(3, Duration::from_secs(5))
@@ -615,6 +634,7 @@ async fn unused_reservation_is_released() {
     .expect("starts");
     publish(&quiet, vec![message("evt_2", "cv_2")]).await;
     publish(&quiet, vec![message("evt_3", "cv_3")]).await;
+    eventually("skipped events released", || quiet.stats().pending == 0).await;
     assert_eq!(quiet.stats(), DeliveryStats::default());
 }
 
@@ -691,7 +711,7 @@ async fn shutdown_reports_undelivered_events() {
     .await;
     let options = DeliverySettings {
         timeout: Duration::from_millis(300),
-        lanes: 1,
+        partitions: 1,
         ..settings(&[60_000])
     };
     let delivery = Delivery::start(options, vec![subscription(receiver.url("/"))]).expect("starts");
@@ -708,12 +728,14 @@ async fn shutdown_reports_undelivered_events() {
 
     let undelivered = delivery.shutdown(Duration::from_millis(100)).await;
     assert_eq!(undelivered, 3);
+    assert!(!delivery.durable());
     assert!(matches!(
         delivery.reserve(1, Duration::from_millis(10)).await,
         Err(DeliveryError::ShuttingDown)
     ));
     let stats = delivery.stats();
-    assert_eq!((stats.pending, stats.abandoned, stats.delivered), (0, 3, 0));
+    // The memory outbox still holds them (lost when the process exits).
+    assert_eq!((stats.pending, stats.abandoned, stats.delivered), (3, 3, 0));
 }
 
 #[tokio::test]

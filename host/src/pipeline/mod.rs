@@ -217,7 +217,9 @@ impl Pipeline {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
         let started = Instant::now();
-        reservation.publish(events.into_iter().map(Arc::new).collect());
+        reservation
+            .publish(events.into_iter().map(Arc::new).collect())
+            .await?;
         self.metrics.publish.record(started.elapsed().as_secs_f64());
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
@@ -317,7 +319,7 @@ impl Pipeline {
             history: ingested.history,
             raw: None,
         });
-        reservation.publish(vec![event.clone()]);
+        reservation.publish(vec![event.clone()]).await?;
         Ok(event)
     }
 }

@@ -52,7 +52,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         engine: Default::default(),
     })?);
     let store = crate::store::open_with(&config.store.url, config.store.message_retention)?;
-    let delivery = Delivery::start(config.delivery.clone(), config.subscriptions.clone())?;
+    let delivery = Delivery::open(
+        config.delivery.clone(),
+        config.subscriptions.clone(),
+        &config.store.url,
+    )
+    .await?;
     let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
         .map_err(BootError::Config)?;
     let registry = Arc::new(Registry::new());

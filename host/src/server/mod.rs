@@ -44,6 +44,37 @@ pub fn router(app: Arc<App>) -> Router {
             "/contacts/{id}/unmerge",
             post(crate::api::contacts::unmerge),
         )
+        .route(
+            "/subscriptions",
+            get(crate::api::subscriptions::list).post(crate::api::subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(crate::api::subscriptions::get)
+                .patch(crate::api::subscriptions::update)
+                .delete(crate::api::subscriptions::delete),
+        )
+        .route(
+            "/subscriptions/{id}/enable",
+            post(crate::api::subscriptions::enable),
+        )
+        .route(
+            "/subscriptions/{id}/disable",
+            post(crate::api::subscriptions::disable),
+        )
+        .route(
+            "/subscriptions/{id}/test",
+            post(crate::api::subscriptions::test),
+        )
+        .route("/dead-letters", get(crate::api::dead_letters::list))
+        .route(
+            "/dead-letters/replay",
+            post(crate::api::dead_letters::replay_matching),
+        )
+        .route(
+            "/dead-letters/{id}/replay",
+            post(crate::api::dead_letters::replay),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::api::auth::require_key,

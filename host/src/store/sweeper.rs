@@ -55,7 +55,11 @@ pub async fn sweep(app: &Arc<App>) {
             .iter()
             .map(|(contact, conversation)| Arc::new(closed_event(app, contact, conversation)))
             .collect();
-        reservation.publish(events);
+        if let Err(error) = reservation.publish(events).await {
+            // The conversations are closed; delivery keeps the events until the outbox
+            // answers again.
+            tracing::warn!(%error, "conversation.closed events kept in memory until the outbox answers again");
+        }
         if count > 0 {
             tracing::debug!(count, "idle conversations closed");
         }

@@ -1,0 +1,109 @@
+//! Request and answer shapes of the subscriptions API.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::CloudEventsMode;
+use super::DeliveryError;
+use super::attempt::Outcome;
+
+/// `POST /v1/subscriptions` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    /// Id (lowercase letters, digits, `-`, `_`); generated when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Where events are POSTed.
+    pub url: String,
+    /// `whsec_…` signing secret.
+    pub secret: String,
+    /// Event-type patterns (default `["*"]`).
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// Channel ids (default: all).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Messages of history to include.
+    #[serde(default)]
+    pub history: usize,
+    /// Whether to include the provider payload.
+    #[serde(default)]
+    pub include_raw: bool,
+    /// `structured` (default) or `binary`.
+    #[serde(default)]
+    pub mode: CloudEventsMode,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// `PATCH /v1/subscriptions/{id}` body: only the fields given change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New secret: starts a rotation (old and new both sign during `rotation_grace`).
+    pub secret: Option<String>,
+    /// How long the old secret keeps signing (default 24 h), e.g. `"2h"`.
+    #[serde(with = "humantime_serde")]
+    pub rotation_grace: Option<Duration>,
+    /// New event-type patterns.
+    pub events: Option<Vec<String>>,
+    /// New channel ids.
+    pub channels: Option<Vec<String>>,
+    /// New history depth.
+    pub history: Option<usize>,
+    /// New `include_raw`.
+    pub include_raw: Option<bool>,
+    /// New CloudEvents mode.
+    pub mode: Option<CloudEventsMode>,
+}
+
+/// What a test send got.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestResult {
+    /// The test event's id (`webhook-id`).
+    pub event_id: String,
+    /// Whether the receiver answered 2xx.
+    pub delivered: bool,
+    /// The failure, if any (`status 400: …`, `connect: …`).
+    pub error: Option<String>,
+    /// Whether a real event failing like this would be retried.
+    pub retryable: Option<bool>,
+}
+
+impl TestResult {
+    pub(crate) fn from_outcome(event_id: String, outcome: Outcome) -> Self {
+        let (delivered, error, retryable) = match outcome {
+            Outcome::Delivered => (true, None, None),
+            Outcome::Retry { error, .. } => (false, Some(error), Some(true)),
+            Outcome::Permanent { error, .. } => (false, Some(error), Some(false)),
+        };
+        Self {
+            event_id,
+            delivered,
+            error,
+            retryable,
+        }
+    }
+}
+
+/// API ids name Redis consumer groups and keys: keep them plain.
+pub(crate) fn check_id(id: &str) -> Result<(), DeliveryError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(DeliveryError::Config(format!(
+            "subscription id `{id}` must be 1-64 lowercase letters, digits, `-` or `_`"
+        )))
+    }
+}

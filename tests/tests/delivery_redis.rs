@@ -1,0 +1,680 @@
+//! Reliable delivery end to end with the Redis Streams outbox: a real `redis-server`, the
+//! real gateway (in process, or the `omnigate` binary killed with SIGKILL), the web chat
+//! plugin as the source of events and real local receivers verifying every delivery with
+//! the stock `standardwebhooks` crate.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use omnigate_tests::downstream::{Downstream, Mode, Seen};
+use omnigate_tests::redis::{RedisServer, free_port};
+use omnigate_tests::{
+    API_KEY, Gateway, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
+    standard_webhooks_headers, toml_path,
+};
+use serde_json::{Value, json};
+
+const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Bound of every wait for deliveries (lease takeover included).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The web chat channel, delivery on the Redis outbox with short timings, and
+/// `subscriptions` (TOML `[[subscriptions]]` tables).
+fn config(redis: &RedisServer, subscriptions: &str) -> String {
+    format!(
+        r#"
+        [api]
+        keys = ["{API_KEY}"]
+        [store]
+        url = "memory://"
+        [delivery]
+        outbox_url = "{redis}"
+        partitions = 4
+        lease_ttl = "1500ms"
+        poll_interval = "20ms"
+        timeout = "2s"
+        retry_schedule = ["100ms", "200ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
+        [[channels]]
+        id = "web"
+        plugin = {plugin}
+        allowed_hosts = ["http://127.0.0.1:9"]
+        config = {{ callback_url = "http://127.0.0.1:9/replies" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        {subscriptions}
+        "#,
+        redis = redis.url(),
+        plugin = toml_path(&plugin_path("webchat")),
+    )
+}
+
+fn subscription(id: &str, url: &str) -> String {
+    format!(
+        r#"
+        [[subscriptions]]
+        id = "{id}"
+        url = "{url}"
+        secret = "{SUBSCRIPTION_SECRET}"
+        events = ["message.*"]
+        "#
+    )
+}
+
+/// A web chat message from `visitor`, with provider id `id`.
+fn message(id: &str, visitor: &str) -> Vec<u8> {
+    json!({
+        "type": "message",
+        "id": id,
+        "visitor": {"id": visitor, "name": visitor},
+        "text": format!("text of {id}"),
+        "sent_at": "2026-11-24T10:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// POSTs a message to the gateway at `base`; the HTTP status, or `None` when the
+/// gateway could not be reached.
+async fn send(base: &str, id: &str, visitor: &str) -> Option<u16> {
+    let body = message(id, visitor);
+    let headers = standard_webhooks_headers(
+        SITE_SECRET,
+        &format!("wh_{}", ulid::Ulid::generate()),
+        &body,
+    )
+    .ok()?;
+    post(&format!("{base}/webhooks/web"), &headers, body)
+        .await
+        .ok()
+        .map(|(status, _)| status)
+}
+
+/// Message ids `m-<visitor>-<n>`: sent in this order, so each visitor's must arrive in it.
+fn id(visitor: usize, n: usize) -> String {
+    format!("m-{visitor}-{n:03}")
+}
+
+/// Per conversation, the provider ids of accepted `message.received` deliveries, first
+/// acceptance only; and the number of repeated deliveries.
+fn received_per_conversation(downstream: &Downstream) -> (BTreeMap<String, Vec<String>>, usize) {
+    let (by_conversation, duplicates) = downstream.accepted_by_conversation();
+    let ids = by_conversation
+        .into_iter()
+        .map(|(conversation, seen)| {
+            let ids = seen
+                .into_iter()
+                .filter(|s| s.kind == "message.received")
+                .filter_map(|s| s.external_id)
+                .collect();
+            (conversation, ids)
+        })
+        .collect();
+    (ids, duplicates)
+}
+
+/// Every conversation's ids are in send order (ids sort in send order per visitor).
+fn assert_in_order(per_conversation: &BTreeMap<String, Vec<String>>) {
+    for (conversation, ids) in per_conversation {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, &sorted, "conversation {conversation} out of order");
+    }
+}
+
+fn accepted_ids(accepted: &[Seen]) -> Vec<String> {
+    accepted
+        .iter()
+        .filter_map(|s| s.external_id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiver_down_then_429_then_503_then_recovery_delivers_all_in_order() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::new(&[SUBSCRIPTION_SECRET]).expect("receiver");
+    let gateway = Gateway::start(&config(&redis, &subscription("crm", &downstream.url())))
+        .await
+        .expect("gateway");
+    assert!(gateway.app.delivery.durable());
+
+    let visitors = 3;
+    let per_visitor = 6;
+    let mut sent = Vec::new();
+    // Phase 1: nothing listens on the receiver's port (connection refused).
+    for n in 0..per_visitor {
+        if n == 2 {
+            // Phase 2: up, but throttling with Retry-After; wait until it is seen.
+            downstream.set(Mode::Fail(429, Some("1".into())));
+            downstream.up().await.expect("receiver up");
+            wait_for_status(&downstream, 429).await;
+        }
+        if n == 4 {
+            // Phase 3: failing with 503.
+            downstream.set(Mode::Fail(503, None));
+            wait_for_status(&downstream, 503).await;
+        }
+        for visitor in 0..visitors {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    // Recovery.
+    downstream.set(Mode::Accept);
+    downstream
+        .wait_until("every message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("all delivered after recovery");
+
+    let (per_conversation, duplicates) = received_per_conversation(&downstream);
+    assert_eq!(per_conversation.len(), visitors);
+    assert_in_order(&per_conversation);
+    assert_eq!(
+        duplicates, 0,
+        "no crash, so no redelivery of an accepted event"
+    );
+    assert!(
+        downstream.accepted().iter().all(|s| s.verified_by == [0]),
+        "every delivery verified by the stock library"
+    );
+    let backlog = gateway.app.delivery.backlog("crm").await.expect("backlog");
+    assert_eq!(backlog, 0);
+    // The numbers the metrics endpoint exports.
+    let metrics = gateway.app.delivery.metrics().await;
+    assert_eq!(metrics.outbox, "redis");
+    let crm = &metrics.subscriptions[0];
+    assert_eq!(crm.delivered, sent.len() as u64);
+    assert_eq!(crm.backlog, Some(0));
+    for class in ["connect", "http_429", "http_5xx"] {
+        assert!(
+            crm.failures.get(class).is_some_and(|n| *n > 0),
+            "{class}: {:?}",
+            crm.failures
+        );
+    }
+    let failures: u64 = crm.failures.values().sum();
+    assert_eq!(crm.attempts, crm.delivered + failures);
+    assert_eq!(crm.end_to_end_latency.count, crm.delivered);
+    gateway.stop().await;
+}
+
+/// Waits until the receiver has answered `status` at least once.
+async fn wait_for_status(downstream: &Downstream, status: u16) {
+    downstream
+        .wait_until(&format!("a {status} answer"), WAIT, |_| {
+            downstream.seen().iter().any(|s| s.status == status)
+        })
+        .await
+        .expect("the phase reached the receiver");
+}
+
+/// A TCP listener that accepts connections and never answers: a subscription that is
+/// slow (every attempt times out).
+async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{address}/hook")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_outbox_and_a_slow_subscription_delays_no_other() {
+    let redis = RedisServer::start().expect("redis");
+    let fast = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Accept)
+        .await
+        .expect("receiver");
+    let slow = black_hole().await;
+    let subscriptions = format!(
+        "{}{}",
+        subscription("fast", &fast.url()),
+        subscription("slow", &slow)
+    );
+    let text = config(&redis, &subscriptions);
+    let first = Gateway::start(&text).await.expect("gateway 1");
+    let second = Gateway::start(&text).await.expect("gateway 2");
+
+    let mut sent = Vec::new();
+    for n in 0..8 {
+        for visitor in 0..4 {
+            // Alternate instances: both publish into the shared outbox.
+            let gateway = if (n + visitor) % 2 == 0 {
+                &first
+            } else {
+                &second
+            };
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    fast.wait_until("every message at the fast subscription", WAIT, |accepted| {
+        let ids = accepted_ids(accepted);
+        sent.iter().all(|id| ids.contains(id))
+    })
+    .await
+    .expect("the slow subscription does not hold the fast one");
+    let (per_conversation, duplicates) = received_per_conversation(&fast);
+    // Each instance has its own memory context store, so a visitor has one conversation
+    // per instance: 4 visitors × 2.
+    assert_eq!(per_conversation.len(), 8);
+    assert_in_order(&per_conversation);
+    assert_eq!(
+        duplicates, 0,
+        "shared outbox, yet every event delivered once"
+    );
+    let slow_backlog = first.app.delivery.backlog("slow").await.expect("backlog");
+    assert!(slow_backlog > 0, "the slow subscription is still behind");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// The `omnigate` binary serving `config` on `port`.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    fn start(config: &str, dir: &std::path::Path, port: u16) -> Process {
+        let path = dir.join("omnigate.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n[plugins]\ncache_dir = {cache}\n{config}",
+            cache = toml_path(&dir.join("cache")),
+        );
+        std::fs::write(&path, text).expect("config file");
+        let child = Command::new(omnigate_tests::omnigate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "omnigate=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("omnigate starts");
+        Process {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if omnigate_tests::get(&format!("{}/healthz", self.base), &[])
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("omnigate did not become healthy");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "omnigate did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill_9(&mut self) {
+        // `Child::kill` is SIGKILL on Unix: no shutdown code runs.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+        .await
+        .expect("receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(&redis, &subscription("crm", &downstream.url()));
+    let port = free_port().expect("port");
+    let mut gateway = Process::start(&text, dir.path(), port);
+    gateway.wait_ready().await;
+
+    // A stream of messages from 4 visitors, killed in the middle of it.
+    let acknowledged = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        let base = gateway.base.clone();
+        tokio::spawn(async move {
+            for n in 0..1000 {
+                for visitor in 0..4 {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let message_id = id(visitor, n);
+                    if send(&base, &message_id, &format!("v{visitor}")).await == Some(200) {
+                        acknowledged.lock().push(message_id);
+                    }
+                }
+            }
+        })
+    };
+    // Kill once a good number are acknowledged and the receiver has been failing them.
+    let deadline = std::time::Instant::now() + WAIT;
+    while acknowledged.lock().len() < 40 || downstream.seen().len() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.kill_9();
+    stop.store(true, Ordering::Release);
+    sender.await.expect("sender");
+    let acknowledged = acknowledged.lock().clone();
+    assert!(
+        downstream.accepted().is_empty(),
+        "nothing accepted before the kill"
+    );
+
+    // The receiver recovers; a new gateway process takes over the outbox.
+    downstream.set(Mode::Accept);
+    let restarted = Process::start(&text, dir.path(), free_port().expect("port"));
+    restarted.wait_ready().await;
+    downstream
+        .wait_until("every acknowledged message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            acknowledged.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("every acknowledged event delivered after the restart");
+    let (per_conversation, duplicates) = received_per_conversation(&downstream);
+    assert_in_order(&per_conversation);
+    eprintln!(
+        "kill -9: {} acknowledged, all delivered after restart; {duplicates} duplicate deliveries",
+        acknowledged.len()
+    );
+    drop(restarted);
+}
+
+/// `GET` a `/v1` URL with the API key; the JSON answer.
+async fn api_get(gateway: &Gateway, path: &str) -> Value {
+    let (status, body) = get(&gateway.url(path), &api_auth()).await.expect("get");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+async fn api_post(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = post(&gateway.url(path), &api_auth(), body.to_string())
+        .await
+        .expect("post");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permanent_400_dead_letters_then_replay_after_fix_delivers_once_in_order() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(400, None))
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&redis, &subscription("crm", &downstream.url())))
+        .await
+        .expect("gateway");
+    let mut sent = Vec::new();
+    for (visitor, count) in [(0, 3), (1, 2)] {
+        for n in 0..count {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    // Each is refused once (400 is permanent: no retry) and dead-lettered.
+    let deadline = std::time::Instant::now() + WAIT;
+    let letters = loop {
+        let listed = api_get(&gateway, "/v1/dead-letters?subscription=crm").await;
+        let letters = listed["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if letters.len() == sent.len() {
+            break letters;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead letters: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(downstream.seen().len(), sent.len(), "no retry of a 400");
+    assert!(letters.iter().all(
+        |l| l["attempts"] == 1 && l["last_error"].as_str().unwrap_or_default().contains("400")
+    ));
+    // Filters: by conversation, and a time window that ends before they were given up.
+    let conversation = letters[0]["conversation_id"]
+        .as_str()
+        .expect("conversation")
+        .to_owned();
+    let one = api_get(
+        &gateway,
+        &format!("/v1/dead-letters?conversation={conversation}"),
+    )
+    .await;
+    let in_conversation = one["dead_letters"].as_array().map_or(0, Vec::len);
+    assert!(in_conversation == 3 || in_conversation == 2, "{one}");
+    let none = api_get(&gateway, "/v1/dead-letters?until=2020-01-01T00:00:00Z").await;
+    assert_eq!(none["dead_letters"].as_array().map(Vec::len), Some(0));
+    let (status, body) = api_post(&gateway, "/v1/dead-letters/0-1/replay", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_dead_letter"))
+    );
+
+    // The receiver is fixed: replay one by id, then the rest in bulk.
+    downstream.set(Mode::Accept);
+    let first_id = letters[0]["id"].as_str().expect("id");
+    let (status, body) = api_post(
+        &gateway,
+        &format!("/v1/dead-letters/{first_id}/replay"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, &body["replayed"]), (202, &json!(1)));
+    let (status, body) = api_post(
+        &gateway,
+        "/v1/dead-letters/replay",
+        json!({"subscription": "crm"}),
+    )
+    .await;
+    assert_eq!((status, &body["replayed"]), (202, &json!(sent.len() - 1)));
+    downstream
+        .wait_until("every replayed message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("replayed after the fix");
+    let (per_conversation, duplicates) = received_per_conversation(&downstream);
+    assert_in_order(&per_conversation);
+    assert_eq!(duplicates, 0, "each replayed exactly once");
+    assert_eq!(downstream.accepted().len(), sent.len());
+    let listed = api_get(&gateway, "/v1/dead-letters").await;
+    assert_eq!(listed["dead_letters"].as_array().map(Vec::len), Some(0));
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_returns_in_flight_deliveries_to_the_outbox() {
+    let redis = RedisServer::start().expect("redis");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+        .await
+        .expect("receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(&redis, &subscription("crm", &downstream.url()));
+    let mut gateway = Process::start(&text, dir.path(), free_port().expect("port"));
+    gateway.wait_ready().await;
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        for visitor in 0..3 {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    downstream
+        .wait_until("failing attempts", WAIT, |_| downstream.seen().len() >= 6)
+        .await
+        .expect("deliveries in flight");
+    // Graceful stop while every delivery is failing: it exits cleanly, and intake is closed.
+    let status = gateway.terminate().await;
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        send(&gateway.base, "m-late", "v0").await,
+        None,
+        "no intake after SIGTERM"
+    );
+    assert!(downstream.accepted().is_empty());
+
+    // What it held went back to the outbox: another instance delivers all of it, in order.
+    downstream.set(Mode::Accept);
+    let next = Process::start(&text, dir.path(), free_port().expect("port"));
+    next.wait_ready().await;
+    downstream
+        .wait_until("every message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("returned deliveries delivered by the next instance");
+    let (per_conversation, _) = received_per_conversation(&downstream);
+    assert_in_order(&per_conversation);
+    drop(next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_streams_sink_appends_events_for_consumer_groups() {
+    let redis = RedisServer::start().expect("redis");
+    let sink = format!(
+        r#"
+        [[subscriptions]]
+        id = "analytics"
+        kind = "redis-stream"
+        url = "{url}"
+        stream = "analytics:events"
+        maxlen = 1000
+        events = ["message.*"]
+        "#,
+        url = redis.url()
+    );
+    let gateway = Gateway::start(&config(&redis, &sink))
+        .await
+        .expect("gateway");
+    // A downstream consumer group, created before the events arrive.
+    let created = redis
+        .cli(&[
+            "XGROUP",
+            "CREATE",
+            "analytics:events",
+            "bi",
+            "$",
+            "MKSTREAM",
+        ])
+        .expect("redis-cli");
+    assert_eq!(created, "OK");
+    for n in 0..3 {
+        assert_eq!(send(&gateway.base, &id(0, n), "v0").await, Some(200));
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while redis.cli(&["XLEN", "analytics:events"]).expect("xlen") != "3" {
+        assert!(std::time::Instant::now() < deadline, "3 entries appended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let read = redis
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "bi",
+            "worker-1",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "analytics:events",
+            ">",
+        ])
+        .expect("xreadgroup");
+    let lines: Vec<&str> = read.lines().collect();
+    let field = |name: &str| -> Vec<String> {
+        lines
+            .windows(2)
+            .filter(|pair| pair[0] == name)
+            .map(|pair| pair[1].to_owned())
+            .collect()
+    };
+    assert_eq!(field("type"), vec!["dev.omnigate.message.received"; 3]);
+    assert_eq!(field("source"), vec!["/channels/web"; 3]);
+    let ids = field("id");
+    let external: Vec<String> = field("data")
+        .iter()
+        .zip(&ids)
+        .map(|(data, entry_id)| {
+            let event: Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(event["id"].as_str(), Some(entry_id.as_str()));
+            event["external_id"]
+                .as_str()
+                .expect("external id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(external, [id(0, 0), id(0, 1), id(0, 2)], "in order");
+    let subjects = field("subject");
+    assert!(
+        subjects
+            .iter()
+            .all(|s| s == &subjects[0] && s.starts_with("cv_"))
+    );
+    let metrics = gateway.app.delivery.metrics().await;
+    assert_eq!(metrics.subscriptions[0].delivered, 3);
+    gateway.stop().await;
+}
