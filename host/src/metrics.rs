@@ -67,17 +67,6 @@ pub fn spawn_upkeep() {
     });
 }
 
-/// `GET /metrics`.
-pub async fn endpoint() -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(),
-    )
-}
-
 /// One channel's hot-path handles, registered once: looking a labelled metric up per
 /// request (hashing its key, allocating its labels) cost more than the recording itself.
 #[derive(Clone)]

@@ -1,16 +1,26 @@
 //! `GET /metrics`: the Prometheus counters match what the test sent, by channel and
 //! outcome; plugin, pipeline and store series are present.
 
-use omnigate_tests::{Gateway, get, plugin_path, post, standard_webhooks_headers, toml_path};
+use std::time::{Duration, Instant};
+
+use omnigate_tests::{
+    Gateway, Receiver, SUBSCRIPTION_SECRET, get, plugin_path, post, standard_webhooks_headers,
+    toml_path,
+};
 use serde_json::json;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// A channel id no other test in this binary uses: the recorder is process-wide.
 const CHANNEL: &str = "metrics-web";
 
-fn config() -> String {
+fn config(receiver: &Receiver) -> String {
     format!(
         r#"
+        [[subscriptions]]
+        id = "metrics-sub"
+        url = "{url}"
+        secret = "{SUBSCRIPTION_SECRET}"
+        events = ["message.*"]
         [[channels]]
         id = "{CHANNEL}"
         plugin = {plugin}
@@ -18,6 +28,7 @@ fn config() -> String {
         secrets = {{ signing_secret = "{SECRET}" }}
         "#,
         plugin = toml_path(&plugin_path("webchat")),
+        url = receiver.url,
     )
 }
 
@@ -50,7 +61,10 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_match_the_traffic_sent() {
-    let gateway = Gateway::start(&config()).await.expect("gateway");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&receiver)).await.expect("gateway");
     for id in ["m-1", "m-2", "m-3"] {
         assert_eq!(send(&gateway, CHANNEL, &message(id), SECRET).await, 200);
     }
@@ -65,8 +79,42 @@ async fn counters_match_the_traffic_sent() {
         404
     );
 
-    let (status, text) = get(&gateway.url("/metrics"), &[]).await.expect("metrics");
-    assert_eq!(status, 200);
+    // The three messages reach the receiver; then delivery's numbers say so too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (status, text) = get(&gateway.url("/metrics"), &[]).await.expect("metrics");
+        assert_eq!(status, 200);
+        if sample(
+            &text,
+            r#"omnigate_delivery_delivered_total{subscription="metrics-sub"}"#,
+        ) >= 3.0
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "deliveries not counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnigate_delivery_delivered_total{subscription="metrics-sub"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(receiver.requests().len(), 3);
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnigate_delivery_latency_seconds_count{subscription="metrics-sub"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"omnigate_delivery_backlog{subscription="metrics-sub"} 0"#),
+        "{text}"
+    );
     let webhooks = |outcome: &str| {
         sample(
             &text,

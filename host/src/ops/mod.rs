@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod health;
+pub mod scrape;
 pub mod telemetry;

@@ -103,7 +103,7 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/admin", admin)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
-        .route("/metrics", get(crate::metrics::endpoint))
+        .route("/metrics", get(crate::ops::scrape::metrics))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .with_state(app)
 }
