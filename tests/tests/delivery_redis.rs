@@ -678,3 +678,40 @@ async fn redis_streams_sink_appends_events_for_consumer_groups() {
     assert_eq!(metrics.subscriptions[0].delivered, 3);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_outbox_delivers_in_order() {
+    let cluster = omnigate_tests::redis::RedisCluster::start().expect("cluster");
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+        .await
+        .expect("receiver");
+    // The standalone config, with the cluster's seeds as the outbox URL.
+    let standalone = RedisServer::start().expect("redis");
+    let text = config(&standalone, &subscription("crm", &downstream.url()))
+        .replace(&standalone.url(), &cluster.urls().join(","));
+    let gateway = Gateway::start(&text).await.expect("gateway");
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        for visitor in 0..3 {
+            let message_id = id(visitor, n);
+            assert_eq!(
+                send(&gateway.base, &message_id, &format!("v{visitor}")).await,
+                Some(200)
+            );
+            sent.push(message_id);
+        }
+    }
+    downstream.set(Mode::Accept);
+    downstream
+        .wait_until("every message", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            sent.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("delivered through the cluster outbox");
+    let (per_conversation, duplicates) = received_per_conversation(&downstream);
+    assert_eq!(per_conversation.len(), 3);
+    assert_in_order(&per_conversation);
+    assert_eq!(duplicates, 0);
+    gateway.stop().await;
+}
