@@ -22,7 +22,7 @@ const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Bound of every wait for deliveries (lease takeover included).
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The web chat channel, delivery on the Redis outbox with short timings, and
+/// The web chat channel on the Redis store (context and outbox) with short timings, and
 /// `subscriptions` (TOML `[[subscriptions]]` tables).
 fn config(redis: &RedisServer, subscriptions: &str) -> String {
     format!(
@@ -30,9 +30,8 @@ fn config(redis: &RedisServer, subscriptions: &str) -> String {
         [api]
         keys = ["{API_KEY}"]
         [store]
-        url = "memory://"
+        url = "{redis}"
         [delivery]
-        outbox_url = "{redis}"
         partitions = 4
         lease_ttl = "1500ms"
         poll_interval = "20ms"
@@ -273,9 +272,8 @@ async fn two_instances_share_the_outbox_and_a_slow_subscription_delays_no_other(
     .await
     .expect("the slow subscription does not hold the fast one");
     let (per_conversation, duplicates) = received_per_conversation(&fast);
-    // Each instance has its own memory context store, so a visitor has one conversation
-    // per instance: 4 visitors × 2.
-    assert_eq!(per_conversation.len(), 8);
+    // One Redis store behind both instances: one conversation per visitor.
+    assert_eq!(per_conversation.len(), 4);
     assert_in_order(&per_conversation);
     assert_eq!(
         duplicates, 0,

@@ -22,8 +22,9 @@ fn config(redis: &RedisServer, flaky: &Downstream) -> String {
         r#"
         [api]
         keys = ["{API_KEY}"]
+        [store]
+        url = "{redis}"
         [delivery]
-        outbox_url = "{redis}"
         partitions = 2
         lease_ttl = "1500ms"
         poll_interval = "20ms"
