@@ -55,7 +55,8 @@ impl RedisServer {
         }
     }
 
-    /// Start it again on the same port, empty.
+    /// Start it again on the same port: empty, unless it was started with persistence
+    /// (`--appendonly yes`), which reloads from its directory.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()

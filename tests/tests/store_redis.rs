@@ -80,7 +80,10 @@ async fn readyz(gateway: &Gateway) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowledged() {
-    let mut redis = RedisServer::start().expect("redis-server");
+    // Persisted like a production Redis (the outbox lives there too): a restart keeps
+    // what was acknowledged.
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+        .expect("redis-server");
     let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
         .await
         .expect("site");
@@ -136,6 +139,44 @@ async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowl
     wait_until("every acknowledged message delivered", || {
         let delivered: HashSet<String> = received_ids(&receiver).into_iter().collect();
         acknowledged.iter().all(|id| delivered.contains(id))
+    })
+    .await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_without_its_data_delivery_resumes_for_new_events() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&config(&redis.url(), &site, &receiver))
+        .await
+        .expect("gateway");
+    assert_eq!(send(&gateway, &message("before", "v1")).await, 200);
+    wait_until("the first message delivered", || {
+        received_ids(&receiver).contains(&"before".to_owned())
+    })
+    .await;
+    // An empty Redis: streams and consumer groups are gone. The outbox recreates its
+    // groups and new events are delivered, without a gateway restart.
+    redis.restart().expect("restart");
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    for i in 0..5 {
+        let id = format!("after-{i}");
+        while send(&gateway, &message(&id, "v1")).await != 200 {
+            assert!(Instant::now() < deadline, "{id} never accepted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        accepted.push(id);
+    }
+    wait_until("every message after the restart delivered", || {
+        let delivered: HashSet<String> = received_ids(&receiver).into_iter().collect();
+        accepted.iter().all(|id| delivered.contains(id))
     })
     .await;
     gateway.stop().await;

@@ -287,6 +287,40 @@ fn busy_group(error: &OutboxError) -> bool {
     matches!(error, OutboxError::Unavailable(message) if message.contains("BUSYGROUP"))
 }
 
+/// The consumer group (or its stream) is gone: Redis restarted without its data, or
+/// was flushed.
+fn missing_group(error: &OutboxError) -> bool {
+    matches!(error, OutboxError::Unavailable(message) if message.contains("NOGROUP"))
+}
+
+impl RedisOutbox {
+    /// Create a subscription's group again after Redis lost it, from the start of the
+    /// stream: whatever was appended since the loss is delivered (at least once), and
+    /// nothing older survives in the stream to be redelivered.
+    async fn recreate_group(&self, partition: u32, subscription: &str) -> Result<(), OutboxError> {
+        tracing::warn!(
+            subscription,
+            partition,
+            "outbox consumer group missing (Redis restarted without its data?); recreated from the stream's start"
+        );
+        let created: Result<Value, OutboxError> = self
+            .connection
+            .query(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(Self::stream(partition))
+                    .arg(subscription)
+                    .arg("0")
+                    .arg("MKSTREAM"),
+            )
+            .await;
+        match created {
+            Err(error) if !busy_group(&error) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl Outbox for RedisOutbox {
     fn durable(&self) -> bool {
@@ -393,19 +427,23 @@ impl Outbox for RedisOutbox {
         let mut start = "0-0".to_owned();
         let mut claimed = Vec::new();
         loop {
-            let reply: StreamAutoClaimReply = self
-                .connection
-                .query(
-                    redis::cmd("XAUTOCLAIM")
-                        .arg(&stream)
-                        .arg(subscription)
-                        .arg(&self.instance)
-                        .arg(0)
-                        .arg(&start)
-                        .arg("COUNT")
-                        .arg(CLAIM_BATCH),
-                )
-                .await?;
+            let mut autoclaim = redis::cmd("XAUTOCLAIM");
+            autoclaim
+                .arg(&stream)
+                .arg(subscription)
+                .arg(&self.instance)
+                .arg(0)
+                .arg(&start)
+                .arg("COUNT")
+                .arg(CLAIM_BATCH);
+            let reply: StreamAutoClaimReply = match self.connection.query(&autoclaim).await {
+                // Nothing can be pending in a group that no longer exists.
+                Err(error) if missing_group(&error) => {
+                    self.recreate_group(partition, subscription).await?;
+                    return Ok(claimed);
+                }
+                other => other?,
+            };
             claimed.extend(reply.claimed.into_iter().map(decode));
             if reply.next_stream_id == "0-0" || reply.next_stream_id.is_empty() {
                 break;
@@ -424,20 +462,22 @@ impl Outbox for RedisOutbox {
         subscription: &str,
         count: usize,
     ) -> Result<Vec<Stored>, OutboxError> {
-        let reply: Option<StreamReadReply> = self
-            .connection
-            .query(
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(subscription)
-                    .arg(&self.instance)
-                    .arg("COUNT")
-                    .arg(count.max(1))
-                    .arg("STREAMS")
-                    .arg(Self::stream(partition))
-                    .arg(">"),
-            )
-            .await?;
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(subscription)
+            .arg(&self.instance)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("STREAMS")
+            .arg(Self::stream(partition))
+            .arg(">");
+        let reply: Option<StreamReadReply> = match self.connection.query(&read).await {
+            Err(error) if missing_group(&error) => {
+                self.recreate_group(partition, subscription).await?;
+                self.connection.query(&read).await?
+            }
+            other => other?,
+        };
         Ok(reply
             .into_iter()
             .flat_map(|reply| reply.keys)
