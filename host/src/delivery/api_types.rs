@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::CloudEventsMode;
 use super::DeliveryError;
-use super::attempt::Outcome;
+use super::outcome::Outcome;
 
 /// `POST /v1/subscriptions` body.
 #[derive(Debug, Clone, Deserialize)]

@@ -9,10 +9,11 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use super::DeliveryStats;
-use super::attempt::{self, Outcome};
+use super::attempt;
 use super::config::Subscription;
 use super::envelope;
 use super::outbox::{Outbox, StoredDeadLetter};
+use super::outcome::{self, Outcome};
 use crate::event::Event;
 
 /// Where delivery is in its life: workers watch it.
@@ -171,7 +172,7 @@ impl Deliverer {
                         self.failed_attempt(subscription, event, attempts, &class, &error, None);
                         return self.dead_letter(subscription, event, attempts, error).await;
                     };
-                    let delay = attempt::next_delay(scheduled, retry_after);
+                    let delay = outcome::next_delay(scheduled, retry_after);
                     self.failed_attempt(subscription, event, attempts, &class, &error, Some(delay));
                     tokio::select! {
                         biased;

@@ -199,7 +199,7 @@ pub(crate) fn traceparent(event_id: &str) -> String {
     let digest = sha2::Sha256::digest(event_id.as_bytes());
     let trace = hex::encode(&digest[..16]);
     let span = loop {
-        let bits = (super::attempt::unit_random() * (u64::MAX as f64)) as u64;
+        let bits = (super::outcome::unit_random() * (u64::MAX as f64)) as u64;
         if bits != 0 {
             break bits;
         }

@@ -21,6 +21,7 @@ mod envelope;
 mod filter;
 pub mod metrics;
 pub mod outbox;
+mod outcome;
 mod registry;
 mod sink;
 #[cfg(test)]

@@ -8,8 +8,8 @@
 
 use tokio::sync::OnceCell;
 
-use super::attempt::Outcome;
 use super::outbox::Connection;
+use super::outcome::Outcome;
 use crate::event::Event;
 
 /// Where a sink subscription appends.

@@ -355,5 +355,5 @@ impl Worker {
 
 /// `base` ±20 %, so instances do not retry in lockstep.
 fn jitter(base: Duration) -> Duration {
-    base.mul_f64(0.8 + 0.4 * super::attempt::unit_random())
+    base.mul_f64(0.8 + 0.4 * super::outcome::unit_random())
 }
