@@ -1,6 +1,5 @@
 //! One HTTP attempt and what its outcome means for the next one.
 
-
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
