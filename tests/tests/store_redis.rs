@@ -136,11 +136,22 @@ async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowl
         }
     }
     assert_eq!(readyz(&gateway).await, 200, "ready again");
-    wait_until("every acknowledged message delivered", || {
+    let deadline = Instant::now() + WAIT;
+    loop {
         let delivered: HashSet<String> = received_ids(&receiver).into_iter().collect();
-        acknowledged.iter().all(|id| delivered.contains(id))
-    })
-    .await;
+        let missing: Vec<&String> = acknowledged
+            .iter()
+            .filter(|id| !delivered.contains(*id))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged but never delivered: {missing:?} (refused while down: {refused})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gateway.stop().await;
 }
 

@@ -183,8 +183,12 @@ impl Worker {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(subscription = %id, partition, %error, "cannot read the outbox");
-                        more = false;
+                        // The read may have been served with its reply lost (the
+                        // connection dropped): those entries now sit in this consumer's
+                        // pending list, which `read_new` never returns. Give the pair up;
+                        // the next ownership claims every pending entry first.
+                        tracing::warn!(subscription = %id, partition, %error, "cannot read the outbox; pending entries will be claimed again");
+                        return Ownership::Lost;
                     }
                 }
                 continue;

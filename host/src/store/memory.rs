@@ -555,27 +555,8 @@ impl State {
                 "contact `{survivor}` is merged into `{into}`; merge into that one"
             )));
         }
-        let moved: Vec<Handle> = source
-            .handles
-            .iter()
-            .filter(|handle| {
-                !target
-                    .handles
-                    .iter()
-                    .any(|have| have.kind == handle.kind && have.value == handle.value)
-            })
-            .cloned()
-            .collect();
-        let merge = Merge {
-            id: crate::ids::merge(),
-            survivor: survivor.to_owned(),
-            absorbed: absorbed.to_owned(),
-            handles: moved.clone(),
-            strength: LinkStrength::Verified,
-            evidence: evidence.to_owned(),
-            at,
-            undone_at: None,
-        };
+        let merge = Merge::verified(target, source, evidence, at);
+        let moved = merge.handles.clone();
         for owner in self.handles.values_mut().filter(|owner| *owner == absorbed) {
             *owner = survivor.to_owned();
         }

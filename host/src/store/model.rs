@@ -179,6 +179,34 @@ pub struct Merge {
     pub undone_at: Option<Timestamp>,
 }
 
+impl Merge {
+    /// A verified merge of `source` (absorbed) into `target` (survivor): the handles that
+    /// move are the source's the target does not have yet.
+    pub fn verified(target: &Contact, source: &Contact, evidence: &str, at: Timestamp) -> Self {
+        let handles = source
+            .handles
+            .iter()
+            .filter(|handle| {
+                !target
+                    .handles
+                    .iter()
+                    .any(|have| have.kind == handle.kind && have.value == handle.value)
+            })
+            .cloned()
+            .collect();
+        Self {
+            id: crate::ids::merge(),
+            survivor: target.id.clone(),
+            absorbed: source.id.clone(),
+            handles,
+            strength: LinkStrength::Verified,
+            evidence: evidence.to_owned(),
+            at,
+            undone_at: None,
+        }
+    }
+}
+
 /// How sure a link between handles or contacts is.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

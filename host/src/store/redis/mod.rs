@@ -884,27 +884,8 @@ impl ContextStore for RedisStore {
                 "contact `{absorbed}` is merged into `{into}`"
             )));
         }
-        let moved: Vec<Handle> = source
-            .handles
-            .iter()
-            .filter(|handle| {
-                !target
-                    .handles
-                    .iter()
-                    .any(|have| have.kind == handle.kind && have.value == handle.value)
-            })
-            .cloned()
-            .collect();
-        let proposed = Merge {
-            id: crate::ids::merge(),
-            survivor: survivor.to_owned(),
-            absorbed: absorbed.to_owned(),
-            handles: moved.clone(),
-            strength: LinkStrength::Verified,
-            evidence: evidence.to_owned(),
-            at,
-            undone_at: None,
-        };
+        let proposed = Merge::verified(&target, &source, evidence, at);
+        let moved = &proposed.handles;
         // Dedupe entries first, then the record, then the handles: until a handle points
         // at the survivor its events still land on (and are deduped by) the absorbed one.
         self.copy_seen(absorbed, survivor).await?;
@@ -915,7 +896,7 @@ impl ContextStore for RedisStore {
             .key(keys::merges(survivor))
             .arg(serde_json::to_string(&proposed).map_err(internal)?)
             .arg(absorbed)
-            .arg(serde_json::to_string(&moved).map_err(internal)?)
+            .arg(serde_json::to_string(moved).map_err(internal)?)
             .invoke_async(&mut conn)
             .await
             .map_err(|error| self.unavailable(error))?;
