@@ -174,7 +174,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
-    let (gateway, method, path, body) = match command {
+    let wasm = "application/wasm";
+    let (gateway, method, path, content_type, body) = match command {
         PluginCommand::Check { file } => return check_plugin(file).await,
         PluginCommand::Upload {
             file,
@@ -188,12 +189,13 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 Some(channel) => format!("/admin/plugins?activate={channel}"),
                 None => "/admin/plugins".to_owned(),
             };
-            (gateway, reqwest::Method::POST, path, bytes)
+            (gateway, reqwest::Method::POST, path, wasm, bytes)
         }
         PluginCommand::List { gateway } => (
             gateway,
             reqwest::Method::GET,
             "/admin/plugins".to_owned(),
+            wasm,
             Vec::new(),
         ),
         PluginCommand::Activate {
@@ -206,6 +208,7 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 gateway,
                 reqwest::Method::POST,
                 format!("/admin/channels/{channel}/activate"),
+                "application/json",
                 body,
             )
         }
@@ -213,10 +216,11 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             gateway,
             reqwest::Method::POST,
             format!("/admin/channels/{channel}/rollback"),
+            wasm,
             Vec::new(),
         ),
     };
-    admin_call(&gateway, method, &path, body).await
+    admin_call(&gateway, method, &path, content_type, body).await
 }
 
 /// One `/admin` call; prints the JSON answer, fails with the gateway's reason on non-2xx.
@@ -224,20 +228,14 @@ async fn admin_call(
     gateway: &AdminTarget,
     method: reqwest::Method,
     path: &str,
+    content_type: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<()> {
     let url = format!("{}{path}", gateway.url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .request(method, &url)
         .bearer_auth(&gateway.key)
-        .header(
-            "content-type",
-            if path.contains("/activate") {
-                "application/json"
-            } else {
-                "application/wasm"
-            },
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
