@@ -182,6 +182,16 @@ pub fn plugin_active(channel: &str, plugin: &str, version: &str, digest: &str, a
     .set(if active { 1.0 } else { 0.0 });
 }
 
+/// A fleet activation this instance installed (`applied`) or could not (`failed`).
+pub fn plugin_sync(outcome: &'static str) {
+    counter!("omnigate_plugin_sync_total", "outcome" => outcome).increment(1);
+}
+
+/// The shared plugin registry revision this instance has applied.
+pub fn plugin_registry_revision(revision: u64) {
+    gauge!("omnigate_plugin_registry_revision").set(revision as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,25 +85,37 @@ pub fn guest_path(name: &str) -> PathBuf {
     component("test-guests", name)
 }
 
-/// The `omnigate` binary, built once.
+/// The `omnigate` binary (debug), built once.
 pub fn omnigate_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let status = cargo()
-            // The whole workspace, like `cargo test --workspace`: the same feature set, so
-            // the artifacts are shared instead of rebuilt.
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .status()
-            .map_err(|error| error.to_string())?;
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built_bin(&BUILT, "debug")
+}
+
+/// The `omnigate` binary built in release mode, once (for benchmarks).
+pub fn omnigate_release_bin() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built_bin(&BUILT, "release")
+}
+
+fn built_bin(once: &OnceLock<Result<PathBuf, String>>, profile: &str) -> PathBuf {
+    let built = once.get_or_init(|| {
+        let mut command = cargo();
+        // The whole workspace, like `cargo test --workspace`: the same feature set, so
+        // the artifacts are shared instead of rebuilt.
+        command.args(["build", "--quiet", "--workspace", "--bins"]);
+        if profile == "release" {
+            command.arg("--release");
+        }
+        let status = command.status().map_err(|error| error.to_string())?;
         status
             .success()
-            .then_some(())
+            .then(|| root().join("target").join(profile).join("omnigate"))
             .ok_or_else(|| format!("cargo build failed: {status}"))
     });
-    if let Err(error) = built {
-        panic!("{error}");
+    match built {
+        Ok(path) => path.clone(),
+        Err(error) => panic!("{error}"),
     }
-    root().join("target").join("debug").join("omnigate")
 }
 
 /// TOML string literal for a path.

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::lifecycle::{BindError, LifecycleError};
 use crate::server::error::ApiError;
+use crate::store::StoreError;
 
 /// `GET /admin/plugins`.
 pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
@@ -124,6 +125,12 @@ fn refused(error: LifecycleError) -> ApiError {
         LifecycleError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
         LifecycleError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
         LifecycleError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+        LifecycleError::Registry(StoreError::Conflict(_)) => {
+            (StatusCode::CONFLICT, "registry_conflict")
+        }
+        LifecycleError::Registry(_) | LifecycleError::DigestMismatch { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable")
+        }
     };
     tracing::warn!(code, reason = %message, "admin action refused; the active version keeps serving");
     ApiError::new(status, code, message)

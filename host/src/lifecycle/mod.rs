@@ -2,35 +2,46 @@
 //! the actions that change it (add, validate, activate, roll back) without a restart.
 //!
 //! Swaps never stop traffic: a new version is compiled, checked, described, bound to the
-//! channel and its first instance created *before* any lock is taken; then the registry
-//! entry is replaced atomically. Calls in flight hold the old version's `Arc` and finish on
-//! it; the next call gets the new one. Admin actions are serialized by one async mutex
-//! that the request path never touches.
+//! channel and its first instance created *before* any lock of the request path is
+//! touched; then the registry entry is replaced atomically. Calls in flight hold the old
+//! version's `Arc` and finish on it; the next call gets the new one. Lifecycle actions
+//! (admin, directory watch, fleet reconcile) are serialized by one async mutex that the
+//! request path never touches.
 //!
-//! This instance keeps the catalog in memory; versions added at run time are written to
-//! `upload_dir` by digest so an operator can find them. Sharing activations between
-//! instances through the context store is the multi-instance step (see `docs/plugins.md`).
+//! The fleet shares one registry in the context store ([`crate::store::plugins`]): every
+//! added version's wasm and record, and each channel's activation with its history. An
+//! activation here is a compare-and-set there; the other instances hear it announced (or
+//! find it on their periodic reconcile, [`sync`]) and install the same version.
 
 pub mod binding;
+mod catalog;
+pub mod sync;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
-use serde::Serialize;
 use tokio::sync::Mutex;
 
 pub use binding::{BindError, Bound, bind, capability_name, kind_name, warm};
+pub use catalog::{ActiveView, VersionView};
 
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
-use crate::runtime::{Limits, LoadError, Plugin, Registry, Runtime};
+use crate::runtime::{LoadError, Plugin, Registry, Runtime};
+use crate::store::StoreError;
+use crate::store::plugins::{Activation, PluginRegistry};
+use catalog::{Active, Catalog, Version, record_view};
 
 /// The `source` of versions uploaded through the API.
 pub const UPLOAD: &str = "upload";
+/// The `source` of versions fetched from the shared registry.
+const FROM_REGISTRY: &str = "registry";
+/// How many earlier versions a channel's history keeps for rollbacks.
+const HISTORY: usize = 20;
 
 /// Why a lifecycle action was refused. The active version keeps serving in every case.
 #[derive(Debug, thiserror::Error)]
@@ -51,64 +62,18 @@ pub enum LifecycleError {
     /// Rollback asked with no earlier version.
     #[error("channel `{0}` has no earlier version to roll back to")]
     NothingToRollBack(String),
-}
-
-/// One known plugin version, as listed by the admin API.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionView {
-    /// Plugin id (`webchat`).
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// SHA-256 of the wasm, hex.
-    pub digest: String,
-    /// The contract (world) version it was built against.
-    pub world: String,
-    /// Size of the wasm in bytes.
-    pub size: usize,
-    /// Where it came from (a file path, or `upload`).
-    pub source: String,
-    /// When this gateway added it.
-    pub added_at: Timestamp,
-    /// Channels it serves now.
-    pub channels: Vec<String>,
-}
-
-/// Which version serves a channel, as listed by the admin API.
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveView {
-    /// Channel id.
-    pub channel: String,
-    /// `id@version` of the active plugin.
-    pub plugin: String,
-    /// Its digest.
-    pub digest: String,
-    /// When it became active.
-    pub active_since: Timestamp,
-    /// Digests a rollback would return to, most recent first.
-    pub previous: Vec<String>,
-    /// The channel's limits (memory, CPU, body size, inbound rate…).
-    pub limits: Option<Limits>,
-}
-
-struct Version {
-    plugin: Arc<Plugin>,
-    size: usize,
-    source: String,
-    added_at: Timestamp,
-}
-
-struct Active {
-    digest: String,
-    since: Timestamp,
-    /// Earlier digests, oldest first (rollback pops the last).
-    history: Vec<String>,
-}
-
-#[derive(Default)]
-struct Catalog {
-    versions: BTreeMap<String, Version>,
-    active: HashMap<String, Active>,
+    /// The shared registry could not answer, or changed meanwhile
+    /// ([`StoreError::Conflict`]).
+    #[error("shared plugin registry: {0}")]
+    Registry(#[from] StoreError),
+    /// The registry's wasm for a digest does not hash to it.
+    #[error("the shared registry's wasm for `{expected}` hashes to `{found}`")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// What the bytes hash to.
+        found: String,
+    },
 }
 
 /// The plugin lifecycle of one gateway.
@@ -118,18 +83,22 @@ pub struct Lifecycle {
     channels: Arc<ArcSwap<HashMap<String, ChannelMeta>>>,
     configs: HashMap<String, ChannelConfig>,
     upload_dir: Option<PathBuf>,
+    shared: Arc<dyn PluginRegistry>,
+    instance: String,
     catalog: Mutex<Catalog>,
 }
 
 impl Lifecycle {
     /// A lifecycle over `registry` and the pipeline's channel facts, for the configured
-    /// `configs`. Versions uploaded at run time are written to `upload_dir`, if set.
+    /// `configs`, sharing versions and activations through `shared`. Versions uploaded at
+    /// run time are also written to `upload_dir`, if set.
     pub fn new(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
         channels: Arc<ArcSwap<HashMap<String, ChannelMeta>>>,
         configs: &[ChannelConfig],
         upload_dir: Option<PathBuf>,
+        shared: Arc<dyn PluginRegistry>,
     ) -> Self {
         Self {
             runtime,
@@ -140,8 +109,15 @@ impl Lifecycle {
                 .map(|config| (config.id.clone(), config.clone()))
                 .collect(),
             upload_dir,
+            shared,
+            instance: format!("pid{}-{}", std::process::id(), ulid::Ulid::generate()),
             catalog: Mutex::default(),
         }
+    }
+
+    /// This instance's name in activation records.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Compile and check `bytes` without keeping them.
@@ -149,135 +125,150 @@ impl Lifecycle {
         Ok(self.runtime.load_bytes(bytes).await?)
     }
 
-    /// Add a version (compiled and checked; nothing activated). Adding the same bytes
-    /// twice is harmless and returns the same digest.
+    /// Add a version (compiled and checked; nothing activated) here and to the shared
+    /// registry. Adding the same bytes twice is harmless and returns the same digest.
     pub async fn add(&self, bytes: Vec<u8>, source: &str) -> Result<VersionView, LifecycleError> {
-        let size = bytes.len();
-        // Uploads are kept on disk by digest; files from the plugins directory are there.
-        let kept = (source == UPLOAD)
-            .then(|| self.upload_dir.clone())
-            .flatten()
-            .map(|dir| (dir, bytes.clone()));
-        let plugin = self.runtime.load_bytes(bytes).await?;
-        if let Some((dir, bytes)) = kept {
-            keep_upload(&dir, &plugin.digest, &bytes).await;
+        let wasm = Arc::new(bytes);
+        let plugin = self.runtime.load_bytes(wasm.as_ref().clone()).await?;
+        if source == UPLOAD
+            && let Some(dir) = &self.upload_dir
+        {
+            keep_upload(dir, &plugin.digest, &wasm).await;
         }
-        Ok(self.insert(plugin, size, source).await)
-    }
-
-    /// Record an already loaded plugin (the configured files at start-up).
-    pub async fn insert(&self, plugin: Arc<Plugin>, size: usize, source: &str) -> VersionView {
-        let mut catalog = self.catalog.lock().await;
         let digest = plugin.digest.clone();
-        let channels = channels_using(&catalog, &digest);
-        let version = catalog.versions.entry(digest.clone()).or_insert(Version {
-            plugin,
-            size,
-            source: source.to_owned(),
-            added_at: Timestamp::now(),
-        });
-        version_view(version, &digest, channels)
+        let mut catalog = self.catalog.lock().await;
+        remember(&mut catalog, plugin, wasm, source);
+        self.share(&mut catalog, &digest).await?;
+        catalog
+            .view(&digest)
+            .ok_or(LifecycleError::UnknownVersion(digest))
     }
 
-    /// Make version `digest` serve `channel`. The previous version stays known for
-    /// [`Lifecycle::rollback`].
+    /// Record an already loaded plugin and its wasm (the configured files at start-up);
+    /// it reaches the shared registry when an activation needs it there.
+    pub async fn insert(&self, plugin: Arc<Plugin>, wasm: Vec<u8>, source: &str) {
+        let mut catalog = self.catalog.lock().await;
+        remember(&mut catalog, plugin, Arc::new(wasm), source);
+    }
+
+    /// Make version `digest` serve `channel` on every instance. The version it replaces
+    /// is pushed on the channel's history for [`Lifecycle::rollback`].
     pub async fn activate(
         &self,
         channel: &str,
         digest: &str,
     ) -> Result<ActiveView, LifecycleError> {
+        let config = self.config(channel)?;
         let mut catalog = self.catalog.lock().await;
-        self.switch(&mut catalog, channel, digest, Push::Yes).await
-    }
-
-    /// Return `channel` to the version it had before the last activation.
-    pub async fn rollback(&self, channel: &str) -> Result<ActiveView, LifecycleError> {
-        let mut catalog = self.catalog.lock().await;
-        let previous = catalog
+        let record = self.shared.activations().await?.channels.remove(channel);
+        let serving = catalog
             .active
             .get(channel)
-            .and_then(|active| active.history.last().cloned())
-            .ok_or_else(|| LifecycleError::NothingToRollBack(channel.to_owned()))?;
-        let view = self
-            .switch(&mut catalog, channel, &previous, Push::No)
-            .await?;
-        if let Some(active) = catalog.active.get_mut(channel) {
-            active.history.pop();
+            .map(|active| active.digest.clone());
+        let current = record
+            .as_ref()
+            .map(|record| record.digest.clone())
+            .or_else(|| serving.clone());
+        if current.as_deref() == Some(digest) && serving.as_deref() == Some(digest) {
+            return self.view(&catalog, channel);
         }
-        Ok(active_view(&catalog, &self.configs, channel).unwrap_or(view))
+        let expected = record.as_ref().map(|record| record.digest.clone());
+        let mut history = record.map(|record| record.history).unwrap_or_default();
+        history.extend(current.filter(|current| current != digest));
+        if history.len() > HISTORY {
+            history.drain(..history.len() - HISTORY);
+        }
+        let activation = self.activation(digest, history);
+        self.apply(&mut catalog, config, expected.as_deref(), activation)
+            .await
     }
 
-    /// Every known version, newest first.
+    /// Return `channel`, on every instance, to the version before its last activation.
+    pub async fn rollback(&self, channel: &str) -> Result<ActiveView, LifecycleError> {
+        let config = self.config(channel)?;
+        let mut catalog = self.catalog.lock().await;
+        let nothing = || LifecycleError::NothingToRollBack(channel.to_owned());
+        let record = self
+            .shared
+            .activations()
+            .await?
+            .channels
+            .remove(channel)
+            .ok_or_else(nothing)?;
+        let mut history = record.history;
+        let previous = history.pop().ok_or_else(nothing)?;
+        let activation = self.activation(&previous, history);
+        self.apply(&mut catalog, config, Some(&record.digest), activation)
+            .await
+    }
+
+    /// Install here whatever the shared registry says each configured channel should
+    /// serve. Returns how many channels changed; a version that cannot be installed here
+    /// is logged and tried again on the next reconcile (the current one keeps serving).
+    pub async fn reconcile(&self) -> Result<usize, LifecycleError> {
+        let activations = self.shared.activations().await?;
+        let mut catalog = self.catalog.lock().await;
+        let mut changed = 0;
+        for (channel, activation) in &activations.channels {
+            let Some(config) = self.configs.get(channel) else {
+                continue; // a channel of other instances
+            };
+            if let Some(active) = catalog.active.get_mut(channel)
+                && active.digest == activation.digest
+            {
+                active.history.clone_from(&activation.history);
+                continue;
+            }
+            match self.prepare(&mut catalog, config, &activation.digest).await {
+                Ok(bound) => {
+                    self.serve(&mut catalog, bound, activation);
+                    crate::metrics::plugin_sync("applied");
+                    changed += 1;
+                }
+                Err(error) => {
+                    crate::metrics::plugin_sync("failed");
+                    tracing::warn!(channel, digest = %short(&activation.digest), %error,
+                        "fleet activation cannot be installed here; the current version keeps serving");
+                }
+            }
+        }
+        catalog.applied = catalog.applied.max(activations.revision);
+        crate::metrics::plugin_registry_revision(catalog.applied);
+        Ok(changed)
+    }
+
+    /// Every known version (loaded here or only in the shared registry), newest first.
     pub async fn versions(&self) -> Vec<VersionView> {
+        let shared = self.shared.versions().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "shared plugin registry unreachable; listing this instance's versions");
+            Vec::new()
+        });
         let catalog = self.catalog.lock().await;
         let mut all: Vec<VersionView> = catalog
             .versions
             .keys()
-            .filter_map(|digest| view(&catalog, digest))
+            .filter_map(|digest| catalog.view(digest))
             .collect();
+        all.extend(
+            shared
+                .into_iter()
+                .filter(|record| !catalog.versions.contains_key(&record.digest))
+                .map(|record| record_view(record, Vec::new(), false)),
+        );
         all.sort_by_key(|version| std::cmp::Reverse(version.added_at));
         all
     }
 
-    /// Which version serves each channel.
+    /// Which version serves each channel here.
     pub async fn active(&self) -> Vec<ActiveView> {
         let catalog = self.catalog.lock().await;
         let mut all: Vec<ActiveView> = catalog
             .active
             .keys()
-            .filter_map(|channel| active_view(&catalog, &self.configs, channel))
+            .filter_map(|channel| catalog.active_view(&self.configs, channel))
             .collect();
         all.sort_by(|a, b| a.channel.cmp(&b.channel));
         all
-    }
-
-    async fn switch(
-        &self,
-        catalog: &mut Catalog,
-        channel: &str,
-        digest: &str,
-        push: Push,
-    ) -> Result<ActiveView, LifecycleError> {
-        let config = self
-            .configs
-            .get(channel)
-            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))?;
-        let plugin = catalog
-            .versions
-            .get(digest)
-            .map(|version| version.plugin.clone())
-            .ok_or_else(|| LifecycleError::UnknownVersion(digest.to_owned()))?;
-        // Everything that can fail or take time happens before the swap.
-        let bound = bind(&self.runtime, config, plugin.clone())?;
-        warm(&bound).await?;
-        self.install(bound);
-        let now = Timestamp::now();
-        let previous = catalog.active.insert(
-            channel.to_owned(),
-            Active {
-                digest: digest.to_owned(),
-                since: now,
-                history: Vec::new(),
-            },
-        );
-        if let Some(previous) = previous {
-            let mut history = previous.history;
-            if push == Push::Yes && previous.digest != digest {
-                history.push(previous.digest.clone());
-            }
-            if let Some(active) = catalog.active.get_mut(channel) {
-                active.history = history;
-            }
-            if previous.digest != digest
-                && let Some(old) = catalog.versions.get(&previous.digest)
-            {
-                publish_active(channel, &old.plugin, false);
-            }
-        }
-        publish_active(channel, &plugin, true);
-        tracing::info!(channel, plugin = &*plugin.label, digest = %short(digest), "plugin version active");
-        active_view(catalog, &self.configs, channel)
-            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
     }
 
     /// Serve a bound channel: registry entry and pipeline facts swapped atomically.
@@ -291,7 +282,7 @@ impl Lifecycle {
         self.registry.install(&id, bound.runtime);
     }
 
-    /// Record that `digest` serves `channel` (start-up, already installed).
+    /// Record that `plugin` serves `channel` (start-up, already installed).
     pub async fn mark_active(&self, channel: &str, plugin: &Arc<Plugin>) {
         let mut catalog = self.catalog.lock().await;
         catalog.active.insert(
@@ -304,62 +295,148 @@ impl Lifecycle {
         );
         publish_active(channel, plugin, true);
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Push {
-    Yes,
-    No,
-}
+    fn config(&self, channel: &str) -> Result<&ChannelConfig, LifecycleError> {
+        self.configs
+            .get(channel)
+            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
+    }
 
-fn view(catalog: &Catalog, digest: &str) -> Option<VersionView> {
-    let version = catalog.versions.get(digest)?;
-    Some(version_view(
-        version,
-        digest,
-        channels_using(catalog, digest),
-    ))
-}
+    fn activation(&self, digest: &str, history: Vec<String>) -> Activation {
+        Activation {
+            digest: digest.to_owned(),
+            since: Timestamp::now(),
+            history,
+            by: self.instance.clone(),
+        }
+    }
 
-fn channels_using(catalog: &Catalog, digest: &str) -> Vec<String> {
-    let mut channels: Vec<String> = catalog
-        .active
-        .iter()
-        .filter(|(_, active)| active.digest == digest)
-        .map(|(channel, _)| channel.clone())
-        .collect();
-    channels.sort();
-    channels
-}
+    fn view(&self, catalog: &Catalog, channel: &str) -> Result<ActiveView, LifecycleError> {
+        catalog
+            .active_view(&self.configs, channel)
+            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
+    }
 
-fn version_view(version: &Version, digest: &str, channels: Vec<String>) -> VersionView {
-    VersionView {
-        name: version.plugin.info.id.clone(),
-        version: version.plugin.info.version.clone(),
-        digest: digest.to_owned(),
-        world: format!("omnigate:channel/channel@{}", version.plugin.contract),
-        size: version.size,
-        source: version.source.clone(),
-        added_at: version.added_at,
-        channels,
+    /// Prepare the version here, publish the activation (compare-and-set on `expected`),
+    /// then swap. A refusal at any step leaves every instance as it was.
+    async fn apply(
+        &self,
+        catalog: &mut Catalog,
+        config: &ChannelConfig,
+        expected: Option<&str>,
+        activation: Activation,
+    ) -> Result<ActiveView, LifecycleError> {
+        let bound = self.prepare(catalog, config, &activation.digest).await?;
+        // Every version the record names must be fetchable by the other instances.
+        for digest in activation.history.iter().chain([&activation.digest]) {
+            self.share(catalog, digest).await?;
+        }
+        let revision = self
+            .shared
+            .activate(&config.id, expected, &activation)
+            .await?;
+        self.serve(catalog, bound, &activation);
+        tracing::info!(channel = %config.id, digest = %short(&activation.digest), revision, "activation published to the fleet");
+        self.view(catalog, &config.id)
+    }
+
+    /// Everything that can fail or take time before a swap: the version loaded (fetched
+    /// from the shared registry if this instance never saw it), bound and warmed.
+    async fn prepare(
+        &self,
+        catalog: &mut Catalog,
+        config: &ChannelConfig,
+        digest: &str,
+    ) -> Result<Bound, LifecycleError> {
+        let plugin = self.ensure(catalog, digest).await?;
+        let bound = bind(&self.runtime, config, plugin)?;
+        warm(&bound).await?;
+        Ok(bound)
+    }
+
+    /// The loaded version `digest`, fetched and compiled (or taken from the compiled
+    /// cache) when only the shared registry has it.
+    async fn ensure(
+        &self,
+        catalog: &mut Catalog,
+        digest: &str,
+    ) -> Result<Arc<Plugin>, LifecycleError> {
+        if let Some(version) = catalog.versions.get(digest) {
+            return Ok(version.plugin.clone());
+        }
+        let wasm = self
+            .shared
+            .wasm(digest)
+            .await?
+            .ok_or_else(|| LifecycleError::UnknownVersion(digest.to_owned()))?;
+        let wasm = Arc::new(wasm);
+        let plugin = self.runtime.load_bytes(wasm.as_ref().clone()).await?;
+        if plugin.digest != digest {
+            return Err(LifecycleError::DigestMismatch {
+                expected: digest.to_owned(),
+                found: plugin.digest.clone(),
+            });
+        }
+        let version = remember(catalog, plugin.clone(), wasm, FROM_REGISTRY);
+        version.shared = true;
+        Ok(plugin)
+    }
+
+    /// Put version `digest` (if loaded here) in the shared registry, once.
+    async fn share(&self, catalog: &mut Catalog, digest: &str) -> Result<(), LifecycleError> {
+        let Some(version) = catalog.versions.get_mut(digest) else {
+            return Ok(()); // known only to the registry: it is there already
+        };
+        if !version.shared {
+            self.shared
+                .put_version(&version.record(), &version.wasm)
+                .await?;
+            version.shared = true;
+        }
+        Ok(())
+    }
+
+    /// Swap `bound` in and record `activation` as what serves its channel here.
+    fn serve(&self, catalog: &mut Catalog, bound: Bound, activation: &Activation) {
+        let channel = bound.meta.id.clone();
+        let plugin = bound.runtime.plugin.clone();
+        self.install(bound);
+        let previous = catalog.active.insert(
+            channel.clone(),
+            Active {
+                digest: activation.digest.clone(),
+                since: activation.since,
+                history: activation.history.clone(),
+            },
+        );
+        if let Some(previous) = previous
+            && previous.digest != activation.digest
+            && let Some(old) = catalog.versions.get(&previous.digest)
+        {
+            publish_active(&channel, &old.plugin, false);
+        }
+        publish_active(&channel, &plugin, true);
+        tracing::info!(channel, plugin = &*plugin.label, digest = %short(&activation.digest), by = %activation.by, "plugin version active");
     }
 }
 
-fn active_view(
-    catalog: &Catalog,
-    configs: &HashMap<String, ChannelConfig>,
-    channel: &str,
-) -> Option<ActiveView> {
-    let active = catalog.active.get(channel)?;
-    let version = catalog.versions.get(&active.digest)?;
-    Some(ActiveView {
-        channel: channel.to_owned(),
-        plugin: version.plugin.label.to_string(),
-        digest: active.digest.clone(),
-        active_since: active.since,
-        previous: active.history.iter().rev().cloned().collect(),
-        limits: configs.get(channel).map(|config| config.limits.clone()),
-    })
+/// Add a loaded version to the catalog (kept as first seen when already there).
+fn remember<'a>(
+    catalog: &'a mut Catalog,
+    plugin: Arc<Plugin>,
+    wasm: Arc<Vec<u8>>,
+    source: &str,
+) -> &'a mut Version {
+    catalog
+        .versions
+        .entry(plugin.digest.clone())
+        .or_insert_with(|| Version {
+            plugin,
+            wasm,
+            source: source.to_owned(),
+            added_at: Timestamp::now(),
+            shared: false,
+        })
 }
 
 fn publish_active(channel: &str, plugin: &Plugin, active: bool) {

@@ -140,6 +140,10 @@ pub struct PluginSettings {
     /// How long the directory must be quiet before a change is acted on.
     #[serde(with = "humantime_serde")]
     pub watch_debounce: Duration,
+    /// How often the shared plugin registry is read again, in case an activation
+    /// announcement was missed (announcements normally apply within milliseconds).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for PluginSettings {
@@ -150,6 +154,7 @@ impl Default for PluginSettings {
             cache_dir: Some(PathBuf::from("target/plugin-cache")),
             watch: false,
             watch_debounce: Duration::from_millis(500),
+            reconcile_interval: Duration::from_secs(10),
         }
     }
 }

@@ -14,6 +14,9 @@ use crate::ops::config::{ChannelConfig, Config};
 use crate::pipeline::Pipeline;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime, RuntimeSettings};
 
+/// How long start-up waits for the shared plugin registry.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -67,12 +70,14 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         .cache_dir
         .as_ref()
         .map(|dir| dir.join("uploads"));
+    let shared = crate::store::plugins::open(&config.store.url)?;
     let lifecycle = Arc::new(Lifecycle::new(
         runtime.clone(),
         registry.clone(),
         channels.clone(),
         &config.channels,
         upload_dir,
+        shared,
     ));
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();
@@ -95,6 +100,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         lifecycle.mark_active(&channel.id, &plugin).await;
         tracing::info!(channel = %channel.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "channel ready");
     }
+    join_fleet(&lifecycle).await;
+    lifecycle::sync::spawn(&lifecycle, config.plugins.reconcile_interval);
     let watch = if config.plugins.watch {
         Some(
             lifecycle::watch::watch(
@@ -140,13 +147,36 @@ async fn load(
         path: path.display().to_string(),
         source,
     };
-    let plugin = runtime.load_file(path).await.map_err(failed)?;
-    let size = tokio::fs::metadata(path)
-        .await
-        .map(|meta| meta.len() as usize)
-        .unwrap_or_default();
+    let wasm = tokio::fs::read(path).await.map_err(|source| {
+        failed(LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    let plugin = runtime.load_bytes(wasm.clone()).await.map_err(failed)?;
     lifecycle
-        .insert(plugin.clone(), size, &path.display().to_string())
+        .insert(plugin.clone(), wasm, &path.display().to_string())
         .await;
     Ok(plugin)
+}
+
+/// Serve what the fleet activated (versions activated through `/admin` on any instance
+/// outlive restarts) instead of the configured files. Bounded: with the store down the
+/// configured files serve, and the reconcile loop catches up once it answers.
+async fn join_fleet(lifecycle: &Lifecycle) {
+    match tokio::time::timeout(JOIN_TIMEOUT, lifecycle.reconcile()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(changed)) => {
+            tracing::info!(
+                changed,
+                "channels serve the versions activated for the fleet"
+            )
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "shared plugin registry unreachable at start; channels serve their configured files until it answers")
+        }
+        Err(_) => tracing::warn!(
+            "shared plugin registry slow at start; channels serve their configured files until it answers"
+        ),
+    }
 }

@@ -9,6 +9,7 @@
 pub mod link;
 mod memory;
 mod model;
+pub mod plugins;
 mod redis;
 pub mod sweeper;
 

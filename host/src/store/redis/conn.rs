@@ -90,6 +90,11 @@ pub fn open(url: &str) -> Result<Target, StoreError> {
     })
 }
 
+/// The URL of each server `url` names (one, or a cluster's seed nodes).
+pub fn seeds(url: &str) -> Result<Vec<String>, StoreError> {
+    seed_urls(url)
+}
+
 /// The seed URLs: `redis+cluster://[auth@]h1:p1,h2:p2[/…]` becomes one `redis://` URL per
 /// host (sharing the credentials); comma-separated URLs are taken as they are.
 fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {

@@ -19,6 +19,7 @@
 
 mod conn;
 mod keys;
+pub mod plugins;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
