@@ -259,6 +259,49 @@ async fn refused_versions_leave_the_active_one_serving() {
     gateway.stop().await;
 }
 
+/// A `multipart/form-data` body with one part per `(field, file name, bytes)`.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "omnigate-test-boundary-7d1";
+    let mut body = Vec::new();
+    for (field, file, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match file {
+            Some(file) => format!("form-data; name=\"{field}\"; filename=\"{file}\""),
+            None => format!("form-data; name=\"{field}\""),
+        };
+        body.extend_from_slice(
+            format!("content-disposition: {disposition}\r\ncontent-type: application/wasm\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn multipart_uploads_are_accepted_and_a_body_without_a_file_is_refused() {
+    let gateway = Gateway::start(&config()).await.expect("gateway");
+    let hostile = std::fs::read(guest_path("hostile")).expect("hostile guest built");
+    let send = |content_type: String, body: Vec<u8>| {
+        let url = gateway.url("/admin/plugins?activate=web");
+        let mut headers = admin();
+        headers.push(("content-type".into(), content_type));
+        async move { post(&url, &headers, body).await.expect("upload") }
+    };
+    let (content_type, body) = multipart(&[("note", None, b"release 2"), ("plugin", Some("hostile.wasm"), &hostile)]);
+    let (status, answer) = send(content_type, body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(send_message(&gateway, 1).await, (200, HOSTILE_ANSWER.to_owned()));
+    let (content_type, body) = multipart(&[("note", None, b"no file here")]);
+    let (status, answer) = send(content_type, body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("bad_multipart"), "{answer}");
+    assert_eq!(send_message(&gateway, 2).await, (200, HOSTILE_ANSWER.to_owned()));
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_plugin_file_is_reloaded_and_a_bad_one_is_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");

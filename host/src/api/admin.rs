@@ -1,8 +1,9 @@
 //! `/admin`: the plugin lifecycle over HTTP (admin keys, separate from `/v1` keys).
 //!
 //! - `GET /admin/plugins`: known versions and which one serves each channel.
-//! - `POST /admin/plugins`: add a version (raw wasm body); `?activate=<channel>` also
-//!   activates it.
+//! - `POST /admin/plugins`: add a version (raw wasm body, or a `multipart/form-data`
+//!   body with the wasm as a file part, field `plugin` preferred); `?activate=<channel>`
+//!   also activates it.
 //! - `POST /admin/plugins/validate`: compile and check only; nothing is kept.
 //! - `POST /admin/channels/{id}/activate` `{"digest": "…"}`: serve the channel with it.
 //! - `POST /admin/channels/{id}/rollback`: back to the version before.
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -42,11 +44,13 @@ pub struct UploadQuery {
 pub async fn upload(
     State(app): State<Arc<App>>,
     Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let wasm = wasm_of(&headers, body).await?;
     let version = app
         .lifecycle
-        .add(body.to_vec(), crate::lifecycle::UPLOAD)
+        .add(wasm, crate::lifecycle::UPLOAD)
         .await
         .map_err(refused)?;
     tracing::info!(plugin = %version.name, version = %version.version, digest = %version.digest, "plugin version added");
@@ -66,10 +70,15 @@ pub async fn upload(
 }
 
 /// `POST /admin/plugins/validate`.
-pub async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn validate(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let wasm = wasm_of(&headers, body).await?;
     let plugin = app
         .lifecycle
-        .validate(body.to_vec())
+        .validate(wasm)
         .await
         .map_err(refused)?;
     Ok(Json(json!({
@@ -110,6 +119,46 @@ pub async fn rollback(
 ) -> Result<Json<Value>, ApiError> {
     let active = app.lifecycle.rollback(&channel).await.map_err(refused)?;
     Ok(Json(json!({ "activated": active })))
+}
+
+/// The wasm of an upload: the raw body, or from a `multipart/form-data` body the field
+/// `plugin`, else its first file part.
+async fn wasm_of(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("multipart/form-data") {
+        return Ok(body.to_vec());
+    }
+    let bad = |error: multer::Error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_multipart",
+            format!("unreadable multipart body: {error}"),
+        )
+    };
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut first_file = None;
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let named = field.name() == Some("plugin");
+        if named || (first_file.is_none() && field.file_name().is_some()) {
+            let bytes = field.bytes().await.map_err(bad)?.to_vec();
+            if named {
+                return Ok(bytes);
+            }
+            first_file = Some(bytes);
+        }
+    }
+    first_file.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_multipart",
+            "the multipart body has no file part: send the wasm as field `plugin`",
+        )
+    })
 }
 
 fn refused(error: LifecycleError) -> ApiError {
