@@ -384,7 +384,9 @@ fn spawn_and_exit(bin: &std::path::Path) -> Duration {
     started.elapsed()
 }
 
-/// Requests/s with a swap every 100 ms vs without, same gateway, same run.
+/// Requests/s with a swap every 100 ms vs without, same gateway, same run. The two
+/// versions run the same code (the web chat plugin, and the same wasm with a custom
+/// section appended: another digest), so only the swaps differ.
 async fn throughput_during_swaps(rounds: usize) {
     let cache = tempfile::tempdir().expect("tmp");
     let gateway = Arc::new(
@@ -398,12 +400,13 @@ async fn throughput_during_swaps(rounds: usize) {
         .parse()
         .expect("addr");
     let original = active_digest(&gateway).await;
-    let hostile = std::fs::read(guest_path("hostile")).expect("hostile guest");
-    let added = admin_post(&gateway, "/admin/plugins", hostile).await;
+    let webchat = std::fs::read(plugin_path("webchat")).expect("web chat plugin");
+    let added = admin_post(&gateway, "/admin/plugins", with_custom_section(webchat)).await;
     let new = added["plugin"]["digest"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    assert_ne!(new, original);
     let count = size(20_000, 200);
     load::closed_loop(addr, requests("warm", size(3_000, 30)), CONNECTIONS).await;
     let (mut steady, mut swapping, mut ratios, mut swaps) = (Vec::new(), Vec::new(), Vec::new(), 0);
@@ -467,6 +470,18 @@ async fn swap_until_stopped(
         admin_post(&gateway, "/admin/channels/web/activate", body).await;
     }
     swaps
+}
+
+/// `wasm` with a custom section appended: the same component under another digest.
+fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
+    let name = b"omnigate-bench";
+    let payload = b"same code, another digest";
+    let size = 1 + name.len() + payload.len();
+    // Section id 0 (custom), then sizes as one-byte LEB128s (all under 128).
+    wasm.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(payload);
+    wasm
 }
 
 /// `count` distinct signed messages, routed so both versions accept them.

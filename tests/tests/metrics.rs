@@ -79,6 +79,10 @@ async fn counters_match_the_traffic_sent() {
         404
     );
 
+    // Every store operation is measured, not only the hot path's.
+    let (status, _) = get(&gateway.url("/readyz"), &[]).await.expect("readyz");
+    assert_eq!(status, 200);
+
     // The three messages reach the receiver; then delivery's numbers say so too.
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
@@ -156,6 +160,9 @@ async fn counters_match_the_traffic_sent() {
     ] {
         assert!(sample(&text, series) >= 3.0, "{series} missing in\n{text}");
     }
+    let pings =
+        r#"omnigate_store_operation_duration_seconds_count{backend="memory",operation="ping"}"#;
+    assert!(sample(&text, pings) >= 1.0, "{pings} missing in\n{text}");
     assert!(
         text.lines()
             .any(|line| line.starts_with("omnigate_plugin_active{")

@@ -7,6 +7,7 @@
 //! on one Redis or Redis Cluster).
 
 pub mod link;
+mod measured;
 mod memory;
 mod model;
 pub mod plugins;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 pub use link::{DeepLinks, IdentitySettings};
+pub use measured::Measured;
 pub use memory::MemoryStore;
 pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
@@ -185,13 +187,17 @@ pub fn open_with(
                 "using the embedded MEMORY store: one process only, everything is lost on restart \
                  (set [store] url = \"redis://…\" in production)"
             );
-            Ok(Arc::new(MemoryStore::with_retention(retention)))
+            Ok(measured(Arc::new(MemoryStore::with_retention(retention))))
         }
         url if redis::is_redis_url(url) => {
             let store = RedisStore::open_with(url, retention)?;
             tracing::info!(redis = store.display(), "using the Redis store");
-            Ok(Arc::new(store))
+            Ok(measured(Arc::new(store)))
         }
         other => Err(StoreError::UnsupportedUrl(redis::redact(other))),
     }
+}
+
+fn measured(store: Arc<dyn ContextStore>) -> Arc<dyn ContextStore> {
+    Arc::new(Measured::new(store))
 }

@@ -1,0 +1,181 @@
+//! Every context store operation timed and its failures counted
+//! (`omnigate_store_operation_duration_seconds`, `omnigate_store_errors_total`), whatever
+//! the backend. `ingest` and `record_outbound` pass straight through: the pipeline times
+//! them itself, `ingest` with handles registered once because it is the hot path.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::model::{
+    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, Merge, Outbound,
+    Person, TimelinePage,
+};
+use super::{ContextStore, StoreError};
+use crate::event::HistoryEntry;
+
+/// A store whose operations are measured.
+pub struct Measured {
+    inner: Arc<dyn ContextStore>,
+}
+
+impl Measured {
+    /// Measure `inner`.
+    pub fn new(inner: Arc<dyn ContextStore>) -> Self {
+        Self { inner }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        // A missing record is an answer, not a store failure.
+        let ok = !matches!(result, Err(StoreError::Unavailable(_)));
+        crate::metrics::store_operation(self.inner.backend(), operation, started.elapsed(), ok);
+        result
+    }
+}
+
+#[async_trait]
+impl ContextStore for Measured {
+    async fn ingest(
+        &self,
+        ingest: Ingest,
+        policy: &IngestPolicy,
+    ) -> Result<Option<Ingested>, StoreError> {
+        self.inner.ingest(ingest, policy).await
+    }
+
+    async fn record_outbound(
+        &self,
+        outbound: Outbound,
+        policy: &IngestPolicy,
+    ) -> Result<Ingested, StoreError> {
+        self.inner.record_outbound(outbound, policy).await
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.timed("contact", self.inner.contact(id)).await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.timed("conversation", self.inner.conversation(id))
+            .await
+    }
+
+    async fn history(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.timed("history", self.inner.history(conversation_id, limit))
+            .await
+    }
+
+    async fn contact_details(&self, id: &str) -> Result<Option<ContactDetails>, StoreError> {
+        self.timed("contact_details", self.inner.contact_details(id))
+            .await
+    }
+
+    async fn put_link_token(
+        &self,
+        token: &str,
+        contact_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "put_link_token",
+            self.inner.put_link_token(token, contact_id, ttl),
+        )
+        .await
+    }
+
+    async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        self.timed("link_token", self.inner.link_token(token)).await
+    }
+
+    async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
+        self.timed("drop_link_token", self.inner.drop_link_token(token))
+            .await
+    }
+
+    async fn link_sender(
+        &self,
+        person: &Person,
+        survivor: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Option<Merge>, StoreError> {
+        self.timed(
+            "link_sender",
+            self.inner.link_sender(person, survivor, evidence, at),
+        )
+        .await
+    }
+
+    async fn merge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.timed("merge", self.inner.merge(survivor, absorbed, evidence, at))
+            .await
+    }
+
+    async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        at: Timestamp,
+    ) -> Result<Merge, StoreError> {
+        self.timed("unmerge", self.inner.unmerge(survivor, absorbed, at))
+            .await
+    }
+
+    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
+        self.timed("erase", self.inner.erase(id)).await
+    }
+
+    async fn close_idle(
+        &self,
+        now: Timestamp,
+        inactivity: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        self.timed("close_idle", self.inner.close_idle(now, inactivity, limit))
+            .await
+    }
+
+    async fn timeline(
+        &self,
+        conversation_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        self.timed(
+            "timeline",
+            self.inner.timeline(conversation_id, from, limit),
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        self.inner.round_trips()
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
