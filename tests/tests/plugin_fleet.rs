@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use omnigate::store::StoreError;
-use omnigate::store::plugins::{self, Activation, Change, PluginRecord};
+use omnigate::store::open_plugins;
+use omnigate::store::plugins::{Activation, Change, PluginRecord};
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 use omnigate_tests::{
     Gateway, get, guest_path, plugin_path, post, standard_webhooks_headers, toml_path,
@@ -186,7 +187,7 @@ async fn the_periodic_reconcile_applies_changes_made_behind_the_gateways_back() 
         .await
         .expect("gateway");
     // Another instance's registry writes, with the announcement feed of this test only.
-    let registry = plugins::open(&redis.url()).expect("registry");
+    let registry = open_plugins(&redis.url()).expect("registry");
     let wasm = std::fs::read(guest_path("hostile")).expect("hostile guest built");
     let digest = sha256_hex(&wasm);
     registry
@@ -212,7 +213,7 @@ async fn registry_compare_and_set_and_announcements_on_redis_and_cluster() {
 }
 
 async fn registry_contract(url: &str) {
-    let registry = plugins::open(url).expect("registry");
+    let registry = open_plugins(url).expect("registry");
     let mut changes = registry.changes();
     let first = next_change(&mut changes).await;
     assert_eq!(first, Change::Resubscribed, "{url}");

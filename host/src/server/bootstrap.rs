@@ -70,7 +70,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         .cache_dir
         .as_ref()
         .map(|dir| dir.join("uploads"));
-    let shared = crate::store::plugins::open(&config.store.url)?;
+    let shared = crate::store::open_plugins(&config.store.url)?;
     let lifecycle = Arc::new(Lifecycle::new(
         runtime.clone(),
         registry.clone(),

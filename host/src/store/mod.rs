@@ -198,6 +198,16 @@ pub fn open_with(
     }
 }
 
+/// Open the shared plugin registry of the store named by `url` (the same URL as the
+/// context store: the registry lives beside the contacts).
+pub fn open_plugins(url: &str) -> Result<Arc<dyn plugins::PluginRegistry>, StoreError> {
+    match url {
+        "memory://" | "memory" => Ok(Arc::new(plugins::MemoryPlugins::default())),
+        url if redis::is_redis_url(url) => Ok(Arc::new(redis::plugins::RedisPlugins::open(url)?)),
+        other => Err(StoreError::UnsupportedUrl(redis::redact(other))),
+    }
+}
+
 fn measured(store: Arc<dyn ContextStore>) -> Arc<dyn ContextStore> {
     Arc::new(Measured::new(store))
 }

@@ -8,7 +8,8 @@
 //! periodic reconcile, fetch the bytes by digest and install the version themselves.
 //!
 //! Backends: [`MemoryPlugins`] (one process: the registry is this instance's own) and the
-//! Redis one (`store::redis::plugins`, keys in docs/redis-keys.md).
+//! Redis one (`store::redis::plugins`, keys in docs/redis-keys.md); [`super::open_plugins`]
+//! picks one from the store URL.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,17 +103,6 @@ pub trait PluginRegistry: Send + Sync + 'static {
 
     /// The backend's name, for logs.
     fn backend(&self) -> &'static str;
-}
-
-/// Open the registry of the store named by `url` (the same URL as the context store).
-pub fn open(url: &str) -> Result<Arc<dyn PluginRegistry>, StoreError> {
-    match url {
-        "memory://" | "memory" => Ok(Arc::new(MemoryPlugins::default())),
-        url if super::redis::is_redis_url(url) => {
-            Ok(Arc::new(super::redis::plugins::RedisPlugins::open(url)?))
-        }
-        other => Err(StoreError::UnsupportedUrl(super::redis::redact(other))),
-    }
 }
 
 /// The registry of one process.
