@@ -164,7 +164,10 @@ async fn activation_latency(rounds: usize) {
     );
     let original = active_digest(&single).await;
     let added = admin_post(&single, "/admin/plugins", hostile.clone()).await;
-    let new = added["plugin"]["digest"].as_str().unwrap_or_default().to_owned();
+    let new = added["plugin"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut single_times = Vec::new();
     for _ in 0..rounds.max(1) * 2 {
         single_times
@@ -183,7 +186,10 @@ async fn activation_latency(rounds: usize) {
         fleet.push(Arc::new(gateway));
     }
     let added = admin_post(&fleet[0], "/admin/plugins", hostile).await;
-    let new = added["plugin"]["digest"].as_str().unwrap_or_default().to_owned();
+    let new = added["plugin"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // The first activation: the other two fetch the wasm from Redis and compile it.
     let cold = activate_and_wait(&fleet, &new, HOSTILE_ANSWER).await;
     let mut warm = Vec::new();
@@ -394,7 +400,10 @@ async fn throughput_during_swaps(rounds: usize) {
     let original = active_digest(&gateway).await;
     let hostile = std::fs::read(guest_path("hostile")).expect("hostile guest");
     let added = admin_post(&gateway, "/admin/plugins", hostile).await;
-    let new = added["plugin"]["digest"].as_str().unwrap_or_default().to_owned();
+    let new = added["plugin"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let count = size(20_000, 200);
     load::closed_loop(addr, requests("warm", size(3_000, 30)), CONNECTIONS).await;
     let (mut steady, mut swapping, mut ratios, mut swaps) = (Vec::new(), Vec::new(), Vec::new(), 0);

@@ -290,15 +290,24 @@ async fn multipart_uploads_are_accepted_and_a_body_without_a_file_is_refused() {
         headers.push(("content-type".into(), content_type));
         async move { post(&url, &headers, body).await.expect("upload") }
     };
-    let (content_type, body) = multipart(&[("note", None, b"release 2"), ("plugin", Some("hostile.wasm"), &hostile)]);
+    let (content_type, body) = multipart(&[
+        ("note", None, b"release 2"),
+        ("plugin", Some("hostile.wasm"), &hostile),
+    ]);
     let (status, answer) = send(content_type, body).await;
     assert_eq!(status, 201, "{answer}");
-    assert_eq!(send_message(&gateway, 1).await, (200, HOSTILE_ANSWER.to_owned()));
+    assert_eq!(
+        send_message(&gateway, 1).await,
+        (200, HOSTILE_ANSWER.to_owned())
+    );
     let (content_type, body) = multipart(&[("note", None, b"no file here")]);
     let (status, answer) = send(content_type, body).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("bad_multipart"), "{answer}");
-    assert_eq!(send_message(&gateway, 2).await, (200, HOSTILE_ANSWER.to_owned()));
+    assert_eq!(
+        send_message(&gateway, 2).await,
+        (200, HOSTILE_ANSWER.to_owned())
+    );
     gateway.stop().await;
 }
 

@@ -76,11 +76,7 @@ pub async fn validate(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let wasm = wasm_of(&headers, body).await?;
-    let plugin = app
-        .lifecycle
-        .validate(wasm)
-        .await
-        .map_err(refused)?;
+    let plugin = app.lifecycle.validate(wasm).await.map_err(refused)?;
     Ok(Json(json!({
         "valid": true,
         "name": plugin.info.id,
