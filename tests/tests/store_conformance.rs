@@ -8,7 +8,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry, Referral, ReferralSource};
 use omnigate::store::{
-    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, StoreError,
+    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, RedisTls,
+    StoreError,
 };
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 
@@ -1193,4 +1194,30 @@ async fn redis_round_trips_per_inbound_event() {
         3,
         "shared verified phone of an unmerged pair: one more trip, no merge"
     );
+}
+
+/// `rediss://` with a password in the URL and a private CA (`[store] tls_ca_file`): the
+/// whole suite over TLS. Without the CA (webpki roots only) the server's certificate is
+/// refused: verification is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_tls_with_password_and_private_ca_conforms() {
+    let server =
+        RedisServer::start_tls(&["--requirepass", "tls-s3cret"]).expect("redis-server with TLS");
+    let ca = &server.tls_files().expect("TLS files").ca;
+    let tls = RedisTls::from_ca_file(ca).expect("CA file");
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{}", server.port());
+    let store = omnigate::store::open_with_tls(&url, None, &tls).expect("open");
+    assert_eq!(store.backend(), "redis");
+    suite(store).await;
+    let untrusted = RedisStore::open(&url).expect("open");
+    let error = untrusted.ping().await.expect_err("unknown CA refused");
+    assert!(!error.to_string().contains("tls-s3cret"), "{error}");
+    let wrong = RedisStore::connect(
+        &format!("rediss://:wrong@127.0.0.1:{}", server.port()),
+        None,
+        &tls,
+    )
+    .expect("open");
+    let error = wrong.ping().await.expect_err("wrong password refused");
+    assert!(!error.to_string().contains("wrong@"), "{error}");
 }

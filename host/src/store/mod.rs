@@ -25,7 +25,7 @@ pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
     Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
 };
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisTls, redact as redact_url};
 
 /// Why the store could not answer. Callers answer 503 so the provider retries.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub enum StoreError {
     /// A Redis URL that cannot be used.
     #[error("invalid store URL: {0}")]
     InvalidUrl(String),
+    /// `[store] tls_ca_file` cannot be used.
+    #[error("[store] tls_ca_file: {0}")]
+    InvalidTls(String),
 }
 
 /// The operations the pipeline and API need.
@@ -179,6 +182,15 @@ pub fn open_with(
     url: &str,
     retention: Option<Duration>,
 ) -> Result<Arc<dyn ContextStore>, StoreError> {
+    open_with_tls(url, retention, &RedisTls::default())
+}
+
+/// [`open_with`], trusting `tls` for `rediss://` connections.
+pub fn open_with_tls(
+    url: &str,
+    retention: Option<Duration>,
+    tls: &RedisTls,
+) -> Result<Arc<dyn ContextStore>, StoreError> {
     match url {
         "memory://" | "memory" => {
             tracing::warn!(
@@ -188,7 +200,7 @@ pub fn open_with(
             Ok(Arc::new(MemoryStore::with_retention(retention)))
         }
         url if redis::is_redis_url(url) => {
-            let store = RedisStore::open_with(url, retention)?;
+            let store = RedisStore::connect(url, retention, tls)?;
             tracing::info!(redis = store.display(), "using the Redis store");
             Ok(Arc::new(store))
         }

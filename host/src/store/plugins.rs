@@ -106,11 +106,19 @@ pub trait PluginRegistry: Send + Sync + 'static {
 
 /// Open the registry of the store named by `url` (the same URL as the context store).
 pub fn open(url: &str) -> Result<Arc<dyn PluginRegistry>, StoreError> {
+    open_with_tls(url, &super::RedisTls::default())
+}
+
+/// [`open`], trusting `tls` for `rediss://` connections.
+pub fn open_with_tls(
+    url: &str,
+    tls: &super::RedisTls,
+) -> Result<Arc<dyn PluginRegistry>, StoreError> {
     match url {
         "memory://" | "memory" => Ok(Arc::new(MemoryPlugins::default())),
-        url if super::redis::is_redis_url(url) => {
-            Ok(Arc::new(super::redis::plugins::RedisPlugins::open(url)?))
-        }
+        url if super::redis::is_redis_url(url) => Ok(Arc::new(
+            super::redis::plugins::RedisPlugins::connect(url, tls)?,
+        )),
         other => Err(StoreError::UnsupportedUrl(super::redis::redact(other))),
     }
 }

@@ -44,7 +44,7 @@ use super::model::{
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 use conn::Conn;
-pub use conn::{is_redis_url, redact};
+pub use conn::{RedisTls, is_redis_url, redact};
 
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;
@@ -77,8 +77,17 @@ impl RedisStore {
 
     /// [`RedisStore::open`] with a message retention (`None`: kept with the conversation).
     pub fn open_with(url: &str, retention: Option<Duration>) -> Result<Self, StoreError> {
+        Self::connect(url, retention, &RedisTls::default())
+    }
+
+    /// [`RedisStore::open_with`], trusting `tls` for `rediss://` connections.
+    pub fn connect(
+        url: &str,
+        retention: Option<Duration>,
+        tls: &RedisTls,
+    ) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
-        let target = conn::open(url)?;
+        let target = conn::open(url, tls)?;
         Ok(Self {
             conn: target.conn,
             display: target.display,
