@@ -171,11 +171,12 @@ impl Pipeline {
         body: &[u8],
         received_at: Timestamp,
     ) -> Result<bool, PipelineError> {
-        // Up to five events come out of one: contact.merged (a redeemed link token),
-        // contact.merged (a verified handle another contact owns), started,
-        // channel_switched, the event itself.
+        // Up to four events come out of one: contact.merged (a redeemed link token),
+        // contact.merged (a verified handle another contact owns), conversation.started
+        // or channel_switched (never both: a new conversation starts on the event's
+        // channel), the event itself.
         let started = Instant::now();
-        let reservation = self.delivery.reserve(5, self.settings.queue_wait).await?;
+        let reservation = self.delivery.reserve(4, self.settings.queue_wait).await?;
         self.metrics.reserve.record(started.elapsed().as_secs_f64());
         let link = self.redeem_link_token(channel, &event).await?;
         let ingest = Ingest {
