@@ -2,7 +2,7 @@
 //! so fault tests can kill and restart them. Nothing is persisted to disk.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,52 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     extra: Vec<String>,
     child: Option<Child>,
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS server: a private CA made at start, and the server's
+/// certificate (for `127.0.0.1` and `localhost`) and key, signed by it.
+pub struct TlsFiles {
+    /// The CA certificate clients must trust.
+    pub ca: PathBuf,
+    /// The server certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Make a CA and a server certificate signed by it in `dir`.
+    fn make(dir: &Path) -> Result<Self> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "omnigate test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+        let server_key = rcgen::KeyPair::generate()?;
+        let mut server_params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        server_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "omnigate test redis");
+        server_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server = server_params.signed_by(&server_key, &ca)?;
+        let files = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&files.ca, ca.pem())?;
+        std::fs::write(&files.cert, server.pem())?;
+        std::fs::write(&files.key, server_key.serialize_pem())?;
+        Ok(files)
+    }
 }
 
 impl RedisServer {
@@ -32,9 +78,32 @@ impl RedisServer {
             dir: tempfile::tempdir()?,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
             child: None,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Start a server that speaks only TLS on its port (no plaintext port), with a
+    /// certificate from a private CA made now ([`RedisServer::tls_files`]), clients not
+    /// asked for certificates, and extra arguments (e.g. `["--requirepass", "…"]`).
+    pub fn start_tls(extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let tls = TlsFiles::make(dir.path())?;
+        let mut server = Self {
+            port: free_port()?,
+            dir,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            child: None,
+            tls: Some(tls),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The CA and server certificate files of a TLS server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The port it listens on (kept across [`RedisServer::restart`]).
@@ -64,17 +133,31 @@ impl RedisServer {
 
     /// Run `redis-cli` against this server and return its output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .context("running redis-cli")?;
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        let output = command.args(args).output().context("running redis-cli")?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let child = Command::new(redis_server_bin())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(redis_server_bin());
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())

@@ -1,14 +1,16 @@
 //! The cross-channel journey: a web chat visitor from an ad URL (UTM + fbclid) gets a link
 //! token, writes with it on a second channel → one contact, one conversation,
 //! `channel_switched`, first touch kept; unmerge restores two contacts; erasure removes
-//! everything and tells downstream tools. Run on the memory store and on Redis.
+//! everything and tells downstream tools. And a WhatsApp user and a known web visitor
+//! who logs in with the same phone: merged on the shared verified phone, unmerged again.
+//! Run on the memory store and on Redis.
 
 use std::time::{Duration, Instant};
 
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, common_config, get,
-    json_answer, plugin_path, post, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, common_config, deliver_meta,
+    fixture, get, json_answer, plugin_path, post, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -336,6 +338,184 @@ async fn journey(store_url: &str) {
     let received = events(&receiver, "message.received", 4).await;
     assert_ne!(received[3]["contact"]["id"], contact.as_str());
     gateway.stop().await;
+}
+
+const WA_APP_SECRET: &str = "6a1b0c5e2f9d4e7a8b3c1d0e9f8a7b6c";
+
+/// A WhatsApp channel `wa` and a web chat channel `web`.
+fn whatsapp_and_web_config(store_url: &str, site: &FakeApi, receiver: &Receiver) -> String {
+    format!(
+        r#"
+        [store]
+        url = "{store_url}"
+        [[channels]]
+        id = "wa"
+        plugin = {whatsapp}
+        allowed_hosts = ["http://{site}"]
+        config = {{ api_base = "{site_url}/v21.0", phone_number_id = "106540352242922" }}
+        secrets = {{ app_secret = "{WA_APP_SECRET}", access_token = "token", verify_token = "verify" }}
+        [[channels]]
+        id = "web"
+        plugin = {webchat}
+        allowed_hosts = ["http://{site}"]
+        config = {{ callback_url = "{site_url}/omnigate/replies" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        {common}
+        "#,
+        whatsapp = toml_path(&plugin_path("whatsapp")),
+        webchat = toml_path(&plugin_path("webchat")),
+        site = site.authority,
+        site_url = site.url,
+        common = common_config(receiver),
+    )
+}
+
+/// The WhatsApp text fixture (from +1 650 555 1234, a verified phone), sent now.
+fn whatsapp_text_now() -> Vec<u8> {
+    let mut body: Value =
+        serde_json::from_slice(&fixture("whatsapp", "text.json")).expect("fixture JSON");
+    let now = jiff::Timestamp::now().as_second().to_string();
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = json!(now);
+    body.to_string().into_bytes()
+}
+
+/// A WhatsApp user (verified phone) and an already-known web chat visitor are two
+/// contacts until the visitor logs in on the site, which reports the same phone as
+/// verified: the visitor's contact is merged into the WhatsApp user's (`contact.merged`
+/// with the evidence), the message continues that conversation; unmerge restores two
+/// contacts, and the shared phone does not merge them again.
+async fn verified_phone_merges_known_contacts(store_url: &str) {
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let gateway = Gateway::start(&whatsapp_and_web_config(store_url, &site, &receiver))
+        .await
+        .expect("gateway");
+
+    // 1. A WhatsApp user writes: contact A, verified phone +16505551234.
+    let (status, text) = deliver_meta(&gateway, "wa", WA_APP_SECRET, &whatsapp_text_now()).await;
+    assert_eq!(status, 200, "{text}");
+    let from_wa = events(&receiver, "message.received", 1).await.remove(0);
+    let whatsapp_user = from_wa["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+    let conversation = from_wa["conversation"]["id"]
+        .as_str()
+        .expect("cv")
+        .to_owned();
+
+    // 2. An anonymous web visitor: contact B.
+    send(
+        &gateway,
+        "web",
+        json!({
+            "type": "message", "id": "vm1",
+            "visitor": {"id": "visitor-77", "name": "Sheena", "phone": "+1 650 555 1234"},
+            "text": "¿Hacéis envíos?",
+        }),
+    )
+    .await;
+    let received = events(&receiver, "message.received", 2).await;
+    let visitor = received[1]["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+    assert_ne!(visitor, whatsapp_user, "an unverified phone links nothing");
+
+    // 3. The visitor logs in: the site vouches for the phone, now verified.
+    send(&gateway, "web", json!({
+        "type": "message", "id": "vm2",
+        "visitor": {"id": "visitor-77", "name": "Sheena", "phone": "+1 650 555 1234", "authenticated": true},
+        "text": "Ya he iniciado sesión",
+    }))
+    .await;
+    let merged = events(&receiver, "contact.merged", 1).await.remove(0);
+    assert_eq!(merged["merge"]["survivor"], whatsapp_user.as_str());
+    assert_eq!(merged["merge"]["absorbed"], visitor.as_str());
+    assert_eq!(
+        merged["merge"]["evidence"],
+        "same verified phone +16505551234 reported on channel web"
+    );
+    assert_eq!(merged["contact"]["id"], whatsapp_user.as_str());
+    let received = events(&receiver, "message.received", 3).await;
+    assert_eq!(
+        received[2]["contact"]["id"],
+        whatsapp_user.as_str(),
+        "one contact"
+    );
+    assert_eq!(received[2]["conversation"]["id"], conversation.as_str());
+    assert_eq!(
+        received[2]["conversation"]["channels_used"],
+        json!(["wa", "web"])
+    );
+    let switched = events(&receiver, "conversation.channel_switched", 1)
+        .await
+        .remove(0);
+    assert_eq!(switched["conversation"]["previous_channel"], "wa");
+    let (status, details) = api(
+        &gateway,
+        "GET",
+        &format!("/v1/contacts/{whatsapp_user}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["merges"][0]["absorbed"], visitor.as_str());
+    assert_eq!(details["merges"][0]["strength"], "verified");
+    assert!(
+        details["handles"].to_string().contains("web:visitor-77"),
+        "{details}"
+    );
+
+    // 4. Unmerge restores two contacts; the shared phone does not merge them again.
+    let (status, undone) = api(
+        &gateway,
+        "POST",
+        &format!("/v1/contacts/{whatsapp_user}/unmerge"),
+        Some(json!({"contact_id": visitor})),
+    )
+    .await;
+    assert_eq!(status, 200, "{undone}");
+    events(&receiver, "contact.unmerged", 1).await;
+    send(
+        &gateway,
+        "web",
+        json!({
+            "type": "message", "id": "vm3",
+            "visitor": {"id": "visitor-77", "phone": "+1 650 555 1234", "authenticated": true},
+            "text": "¿Sigo aquí?",
+        }),
+    )
+    .await;
+    let received = events(&receiver, "message.received", 4).await;
+    assert_eq!(
+        received[3]["contact"]["id"],
+        visitor.as_str(),
+        "two contacts again"
+    );
+    let (_, restored) = api(&gateway, "GET", &format!("/v1/contacts/{visitor}"), None).await;
+    assert!(
+        restored["handles"].to_string().contains("web:visitor-77"),
+        "{restored}"
+    );
+    assert!(restored.get("merged_into").is_none(), "{restored}");
+    assert_eq!(receiver.of_type("contact.merged").len(), 1, "merged once");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_phone_merge_on_the_memory_store() {
+    verified_phone_merges_known_contacts("memory://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_phone_merge_on_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    verified_phone_merges_known_contacts(&redis.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry, Referral, ReferralSource};
 use omnigate::store::{
-    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, StoreError,
+    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, RedisTls,
+    StoreError,
 };
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 
@@ -927,6 +928,124 @@ async fn probable_links(store: &dyn ContextStore) {
     assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
 }
 
+/// A known sender that reports a verified phone another contact owns (e.g. a web visitor
+/// who logs in, and whose number a WhatsApp user has) is merged into that contact (the
+/// owner survives) before its event is recorded there. Unverified handles never merge; a
+/// merge undone by an operator is not redone by the handle they share.
+async fn shared_verified_handle(store: &dyn ContextStore) {
+    let wa = channel("wa");
+    let web = channel("web");
+    let number = phone();
+    let digits = number.trim_start_matches('+');
+    let at = now();
+    let a = ok(
+        store,
+        with_phone(message(&wa, digits, "sv1", at), &number, true),
+    )
+    .await;
+    assert!(a.merged.is_none());
+    let b = ok(store, message(&web, "visitor", "sv2", at)).await;
+    assert_ne!(b.contact.id, a.contact.id);
+    assert!(b.merged.is_none());
+    // The same number, unverified: nothing merges.
+    let unverified = ok(
+        store,
+        with_phone(message(&web, "visitor", "sv3", at), &number, false),
+    )
+    .await;
+    assert_eq!(
+        unverified.contact.id, b.contact.id,
+        "unverified never merges"
+    );
+    assert!(unverified.merged.is_none());
+    // Verified (the visitor logged in): B is merged into A, and the event continues A's
+    // conversation.
+    let verified = ok(
+        store,
+        with_phone(message(&web, "visitor", "sv4", later(at, 1)), &number, true),
+    )
+    .await;
+    let merge = verified
+        .merged
+        .clone()
+        .expect("merged on the shared verified phone");
+    assert_eq!(
+        merge.survivor, a.contact.id,
+        "the owner of the handle survives"
+    );
+    assert_eq!(merge.absorbed, b.contact.id);
+    assert_eq!(merge.strength, omnigate::store::LinkStrength::Verified);
+    assert_eq!(
+        merge.evidence,
+        format!("same verified phone {number} reported on channel {web}")
+    );
+    let user_b = handle(HandleKind::ChannelUser, &format!("{web}:visitor"), true);
+    assert_eq!(merge.handles, vec![user_b.clone()]);
+    assert_eq!(verified.contact.id, a.contact.id);
+    assert!(verified.contact.handles.contains(&user_b));
+    assert_eq!(verified.conversation.id, a.conversation.id);
+    assert_eq!(verified.switched_from.as_deref(), Some(wa.as_str()));
+    assert_eq!(verified.conversation.messages, 2);
+    // Retries are duplicates: the merging event, and B's event from before the merge.
+    for (id, at) in [("sv4", later(at, 1)), ("sv2", at)] {
+        let retry = with_phone(message(&web, "visitor", id, at), &number, true);
+        assert!(
+            store
+                .ingest(retry, &policy())
+                .await
+                .expect("store answers")
+                .is_none(),
+            "{id} is a duplicate"
+        );
+    }
+    // B's next event lands on A without another merge.
+    let next = ok(
+        store,
+        with_phone(message(&web, "visitor", "sv5", later(at, 1)), &number, true),
+    )
+    .await;
+    assert_eq!(next.contact.id, a.contact.id);
+    assert!(next.merged.is_none());
+    let details = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(details.merges, vec![merge.clone()]);
+    assert_eq!(
+        details.conversations,
+        vec![a.conversation.id.clone(), b.conversation.id.clone()]
+    );
+    // Reversible: after the unmerge B is a contact of its own again, and the phone they
+    // share does not merge them again.
+    store
+        .unmerge(&a.contact.id, &b.contact.id, later(at, 2))
+        .await
+        .expect("unmerged");
+    let after = ok(
+        store,
+        with_phone(message(&web, "visitor", "sv6", later(at, 2)), &number, true),
+    )
+    .await;
+    assert_eq!(after.contact.id, b.contact.id, "the unmerge holds");
+    assert!(after.merged.is_none());
+    let details = store
+        .contact_details(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("exists");
+    assert_eq!(details.merges.len(), 1);
+    assert_eq!(details.merges[0].undone_at, Some(later(at, 2)));
+    // A new sender with the verified phone simply joins its owner (no merge needed).
+    let c = ok(
+        store,
+        with_phone(message(&web, "another", "sv7", later(at, 2)), &number, true),
+    )
+    .await;
+    assert_eq!(c.contact.id, a.contact.id);
+    assert!(c.merged.is_none());
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -940,6 +1059,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     sweeping(store.clone()).await;
     timeline(&*store).await;
     probable_links(&*store).await;
+    shared_verified_handle(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1046,4 +1166,58 @@ async fn redis_round_trips_per_inbound_event() {
         "new channel user with a known verified phone"
     );
     assert!(linked.switched_from.is_some());
+    // Rare: a known sender reports a verified phone another contact owns. One trip reads
+    // the merge records and the sender's dedupe entry, the merge takes its six steps
+    // (read, copy dedupe entries: 2, record, mark, re-point), then the script.
+    ok(&store, message(&web, "w", "m4", later(at, 30))).await;
+    let before = store.round_trips();
+    let merged = ok(
+        &store,
+        with_phone(message(&web, "w", "m5", later(at, 30)), &number, true),
+    )
+    .await;
+    let merge = merged.merged.expect("merged");
+    assert_eq!(trips(&store, before), 9, "merge on a shared verified phone");
+    store
+        .unmerge(&merge.survivor, &merge.absorbed, later(at, 30))
+        .await
+        .expect("unmerged");
+    let before = store.round_trips();
+    let declined = ok(
+        &store,
+        with_phone(message(&web, "w", "m6", later(at, 30)), &number, true),
+    )
+    .await;
+    assert!(declined.merged.is_none());
+    assert_eq!(
+        trips(&store, before),
+        3,
+        "shared verified phone of an unmerged pair: one more trip, no merge"
+    );
+}
+
+/// `rediss://` with a password in the URL and a private CA (`[store] tls_ca_file`): the
+/// whole suite over TLS. Without the CA (webpki roots only) the server's certificate is
+/// refused: verification is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_tls_with_password_and_private_ca_conforms() {
+    let server =
+        RedisServer::start_tls(&["--requirepass", "tls-s3cret"]).expect("redis-server with TLS");
+    let ca = &server.tls_files().expect("TLS files").ca;
+    let tls = RedisTls::from_ca_file(ca).expect("CA file");
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{}", server.port());
+    let store = omnigate::store::open_with_tls(&url, None, &tls).expect("open");
+    assert_eq!(store.backend(), "redis");
+    suite(store).await;
+    let untrusted = RedisStore::open(&url).expect("open");
+    let error = untrusted.ping().await.expect_err("unknown CA refused");
+    assert!(!error.to_string().contains("tls-s3cret"), "{error}");
+    let wrong = RedisStore::connect(
+        &format!("rediss://:wrong@127.0.0.1:{}", server.port()),
+        None,
+        &tls,
+    )
+    .expect("open");
+    let error = wrong.ping().await.expect_err("wrong password refused");
+    assert!(!error.to_string().contains("wrong@"), "{error}");
 }

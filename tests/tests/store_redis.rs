@@ -328,3 +328,58 @@ async fn idle_conversations_are_closed_by_the_sweeper_once_across_instances() {
     one.stop().await;
     two.stop().await;
 }
+
+/// The gateway on a TLS-only Redis with a password in the URL and a private CA
+/// (`[store] tls_ca_file`): ready, webhooks recorded and delivered through the Redis
+/// Streams outbox, the contact readable through the API, the stream on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_on_rediss_with_a_password_and_a_private_ca() {
+    let redis =
+        RedisServer::start_tls(&["--requirepass", "tls-s3cret"]).expect("redis-server with TLS");
+    let ca = redis.tls_files().expect("TLS files").ca.clone();
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{}", redis.port());
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    let config = config(&url, &site, &receiver).replacen(
+        "[store]",
+        &format!("[store]\ntls_ca_file = {}", toml_path(&ca)),
+        1,
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    assert_eq!(readyz(&gateway).await, 200);
+    for id in ["t1", "t2"] {
+        assert_eq!(send(&gateway, &message(id, "tls-visitor")).await, 200);
+    }
+    wait_until("both messages delivered", || {
+        received_ids(&receiver).len() == 2
+    })
+    .await;
+    assert_eq!(received_ids(&receiver), vec!["t1", "t2"]);
+    let event = receiver.of_type("message.received").remove(1);
+    assert_eq!(event["conversation"]["messages"], 2);
+    let contact = event["contact"]["id"].as_str().expect("contact");
+    let (status, body) = get(
+        &gateway.url(&format!("/v1/contacts/{contact}")),
+        &api_auth(),
+    )
+    .await
+    .expect("get");
+    assert_eq!(status, 200, "{body}");
+    // The events went through the outbox streams on this server.
+    let streams = redis
+        .cli(&[
+            "-a",
+            "tls-s3cret",
+            "--no-auth-warning",
+            "--scan",
+            "--pattern",
+            "omnigate:outbox:*",
+        ])
+        .expect("redis-cli");
+    assert!(streams.contains("omnigate:outbox:{outbox-"), "{streams}");
+    gateway.stop().await;
+}

@@ -212,17 +212,19 @@ impl Delivery {
     }
 
     /// Starts delivery on the outbox named by `[delivery] outbox_url`, or else by
-    /// `store_url` (`memory://` → memory outbox, `redis://…` → Redis Streams).
+    /// `store_url` (`memory://` → memory outbox, `redis://…` → Redis Streams);
+    /// `rediss://` trusts `tls` (`[store] tls_ca_file`).
     pub async fn open(
         settings: DeliverySettings,
         subscriptions: Vec<SubscriptionConfig>,
         store_url: &str,
+        tls: &crate::store::RedisTls,
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
         let validated = config::validate_all(subscriptions.clone())?;
         let capacity = Arc::new(Semaphore::new(settings.max_in_flight));
         let url = settings.outbox_url.as_deref().unwrap_or(store_url);
-        let outbox = outbox::open(url, settings.partitions, capacity.clone()).await?;
+        let outbox = outbox::open(url, settings.partitions, capacity.clone(), tls).await?;
         for subscription in &validated {
             outbox.register(&subscription.id).await?;
         }

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use super::outbox::Connection;
 use super::outcome::Outcome;
 use crate::event::Event;
+use crate::store::RedisTls;
 
 /// Where a sink subscription appends.
 pub(crate) struct StreamSink {
@@ -47,7 +48,11 @@ impl StreamSink {
     pub(crate) async fn append(&self, event: &Event, data: &str) -> Outcome {
         let connection = match self
             .connection
-            .get_or_try_init(|| Connection::connect(&self.url))
+            // A sink is the downstream tool's Redis, not the store's: public CAs.
+            .get_or_try_init(|| async {
+                let public_roots = RedisTls::default();
+                Connection::connect(&self.url, &public_roots).await
+            })
             .await
         {
             Ok(connection) => connection,

@@ -88,6 +88,10 @@ pub struct StoreSettings {
     /// them as long as their conversation.
     #[serde(with = "humantime_serde")]
     pub message_retention: Option<Duration>,
+    /// PEM file of the CA certificates that `rediss://` servers (store, plugin registry,
+    /// delivery outbox) must chain to, instead of the public webpki roots: for a
+    /// self-hosted Redis with a private CA.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreSettings {
@@ -96,6 +100,17 @@ impl Default for StoreSettings {
             url: "memory://".into(),
             sweep_interval: Duration::from_secs(30),
             message_retention: None,
+            tls_ca_file: None,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The CAs trusted for `rediss://` connections (read and checked from `tls_ca_file`).
+    pub fn tls(&self) -> Result<crate::store::RedisTls, crate::store::StoreError> {
+        match &self.tls_ca_file {
+            Some(path) => crate::store::RedisTls::from_ca_file(path),
+            None => Ok(crate::store::RedisTls::default()),
         }
     }
 }

@@ -172,7 +172,9 @@ impl Pipeline {
         received_at: Timestamp,
     ) -> Result<bool, PipelineError> {
         // Up to four events come out of one: contact.merged (a redeemed link token),
-        // started, channel_switched, the event itself.
+        // contact.merged (a verified handle another contact owns), conversation.started
+        // or channel_switched (never both: a new conversation starts on the event's
+        // channel), the event itself.
         let started = Instant::now();
         let reservation = self.delivery.reserve(4, self.settings.queue_wait).await?;
         self.metrics.reserve.record(started.elapsed().as_secs_f64());
@@ -206,9 +208,19 @@ impl Pipeline {
         };
         let started = Instant::now();
         let mut events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
-        if let Some((_, Some(merge))) = &link {
+        if let Some(merge) = &ingested.merged {
+            tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
+        }
+        // The merges come first, in the order they happened: the link token's before the
+        // store's.
+        let merges = link
+            .as_ref()
+            .and_then(|(_, merge)| merge.as_ref())
+            .into_iter()
+            .chain(&ingested.merged);
+        for (position, merge) in merges.enumerate() {
             events.insert(
-                0,
+                position,
                 enrich::merged(merge, &ingested, &channel_ref, received_at),
             );
         }

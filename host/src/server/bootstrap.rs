@@ -54,11 +54,14 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
     })?);
-    let store = crate::store::open_with(&config.store.url, config.store.message_retention)?;
+    let tls = config.store.tls()?;
+    let store =
+        crate::store::open_with_tls(&config.store.url, config.store.message_retention, &tls)?;
     let delivery = Delivery::open(
         config.delivery.clone(),
         config.subscriptions.clone(),
         &config.store.url,
+        &tls,
     )
     .await?;
     let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
@@ -70,7 +73,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         .cache_dir
         .as_ref()
         .map(|dir| dir.join("uploads"));
-    let shared = crate::store::open_plugins(&config.store.url)?;
+    let shared = crate::store::open_plugins_with_tls(&config.store.url, &tls)?;
     let lifecycle = Arc::new(Lifecycle::new(
         runtime.clone(),
         registry.clone(),

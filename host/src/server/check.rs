@@ -27,7 +27,7 @@ pub struct Summary {
     pub channels: Vec<(String, String)>,
     /// Number of `[[subscriptions]]`.
     pub subscriptions: usize,
-    /// The store URL.
+    /// The store URL, password removed.
     pub store: String,
 }
 
@@ -56,6 +56,17 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
             .and_then(|channel| line_of(text, "id", &channel.id));
         return Err(vec![Problem { line, message }]);
     }
+    if let Err(error) = config.store.tls() {
+        let line = config
+            .store
+            .tls_ca_file
+            .as_ref()
+            .and_then(|path| line_of(text, "tls_ca_file", &path.display().to_string()));
+        return Err(vec![Problem {
+            line,
+            message: error.to_string(),
+        }]);
+    }
     let runtime = Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
@@ -81,7 +92,8 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
     Ok(Summary {
         channels,
         subscriptions: config.subscriptions.len(),
-        store: config.store.url.clone(),
+        // Printed by `config check`: the password stays out of the terminal.
+        store: crate::store::redact_url(&config.store.url),
     })
 }
 
@@ -199,6 +211,41 @@ mod tests {
         let problems = check_text(text).await.expect_err("unset");
         assert_eq!(problems[0].line, Some(2), "{problems:?}");
         assert!(problems[0].message.contains("OMNIGATE_CHECK_TEST_UNSET"));
+    }
+
+    #[tokio::test]
+    async fn store_tls_ca_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("missing.pem");
+        let text = format!(
+            "[store]\nurl = \"rediss://127.0.0.1:6380\"\ntls_ca_file = {:?}\n",
+            missing.display().to_string()
+        );
+        let problems = check_text(&text).await.expect_err("unreadable");
+        assert_eq!(problems[0].line, Some(3), "{problems:?}");
+        assert!(problems[0].message.contains("tls_ca_file"), "{problems:?}");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let text = format!(
+            "[store]\ntls_ca_file = {:?}\n",
+            garbage.display().to_string()
+        );
+        let problems = check_text(&text).await.expect_err("no certificate");
+        assert!(problems[0].message.contains("CERTIFICATE"), "{problems:?}");
+
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let certificate = params.self_signed(&key).expect("self-signed");
+        std::fs::write(&ca, certificate.pem()).expect("write");
+        let text = format!(
+            "[store]\nurl = \"rediss://:pw@127.0.0.1:6380\"\ntls_ca_file = {:?}\n",
+            ca.display().to_string()
+        );
+        let summary = check_text(&text).await.expect("accepted");
+        assert_eq!(summary.store, "rediss://:***@127.0.0.1:6380", "no password");
     }
 
     #[tokio::test]

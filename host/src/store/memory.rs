@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, merges_on, probable_keys,
+    shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
@@ -139,8 +140,16 @@ impl ContextStore for MemoryStore {
             return Ok(None);
         }
         let mut state = self.state.lock();
-        let contact_id = state.resolve_contact(&ingest.person, ingest.at);
+        // Under one lock: finding the sender, merging it into the owner of a verified
+        // handle it shares, and recording the event there are one atomic step.
+        let sender = state.find_or_create(&ingest.person, ingest.at);
+        let merged = state.merge_on_shared_handle(&sender, &ingest);
+        let contact_id = merged
+            .as_ref()
+            .map_or(sender, |merge| merge.survivor.clone());
+        state.upsert_person(&contact_id, &ingest.person);
         let mut result = state.touch_conversation(&contact_id, &ingest, policy);
+        result.merged = merged;
         if let Some(cutoff) = self.cutoff()
             && let Some(thread) = state.conversations.get_mut(&result.conversation.id)
         {
@@ -184,6 +193,7 @@ impl ContextStore for MemoryStore {
             started: false,
             switched_from: None,
             history,
+            merged: None,
         })
     }
 
@@ -369,6 +379,14 @@ impl State {
     /// Find the contact by its channel user id, else by a verified phone/e-mail, else
     /// create it; attach any new handles.
     fn resolve_contact(&mut self, person: &Person, at: Timestamp) -> String {
+        let id = self.find_or_create(person, at);
+        self.upsert_person(&id, person);
+        id
+    }
+
+    /// The contact owning the sender's channel user id, else one of its verified
+    /// phones/e-mails, else a new (empty) contact.
+    fn find_or_create(&mut self, person: &Person, at: Timestamp) -> String {
         let known = std::iter::once(&person.user)
             .chain(person.handles.iter().filter(|handle| handle.verified))
             .find_map(|handle| {
@@ -376,30 +394,26 @@ impl State {
                     .get(&(handle.kind, handle.value.clone()))
                     .cloned()
             });
-        let id = known.unwrap_or_else(|| {
-            let id = crate::ids::contact();
-            self.contacts.insert(
-                id.clone(),
-                Contact {
-                    id: id.clone(),
-                    name: None,
-                    handles: Vec::new(),
-                    created_at: at,
-                },
-            );
-            id
-        });
-        let contact = self.contacts.entry(id.clone()).or_insert_with(|| Contact {
+        let id = known.unwrap_or_else(crate::ids::contact);
+        self.contacts.entry(id.clone()).or_insert_with(|| Contact {
             id: id.clone(),
             name: None,
             handles: Vec::new(),
             created_at: at,
         });
+        id
+    }
+
+    /// Record the sender's name and handles on contact `id`, and index them.
+    fn upsert_person(&mut self, id: &str, person: &Person) {
+        for (key, _) in probable_keys(person.name.as_deref(), &person.handles) {
+            self.probable.entry(key).or_default().insert(id.to_owned());
+        }
+        let Some(contact) = self.contacts.get_mut(id) else {
+            return;
+        };
         if person.name.is_some() {
             contact.name.clone_from(&person.name);
-        }
-        for (key, _) in probable_keys(person.name.as_deref(), &person.handles) {
-            self.probable.entry(key).or_default().insert(id.clone());
         }
         for handle in std::iter::once(&person.user).chain(&person.handles) {
             add_handle(contact, handle);
@@ -408,10 +422,49 @@ impl State {
             if handle.verified || handle.kind == HandleKind::ChannelUser {
                 self.handles
                     .entry((handle.kind, handle.value.clone()))
-                    .or_insert_with(|| id.clone());
+                    .or_insert_with(|| id.to_owned());
             }
         }
-        id
+    }
+
+    /// When the sender (contact `sender`) reports a verified phone/e-mail that another
+    /// contact owns, merge the sender into that owner, unless a merge of the two was
+    /// undone before (an operator separated them: a handle they share must not join them
+    /// again). A merge the records refuse is logged and skipped: the event is still
+    /// recorded, on the sender's contact.
+    fn merge_on_shared_handle(&mut self, sender: &str, ingest: &Ingest) -> Option<Merge> {
+        let (handle, owner) = ingest
+            .person
+            .handles
+            .iter()
+            .filter(|handle| merges_on(handle))
+            .find_map(|handle| {
+                let owner = self.handles.get(&(handle.kind, handle.value.clone()))?;
+                (owner != sender).then(|| (handle, owner.clone()))
+            })?;
+        if self.unmerged_before(&owner, sender) {
+            return None;
+        }
+        let evidence = shared_handle_evidence(handle, &ingest.channel);
+        match self.merge(&owner, sender, &evidence, ingest.at) {
+            Ok(merge) => Some(merge),
+            Err(error) => {
+                tracing::warn!(%error, survivor = %owner, absorbed = %sender, "contacts sharing a verified handle not merged");
+                None
+            }
+        }
+    }
+
+    /// Whether a merge between `a` and `b` (either way) was undone.
+    fn unmerged_before(&self, a: &str, b: &str) -> bool {
+        let undone = |survivor: &str, absorbed: &str| {
+            self.merges.get(survivor).is_some_and(|merges| {
+                merges
+                    .iter()
+                    .any(|merge| merge.absorbed == absorbed && merge.undone_at.is_some())
+            })
+        };
+        undone(a, b) || undone(b, a)
     }
 
     fn touch_conversation(
@@ -471,6 +524,7 @@ impl State {
             started,
             switched_from,
             history,
+            merged: None,
         }
     }
 }

@@ -27,7 +27,7 @@ pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
     Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
 };
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisTls, redact as redact_url};
 
 /// Why the store could not answer. Callers answer 503 so the provider retries.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,9 @@ pub enum StoreError {
     /// A Redis URL that cannot be used.
     #[error("invalid store URL: {0}")]
     InvalidUrl(String),
+    /// `[store] tls_ca_file` cannot be used.
+    #[error("[store] tls_ca_file: {0}")]
+    InvalidTls(String),
 }
 
 /// The operations the pipeline and API need.
@@ -181,6 +184,15 @@ pub fn open_with(
     url: &str,
     retention: Option<Duration>,
 ) -> Result<Arc<dyn ContextStore>, StoreError> {
+    open_with_tls(url, retention, &RedisTls::default())
+}
+
+/// [`open_with`], trusting `tls` for `rediss://` connections.
+pub fn open_with_tls(
+    url: &str,
+    retention: Option<Duration>,
+    tls: &RedisTls,
+) -> Result<Arc<dyn ContextStore>, StoreError> {
     match url {
         "memory://" | "memory" => {
             tracing::warn!(
@@ -190,7 +202,7 @@ pub fn open_with(
             Ok(measured(Arc::new(MemoryStore::with_retention(retention))))
         }
         url if redis::is_redis_url(url) => {
-            let store = RedisStore::open_with(url, retention)?;
+            let store = RedisStore::connect(url, retention, tls)?;
             tracing::info!(redis = store.display(), "using the Redis store");
             Ok(measured(Arc::new(store)))
         }
@@ -201,9 +213,19 @@ pub fn open_with(
 /// Open the shared plugin registry of the store named by `url` (the same URL as the
 /// context store: the registry lives beside the contacts).
 pub fn open_plugins(url: &str) -> Result<Arc<dyn plugins::PluginRegistry>, StoreError> {
+    open_plugins_with_tls(url, &RedisTls::default())
+}
+
+/// [`open_plugins`], trusting `tls` for `rediss://` connections.
+pub fn open_plugins_with_tls(
+    url: &str,
+    tls: &RedisTls,
+) -> Result<Arc<dyn plugins::PluginRegistry>, StoreError> {
     match url {
         "memory://" | "memory" => Ok(Arc::new(plugins::MemoryPlugins::default())),
-        url if redis::is_redis_url(url) => Ok(Arc::new(redis::plugins::RedisPlugins::open(url)?)),
+        url if redis::is_redis_url(url) => {
+            Ok(Arc::new(redis::plugins::RedisPlugins::connect(url, tls)?))
+        }
         other => Err(StoreError::UnsupportedUrl(redis::redact(other))),
     }
 }

@@ -155,6 +155,11 @@ pub struct Ingested {
     pub switched_from: Option<String>,
     /// The last `history_depth` messages, oldest first, this one included.
     pub history: Vec<HistoryEntry>,
+    /// The merge this event caused: the sender's contact carried a verified phone or
+    /// e-mail that another contact owns, so it was merged into that contact (the owner
+    /// survives) before the event was recorded there. Reported at least once: a
+    /// concurrent event of the same sender may report the same merge (same `id`).
+    pub merged: Option<Merge>,
 }
 
 /// A reversible merge: `absorbed` became part of `survivor`.
@@ -205,6 +210,26 @@ impl Merge {
             undone_at: None,
         }
     }
+}
+
+/// The evidence of a merge on a verified handle two contacts share, e.g. `same verified
+/// phone +34600111222 reported on channel wa`.
+pub fn shared_handle_evidence(handle: &Handle, channel: &str) -> String {
+    let kind = match handle.kind {
+        HandleKind::Phone => "phone",
+        HandleKind::Email => "e-mail",
+        HandleKind::ChannelUser => "channel user",
+    };
+    format!(
+        "same verified {kind} {} reported on channel {channel}",
+        handle.value
+    )
+}
+
+/// Whether `handle` is one that merges contacts when verified: a phone or an e-mail
+/// (channel users identify a sender on one channel only).
+pub fn merges_on(handle: &Handle) -> bool {
+    handle.verified && matches!(handle.kind, HandleKind::Phone | HandleKind::Email)
 }
 
 /// How sure a link between handles or contacts is.

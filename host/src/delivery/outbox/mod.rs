@@ -220,6 +220,7 @@ pub(crate) async fn open(
     url: &str,
     partitions: u32,
     capacity: Arc<tokio::sync::Semaphore>,
+    tls: &crate::store::RedisTls,
 ) -> Result<Arc<dyn Outbox>, OutboxError> {
     let url = url.trim();
     if url == "memory://" || url == "memory" {
@@ -230,11 +231,12 @@ pub(crate) async fn open(
         return Ok(Arc::new(MemoryOutbox::new(partitions, capacity)));
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let outbox = RedisOutbox::connect(url, partitions).await?;
+        let outbox = RedisOutbox::connect(url, partitions, tls).await?;
         return Ok(Arc::new(outbox));
     }
     Err(OutboxError::Config(format!(
-        "unsupported outbox URL `{url}` (memory:// or redis://)"
+        "unsupported outbox URL `{}` (memory:// or redis://)",
+        crate::store::redact_url(url)
     )))
 }
 

@@ -57,15 +57,20 @@ pub(crate) enum Connection {
 }
 
 impl Connection {
-    /// Connects to `url`; several comma-separated seeds mean a Cluster.
-    pub(crate) async fn connect(url: &str) -> Result<Self, OutboxError> {
+    /// Connects to `url`; several comma-separated seeds mean a Cluster. `rediss://`
+    /// trusts `tls` (`[store] tls_ca_file`, or the webpki roots).
+    pub(crate) async fn connect(
+        url: &str,
+        tls: &crate::store::RedisTls,
+    ) -> Result<Self, OutboxError> {
         let seeds: Vec<&str> = url
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
         if seeds.len() > 1 {
-            let client = redis::cluster::ClusterClient::builder(seeds)
+            let client = tls
+                .cluster_builder(seeds)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .build()
@@ -74,8 +79,9 @@ impl Connection {
                 client.get_async_connection().await.map_err(unavailable)?,
             ))
         } else {
-            let client = redis::Client::open(url)
-                .map_err(|error| OutboxError::Config(format!("`{url}`: {error}")))?;
+            let client = tls.client(url).map_err(|error| {
+                OutboxError::Config(format!("`{}`: {error}", crate::store::redact_url(url)))
+            })?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -155,8 +161,12 @@ pub(crate) struct RedisOutbox {
 impl RedisOutbox {
     /// Connects to `url` (several comma-separated seeds: a Cluster) and checks that the
     /// partition count matches the one other instances use.
-    pub(crate) async fn connect(url: &str, partitions: u32) -> Result<Self, OutboxError> {
-        let connection = Connection::connect(url).await?;
+    pub(crate) async fn connect(
+        url: &str,
+        partitions: u32,
+        tls: &crate::store::RedisTls,
+    ) -> Result<Self, OutboxError> {
+        let connection = Connection::connect(url, tls).await?;
         let outbox = Self {
             connection,
             partitions: partitions.max(1),

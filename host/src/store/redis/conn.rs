@@ -4,13 +4,21 @@
 //! `redis://` URLs) through the cluster client, which follows slot moves and reconnects.
 //!
 //! Both connect lazily: the gateway starts while Redis is down and `/readyz` says so.
+//!
+//! `rediss://` verifies the server's certificate against the webpki roots (public CAs),
+//! or, with [`RedisTls`] from `[store] tls_ca_file`, against the CAs of that file only
+//! (self-hosted Redis with a private CA). Verification is never switched off.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::store::StoreError;
 
@@ -37,6 +45,88 @@ pub struct Target {
     pub display: String,
 }
 
+/// The certificate authorities `rediss://` connections trust: the webpki roots by
+/// default, or only the CAs of a PEM file (`[store] tls_ca_file`). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// The PEM text of the trusted CA certificates; `None`: the webpki roots.
+    ca_pem: Option<Arc<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let roots = if self.ca_pem.is_some() {
+            "private CA"
+        } else {
+            "webpki roots"
+        };
+        f.debug_struct("RedisTls").field("roots", &roots).finish()
+    }
+}
+
+impl RedisTls {
+    /// Trust only the CA certificates in the PEM file at `path`.
+    pub fn from_ca_file(path: &Path) -> Result<Self, StoreError> {
+        let pem = std::fs::read(path).map_err(|error| {
+            StoreError::InvalidTls(format!("cannot read {}: {error}", path.display()))
+        })?;
+        Self::from_ca_pem(pem)
+            .map_err(|error| StoreError::InvalidTls(format!("{}: {error}", path.display())))
+    }
+
+    /// Trust only the CA certificates in `pem` (checked here, so a bad file is refused
+    /// at start-up rather than on the first connection).
+    pub fn from_ca_pem(pem: Vec<u8>) -> Result<Self, StoreError> {
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| StoreError::InvalidTls(format!("not PEM certificates: {error}")))?;
+        if certificates.is_empty() {
+            return Err(StoreError::InvalidTls(
+                "no CERTIFICATE block in the CA file".into(),
+            ));
+        }
+        Ok(Self {
+            ca_pem: Some(Arc::new(pem)),
+        })
+    }
+
+    /// Whether a private CA replaces the webpki roots.
+    pub fn has_ca(&self) -> bool {
+        self.ca_pem.is_some()
+    }
+
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.ca_pem.as_ref().map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        })
+    }
+
+    /// A client for one server URL; `rediss://` trusts these CAs.
+    pub fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match self.certificates() {
+            Some(certificates) if url.starts_with("rediss://") => {
+                redis::Client::build_with_tls(url, certificates)
+            }
+            _ => redis::Client::open(url),
+        }
+    }
+
+    /// A cluster client builder for seed URLs; `rediss://` seeds trust these CAs.
+    pub fn cluster_builder<'a>(
+        &self,
+        seeds: impl IntoIterator<Item = &'a str>,
+    ) -> ClusterClientBuilder {
+        let seeds: Vec<&str> = seeds.into_iter().collect();
+        let tls = seeds.iter().any(|seed| seed.starts_with("rediss://"));
+        let builder = ClusterClient::builder(seeds);
+        match self.certificates() {
+            Some(certificates) if tls => builder.certs(certificates),
+            _ => builder,
+        }
+    }
+}
+
 /// Whether `url` names a Redis store (single or cluster).
 pub fn is_redis_url(url: &str) -> bool {
     [
@@ -49,8 +139,8 @@ pub fn is_redis_url(url: &str) -> bool {
     .any(|scheme| url.starts_with(scheme))
 }
 
-/// Connect (lazily) to the store named by `url`.
-pub fn open(url: &str) -> Result<Target, StoreError> {
+/// Connect (lazily) to the store named by `url`, trusting `tls` for `rediss://`.
+pub fn open(url: &str, tls: &RedisTls) -> Result<Target, StoreError> {
     let invalid = |why: String| StoreError::InvalidUrl(why);
     let seeds = seed_urls(url)?;
     let display = seeds
@@ -59,7 +149,8 @@ pub fn open(url: &str) -> Result<Target, StoreError> {
         .collect::<Vec<_>>()
         .join(",");
     if seeds.len() == 1 && !url.contains("+cluster://") {
-        let client = redis::Client::open(seeds[0].as_str())
+        let client = tls
+            .client(seeds[0].as_str())
             .map_err(|error| invalid(format!("{}: {error}", redact(&seeds[0]))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -77,7 +168,8 @@ pub fn open(url: &str) -> Result<Target, StoreError> {
             display,
         });
     }
-    let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+    let client = tls
+        .cluster_builder(seeds.iter().map(String::as_str))
         .build()
         .map_err(|error| invalid(format!("{display}: {error}")))?;
     let config = ClusterConfig::new()

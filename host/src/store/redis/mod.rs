@@ -16,6 +16,12 @@
 //! Round trips per inbound event (each "round trip" is a set of independent commands
 //! sent concurrently): known sender 2 (handle lookup; script), known sender opening a new
 //! conversation 3 (+ index), new sender 3 (lookup; claim; script + index).
+//!
+//! Rare: the lookup shows that a verified phone/e-mail of the sender belongs to another
+//! contact. The sender's contact is then merged into that owner before the script (one
+//! trip to check the event is no duplicate and the pair was never unmerged, then the
+//! ordinary merge steps), so the event lands on the survivor; the ingest reports the merge
+//! for `contact.merged`. Counts in docs/redis-keys.md.
 
 mod conn;
 mod keys;
@@ -32,12 +38,13 @@ use redis::Script;
 
 use super::model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, probable_keys,
+    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, merges_on, probable_keys,
+    shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 use conn::Conn;
-pub use conn::{is_redis_url, redact};
+pub use conn::{RedisTls, is_redis_url, redact};
 
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;
@@ -70,8 +77,17 @@ impl RedisStore {
 
     /// [`RedisStore::open`] with a message retention (`None`: kept with the conversation).
     pub fn open_with(url: &str, retention: Option<Duration>) -> Result<Self, StoreError> {
+        Self::connect(url, retention, &RedisTls::default())
+    }
+
+    /// [`RedisStore::open_with`], trusting `tls` for `rediss://` connections.
+    pub fn connect(
+        url: &str,
+        retention: Option<Duration>,
+        tls: &RedisTls,
+    ) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
-        let target = conn::open(url)?;
+        let target = conn::open(url, tls)?;
         Ok(Self {
             conn: target.conn,
             display: target.display,
@@ -162,13 +178,8 @@ impl RedisStore {
     }
 
     /// Resolve the sender to a contact id: its channel-user handle's owner, else the owner
-    /// of one of its verified handles, else a new id. Returns the id and whether the
-    /// contact is brand new (nothing of it exists yet), and the verified handles of a known
-    /// sender that nobody owns yet (claimed alongside the ingest script).
-    async fn resolve(
-        &self,
-        person: &Person,
-    ) -> Result<(String, bool, Vec<Handle>, bool), StoreError> {
+    /// of one of its verified handles, else a new id (see [`Resolved`]).
+    async fn resolve(&self, person: &Person) -> Result<Resolved, StoreError> {
         let indexed: Vec<&Handle> = std::iter::once(&person.user)
             .chain(person.handles.iter().filter(|handle| handle.verified))
             .collect();
@@ -181,7 +192,13 @@ impl RedisStore {
                 .filter(|(_, owner)| owner.is_none())
                 .map(|(handle, _)| (*handle).clone())
                 .collect();
-            return Ok((owner.clone(), false, unowned, false));
+            return Ok(Resolved {
+                shared: shared_handle(&indexed, &owners, owner),
+                contact: owner.clone(),
+                fresh: false,
+                unowned,
+                new_sender: false,
+            });
         }
         let linked = owners.iter().skip(1).flatten().next().cloned();
         let fresh = linked.is_none();
@@ -209,9 +226,63 @@ impl RedisStore {
                     .map(|handle| self.repoint(keys::handle(handle), &candidate, &winner)),
             )
             .await?;
-            return Ok((winner, false, Vec::new(), true));
         }
-        Ok((winner, fresh, Vec::new(), true))
+        Ok(Resolved {
+            shared: shared_handle(&indexed, &owners, &winner),
+            fresh: fresh && winner == candidate,
+            contact: winner,
+            unowned: Vec::new(),
+            new_sender: true,
+        })
+    }
+
+    /// The sender (contact `sender`) reported verified `handle`, which `owner` owns:
+    /// merge the sender into the owner with the ordinary merge steps. Skipped when the
+    /// event is a duplicate on the sender's contact (a retry merges nothing), or when a
+    /// merge of the two was undone before (an operator separated them; a handle they share
+    /// must not join them again). Both checks cost one round trip, only in this rare case.
+    /// A merge the records refuse is logged and skipped: the event is still recorded, on
+    /// the sender's contact.
+    async fn merge_on_shared_handle(
+        &self,
+        sender: &str,
+        owner: &str,
+        handle: &Handle,
+        ingest: &Ingest,
+        member: &str,
+    ) -> Result<Option<Merge>, StoreError> {
+        self.trip();
+        let (owner_merges, sender_merges, seen) = futures::try_join!(
+            self.merges_of(owner),
+            self.merges_of(sender),
+            self.query::<Option<f64>>(
+                redis::cmd("ZSCORE")
+                    .arg(keys::seen(sender))
+                    .arg(member)
+                    .clone()
+            ),
+        )?;
+        let now_ms = Timestamp::now().as_millisecond() as f64;
+        if seen.is_some_and(|expiry| expiry > now_ms) {
+            return Ok(None);
+        }
+        let undone = |merges: &[(String, Merge)], absorbed: &str| {
+            merges
+                .iter()
+                .any(|(_, merge)| merge.absorbed == absorbed && merge.undone_at.is_some())
+        };
+        if undone(&owner_merges, sender) || undone(&sender_merges, owner) {
+            return Ok(None);
+        }
+        let evidence = shared_handle_evidence(handle, &ingest.channel);
+        match self.merge(owner, sender, &evidence, ingest.at).await {
+            Ok(merge) => Ok(Some(merge)),
+            Err(error @ (StoreError::Conflict(_) | StoreError::NotFound { .. })) => {
+                tracing::warn!(%error, survivor = %owner, absorbed = %sender, "contacts sharing a verified handle not merged");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Compare-and-set of an index key: `from` → `to` (`""` deletes). True when changed.
@@ -268,6 +339,7 @@ impl RedisStore {
     /// Copy the dedupe entries of `from` into `to` (idempotent), so a provider retry of an
     /// event recorded under `from` is still recognized once its sender resolves to `to`.
     async fn copy_seen(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.trip();
         let entries: Vec<(String, f64)> = self
             .query(
                 redis::cmd("ZRANGE")
@@ -279,6 +351,7 @@ impl RedisStore {
             )
             .await?;
         for chunk in entries.chunks(500) {
+            self.trip();
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(keys::seen(to)).arg("GT");
             for (member, score) in chunk {
@@ -536,7 +609,27 @@ impl ContextStore for RedisStore {
         ingest: Ingest,
         policy: &IngestPolicy,
     ) -> Result<Option<Ingested>, StoreError> {
-        let (contact_id, fresh, unowned, new_sender) = self.resolve(&ingest.person).await?;
+        let resolved = self.resolve(&ingest.person).await?;
+        let member = keys::dedupe_member(&ingest.channel, &ingest.external_id);
+        // Rare: the sender reports a verified phone/e-mail another contact owns. Merge it
+        // into that owner first, so the event continues the owner's conversation.
+        let merged = match &resolved.shared {
+            Some((handle, owner)) => {
+                self.merge_on_shared_handle(&resolved.contact, owner, handle, &ingest, &member)
+                    .await?
+            }
+            None => None,
+        };
+        let Resolved {
+            contact: sender,
+            fresh,
+            unowned,
+            new_sender,
+            ..
+        } = resolved;
+        let contact_id = merged
+            .as_ref()
+            .map_or(sender, |merge| merge.survivor.clone());
         let proposed = crate::ids::conversation();
         let handles: Vec<&Handle> = std::iter::once(&ingest.person.user)
             .chain(&ingest.person.handles)
@@ -568,7 +661,7 @@ impl ContextStore for RedisStore {
             .key(keys::conversations(&contact_id))
             .arg(keys::contact_prefix(&contact_id))
             .arg(&contact_id)
-            .arg(keys::dedupe_member(&ingest.channel, &ingest.external_id))
+            .arg(&member)
             .arg(now_ms)
             .arg(millis(policy.dedupe_ttl))
             .arg(ingest.at.as_microsecond())
@@ -633,7 +726,8 @@ impl ContextStore for RedisStore {
         let Some(reply) = reply else {
             return Ok(None);
         };
-        let ingested = parse_reply(&contact_id, &reply)?;
+        let mut ingested = parse_reply(&contact_id, &reply)?;
+        ingested.merged = merged;
         if side_failed && fresh && ingested.conversation.id == proposed {
             self.index_conversation_later(proposed.clone(), contact_id.clone());
         }
@@ -837,7 +931,11 @@ impl ContextStore for RedisStore {
         evidence: &str,
         at: Timestamp,
     ) -> Result<Option<Merge>, StoreError> {
-        let (sender, _, unowned, _) = self.resolve(person).await?;
+        let Resolved {
+            contact: sender,
+            unowned,
+            ..
+        } = self.resolve(person).await?;
         if sender == survivor {
             return Ok(None);
         }
@@ -873,6 +971,8 @@ impl ContextStore for RedisStore {
                 "a contact cannot be merged into itself".into(),
             ));
         }
+        // Every step below is one round trip (counted, like the ingest's).
+        self.trip();
         let (target, source, source_into) = futures::try_join!(
             self.contact(survivor),
             self.contact(absorbed),
@@ -890,6 +990,7 @@ impl ContextStore for RedisStore {
         // Dedupe entries first, then the record, then the handles: until a handle points
         // at the survivor its events still land on (and are deduped by) the absorbed one.
         self.copy_seen(absorbed, survivor).await?;
+        self.trip();
         let mut conn = self.conn.clone();
         let (outcome, record): (String, String) = self
             .merge_script
@@ -911,6 +1012,7 @@ impl ContextStore for RedisStore {
             _ => {}
         }
         let merge: Merge = parse_json(&record)?;
+        self.trip();
         self.query::<()>(
             redis::cmd("HSET")
                 .arg(keys::contact(absorbed))
@@ -919,6 +1021,7 @@ impl ContextStore for RedisStore {
                 .clone(),
         )
         .await?;
+        self.trip();
         try_join_all(
             source
                 .handles
@@ -1087,6 +1190,38 @@ impl ContextStore for RedisStore {
     }
 }
 
+/// Who sent an event, as the handle index says (first round trip of an ingest).
+struct Resolved {
+    /// The contact the event goes to.
+    contact: String,
+    /// Nothing of the contact exists yet (its first event opens its first conversation).
+    fresh: bool,
+    /// A known sender's verified handles nobody owns yet (claimed beside the script).
+    unowned: Vec<Handle>,
+    /// The channel user was not indexed before this event.
+    new_sender: bool,
+    /// A verified phone/e-mail of the sender that another contact owns, with that owner.
+    shared: Option<(Handle, String)>,
+}
+
+/// The first verified phone/e-mail among `indexed` (the channel user first, then the
+/// verified handles) whose owner in `owners` is not `contact`.
+fn shared_handle(
+    indexed: &[&Handle],
+    owners: &[Option<String>],
+    contact: &str,
+) -> Option<(Handle, String)> {
+    indexed
+        .iter()
+        .zip(owners)
+        .skip(1)
+        .filter(|(handle, _)| merges_on(handle))
+        .find_map(|(handle, owner)| {
+            let owner = owner.as_deref().filter(|owner| *owner != contact)?;
+            Some(((*handle).clone(), owner.to_owned()))
+        })
+}
+
 /// The conversation hash fields, in reply order (after the conversation id).
 const CONVERSATION_HASH_FIELDS: [&str; 11] = [
     "contact",
@@ -1126,6 +1261,7 @@ fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreErro
         started,
         switched_from,
         history,
+        merged: None,
     })
 }
 

@@ -42,18 +42,21 @@ pub struct RedisPlugins {
     conn: Conn,
     display: String,
     seeds: Vec<String>,
+    tls: conn::RedisTls,
     activate_script: Script,
 }
 
 impl RedisPlugins {
     /// Connect (lazily) to the Redis named by `url` (any form `[store] url` accepts).
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    /// `rediss://` connections (the announcement subscriptions too) trust `tls`.
+    pub fn connect(url: &str, tls: &conn::RedisTls) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
-        let target = conn::open(url)?;
+        let target = conn::open(url, tls)?;
         Ok(Self {
             conn: target.conn,
             display: target.display,
             seeds: conn::seeds(url)?,
+            tls: tls.clone(),
             activate_script: Script::new(include_str!("activate.lua")),
         })
     }
@@ -158,7 +161,7 @@ impl PluginRegistry for RedisPlugins {
 
     fn changes(&self) -> mpsc::Receiver<Change> {
         let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(feed(self.seeds.clone(), sender));
+        tokio::spawn(feed(self.seeds.clone(), self.tls.clone(), sender));
         receiver
     }
 
@@ -169,9 +172,9 @@ impl PluginRegistry for RedisPlugins {
 
 /// Listen for announcements until the receiver is dropped, moving to the next seed node
 /// when a connection fails.
-async fn feed(seeds: Vec<String>, changes: mpsc::Sender<Change>) {
+async fn feed(seeds: Vec<String>, tls: conn::RedisTls, changes: mpsc::Sender<Change>) {
     for seed in seeds.iter().cycle() {
-        match listen(seed, &changes).await {
+        match listen(seed, &tls, &changes).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(
                 redis = %conn::redact(seed),
@@ -187,8 +190,12 @@ async fn feed(seeds: Vec<String>, changes: mpsc::Sender<Change>) {
 }
 
 /// One subscription: `Ok` when the receiver is gone, `Err` when the connection is.
-async fn listen(seed: &str, changes: &mpsc::Sender<Change>) -> Result<(), String> {
-    let client = redis::Client::open(seed).map_err(|error| error.to_string())?;
+async fn listen(
+    seed: &str,
+    tls: &conn::RedisTls,
+    changes: &mpsc::Sender<Change>,
+) -> Result<(), String> {
+    let client = tls.client(seed).map_err(|error| error.to_string())?;
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(ANNOUNCE).await?;
