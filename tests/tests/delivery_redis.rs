@@ -683,10 +683,19 @@ async fn redis_cluster_outbox_delivers_in_order() {
     let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
         .await
         .expect("receiver");
-    // The standalone config, with the cluster's seeds as the outbox URL.
+    // The standalone config, with the cluster as store and outbox, in the
+    // `redis+cluster://h1:p1,h2:p2,…` form (comma-separated `redis://` seeds are
+    // covered by the store conformance suite).
     let standalone = RedisServer::start().expect("redis");
-    let text = config(&standalone, &subscription("crm", &downstream.url()))
-        .replace(&standalone.url(), &cluster.urls().join(","));
+    let hosts: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|url| url.trim_start_matches("redis://").to_owned())
+        .collect();
+    let text = config(&standalone, &subscription("crm", &downstream.url())).replace(
+        &standalone.url(),
+        &format!("redis+cluster://{}", hosts.join(",")),
+    );
     let gateway = Gateway::start(&text).await.expect("gateway");
     let mut sent = Vec::new();
     for n in 0..4 {

@@ -27,7 +27,7 @@ pub use model::{
     Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
     Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
 };
-pub use redis::{RedisStore, RedisTls, redact as redact_url};
+pub use redis::{RedisStore, RedisTls, is_redis_url, redact as redact_url, seeds as redis_seeds};
 
 /// Why the store could not answer. Callers answer 503 so the provider retries.
 #[derive(Debug, thiserror::Error)]

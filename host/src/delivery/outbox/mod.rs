@@ -214,8 +214,8 @@ pub(crate) fn partition_of(conversation_id: &str, partitions: u32) -> u32 {
     (hash % u64::from(partitions.max(1))) as u32
 }
 
-/// Opens the outbox for `url`: `memory://` (non-durable) or `redis://…` (several
-/// comma-separated `redis://` seeds mean a Redis Cluster).
+/// Opens the outbox for `url`: `memory://` (non-durable) or any Redis URL the context
+/// store accepts (`redis://`, `rediss://`, `redis+cluster://`, comma-separated seeds).
 pub(crate) async fn open(
     url: &str,
     partitions: u32,
@@ -230,7 +230,7 @@ pub(crate) async fn open(
         );
         return Ok(Arc::new(MemoryOutbox::new(partitions, capacity)));
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if crate::store::is_redis_url(url) {
         let outbox = RedisOutbox::connect(url, partitions, tls).await?;
         return Ok(Arc::new(outbox));
     }

@@ -57,20 +57,18 @@ pub(crate) enum Connection {
 }
 
 impl Connection {
-    /// Connects to `url`; several comma-separated seeds mean a Cluster. `rediss://`
+    /// Connects to `url`, any form `[store] url` accepts: `redis+cluster://` /
+    /// `rediss+cluster://`, or several comma-separated seeds, mean a Cluster. `rediss://`
     /// trusts `tls` (`[store] tls_ca_file`, or the webpki roots).
     pub(crate) async fn connect(
         url: &str,
         tls: &crate::store::RedisTls,
     ) -> Result<Self, OutboxError> {
-        let seeds: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if seeds.len() > 1 {
+        let seeds = crate::store::redis_seeds(url)
+            .map_err(|error| OutboxError::Config(error.to_string()))?;
+        if seeds.len() > 1 || url.contains("+cluster://") {
             let client = tls
-                .cluster_builder(seeds)
+                .cluster_builder(seeds.iter().map(String::as_str))
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .build()
@@ -79,7 +77,7 @@ impl Connection {
                 client.get_async_connection().await.map_err(unavailable)?,
             ))
         } else {
-            let client = tls.client(url).map_err(|error| {
+            let client = tls.client(&seeds[0]).map_err(|error| {
                 OutboxError::Config(format!("`{}`: {error}", crate::store::redact_url(url)))
             })?;
             let config = ConnectionManagerConfig::new()
