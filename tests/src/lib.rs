@@ -186,6 +186,19 @@ impl Drop for Gateway {
     }
 }
 
+/// A fake site backend answering every reply with `200 {"id":"r"}`, and a receiver
+/// checking deliveries signed with [`SUBSCRIPTION_SECRET`]: what most end-to-end tests
+/// start before their gateway.
+pub async fn site_and_receiver() -> (FakeApi, Receiver) {
+    let site = FakeApi::start(|_| json_answer(200, serde_json::json!({"id": "r"})))
+        .await
+        .expect("fake site");
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    (site, receiver)
+}
+
 /// A request recorded by a fake server.
 #[derive(Debug, Clone)]
 pub struct Recorded {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, common_config, deliver_meta,
-    fixture, get, json_answer, plugin_path, post, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, WAIT, api_auth, common_config, deliver_meta, fixture, get,
+    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -106,12 +106,7 @@ async fn events(receiver: &Receiver, kind: &str, count: usize) -> Vec<Value> {
 }
 
 async fn journey(store_url: &str) {
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let gateway = Gateway::start(&config(store_url, &site, &receiver))
         .await
         .expect("gateway");
@@ -385,12 +380,7 @@ fn whatsapp_text_now() -> Vec<u8> {
 /// with the evidence), the message continues that conversation; unmerge restores two
 /// contacts, and the shared phone does not merge them again.
 async fn verified_phone_merges_known_contacts(store_url: &str) {
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let gateway = Gateway::start(&whatsapp_and_web_config(store_url, &site, &receiver))
         .await
         .expect("gateway");

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, common_config, get,
-    json_answer, plugin_path, post, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, WAIT, api_auth, common_config, get, plugin_path, post,
+    site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -84,12 +84,7 @@ async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowl
     // what was acknowledged.
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
         .expect("redis-server");
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let gateway = Gateway::start(&config(&redis.url(), &site, &receiver))
         .await
         .expect("gateway");
@@ -158,12 +153,7 @@ async fn redis_down_means_503_and_recovery_without_restart_loses_nothing_acknowl
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_restarted_without_its_data_delivery_resumes_for_new_events() {
     let mut redis = RedisServer::start().expect("redis-server");
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let gateway = Gateway::start(&config(&redis.url(), &site, &receiver))
         .await
         .expect("gateway");
@@ -196,12 +186,7 @@ async fn redis_restarted_without_its_data_delivery_resumes_for_new_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_one_redis_publish_each_event_once() {
     let redis = RedisServer::start().expect("redis-server");
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let one = Gateway::start(&config(&redis.url(), &site, &receiver))
         .await
         .expect("one");
@@ -285,12 +270,7 @@ async fn two_instances_on_one_redis_publish_each_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_conversations_are_closed_by_the_sweeper_once_across_instances() {
     let redis = RedisServer::start().expect("redis-server");
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let config = format!(
         "{}\n[pipeline]\ninactivity = \"1s\"\n",
         config(&redis.url(), &site, &receiver)
@@ -338,12 +318,7 @@ async fn gateway_on_rediss_with_a_password_and_a_private_ca() {
         RedisServer::start_tls(&["--requirepass", "tls-s3cret"]).expect("redis-server with TLS");
     let ca = redis.tls_files().expect("TLS files").ca.clone();
     let url = format!("rediss://:tls-s3cret@127.0.0.1:{}", redis.port());
-    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
-        .await
-        .expect("site");
-    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
-        .await
-        .expect("receiver");
+    let (site, receiver) = site_and_receiver().await;
     let config = config(&url, &site, &receiver).replacen(
         "[store]",
         &format!("[store]\ntls_ca_file = {}", toml_path(&ca)),
