@@ -206,9 +206,9 @@ impl<S> Filter<S> for Exported {
     }
 }
 
-/// Passes events, never spans. Log lines are events with their own fields; a span seen
-/// by the log layer would have its fields formatted on creation, on the hot path, for
-/// lines that do not print them.
+/// Passes events, never spans. Log lines are events that carry the ids they need as
+/// their own fields; a span seen by the log layer would have its fields formatted into a
+/// string on creation, on the hot path, whether or not a line is ever logged inside it.
 struct EventsOnly;
 
 impl<S> Filter<S> for EventsOnly {
