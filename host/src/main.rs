@@ -131,7 +131,17 @@ enum DevCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // Only the gateway exports spans; the other commands are short-lived tools.
+    let serving = matches!(cli.command, Command::Serve { .. });
+    // Before the async runtime: the exporter's blocking HTTP client must not be created
+    // (or dropped) on a runtime thread.
+    let telemetry = match telemetry::init(cli.log_format, serving) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,7 +152,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Serving has stopped (SIGTERM: intake closed, deliveries drained): export the
+    // spans still queued, including the drain's own.
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -286,7 +301,7 @@ async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(%listen, "omnigate listening");
+    tracing::info!(%listen, tracing = omnigate::ops::trace::exporting(), "omnigate listening");
     omnigate::server::serve(app, listener, shutdown_signal(), grace).await?;
     Ok(())
 }

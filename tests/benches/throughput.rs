@@ -18,6 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use omnigate::ops::telemetry::LogFormat;
 use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
 use omnigate_tests::load::{self, Prepared};
 use omnigate_tests::redis::RedisServer;
@@ -32,6 +33,9 @@ const CONNECTIONS: usize = 32;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // The binary's log subscriber (fmt layer, RUST_LOG, default `info`; no OTLP endpoint
+    // so no span export): spans on the hot path cost what they cost in production.
+    let _telemetry = omnigate::ops::telemetry::init(LogFormat::Text, false).expect("telemetry");
     let rounds = rounds_arg();
     let requests = size(30_000, 300);
     let warmup = size(5_000, 50);

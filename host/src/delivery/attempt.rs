@@ -14,12 +14,13 @@ const ERROR_BODY_LIMIT: usize = 256;
 /// How much of a success response body is read before dropping the connection.
 const SUCCESS_BODY_LIMIT: usize = 64 * 1024;
 
-/// POSTs the prepared request once, signed for this moment.
+/// POSTs the prepared request once, signed for this moment, with `traceparent`.
 pub(crate) async fn send(
     client: &reqwest::Client,
     subscription: &Subscription,
     event_id: &str,
     prepared: &envelope::Prepared,
+    traceparent: &str,
 ) -> Outcome {
     let body = &prepared.body;
     let signed =
@@ -39,7 +40,7 @@ pub(crate) async fn send(
         .header("webhook-id", event_id)
         .header("webhook-timestamp", signed.timestamp)
         .header("webhook-signature", signed.signature)
-        .header("traceparent", envelope::traceparent(event_id));
+        .header("traceparent", traceparent);
     for (name, value) in &prepared.headers {
         request = request.header(*name, value);
     }

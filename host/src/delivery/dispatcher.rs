@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::DeliveryStats;
 use super::attempt;
@@ -15,6 +16,7 @@ use super::envelope;
 use super::outbox::{Outbox, StoredDeadLetter};
 use super::outcome::{self, Outcome};
 use crate::event::Event;
+use crate::ops::trace;
 
 /// Where delivery is in its life: workers watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +108,14 @@ pub(crate) struct Deliverer {
 
 impl Deliverer {
     /// Tries the event until it is delivered, permanently refused, out of retries, or
-    /// shutdown abandons it.
-    pub(crate) async fn deliver(&self, subscription: &Subscription, event: &Event) -> Finished {
+    /// shutdown abandons it. `trace` is the outbox entry's `traceparent`: each attempt's
+    /// span is its child.
+    pub(crate) async fn deliver(
+        &self,
+        subscription: &Subscription,
+        event: &Event,
+        trace: Option<&str>,
+    ) -> Finished {
         let prepared = match &subscription.sink {
             None => envelope::prepare(event, subscription).map(Payload::Http),
             Some(_) => envelope::data_json(event, subscription).map(Payload::Stream),
@@ -131,19 +139,14 @@ impl Deliverer {
             attempts += 1;
             let metrics = &subscription.metrics;
             metrics.attempts.fetch_add(1, Ordering::Relaxed);
+            let span = attempt_span(subscription, event, attempts, trace);
             let started = std::time::Instant::now();
-            let outcome = match (&prepared, &subscription.sink) {
-                (Payload::Stream(data), Some(sink)) => sink.append(event, data).await,
-                (Payload::Http(prepared), _) => {
-                    let prepared: &envelope::Prepared = prepared;
-                    attempt::send(&self.client, subscription, &event.id, prepared).await
-                }
-                (Payload::Stream(_), None) => Outcome::Permanent {
-                    class: "other".into(),
-                    error: "stream payload without a sink".into(),
-                },
-            };
+            let outcome = self
+                .attempt(subscription, event, &prepared, &span)
+                .instrument(span.clone())
+                .await;
             metrics.attempt_latency.record(started.elapsed());
+            record_outcome(&span, &outcome);
             match outcome {
                 Outcome::Delivered => {
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +156,7 @@ impl Deliverer {
                     metrics
                         .end_to_end_latency
                         .record(Duration::try_from(since_accepted).unwrap_or_default());
-                    tracing::debug!(subscription = %subscription.id, event_id = %event.id, attempts, "delivered");
+                    tracing::debug!(subscription = %subscription.id, event_id = %event.id, channel = %event.channel.id, conversation = %event.conversation.id, attempts, "delivered");
                     return Finished::Done;
                 }
                 Outcome::Permanent { class, error } => {
@@ -184,6 +187,37 @@ impl Deliverer {
         }
     }
 
+    /// One attempt, inside its span.
+    async fn attempt(
+        &self,
+        subscription: &Subscription,
+        event: &Event,
+        prepared: &Payload,
+        span: &tracing::Span,
+    ) -> Outcome {
+        match (prepared, &subscription.sink) {
+            (Payload::Stream(data), Some(sink)) => sink.append(event, data).await,
+            (Payload::Http(prepared), _) => {
+                // The attempt span's own context when spans are exported, so the receiver
+                // continues the message's trace; else one derived from the event id.
+                let traceparent =
+                    trace::traceparent(span).unwrap_or_else(|| envelope::traceparent(&event.id));
+                attempt::send(
+                    &self.client,
+                    subscription,
+                    &event.id,
+                    prepared,
+                    &traceparent,
+                )
+                .await
+            }
+            (Payload::Stream(_), None) => Outcome::Permanent {
+                class: "other".into(),
+                error: "stream payload without a sink".into(),
+            },
+        }
+    }
+
     fn failed_attempt(
         &self,
         subscription: &Subscription,
@@ -210,6 +244,8 @@ impl Deliverer {
         tracing::warn!(
             subscription = %subscription.id,
             event_id = %event.id,
+            channel = %event.channel.id,
+            conversation = %event.conversation.id,
             attempt,
             class,
             error,
@@ -231,6 +267,8 @@ impl Deliverer {
         tracing::error!(
             subscription = %subscription.id,
             event_id = %event.id,
+            channel = %event.channel.id,
+            conversation = %event.conversation.id,
             attempts,
             last_error = %last_error,
             "delivery dead-lettered"
@@ -264,6 +302,60 @@ impl Deliverer {
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// The span of one delivery attempt: a child of the outbox entry's trace context, or,
+/// for entries without one (sent messages, replays, entries from before tracing), of a
+/// context derived from the event id, so every attempt of an event shares a trace id and
+/// matches the `traceparent` the receiver gets.
+fn attempt_span(
+    subscription: &Subscription,
+    event: &Event,
+    attempt: u32,
+    trace: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "delivery.attempt",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        subscription = %subscription.id,
+        event_id = %event.id,
+        event_type = event.kind.as_str(),
+        channel = %event.channel.id,
+        conversation = %event.conversation.id,
+        attempt,
+        outcome = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        match trace {
+            Some(parent) => trace::set_remote_parent(&span, parent),
+            None => trace::set_remote_parent(&span, &envelope::derived_parent(&event.id)),
+        }
+    }
+    span
+}
+
+/// Records an attempt's outcome on its span.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    if span.is_disabled() {
+        return;
+    }
+    match outcome {
+        Outcome::Delivered => {
+            span.record("outcome", "delivered");
+        }
+        Outcome::Retry { class, .. } => {
+            span.record("outcome", "retry");
+            span.record("error", class.as_str());
+            span.record("otel.status_code", "error");
+        }
+        Outcome::Permanent { class, .. } => {
+            span.record("outcome", "failed");
+            span.record("error", class.as_str());
+            span.record("otel.status_code", "error");
         }
     }
 }

@@ -191,13 +191,11 @@ pub(crate) fn sign_attempt(
     })
 }
 
-/// A W3C `traceparent` for one attempt: the trace id is derived from the event id, so
-/// every attempt (and every subscription) of an event shares one trace; the span id is
-/// new per attempt.
+/// A W3C `traceparent` for one attempt when spans are not exported: the trace id is
+/// derived from the event id, so every attempt (and every subscription) of an event
+/// shares one trace; the span id is new per attempt.
 pub(crate) fn traceparent(event_id: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(event_id.as_bytes());
-    let trace = hex::encode(&digest[..16]);
+    let trace = derived_trace_id(event_id);
     let span = loop {
         let bits = (super::outcome::unit_random() * (u64::MAX as f64)) as u64;
         if bits != 0 {
@@ -205,6 +203,27 @@ pub(crate) fn traceparent(event_id: &str) -> String {
         }
     };
     format!("00-{trace}-{span:016x}-01")
+}
+
+/// The parent context of attempts of an event whose outbox entry carries no trace
+/// context (spans exported): the trace id of [`traceparent`] and a span id also derived
+/// from the event id, so they stay in one trace across retries and instances.
+pub(crate) fn derived_parent(event_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    let mut span = hex::encode(&digest[16..24]);
+    if span.bytes().all(|b| b == b'0') {
+        // An all-zero span id is invalid; astronomically unlikely, but stay valid.
+        span = "0000000000000001".to_owned();
+    }
+    format!("00-{}-{span}-01", derived_trace_id(event_id))
+}
+
+/// 32 hex digits from the event id.
+fn derived_trace_id(event_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    hex::encode(&digest[..16])
 }
 
 #[cfg(test)]
@@ -224,5 +243,13 @@ mod tests {
         assert!(parts[1].bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(one[..35], again[..35], "same trace id");
         assert_ne!(traceparent("evt_2")[..35], one[..35]);
+    }
+
+    #[test]
+    fn derived_parent_is_stable_and_shares_the_trace_id() {
+        let parent = derived_parent("evt_1");
+        assert_eq!(parent, derived_parent("evt_1"));
+        assert_eq!(parent[..35], traceparent("evt_1")[..35]);
+        assert!(crate::ops::trace::parse(&parent).is_some(), "{parent}");
     }
 }

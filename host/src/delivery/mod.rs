@@ -574,6 +574,7 @@ impl Delivery {
             &subscription,
             &event_id,
             &prepared,
+            &envelope::traceparent(&event_id),
         )
         .await;
         Ok(api_types::TestResult::from_outcome(event_id, outcome))
@@ -665,6 +666,8 @@ impl Delivery {
                     record: Record {
                         event: Arc::new(letter.event),
                         target: Some(letter.subscription.clone()),
+                        // A replay is an operator's action, not part of the message's trace.
+                        trace: None,
                     },
                     permit: None,
                 }])
@@ -749,6 +752,7 @@ impl Reservation {
     ) -> Result<(), DeliveryError> {
         let inner = self.inner.clone();
         let mut partitions = Vec::with_capacity(events.len());
+        let trace = crate::ops::trace::current_traceparent();
         let appends: Vec<Append> = events
             .into_iter()
             .map(|event| {
@@ -766,6 +770,7 @@ impl Reservation {
                     record: Record {
                         event,
                         target: None,
+                        trace: trace.clone(),
                     },
                     permit,
                 }

@@ -281,10 +281,8 @@ impl Worker {
             let entry_id = entry.id;
             held.running.spawn(async move {
                 let event = record.event;
-                let finished = match AssertUnwindSafe(deliverer.deliver(&subscription, &event))
-                    .catch_unwind()
-                    .await
-                {
+                let delivery = deliverer.deliver(&subscription, &event, record.trace.as_deref());
+                let finished = match AssertUnwindSafe(delivery).catch_unwind().await {
                     Ok(finished) => finished,
                     Err(panic) => {
                         let reason = panic_message(panic.as_ref());

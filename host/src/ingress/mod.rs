@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::metrics;
@@ -26,15 +27,39 @@ pub async fn webhook(
     Path(channel_id): Path<String>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let answer = handle(&app, &channel_id, request).await;
-    if let Err(error) = &answer {
-        // Unknown channel ids are chosen by whoever calls: one label for all of them.
-        let label = if error.code == "unknown_channel" {
-            "unknown"
-        } else {
-            channel_id.as_str()
-        };
-        metrics::webhook(label, error.code);
+    // The root of the message's trace (a provider's own trace context is not adopted:
+    // it is outside data, and one trace per inbound message is the unit operators follow).
+    let span = tracing::info_span!(
+        "ingress",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        channel = %channel_id,
+        http.request.method = %request.method(),
+        http.response.status_code = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let answer = handle(&app, &channel_id, request)
+        .instrument(span.clone())
+        .await;
+    match &answer {
+        Ok(response) => {
+            span.record("outcome", "accepted");
+            span.record("http.response.status_code", response.status().as_u16());
+        }
+        Err(error) => {
+            // Unknown channel ids are chosen by whoever calls: one label for all of them.
+            let label = if error.code == "unknown_channel" {
+                "unknown"
+            } else {
+                channel_id.as_str()
+            };
+            metrics::webhook(label, error.code);
+            span.record("outcome", error.code);
+            span.record("http.response.status_code", error.status.as_u16());
+            if error.status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
     }
     answer
 }
@@ -56,7 +81,18 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         .retry_after(Some(wait.as_secs().max(1) as u32)));
     }
     let request = request::read(request, channel.env.limits.max_body_bytes).await?;
-    let outcome = channel.handle_webhook(&request).await.map_err(|error| {
+    let plugin_span = tracing::info_span!(
+        "plugin",
+        plugin = %channel.plugin.label,
+        function = "handle-webhook",
+        outcome = tracing::field::Empty,
+    );
+    let outcome = channel
+        .handle_webhook(&request)
+        .instrument(plugin_span.clone())
+        .await;
+    plugin_span.record("outcome", plugin_outcome(&outcome));
+    let outcome = outcome.map_err(|error| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_failed",
@@ -74,6 +110,17 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
     channel.metrics.accepted(report.accepted, report.duplicates);
     tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
     Ok(provider_response(response))
+}
+
+/// The plugin call's outcome as a span attribute.
+fn plugin_outcome<E>(outcome: &Result<Result<WebhookOutcome, WebhookError>, E>) -> &'static str {
+    match outcome {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(WebhookError::Unauthorized(_))) => "unauthorized",
+        Ok(Err(WebhookError::Forbidden(_))) => "forbidden",
+        Ok(Err(WebhookError::BadRequest(_))) => "bad_request",
+        Err(_) => "failed",
+    }
 }
 
 fn refused(channel: &str, error: WebhookError) -> ApiError {

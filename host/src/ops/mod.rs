@@ -1,7 +1,8 @@
-//! Operations: configuration, logging, health (metrics live in `crate::metrics`, a leaf
+//! Operations: configuration, logging and tracing, health (metrics live in `crate::metrics`, a leaf
 //! every stage records into).
 
 pub mod config;
 pub mod health;
 pub mod scrape;
 pub mod telemetry;
+pub mod trace;

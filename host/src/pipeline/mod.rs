@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use crate::delivery::{Delivery, DeliveryError};
 use crate::event::{ChannelRef, Event, EventType, Message, SCHEMA_VERSION};
@@ -146,10 +147,15 @@ impl Pipeline {
         let received_at = Timestamp::now();
         // Normalize all first: a plugin bug fails the webhook before anything is recorded.
         let started = Instant::now();
-        let normalized = events
-            .into_iter()
-            .map(|event| normalize::normalize(&channel.id, &self.normalizer, event, received_at))
-            .collect::<Result<Vec<_>, _>>()?;
+        let normalized =
+            tracing::info_span!("normalize", events = events.len()).in_scope(|| {
+                events
+                    .into_iter()
+                    .map(|event| {
+                        normalize::normalize(&channel.id, &self.normalizer, event, received_at)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
         self.metrics
             .normalize
             .record(started.elapsed().as_secs_f64());
@@ -176,7 +182,11 @@ impl Pipeline {
         // or channel_switched (never both: a new conversation starts on the event's
         // channel), the event itself.
         let started = Instant::now();
-        let reservation = self.delivery.reserve(4, self.settings.queue_wait).await?;
+        let reservation = self
+            .delivery
+            .reserve(4, self.settings.queue_wait)
+            .instrument(tracing::info_span!("reserve"))
+            .await?;
         self.metrics.reserve.record(started.elapsed().as_secs_f64());
         let link = self.redeem_link_token(channel, &event).await?;
         let ingest = Ingest {
@@ -190,9 +200,21 @@ impl Pipeline {
                 .reply_window
                 .filter(|_| event.kind == EventType::MessageReceived),
         };
+        let store_span = tracing::info_span!(
+            "store.ingest",
+            backend = self.store.backend(),
+            outcome = tracing::field::Empty,
+            conversation = tracing::field::Empty,
+            contact = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let ingested = self.store.ingest(ingest, &self.policy()).await;
+        let ingested = self
+            .store
+            .ingest(ingest, &self.policy())
+            .instrument(store_span.clone())
+            .await;
         self.metrics.ingest(started.elapsed(), ingested.is_ok());
+        record_ingest(&store_span, &ingested);
         let Some(ingested) = ingested? else {
             tracing::debug!(channel = %channel.id, external_id = %event.external_id, "duplicate event dropped");
             return Ok(false);
@@ -207,30 +229,37 @@ impl Pipeline {
             account: None,
         };
         let started = Instant::now();
-        let mut events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
-        if let Some(merge) = &ingested.merged {
-            tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
-        }
-        // The merges come first, in the order they happened: the link token's before the
-        // store's.
-        let merges = link
-            .as_ref()
-            .and_then(|(_, merge)| merge.as_ref())
-            .into_iter()
-            .chain(&ingested.merged);
-        for (position, merge) in merges.enumerate() {
-            events.insert(
-                position,
-                enrich::merged(merge, &ingested, &channel_ref, received_at),
-            );
-        }
+        let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
+        let events = enrich_span.in_scope(|| {
+            let mut events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
+            if let Some(merge) = &ingested.merged {
+                tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
+            }
+            // The merges come first, in the order they happened: the link token's before
+            // the store's.
+            let merges = link
+                .as_ref()
+                .and_then(|(_, merge)| merge.as_ref())
+                .into_iter()
+                .chain(&ingested.merged);
+            for (position, merge) in merges.enumerate() {
+                events.insert(
+                    position,
+                    enrich::merged(merge, &ingested, &channel_ref, received_at),
+                );
+            }
+            events
+        });
+        enrich_span.record("events", events.len());
         self.metrics.enrich.record(started.elapsed().as_secs_f64());
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
         let started = Instant::now();
+        let publish_span = publish_span(&events);
         reservation
             .publish(events.into_iter().map(Arc::new).collect())
+            .instrument(publish_span)
             .await?;
         self.metrics.publish.record(started.elapsed().as_secs_f64());
         if let Some((token, _)) = link {
@@ -334,4 +363,46 @@ impl Pipeline {
         reservation.publish(vec![event.clone()]).await?;
         Ok(event)
     }
+}
+
+/// Records what the store answered on its span.
+fn record_ingest(
+    span: &tracing::Span,
+    ingested: &Result<Option<crate::store::Ingested>, StoreError>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    match ingested {
+        Ok(Some(ingested)) => {
+            span.record("outcome", "accepted");
+            span.record("conversation", ingested.conversation.id.as_str());
+            span.record("contact", ingested.contact.id.as_str());
+        }
+        Ok(None) => {
+            span.record("outcome", "duplicate");
+        }
+        Err(_) => {
+            span.record("outcome", "error");
+        }
+    }
+}
+
+/// The span of one publish: the events' ids and conversation, so a trace is found from
+/// an event id. Its context is what the outbox entries carry to the delivery attempts.
+fn publish_span(events: &[Event]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        events = events.len(),
+        event_ids = tracing::field::Empty,
+        conversation = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let ids: Vec<&str> = events.iter().map(|event| event.id.as_str()).collect();
+        span.record("event_ids", ids.join(",").as_str());
+        if let Some(first) = events.first() {
+            span.record("conversation", first.conversation.id.as_str());
+        }
+    }
+    span
 }

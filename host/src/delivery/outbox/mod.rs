@@ -50,6 +50,10 @@ pub(crate) struct Record {
     /// `Some(id)`: only subscription `id` delivers it (a replayed dead letter); `None`:
     /// every subscription whose filter matches.
     pub(crate) target: Option<String>,
+    /// W3C `traceparent` of the span that published it (when spans are exported), so its
+    /// delivery attempts join the inbound message's trace; `None` in entries written
+    /// without tracing or by versions before it.
+    pub(crate) trace: Option<String>,
 }
 
 /// A dead letter as kept: what the API lists, plus the event to replay.

@@ -3,8 +3,9 @@
 //!
 //! Keys (every key of a partition shares its hash tag, so a Cluster keeps them together
 //! and spreads partitions over the nodes):
-//! - `omnigate:outbox:{outbox-<p>}`: the stream; fields `event` (the event JSON) and,
-//!   for a replay, `target` (the only subscription to deliver it);
+//! - `omnigate:outbox:{outbox-<p>}`: the stream; fields `event` (the event JSON),
+//!   for a replay `target` (the only subscription to deliver it), and when spans are
+//!   exported `trace` (the publishing span's W3C `traceparent`; absent in older entries);
 //! - `omnigate:outbox:{outbox-<p>}:lease:<subscription>`: the owning instance's id, with
 //!   a TTL renewed by the owner;
 //! - `omnigate:outbox:partitions`: the partition count every instance must agree on;
@@ -288,6 +289,7 @@ fn decode_record(entry: &StreamId) -> Result<Record, String> {
     Ok(Record {
         event: Arc::new(event),
         target: text("target"),
+        trace: text("trace"),
     })
 }
 
@@ -389,6 +391,9 @@ impl Outbox for RedisOutbox {
                 .arg(json);
             if let Some(target) = &append.record.target {
                 cmd.arg("target").arg(target);
+            }
+            if let Some(trace) = &append.record.trace {
+                cmd.arg("trace").arg(trace);
             }
             let _: Value = self.connection.query(&cmd).await?;
             // Stored: the reserved room is no longer needed (dropping `append.permit`).
