@@ -42,6 +42,24 @@ pub fn root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
+    // Cargo sets these for the test process; passed on, they make build scripts that
+    // watch them (ring watches CARGO_MANIFEST_DIR) rebuild, and everything above them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_test = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if set_for_test {
+            command.env_remove(name.as_ref());
+        }
+    }
     command
 }
 
