@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod redis_url;
 pub mod runtime;
 pub mod secret;
 pub mod server;

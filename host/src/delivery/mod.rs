@@ -218,7 +218,7 @@ impl Delivery {
         settings: DeliverySettings,
         subscriptions: Vec<SubscriptionConfig>,
         store_url: &str,
-        tls: &crate::store::RedisTls,
+        tls: &crate::redis_url::RedisTls,
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
         let validated = config::validate_all(subscriptions.clone())?;

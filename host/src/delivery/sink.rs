@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use super::outbox::Connection;
 use super::outcome::Outcome;
 use crate::event::Event;
-use crate::store::RedisTls;
+use crate::redis_url::RedisTls;
 
 /// Where a sink subscription appends.
 pub(crate) struct StreamSink {

@@ -107,10 +107,10 @@ impl Default for StoreSettings {
 
 impl StoreSettings {
     /// The CAs trusted for `rediss://` connections (read and checked from `tls_ca_file`).
-    pub fn tls(&self) -> Result<crate::store::RedisTls, crate::store::StoreError> {
+    pub fn tls(&self) -> Result<crate::redis_url::RedisTls, crate::store::StoreError> {
         match &self.tls_ca_file {
-            Some(path) => crate::store::RedisTls::from_ca_file(path),
-            None => Ok(crate::store::RedisTls::default()),
+            Some(path) => Ok(crate::redis_url::RedisTls::from_ca_file(path)?),
+            None => Ok(crate::redis_url::RedisTls::default()),
         }
     }
 }

@@ -60,6 +60,16 @@ pub enum StoreError {
     InvalidTls(String),
 }
 
+impl From<crate::redis_url::RedisUrlError> for StoreError {
+    fn from(error: crate::redis_url::RedisUrlError) -> Self {
+        use crate::redis_url::RedisUrlError as E;
+        match error {
+            E::InvalidUrl(why) => StoreError::InvalidUrl(why),
+            E::InvalidTls(why) => StoreError::InvalidTls(why),
+        }
+    }
+}
+
 /// The operations the pipeline and API need.
 #[async_trait]
 pub trait ContextStore: Send + Sync + 'static {

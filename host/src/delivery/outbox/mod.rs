@@ -224,7 +224,7 @@ pub(crate) async fn open(
     url: &str,
     partitions: u32,
     capacity: Arc<tokio::sync::Semaphore>,
-    tls: &crate::store::RedisTls,
+    tls: &crate::redis_url::RedisTls,
 ) -> Result<Arc<dyn Outbox>, OutboxError> {
     let url = url.trim();
     if url == "memory://" || url == "memory" {
@@ -234,13 +234,13 @@ pub(crate) async fn open(
         );
         return Ok(Arc::new(MemoryOutbox::new(partitions, capacity)));
     }
-    if crate::store::is_redis_url(url) {
+    if crate::redis_url::is_redis_url(url) {
         let outbox = RedisOutbox::connect(url, partitions, tls).await?;
         return Ok(Arc::new(outbox));
     }
     Err(OutboxError::Config(format!(
         "unsupported outbox URL `{}` (memory:// or redis://)",
-        crate::store::redact_url(url)
+        crate::redis_url::redact(url)
     )))
 }
 

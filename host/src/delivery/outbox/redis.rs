@@ -63,10 +63,10 @@ impl Connection {
     /// trusts `tls` (`[store] tls_ca_file`, or the webpki roots).
     pub(crate) async fn connect(
         url: &str,
-        tls: &crate::store::RedisTls,
+        tls: &crate::redis_url::RedisTls,
     ) -> Result<Self, OutboxError> {
-        let seeds = crate::store::redis_seeds(url)
-            .map_err(|error| OutboxError::Config(error.to_string()))?;
+        let seeds =
+            crate::redis_url::seeds(url).map_err(|error| OutboxError::Config(error.to_string()))?;
         if seeds.len() > 1 || url.contains("+cluster://") {
             let client = tls
                 .cluster_builder(seeds.iter().map(String::as_str))
@@ -79,7 +79,7 @@ impl Connection {
             ))
         } else {
             let client = tls.client(&seeds[0]).map_err(|error| {
-                OutboxError::Config(format!("`{}`: {error}", crate::store::redact_url(url)))
+                OutboxError::Config(format!("`{}`: {error}", crate::redis_url::redact(url)))
             })?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -163,7 +163,7 @@ impl RedisOutbox {
     pub(crate) async fn connect(
         url: &str,
         partitions: u32,
-        tls: &crate::store::RedisTls,
+        tls: &crate::redis_url::RedisTls,
     ) -> Result<Self, OutboxError> {
         let connection = Connection::connect(url, tls).await?;
         let outbox = Self {

@@ -43,8 +43,8 @@ use super::model::{
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
+pub use crate::redis_url::{RedisTls, is_redis_url, redact, seeds};
 use conn::Conn;
-pub use conn::{RedisTls, is_redis_url, redact, seeds};
 
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;

@@ -14,6 +14,7 @@ use redis::Script;
 use tokio::sync::mpsc;
 
 use super::conn::{self, Conn};
+use crate::redis_url::{self, RedisTls};
 use crate::store::StoreError;
 use crate::store::plugins::{
     Activation, Activations, Change, PluginRecord, PluginRegistry, conflict,
@@ -42,20 +43,20 @@ pub struct RedisPlugins {
     conn: Conn,
     display: String,
     seeds: Vec<String>,
-    tls: conn::RedisTls,
+    tls: RedisTls,
     activate_script: Script,
 }
 
 impl RedisPlugins {
     /// Connect (lazily) to the Redis named by `url` (any form `[store] url` accepts).
     /// `rediss://` connections (the announcement subscriptions too) trust `tls`.
-    pub fn connect(url: &str, tls: &conn::RedisTls) -> Result<Self, StoreError> {
+    pub fn connect(url: &str, tls: &RedisTls) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
         let target = conn::open(url, tls)?;
         Ok(Self {
             conn: target.conn,
             display: target.display,
-            seeds: conn::seeds(url)?,
+            seeds: redis_url::seeds(url)?,
             tls: tls.clone(),
             activate_script: Script::new(include_str!("activate.lua")),
         })
@@ -172,12 +173,12 @@ impl PluginRegistry for RedisPlugins {
 
 /// Listen for announcements until the receiver is dropped, moving to the next seed node
 /// when a connection fails.
-async fn feed(seeds: Vec<String>, tls: conn::RedisTls, changes: mpsc::Sender<Change>) {
+async fn feed(seeds: Vec<String>, tls: RedisTls, changes: mpsc::Sender<Change>) {
     for seed in seeds.iter().cycle() {
         match listen(seed, &tls, &changes).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(
-                redis = %conn::redact(seed),
+                redis = %redis_url::redact(seed),
                 %error,
                 "plugin registry announcements lost; resubscribing (the periodic reconcile covers the gap)"
             ),
@@ -190,11 +191,7 @@ async fn feed(seeds: Vec<String>, tls: conn::RedisTls, changes: mpsc::Sender<Cha
 }
 
 /// One subscription: `Ok` when the receiver is gone, `Err` when the connection is.
-async fn listen(
-    seed: &str,
-    tls: &conn::RedisTls,
-    changes: &mpsc::Sender<Change>,
-) -> Result<(), String> {
+async fn listen(seed: &str, tls: &RedisTls, changes: &mpsc::Sender<Change>) -> Result<(), String> {
     let client = tls.client(seed).map_err(|error| error.to_string())?;
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
