@@ -67,11 +67,6 @@ impl RedisTls {
         })
     }
 
-    /// Whether a private CA replaces the webpki roots.
-    pub fn has_ca(&self) -> bool {
-        self.ca_pem.is_some()
-    }
-
     fn certificates(&self) -> Option<TlsCertificates> {
         self.ca_pem.as_ref().map(|pem| TlsCertificates {
             client_tls: None,

@@ -115,11 +115,6 @@ impl Lifecycle {
         }
     }
 
-    /// This instance's name in activation records.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// Compile and check `bytes` without keeping them.
     pub async fn validate(&self, bytes: Vec<u8>) -> Result<Arc<Plugin>, LifecycleError> {
         Ok(self.runtime.load_bytes(bytes).await?)
