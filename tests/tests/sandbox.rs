@@ -3,8 +3,8 @@
 
 use omnigate::runtime::{LoadError, Runtime, RuntimeSettings};
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, WAIT, api_error, get, guest_path, plugin_path,
-    post, standard_webhooks_headers, subscription_config, toml_path,
+    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, api_error, get, guest_path, plugin_path, post,
+    standard_webhooks_headers, subscription_config, toml_path, wait_for_external_ids,
 };
 use serde_json::json;
 
@@ -96,12 +96,11 @@ async fn web_chat_still_serves(setup: &Setup, id: &str) {
         .await
         .expect("post");
     assert_eq!(status, 200, "{text}");
-    let delivered = setup.receiver.wait_for(1, WAIT).await.expect("delivery");
-    assert!(
-        delivered
-            .iter()
-            .any(|event| event["data"]["external_id"] == id)
-    );
+    // Wait for this message's own event: `conversation.started` may arrive first.
+    wait_for_external_ids(&setup.receiver, &[id.to_owned()], |delivered, id| {
+        delivered == id
+    })
+    .await;
 }
 
 // Multi-threaded like the real gateway: the spinning guest occupies at most one worker.
