@@ -297,6 +297,9 @@ fn redis_comparison(
     let mut vs_memory = Vec::new();
     let mut vs_baseline = Vec::new();
     let mut trips_per_message = Vec::new();
+    // redis-server CPU per message: on 2 cores the server competes with the gateway.
+    let mut redis_cpu_us = Vec::new();
+    let mut baseline_cpu_us = Vec::new();
     for round in 0..rounds {
         if round == 0 {
             for addr in [gateway_addr, baseline_addr] {
@@ -308,22 +311,26 @@ fn redis_comparison(
             }
         }
         let before = store.round_trips().unwrap_or(0);
+        let cpu_before = redis_cpu(&redis);
         let r = generator.block_on(load::closed_loop(
             gateway_addr,
             prepared(&format!("r{round}"), requests),
             CONNECTIONS,
         ));
         let trips = store.round_trips().unwrap_or(0) - before;
+        let cpu_r = redis_cpu(&redis) - cpu_before;
         let m = generator.block_on(load::closed_loop(
             memory_addr,
             prepared(&format!("rm{round}"), requests),
             CONNECTIONS,
         ));
+        let cpu_before = redis_cpu(&redis);
         let b = generator.block_on(load::closed_loop(
             baseline_addr,
             prepared(&format!("rb{round}"), requests),
             CONNECTIONS,
         ));
+        let cpu_b = redis_cpu(&redis) - cpu_before;
         assert_eq!(
             r.failed + m.failed + b.failed,
             0,
@@ -338,6 +345,8 @@ fn redis_comparison(
         vs_memory.push(r.rate() / m.rate());
         vs_baseline.push(r.rate() / b.rate());
         trips_per_message.push(trips as f64 / r.ok.max(1) as f64);
+        redis_cpu_us.push(cpu_r * 1e6 / r.ok.max(1) as f64);
+        baseline_cpu_us.push(cpu_b * 1e6 / b.ok.max(1) as f64);
         eprintln!(
             "round {}: redis store {:.0}/s, memory store {:.0}/s, redis baseline {:.0}/s, {:.2} round trips/message",
             round + 1,
@@ -369,6 +378,11 @@ fn redis_comparison(
         median(&vs_memory),
         median(&vs_baseline),
         median(&trips_per_message)
+    );
+    println!(
+        "redis-server CPU per message (median): omnigate {:.1} µs, Redis baseline {:.1} µs",
+        median(&redis_cpu_us),
+        median(&baseline_cpu_us)
     );
     servers.block_on(gateway.stop());
 }
@@ -436,4 +450,14 @@ async fn redis_baseline(
         Ok(_) => (StatusCode::OK, "{\"ok\":true}"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis"),
     }
+}
+
+/// CPU seconds the redis-server used so far (user + system).
+fn redis_cpu(redis: &RedisServer) -> f64 {
+    let info = redis.cli(&["INFO", "cpu"]).unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| *key == "used_cpu_sys" || *key == "used_cpu_user")
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum()
 }

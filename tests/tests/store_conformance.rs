@@ -670,6 +670,11 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     let sweep_at = later(at, 3);
     let idle = ok(&*store, message(&web, "s", "s1", at)).await;
     let busy = ok(&*store, message(&web, "t", "s2", sweep_at)).await;
+    // Opened at `at`, continued at `sweep_at`: idle is measured from the latest message.
+    let chat = channel("chat");
+    let continued = ok(&*store, message(&chat, "w", "w1", at)).await;
+    let again_on_it = ok(&*store, message(&chat, "w", "w2", sweep_at)).await;
+    assert_eq!(again_on_it.conversation.id, continued.conversation.id);
     let hour = Duration::from_secs(3600);
     let sweeps = (0..4).map(|_| {
         let store = store.clone();
@@ -703,6 +708,12 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
         .expect("ok")
         .expect("kept");
     assert_eq!(open.status, omnigate::event::ConversationStatus::Open);
+    assert!(
+        closed
+            .iter()
+            .all(|(_, c)| c.id != continued.conversation.id),
+        "continued conversation closed by its first message's time"
+    );
     let again = store.close_idle(sweep_at, hour, 10_000).await.expect("ok");
     // Received just now with an old event time: not idle.
     let old = now()
@@ -719,6 +730,17 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     let next = ok(&*store, message(&web, "s", "s3", now())).await;
     assert!(next.started);
     assert_ne!(next.conversation.id, idle.conversation.id);
+    // Conversations a sweep found active are closed once idle since their latest message.
+    let swept = store
+        .close_idle(later(sweep_at, 2), hour, 10_000)
+        .await
+        .expect("ok");
+    for conversation in [&busy.conversation.id, &continued.conversation.id] {
+        assert!(
+            swept.iter().any(|(_, c)| &c.id == conversation),
+            "{conversation} not closed: {swept:#?}"
+        );
+    }
 }
 
 async fn timeline(store: &dyn ContextStore) {

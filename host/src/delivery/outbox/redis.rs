@@ -15,10 +15,12 @@
 //! - `omnigate:subscriptions` (hash: id → JSON) for API-created subscriptions and
 //!   `omnigate:subscriptions:disabled` (hash: id → reason).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::streams::{
@@ -101,6 +103,17 @@ impl Connection {
         }
         .map_err(unavailable)?;
         T::from_redis_value(value).map_err(|error| unavailable(error.into()))
+    }
+
+    /// Runs `pipeline` (commands of one slot) in one round trip, answers ignored.
+    async fn pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), OutboxError> {
+        match self.clone() {
+            Connection::Single(mut connection) => pipeline.query_async::<()>(&mut connection).await,
+            Connection::Cluster(mut connection) => {
+                pipeline.query_async::<()>(&mut connection).await
+            }
+        }
+        .map_err(unavailable)
     }
 
     async fn script<T: FromRedisValue>(
@@ -380,24 +393,37 @@ impl Outbox for RedisOutbox {
     }
 
     async fn append(&self, entries: Vec<Append>) -> Result<(), OutboxError> {
-        for append in entries {
+        // One pipeline per partition, in order (a partition's keys share a slot); the
+        // partitions at once: one round trip for the events of a message.
+        let mut pipelines: BTreeMap<u32, redis::Pipeline> = BTreeMap::new();
+        for append in &entries {
             let json = serde_json::to_string(&*append.record.event).map_err(|error| {
                 OutboxError::Unavailable(format!("cannot encode the event: {error}"))
             })?;
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(Self::stream(append.partition))
+            let xadd = pipelines
+                .entry(append.partition)
+                .or_insert_with(redis::pipe)
+                .cmd("XADD")
+                .arg(Self::stream(append.partition))
                 .arg("*")
                 .arg("event")
                 .arg(json);
             if let Some(target) = &append.record.target {
-                cmd.arg("target").arg(target);
+                xadd.arg("target").arg(target);
             }
             if let Some(trace) = &append.record.trace {
-                cmd.arg("trace").arg(trace);
+                xadd.arg("trace").arg(trace);
             }
-            let _: Value = self.connection.query(&cmd).await?;
-            // Stored: the reserved room is no longer needed (dropping `append.permit`).
+            xadd.ignore();
         }
+        try_join_all(
+            pipelines
+                .values()
+                .map(|pipeline| self.connection.pipeline(pipeline)),
+        )
+        .await?;
+        // Stored: the reserved room is no longer needed (dropping the permits).
+        drop(entries);
         Ok(())
     }
 

@@ -54,10 +54,10 @@ local function describe(contact_key, conv_key, conv_id, history_key, depth, star
   return out
 end
 
--- Add handles (verified wins) to and remove handles from the JSON list in field `handles`
--- of the contact hash `key`; an existing handle keeps its place.
-local function update_handles(key, add_json, remove_json)
-  local known = cjson.decode(redis.call('HGET', key, 'handles') or '[]')
+-- The JSON list of handles `known_json` with `add_json` added (verified wins; an existing
+-- handle keeps its place) and `remove_json` removed; nil when nothing changed.
+local function merged_handles(known_json, add_json, remove_json)
+  local known = cjson.decode(known_json or '[]')
   local changed = false
   if remove_json ~= '' then
     local kept = {}
@@ -86,19 +86,26 @@ local function update_handles(key, add_json, remove_json)
       changed = true
     end
   end
-  if changed then
-    if #known == 0 then
-      redis.call('HSET', key, 'handles', '[]')
-    else
-      redis.call('HSET', key, 'handles', cjson.encode(known))
-    end
-  end
+  if not changed then return nil end
+  -- cjson encodes an empty table as an object.
+  if #known == 0 then return '[]' end
+  return cjson.encode(known)
 end
 
--- Append a timeline entry (JSON object text) to the conversation's timeline.
--- `fields` is a JSON fragment of extra members (starting with a comma) or ''.
+-- Update the JSON list in field `handles` of the contact hash `key` (see merged_handles).
+local function update_handles(key, add_json, remove_json)
+  local merged = merged_handles(redis.call('HGET', key, 'handles'), add_json, remove_json)
+  if merged then redis.call('HSET', key, 'handles', merged) end
+end
+
+-- A timeline entry (JSON object text); `at` is µs as a decimal string, `fields` a JSON
+-- fragment of extra members (starting with a comma) or ''.
+local function timeline_entry(kind, at, channel, fields)
+  return '{"type":' .. cjson.encode(kind) .. ',"at_us":' .. at .. ',"channel":' ..
+    cjson.encode(channel) .. fields .. '}'
+end
+
+-- Append a timeline entry to the conversation's timeline.
 local function timeline(prefix, conv_id, kind, at, channel, fields)
-  redis.call('RPUSH', prefix .. 'tl:' .. conv_id,
-    '{"type":' .. cjson.encode(kind) .. ',"at_us":' .. num(at) .. ',"channel":' ..
-    cjson.encode(channel) .. fields .. '}')
+  redis.call('RPUSH', prefix .. 'tl:' .. conv_id, timeline_entry(kind, num(at), channel, fields))
 end

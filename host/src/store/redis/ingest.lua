@@ -7,109 +7,163 @@
 --       11 name or ''  12 handles JSON array  13 proposed conversation id
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
--- Returns nil for a duplicate, else `describe(...)`.
+-- Returns nil for a duplicate, else the reply `describe` (common.lua) would give.
+--
+-- Each hash is read once and written once, each list pushed once, and the reply is built
+-- from what the script holds: every redis.call costs the server about a microsecond
+-- beyond its command, which made most of this script's cost when it read and wrote field
+-- by field. Times stay decimal strings where they are only stored.
 local prefix = ARGV[1]
 local now_ms = tonumber(ARGV[4])
-local expires = redis.call('ZSCORE', KEYS[2], ARGV[3])
-if expires and tonumber(expires) > now_ms then
-  return false
-end
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[3])
--- Expired dedupe entries go as new ones arrive: the set holds at most one TTL's worth.
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 
-local at = tonumber(ARGV[6])
+-- Dedupe: a member present and not yet expired is a duplicate; an expired one is renewed.
+-- Other expired members are swept on about one call in 16 (by the clock's millisecond), so
+-- the set holds one TTL's worth of events plus a few.
+local expires = now_ms + tonumber(ARGV[5])
+if redis.call('ZADD', KEYS[2], 'NX', expires, ARGV[3]) == 0 then
+  if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[3])) > now_ms then
+    return false
+  end
+  redis.call('ZADD', KEYS[2], expires, ARGV[3])
+end
+if now_ms % 16 == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+end
+
+local at_text = ARGV[6]
+local at = tonumber(at_text)
+local now_us = ARGV[4] .. '000'
 local channel = ARGV[7]
 
--- Contact: create on first sight, keep the latest name, merge handles (verified wins).
-redis.call('HSETNX', KEYS[1], 'id', ARGV[2])
-redis.call('HSETNX', KEYS[1], 'created_at', num(at))
-if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[1], 'name', ARGV[11])
+-- Pending field writes of a hash: state[field] is the value after this event.
+local function set(state, changes, field, value)
+  state[field] = value
+  changes[#changes + 1] = field
+  changes[#changes + 1] = value
 end
-update_handles(KEYS[1], ARGV[12], '')
+
+-- Contact: create on first sight, keep the latest name, merge handles (verified wins).
+local c = redis.call('HMGET', KEYS[1], 'id', 'name', 'created_at', 'handles', 'latest')
+local contact = { name = c[2], created_at = c[3], handles = c[4] or '[]' }
+local contact_changes = {}
+if not c[1] then set(contact, contact_changes, 'id', ARGV[2]) end
+if not c[3] then set(contact, contact_changes, 'created_at', at_text) end
+if ARGV[11] ~= '' and ARGV[11] ~= c[2] then set(contact, contact_changes, 'name', ARGV[11]) end
+local handles = merged_handles(c[4], ARGV[12], '')
+if handles then set(contact, contact_changes, 'handles', handles) end
 
 -- Conversation: continue the latest one while open and active, else open a new one.
-local conv_id = redis.call('HGET', KEYS[1], 'latest')
-local started = '0'
-local conv_key
+local FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'channels', 'current',
+  'previous', 'messages', 'reply_until', 'first_touch', 'last_touch', 'windows' }
+local conv_id = c[5]
+local conv, conv_key
 if conv_id then
   conv_key = prefix .. 'cv:' .. conv_id
-  local state = redis.call('HMGET', conv_key, 'status', 'last_at')
-  local open = state[1] == 'open' and (at - tonumber(state[2] or '0')) < tonumber(ARGV[8])
+  local values = redis.call('HMGET', conv_key, unpack(FIELDS))
+  conv = {}
+  for i, field in ipairs(FIELDS) do conv[field] = values[i] end
+  local open = conv.status == 'open' and (at - tonumber(conv.last_at or '0')) < tonumber(ARGV[8])
   if not open then
-    if state[1] == 'open' then
-      redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', num(at))
-      timeline(prefix, conv_id, 'conversation.closed', at,
-        redis.call('HGET', conv_key, 'current') or '', '')
+    if conv.status == 'open' then
+      redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', at_text)
+      redis.call('RPUSH', prefix .. 'tl:' .. conv_id,
+        timeline_entry('conversation.closed', at_text, conv.current or '', ''))
     end
     conv_id = nil
   end
 end
+local conv_changes = {}
+local entries = {}
+local started = '0'
 if not conv_id then
   conv_id = ARGV[13]
   conv_key = prefix .. 'cv:' .. conv_id
-  redis.call('HSET', conv_key, 'contact', ARGV[2], 'status', 'open', 'started_at', num(at),
-    'last_at', num(at), 'channels', cjson.encode({ channel }), 'current', channel,
-    'messages', 0, 'touched_at', num(now_ms * 1000))
-  redis.call('HSET', KEYS[1], 'latest', conv_id)
+  conv = {}
+  set(conv, conv_changes, 'contact', ARGV[2])
+  set(conv, conv_changes, 'status', 'open')
+  set(conv, conv_changes, 'started_at', at_text)
+  set(conv, conv_changes, 'last_at', at_text)
+  set(conv, conv_changes, 'channels', cjson.encode({ channel }))
+  set(conv, conv_changes, 'current', channel)
+  set(conv, conv_changes, 'messages', '0')
+  set(conv, conv_changes, 'touched_at', now_us)
+  set(contact, contact_changes, 'latest', conv_id)
   redis.call('RPUSH', KEYS[3], conv_id)
-  timeline(prefix, conv_id, 'conversation.started', at, channel, '')
+  entries[#entries + 1] = timeline_entry('conversation.started', at_text, channel, '')
   started = '1'
 end
 local history_key = prefix .. 'h:' .. conv_id
+local timeline_key = prefix .. 'tl:' .. conv_id
 
 local switched = ''
 if ARGV[14] ~= '' then
-  local current = redis.call('HGET', conv_key, 'current')
-  if current ~= channel then
-    switched = current or ''
-    redis.call('HSET', conv_key, 'current', channel, 'previous', switched)
-    timeline(prefix, conv_id, 'conversation.channel_switched', at, channel,
+  if conv.current ~= channel then
+    switched = conv.current or ''
+    set(conv, conv_changes, 'current', channel)
+    set(conv, conv_changes, 'previous', switched)
+    entries[#entries + 1] = timeline_entry('conversation.channel_switched', at_text, channel,
       ',"previous_channel":' .. cjson.encode(switched))
   end
-  local channels = cjson.decode(redis.call('HGET', conv_key, 'channels') or '[]')
+  local channels = cjson.decode(conv.channels or '[]')
   local used = false
   for _, name in ipairs(channels) do
     if name == channel then used = true end
   end
   if not used then
     channels[#channels + 1] = channel
-    redis.call('HSET', conv_key, 'channels', cjson.encode(channels))
+    set(conv, conv_changes, 'channels', cjson.encode(channels))
   end
-  redis.call('HINCRBY', conv_key, 'messages', 1)
+  set(conv, conv_changes, 'messages', tostring((tonumber(conv.messages) or 0) + 1))
   -- Wall-clock time of the latest message: the sweeper closes a conversation after
   -- `inactivity` without messages received, whatever times providers report.
-  redis.call('HSET', conv_key, 'touched_at', num(now_ms * 1000))
-  local last = tonumber(redis.call('HGET', conv_key, 'last_at') or '0')
-  if at > last then
-    redis.call('HSET', conv_key, 'last_at', num(at))
-  end
+  set(conv, conv_changes, 'touched_at', now_us)
+  if at > tonumber(conv.last_at or '0') then set(conv, conv_changes, 'last_at', at_text) end
   -- Reply windows are per channel: `windows` maps channel → end (µs); `reply_until`
   -- is the current channel's, cleared when the current channel has none.
-  local windows = cjson.decode(redis.call('HGET', conv_key, 'windows') or '{}')
+  local window
   if ARGV[16] ~= '' then
+    local windows = cjson.decode(conv.windows or '{}')
     windows[channel] = num(at + tonumber(ARGV[16]))
-    redis.call('HSET', conv_key, 'windows', cjson.encode(windows))
+    set(conv, conv_changes, 'windows', cjson.encode(windows))
+    window = windows[channel]
+  elseif conv.windows then
+    window = cjson.decode(conv.windows)[channel]
   end
-  if windows[channel] then
-    redis.call('HSET', conv_key, 'reply_until', windows[channel])
-  else
+  if window then
+    if window ~= conv.reply_until then set(conv, conv_changes, 'reply_until', window) end
+  elseif conv.reply_until then
     redis.call('HDEL', conv_key, 'reply_until')
+    conv.reply_until = false
   end
-  redis.call('RPUSH', history_key, num(at) .. ' ' .. ARGV[14])
-  timeline(prefix, conv_id, 'message', at, channel, ',"message":' .. ARGV[14])
-  redis.call('LTRIM', history_key, -tonumber(ARGV[9]), -1)
+  -- RPUSH answers the length: trim only once the history is over its cap.
+  if redis.call('RPUSH', history_key, at_text .. ' ' .. ARGV[14]) > tonumber(ARGV[9]) then
+    redis.call('LTRIM', history_key, -tonumber(ARGV[9]), -1)
+  end
+  entries[#entries + 1] = timeline_entry('message', at_text, channel, ',"message":' .. ARGV[14])
 end
 if ARGV[15] ~= '' then
-  redis.call('HSETNX', conv_key, 'first_touch', ARGV[15])
-  redis.call('HSET', conv_key, 'last_touch', ARGV[15])
-  timeline(prefix, conv_id, 'referral', at, channel, ',"referral":' .. ARGV[15])
+  if not conv.first_touch then set(conv, conv_changes, 'first_touch', ARGV[15]) end
+  set(conv, conv_changes, 'last_touch', ARGV[15])
+  entries[#entries + 1] = timeline_entry('referral', at_text, channel, ',"referral":' .. ARGV[15])
 end
 
+if #contact_changes > 0 then redis.call('HSET', KEYS[1], unpack(contact_changes)) end
+if #conv_changes > 0 then redis.call('HSET', conv_key, unpack(conv_changes)) end
+if #entries > 0 then redis.call('RPUSH', timeline_key, unpack(entries)) end
+
 if ARGV[17] ~= '' then
-  retain(conv_key, history_key, prefix .. 'tl:' .. conv_id, now_ms * 1000 - tonumber(ARGV[17]),
+  retain(conv_key, history_key, timeline_key, now_ms * 1000 - tonumber(ARGV[17]),
     tonumber(ARGV[17]))
 end
 
-return describe(KEYS[1], conv_key, conv_id, history_key, tonumber(ARGV[10]), started, switched)
+-- The reply of `describe`, from the values held here.
+local out = { contact.name or '', contact.created_at or '', contact.handles, conv_id }
+for i = 1, 11 do out[#out + 1] = conv[FIELDS[i]] or '' end
+out[#out + 1] = started
+out[#out + 1] = switched
+local depth = tonumber(ARGV[10])
+if depth > 0 then
+  local history = redis.call('LRANGE', history_key, -depth, -1)
+  for i = 1, #history do out[#out + 1] = history_json(history[i]) end
+end
+return out

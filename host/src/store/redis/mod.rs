@@ -465,7 +465,8 @@ impl RedisStore {
         self.query::<()>(del).await
     }
 
-    /// Note activity in the open-conversation index (sent alongside the script).
+    /// Note activity in the open-conversation index (after a sweep found the conversation
+    /// active, and beside an outbound message).
     async fn mark_active(&self, contact_id: &str, at: Timestamp) -> Result<(), StoreError> {
         self.query(
             redis::cmd("ZADD")
@@ -539,21 +540,54 @@ impl RedisStore {
         Ok(closed)
     }
 
-    /// Write the conversation index; on failure log and retry in the background (the
-    /// event itself was recorded and must be published).
-    fn index_conversation_later(&self, conversation_id: String, contact_id: String) {
+    /// Write the index entries of a newly opened conversation: the conversation index and
+    /// the open-conversation hint the sweeper reads (two slots, sent together). Later
+    /// messages of an open conversation do not refresh the hint: the sweeper re-checks
+    /// each candidate and moves a stale hint forward itself (see `close_idle_in`), once
+    /// per `inactivity` per active contact instead of one write per message.
+    async fn write_index(
+        conn: &Conn,
+        conversation_id: &str,
+        contact_id: &str,
+        at: Timestamp,
+    ) -> redis::RedisResult<()> {
+        let (mut index, mut hint) = (conn.clone(), conn.clone());
+        let mut set = redis::cmd("SET");
+        set.arg(keys::conversation_index(conversation_id))
+            .arg(contact_id);
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(keys::open_shard(keys::shard_of(contact_id)))
+            .arg("GT")
+            .arg(at.as_millisecond())
+            .arg(contact_id);
+        futures::try_join!(
+            set.query_async::<()>(&mut index),
+            zadd.query_async::<()>(&mut hint),
+        )
+        .map(drop)
+    }
+
+    /// [`Self::write_index`] with this store's connection and error.
+    async fn index_conversation(
+        &self,
+        conversation_id: &str,
+        contact_id: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        Self::write_index(&self.conn, conversation_id, contact_id, at)
+            .await
+            .map_err(|error| self.unavailable(error))
+    }
+
+    /// [`Self::write_index`], retried in the background with a logged reason until it
+    /// lands (the event itself was recorded and must be published).
+    fn index_conversation_later(&self, conversation_id: String, contact_id: String, at: Timestamp) {
         let conn = self.conn.clone();
         let target = self.display.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             for attempt in 1..=50u32 {
-                let mut conn = conn.clone();
-                let result: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(keys::conversation_index(&conversation_id))
-                    .arg(&contact_id)
-                    .query_async(&mut conn)
-                    .await;
-                match result {
+                match Self::write_index(&conn, &conversation_id, &contact_id, at).await {
                     Ok(()) => {
                         if attempt > 1 {
                             tracing::info!(conversation = %conversation_id, attempt, "conversation index written after retry");
@@ -568,16 +602,6 @@ impl RedisStore {
                 }
             }
         });
-    }
-
-    async fn set_index(&self, conversation_id: &str, contact_id: &str) -> Result<(), StoreError> {
-        self.query::<()>(
-            redis::cmd("SET")
-                .arg(keys::conversation_index(conversation_id))
-                .arg(contact_id)
-                .clone(),
-        )
-        .await
     }
 
     /// The contact owning conversation `id`.
@@ -701,10 +725,10 @@ impl ContextStore for RedisStore {
                     .await
                     .map(drop)
                 },
-                self.mark_active(&contact_id, Timestamp::now()),
                 async {
                     if fresh {
-                        self.set_index(&proposed, &contact_id).await
+                        self.index_conversation(&proposed, &contact_id, Timestamp::now())
+                            .await
                     } else {
                         Ok(())
                     }
@@ -729,13 +753,15 @@ impl ContextStore for RedisStore {
         let mut ingested = parse_reply(&contact_id, &reply)?;
         ingested.merged = merged;
         if side_failed && fresh && ingested.conversation.id == proposed {
-            self.index_conversation_later(proposed.clone(), contact_id.clone());
+            self.index_conversation_later(proposed.clone(), contact_id.clone(), Timestamp::now());
         }
         if ingested.started && !(fresh && ingested.conversation.id == proposed) {
             self.trip();
-            if let Err(error) = self.set_index(&ingested.conversation.id, &contact_id).await {
-                tracing::error!(%error, conversation = %ingested.conversation.id, "conversation index not written; retrying in the background");
-                self.index_conversation_later(ingested.conversation.id.clone(), contact_id.clone());
+            let now = Timestamp::now();
+            let id = &ingested.conversation.id;
+            if let Err(error) = self.index_conversation(id, &contact_id, now).await {
+                tracing::error!(%error, conversation = %id, "conversation index not written; retrying in the background");
+                self.index_conversation_later(id.clone(), contact_id.clone(), now);
             }
         }
         if fresh && ingested.conversation.id != proposed {
