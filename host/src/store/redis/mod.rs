@@ -804,7 +804,7 @@ impl ContextStore for RedisStore {
             self.mark_active(&contact_id, Timestamp::now()),
         );
         if let Err(error) = marked {
-            tracing::warn!(%error, contact = %contact_id, "open-conversation index not updated; the next event of the contact repeats it");
+            tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
         }
         let reply = reply?.ok_or_else(|| not_found("conversation", conversation_id))?;
         parse_reply(&contact_id, &reply)
