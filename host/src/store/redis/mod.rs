@@ -744,7 +744,7 @@ impl ContextStore for RedisStore {
         let reply = reply?;
         let side_failed = side
             .map_err(|error| {
-                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed; the next event of the contact repeats it");
+                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired");
             })
             .is_err();
         let Some(reply) = reply else {
