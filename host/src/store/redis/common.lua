@@ -36,15 +36,18 @@ local function retain(conv_key, history_key, timeline_key, cutoff, retention)
   redis.call('EXPIRE', timeline_key, seconds)
 end
 
+-- The conversation hash fields a reply carries, in order (CONVERSATION_HASH_FIELDS in
+-- mod.rs).
+local CONVERSATION_FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'channels',
+  'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch' }
+
 -- The reply describing a contact, one conversation and the last `depth` messages:
--- { name, created_at, handles_json, conversation fields (see FIELDS in mod.rs)...,
---   started, switched_from, history... }. Missing values are ''.
-local function describe(contact_key, conv_key, conv_id, history_key, depth, started, switched)
-  local c = redis.call('HMGET', contact_key, 'name', 'created_at', 'handles')
-  local v = redis.call('HMGET', conv_key, 'contact', 'status', 'started_at', 'last_at',
-    'channels', 'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch')
-  local out = { c[1] or '', c[2] or '', c[3] or '[]', conv_id }
-  for i = 1, 11 do out[#out + 1] = v[i] or '' end
+-- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., started,
+--   switched_from, history... }, from `contact` = { name, created_at, handles } and
+-- `conv` = the CONVERSATION_FIELDS values. Missing values are ''.
+local function reply(contact, conv_id, conv, history_key, depth, started, switched)
+  local out = { contact[1] or '', contact[2] or '', contact[3] or '[]', conv_id }
+  for i = 1, #CONVERSATION_FIELDS do out[#out + 1] = conv[i] or '' end
   out[#out + 1] = started
   out[#out + 1] = switched
   if depth > 0 then
@@ -52,6 +55,13 @@ local function describe(contact_key, conv_key, conv_id, history_key, depth, star
     for i = 1, #entries do out[#out + 1] = history_json(entries[i]) end
   end
   return out
+end
+
+-- `reply` for the contact and conversation as stored.
+local function describe(contact_key, conv_key, conv_id, history_key, depth, started, switched)
+  local c = redis.call('HMGET', contact_key, 'name', 'created_at', 'handles')
+  local v = redis.call('HMGET', conv_key, unpack(CONVERSATION_FIELDS))
+  return reply(c, conv_id, v, history_key, depth, started, switched)
 end
 
 -- The JSON list of handles `known_json` with `add_json` added (verified wins; an existing

@@ -53,15 +53,13 @@ local handles = merged_handles(c[4], ARGV[12], '')
 if handles then set(contact, contact_changes, 'handles', handles) end
 
 -- Conversation: continue the latest one while open and active, else open a new one.
-local FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'channels', 'current',
-  'previous', 'messages', 'reply_until', 'first_touch', 'last_touch', 'windows' }
 local conv_id = c[5]
 local conv, conv_key
 if conv_id then
   conv_key = prefix .. 'cv:' .. conv_id
-  local values = redis.call('HMGET', conv_key, unpack(FIELDS))
-  conv = {}
-  for i, field in ipairs(FIELDS) do conv[field] = values[i] end
+  local values = redis.call('HMGET', conv_key, 'windows', unpack(CONVERSATION_FIELDS))
+  conv = { windows = values[1] }
+  for i, field in ipairs(CONVERSATION_FIELDS) do conv[field] = values[i + 1] end
   local open = conv.status == 'open' and (at - tonumber(conv.last_at or '0')) < tonumber(ARGV[8])
   if not open then
     if conv.status == 'open' then
@@ -156,14 +154,8 @@ if ARGV[17] ~= '' then
     tonumber(ARGV[17]))
 end
 
--- The reply of `describe`, from the values held here.
-local out = { contact.name or '', contact.created_at or '', contact.handles, conv_id }
-for i = 1, 11 do out[#out + 1] = conv[FIELDS[i]] or '' end
-out[#out + 1] = started
-out[#out + 1] = switched
-local depth = tonumber(ARGV[10])
-if depth > 0 then
-  local history = redis.call('LRANGE', history_key, -depth, -1)
-  for i = 1, #history do out[#out + 1] = history_json(history[i]) end
-end
-return out
+-- The reply `describe` would give, from the values held here.
+local values = {}
+for i, field in ipairs(CONVERSATION_FIELDS) do values[i] = conv[field] end
+return reply({ contact.name, contact.created_at, contact.handles }, conv_id, values,
+  history_key, tonumber(ARGV[10]), started, switched)
