@@ -33,7 +33,7 @@ use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime};
 use crate::store::StoreError;
-use crate::store::plugins::{Activation, PluginRegistry};
+use crate::store::plugins::{Activation, Activations, PluginRegistry};
 use catalog::{Active, Catalog, Version, record_view};
 
 /// The `source` of versions uploaded through the API.
@@ -202,6 +202,7 @@ impl Lifecycle {
     /// is logged and tried again on the next reconcile (the current one keeps serving).
     pub async fn reconcile(&self) -> Result<usize, LifecycleError> {
         let activations = self.shared.activations().await?;
+        self.fetch_missing(&activations).await;
         let mut catalog = self.catalog.lock().await;
         let mut changed = 0;
         for (channel, activation) in &activations.channels {
@@ -349,6 +350,34 @@ impl Lifecycle {
         Ok(bound)
     }
 
+    /// Fetch and compile, before the catalog is locked, the versions `activations` names
+    /// for this instance's channels that it has not loaded: a compile takes hundreds of
+    /// milliseconds, and the lock also serves activations and listings. A version that
+    /// fails here fails again in `ensure`, which reports it.
+    async fn fetch_missing(&self, activations: &Activations) {
+        let missing: Vec<String> = {
+            let catalog = self.catalog.lock().await;
+            let mut missing: Vec<String> = activations
+                .channels
+                .iter()
+                .filter(|(channel, activation)| {
+                    self.configs.contains_key(*channel)
+                        && !catalog.versions.contains_key(&activation.digest)
+                })
+                .map(|(_, activation)| activation.digest.clone())
+                .collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        for digest in missing {
+            if let Ok((plugin, wasm)) = self.fetch(&digest).await {
+                let mut catalog = self.catalog.lock().await;
+                remember(&mut catalog, plugin, wasm, FROM_REGISTRY).shared = true;
+            }
+        }
+    }
+
     /// The loaded version `digest`, fetched and compiled (or taken from the compiled
     /// cache) when only the shared registry has it.
     async fn ensure(
@@ -359,6 +388,14 @@ impl Lifecycle {
         if let Some(version) = catalog.versions.get(digest) {
             return Ok(version.plugin.clone());
         }
+        let (plugin, wasm) = self.fetch(digest).await?;
+        remember(catalog, plugin.clone(), wasm, FROM_REGISTRY).shared = true;
+        Ok(plugin)
+    }
+
+    /// Version `digest` from the shared registry, compiled (or taken from the compiled
+    /// cache) and checked against its digest.
+    async fn fetch(&self, digest: &str) -> Result<(Arc<Plugin>, Arc<Vec<u8>>), LifecycleError> {
         let wasm = self
             .shared
             .wasm(digest)
@@ -372,9 +409,7 @@ impl Lifecycle {
                 found: plugin.digest.clone(),
             });
         }
-        let version = remember(catalog, plugin.clone(), wasm, FROM_REGISTRY);
-        version.shared = true;
-        Ok(plugin)
+        Ok((plugin, wasm))
     }
 
     /// Put version `digest` (if loaded here) in the shared registry, once.
