@@ -10,6 +10,7 @@ pub mod app;
 pub mod delivery;
 pub mod dev;
 pub mod event;
+pub mod fault;
 pub mod ids;
 pub mod ingress;
 pub mod lifecycle;

@@ -170,6 +170,12 @@ pub fn store_operation(backend: &'static str, operation: &'static str, took: Dur
     }
 }
 
+/// Owed records published by `path`: `retry` (a provider retried an event whose first
+/// attempt committed without publishing) or `relay` (found stale by the sweeper).
+pub fn owed_republished(path: &'static str) {
+    counter!("omnigate_owed_republished_total", "path" => path).increment(1);
+}
+
 /// The plugin version serving a channel (1 while active, 0 once replaced).
 pub fn plugin_active(channel: &str, plugin: &str, version: &str, digest: &str, active: bool) {
     gauge!(

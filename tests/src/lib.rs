@@ -22,6 +22,7 @@ pub mod bench;
 pub mod channels;
 pub mod downstream;
 pub mod load;
+pub mod process;
 pub mod redis;
 
 pub use channels::{

@@ -4,12 +4,12 @@
 //! the stock `standardwebhooks` crate.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omnigate_tests::downstream::{Downstream, Mode, Seen};
+use omnigate_tests::process::Process;
 use omnigate_tests::redis::{RedisServer, free_port};
 use omnigate_tests::{
     API_KEY, Gateway, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
@@ -285,90 +285,21 @@ async fn two_instances_share_the_outbox_and_a_slow_subscription_delays_no_other(
     second.stop().await;
 }
 
-/// The `omnigate` binary serving `config` on `port`.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn start(config: &str, dir: &std::path::Path, port: u16) -> Process {
-        let path = dir.join("omnigate.toml");
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n[plugins]\ncache_dir = {cache}\n{config}",
-            cache = toml_path(&dir.join("cache")),
-        );
-        std::fs::write(&path, text).expect("config file");
-        let child = Command::new(omnigate_tests::omnigate_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "omnigate=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("omnigate starts");
-        Process {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::time::Instant::now() < deadline {
-            if omnigate_tests::get(&format!("{}/healthz", self.base), &[])
-                .await
-                .is_ok_and(|(status, _)| status == 200)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("omnigate did not become healthy");
-    }
-
-    /// Sends SIGTERM and waits for the process to exit; its exit status.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "omnigate did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill_9(&mut self) {
-        // `Child::kill` is SIGKILL on Unix: no shutdown code runs.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
+/// What the tests of the `omnigate` binary share: a Redis, a receiver answering `mode`, a
+/// directory for the config and plugin cache, and the config with subscription `crm`.
+async fn process_set_up(mode: Mode) -> (RedisServer, Downstream, tempfile::TempDir, String) {
     let redis = RedisServer::start().expect("redis");
-    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], mode)
         .await
         .expect("receiver");
     let dir = tempfile::tempdir().expect("tempdir");
     let text = config(&redis, &subscription("crm", &downstream.url()));
+    (redis, downstream, dir, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Fail(503, None)).await;
     let port = free_port().expect("port");
     let mut gateway = Process::start(&text, dir.path(), port);
     gateway.wait_ready().await;
@@ -430,6 +361,144 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
         acknowledged.len()
     );
     drop(restarted);
+}
+
+/// Visitors and messages per visitor of the crash-window tests.
+const VISITORS: usize = 30;
+const PER_VISITOR: usize = 10;
+
+/// Sends each visitor's messages in order, each until a 200, like a provider that resends
+/// what was not acknowledged (also while the gateway is down). Ends when every message is
+/// acknowledged, or at `deadline`.
+fn provider(base: String, deadline: std::time::Instant) -> Vec<tokio::task::JoinHandle<usize>> {
+    (0..VISITORS)
+        .map(|visitor| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let mut resends = 0;
+                for n in 0..PER_VISITOR {
+                    let message_id = id(visitor, n);
+                    while send(&base, &message_id, &format!("cv{visitor}")).await != Some(200) {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "{message_id} never acknowledged"
+                        );
+                        resends += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                resends
+            })
+        })
+        .collect()
+}
+
+/// Every message of every visitor, delivered, each conversation in send order.
+async fn assert_all_delivered_in_order(downstream: &Downstream) -> usize {
+    let expected: Vec<String> = (0..VISITORS)
+        .flat_map(|visitor| (0..PER_VISITOR).map(move |n| id(visitor, n)))
+        .collect();
+    downstream
+        .wait_until("every message", Duration::from_secs(60), |accepted| {
+            let ids = accepted_ids(accepted);
+            expected.iter().all(|id| ids.contains(id))
+        })
+        .await
+        .expect("every accepted message delivered");
+    let (per_conversation, duplicates) = received_per_conversation(downstream);
+    assert_in_order(&per_conversation);
+    assert_eq!(
+        per_conversation.len(),
+        VISITORS,
+        "one conversation per visitor"
+    );
+    duplicates
+}
+
+/// The crash window between the store and the outbox: the gateway aborts exactly after a
+/// store commit (before the outbox append) or after the outbox append (before the owed
+/// record is settled), four times while 300 messages from 30 visitors arrive, with the
+/// receiver failing at first. The provider resends what got no answer; the retry of a
+/// committed event finds its owed record and publishes its events. Every message arrives,
+/// each conversation in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aborts_between_store_commit_and_outbox_lose_nothing() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Fail(503, None)).await;
+    let port = free_port().expect("port");
+    let base = format!("http://127.0.0.1:{port}");
+    let senders = provider(base, std::time::Instant::now() + Duration::from_secs(180));
+    // Each process aborts at its n-th pass of the point (counted from its start).
+    let faults = [
+        "after_commit:37",
+        "after_publish:23",
+        "after_commit:61",
+        "after_commit:2",
+    ];
+    for (round, fault) in faults.into_iter().enumerate() {
+        let mut gateway =
+            Process::start_with_env(&text, dir.path(), port, &[("OMNIGATE_FAULT", fault)]);
+        let status = gateway.wait_exit(Duration::from_secs(60)).await;
+        assert!(!status.success(), "{fault}: aborted, not exited cleanly");
+        if round == 1 {
+            downstream.set(Mode::Accept);
+        }
+    }
+    let gateway = Process::start(&text, dir.path(), port);
+    gateway.wait_ready().await;
+    let mut resends = 0;
+    for sender in senders {
+        resends += sender.await.expect("provider");
+    }
+    let duplicates = assert_all_delivered_in_order(&downstream).await;
+    // Each abort cut at least the request it aborted in: the provider resent them.
+    assert!(resends >= faults.len(), "{resends} resends");
+    let metrics = omnigate_tests::get(&format!("{}/metrics", gateway.base), &[])
+        .await
+        .expect("metrics")
+        .1;
+    eprintln!(
+        "4 aborts between commit and outbox: {} messages delivered, {resends} resends, {duplicates} duplicate deliveries; {}",
+        VISITORS * PER_VISITOR,
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("omnigate_owed_republished_total"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// A provider that never resends: the event committed before the abort is published by
+/// the relay of the next process, once its owed record is older than `relay_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_publishes_what_an_aborted_gateway_committed() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
+    let text = format!("{text}\n[pipeline]\nrelay_after = \"1s\"\n")
+        .replace("[store]\n", "[store]\n        sweep_interval = \"200ms\"\n");
+    let port = free_port().expect("port");
+    let mut gateway = Process::start_with_env(
+        &text,
+        dir.path(),
+        port,
+        &[("OMNIGATE_FAULT", "after_commit:2")],
+    );
+    gateway.wait_ready().await;
+    assert_eq!(
+        send(&gateway.base, "relay-1", "rv").await,
+        Some(200),
+        "first message"
+    );
+    assert_eq!(send(&gateway.base, "relay-2", "rv").await, None, "aborted");
+    gateway.wait_exit(WAIT).await;
+    let next = Process::start(&text, dir.path(), port);
+    next.wait_ready().await;
+    downstream
+        .wait_until("the committed message", WAIT, |accepted| {
+            accepted_ids(accepted).contains(&"relay-2".to_owned())
+        })
+        .await
+        .expect("relayed after the restart, with no resend");
+    let ids = accepted_ids(&downstream.accepted());
+    assert_eq!(ids, ["relay-1", "relay-2"], "once each, in order");
 }
 
 /// `GET` a `/v1` URL with the API key; the JSON answer.

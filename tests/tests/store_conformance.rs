@@ -67,6 +67,7 @@ fn message(channel: &str, user: &str, id: &str, at: Timestamp) -> Ingest {
         }),
         referral: None,
         reply_window: None,
+        owed: format!("payload of {id}"),
     }
 }
 
@@ -308,6 +309,7 @@ async fn threading(store: &dyn ContextStore) {
                     text: Some("hello".into()),
                     parts: Vec::new(),
                 },
+                owed: String::new(),
             },
             &policy(),
         )
@@ -324,11 +326,151 @@ async fn threading(store: &dyn ContextStore) {
             Outbound {
                 conversation_id: "cv_missing".into(),
                 message: sent.history[0].clone(),
+                owed: String::new(),
             },
             &policy(),
         )
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+/// The payload a sweep keeps with each close.
+fn closed_payload() -> String {
+    "closed payload".to_owned()
+}
+
+/// Every change that owes events keeps an owed record with it, atomically, until settled:
+/// a duplicate finds it (a provider retry after a crash), the relay lists it once stale,
+/// settling drops it, erasure takes it along.
+async fn owed_records(store: &dyn ContextStore) {
+    let web = channel("web");
+    let at = now();
+    let first = ok(store, message(&web, "o", "o1", at)).await;
+    let sender = message(&web, "o", "o1", at).person;
+    let owed = store
+        .owed_inbound(&sender, &web, "o1")
+        .await
+        .expect("ok")
+        .expect("kept with the ingest");
+    assert_eq!(owed.contact_id, first.contact.id);
+    assert_eq!(owed.key, omnigate::store::owed_inbound_key(&web, "o1"));
+    assert_eq!(owed.conversation_id, first.conversation.id);
+    assert!(owed.started);
+    assert_eq!(owed.payload, "payload of o1");
+    // The retry is a duplicate for the store, and the record is still there for it.
+    let again = store
+        .ingest(message(&web, "o", "o1", at), &policy())
+        .await
+        .expect("ok");
+    assert!(again.is_none(), "a duplicate");
+    assert!(
+        store
+            .owed_inbound(&sender, &web, "o1")
+            .await
+            .expect("ok")
+            .is_some()
+    );
+    // Not stale yet; stale once `before` is past its commit.
+    let soon = Timestamp::now()
+        .checked_add(SignedDuration::from_secs(1))
+        .expect("time");
+    let old = Timestamp::now()
+        .checked_sub(SignedDuration::from_hours(1))
+        .expect("time");
+    let ours = |records: Vec<omnigate::store::Owed>| -> Vec<String> {
+        records
+            .into_iter()
+            .filter(|owed| owed.contact_id == first.contact.id)
+            .map(|owed| owed.key)
+            .collect()
+    };
+    assert!(ours(store.stale_owed(old, 10_000).await.expect("ok")).is_empty());
+    let second = ok(store, message(&web, "o", "o2", at)).await;
+    assert!(!second.started);
+    let sent = store
+        .record_outbound(
+            Outbound {
+                conversation_id: first.conversation.id.clone(),
+                message: HistoryEntry {
+                    event_id: "evt_owed_out".into(),
+                    at,
+                    channel: web.clone(),
+                    direction: Direction::Outbound,
+                    external_id: Some("out-o".into()),
+                    text: Some("hi".into()),
+                    parts: Vec::new(),
+                },
+                owed: "sent payload".into(),
+            },
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(sent.contact.id, first.contact.id);
+    let mut stale = ours(store.stale_owed(soon, 10_000).await.expect("ok"));
+    stale.sort();
+    let mut expected = vec![
+        omnigate::store::owed_inbound_key(&web, "o1"),
+        omnigate::store::owed_inbound_key(&web, "o2"),
+        omnigate::store::owed_outbound_key("evt_owed_out"),
+    ];
+    expected.sort();
+    assert_eq!(stale, expected);
+    // Settled records are gone, for the retry and for the relay; settling twice is fine.
+    let settled: Vec<(String, String)> = expected
+        .iter()
+        .map(|key| (first.contact.id.clone(), key.clone()))
+        .collect();
+    store.settle(&settled[..2]).await.expect("settled");
+    store.settle(&settled[..2]).await.expect("settled again");
+    assert!(
+        store
+            .owed_inbound(&sender, &web, "o1")
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    assert_eq!(
+        ours(store.stale_owed(soon, 10_000).await.expect("ok")),
+        vec![expected[2].clone()]
+    );
+    store.settle(&settled[2..]).await.expect("settled");
+    assert!(ours(store.stale_owed(soon, 10_000).await.expect("ok")).is_empty());
+    // A close keeps the conversation.closed it owes.
+    let closed = store
+        .close_idle(
+            later(at, 48),
+            Duration::from_secs(3600),
+            10_000,
+            &closed_payload,
+        )
+        .await
+        .expect("ok");
+    let close = closed
+        .iter()
+        .find(|closed| closed.conversation.id == first.conversation.id)
+        .expect("closed");
+    assert_eq!(
+        close.owed.key,
+        omnigate::store::owed_closed_key(&first.conversation.id)
+    );
+    assert_eq!(close.owed.payload, "closed payload");
+    let stale = store.stale_owed(soon, 10_000).await.expect("ok");
+    let kept = stale
+        .iter()
+        .find(|owed| owed.contact_id == first.contact.id)
+        .expect("kept with the close");
+    assert_eq!(kept.key, close.owed.key);
+    assert_eq!(kept.payload, "closed payload");
+    // Erasure takes what the contact owes along: its events carry its data.
+    let third = ok(store, message(&web, "o", "o3", later(at, 49))).await;
+    assert!(third.started);
+    store
+        .erase(&first.contact.id)
+        .await
+        .expect("ok")
+        .expect("erased");
+    assert!(ours(store.stale_owed(soon, 10_000).await.expect("ok")).is_empty());
 }
 
 async fn history_cap(store: &dyn ContextStore) {
@@ -678,7 +820,11 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     let hour = Duration::from_secs(3600);
     let sweeps = (0..4).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.close_idle(sweep_at, hour, 10_000).await })
+        tokio::spawn(async move {
+            store
+                .close_idle(sweep_at, hour, 10_000, &closed_payload)
+                .await
+        })
     });
     let mut closed = Vec::new();
     for sweep in sweeps.collect::<Vec<_>>() {
@@ -686,10 +832,10 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     }
     let ours: Vec<_> = closed
         .iter()
-        .filter(|(_, conversation)| conversation.current_channel == web)
+        .filter(|closed| closed.conversation.current_channel == web)
         .collect();
     assert_eq!(ours.len(), 1, "closed once: {ours:#?}");
-    let (contact, conversation) = ours[0];
+    let (contact, conversation) = (&ours[0].contact, &ours[0].conversation);
     assert_eq!(conversation.id, idle.conversation.id);
     assert_eq!(contact.id, idle.contact.id);
     assert_eq!(
@@ -711,33 +857,47 @@ async fn sweeping(store: Arc<dyn ContextStore>) {
     assert!(
         closed
             .iter()
-            .all(|(_, c)| c.id != continued.conversation.id),
+            .all(|closed| closed.conversation.id != continued.conversation.id),
         "continued conversation closed by its first message's time"
     );
-    let again = store.close_idle(sweep_at, hour, 10_000).await.expect("ok");
+    let again = store
+        .close_idle(sweep_at, hour, 10_000, &closed_payload)
+        .await
+        .expect("ok");
     // Received just now with an old event time: not idle.
     let old = now()
         .checked_sub(SignedDuration::from_hours(2))
         .expect("time");
     let late = ok(&*store, message(&web, "u", "s4", old)).await;
-    let swept = store.close_idle(now(), hour, 10_000).await.expect("ok");
+    let swept = store
+        .close_idle(now(), hour, 10_000, &closed_payload)
+        .await
+        .expect("ok");
     assert!(
-        swept.iter().all(|(_, c)| c.id != late.conversation.id),
+        swept
+            .iter()
+            .all(|closed| closed.conversation.id != late.conversation.id),
         "received recently"
     );
-    assert!(again.iter().all(|(_, c)| c.id != idle.conversation.id));
+    assert!(
+        again
+            .iter()
+            .all(|closed| closed.conversation.id != idle.conversation.id)
+    );
     // The next message opens a new conversation.
     let next = ok(&*store, message(&web, "s", "s3", now())).await;
     assert!(next.started);
     assert_ne!(next.conversation.id, idle.conversation.id);
     // Conversations a sweep found active are closed once idle since their latest message.
     let swept = store
-        .close_idle(later(sweep_at, 2), hour, 10_000)
+        .close_idle(later(sweep_at, 2), hour, 10_000, &closed_payload)
         .await
         .expect("ok");
     for conversation in [&busy.conversation.id, &continued.conversation.id] {
         assert!(
-            swept.iter().any(|(_, c)| &c.id == conversation),
+            swept
+                .iter()
+                .any(|closed| &closed.conversation.id == conversation),
             "{conversation} not closed: {swept:#?}"
         );
     }
@@ -771,6 +931,7 @@ async fn timeline(store: &dyn ContextStore) {
             Outbound {
                 conversation_id: one.conversation.id.clone(),
                 message: reply.clone(),
+                owed: String::new(),
             },
             &policy(),
         )
@@ -1082,6 +1243,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     timeline(&*store).await;
     probable_links(&*store).await;
     shared_verified_handle(&*store).await;
+    owed_records(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1142,6 +1304,17 @@ async fn redis_password_in_url() {
     assert!(!error.to_string().contains("wrong"), "{error}");
 }
 
+/// The contact an owed inbound record of `user` on `channel` is kept with.
+async fn owed_contact(store: &RedisStore, channel: &str, user: &str, id: &str) -> String {
+    let sender = message(channel, user, id, now()).person;
+    store
+        .owed_inbound(&sender, channel, id)
+        .await
+        .expect("ok")
+        .expect("owed")
+        .contact_id
+}
+
 /// The hot path stays within three Redis round trips per inbound event (a round trip is
 /// one set of concurrent commands; counted by the store where it awaits Redis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1172,6 +1345,26 @@ async fn redis_round_trips_per_inbound_event() {
             .is_none()
     );
     assert_eq!(trips(&store, before), 2, "duplicate");
+    // The publisher settles an event's owed record after the outbox append: one trip; a
+    // retry of a published event looks its record up: two trips, only on duplicates.
+    let contact = owed_contact(&store, &web, "v", "m2").await;
+    let before = store.round_trips();
+    store
+        .settle(&[(contact, omnigate::store::owed_inbound_key(&web, "m2"))])
+        .await
+        .expect("settled");
+    assert_eq!(trips(&store, before), 1, "settle");
+    let before = store.round_trips();
+    let sender = message(&web, "v", "m2", at).person;
+    assert!(
+        store
+            .owed_inbound(&sender, &web, "m2")
+            .await
+            .expect("ok")
+            .is_none(),
+        "settled"
+    );
+    assert_eq!(trips(&store, before), 2, "owed lookup of a duplicate");
     let before = store.round_trips();
     ok(&store, message(&web, "v", "m3", later(at, 30))).await;
     assert_eq!(trips(&store, before), 3, "known sender, new conversation");

@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 use super::lookup;
 use crate::app::App;
 use crate::event::{
-    Attribution, ChannelRef, ContactSnapshot, ConversationSnapshot, ConversationStatus, Event,
-    EventType, SCHEMA_VERSION,
+    Attribution, ChannelRef, ConversationSnapshot, ConversationStatus, Event, EventType,
 };
 use crate::server::error::ApiError;
 use crate::store::{ContactDetails, Conversation, StoreError};
@@ -216,33 +215,19 @@ fn contact_event(
         .channel_meta(&channel_id)
         .map(|meta| meta.kind)
         .unwrap_or_default();
-    Event {
-        id: crate::ids::event(),
+    Event::about(
+        crate::ids::event(),
         kind,
-        schema: SCHEMA_VERSION.to_owned(),
-        occurred_at: now,
-        received_at: now,
-        channel: ChannelRef {
+        ChannelRef {
             id: channel_id,
             kind: kind_name,
             account: None,
         },
-        external_id: None,
-        contact: ContactSnapshot {
-            id: contact.contact.id.clone(),
-            name: contact.contact.name.clone(),
-            handles: contact.contact.handles.clone(),
-        },
-        conversation: snapshot,
-        message: None,
-        status: None,
-        reaction: None,
-        target_message_id: None,
-        referral: None,
-        merge: None,
-        history: Vec::new(),
-        raw: None,
-    }
+        now,
+        now,
+        contact.contact.snapshot(),
+        snapshot,
+    )
 }
 
 /// Publish an API action's event. The action is already recorded, so an outbox failure

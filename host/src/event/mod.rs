@@ -67,6 +67,40 @@ pub struct Event {
     pub raw: Option<serde_json::Value>,
 }
 
+impl Event {
+    /// An event of `kind` about `contact` and `conversation` with nothing else attached:
+    /// the one place an event's every field is written (callers set what they carry).
+    pub fn about(
+        id: String,
+        kind: EventType,
+        channel: ChannelRef,
+        occurred_at: Timestamp,
+        received_at: Timestamp,
+        contact: ContactSnapshot,
+        conversation: ConversationSnapshot,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            schema: SCHEMA_VERSION.to_owned(),
+            occurred_at,
+            received_at,
+            channel,
+            external_id: None,
+            contact,
+            conversation,
+            message: None,
+            status: None,
+            reaction: None,
+            target_message_id: None,
+            referral: None,
+            merge: None,
+            history: Vec::new(),
+            raw: None,
+        }
+    }
+}
+
 /// Which contacts a merge joined (`contact.merged`) or separated again
 /// (`contact.unmerged`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

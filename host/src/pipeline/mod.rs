@@ -9,6 +9,7 @@
 pub mod enrich;
 pub mod identity;
 pub mod normalize;
+pub mod owed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,10 +19,10 @@ use serde::Deserialize;
 use tracing::Instrument as _;
 
 use crate::delivery::{Delivery, DeliveryError};
-use crate::event::{ChannelRef, Event, EventType, Message, SCHEMA_VERSION};
+use crate::event::{ChannelRef, Event, EventType, Message};
 use crate::metrics::{self, PipelineMetrics};
 use crate::runtime::types::InboundEvent;
-use crate::store::{ContextStore, Ingest, IngestPolicy, Outbound, StoreError};
+use crate::store::{self, ContextStore, Ingest, IngestPolicy, Ingested, Outbound, StoreError};
 pub use identity::Normalizer;
 use normalize::{InvalidEvent, Normalized};
 
@@ -43,6 +44,10 @@ pub struct PipelineSettings {
     /// How long a webhook may wait for room in the delivery queue before it gets a 503.
     #[serde(with = "humantime_serde")]
     pub queue_wait: Duration,
+    /// How old an unsettled owed record must be before the relay publishes it: longer
+    /// than any live publisher takes between its store commit and the outbox.
+    #[serde(with = "humantime_serde")]
+    pub relay_after: Duration,
 }
 
 impl Default for PipelineSettings {
@@ -53,6 +58,7 @@ impl Default for PipelineSettings {
             history_cap: 50,
             default_region: None,
             queue_wait: Duration::from_secs(5),
+            relay_after: Duration::from_secs(30),
         }
     }
 }
@@ -189,16 +195,30 @@ impl Pipeline {
             .await?;
         self.metrics.reserve.record(started.elapsed().as_secs_f64());
         let link = self.redeem_link_token(channel, &event).await?;
+        let raw = self
+            .delivery
+            .wants_raw()
+            .then(|| enrich::raw_payload(event.raw.as_deref(), body));
+        let ingest_message = event.history_entry(&channel.id);
+        let person = event.person.clone();
+        let inbound = inbound_debt(
+            channel,
+            event,
+            received_at,
+            raw,
+            link.as_ref().and_then(|(_, merge)| merge.clone()),
+        );
         let ingest = Ingest {
             channel: channel.id.clone(),
-            external_id: event.external_id.clone(),
-            at: event.at,
-            person: event.person.clone(),
-            message: event.history_entry(&channel.id),
-            referral: event.referral.clone(),
+            external_id: inbound.external_id.clone(),
+            at: inbound.at,
+            person,
+            message: ingest_message,
+            referral: inbound.referral.clone(),
             reply_window: channel
                 .reply_window
-                .filter(|_| event.kind == EventType::MessageReceived),
+                .filter(|_| inbound.kind == EventType::MessageReceived),
+            owed: owed::Owes::Inbound(&inbound).payload(),
         };
         let store_span = tracing::info_span!(
             "store.ingest",
@@ -207,6 +227,7 @@ impl Pipeline {
             conversation = tracing::field::Empty,
             contact = tracing::field::Empty,
         );
+        let person = ingest.person.clone();
         let started = Instant::now();
         let ingested = self
             .store
@@ -216,52 +237,22 @@ impl Pipeline {
         self.metrics.ingest(started.elapsed(), ingested.is_ok());
         record_ingest(&store_span, &ingested);
         let Some(ingested) = ingested? else {
-            tracing::debug!(channel = %channel.id, external_id = %event.external_id, "duplicate event dropped");
-            return Ok(false);
+            return self
+                .republish_duplicate(channel, &person, &inbound, reservation)
+                .await;
         };
-        let raw = self
-            .delivery
-            .wants_raw()
-            .then(|| enrich::raw_payload(event.raw.as_deref(), body));
-        let channel_ref = ChannelRef {
-            id: channel.id.clone(),
-            kind: channel.kind.clone(),
-            account: None,
-        };
-        let started = Instant::now();
-        let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
-        let events = enrich_span.in_scope(|| {
-            let mut events = enrich::events(event, &ingested, &channel_ref, received_at, raw);
-            if let Some(merge) = &ingested.merged {
-                tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
-            }
-            // The merges come first, in the order they happened: the link token's before
-            // the store's.
-            let merges = link
-                .as_ref()
-                .and_then(|(_, merge)| merge.as_ref())
-                .into_iter()
-                .chain(&ingested.merged);
-            for (position, merge) in merges.enumerate() {
-                events.insert(
-                    position,
-                    enrich::merged(merge, &ingested, &channel_ref, received_at),
-                );
-            }
-            events
-        });
-        enrich_span.record("events", events.len());
-        self.metrics.enrich.record(started.elapsed().as_secs_f64());
-        for event in &events {
-            tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
+        crate::fault::point("after_commit");
+        if let Some(merge) = &ingested.merged {
+            tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
         }
         let started = Instant::now();
-        let publish_span = publish_span(&events);
-        reservation
-            .publish(events.into_iter().map(Arc::new).collect())
-            .instrument(publish_span)
+        let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
+        let events = enrich_span.in_scope(|| owed::inbound_events(&inbound, &ingested));
+        enrich_span.record("events", events.len());
+        self.metrics.enrich.record(started.elapsed().as_secs_f64());
+        let key = store::owed_inbound_key(&channel.id, &inbound.external_id);
+        self.publish_owed(reservation, events, (ingested.contact.id.clone(), key))
             .await?;
-        self.metrics.publish.record(started.elapsed().as_secs_f64());
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
             // is idempotent), so a failure here only leaves the token to its TTL.
@@ -270,6 +261,155 @@ impl Pipeline {
             }
         }
         Ok(true)
+    }
+
+    /// A duplicate: the store has the event. If its owed record is still there, the first
+    /// attempt committed but may have died before its events reached the outbox (the
+    /// provider retries because it got no answer): publish them now, with their ids.
+    async fn republish_duplicate(
+        &self,
+        channel: &ChannelMeta,
+        person: &crate::store::Person,
+        inbound: &owed::Inbound,
+        reservation: crate::delivery::Reservation,
+    ) -> Result<bool, PipelineError> {
+        let owed = self
+            .store
+            .owed_inbound(person, &channel.id, &inbound.external_id)
+            .await?;
+        let Some(owed) = owed else {
+            tracing::debug!(channel = %channel.id, external_id = %inbound.external_id, "duplicate event dropped");
+            return Ok(false);
+        };
+        tracing::info!(channel = %channel.id, external_id = %inbound.external_id, committed_at = %owed.at, "a retried event whose first attempt committed without settling: publishing its events");
+        let events = self.owed_events(&owed, &|_| String::new()).await?;
+        metrics::owed_republished("retry");
+        self.publish_owed(reservation, events, (owed.contact_id, owed.key))
+            .await?;
+        Ok(false)
+    }
+
+    /// Publish the events of an owed record, then settle it. Settled before the answer,
+    /// so the provider's next copy of the webhook is a plain duplicate; a settle that
+    /// fails (or a crash before it) only makes a retry or the relay publish the same
+    /// events, same ids, again: at least once.
+    async fn publish_owed(
+        &self,
+        reservation: crate::delivery::Reservation,
+        events: Vec<Event>,
+        owed: (String, String),
+    ) -> Result<(), PipelineError> {
+        for event in &events {
+            tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %event.channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
+        }
+        let started = Instant::now();
+        let publish_span = publish_span(&events);
+        reservation
+            .publish(events.into_iter().map(Arc::new).collect())
+            .instrument(publish_span)
+            .await?;
+        self.metrics.publish.record(started.elapsed().as_secs_f64());
+        crate::fault::point("after_publish");
+        self.settle(owed).await;
+        Ok(())
+    }
+
+    /// Drop an owed record whose events are in the outbox. A failure is only logged: the
+    /// events are published; the relay publishes them once more (same ids).
+    async fn settle(&self, owed: (String, String)) {
+        if let Err(error) = self.store.settle(std::slice::from_ref(&owed)).await {
+            tracing::warn!(%error, contact = %owed.0, "owed record not settled; the relay will publish its events again (same event ids)");
+        }
+    }
+
+    /// The events an owed record stands for, built from its payload and the store's
+    /// state now (the snapshots are as of now; the ids are the ones first decided).
+    /// `kind_of` names a channel's kind (the payload of a close does not carry it).
+    async fn owed_events(
+        &self,
+        owed: &store::Owed,
+        kind_of: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Vec<Event>, PipelineError> {
+        let debt = owed::Debt::from_payload(&owed.payload)
+            .map_err(|error| InvalidEvent(format!("owed record {}: {error}", owed.key)))?;
+        let Some(ingested) = self.ingested_now(owed).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(match &debt {
+            owed::Debt::Inbound(inbound) => owed::inbound_events(inbound, &ingested),
+            owed::Debt::Sent(sent) => vec![owed::sent_event(sent, &ingested)],
+            owed::Debt::Closed { event_id } => {
+                let channel = ingested.conversation.current_channel.clone();
+                let channel = ChannelRef {
+                    kind: kind_of(&channel),
+                    id: channel,
+                    account: None,
+                };
+                vec![owed::closed_event(event_id, channel, owed.at, &ingested)]
+            }
+        })
+    }
+
+    /// What the store holds now for an owed record's change; `None` when the contact or
+    /// conversation is gone (erased: its events are not published).
+    async fn ingested_now(&self, owed: &store::Owed) -> Result<Option<Ingested>, PipelineError> {
+        let (contact, conversation, history) = futures::try_join!(
+            self.store.contact(&owed.contact_id),
+            self.store.conversation(&owed.conversation_id),
+            self.store
+                .history(&owed.conversation_id, self.delivery.history_depth()),
+        )?;
+        let (Some(contact), Some(conversation)) = (contact, conversation) else {
+            return Ok(None);
+        };
+        Ok(Some(Ingested {
+            contact,
+            conversation,
+            started: owed.started,
+            switched_from: owed.switched_from.clone(),
+            history,
+            merged: owed.merged.clone(),
+        }))
+    }
+
+    /// Publish what changes committed before `relay_after` ago still owe (their publisher
+    /// died, or the outbox failed it): the relay, run by the sweeper on every instance.
+    /// Returns how many records were settled.
+    pub async fn relay(
+        &self,
+        kind_of: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<usize, PipelineError> {
+        let before = Timestamp::now()
+            .checked_sub(
+                jiff::SignedDuration::try_from(self.settings.relay_after).unwrap_or_default(),
+            )
+            .unwrap_or_else(|_| Timestamp::now());
+        let stale = self.store.stale_owed(before, RELAY_BATCH).await?;
+        let mut settled = 0;
+        for owed in stale {
+            let events = match self.owed_events(&owed, kind_of).await {
+                Ok(events) => events,
+                Err(PipelineError::Invalid(error)) => {
+                    // Unreadable (a payload of an incompatible version): nothing can be
+                    // published from it; keeping it would block nothing but log forever.
+                    tracing::error!(%error, contact = %owed.contact_id, "owed record dropped");
+                    Vec::new()
+                }
+                Err(error) => return Err(error),
+            };
+            let reservation = self
+                .delivery
+                .reserve(events.len().max(1), self.settings.queue_wait)
+                .await?;
+            tracing::warn!(contact = %owed.contact_id, key = %owed.key.replace('\u{1f}', "/"), committed_at = %owed.at, events = events.len(), "relaying events a change committed but never published");
+            reservation
+                .publish(events.into_iter().map(Arc::new).collect())
+                .await?;
+            self.store.settle(&[(owed.contact_id, owed.key)]).await?;
+            metrics::owed_republished("relay");
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     /// A link token in the event (message text or start/ref payload) that is live: merge
@@ -319,13 +459,28 @@ impl Pipeline {
         message: Message,
     ) -> Result<Arc<Event>, PipelineError> {
         let reservation = self.delivery.reserve(1, self.settings.queue_wait).await?;
-        let event_id = crate::ids::event();
-        let at = Timestamp::now();
-        let entry =
-            normalize::history_entry(&event_id, at, &channel.id, Some(external_id), &message);
+        let sent = owed::Sent {
+            event_id: crate::ids::event(),
+            at: Timestamp::now(),
+            channel: ChannelRef {
+                id: channel.id.clone(),
+                kind: channel.kind.clone(),
+                account: None,
+            },
+            external_id: external_id.to_owned(),
+            message,
+        };
+        let entry = normalize::history_entry(
+            &sent.event_id,
+            sent.at,
+            &channel.id,
+            Some(external_id),
+            &sent.message,
+        );
         let outbound = Outbound {
             conversation_id: conversation_id.to_owned(),
             message: entry,
+            owed: owed::Owes::Sent(&sent).payload(),
         };
         let started = Instant::now();
         let ingested = self.store.record_outbound(outbound, &self.policy()).await;
@@ -337,31 +492,48 @@ impl Pipeline {
             ingested.is_ok(),
         );
         let ingested = ingested?;
-        let event = Arc::new(Event {
-            id: event_id,
-            kind: EventType::MessageSent,
-            schema: SCHEMA_VERSION.to_owned(),
-            occurred_at: at,
-            received_at: at,
-            channel: ChannelRef {
-                id: channel.id.clone(),
-                kind: channel.kind.clone(),
-                account: None,
-            },
-            external_id: Some(external_id.to_owned()),
-            contact: ingested.contact.snapshot(),
-            conversation: ingested.conversation.snapshot(),
-            message: Some(message),
-            status: None,
-            reaction: None,
-            target_message_id: None,
-            referral: None,
-            merge: None,
-            history: ingested.history,
-            raw: None,
-        });
+        crate::fault::point("after_commit");
+        let event = Arc::new(owed::sent_event(&sent, &ingested));
+        let key = store::owed_outbound_key(&sent.event_id);
+        let started = Instant::now();
         reservation.publish(vec![event.clone()]).await?;
+        self.metrics.publish.record(started.elapsed().as_secs_f64());
+        self.settle((ingested.contact.id.clone(), key)).await;
         Ok(event)
+    }
+}
+
+/// Owed records the relay publishes per sweep.
+const RELAY_BATCH: usize = 100;
+
+/// The debt of a normalized inbound event: the event, moved, with the ids of the events
+/// it may cause decided now.
+fn inbound_debt(
+    channel: &ChannelMeta,
+    event: Normalized,
+    received_at: Timestamp,
+    raw: Option<serde_json::Value>,
+    link_merge: Option<crate::store::Merge>,
+) -> owed::Inbound {
+    owed::Inbound {
+        event_id: event.event_id,
+        caused_ids: std::array::from_fn(|_| crate::ids::event()),
+        kind: event.kind,
+        channel: ChannelRef {
+            id: channel.id.clone(),
+            kind: channel.kind.clone(),
+            account: event.account,
+        },
+        external_id: event.external_id,
+        at: event.at,
+        received_at,
+        message: event.message,
+        status: event.status,
+        reaction: event.reaction,
+        target_message_id: event.target_message_id,
+        referral: event.referral,
+        raw,
+        link_merge,
     }
 }
 

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::model::{
-    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, Merge, Outbound,
-    Person, TimelinePage,
+    Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, Merge,
+    Outbound, Owed, Person, TimelinePage,
 };
 use super::{ContextStore, StoreError};
 use crate::event::HistoryEntry;
@@ -149,9 +149,35 @@ impl ContextStore for Measured {
         now: Timestamp,
         inactivity: Duration,
         limit: usize,
-    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
-        self.timed("close_idle", self.inner.close_idle(now, inactivity, limit))
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<Closed>, StoreError> {
+        self.timed(
+            "close_idle",
+            self.inner.close_idle(now, inactivity, limit, payload),
+        )
+        .await
+    }
+
+    async fn owed_inbound(
+        &self,
+        person: &Person,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Owed>, StoreError> {
+        self.timed(
+            "owed_inbound",
+            self.inner.owed_inbound(person, channel, external_id),
+        )
+        .await
+    }
+
+    async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError> {
+        self.timed("stale_owed", self.inner.stale_owed(before, limit))
             .await
+    }
+
+    async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
+        self.timed("settle", self.inner.settle(owed)).await
     }
 
     async fn timeline(

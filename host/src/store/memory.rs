@@ -15,8 +15,9 @@ use jiff::Timestamp;
 use parking_lot::Mutex;
 
 use super::model::{
-    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, merges_on, probable_keys,
+    Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
+    LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
+    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, probable_keys,
     shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
@@ -56,6 +57,8 @@ struct State {
     tokens: HashMap<String, (String, Instant)>,
     /// Probable-link key (name + e-mail domain) → contacts.
     probable: HashMap<String, HashSet<String>>,
+    /// (contact id, key) → events a change owes, until settled.
+    owed: HashMap<(String, String), Owed>,
 }
 
 struct Thread {
@@ -135,8 +138,8 @@ impl ContextStore for MemoryStore {
         ingest: Ingest,
         policy: &IngestPolicy,
     ) -> Result<Option<Ingested>, StoreError> {
-        let key = format!("{}\u{1f}{}", ingest.channel, ingest.external_id);
-        if !self.first_sighting(key, policy.dedupe_ttl) {
+        let key = owed_inbound_key(&ingest.channel, &ingest.external_id);
+        if !self.first_sighting(key.clone(), policy.dedupe_ttl) {
             return Ok(None);
         }
         let mut state = self.state.lock();
@@ -150,6 +153,16 @@ impl ContextStore for MemoryStore {
         state.upsert_person(&contact_id, &ingest.person);
         let mut result = state.touch_conversation(&contact_id, &ingest, policy);
         result.merged = merged;
+        state.owe(Owed {
+            contact_id: contact_id.clone(),
+            key,
+            at: Timestamp::now(),
+            conversation_id: result.conversation.id.clone(),
+            started: result.started,
+            switched_from: result.switched_from.clone(),
+            merged: result.merged.clone(),
+            payload: ingest.owed,
+        });
         if let Some(cutoff) = self.cutoff()
             && let Some(thread) = state.conversations.get_mut(&result.conversation.id)
         {
@@ -164,6 +177,7 @@ impl ContextStore for MemoryStore {
         outbound: Outbound,
         policy: &IngestPolicy,
     ) -> Result<Ingested, StoreError> {
+        let owed_key = owed_outbound_key(&outbound.message.event_id);
         let mut state = self.state.lock();
         let thread = state
             .conversations
@@ -187,6 +201,16 @@ impl ContextStore for MemoryStore {
             .get(&conversation.contact_id)
             .cloned()
             .ok_or_else(|| not_found("contact", &conversation.contact_id))?;
+        state.owe(Owed {
+            contact_id: contact.id.clone(),
+            key: owed_key,
+            at: Timestamp::now(),
+            conversation_id: conversation.id.clone(),
+            started: false,
+            switched_from: None,
+            merged: None,
+            payload: outbound.owed,
+        });
         Ok(Ingested {
             contact,
             conversation,
@@ -302,7 +326,8 @@ impl ContextStore for MemoryStore {
         now: Timestamp,
         inactivity: Duration,
         limit: usize,
-    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<Closed>, StoreError> {
         let mut state = self.state.lock();
         let state = &mut *state;
         if let Some(cutoff) = self.cutoff() {
@@ -332,10 +357,65 @@ impl ContextStore for MemoryStore {
                 .timeline
                 .push(TimelineEntry::new("conversation.closed", now, &channel));
             if let Some(contact) = state.contacts.get(contact_id) {
-                closed.push((contact.clone(), thread.conversation.clone()));
+                let owed = Owed {
+                    contact_id: contact_id.clone(),
+                    key: owed_closed_key(conversation_id),
+                    at: Timestamp::now(),
+                    conversation_id: conversation_id.clone(),
+                    started: false,
+                    switched_from: None,
+                    merged: None,
+                    payload: payload(),
+                };
+                closed.push(Closed {
+                    contact: contact.clone(),
+                    conversation: thread.conversation.clone(),
+                    owed,
+                });
             }
         }
+        for closed in &closed {
+            state.owe(closed.owed.clone());
+        }
         Ok(closed)
+    }
+
+    async fn owed_inbound(
+        &self,
+        person: &Person,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Owed>, StoreError> {
+        let state = self.state.lock();
+        let Some(contact_id) = state
+            .handles
+            .get(&(person.user.kind, person.user.value.clone()))
+        else {
+            return Ok(None);
+        };
+        let key = (contact_id.clone(), owed_inbound_key(channel, external_id));
+        Ok(state.owed.get(&key).cloned())
+    }
+
+    async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError> {
+        let state = self.state.lock();
+        let mut stale: Vec<Owed> = state
+            .owed
+            .values()
+            .filter(|owed| owed.at < before)
+            .cloned()
+            .collect();
+        stale.sort_by_key(|owed| owed.at);
+        stale.truncate(limit);
+        Ok(stale)
+    }
+
+    async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        for key in owed {
+            state.owed.remove(key);
+        }
+        Ok(())
     }
 
     async fn timeline(
@@ -376,6 +456,12 @@ impl ContextStore for MemoryStore {
 }
 
 impl State {
+    /// Keep `owed` until it is settled.
+    fn owe(&mut self, owed: Owed) {
+        self.owed
+            .insert((owed.contact_id.clone(), owed.key.clone()), owed);
+    }
+
     /// Find the contact by its channel user id, else by a verified phone/e-mail, else
     /// create it; attach any new handles.
     fn resolve_contact(&mut self, person: &Person, at: Timestamp) -> String {
@@ -694,6 +780,8 @@ impl State {
             self.merges.remove(&contact);
             self.merged_into.remove(&contact);
             self.tokens.retain(|_, (owner, _)| *owner != contact);
+            // Owed events of an erased contact are not published: they carry its data.
+            self.owed.retain(|(owner, _), _| *owner != contact);
             for members in self.probable.values_mut() {
                 members.remove(&contact);
             }
@@ -881,6 +969,7 @@ mod tests {
             }),
             referral: None,
             reply_window: None,
+            owed: String::new(),
         }
     }
 

@@ -24,8 +24,9 @@ pub use link::{DeepLinks, IdentitySettings};
 pub use measured::Measured;
 pub use memory::MemoryStore;
 pub use model::{
-    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage,
+    Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
+    LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
+    owed_closed_key, owed_inbound_key, owed_outbound_key,
 };
 pub use redis::{RedisStore, RedisTls, is_redis_url, redact as redact_url, seeds as redis_seeds};
 
@@ -153,14 +154,34 @@ pub trait ContextStore: Send + Sync + 'static {
     async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError>;
 
     /// Close up to `limit` open conversations idle for `inactivity` as of `now`; returns
-    /// each with its contact (for `conversation.closed`). Safe on every instance at once:
-    /// a conversation is closed, and returned, once.
+    /// each with its contact and the owed record of its `conversation.closed`, kept with
+    /// the close (its payload made by `payload`). Safe on every instance at once: a
+    /// conversation is closed, and returned, once.
     async fn close_idle(
         &self,
         now: Timestamp,
         inactivity: Duration,
         limit: usize,
-    ) -> Result<Vec<(Contact, Conversation)>, StoreError>;
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<Closed>, StoreError>;
+
+    /// The owed record of an inbound event already recorded (a provider's retry finds
+    /// it as a duplicate) while it is not settled: the first attempt committed, but its
+    /// events may never have reached the outbox.
+    async fn owed_inbound(
+        &self,
+        person: &Person,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Owed>, StoreError>;
+
+    /// Up to `limit` owed records committed before `before`: changes whose publisher
+    /// died (or failed) before it settled them.
+    async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError>;
+
+    /// The events of these owed records (`(contact id, key)`) are in the outbox: drop
+    /// the records. Settling one that is gone is not an error.
+    async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError>;
 
     /// Up to `limit` timeline entries of a conversation from position `from` (0 = the
     /// first), with the cursor of the next page.

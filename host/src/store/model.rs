@@ -118,6 +118,9 @@ pub struct Ingest {
     pub referral: Option<Referral>,
     /// The channel's reply window, opened by an inbound message.
     pub reply_window: Option<Duration>,
+    /// What the publisher needs to build this event's events, kept with the change (as
+    /// [`Owed::payload`]) until [`super::ContextStore::settle`] says they are published.
+    pub owed: String,
 }
 
 /// A message sent by the business through omnigate.
@@ -127,6 +130,9 @@ pub struct Outbound {
     pub conversation_id: String,
     /// The history entry (direction outbound).
     pub message: HistoryEntry,
+    /// Kept with the change until settled, under the key `out` + the entry's event id
+    /// (see [`Owed`]).
+    pub owed: String,
 }
 
 /// Store-wide rules for ingest.
@@ -360,4 +366,57 @@ pub struct TimelinePage {
     pub entries: Vec<TimelineEntry>,
     /// Cursor of the next page, if there is more.
     pub next: Option<u64>,
+}
+
+/// Events a change owes its subscribers. A store keeps one with the change that owes it,
+/// in the same atomic step (the same Lua script on Redis), and drops it when the publisher
+/// [settles](super::ContextStore::settle) it after the events are in the outbox. A crash in
+/// between leaves it behind: a provider's retry of the webhook (a duplicate) or the relay
+/// (which lists owed records older than a while) publishes it then, so nothing a store
+/// accepted is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owed {
+    /// The contact it is kept with (on Redis: in that contact's slot).
+    pub contact_id: String,
+    /// Unique within the contact: [`owed_inbound_key`], [`owed_outbound_key`] or
+    /// [`owed_closed_key`].
+    pub key: String,
+    /// When the change committed.
+    pub at: Timestamp,
+    /// The conversation the events are about.
+    pub conversation_id: String,
+    /// Whether the change opened the conversation.
+    pub started: bool,
+    /// The channel the conversation was on before, if the change switched channel.
+    pub switched_from: Option<String>,
+    /// A merge the store made for the change (a verified handle another contact owns).
+    pub merged: Option<Merge>,
+    /// What the publisher passed with the change (opaque to the store).
+    pub payload: String,
+}
+
+/// The owed key of an inbound event: its dedupe key, `<channel>\x1f<external id>`.
+pub fn owed_inbound_key(channel: &str, external_id: &str) -> String {
+    format!("{channel}\u{1f}{external_id}")
+}
+
+/// The owed key of a message the business sent: `out\x1f<event id>`.
+pub fn owed_outbound_key(event_id: &str) -> String {
+    format!("out\u{1f}{event_id}")
+}
+
+/// The owed key of a conversation closed by the sweeper: `closed\x1f<conversation id>`.
+pub fn owed_closed_key(conversation_id: &str) -> String {
+    format!("closed\u{1f}{conversation_id}")
+}
+
+/// A conversation the sweeper closed, with the key of the `conversation.closed` it owes.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// The contact.
+    pub contact: Contact,
+    /// The conversation as closed.
+    pub conversation: Conversation,
+    /// The owed record kept with the close ([`owed_closed_key`]).
+    pub owed: Owed,
 }

@@ -1,5 +1,6 @@
-//! Closes idle conversations and publishes `conversation.closed`. Runs on every gateway
-//! instance; the store closes each conversation once, so each event is published once.
+//! Relays what committed changes still owe, closes idle conversations and publishes
+//! `conversation.closed`. Runs on every gateway instance; the store closes each
+//! conversation once, so each event is published once (at least once after a crash).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -7,8 +8,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::app::App;
-use crate::event::{ChannelRef, Event, EventType, SCHEMA_VERSION};
-use crate::store::{Contact, Conversation};
+use crate::event::ChannelRef;
+use crate::pipeline::owed;
+use crate::store::Ingested;
 
 /// Conversations closed per store call (and delivery room reserved for them).
 const BATCH: usize = 100;
@@ -31,17 +33,37 @@ pub fn spawn(app: Weak<App>, interval: Duration) {
     });
 }
 
-/// Close what is idle now, in batches, publishing one event per closed conversation.
+/// Publish what committed changes still owe (the relay), then close what is idle now, in
+/// batches, publishing one event per closed conversation.
 pub async fn sweep(app: &Arc<App>) {
+    let kind_of = |channel: &str| {
+        app.channel_meta(channel)
+            .map(|meta| meta.kind)
+            .unwrap_or_default()
+    };
+    match app.pipeline.relay(&kind_of).await {
+        Ok(0) => {}
+        Ok(count) => tracing::warn!(
+            count,
+            "relayed the events of changes that were never published"
+        ),
+        Err(error) => tracing::warn!(%error, "relay of owed events failed; retrying next interval"),
+    }
     loop {
         let Ok(reservation) = app.delivery.reserve(BATCH, QUEUE_WAIT).await else {
             tracing::debug!("conversation sweep postponed: delivery has no room");
             return;
         };
+        let payload = || {
+            owed::Owes::Closed {
+                event_id: &crate::ids::event(),
+            }
+            .payload()
+        };
         let closed = match app
             .pipeline
             .store()
-            .close_idle(Timestamp::now(), app.pipeline.inactivity(), BATCH)
+            .close_idle(Timestamp::now(), app.pipeline.inactivity(), BATCH, &payload)
             .await
         {
             Ok(closed) => closed,
@@ -51,14 +73,46 @@ pub async fn sweep(app: &Arc<App>) {
             }
         };
         let count = closed.len();
-        let events = closed
-            .iter()
-            .map(|(contact, conversation)| Arc::new(closed_event(app, contact, conversation)))
-            .collect();
-        if let Err(error) = reservation.publish(events).await {
-            // The conversations are closed; delivery keeps the events until the outbox
-            // answers again.
-            tracing::warn!(%error, "conversation.closed events kept in memory until the outbox answers again");
+        let mut events = Vec::with_capacity(count);
+        let mut settled = Vec::with_capacity(count);
+        for closed in closed {
+            let Ok(owed::Debt::Closed { event_id }) =
+                owed::Debt::from_payload(&closed.owed.payload)
+            else {
+                continue;
+            };
+            let ingested = Ingested {
+                contact: closed.contact,
+                conversation: closed.conversation,
+                started: false,
+                switched_from: None,
+                history: Vec::new(),
+                merged: None,
+            };
+            let channel = ChannelRef {
+                kind: kind_of(&ingested.conversation.current_channel),
+                id: ingested.conversation.current_channel.clone(),
+                account: None,
+            };
+            events.push(Arc::new(owed::closed_event(
+                &event_id,
+                channel,
+                closed.owed.at,
+                &ingested,
+            )));
+            settled.push((closed.owed.contact_id, closed.owed.key));
+        }
+        match reservation.publish(events).await {
+            Ok(()) => {
+                if let Err(error) = app.pipeline.store().settle(&settled).await {
+                    tracing::warn!(%error, "conversation.closed owed records not settled; the relay publishes them again (same ids)");
+                }
+            }
+            // The conversations are closed and their owed records kept: the relay
+            // publishes them once the outbox answers again.
+            Err(error) => {
+                tracing::warn!(%error, "conversation.closed events not published; the relay retries them");
+            }
         }
         if count > 0 {
             tracing::debug!(count, "idle conversations closed");
@@ -66,36 +120,5 @@ pub async fn sweep(app: &Arc<App>) {
         if count < BATCH {
             return;
         }
-    }
-}
-
-fn closed_event(app: &App, contact: &Contact, conversation: &Conversation) -> Event {
-    let now = Timestamp::now();
-    let channel = conversation.current_channel.clone();
-    Event {
-        id: crate::ids::event(),
-        kind: EventType::ConversationClosed,
-        schema: SCHEMA_VERSION.to_owned(),
-        occurred_at: now,
-        received_at: now,
-        channel: ChannelRef {
-            kind: app
-                .channel_meta(&channel)
-                .map(|meta| meta.kind)
-                .unwrap_or_default(),
-            id: channel,
-            account: None,
-        },
-        external_id: None,
-        contact: contact.snapshot(),
-        conversation: conversation.snapshot(),
-        message: None,
-        status: None,
-        reaction: None,
-        target_message_id: None,
-        referral: None,
-        merge: None,
-        history: Vec::new(),
-        raw: None,
     }
 }

@@ -119,3 +119,11 @@ end
 local function timeline(prefix, conv_id, kind, at, channel, fields)
   redis.call('RPUSH', prefix .. 'tl:' .. conv_id, timeline_entry(kind, num(at), channel, fields))
 end
+
+-- Keep what a change owes its subscribers until the publisher settles it (field `key` of
+-- `<prefix>owed`): '<commit µs>\31<conversation>\31<started 0|1>\31<switched from>\31' ..
+-- tail, where tail is '<merge JSON or empty>\31<payload>' from the caller.
+local function owe(prefix, key, now_us, conv_id, started, switched, tail)
+  redis.call('HSET', prefix .. 'owed', key,
+    now_us .. '\31' .. conv_id .. '\31' .. started .. '\31' .. switched .. '\31' .. tail)
+end

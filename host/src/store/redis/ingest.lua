@@ -7,7 +7,10 @@
 --       11 name or ''  12 handles JSON array  13 proposed conversation id
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
+--       18 owed record tail: '<merge JSON or empty>\31<payload>'
 -- Returns nil for a duplicate, else the reply `describe` (common.lua) would give.
+-- The owed record (what this event owes its subscribers) is written here, with the rest:
+-- a crash before the events reach the outbox leaves it for the retry or the relay.
 --
 -- Each hash is read once and written once, each list pushed once, and the reply is built
 -- from what the script holds: every redis.call costs the server about a microsecond
@@ -149,6 +152,8 @@ end
 if #contact_changes > 0 then redis.call('HSET', KEYS[1], unpack(contact_changes)) end
 if #conv_changes > 0 then redis.call('HSET', conv_key, unpack(conv_changes)) end
 if #entries > 0 then redis.call('RPUSH', timeline_key, unpack(entries)) end
+
+owe(prefix, ARGV[3], now_us, conv_id, started, switched, ARGV[18])
 
 if ARGV[17] ~= '' then
   retain(conv_key, history_key, timeline_key, now_ms * 1000 - tonumber(ARGV[17]),

@@ -55,9 +55,21 @@ pub fn conversation_index(conversation_id: &str) -> String {
     format!("{ROOT}cvx:{{{conversation_id}}}")
 }
 
-/// The dedupe member of (channel, external id).
+/// The dedupe member of (channel, external id): the same as its owed key.
 pub fn dedupe_member(channel: &str, external_id: &str) -> String {
-    format!("{channel}\u{1f}{external_id}")
+    crate::store::owed_inbound_key(channel, external_id)
+}
+
+/// Owed events of the contact's changes, until settled: hash, field = owed key, value =
+/// `<commit µs>\x1f<conversation>\x1f<started 0|1>\x1f<switched from>\x1f<merge JSON>\x1f<payload>`.
+pub fn owed(contact_id: &str) -> String {
+    format!("{}owed", contact_prefix(contact_id))
+}
+
+/// Owed-record hint shard `n`: sorted set of contact ids, score = latest owed write (ms).
+/// The relay reads members older than its cutoff (same shards as [`open_shard`]).
+pub fn owed_shard(n: u32) -> String {
+    format!("{ROOT}owed:{{{n}}}")
 }
 
 /// The serialized name of a handle kind.

@@ -37,8 +37,9 @@ use jiff::Timestamp;
 use redis::Script;
 
 use super::model::{
-    Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, LinkStrength,
-    Merge, Outbound, Person, ProbableLink, TimelineEntry, TimelinePage, merges_on, probable_keys,
+    Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
+    LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
+    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, probable_keys,
     shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
@@ -456,13 +457,58 @@ impl RedisStore {
             .arg(keys::seen(contact_id))
             .arg(keys::conversations(contact_id))
             .arg(keys::merges(contact_id))
-            .arg(keys::tokens_of(contact_id));
+            .arg(keys::tokens_of(contact_id))
+            // Owed events of an erased contact are not published: they carry its data.
+            .arg(keys::owed(contact_id));
         for cv in &conversations {
             del.arg(keys::conversation(contact_id, cv))
                 .arg(keys::history(contact_id, cv))
                 .arg(keys::timeline(contact_id, cv));
         }
         self.query::<()>(del).await
+    }
+
+    /// Point the relay at the contact's owed records: `ZADD GT`, so the score is the
+    /// latest owed write and the relay's compare-and-remove (`unindex.lua`) never drops a
+    /// hint a newer record needs.
+    async fn hint_owed(&self, contact_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("ZADD")
+                .arg(keys::owed_shard(keys::shard_of(contact_id)))
+                .arg("GT")
+                .arg(now_ms)
+                .arg(contact_id)
+                .clone(),
+        )
+        .await
+    }
+
+    /// The owed records of one contact, with the hint `cutoff_ms` they were found under:
+    /// when the contact owes nothing, its hint goes (unless a newer write moved it).
+    async fn owed_of(
+        &self,
+        shard: u32,
+        contact_id: &str,
+        cutoff_ms: i64,
+    ) -> Result<Vec<Owed>, StoreError> {
+        let fields: Vec<(String, String)> = self
+            .query(redis::cmd("HGETALL").arg(keys::owed(contact_id)).clone())
+            .await?;
+        if fields.is_empty() {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .unindex_script
+                .key(keys::owed_shard(shard))
+                .arg(contact_id)
+                .arg(cutoff_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+        }
+        fields
+            .into_iter()
+            .map(|(key, record)| parse_owed(contact_id, key, &record))
+            .collect()
     }
 
     /// Note activity in the open-conversation index (after a sweep found the conversation
@@ -486,7 +532,8 @@ impl RedisStore {
         now: Timestamp,
         inactivity: Duration,
         limit: usize,
-    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<Closed>, StoreError> {
         let key = keys::open_shard(shard);
         let cutoff_ms = now.as_millisecond() - millis(inactivity);
         let candidates: Vec<String> = self
@@ -504,15 +551,26 @@ impl RedisStore {
         let mut closed = Vec::new();
         for contact_id in candidates {
             let mut conn = self.conn.clone();
-            let reply: Vec<String> = self
-                .close_script
+            let payload = payload();
+            let tail = owed_tail(None, &payload)?;
+            let committed = Timestamp::now();
+            let mut invocation = self.close_script.prepare_invoke();
+            invocation
                 .key(keys::contact(&contact_id))
                 .arg(keys::contact_prefix(&contact_id))
                 .arg(now.as_microsecond())
                 .arg(micros(inactivity))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|error| self.unavailable(error))?;
+                .arg(tail)
+                .arg(committed.as_microsecond());
+            // Sent together: a close that commits must be findable by the relay.
+            let (reply, hinted) = futures::join!(
+                invocation.invoke_async::<Vec<String>>(&mut conn),
+                self.hint_owed(&contact_id, committed.as_millisecond()),
+            );
+            let reply = reply.map_err(|error| self.unavailable(error))?;
+            if let Err(error) = hinted {
+                tracing::warn!(%error, contact = %contact_id, "owed-record hint not written beside a close");
+            }
             match reply.first().map(String::as_str) {
                 Some("active") => {
                     // Activity the index missed (e.g. an older event time): catch up.
@@ -523,7 +581,21 @@ impl RedisStore {
                 }
                 Some("closed") => {
                     let ingested = parse_reply(&contact_id, &reply[1..])?;
-                    closed.push((ingested.contact, ingested.conversation));
+                    let conversation_id = ingested.conversation.id.clone();
+                    closed.push(Closed {
+                        contact: ingested.contact,
+                        owed: Owed {
+                            contact_id: contact_id.clone(),
+                            key: owed_closed_key(&conversation_id),
+                            at: committed,
+                            conversation_id,
+                            started: false,
+                            switched_from: None,
+                            merged: None,
+                            payload,
+                        },
+                        conversation: ingested.conversation,
+                    });
                 }
                 _ => {}
             }
@@ -677,6 +749,7 @@ impl ContextStore for RedisStore {
             .reply_window
             .map(|window| micros(window).to_string())
             .unwrap_or_default();
+        let owed_tail = owed_tail(merged.as_ref(), &ingest.owed)?;
         let now_ms = Timestamp::now().as_millisecond();
         let mut invocation = self.ingest_script.prepare_invoke();
         invocation
@@ -699,7 +772,8 @@ impl ContextStore for RedisStore {
             .arg(entry)
             .arg(referral)
             .arg(window)
-            .arg(self.retention_arg());
+            .arg(self.retention_arg())
+            .arg(owed_tail);
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
         // A new sender joins the probable-link index (known senders are indexed already).
@@ -739,12 +813,13 @@ impl ContextStore for RedisStore {
                         .await
                         .map(drop)
                 },
+                self.hint_owed(&contact_id, now_ms),
             )
         });
         let reply = reply?;
         let side_failed = side
             .map_err(|error| {
-                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired");
+                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired, an owed-record hint on the contact's next change (until then only a provider retry finds this event's record if the gateway dies before publishing)");
             })
             .is_err();
         let Some(reply) = reply else {
@@ -788,6 +863,7 @@ impl ContextStore for RedisStore {
             .await?
             .ok_or_else(|| not_found("conversation", conversation_id))?;
         let entry = serde_json::to_string(&outbound.message).map_err(internal)?;
+        let now = Timestamp::now();
         let mut invocation = self.outbound_script.prepare_invoke();
         invocation
             .key(keys::contact(&contact_id))
@@ -798,13 +874,19 @@ impl ContextStore for RedisStore {
             .arg(policy.history_cap.max(1))
             .arg(policy.history_depth)
             .arg(self.retention_arg())
-            .arg(Timestamp::now().as_microsecond());
-        let (reply, marked) = futures::join!(
+            .arg(now.as_microsecond())
+            .arg(owed_outbound_key(&outbound.message.event_id))
+            .arg(owed_tail(None, &outbound.owed)?);
+        let (reply, marked, hinted) = futures::join!(
             self.conn_eval(invocation),
-            self.mark_active(&contact_id, Timestamp::now()),
+            self.mark_active(&contact_id, now),
+            self.hint_owed(&contact_id, now.as_millisecond()),
         );
         if let Err(error) = marked {
             tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
+        }
+        if let Err(error) = hinted {
+            tracing::warn!(%error, contact = %contact_id, "owed-record hint not written; the contact's next change writes it");
         }
         let reply = reply?.ok_or_else(|| not_found("conversation", conversation_id))?;
         parse_reply(&contact_id, &reply)
@@ -1137,18 +1219,96 @@ impl ContextStore for RedisStore {
         now: Timestamp,
         inactivity: Duration,
         limit: usize,
-    ) -> Result<Vec<(Contact, Conversation)>, StoreError> {
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<Closed>, StoreError> {
         let mut closed = Vec::new();
         for shard in 0..keys::OPEN_SHARDS {
             if closed.len() >= limit {
                 break;
             }
             let more = self
-                .close_idle_in(shard, now, inactivity, limit - closed.len())
+                .close_idle_in(shard, now, inactivity, limit - closed.len(), payload)
                 .await?;
             closed.extend(more);
         }
         Ok(closed)
+    }
+
+    async fn owed_inbound(
+        &self,
+        person: &Person,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Owed>, StoreError> {
+        // Only on a duplicate (a provider retry): two trips off the common path.
+        self.trip();
+        let Some(contact_id) = self
+            .query::<Option<String>>(redis::cmd("GET").arg(keys::handle(&person.user)).clone())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key = owed_inbound_key(channel, external_id);
+        self.trip();
+        let record: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::owed(&contact_id))
+                    .arg(&key)
+                    .clone(),
+            )
+            .await?;
+        record
+            .map(|record| parse_owed(&contact_id, key, &record))
+            .transpose()
+    }
+
+    async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError> {
+        let cutoff_ms = before.as_millisecond();
+        let mut stale = Vec::new();
+        for shard in 0..keys::OPEN_SHARDS {
+            if stale.len() >= limit {
+                break;
+            }
+            let contacts: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(keys::owed_shard(shard))
+                        .arg("-inf")
+                        .arg(cutoff_ms)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit - stale.len())
+                        .clone(),
+                )
+                .await?;
+            for contact_id in contacts {
+                let owed = self.owed_of(shard, &contact_id, cutoff_ms).await?;
+                stale.extend(owed.into_iter().filter(|owed| owed.at < before));
+            }
+        }
+        stale.sort_by_key(|owed| owed.at);
+        stale.truncate(limit);
+        Ok(stale)
+    }
+
+    async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
+        // One HDEL per contact (its slot), sent together: one trip.
+        self.trip();
+        let mut by_contact: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (contact_id, key) in owed {
+            by_contact.entry(contact_id).or_default().push(key);
+        }
+        try_join_all(by_contact.into_iter().map(|(contact_id, keys)| {
+            self.query::<()>(
+                redis::cmd("HDEL")
+                    .arg(keys::owed(contact_id))
+                    .arg(keys)
+                    .clone(),
+            )
+        }))
+        .await
+        .map(drop)
     }
 
     async fn timeline(
@@ -1262,6 +1422,41 @@ const CONVERSATION_HASH_FIELDS: [&str; 11] = [
     "first_touch",
     "last_touch",
 ];
+
+/// The caller's part of an owed record: `<merge JSON or empty>\x1f<payload>`.
+fn owed_tail(merged: Option<&Merge>, payload: &str) -> Result<String, StoreError> {
+    let merged = merged
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(internal)?
+        .unwrap_or_default();
+    Ok(format!("{merged}\u{1f}{payload}"))
+}
+
+/// An owed record as `owe` (common.lua) writes it.
+fn parse_owed(contact_id: &str, key: String, record: &str) -> Result<Owed, StoreError> {
+    let mut fields = record.splitn(6, '\u{1f}');
+    let mut next = || fields.next().ok_or_else(|| corrupt("owed record", record));
+    let at = parse_time(next()?)?;
+    let conversation_id = next()?.to_owned();
+    let started = next()? == "1";
+    let switched_from = Some(next()?.to_owned()).filter(|channel| !channel.is_empty());
+    let merged = Some(next()?)
+        .filter(|json| !json.is_empty())
+        .map(parse_json)
+        .transpose()?;
+    let payload = next()?.to_owned();
+    Ok(Owed {
+        contact_id: contact_id.to_owned(),
+        key,
+        at,
+        conversation_id,
+        started,
+        switched_from,
+        merged,
+        payload,
+    })
+}
 
 /// A script reply (see `describe` in common.lua) → what ingest did.
 fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreError> {

@@ -2,6 +2,7 @@
 -- KEYS[1] contact hash og:{ct}:c
 -- ARGV: 1 key prefix og:{ct}:  2 conversation id  3 time (µs)  4 history entry JSON
 --       5 history cap  6 history depth  7 message retention (µs) or ''  8 now (µs)
+--       9 owed key  10 owed record tail ('\31<payload>', see `owe`)
 -- Returns false when the conversation does not exist, else `describe(...)`.
 local conv_key = ARGV[1] .. 'cv:' .. ARGV[2]
 local history_key = ARGV[1] .. 'h:' .. ARGV[2]
@@ -19,6 +20,7 @@ redis.call('RPUSH', history_key, num(at) .. ' ' .. ARGV[4])
 timeline(ARGV[1], ARGV[2], 'message', at, redis.call('HGET', conv_key, 'current') or '',
   ',"message":' .. ARGV[4])
 redis.call('LTRIM', history_key, -tonumber(ARGV[5]), -1)
+owe(ARGV[1], ARGV[9], ARGV[8], ARGV[2], '0', '', ARGV[10])
 if ARGV[7] ~= '' then
   retain(conv_key, history_key, ARGV[1] .. 'tl:' .. ARGV[2], tonumber(ARGV[8]) - tonumber(ARGV[7]),
     tonumber(ARGV[7]))

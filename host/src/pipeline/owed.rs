@@ -1,0 +1,294 @@
+//! What a change owes its subscribers, in the form the pipeline keeps it in the store
+//! (the payload of an [`Owed`] record), and the one place the events of a change are built.
+//!
+//! The store writes the record with the change, atomically. The events are built from
+//! the record and the store's state — right away by the publisher, or later, after a
+//! crash, by a provider's retry or the relay — with the same event ids, so a receiver
+//! that already has one (at-least-once) recognizes it by its `webhook-id`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ChannelRef, Event, EventType, Message, ReactionInfo, Referral, StatusInfo};
+use crate::store::{Ingested, Merge};
+
+/// The payload of an owed record, as written (borrowing what it describes).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "owes", rename_all = "snake_case")]
+pub enum Owes<'a> {
+    /// An inbound event and what it caused.
+    Inbound(&'a Inbound),
+    /// A message the business sent (`message.sent`).
+    Sent(&'a Sent),
+    /// A conversation the sweeper closed (`conversation.closed`).
+    Closed {
+        /// The event's id.
+        event_id: &'a str,
+    },
+}
+
+impl Owes<'_> {
+    /// The payload text kept in the store.
+    pub fn payload(&self) -> String {
+        // Serializing these types cannot fail (string keys, no non-finite floats).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The payload of an owed record, as read back ([`Owes`] written).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "owes", rename_all = "snake_case")]
+pub enum Debt {
+    /// An inbound event and what it caused.
+    Inbound(Box<Inbound>),
+    /// A message the business sent (`message.sent`).
+    Sent(Box<Sent>),
+    /// A conversation the sweeper closed (`conversation.closed`).
+    Closed {
+        /// The event's id.
+        event_id: String,
+    },
+}
+
+impl Debt {
+    /// The debt of a stored payload.
+    pub fn from_payload(payload: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(payload)
+    }
+}
+
+/// An inbound event as the pipeline publishes it, with the ids of every event it may
+/// cause (decided before the store call, so a rebuild gives the same ids).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// The event's own id.
+    pub event_id: String,
+    /// Ids of `conversation.started`, `conversation.channel_switched`, the link token's
+    /// `contact.merged` and the store's `contact.merged`, in that order.
+    pub caused_ids: [String; 4],
+    /// Event type.
+    pub kind: EventType,
+    /// The channel, with the business account.
+    pub channel: ChannelRef,
+    /// Provider id.
+    pub external_id: String,
+    /// When it happened.
+    pub at: Timestamp,
+    /// When omnigate received it.
+    pub received_at: Timestamp,
+    /// Message content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// Status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusInfo>,
+    /// Reaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<ReactionInfo>,
+    /// Edited/deleted message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_message_id: Option<String>,
+    /// Referral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Referral>,
+    /// The provider's payload, when a subscription wants it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
+    /// The merge a redeemed link token made before the event was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_merge: Option<Merge>,
+}
+
+/// A message the business sent through omnigate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The event's id.
+    pub event_id: String,
+    /// When it was sent.
+    pub at: Timestamp,
+    /// The channel it went out on.
+    pub channel: ChannelRef,
+    /// The provider's message id.
+    pub external_id: String,
+    /// The message.
+    pub message: Message,
+}
+
+/// The events an inbound event publishes, in order: the merges (the link token's, then
+/// the store's), `conversation.started` or `conversation.channel_switched` (never both:
+/// a new conversation starts on the event's channel), then the event itself.
+pub fn inbound_events(inbound: &Inbound, ingested: &Ingested) -> Vec<Event> {
+    let about = |kind: EventType, id: &str, occurred_at: Timestamp| {
+        Event::about(
+            id.to_owned(),
+            kind,
+            inbound.channel.clone(),
+            occurred_at,
+            inbound.received_at,
+            ingested.contact.snapshot(),
+            ingested.conversation.snapshot(),
+        )
+    };
+    let [started_id, switched_id, link_id, store_id] = &inbound.caused_ids;
+    let mut out = Vec::with_capacity(3);
+    let merges = [
+        (inbound.link_merge.as_ref(), link_id),
+        (ingested.merged.as_ref(), store_id),
+    ];
+    for (merge, id) in merges {
+        if let Some(merge) = merge {
+            let mut event = about(EventType::ContactMerged, id, merge.at);
+            event.merge = Some(super::enrich::merge_ref(merge));
+            out.push(event);
+        }
+    }
+    for (happened, kind, id) in [
+        (ingested.started, EventType::ConversationStarted, started_id),
+        (
+            ingested.switched_from.is_some(),
+            EventType::ConversationChannelSwitched,
+            switched_id,
+        ),
+    ] {
+        if happened {
+            let mut event = about(kind, id, inbound.at);
+            event.referral.clone_from(&inbound.referral);
+            out.push(event);
+        }
+    }
+    let mut main = about(inbound.kind, &inbound.event_id, inbound.at);
+    main.external_id = Some(inbound.external_id.clone());
+    main.message.clone_from(&inbound.message);
+    main.status.clone_from(&inbound.status);
+    main.reaction.clone_from(&inbound.reaction);
+    main.target_message_id
+        .clone_from(&inbound.target_message_id);
+    main.referral.clone_from(&inbound.referral);
+    main.history.clone_from(&ingested.history);
+    main.raw.clone_from(&inbound.raw);
+    out.push(main);
+    out
+}
+
+/// `message.sent` for a message the business sent.
+pub fn sent_event(sent: &Sent, ingested: &Ingested) -> Event {
+    let mut event = Event::about(
+        sent.event_id.clone(),
+        EventType::MessageSent,
+        sent.channel.clone(),
+        sent.at,
+        sent.at,
+        ingested.contact.snapshot(),
+        ingested.conversation.snapshot(),
+    );
+    event.external_id = Some(sent.external_id.clone());
+    event.message = Some(sent.message.clone());
+    event.history.clone_from(&ingested.history);
+    event
+}
+
+/// `conversation.closed`, at `at` (when the sweeper closed it).
+pub fn closed_event(
+    event_id: &str,
+    channel: ChannelRef,
+    at: Timestamp,
+    ingested: &Ingested,
+) -> Event {
+    Event::about(
+        event_id.to_owned(),
+        EventType::ConversationClosed,
+        channel,
+        at,
+        at,
+        ingested.contact.snapshot(),
+        ingested.conversation.snapshot(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Direction, ReferralSource};
+
+    fn inbound() -> Inbound {
+        let at = Timestamp::from_second(1_764_000_000).expect("time");
+        Inbound {
+            event_id: "evt_main".into(),
+            caused_ids: [
+                "evt_a".into(),
+                "evt_b".into(),
+                "evt_c".into(),
+                "evt_d".into(),
+            ],
+            kind: EventType::MessageReceived,
+            channel: ChannelRef {
+                id: "web".into(),
+                kind: "webchat".into(),
+                account: Some("acct".into()),
+            },
+            external_id: "m-1".into(),
+            at,
+            received_at: at,
+            message: Some(Message {
+                direction: Direction::Inbound,
+                text: Some("hola \u{1f} with a unit separator".into()),
+                parts: Vec::new(),
+                reply_to: None,
+                forwarded: false,
+                interactive_reply: None,
+            }),
+            status: None,
+            reaction: None,
+            target_message_id: None,
+            referral: Some(Referral {
+                source: ReferralSource::Ad,
+                channel: "web".into(),
+                at,
+                ad_id: Some("ad-1".into()),
+                campaign: Some("bf25".into()),
+                click_id: [("gclid".to_owned(), "g-1".to_owned())].into(),
+                utm: Default::default(),
+                url: None,
+                referrer: None,
+                ref_payload: None,
+                headline: None,
+                body: None,
+                media_url: None,
+            }),
+            raw: Some(serde_json::json!({"id": "m-1"})),
+            link_merge: None,
+        }
+    }
+
+    #[test]
+    fn an_inbound_payload_reads_back_as_written() {
+        let inbound = inbound();
+        let payload = Owes::Inbound(&inbound).payload();
+        match Debt::from_payload(&payload).expect("readable") {
+            Debt::Inbound(read) => assert_eq!(*read, inbound),
+            other => panic!("read back as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sent_and_closed_payloads_read_back_as_written() {
+        let inbound = inbound();
+        let sent = Sent {
+            event_id: "evt_sent".into(),
+            at: inbound.at,
+            channel: inbound.channel.clone(),
+            external_id: "wamid.1".into(),
+            message: inbound.message.clone().expect("message"),
+        };
+        match Debt::from_payload(&Owes::Sent(&sent).payload()).expect("readable") {
+            Debt::Sent(read) => assert_eq!(*read, sent),
+            other => panic!("read back as {other:?}"),
+        }
+        let closed = Owes::Closed { event_id: "evt_x" }.payload();
+        assert!(matches!(
+            Debt::from_payload(&closed).expect("readable"),
+            Debt::Closed { event_id } if event_id == "evt_x"
+        ));
+        assert!(Debt::from_payload("{\"owes\":\"nothing\"}").is_err());
+    }
+}
