@@ -89,6 +89,18 @@ impl ChannelMetrics {
         }
     }
 
+    /// Handles that record nothing: for the binding that only asks a plugin to
+    /// `describe()` itself while it loads, so no series of a channel that does not exist
+    /// appears at `/metrics`.
+    pub fn none() -> Self {
+        Self {
+            accepted: Counter::noop(),
+            events_accepted: Counter::noop(),
+            events_duplicate: Counter::noop(),
+            handle_webhook: Histogram::noop(),
+        }
+    }
+
     /// A webhook answered 2xx with `accepted` new events and `duplicates` seen before.
     pub fn accepted(&self, accepted: usize, duplicates: usize) {
         self.accepted.increment(1);

@@ -233,12 +233,13 @@ async fn activation_latency(rounds: usize) {
     }
 }
 
-/// Restart → ready of the release binary with a warm compiled cache.
+/// Restart → ready of the release binary with a warm compiled cache (the debug binary in
+/// the smoke run `cargo test` makes, and the heading says so).
 fn restart_to_ready(rounds: usize) {
-    let bin = if omnigate_tests::bench::measuring() {
-        omnigate_release_bin()
+    let (bin, build) = if omnigate_tests::bench::measuring() {
+        (omnigate_release_bin(), "release")
     } else {
-        omnigate_bin()
+        (omnigate_bin(), "debug")
     };
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port().expect("port");
@@ -253,7 +254,7 @@ fn restart_to_ready(rounds: usize) {
         spawn_ms.push(spawn_and_exit(&bin).as_secs_f64() * 1e3);
     }
     println!(
-        "\n## Restart → ready (`/readyz` 200), release binary, five channels, memory store ({} starts, medians)\n",
+        "\n## Restart → ready (`/readyz` 200), {build} binary, five channels, memory store ({} starts, medians)\n",
         ready_ms.len()
     );
     println!("| | median | min | max |\n|---|---|---|---|");

@@ -110,6 +110,12 @@ pub fn omnigate_bin() -> PathBuf {
     built_bin(&BUILT, "debug")
 }
 
+/// The `xtask` binary (debug; built with the workspace's binaries, like `omnigate`).
+pub fn xtask_bin() -> PathBuf {
+    let omnigate = omnigate_bin();
+    omnigate.with_file_name("xtask")
+}
+
 /// The `omnigate` binary built in release mode, once (for benchmarks).
 pub fn omnigate_release_bin() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();

@@ -1,10 +1,12 @@
-//! The `omnigate` binary: `plugin check`, `schema`, and `serve` with a graceful SIGTERM.
+//! The `omnigate` binary: `plugin check`, `schema`, `config check`, `serve` with a graceful
+//! SIGTERM; and the docs: every command they quote exists, the plugin guide's code is the
+//! acme plugin's.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omnigate_tests::{get, omnigate_bin, plugin_path, root};
+use omnigate_tests::{get, omnigate_bin, plugin_path, root, xtask_bin};
 
 #[test]
 fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
@@ -273,4 +275,240 @@ fn config_check_accepts_a_good_file_and_names_the_line_of_each_problem() {
         stderr.contains(&format!("{}:5: ", bad.display())) && stderr.contains("signing_secret"),
         "{stderr}"
     );
+
+    // Five problems of five kinds, each reported in the same run with its line: an
+    // unknown key, two unset variables, a value of the wrong type, a plugin with a
+    // required secret missing.
+    let five = dir.path().join("five.toml");
+    std::fs::write(
+        &five,
+        format!("[server]\nlisten = \"127.0.0.1:8080\"\nbogus = 1\n[api]\nkeys = [\"env:OMNIGATE_CLI_TEST_UNSET_A\"]\n[admin]\nkeys = [\"env:OMNIGATE_CLI_TEST_UNSET_B\"]\n[pipeline]\nhistory_cap = \"many\"\n[[channels]]\nid = \"web\"\nplugin = {plugin}\nconfig = {{ callback_url = \"https://shop.example/r\" }}\n"),
+    )
+    .expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["config", "check"])
+        .arg(&five)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    let reported: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with(&format!("{}:", five.display())))
+        .collect();
+    let expected = ["3: ", "5: ", "7: ", "9: ", "11: "];
+    assert_eq!(reported.len(), expected.len(), "{stderr}");
+    for (line, at) in reported.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{}:{at}", five.display())),
+            "{stderr}"
+        );
+    }
+    for needle in [
+        "bogus",
+        "OMNIGATE_CLI_TEST_UNSET_A",
+        "OMNIGATE_CLI_TEST_UNSET_B",
+        "history_cap",
+        "signing_secret",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+/// Markdown files whose commands a reader copies: the README and everything in docs/.
+fn markdown_files() -> Vec<std::path::PathBuf> {
+    let mut files = vec![root().join("README.md")];
+    let mut dirs = vec![root().join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("docs dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "md") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The code a Markdown text shows: each line of a fenced block, each inline code span.
+fn code_of(markdown: &str) -> Vec<String> {
+    let mut code = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if fenced {
+            code.push(line.trim().to_owned());
+        } else {
+            code.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    code
+}
+
+/// The subcommand words of a quoted command line after its program (`plugin upload|list`
+/// → two candidates), up to the first word that is an argument.
+fn subcommands(words: &[&str]) -> Vec<Vec<String>> {
+    let is_word = |word: &str| {
+        !word.is_empty()
+            && word.split('|').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+    };
+    let mut candidates = vec![Vec::new()];
+    for word in words.iter().take_while(|word| is_word(word)) {
+        candidates = candidates
+            .into_iter()
+            .flat_map(|prefix: Vec<String>| {
+                word.split('|').map(move |part| {
+                    let mut next = prefix.clone();
+                    next.push(part.to_owned());
+                    next
+                })
+            })
+            .collect();
+    }
+    candidates
+}
+
+/// Whether `program <words> --help` succeeds.
+fn has_help(program: &std::path::Path, words: &[String]) -> bool {
+    Command::new(program)
+        .args(words)
+        .arg("--help")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn every_command_the_docs_quote_exists() {
+    let omnigate = omnigate_bin();
+    let xtask = xtask_bin();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for line in code_of(&text) {
+            // Usage tables put a description after two or more spaces.
+            let line = line.trim_start_matches("$ ");
+            let line = line.split("  ").next().unwrap_or_default();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (program, rest): (&std::path::Path, &[&str]) = match words.as_slice() {
+                ["omnigate", rest @ ..] => (&omnigate, rest),
+                ["cargo", "xtask", rest @ ..] => (&xtask, rest),
+                _ => continue,
+            };
+            let mut commands: Vec<(&std::path::Path, Vec<String>)> = Vec::new();
+            if program == xtask.as_path() {
+                // An xtask task takes its own arguments: check the task; `omnigate`'s
+                // arguments are an omnigate command.
+                if let Some(task) = rest.first() {
+                    commands.extend(
+                        subcommands(&rest[..1])
+                            .into_iter()
+                            .map(|w| (xtask.as_path(), w)),
+                    );
+                    if *task == "omnigate" {
+                        commands.extend(
+                            subcommands(&rest[1..])
+                                .into_iter()
+                                .map(|w| (omnigate.as_path(), w)),
+                        );
+                    }
+                }
+            } else {
+                commands.extend(
+                    subcommands(rest)
+                        .into_iter()
+                        .map(|w| (omnigate.as_path(), w)),
+                );
+            }
+            for (program, words) in commands.into_iter().filter(|(_, words)| !words.is_empty()) {
+                checked += 1;
+                if !has_help(program, &words) {
+                    missing.push(format!(
+                        "{}: `{line}` ({} {})",
+                        file.display(),
+                        program.display(),
+                        words.join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "commands the docs quote that do not exist:\n{}",
+        missing.join("\n")
+    );
+    // The README alone quotes a dozen; a parser that finds none is broken.
+    assert!(checked >= 12, "only {checked} commands found");
+}
+
+#[test]
+fn the_plugin_guide_shows_the_acme_source_as_it_is() {
+    let guide = std::fs::read_to_string(root().join("docs/writing-a-plugin.md")).expect("guide");
+    let mut snippets = 0;
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        let Some(reference) = line
+            .strip_prefix("<!-- snippet: ")
+            .and_then(|rest| rest.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let (path, name) = reference.split_once('#').expect("path#name");
+        assert_eq!(
+            lines.next(),
+            Some("```rust"),
+            "{reference}: a rust block follows"
+        );
+        let shown: Vec<&str> = lines.by_ref().take_while(|line| *line != "```").collect();
+        let source = std::fs::read_to_string(root().join(path)).expect("snippet source");
+        let start = format!("// ANCHOR: {name}");
+        let end = format!("// ANCHOR_END: {name}");
+        let region: Vec<&str> = source
+            .lines()
+            .skip_while(|line| line.trim() != start)
+            .skip(1)
+            .take_while(|line| line.trim() != end)
+            .collect();
+        assert!(!region.is_empty(), "{path} has no region {name}");
+        assert_eq!(
+            shown, region,
+            "docs/writing-a-plugin.md shows {reference} as it was, not as it is"
+        );
+        snippets += 1;
+    }
+    assert!(snippets >= 6, "{snippets} snippets");
+}
+
+#[test]
+fn the_acme_example_plugin_passes_plugin_check() {
+    let output = Command::new(omnigate_bin())
+        .args(["plugin", "check"])
+        .arg(plugin_path("acme"))
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "id:           acme",
+        "webhook_secret",
+        "api_token",
+        "api.acme.example",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
 }

@@ -126,6 +126,8 @@ async fn counters_match_the_traffic_sent() {
         )
     };
     assert_eq!(webhooks("accepted"), 4.0, "{text}");
+    // Loading a plugin asks it to describe itself: no series of a channel named so.
+    assert!(!text.contains("(describe)"), "{text}");
     assert_eq!(webhooks("unauthorized"), 2.0, "{text}");
     let events = |fate: &str| {
         sample(

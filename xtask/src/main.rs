@@ -5,6 +5,7 @@
 //! - `cargo xtask test`: everything CI runs: fmt, clippy, plugins, unit and e2e tests.
 //! - `cargo xtask bench`: the benchmarks, figures as ratios against same-run baselines.
 //! - `cargo xtask plugins`: build the plugins and test guests for `wasm32-wasip2`.
+//! - `cargo xtask omnigate <args>`: the `omnigate` command from this checkout.
 
 mod bench;
 mod demo;
@@ -35,6 +36,13 @@ enum Task {
     },
     /// Build the plugins and test guests.
     Plugins,
+    /// Build the gateway (the debug build `run` and `test` share) and run the `omnigate`
+    /// command with these arguments, e.g. `cargo xtask omnigate plugin check x.wasm`.
+    Omnigate {
+        /// Arguments of `omnigate`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -43,7 +51,20 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Bench { rounds } => bench::run(rounds),
         Task::Plugins => plugins::build().map(|_| ()),
+        Task::Omnigate { args } => omnigate(&args),
     }
+}
+
+/// `omnigate <args>` from this checkout, built first (quietly when it is up to date).
+fn omnigate(args: &[String]) -> Result<()> {
+    let status = shell::cargo()
+        .args(["build", "--quiet", "--workspace", "--bins"])
+        .status()?;
+    anyhow::ensure!(status.success(), "building the gateway failed ({status})");
+    let binary = shell::root().join("target").join("debug").join("omnigate");
+    // Run where the caller stands, so relative paths in `args` mean what they say.
+    let status = std::process::Command::new(&binary).args(args).status()?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn test() -> Result<()> {

@@ -266,8 +266,17 @@ impl Config {
         Ok(config)
     }
 
-    /// Rules across values (channel ids valid and unique).
+    /// Rules across values (channel ids valid and unique): the first broken one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.broken_rules().into_iter().next() {
+            Some(rule) => Err(ConfigError::Invalid(rule)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every rule across values the configuration breaks, in file order.
+    pub fn broken_rules(&self) -> Vec<String> {
+        let mut broken = Vec::new();
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()
@@ -275,19 +284,15 @@ impl Config {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
                 });
             if !valid {
-                return Err(ConfigError::Invalid(format!(
+                broken.push(format!(
                     "channel id `{}` must be lowercase letters, digits, `-` or `_`",
                     channel.id
-                )));
-            }
-            if !seen.insert(channel.id.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "channel id `{}` appears twice",
-                    channel.id
-                )));
+                ));
+            } else if !seen.insert(channel.id.as_str()) {
+                broken.push(format!("channel id `{}` appears twice", channel.id));
             }
         }
-        Ok(())
+        broken
     }
 }
 

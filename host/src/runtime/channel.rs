@@ -54,8 +54,24 @@ struct Warm {
 impl ChannelRuntime {
     /// Bind `plugin` to the channel described by `env`.
     pub fn new(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
+        let metrics = ChannelMetrics::new(&env.channel_id, &plugin.label);
+        Self::with_metrics(engine, plugin, env, metrics)
+    }
+
+    /// A binding that records no channel metrics (a plugin asked to `describe()` itself
+    /// while it loads, before any channel uses it).
+    pub fn unmetered(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
+        Self::with_metrics(engine, plugin, env, ChannelMetrics::none())
+    }
+
+    fn with_metrics(
+        engine: Engine,
+        plugin: Arc<Plugin>,
+        env: Arc<ChannelEnv>,
+        metrics: ChannelMetrics,
+    ) -> Self {
         Self {
-            metrics: ChannelMetrics::new(&env.channel_id, &plugin.label),
+            metrics,
             rate: rate_limiter(&env.limits),
             env,
             plugin,

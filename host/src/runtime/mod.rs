@@ -127,8 +127,10 @@ impl Runtime {
             pre,
         };
         let probe = Arc::new(ChannelEnv::empty("(describe)", self.fetch.clone()));
-        plugin.info = self
-            .bind(Arc::new(plugin_clone(&plugin)), probe)
+        // Unmetered: a `(describe)` channel must not appear at /metrics.
+        let binding =
+            ChannelRuntime::unmetered(self.engine.clone(), Arc::new(plugin_clone(&plugin)), probe);
+        plugin.info = binding
             .describe()
             .await
             .map_err(|error| LoadError::Describe(error.to_string()))?;

@@ -43,18 +43,32 @@ pub async fn check(path: &Path) -> Result<Summary, Vec<Problem>> {
     check_text(&text).await
 }
 
-/// Check configuration text.
+/// Check configuration text: every problem in one run, each with its line where it can
+/// be pinned down.
 pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
-    // The toml deserializer knows where every value is: its errors carry the line.
-    let config: Config = toml::from_str(text).map_err(|error| vec![toml_problem(text, &error)])?;
-    if let Err(error) = config.validate() {
-        let message = error.to_string();
+    let (config, mut problems) = parse_all(text);
+    let Some(config) = config else {
+        return Err(problems);
+    };
+    for message in config.broken_rules() {
         let line = config
             .channels
             .iter()
+            .rev()
             .find(|channel| message.contains(&format!("`{}`", channel.id)))
-            .and_then(|channel| line_of(text, "id", &channel.id));
-        return Err(vec![Problem { line, message }]);
+            .and_then(|channel| {
+                // A duplicate is reported on its second appearance.
+                let lines = lines_of(text, "id", &channel.id);
+                if message.contains("twice") {
+                    lines.get(1).copied()
+                } else {
+                    lines.first().copied()
+                }
+            });
+        problems.push(Problem {
+            line,
+            message: format!("invalid configuration: {message}"),
+        });
     }
     if let Err(error) = config.store.tls() {
         let line = config
@@ -62,10 +76,16 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
             .tls_ca_file
             .as_ref()
             .and_then(|path| line_of(text, "tls_ca_file", &path.display().to_string()));
-        return Err(vec![Problem {
+        problems.push(Problem {
             line,
             message: error.to_string(),
-        }]);
+        });
+    }
+    if let Err(error) = config.delivery.validate() {
+        problems.push(Problem {
+            line: None,
+            message: error.to_string(),
+        });
     }
     let runtime = Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
@@ -77,7 +97,6 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
             message: error.to_string(),
         }]
     })?;
-    let mut problems = Vec::new();
     let mut channels = Vec::new();
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     for channel in &config.channels {
@@ -87,7 +106,7 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
         }
     }
     if !problems.is_empty() {
-        return Err(problems);
+        return Err(sorted(problems));
     }
     Ok(Summary {
         channels,
@@ -95,6 +114,76 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
         // Printed by `config check`: the password stays out of the terminal.
         store: crate::store::redact_url(&config.store.url),
     })
+}
+
+/// How many problems the parse reports at most before it gives up.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// A string value put in place of a value that failed (an unset `env:` secret, an
+/// unreadable `file:`), so the rest of the file can be checked.
+const STAND_IN: &str = "\"omnigate-config-check-stand-in\"";
+
+/// Parse `text`, reporting every value the parse refuses: after each error the offending
+/// value is stood in for (a string value) or its line commented out (an unknown key, a
+/// value of the wrong type), keeping every line where it was, and the parse runs again.
+/// The configuration is `None` when an error cannot be set aside (a syntax error, a
+/// missing table key).
+fn parse_all(text: &str) -> (Option<Config>, Vec<Problem>) {
+    let mut working = text.to_owned();
+    let mut problems = Vec::new();
+    while problems.len() < MAX_PARSE_PROBLEMS {
+        let error = match toml::from_str::<Config>(&working) {
+            Ok(config) => return (Some(config), sorted(problems)),
+            Err(error) => error,
+        };
+        let stand_in_refused = error
+            .span()
+            .and_then(|span| working.get(span))
+            .is_some_and(|value| value == STAND_IN);
+        // A stand-in refused (the key wants no string) reports nothing new.
+        if !stand_in_refused {
+            problems.push(toml_problem(&working, &error));
+        }
+        let repaired = error
+            .span()
+            .and_then(|span| set_aside_value(&working, span));
+        match repaired {
+            Some(repaired) => working = repaired,
+            None => break,
+        }
+    }
+    if problems.is_empty() {
+        problems.push(Problem {
+            line: None,
+            message: "the configuration cannot be read".into(),
+        });
+    }
+    (None, sorted(problems))
+}
+
+/// Problems in file order (those without a line last).
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+    problems
+}
+
+/// `text` with the value at `span` set aside: a quoted string replaced by [`STAND_IN`],
+/// anything else by commenting out its line (a key of a table header cannot be, `None`).
+fn set_aside_value(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let value = text.get(span.clone())?;
+    let quoted = value.starts_with('"') || value.starts_with('\'');
+    if quoted && value != STAND_IN {
+        return Some(format!(
+            "{}{STAND_IN}{}",
+            &text[..span.start],
+            &text[span.end..]
+        ));
+    }
+    let line_start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+    if text[line_start..].trim_start().starts_with('[') {
+        return None;
+    }
+    Some(format!("{}#{}", &text[..line_start], &text[line_start..]))
 }
 
 /// Which key of the channel a problem is about, to find its line.
@@ -144,20 +233,38 @@ fn locate(text: &str, channel: &ChannelConfig, problem: ChannelProblem) -> Probl
 }
 
 fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
-    let line = error
-        .span()
-        .and_then(|span| text.get(..span.start))
+    let start = error.span().map(|span| span.start);
+    let line = start
+        .and_then(|start| text.get(..start))
         .map(|before| before.matches('\n').count() + 1);
-    // The error's first lines repeat the position and quote the source; keep the reason.
+    // The error's first lines repeat the position and quote the source; keep the reason,
+    // and name the key when the error is about its value (`key = <value>`).
     let message = error.message().to_owned();
+    let key = start.and_then(|start| {
+        let line_start = text[..start].rfind('\n').map_or(0, |at| at + 1);
+        let (key, _) = text[line_start..start].split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty() && !key.contains(['{', '[', ','])).then_some(key)
+    });
+    let message = match key {
+        Some(key) if !message.contains(key) => format!("`{key}`: {message}"),
+        _ => message,
+    };
     Problem { line, message }
 }
 
 /// The first line `key = "value"` (any spacing) of the text.
 fn line_of(text: &str, key: &str, value: &str) -> Option<usize> {
+    lines_of(text, key, value).first().copied()
+}
+
+/// Every line `key = "value"` (any spacing) of the text.
+fn lines_of(text: &str, key: &str, value: &str) -> Vec<usize> {
     text.lines()
-        .position(|line| assigns(line, key, value))
-        .map(|index| index + 1)
+        .enumerate()
+        .filter(|(_, line)| assigns(line, key, value))
+        .map(|(index, _)| index + 1)
+        .collect()
 }
 
 /// The line of `key = …` inside the `[[channels]]` table whose id is `id`.
@@ -196,6 +303,63 @@ fn assigns(line: &str, key: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_problem_is_reported_in_one_run() {
+        let text = "\
+[server]
+listen = \"127.0.0.1:8080\"
+bogus = 1
+
+[api]
+keys = [\"env:OMNIGATE_CHECK_TEST_UNSET_ONE\"]
+
+[admin]
+keys = [\"env:OMNIGATE_CHECK_TEST_UNSET_TWO\"]
+
+[pipeline]
+history_cap = \"many\"
+
+[plugins]
+dir = \"/nonexistent\"
+
+[[channels]]
+id = \"web\"
+plugin = \"nothing-here\"
+";
+        let problems = check_text(text).await.expect_err("five problems");
+        let lines: Vec<Option<usize>> = problems.iter().map(|problem| problem.line).collect();
+        assert_eq!(
+            lines,
+            [Some(3), Some(6), Some(9), Some(12), Some(19)],
+            "{problems:#?}"
+        );
+        assert!(problems[0].message.contains("bogus"), "{problems:#?}");
+        assert!(
+            problems[1]
+                .message
+                .contains("OMNIGATE_CHECK_TEST_UNSET_ONE")
+        );
+        assert!(
+            problems[2]
+                .message
+                .contains("OMNIGATE_CHECK_TEST_UNSET_TWO")
+        );
+        assert!(
+            problems[3].message.contains("`history_cap`") && problems[3].message.contains("many"),
+            "{problems:#?}"
+        );
+        assert!(problems[4].message.contains("nothing-here.wasm"));
+    }
+
+    #[tokio::test]
+    async fn a_syntax_error_stops_the_check_with_its_line() {
+        let problems = check_text("[server]\nlisten = \n")
+            .await
+            .expect_err("syntax");
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, Some(2));
+    }
 
     #[tokio::test]
     async fn unknown_key_is_reported_on_its_line() {
@@ -252,8 +416,15 @@ mod tests {
     async fn duplicate_channel_and_missing_plugin_file_name_their_lines() {
         let duplicate = "[[channels]]\nid = \"web\"\nplugin = \"x\"\n[[channels]]\nid = \"web\"\nplugin = \"y\"\n";
         let problems = check_text(duplicate).await.expect_err("duplicate");
-        assert!(problems[0].message.contains("twice"), "{problems:?}");
-        assert_eq!(problems[0].line, Some(2));
+        let twice = problems
+            .iter()
+            .find(|problem| problem.message.contains("twice"))
+            .expect("the duplicate is reported");
+        assert_eq!(
+            twice.line,
+            Some(5),
+            "on its second appearance: {problems:?}"
+        );
 
         let missing = "[plugins]\ndir = \"/nonexistent\"\n\n[[channels]]\nid = \"web\"\nplugin = \"nothing-here\"\n";
         let problems = check_text(missing).await.expect_err("missing file");
