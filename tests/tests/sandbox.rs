@@ -3,8 +3,9 @@
 
 use omnigate::runtime::{LoadError, Runtime, RuntimeSettings};
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, api_error, get, guest_path, plugin_path, post,
-    standard_webhooks_headers, subscription_config, toml_path, wait_for_external_ids,
+    FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, api_error, get, guest_path,
+    plugin_path, post, standard_webhooks_headers, subscription_config, toml_path,
+    wait_for_external_ids,
 };
 use serde_json::json;
 
@@ -49,6 +50,10 @@ async fn setup(cpu_deadline: &str) -> Setup {
         .expect("receiver");
     let config = format!(
         r#"
+        [plugins]
+        allow_networks = {LOOPBACK}
+        [delivery]
+        allow_networks = {LOOPBACK}
         [[channels]]
         id = "web"
         plugin = {webchat}

@@ -68,9 +68,13 @@ dir = "target/plugins"
 cache_dir = "target/plugin-cache"
 # Rebuild a plugin (`cargo xtask plugins`) and the running gateway swaps it in.
 watch = true
+# The demo's site backend listens on this host: allow loopback for http-fetch.
+allow_networks = ["127.0.0.0/8"]
 
 [delivery]
 retry_schedule = ["1s", "5s", "30s"]
+# The demo receiver listens on this host: allow loopback for deliveries.
+allow_networks = ["127.0.0.0/8"]
 
 [[channels]]
 id = "web"

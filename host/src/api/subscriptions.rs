@@ -116,6 +116,11 @@ fn failed(error: DeliveryError) -> ApiError {
         DeliveryError::Config(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_subscription", message)
         }
+        DeliveryError::TargetNotAllowed(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target_not_allowed",
+            message,
+        ),
         _ => ApiError::unavailable("outbox_unavailable", message),
     }
 }

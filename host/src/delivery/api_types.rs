@@ -70,25 +70,41 @@ pub struct TestResult {
     pub event_id: String,
     /// Whether the receiver answered 2xx.
     pub delivered: bool,
-    /// The failure, if any (`status 400: …`, `connect: …`).
+    /// The failure, if any: `status <code>`, `timeout` or `refused` (the target could
+    /// not be reached or is not allowed). Deliberately nothing more: no response body
+    /// and no system error text, so the call cannot read internal services or tell a
+    /// closed port from a filtered one. The details are logged.
     pub error: Option<String>,
     /// Whether a real event failing like this would be retried.
     pub retryable: Option<bool>,
 }
 
 impl TestResult {
-    pub(crate) fn from_outcome(event_id: String, outcome: Outcome) -> Self {
-        let (delivered, error, retryable) = match outcome {
+    pub(crate) fn from_outcome(subscription: &str, event_id: String, outcome: Outcome) -> Self {
+        let (delivered, failure, retryable) = match outcome {
             Outcome::Delivered => (true, None, None),
-            Outcome::Retry { error, .. } => (false, Some(error), Some(true)),
-            Outcome::Permanent { error, .. } => (false, Some(error), Some(false)),
+            Outcome::Retry { class, error, .. } => (false, Some((class, error)), Some(true)),
+            Outcome::Permanent { class, error } => (false, Some((class, error)), Some(false)),
         };
+        let error = failure.map(|(class, error)| {
+            tracing::info!(subscription, %error, "test send failed");
+            public_class(&class)
+        });
         Self {
             event_id,
             delivered,
             error,
             retryable,
         }
+    }
+}
+
+/// What a test send's caller may learn of a failure.
+fn public_class(class: &str) -> String {
+    if class == "timeout" || class.starts_with("status ") {
+        class.to_owned()
+    } else {
+        "refused".to_owned()
     }
 }
 

@@ -76,6 +76,9 @@ pub enum DeliveryError {
     /// A subscription with this id exists.
     #[error("subscription `{0}` already exists")]
     Exists(String),
+    /// The target is an address outside the allowed networks (`[delivery] allow_networks`).
+    #[error("{0}")]
+    TargetNotAllowed(String),
 }
 
 /// Counters since start, for metrics and tests.
@@ -200,7 +203,7 @@ impl Delivery {
             settings.partitions,
             capacity.clone(),
         ));
-        let validated = config::validate_all(subscriptions.clone())?;
+        let validated = config::validate_all(subscriptions.clone(), &settings.allow_networks)?;
         for subscription in &validated {
             outbox.register_now(&subscription.id);
         }
@@ -221,7 +224,7 @@ impl Delivery {
         tls: &crate::redis_url::RedisTls,
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
-        let validated = config::validate_all(subscriptions.clone())?;
+        let validated = config::validate_all(subscriptions.clone(), &settings.allow_networks)?;
         let capacity = Arc::new(Semaphore::new(settings.max_in_flight));
         let url = settings.outbox_url.as_deref().unwrap_or(store_url);
         let outbox = outbox::open(url, settings.partitions, capacity.clone(), tls).await?;
@@ -241,7 +244,7 @@ impl Delivery {
     ) -> Result<Delivery, DeliveryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DeliveryError::NoRuntime)?;
-        let client = http_client(settings.timeout)?;
+        let client = http_client(settings.timeout, &settings.allow_networks)?;
         let shared = Arc::new(Shared::default());
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let (failing, failing_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -268,6 +271,7 @@ impl Delivery {
             timing,
             settings.partitions,
             runtime.clone(),
+            settings.allow_networks.clone(),
         ));
         runtime.spawn(registry::sync(
             registry.clone(),
@@ -473,7 +477,7 @@ impl Delivery {
             previous_secret: None,
             previous_secret_expires: None,
         };
-        registry::to_config(&stored).validate(0)?;
+        registry.validate(&stored)?;
         // The groups first: they start at the end of the log, so the subscription gets
         // what is published once it exists.
         self.inner.outbox.register(&id).await?;
@@ -522,7 +526,7 @@ impl Delivery {
             stored.previous_secret = Some(std::mem::replace(&mut stored.secret, secret));
             stored.previous_secret_expires = Some(expires);
         }
-        registry::to_config(&stored).validate(0)?;
+        registry.validate(&stored)?;
         self.inner.outbox.put_subscription(&stored).await?;
         tracing::info!(subscription = %id, "subscription updated");
         self.subscription(id).await
@@ -577,7 +581,11 @@ impl Delivery {
             &envelope::traceparent(&event_id),
         )
         .await;
-        Ok(api_types::TestResult::from_outcome(event_id, outcome))
+        Ok(api_types::TestResult::from_outcome(
+            &subscription.id,
+            event_id,
+            outcome,
+        ))
     }
 
     fn stored_api_subscription(
@@ -697,11 +705,16 @@ async fn stop_workers(mut workers: JoinSet<()>, attempt_timeout: Duration) {
 
 /// One client for every subscription: connections are pooled and kept alive per host.
 /// Redirects are not followed: a redirect could send a signed event somewhere the
-/// operator never configured.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// operator never configured. Every name is resolved through `policy`, so a target
+/// never reaches an internal address the operator did not allow.
+fn http_client(
+    timeout: Duration,
+    policy: &crate::netguard::NetworkPolicy,
+) -> Result<reqwest::Client, reqwest::Error> {
     crate::tls::ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(policy.resolver())
         .timeout(timeout)
         .user_agent(envelope::USER_AGENT)
         .build()

@@ -159,6 +159,11 @@ pub struct PluginSettings {
     /// announcement was missed (announcements normally apply within milliseconds).
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// Networks (CIDR) plugins may reach with `http-fetch` besides the public internet,
+    /// for every channel (one client serves them all; `allowed_hosts` still applies per
+    /// channel). Loopback, private, link-local, CGNAT, multicast and reserved addresses
+    /// are refused otherwise.
+    pub allow_networks: crate::netguard::NetworkPolicy,
 }
 
 impl Default for PluginSettings {
@@ -170,6 +175,7 @@ impl Default for PluginSettings {
             watch: false,
             watch_debounce: Duration::from_millis(500),
             reconcile_interval: Duration::from_secs(10),
+            allow_networks: crate::netguard::NetworkPolicy::default(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct RuntimeSettings {
     pub cache_dir: Option<PathBuf>,
     /// Engine-wide limits.
     pub engine: EngineSettings,
+    /// Internal networks `http-fetch` may reach (`[plugins] allow_networks`).
+    pub allow_networks: crate::netguard::NetworkPolicy,
 }
 
 /// Why the runtime could not start.
@@ -90,7 +92,7 @@ impl Runtime {
             engine,
             linker,
             cache,
-            fetch: FetchClient::new()?,
+            fetch: FetchClient::new(settings.allow_networks.clone())?,
             _ticker: ticker,
         })
     }

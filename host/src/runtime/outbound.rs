@@ -6,22 +6,35 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::netguard::NetworkPolicy;
+
 /// The outbound HTTP client shared by all channels.
 #[derive(Debug, Clone)]
 pub struct FetchClient {
     pub(crate) client: reqwest::Client,
+    /// Which addresses a fetch may reach (`[plugins] allow_networks`); names are checked
+    /// by the client's resolver, address literals by [`FetchClient::check_target`].
+    policy: NetworkPolicy,
 }
 
 impl FetchClient {
-    /// A client that never follows redirects.
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// A client that never follows redirects and connects only to addresses `policy`
+    /// permits.
+    pub fn new(policy: NetworkPolicy) -> Result<Self, reqwest::Error> {
         crate::tls::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(policy.resolver())
             .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, policy })
+    }
+
+    /// Refuses a URL whose host is an address literal outside the allowed networks (the
+    /// resolver never sees literals).
+    pub(crate) fn check_target(&self, url: &Url) -> Result<(), crate::netguard::TargetRefused> {
+        self.policy.check_url(url)
     }
 }
 

@@ -53,6 +53,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     let runtime = Arc::new(Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
+        allow_networks: config.plugins.allow_networks.clone(),
     })?);
     let tls = config.store.tls()?;
     let store =

@@ -96,12 +96,18 @@ fn checked_url(env: &ChannelEnv, raw: &str) -> Result<Url, FetchError> {
             env.allowed_hosts.describe().join(", ")
         )));
     }
+    env.fetch
+        .check_target(&url)
+        .map_err(|error| FetchError::Denied(error.to_string()))?;
     Ok(url)
 }
 
 fn transport_error(error: reqwest::Error) -> FetchError {
     if error.is_timeout() {
         FetchError::Timeout
+    } else if crate::netguard::is_refusal(&error) {
+        // The host resolved to an address outside `[plugins] allow_networks`.
+        FetchError::Denied("target not allowed: the host resolves to an internal address".into())
     } else if error.is_builder() {
         FetchError::InvalidRequest(error.to_string())
     } else {

@@ -1,0 +1,299 @@
+//! What an API key holder, a careless operator or a hostile client cannot do: reach
+//! internal addresses through subscriptions, the test call or plugin fetches (SSRF);
+//! authenticate with an empty or short key; stop ingest with an absurd number; hold
+//! connections open forever or starve `/healthz`.
+
+use omnigate_tests::{
+    API_KEY, FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth,
+    json_answer, plugin_path, standard_webhooks_headers, toml_path,
+};
+use serde_json::{Value, json};
+
+const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An authenticated `/v1` (or `/admin`, with `key`) call; status and JSON body.
+async fn call(gateway: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call_with(gateway, method, path, body, &api_auth()).await
+}
+
+async fn call_with(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(String, String)],
+) -> (u16, Value) {
+    omnigate::tls::ensure_crypto_provider();
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client.request(method, gateway.url(path));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A gateway with an API key, the web chat channel (replies to `callback`, which
+/// `allowed_hosts` lets through) and `extra` TOML.
+async fn gateway(callback: &str, allowed: &str, extra: &str) -> Gateway {
+    let config = format!(
+        r#"
+        [api]
+        keys = ["{API_KEY}"]
+        {extra}
+        [[channels]]
+        id = "web"
+        plugin = {plugin}
+        allowed_hosts = ["{allowed}"]
+        config = {{ callback_url = "{callback}" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        "#,
+        plugin = toml_path(&plugin_path("webchat")),
+    );
+    Gateway::start(&config).await.expect("gateway")
+}
+
+/// An internal service: answers everything `404` with a body that must never leak.
+async fn internal_service() -> FakeApi {
+    FakeApi::start(|_| (404, Vec::new(), b"INTERNAL-ONLY admin panel".to_vec()))
+        .await
+        .expect("internal service")
+}
+
+fn port_of(api: &FakeApi) -> u16 {
+    api.authority
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("port")
+}
+
+#[tokio::test]
+async fn subscriptions_to_internal_literals_are_refused_at_creation() {
+    let internal = internal_service().await;
+    let port = port_of(&internal);
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", "").await;
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0x7f.1:{port}/"),
+        format!("http://127.1:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://0.0.0.0:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+    ] {
+        let (status, body) = call(
+            &gateway,
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"url": url, "secret": SUBSCRIPTION_SECRET})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("target_not_allowed")),
+            "{url}: {body}"
+        );
+    }
+    // Moving an existing subscription there is refused the same way.
+    let (status, body) = call(
+        &gateway,
+        "POST",
+        "/v1/subscriptions",
+        Some(
+            json!({"id": "crm", "url": "https://crm.example/hook", "secret": SUBSCRIPTION_SECRET}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        &gateway,
+        "PATCH",
+        "/v1/subscriptions/crm",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/")})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("target_not_allowed")),
+        "{body}"
+    );
+    assert!(internal.requests().is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_refused_at_connect_time() {
+    let internal = internal_service().await;
+    let port = port_of(&internal);
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", "").await;
+    let (status, body) = call(
+        &gateway,
+        "POST",
+        "/v1/subscriptions",
+        Some(json!({"id": "sneaky", "url": format!("http://localhost:{port}/"), "secret": SUBSCRIPTION_SECRET})),
+    )
+    .await;
+    assert_eq!(status, 201, "a name is checked when it is resolved: {body}");
+    let (status, result) = call(&gateway, "POST", "/v1/subscriptions/sneaky/test", None).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["delivered"], false);
+    assert_eq!(result["error"], "refused", "{result}");
+    assert!(
+        internal.requests().is_empty(),
+        "the internal service was reached"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_test_call_reports_a_class_never_the_reply_or_the_system_error() {
+    let internal = internal_service().await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let extra = format!("[delivery]\nallow_networks = {LOOPBACK}\n");
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", &extra).await;
+    for (id, url, expected) in [
+        ("open", format!("{}/", internal.url), "status 404"),
+        ("closed", format!("http://127.0.0.1:{closed}/"), "refused"),
+    ] {
+        let (status, body) = call(
+            &gateway,
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"id": id, "url": url, "secret": SUBSCRIPTION_SECRET})),
+        )
+        .await;
+        assert_eq!(status, 201, "allowed network: {body}");
+        let (_, result) = call(
+            &gateway,
+            "POST",
+            &format!("/v1/subscriptions/{id}/test"),
+            None,
+        )
+        .await;
+        assert_eq!(result["error"], expected, "{id}: {result}");
+        assert!(!result.to_string().contains("INTERNAL-ONLY"), "{result}");
+    }
+    assert_eq!(
+        internal.requests().len(),
+        1,
+        "the allowed target was reached"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_subscription_to_loopback_needs_allow_networks() {
+    let config = format!(
+        r#"
+        [[subscriptions]]
+        url = "http://127.0.0.1:9000/hook"
+        secret = "{SUBSCRIPTION_SECRET}"
+        "#
+    );
+    let error = Gateway::start(&config)
+        .await
+        .err()
+        .expect("loopback target refused")
+        .to_string();
+    assert!(error.contains("allow_networks"), "{error}");
+    let allowed = format!("[delivery]\nallow_networks = {LOOPBACK}\n{config}");
+    Gateway::start(&allowed)
+        .await
+        .expect("allowed")
+        .stop()
+        .await;
+}
+
+/// Sends web chat message `id` and returns its conversation id (read from its delivery).
+async fn conversation(gateway: &Gateway, receiver: &Receiver, id: &str) -> String {
+    let body = json!({"type": "message", "id": id, "visitor": {"id": id}, "text": "hola"})
+        .to_string()
+        .into_bytes();
+    let headers = standard_webhooks_headers(SITE_SECRET, &format!("wh_{id}"), &body).expect("sign");
+    let (status, text) = omnigate_tests::post(&gateway.url("/webhooks/web"), &headers, body)
+        .await
+        .expect("post");
+    assert_eq!(status, 200, "{text}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let found = receiver
+            .of_type("message.received")
+            .into_iter()
+            .find(|event| event["external_id"] == id);
+        if let Some(event) = found {
+            return event["conversation"]["id"]
+                .as_str()
+                .expect("conversation")
+                .to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn plugin_fetches_to_internal_addresses_are_refused() {
+    let site = FakeApi::start(|_| json_answer(200, json!({"id": "r"})))
+        .await
+        .expect("site");
+    let port = port_of(&site);
+    let receiver = Receiver::start(SUBSCRIPTION_SECRET)
+        .await
+        .expect("receiver");
+    // Deliveries may reach the loopback receiver; plugins may not reach loopback.
+    let delivery = format!(
+        "[delivery]\nallow_networks = {LOOPBACK}\n[[subscriptions]]\nurl = \"{}\"\nsecret = \"{SUBSCRIPTION_SECRET}\"\n",
+        receiver.url
+    );
+    for host in ["127.0.0.1", "localhost"] {
+        let gateway = gateway(
+            &format!("http://{host}:{port}/replies"),
+            &format!("http://{host}:{port}"),
+            &delivery,
+        )
+        .await;
+        let conversation = conversation(&gateway, &receiver, host).await;
+        let (status, body) = call(
+            &gateway,
+            "POST",
+            &format!("/v1/conversations/{conversation}/messages"),
+            Some(json!({"text": "reply"})),
+        )
+        .await;
+        assert_ne!(status, 201, "{host}: {body}");
+        gateway.stop().await;
+    }
+    assert!(site.requests().is_empty(), "the plugin reached loopback");
+    // Allowed, the same reply goes through.
+    let gateway = gateway(
+        &format!("http://localhost:{port}/replies"),
+        &format!("http://localhost:{port}"),
+        &format!("[plugins]\nallow_networks = {LOOPBACK}\n{delivery}"),
+    )
+    .await;
+    let conversation = conversation(&gateway, &receiver, "allowed").await;
+    let (status, body) = call(
+        &gateway,
+        "POST",
+        &format!("/v1/conversations/{conversation}/messages"),
+        Some(json!({"text": "reply"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(site.requests().len(), 1);
+    gateway.stop().await;
+}
+
