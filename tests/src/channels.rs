@@ -12,8 +12,8 @@ use crate::{Answer, FakeApi, Gateway, Receiver, Recorded, hub_signature, post, r
 /// [`Receiver`] verifies deliveries with it.
 pub const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
 
-/// The API key configured in `[api] keys`.
-pub const API_KEY: &str = "test-api-key";
+/// The API key configured in `[api] keys` (keys must be at least 16 characters).
+pub const API_KEY: &str = "test-api-key-0123456789";
 
 /// How long a test waits for deliveries before failing.
 pub const WAIT: Duration = Duration::from_secs(20);

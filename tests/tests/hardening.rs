@@ -297,3 +297,94 @@ async fn plugin_fetches_to_internal_addresses_are_refused() {
     gateway.stop().await;
 }
 
+/// `omnigate <args> <config file>` with `OMNIGATE_ADMIN_KEY` set to `value`: exit
+/// success and stderr.
+fn run_with_admin_key(args: &[&str], value: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("omnigate.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nkeys = [\"env:OMNIGATE_ADMIN_KEY\"]\n",
+    )
+    .expect("config");
+    let output = std::process::Command::new(omnigate_tests::omnigate_bin())
+        .args(args)
+        .arg(&file)
+        .env("OMNIGATE_ADMIN_KEY", value)
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_empty_or_short_admin_key_stops_config_check_and_serve() {
+    for (value, problem) in [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("short-key", "is too short"),
+    ] {
+        for args in [&["config", "check"][..], &["serve", "--config"][..]] {
+            let (ok, stderr) = run_with_admin_key(args, value);
+            assert!(!ok, "{args:?} with {value:?} succeeded");
+            assert!(
+                stderr.contains("`[admin] keys` entry 1 (env:OMNIGATE_ADMIN_KEY)")
+                    && stderr.contains(problem),
+                "{args:?} {value:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_bearer_over_http2_is_refused() {
+    const ADMIN_KEY: &str = "hardening-admin-key-0123";
+    let config = format!("[admin]\nkeys = [\"{ADMIN_KEY}\"]\n");
+    // The key a compose file with an unset variable would produce cannot be configured.
+    let empty = Gateway::start("[admin]\nkeys = [\"\"]\n").await;
+    assert!(empty.is_err(), "an empty admin key was accepted");
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    for (bearer, expected) in [
+        ("Bearer ".to_owned(), 401),
+        ("Bearer  ".to_owned(), 401),
+        (format!("Bearer {ADMIN_KEY}"), 200),
+    ] {
+        let response = client
+            .get(gateway.url("/admin/plugins"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status().as_u16(), expected, "{bearer:?}");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn short_subscription_secrets_are_refused() {
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", "").await;
+    // "short" in base64: a valid Standard Webhooks key of 5 bytes.
+    let (status, body) = call(
+        &gateway,
+        "POST",
+        "/v1/subscriptions",
+        Some(json!({"url": "https://crm.example/h", "secret": "whsec_c2hvcnQ="})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`secret`") && !message.contains("c2hvcnQ"),
+        "{body}"
+    );
+    gateway.stop().await;
+}
+

@@ -39,7 +39,8 @@ fn check(keys: &[Secret], request: &Request, what: &str) -> Result<(), ApiError>
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(presented) = presented else {
+    // An empty key never authenticates, whatever is configured.
+    let Some(presented) = presented.filter(|presented| !presented.is_empty()) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -99,6 +99,23 @@ impl TestResult {
     }
 }
 
+/// Shortest signing key accepted through the API, in bytes once decoded (the same
+/// floor as `[api] keys`).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Refuses an API-given `secret` that is not a Standard Webhooks key of at least
+/// [`MIN_SECRET_BYTES`] bytes; the message never contains the secret.
+pub(crate) fn check_secret(field: &str, secret: &str) -> Result<(), DeliveryError> {
+    let key = omnigate_signature::standard_webhooks::decode_secret(secret)
+        .map_err(|error| DeliveryError::Config(format!("`{field}`: {error}")))?;
+    if key.len() < MIN_SECRET_BYTES {
+        return Err(DeliveryError::Config(format!(
+            "`{field}` must be a Standard Webhooks key (whsec_<base64>) of at least {MIN_SECRET_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// What a test send's caller may learn of a failure.
 fn public_class(class: &str) -> String {
     if class == "timeout" || class.starts_with("status ") {

@@ -465,6 +465,7 @@ impl Delivery {
         if registry.knows(&id) {
             return Err(DeliveryError::Exists(id));
         }
+        api_types::check_secret("secret", &new.secret)?;
         let stored = outbox::StoredSubscription {
             id: id.clone(),
             url: new.url,
@@ -517,6 +518,7 @@ impl Delivery {
         if let Some(secret) = patch.secret
             && secret != stored.secret
         {
+            api_types::check_secret("secret", &secret)?;
             let grace = patch
                 .rotation_grace
                 .unwrap_or(Duration::from_secs(24 * 3600));

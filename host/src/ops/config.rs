@@ -115,20 +115,71 @@ impl StoreSettings {
     }
 }
 
+/// Shortest accepted `[api]` or `[admin]` key, in characters.
+pub const MIN_KEY_CHARS: usize = 16;
+
+/// A bearer key as configured: its value, and where it came from (for messages that
+/// must name it without showing it).
+#[derive(Debug, Clone)]
+pub struct BearerKey {
+    /// The resolved value.
+    pub secret: Secret,
+    /// `env:VAR` or `file:/path` as written, or `a literal value`.
+    pub origin: String,
+}
+
+impl<'de> Deserialize<'de> for BearerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let reference = String::deserialize(deserializer)?;
+        let secret = Secret::resolve(&reference).map_err(serde::de::Error::custom)?;
+        let origin = if reference.starts_with("env:") || reference.starts_with("file:") {
+            reference
+        } else {
+            "a literal value".to_owned()
+        };
+        Ok(Self { secret, origin })
+    }
+}
+
+/// Refuses empty, whitespace-only, padded and short keys: an unset variable
+/// (`OMNIGATE_ADMIN_KEY=""`) must not open the API to `Authorization: Bearer `.
+fn check_keys(section: &str, keys: &[BearerKey]) -> Result<(), ConfigError> {
+    for (index, key) in keys.iter().enumerate() {
+        let value = key.secret.expose();
+        let problem = if value.trim().is_empty() {
+            "is empty"
+        } else if value.trim() != value {
+            "starts or ends with whitespace"
+        } else if value.chars().count() < MIN_KEY_CHARS {
+            "is too short"
+        } else {
+            continue;
+        };
+        return Err(ConfigError::Invalid(format!(
+            "`[{section}] keys` entry {} ({}) {problem}: keys must be at least {MIN_KEY_CHARS} characters",
+            index + 1,
+            key.origin
+        )));
+    }
+    Ok(())
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
-    /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal).
-    pub keys: Vec<Secret>,
+    /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal; at least
+    /// [`MIN_KEY_CHARS`] characters).
+    pub keys: Vec<BearerKey>,
 }
 
 /// `[admin]`: the plugin lifecycle API (`/admin/plugins`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer keys accepted on `/admin` (separate from `[api] keys`; none: `/admin` is closed).
-    pub keys: Vec<Secret>,
+    /// Bearer keys accepted on `/admin` (separate from `[api] keys`; none: `/admin` is
+    /// closed; at least [`MIN_KEY_CHARS`] characters).
+    pub keys: Vec<BearerKey>,
     /// Largest plugin upload accepted, in bytes.
     pub max_plugin_bytes: usize,
 }
@@ -272,8 +323,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Rules across values (channel ids valid and unique).
+    /// Rules across values (keys long enough, channel ids valid and unique).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_keys("api", &self.api.keys)?;
+        check_keys("admin", &self.admin.keys)?;
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()
@@ -321,7 +374,7 @@ mod tests {
             [store]
             url = "memory://"
             [api]
-            keys = ["k1"]
+            keys = ["k1-0123456789abcdef"]
             [delivery]
             retry_schedule = ["5s", "5m"]
             [[channels]]
@@ -357,6 +410,39 @@ mod tests {
         let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n")
             .expect_err("bad id");
         assert!(error.to_string().contains("Web Chat"), "{error}");
+    }
+
+    #[test]
+    fn empty_blank_padded_and_short_keys_are_refused_by_name() {
+        let cases = [
+            (
+                "[admin]\nkeys = [\"\"]\n",
+                "`[admin] keys` entry 1 (a literal value) is empty",
+            ),
+            (
+                "[api]\nkeys = [\"   \"]\n",
+                "`[api] keys` entry 1 (a literal value) is empty",
+            ),
+            (
+                "[api]\nkeys = [\"0123456789abcdef\", \"short\"]\n",
+                "`[api] keys` entry 2 (a literal value) is too short",
+            ),
+            (
+                "[api]\nkeys = [\" 0123456789abcdef\"]\n",
+                "starts or ends with whitespace",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let reference = format!("file:{}", file.path().display());
+        let error = Config::from_toml(&format!("[admin]\nkeys = [{reference:?}]\n"))
+            .expect_err("empty file")
+            .to_string();
+        assert!(error.contains(&reference), "{error}");
+        Config::from_toml("[api]\nkeys = [\"0123456789abcdef\"]\n").expect("16 characters");
     }
 
     #[test]

@@ -128,8 +128,13 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         channels,
         pipeline: Arc::new(pipeline),
         delivery,
-        api_keys: config.api.keys,
-        admin_keys: config.admin.keys,
+        api_keys: config.api.keys.into_iter().map(|key| key.secret).collect(),
+        admin_keys: config
+            .admin
+            .keys
+            .into_iter()
+            .map(|key| key.secret)
+            .collect(),
         max_plugin_bytes: config.admin.max_plugin_bytes,
         lifecycle,
         plugin_watch: watch,
