@@ -388,3 +388,129 @@ async fn short_subscription_secrets_are_refused() {
     gateway.stop().await;
 }
 
+/// A webhook on the web chat channel; its status.
+async fn webhook(gateway: &Gateway, id: &str) -> u16 {
+    let body = json!({"type": "message", "id": id, "visitor": {"id": "v"}, "text": "hola"})
+        .to_string()
+        .into_bytes();
+    let headers = standard_webhooks_headers(SITE_SECRET, &format!("wh_{id}"), &body).expect("sign");
+    omnigate_tests::post(&gateway.url("/webhooks/web"), &headers, body)
+        .await
+        .expect("post")
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_numbers_are_refused_with_the_field_name() {
+    let redis = omnigate_tests::redis::RedisServer::start().expect("redis-server");
+    let store = format!("[store]\nurl = \"{}\"\n", redis.url());
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", &store).await;
+    assert_eq!(webhook(&gateway, "before").await, 200);
+    // Any conversation id does: the range checks come before the lookup.
+    let conversation = "cv_unknown";
+    let huge = 100_000_000_000_000_000_u64;
+    let create = |fields: Value| {
+        let mut body = json!({"url": "https://crm.example/h", "secret": SUBSCRIPTION_SECRET});
+        for (key, value) in fields.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        body
+    };
+    let (status, body) = call(
+        &gateway,
+        "POST",
+        "/v1/subscriptions",
+        Some(
+            json!({"id": "patched", "url": "https://crm.example/h", "secret": SUBSCRIPTION_SECRET}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let subscriptions = "/v1/subscriptions".to_owned();
+    let patched = "/v1/subscriptions/patched".to_owned();
+    let bodies: Vec<(&str, String, Value, &str)> = vec![
+        (
+            "POST",
+            subscriptions.clone(),
+            create(json!({"history": huge})),
+            "history",
+        ),
+        (
+            "POST",
+            subscriptions.clone(),
+            create(json!({"history": 51})),
+            "history",
+        ),
+        (
+            "POST",
+            subscriptions,
+            create(json!({"history": -1})),
+            "history",
+        ),
+        (
+            "PATCH",
+            patched.clone(),
+            json!({"history": huge}),
+            "history",
+        ),
+        ("PATCH", patched.clone(), json!({"history": 51}), "history"),
+        (
+            "PATCH",
+            patched.clone(),
+            json!({"secret": "whsec_cm90YXRlZC1zdWJzY3JpcHRpb24tc2VjcmV0LWtleSEh", "rotation_grace": "31days"}),
+            "rotation_grace",
+        ),
+        (
+            "PATCH",
+            patched,
+            json!({"secret": "whsec_cm90YXRlZC1zdWJzY3JpcHRpb24tc2VjcmV0LWtleSEh", "rotation_grace": "100000000years"}),
+            "rotation_grace",
+        ),
+        (
+            "POST",
+            format!("/v1/conversations/{conversation}/messages"),
+            json!({"text": "x".repeat(64 * 1024 + 1)}),
+            "text",
+        ),
+    ];
+    for (method, path, body, field) in bodies {
+        let (status, answer) = call(&gateway, method, &path, Some(body)).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            status == 400 && message.contains(field),
+            "{method} {path} {field}: {status} {answer}"
+        );
+    }
+    for (path, field) in [
+        (
+            format!("/v1/conversations/{conversation}/timeline?limit=0"),
+            "limit",
+        ),
+        (
+            format!("/v1/conversations/{conversation}/timeline?limit=501"),
+            "limit",
+        ),
+        (
+            format!("/v1/conversations/{conversation}/timeline?limit=-1"),
+            "limit",
+        ),
+        (
+            format!("/v1/conversations/{conversation}/timeline?from=18446744073709551615"),
+            "from",
+        ),
+        ("/v1/dead-letters?limit=0".to_owned(), "limit"),
+        ("/v1/dead-letters?limit=1001".to_owned(), "limit"),
+        (format!("/v1/dead-letters?limit={huge}0000"), "limit"),
+    ] {
+        let (status, answer) = call(&gateway, "GET", &path, None).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            status == 400 && message.contains(field),
+            "GET {path}: {status} {answer}"
+        );
+    }
+    // Nothing above reached the store: webhooks still go through on Redis.
+    assert_eq!(webhook(&gateway, "after").await, 200);
+    gateway.stop().await;
+}
+

@@ -25,7 +25,7 @@ pub struct NewSubscription {
     /// Channel ids (default: all).
     #[serde(default)]
     pub channels: Vec<String>,
-    /// Messages of history to include.
+    /// Messages of history to include: 0 to 50.
     #[serde(default)]
     pub history: usize,
     /// Whether to include the provider payload.
@@ -48,14 +48,14 @@ pub struct SubscriptionPatch {
     pub url: Option<String>,
     /// New secret: starts a rotation (old and new both sign during `rotation_grace`).
     pub secret: Option<String>,
-    /// How long the old secret keeps signing (default 24 h), e.g. `"2h"`.
+    /// How long the old secret keeps signing (default 24 h, at most 30 days), e.g. `"2h"`.
     #[serde(with = "humantime_serde")]
     pub rotation_grace: Option<Duration>,
     /// New event-type patterns.
     pub events: Option<Vec<String>>,
     /// New channel ids.
     pub channels: Option<Vec<String>>,
-    /// New history depth.
+    /// New history depth: 0 to 50.
     pub history: Option<usize>,
     /// New `include_raw`.
     pub include_raw: Option<bool>,
@@ -98,6 +98,9 @@ impl TestResult {
         }
     }
 }
+
+/// Longest `rotation_grace` (the old secret keeps signing this long at most).
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Shortest signing key accepted through the API, in bytes once decoded (the same
 /// floor as `[api] keys`).

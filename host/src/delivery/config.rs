@@ -248,6 +248,11 @@ impl DeliverySettings {
     }
 }
 
+/// Largest `history` of a subscription: the messages an event carries (the store keeps
+/// at most `[pipeline] history_cap` anyway). A huge value once broke every ingest on
+/// Redis, so it is refused wherever a subscription comes from.
+pub const MAX_HISTORY: usize = 50;
+
 /// Upper bound on `partitions`, far above any useful value.
 const MAX_PARTITIONS: u32 = 1024;
 
@@ -285,6 +290,11 @@ impl SubscriptionConfig {
                 (placeholder, Some(std::sync::Arc::new(sink)))
             }
         };
+        if self.history > MAX_HISTORY {
+            return Err(fail(format!(
+                "`history` must be between 0 and {MAX_HISTORY}"
+            )));
+        }
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
         let previous_secret = match (self.previous_secret, self.previous_secret_expires) {
             (None, None) => None,
@@ -458,6 +468,24 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let text = |history: usize| {
+            format!("url = \"https://crm.example/h\"\nsecret = \"{KEY}\"\nhistory = {history}")
+        };
+        let policy = NetworkPolicy::default();
+        assert!(
+            subscription(&text(50))
+                .expect("parses")
+                .validate(0, &policy)
+                .is_ok()
+        );
+        let result = subscription(&text(51))
+            .expect("parses")
+            .validate(0, &policy);
+        assert!(matches!(result, Err(DeliveryError::Config(m)) if m.contains("`history`")));
     }
 
     #[test]

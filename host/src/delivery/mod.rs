@@ -522,6 +522,11 @@ impl Delivery {
             let grace = patch
                 .rotation_grace
                 .unwrap_or(Duration::from_secs(24 * 3600));
+            if grace > api_types::MAX_ROTATION_GRACE {
+                return Err(DeliveryError::Config(
+                    "`rotation_grace` must be between 0s and 30d".into(),
+                ));
+            }
             let expires = Timestamp::now()
                 .checked_add(jiff::SignedDuration::try_from(grace).unwrap_or_default())
                 .map_err(|error| DeliveryError::Config(format!("`rotation_grace`: {error}")))?;
