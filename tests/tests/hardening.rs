@@ -514,3 +514,112 @@ async fn out_of_range_numbers_are_refused_with_the_field_name() {
     gateway.stop().await;
 }
 
+fn address(gateway: &Gateway) -> String {
+    gateway.base.trim_start_matches("http://").to_owned()
+}
+
+/// Whether the server closed `stream` (EOF or reset) within [`WAIT`]; whatever it
+/// wrote before closing (e.g. a `408`) is returned.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    match tokio::time::timeout(WAIT, stream.read_to_end(&mut seen)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&seen).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = Gateway::start(&format!(
+        "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"300ms\"\nrequest_timeout = \"300ms\"\n[api]\nkeys = [\"{API_KEY}\"]\n"
+    ))
+    .await
+    .expect("gateway");
+    let addr = address(&gateway);
+    // Slowloris: a request head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: 1\r\n")
+        .await
+        .expect("write");
+    // A socket that never sends a byte.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    // A body that never arrives in full.
+    let mut trickle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    trickle
+        .write_all(
+            format!(
+                "POST /v1/subscriptions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"url\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    assert!(
+        closed_by_server(&mut slow).await.is_some(),
+        "slowloris kept"
+    );
+    assert!(
+        closed_by_server(&mut silent).await.is_some(),
+        "silent socket kept"
+    );
+    let answer = closed_by_server(&mut trickle).await.expect("trickle kept");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, _) = omnigate_tests::get(&gateway.url("/healthz"), &[])
+        .await
+        .expect("healthz");
+    assert_eq!(status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_answers_when_idle_sockets_exceed_the_connection_cap() {
+    const CAP: usize = 8;
+    const IDLE: usize = 24;
+    let gateway = Gateway::start(&format!("[server]\nmax_connections = {CAP}\n"))
+        .await
+        .expect("gateway");
+    let addr = address(&gateway);
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let (status, _) = omnigate_tests::get(&gateway.url("/healthz"), &[])
+        .await
+        .expect("healthz");
+    assert_eq!(status, 200);
+    // The gateway holds at most CAP connections: the longest-idle ones were closed.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut closed = 0;
+        for stream in &idle {
+            let mut byte = [0u8; 1];
+            match stream.try_read(&mut byte) {
+                Ok(0) => closed += 1,
+                Err(error) if error.kind() != std::io::ErrorKind::WouldBlock => closed += 1,
+                _ => {}
+            }
+        }
+        if closed >= IDLE - CAP {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {closed} of {IDLE} idle sockets closed with a cap of {CAP}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gateway.stop().await;
+}
+

@@ -64,14 +64,63 @@ pub struct ServerSettings {
     /// How long shutdown waits for requests and deliveries in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// HTTP/1: the request head must arrive within this; it also closes a kept-alive
+    /// connection that sends no next request for this long.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request (its body read and handled) taking longer gets `408 request_timeout`.
+    /// Above the plugin `call_timeout` and the delivery `timeout` on purpose.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap the longest-idle one is closed to admit a
+    /// new one. Keep it below the process's open-file limit.
+    pub max_connections: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
+        let limits = crate::server::ServerLimits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: limits.header_read_timeout,
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: limits.idle_timeout,
+            max_connections: limits.max_connections,
+            http2_max_streams: limits.http2_max_streams,
         }
+    }
+}
+
+impl ServerSettings {
+    /// The connection limits, checked: every timeout above zero, caps at least 1.
+    pub fn limits(&self) -> Result<crate::server::ServerLimits, ConfigError> {
+        let positive = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| value.is_zero()) {
+            return Err(ConfigError::Invalid(format!(
+                "`[server] {name}` must be greater than zero"
+            )));
+        }
+        if self.max_connections == 0 || self.http2_max_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "`[server] max_connections` and `http2_max_streams` must be at least 1".into(),
+            ));
+        }
+        Ok(crate::server::ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            http2_max_streams: self.http2_max_streams,
+        })
     }
 }
 
@@ -327,6 +376,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_keys("api", &self.api.keys)?;
         check_keys("admin", &self.admin.keys)?;
+        self.server.limits()?;
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()
