@@ -623,3 +623,39 @@ async fn healthz_answers_when_idle_sockets_exceed_the_connection_cap() {
     gateway.stop().await;
 }
 
+#[tokio::test]
+async fn metrics_can_require_their_own_key() {
+    const METRICS_KEY: &str = "metrics-scrape-key-0123";
+    let gateway = Gateway::start(&format!("[metrics]\nkeys = [\"{METRICS_KEY}\"]\n"))
+        .await
+        .expect("gateway");
+    let url = gateway.url("/metrics");
+    let (status, _) = omnigate_tests::get(&url, &[]).await.expect("get");
+    assert_eq!(status, 401);
+    let (status, _) = omnigate_tests::get(&url, &api_auth()).await.expect("get");
+    assert_eq!(status, 401, "the API key is not a metrics key");
+    let bearer = vec![("authorization".to_owned(), format!("Bearer {METRICS_KEY}"))];
+    let (status, text) = omnigate_tests::get(&url, &bearer).await.expect("get");
+    assert_eq!(status, 200);
+    assert!(text.contains("# TYPE"), "{text}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_answer_has_one_content_type() {
+    let gateway = gateway("http://127.0.0.1:9/r", "http://127.0.0.1:9", "").await;
+    let body = json!({"type": "message", "id": "ct", "visitor": {"id": "v"}, "text": "hola"})
+        .to_string()
+        .into_bytes();
+    let mut request = reqwest::Client::new()
+        .post(gateway.url("/webhooks/web"))
+        .body(body.clone());
+    for (name, value) in standard_webhooks_headers(SITE_SECRET, "wh_ct", &body).expect("sign") {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("post");
+    assert_eq!(response.status().as_u16(), 200);
+    let types: Vec<_> = response.headers().get_all("content-type").iter().collect();
+    assert_eq!(types.len(), 1, "{types:?}");
+    gateway.stop().await;
+}

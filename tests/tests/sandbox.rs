@@ -153,6 +153,11 @@ async fn panic_is_a_trap_with_a_clear_error() {
         message.contains("hostile@") && message.contains("trapped"),
         "{message}"
     );
+    // wasmtime's detail (backtrace, offsets, panic text) goes to the log, not the caller.
+    assert!(
+        !message.contains("backtrace") && !message.contains("wasm") && !message.contains("0x"),
+        "{message}"
+    );
     web_chat_still_serves(&setup, "after-panic").await;
 }
 

@@ -35,6 +35,9 @@ pub struct Config {
     /// `[admin]`.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginSettings,
@@ -222,6 +225,15 @@ pub struct ApiSettings {
     pub keys: Vec<BearerKey>,
 }
 
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer keys for `/metrics`; none (the default) leaves it open, as Prometheus
+    /// scrapers usually expect on a private network. At least [`MIN_KEY_CHARS`] characters.
+    pub keys: Vec<BearerKey>,
+}
+
 /// `[admin]`: the plugin lifecycle API (`/admin/plugins`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -376,6 +388,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_keys("api", &self.api.keys)?;
         check_keys("admin", &self.admin.keys)?;
+        check_keys("metrics", &self.metrics.keys)?;
         self.server.limits()?;
         let mut seen = HashSet::new();
         for channel in &self.channels {

@@ -100,6 +100,19 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The message for whoever called the webhook: like `Display` but without
+    /// wasmtime's trap or instantiation details (backtraces, offsets), which go to the
+    /// log only.
+    pub fn public_message(&self) -> String {
+        match self {
+            CallError::Trap { plugin, .. } => format!("plugin {plugin} trapped"),
+            CallError::Instantiate { plugin, .. } => {
+                format!("plugin {plugin} could not be instantiated")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// A short stable label, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

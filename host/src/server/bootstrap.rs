@@ -135,6 +135,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
             .into_iter()
             .map(|key| key.secret)
             .collect(),
+        metrics_keys: config
+            .metrics
+            .keys
+            .into_iter()
+            .map(|key| key.secret)
+            .collect(),
         max_plugin_bytes: config.admin.max_plugin_bytes,
         lifecycle,
         plugin_watch: watch,

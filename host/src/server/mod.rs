@@ -105,7 +105,13 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/admin", admin)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
-        .route("/metrics", get(crate::ops::scrape::metrics))
+        .route(
+            "/metrics",
+            get(crate::ops::scrape::metrics).layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::api::auth::require_metrics_key,
+            )),
+        )
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             app.request_timeout,
