@@ -39,7 +39,9 @@ impl FetchClient {
 }
 
 /// One allowed destination: `host`, `*.host`, with optional scheme and port
-/// (`graph.facebook.com`, `*.slack.com`, `http://127.0.0.1:9000`).
+/// (`graph.facebook.com`, `*.slack.com`, `http://127.0.0.1:9000`). It matches one
+/// origin: the scheme defaults to `https` and the port to the scheme's default, so
+/// `127.0.0.1` does not reach every port of that host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostPattern {
     scheme: Option<String>,
@@ -122,14 +124,9 @@ impl HostPattern {
             Some(suffix) => host.ends_with(&format!(".{suffix}")),
             None => host == self.host,
         };
-        let scheme_ok = self
-            .scheme
-            .as_deref()
-            .is_none_or(|scheme| scheme == url.scheme());
-        let port_ok = self
-            .port
-            .is_none_or(|port| url.port_or_known_default() == Some(port));
-        host_ok && scheme_ok && port_ok
+        let scheme = self.scheme.as_deref().unwrap_or("https");
+        let port = self.port.unwrap_or(if scheme == "http" { 80 } else { 443 });
+        host_ok && url.scheme() == scheme && url.port_or_known_default() == Some(port)
     }
 }
 
@@ -170,6 +167,18 @@ mod tests {
         assert!(!allowed.allows(&url("http://127.0.0.1:9001/reply")));
         assert!(!allowed.allows(&url("https://graph.facebook.com.evil.example/")));
         assert!(!allowed.allows(&url("https://evil.example/?graph.facebook.com")));
+    }
+
+    #[test]
+    fn scheme_and_port_default_to_https_443() {
+        let allowed = hosts(&["api.example", "http://plain.example"]);
+        assert!(allowed.allows(&url("https://api.example/x")));
+        assert!(allowed.allows(&url("https://api.example:443/x")));
+        assert!(!allowed.allows(&url("http://api.example/x")));
+        assert!(!allowed.allows(&url("https://api.example:6379/x")));
+        assert!(allowed.allows(&url("http://plain.example/x")));
+        assert!(!allowed.allows(&url("http://plain.example:8080/x")));
+        assert!(!allowed.allows(&url("https://plain.example/x")));
     }
 
     #[test]
