@@ -4,7 +4,7 @@
 //! connections open forever or starve `/healthz`.
 
 use omnigate_tests::{
-    API_KEY, FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth,
+    API_KEY, FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error,
     json_answer, plugin_path, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
@@ -657,5 +657,76 @@ async fn a_webhook_answer_has_one_content_type() {
     assert_eq!(response.status().as_u16(), 200);
     let types: Vec<_> = response.headers().get_all("content-type").iter().collect();
     assert_eq!(types.len(), 1, "{types:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_in_parallel_stay_within_the_plugin_memory_budget() {
+    // A server that accepts and never answers: a fetch to it holds its instance (without
+    // spinning a CPU) until `fetch_timeout`.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    // Room for two 32 MiB instances; a third caller waits 20 ms, then is told to retry.
+    let config = format!(
+        r#"
+        [plugins]
+        max_memory_bytes = 67108864
+        instance_wait = "20ms"
+        allow_networks = {LOOPBACK}
+        [[channels]]
+        id = "evil"
+        plugin = {hostile}
+        allowed_hosts = ["http://{silent_addr}"]
+        secrets = {{ token = "hardening-token-0123" }}
+        limits = {{ memory_bytes = 33554432, fetch_timeout = "3s" }}
+        "#,
+        hostile = toml_path(&omnigate_tests::guest_path("hostile")),
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let url = gateway.url(&format!(
+        "/webhooks/evil?mode=secret-fetch&target=http://{silent_addr}/never"
+    ));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .send()
+                    .await
+                    .expect("post");
+                let retry_after = response.headers().contains_key("retry-after");
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                (status, api_error(&text).0, retry_after, text)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("join"));
+    }
+    // Two held an instance until their fetch timed out; four found no room.
+    let ran = answers.iter().filter(|answer| answer.0 == 200).count();
+    let busy = answers
+        .iter()
+        .filter(|answer| answer.0 == 503 && answer.1 == "plugins_busy" && answer.2)
+        .count();
+    assert_eq!((ran, busy), (2, 4), "{answers:?}");
+    // A guest allocating without end is stopped by its own limit, and every reservation
+    // came back: the next call gets an instance.
+    let (status, text) = omnigate_tests::post(&gateway.url("/webhooks/evil?mode=alloc"), &[], "")
+        .await
+        .expect("post");
+    assert_eq!(status, 502, "the memory limit, not the budget: {text}");
+    assert!(text.contains("memory limit"), "{text}");
     gateway.stop().await;
 }

@@ -88,9 +88,7 @@ pub async fn send(
     let receipt = channel
         .send(&outbound)
         .await
-        .map_err(|error| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", error.to_string())
-        })?
+        .map_err(crate::ingress::call_failed)?
         .map_err(|error| send_failed(&channel_id, error))?;
     let message = Message {
         direction: Direction::Outbound,

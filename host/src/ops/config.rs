@@ -276,10 +276,30 @@ pub struct PluginSettings {
     /// channel). Loopback, private, link-local, CGNAT, multicast and reserved addresses
     /// are refused otherwise.
     pub allow_networks: crate::netguard::NetworkPolicy,
+    /// Live plugin instances at most, over every channel (in a call or kept warm).
+    pub max_instances: usize,
+    /// Linear memory all live instances may reserve together, in bytes: each reserves its
+    /// channel's `memory_bytes`, so the plugins never grow past this.
+    pub max_memory_bytes: usize,
+    /// How long a call waits for room in the budget before `503 plugins_busy`.
+    #[serde(with = "humantime_serde")]
+    pub instance_wait: Duration,
+}
+
+impl PluginSettings {
+    /// The instance budget these settings describe.
+    pub fn budget(&self) -> crate::runtime::BudgetSettings {
+        crate::runtime::BudgetSettings {
+            max_instances: self.max_instances,
+            max_memory_bytes: self.max_memory_bytes,
+            wait: self.instance_wait,
+        }
+    }
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
+        let budget = crate::runtime::BudgetSettings::default();
         // The development layout (`cargo xtask plugins` writes there); set both in production.
         Self {
             dir: PathBuf::from("target/plugins"),
@@ -288,6 +308,9 @@ impl Default for PluginSettings {
             watch_debounce: Duration::from_millis(500),
             reconcile_interval: Duration::from_secs(10),
             allow_networks: crate::netguard::NetworkPolicy::default(),
+            max_instances: budget.max_instances,
+            max_memory_bytes: budget.max_memory_bytes,
+            instance_wait: budget.wait,
         }
     }
 }

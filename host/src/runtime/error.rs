@@ -89,6 +89,13 @@ pub enum CallError {
         /// wasmtime's description, with the backtrace's first line.
         detail: String,
     },
+    /// Every instance slot or the whole plugin memory budget is in use
+    /// (`[plugins] max_instances`, `max_memory_bytes`) and none came free in time.
+    #[error("plugin {plugin}: no instance available, the plugin budget is in use; retry later")]
+    Busy {
+        /// Plugin id and version.
+        plugin: String,
+    },
     /// The instance could not be created.
     #[error("plugin {plugin} could not be instantiated: {detail}")]
     Instantiate {
@@ -121,6 +128,7 @@ impl CallError {
             CallError::Memory { .. } => "memory",
             CallError::Trap { .. } => "trap",
             CallError::Instantiate { .. } => "instantiate",
+            CallError::Busy { .. } => "busy",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! environment; the [`Registry`] maps channel ids to those bindings.
 
 pub mod bindings;
+mod budget;
 mod cache;
 mod channel;
 mod engine;
@@ -25,6 +26,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 pub use bindings::types;
+pub use budget::{BudgetSettings, InstanceBudget};
 pub use cache::CompileCache;
 pub use channel::ChannelRuntime;
 pub use engine::{EPOCH_TICK, EngineSettings};
@@ -46,6 +48,8 @@ pub struct RuntimeSettings {
     pub engine: EngineSettings,
     /// Internal networks `http-fetch` may reach (`[plugins] allow_networks`).
     pub allow_networks: crate::netguard::NetworkPolicy,
+    /// The process-wide cap on live plugin instances and their memory.
+    pub budget: BudgetSettings,
 }
 
 /// Why the runtime could not start.
@@ -68,6 +72,7 @@ pub struct Runtime {
     linker: Linker<WasmState>,
     cache: Option<CompileCache>,
     fetch: FetchClient,
+    budget: Arc<InstanceBudget>,
     _ticker: EpochTicker,
 }
 
@@ -93,6 +98,7 @@ impl Runtime {
             linker,
             cache,
             fetch: FetchClient::new(settings.allow_networks.clone())?,
+            budget: Arc::new(InstanceBudget::new(&settings.budget)),
             _ticker: ticker,
         })
     }
@@ -163,7 +169,7 @@ impl Runtime {
 
     /// Give `plugin` the environment of a channel.
     pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
-        ChannelRuntime::new(self.engine.clone(), plugin, env)
+        ChannelRuntime::new(self.engine.clone(), plugin, env, self.budget.clone())
     }
 }
 

@@ -54,6 +54,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
         allow_networks: config.plugins.allow_networks.clone(),
+        budget: config.plugins.budget(),
     })?);
     let tls = config.store.tls()?;
     let store =

@@ -71,6 +71,7 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
         allow_networks: config.plugins.allow_networks.clone(),
+        budget: config.plugins.budget(),
     })
     .map_err(|error| {
         vec![Problem {
