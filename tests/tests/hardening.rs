@@ -730,3 +730,28 @@ async fn hostile_guests_in_parallel_stay_within_the_plugin_memory_budget() {
     assert!(text.contains("memory limit"), "{text}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn api_subscriptions_are_capped() {
+    let gateway = gateway(
+        "http://127.0.0.1:9/r",
+        "http://127.0.0.1:9",
+        "[delivery]\nmax_api_subscriptions = 2\n",
+    )
+    .await;
+    for id in ["one", "two", "three"] {
+        let (status, body) = call(
+            &gateway,
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"id": id, "url": "https://crm.example/h", "secret": SUBSCRIPTION_SECRET})),
+        )
+        .await;
+        let expected = if id == "three" { 409 } else { 201 };
+        assert_eq!(status, expected, "{id}: {body}");
+        if id == "three" {
+            assert_eq!(body["error"]["code"], "subscription_limit", "{body}");
+        }
+    }
+    gateway.stop().await;
+}

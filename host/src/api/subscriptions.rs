@@ -113,6 +113,9 @@ fn failed(error: DeliveryError) -> ApiError {
         DeliveryError::Exists(_) => {
             ApiError::new(StatusCode::CONFLICT, "subscription_exists", message)
         }
+        DeliveryError::TooMany(_) => {
+            ApiError::new(StatusCode::CONFLICT, "subscription_limit", message)
+        }
         DeliveryError::Config(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_subscription", message)
         }

@@ -57,6 +57,9 @@ pub struct DeliverySettings {
     /// link-local, CGNAT, multicast and reserved addresses are refused otherwise: at
     /// creation for an address literal, at connect time for a name.
     pub allow_networks: NetworkPolicy,
+    /// Subscriptions that may be created through `/v1/subscriptions` (each runs
+    /// `partitions` workers on every instance); 0 disables creating them.
+    pub max_api_subscriptions: usize,
 }
 
 impl Default for DeliverySettings {
@@ -82,6 +85,7 @@ impl Default for DeliverySettings {
             concurrency: 64,
             disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
             allow_networks: NetworkPolicy::default(),
+            max_api_subscriptions: 100,
         }
     }
 }

@@ -76,6 +76,11 @@ pub enum DeliveryError {
     /// A subscription with this id exists.
     #[error("subscription `{0}` already exists")]
     Exists(String),
+    /// `[delivery] max_api_subscriptions` API subscriptions exist already.
+    #[error(
+        "at most {0} subscriptions can be created through the API (`[delivery] max_api_subscriptions`)"
+    )]
+    TooMany(usize),
     /// The target is an address outside the allowed networks (`[delivery] allow_networks`).
     #[error("{0}")]
     TargetNotAllowed(String),
@@ -174,6 +179,7 @@ struct Inner {
     partitions: u32,
     capacity: Arc<Semaphore>,
     max_in_flight: usize,
+    max_api_subscriptions: usize,
     timeout: Duration,
     shared: Arc<Shared>,
     closed: AtomicBool,
@@ -291,6 +297,7 @@ impl Delivery {
                 partitions: settings.partitions,
                 capacity,
                 max_in_flight: settings.max_in_flight,
+                max_api_subscriptions: settings.max_api_subscriptions,
                 timeout: settings.timeout,
                 shared,
                 closed: AtomicBool::new(false),
@@ -464,6 +471,9 @@ impl Delivery {
         };
         if registry.knows(&id) {
             return Err(DeliveryError::Exists(id));
+        }
+        if registry.api_count() >= self.inner.max_api_subscriptions {
+            return Err(DeliveryError::TooMany(self.inner.max_api_subscriptions));
         }
         api_types::check_secret("secret", &new.secret)?;
         let stored = outbox::StoredSubscription {

@@ -153,6 +153,11 @@ impl Registry {
         }
     }
 
+    /// How many API subscriptions exist (as last read).
+    pub(crate) fn api_count(&self) -> usize {
+        self.api.read().len()
+    }
+
     /// The stored form of API subscription `id`.
     pub(crate) fn stored(&self, id: &str) -> Option<StoredSubscription> {
         self.api.read().get(id).cloned()
