@@ -755,3 +755,69 @@ async fn api_subscriptions_are_capped() {
     }
     gateway.stop().await;
 }
+
+/// A gateway whose only channel runs the hostile guest with secret `token`, `allowed` as
+/// its allow-list and `extra` channel keys, loopback allowed for fetches.
+async fn hostile_gateway(allowed: &str, extra: &str) -> Gateway {
+    let config = format!(
+        r#"
+        [plugins]
+        allow_networks = {LOOPBACK}
+        [[channels]]
+        id = "evil"
+        plugin = {hostile}
+        allowed_hosts = [{allowed}]
+        secrets = {{ token = "scoped-secret-token-0123" }}
+        {extra}
+        "#,
+        hostile = toml_path(&omnigate_tests::guest_path("hostile")),
+    );
+    Gateway::start(&config).await.expect("gateway")
+}
+
+async fn secret_fetch(gateway: &Gateway, target: &str) -> String {
+    let (status, text) = omnigate_tests::post(
+        &gateway.url(&format!("/webhooks/evil?mode=secret-fetch&target={target}")),
+        &[],
+        "",
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+#[tokio::test]
+async fn an_allowed_host_entry_is_one_origin_and_secrets_go_only_where_scoped() {
+    let echo = FakeApi::start(|request| (200, Vec::new(), request.body.clone()))
+        .await
+        .expect("echo");
+    let target = format!("{}/echo", echo.url);
+    // A bare host means https on 443: the plain-http port of the same host is not allowed.
+    let gateway = hostile_gateway("\"127.0.0.1\"", "").await;
+    let text = secret_fetch(&gateway, &target).await;
+    assert!(text.contains("Denied"), "{text}");
+    gateway.stop().await;
+    // The origin is allowed, but the secret is scoped to another one: nothing is sent.
+    let allowed = format!("\"http://{}\"", echo.authority);
+    let scoped = "secrets_hosts = { token = [\"https://api.provider.example\"] }";
+    let gateway = hostile_gateway(&allowed, scoped).await;
+    let text = secret_fetch(&gateway, &target).await;
+    assert!(
+        text.contains("Denied") && text.contains("secrets_hosts"),
+        "{text}"
+    );
+    gateway.stop().await;
+    assert!(
+        echo.requests().is_empty(),
+        "a request went out: {:?}",
+        echo.requests()
+    );
+    // Scoped to this origin, it goes (and the echo comes back redacted).
+    let scoped = format!("secrets_hosts = {{ token = [{allowed}] }}");
+    let gateway = hostile_gateway(&allowed, &scoped).await;
+    let text = secret_fetch(&gateway, &target).await;
+    assert!(text.contains("[redacted]"), "{text}");
+    assert_eq!(echo.requests().len(), 1);
+    gateway.stop().await;
+}

@@ -358,6 +358,11 @@ pub struct ChannelConfig {
     /// Hosts the plugin may reach with `http-fetch`.
     #[serde(default)]
     pub allowed_hosts: AllowedHosts,
+    /// Per secret, the only origins its placeholders may be sent to (e.g.
+    /// `{ access_token = ["https://graph.facebook.com"] }`); a secret not listed may go
+    /// to any of `allowed_hosts`.
+    #[serde(default)]
+    pub secrets_hosts: BTreeMap<String, AllowedHosts>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
@@ -422,6 +427,16 @@ impl Config {
             if !valid {
                 return Err(ConfigError::Invalid(format!(
                     "channel id `{}` must be lowercase letters, digits, `-` or `_`",
+                    channel.id
+                )));
+            }
+            if let Some(unknown) = channel
+                .secrets_hosts
+                .keys()
+                .find(|name| !channel.secrets.contains_key(*name))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "channel `{}`: `secrets_hosts` names `{unknown}`, which is not in its `secrets`",
                     channel.id
                 )));
             }
@@ -529,6 +544,26 @@ mod tests {
             .to_string();
         assert!(error.contains(&reference), "{error}");
         Config::from_toml("[api]\nkeys = [\"0123456789abcdef\"]\n").expect("16 characters");
+    }
+
+    #[test]
+    fn secrets_hosts_must_name_a_configured_secret() {
+        let channel = |secrets_hosts: &str| {
+            format!(
+                "[[channels]]\nid = \"wa\"\nplugin = \"whatsapp\"\nsecrets = {{ access_token = \"t\" }}\nsecrets_hosts = {secrets_hosts}\n"
+            )
+        };
+        let valid = Config::from_toml(&channel(
+            "{ access_token = [\"https://graph.facebook.com\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(valid.channels[0].secrets_hosts.len(), 1);
+        let error = Config::from_toml(&channel(
+            "{ acess_token = [\"https://graph.facebook.com\"] }",
+        ))
+        .expect_err("typo")
+        .to_string();
+        assert!(error.contains("acess_token"), "{error}");
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchRespo
         builder = builder.header(name.as_str(), filler.fill_str(value).map_err(unknown)?);
     }
     let body = filler.fill(&request.body).map_err(unknown)?;
+    // Nothing is sent when a secret would go somewhere its `secrets_hosts` does not name.
+    if let Some(name) = filler.filled_names().iter().find(|name| {
+        env.secrets_hosts
+            .get(name.as_str())
+            .is_some_and(|hosts| !hosts.allows(&url))
+    }) {
+        return Err(FetchError::Denied(format!(
+            "secret `{name}` may not be sent to `{}` (channel `{}` secrets_hosts)",
+            url.host_str().unwrap_or_default(),
+            env.channel_id
+        )));
+    }
     let started = std::time::Instant::now();
     // `without_url`: the URL may hold a filled-in secret (e.g. a bot token in the path).
     let response = builder

@@ -13,6 +13,7 @@ const REDACTED: &[u8] = b"[redacted]";
 pub struct Filler<'a> {
     secrets: &'a BTreeMap<String, Secret>,
     used: Vec<&'a Secret>,
+    names: Vec<String>,
 }
 
 impl<'a> Filler<'a> {
@@ -21,6 +22,7 @@ impl<'a> Filler<'a> {
         Self {
             secrets,
             used: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -37,15 +39,25 @@ impl<'a> Filler<'a> {
                 return Ok(out);
             };
             let name = String::from_utf8_lossy(&after[..end]).into_owned();
-            let secret = self.secrets.get(name.as_str()).ok_or(name)?;
+            let Some(secret) = self.secrets.get(name.as_str()) else {
+                return Err(name);
+            };
             out.extend_from_slice(secret.expose().as_bytes());
             if !self.used.contains(&secret) {
                 self.used.push(secret);
+            }
+            if !self.names.contains(&name) {
+                self.names.push(name);
             }
             rest = &after[end + CLOSE.len()..];
         }
         out.extend_from_slice(rest);
         Ok(out)
+    }
+
+    /// The names of the secrets filled in so far.
+    pub fn filled_names(&self) -> &[String] {
+        &self.names
     }
 
     /// [`Self::fill`] for text.
