@@ -821,3 +821,38 @@ async fn an_allowed_host_entry_is_one_origin_and_secrets_go_only_where_scoped() 
     assert_eq!(echo.requests().len(), 1);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn activation_can_be_limited_to_the_channels_kind() {
+    const ADMIN_KEY: &str = "hardening-admin-key-0123";
+    let config = format!(
+        r#"
+        [admin]
+        keys = ["{ADMIN_KEY}"]
+        require_same_kind = true
+        [[channels]]
+        id = "web"
+        plugin = {plugin}
+        config = {{ callback_url = "http://127.0.0.1:9/r" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        "#,
+        plugin = toml_path(&plugin_path("webchat")),
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let admin = vec![("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))];
+    let hostile = std::fs::read(omnigate_tests::guest_path("hostile")).expect("hostile");
+    let (status, text) =
+        omnigate_tests::post(&gateway.url("/admin/plugins?activate=web"), &admin, hostile)
+            .await
+            .expect("upload");
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(api_error(&text).0, "kind_mismatch", "{text}");
+    // The web chat plugin itself is still accepted.
+    let webchat = std::fs::read(plugin_path("webchat")).expect("webchat");
+    let (status, text) =
+        omnigate_tests::post(&gateway.url("/admin/plugins?activate=web"), &admin, webchat)
+            .await
+            .expect("upload");
+    assert_eq!(status, 201, "{text}");
+    gateway.stop().await;
+}

@@ -243,6 +243,9 @@ pub struct AdminSettings {
     pub keys: Vec<BearerKey>,
     /// Largest plugin upload accepted, in bytes.
     pub max_plugin_bytes: usize,
+    /// Refuse activating a plugin whose declared `kind` differs from the channel's (the
+    /// kind of the plugin serving it).
+    pub require_same_kind: bool,
 }
 
 impl Default for AdminSettings {
@@ -250,6 +253,7 @@ impl Default for AdminSettings {
         Self {
             keys: Vec::new(),
             max_plugin_bytes: 32 << 20,
+            require_same_kind: false,
         }
     }
 }

@@ -76,14 +76,17 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         .as_ref()
         .map(|dir| dir.join("uploads"));
     let shared = crate::store::open_plugins_with_tls(&config.store.url, &tls)?;
-    let lifecycle = Arc::new(Lifecycle::new(
-        runtime.clone(),
-        registry.clone(),
-        channels.clone(),
-        &config.channels,
-        upload_dir,
-        shared,
-    ));
+    let lifecycle = Arc::new(
+        Lifecycle::new(
+            runtime.clone(),
+            registry.clone(),
+            channels.clone(),
+            &config.channels,
+            upload_dir,
+            shared,
+        )
+        .require_same_kind(config.admin.require_same_kind),
+    );
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();
     for channel in &config.channels {
