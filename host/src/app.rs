@@ -29,6 +29,8 @@ pub struct App {
     pub api_keys: Vec<Secret>,
     /// Bearer keys for `/admin`.
     pub admin_keys: Vec<Secret>,
+    /// Bearer keys for `/metrics` (none: open).
+    pub metrics_keys: Vec<Secret>,
     /// Largest plugin upload accepted on `/admin/plugins`.
     pub max_plugin_bytes: usize,
     /// Plugin versions and activations.
@@ -37,6 +39,10 @@ pub struct App {
     pub plugin_watch: Option<DirWatch>,
     /// `[identity]`: link tokens and their deep links.
     pub identity: crate::store::IdentitySettings,
+    /// `[server]` connection limits, applied by [`crate::server::serve`].
+    pub limits: crate::server::ServerLimits,
+    /// `[server] request_timeout`.
+    pub request_timeout: std::time::Duration,
 }
 
 impl App {

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod ingress;
 pub mod lifecycle;
 pub mod metrics;
+pub mod netguard;
 pub mod ops;
 pub mod pipeline;
 pub mod redis_url;

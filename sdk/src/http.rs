@@ -210,3 +210,44 @@ mod tests {
         assert!(o.events.is_empty());
     }
 }
+
+/// Property tests: the parsers plugins run on provider input take any bytes without
+/// panicking, and decode what a form encoder wrote.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::send_error_for_status;
+
+    proptest! {
+        #[test]
+        fn parsers_take_any_bytes(bytes in vec(any::<u8>(), 0..512), status in 100u16..600) {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let request = HttpRequest {
+                method: text.clone(),
+                path: text.clone(),
+                query: text.clone(),
+                headers: vec![Header { name: text.clone(), value: text.clone() }],
+                body: bytes.clone(),
+            };
+            let _ = form(&bytes);
+            let _ = query(&request);
+            let _ = query_param(&request, &text);
+            let _ = header(&request, &text);
+            let _ = json::<serde_json::Value>(&bytes);
+            let _ = require_method(&request, "POST");
+            let retry_after = vec![Header { name: "retry-after".into(), value: text }];
+            let _ = send_error_for_status(status, &retry_after, &bytes);
+        }
+
+        #[test]
+        fn form_decodes_what_an_encoder_wrote(
+            pairs in vec((".{0,12}", ".{0,12}"), 0..6)
+        ) {
+            let encoded = serde_urlencoded::to_string(&pairs).expect("pairs encode");
+            prop_assert_eq!(form(encoded.as_bytes()), pairs);
+        }
+    }
+}

@@ -41,7 +41,7 @@ fn main() {
     let mut table = Vec::new();
     for (name, outbox) in [("memory", "memory://".to_owned()), ("redis", redis.url())] {
         let config = format!(
-            "[delivery]\noutbox_url = \"{outbox}\"\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n[[subscriptions]]\nid = \"bench\"\nurl = \"http://{receiver}/hook\"\nsecret = \"{SUBSCRIPTION_SECRET}\"\nevents = [\"message.received\"]\n",
+            "[delivery]\noutbox_url = \"{outbox}\"\nallow_networks = [\"127.0.0.0/8\"]\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n[[subscriptions]]\nid = \"bench\"\nurl = \"http://{receiver}/hook\"\nsecret = \"{SUBSCRIPTION_SECRET}\"\nevents = [\"message.received\"]\n",
             toml_path(&plugin_path("webchat"))
         );
         let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");

@@ -27,7 +27,7 @@ use omnigate_tests::{
 };
 use serde_json::Value;
 
-const ADMIN_KEY: &str = "bench-admin-key";
+const ADMIN_KEY: &str = "bench-admin-key-0123456";
 const WEBCHAT_ANSWER: &str = r#"{"ok":true}"#;
 const HOSTILE_ANSWER: &str = "ok";
 const CONNECTIONS: usize = 32;

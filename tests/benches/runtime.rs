@@ -33,6 +33,7 @@ fn main() {
             config: [("callback_url".to_owned(), "http://127.0.0.1:9/x".to_owned())].into(),
             secrets: [("signing_secret".to_owned(), Secret::new(SECRET))].into(),
             allowed_hosts: AllowedHosts::default(),
+            secrets_hosts: Default::default(),
             limits: Limits {
                 instance_reuse: reuse,
                 ..Limits::default()

@@ -12,8 +12,8 @@ use crate::{Answer, FakeApi, Gateway, Receiver, Recorded, hub_signature, post, r
 /// [`Receiver`] verifies deliveries with it.
 pub const SUBSCRIPTION_SECRET: &str = "whsec_c3Vic2NyaXB0aW9uLXNlY3JldC1mb3ItdGVzdHM=";
 
-/// The API key configured in `[api] keys`.
-pub const API_KEY: &str = "test-api-key";
+/// The API key configured in `[api] keys` (keys must be at least 16 characters).
+pub const API_KEY: &str = "test-api-key-0123456789";
 
 /// How long a test waits for deliveries before failing.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -40,16 +40,24 @@ pub fn subscription_config(receiver: &Receiver) -> String {
     )
 }
 
-/// The configuration every channel test shares: `[api]` with [`API_KEY`], `[delivery]`
-/// with a short retry schedule, and [`subscription_config`] (last, so keys appended right
-/// after it belong to the subscription).
+/// `allow_networks` value for tests: receivers, fake providers and sites all listen on
+/// loopback, which the gateway refuses to reach unless allowed.
+pub const LOOPBACK: &str = r#"["127.0.0.0/8"]"#;
+
+/// The configuration every channel test shares: `[api]` with [`API_KEY`], `[plugins]`
+/// and `[delivery]` allowing [`LOOPBACK`], `[delivery]` with a short retry schedule, and
+/// [`subscription_config`] (last, so keys appended right after it belong to the
+/// subscription).
 pub fn common_config(receiver: &Receiver) -> String {
     format!(
         r#"
         [api]
         keys = ["{API_KEY}"]
+        [plugins]
+        allow_networks = {LOOPBACK}
         [delivery]
         retry_schedule = ["100ms", "200ms"]
+        allow_networks = {LOOPBACK}
         {subscription}"#,
         subscription = subscription_config(receiver),
     )

@@ -26,7 +26,7 @@ pub mod process;
 pub mod redis;
 
 pub use channels::{
-    API_KEY, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
+    API_KEY, LOOPBACK, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
     external_ids, first_received, fixture, fixture_names, meta_handshake_url,
     meta_signature_header, meta_signed_headers, reply_url, send_reply, start_channel,
     subscription_config, wait_for_external_ids,

@@ -169,7 +169,7 @@ async fn plugin_admin(gateway: &omnigate_tests::Gateway, args: &[&str]) -> (bool
     let output = tokio::process::Command::new(omnigate_bin())
         .arg("plugin")
         .args(args)
-        .args(["--url", &gateway.base, "--key", "cli-admin-key"])
+        .args(["--url", &gateway.base, "--key", "cli-admin-key-0123456"])
         .output()
         .await
         .expect("run");
@@ -183,7 +183,7 @@ async fn plugin_admin(gateway: &omnigate_tests::Gateway, args: &[&str]) -> (bool
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_upload_list_activate_rollback_against_a_running_gateway() {
     let config = format!(
-        "[admin]\nkeys = [\"cli-admin-key\"]\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n",
+        "[admin]\nkeys = [\"cli-admin-key-0123456\"]\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n",
         omnigate_tests::toml_path(&plugin_path("webchat"))
     );
     let gateway = omnigate_tests::Gateway::start(&config)

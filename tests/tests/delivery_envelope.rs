@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use omnigate_tests::downstream::{Downstream, Mode};
 use omnigate_tests::{
-    Gateway, SUBSCRIPTION_SECRET, plugin_path, post, standard_webhooks_headers, toml_path,
+    Gateway, LOOPBACK, SUBSCRIPTION_SECRET, plugin_path, post, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -19,6 +19,7 @@ fn config(rotating: &Downstream, rotated: &Downstream, binary: &Downstream) -> S
         r#"
         [delivery]
         retry_schedule = ["100ms", "100ms", "100ms"]
+        allow_networks = {LOOPBACK}
         [[channels]]
         id = "web"
         plugin = {plugin}

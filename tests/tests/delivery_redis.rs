@@ -12,7 +12,7 @@ use omnigate_tests::downstream::{Downstream, Mode, Seen};
 use omnigate_tests::process::Process;
 use omnigate_tests::redis::{RedisServer, free_port};
 use omnigate_tests::{
-    API_KEY, Gateway, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
+    API_KEY, Gateway, LOOPBACK, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
     standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
@@ -36,6 +36,7 @@ fn config(redis: &RedisServer, subscriptions: &str) -> String {
         lease_ttl = "1500ms"
         poll_interval = "20ms"
         timeout = "2s"
+        allow_networks = {LOOPBACK}
         retry_schedule = ["100ms", "200ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
         [[channels]]
         id = "web"

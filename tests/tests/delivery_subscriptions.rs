@@ -8,7 +8,7 @@ use std::time::Duration;
 use omnigate_tests::downstream::{Downstream, Mode};
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    API_KEY, Gateway, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
+    API_KEY, Gateway, LOOPBACK, SUBSCRIPTION_SECRET, api_auth, get, plugin_path, post,
     standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
@@ -30,6 +30,7 @@ fn config(redis: &RedisServer, flaky: &Downstream) -> String {
         poll_interval = "20ms"
         retry_schedule = ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"]
         disable_after = "1s"
+        allow_networks = {LOOPBACK}
         [[channels]]
         id = "web"
         plugin = {plugin}

@@ -16,7 +16,7 @@ fn config() -> String {
         )
     };
     format!(
-        "[admin]\nkeys = [\"limits-admin\"]\n{}{}",
+        "[admin]\nkeys = [\"limits-admin-key-0123\"]\n{}{}",
         channel("slow", "limits = { rate_per_second = 1, rate_burst = 2 }"),
         channel("free", "")
     )
@@ -76,7 +76,10 @@ async fn over_the_rate_is_429_with_retry_after_and_other_channels_are_free() {
         assert_eq!(send(&gateway, "free", n).await.0, 200);
     }
 
-    let auth = vec![("authorization".to_owned(), "Bearer limits-admin".to_owned())];
+    let auth = vec![(
+        "authorization".to_owned(),
+        "Bearer limits-admin-key-0123".to_owned(),
+    )];
     let (_, list) = get(&gateway.url("/admin/plugins"), &auth)
         .await
         .expect("list");

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use omnigate_tests::{
-    Gateway, Receiver, SUBSCRIPTION_SECRET, get, plugin_path, post, standard_webhooks_headers,
-    toml_path,
+    Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, get, plugin_path, post,
+    standard_webhooks_headers, toml_path,
 };
 use serde_json::json;
 
@@ -16,6 +16,8 @@ const CHANNEL: &str = "metrics-web";
 fn config(receiver: &Receiver) -> String {
     format!(
         r#"
+        [delivery]
+        allow_networks = {LOOPBACK}
         [[subscriptions]]
         id = "metrics-sub"
         url = "{url}"

@@ -16,7 +16,7 @@ use omnigate_tests::{
 use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ADMIN_KEY: &str = "admin-fleet-key";
+const ADMIN_KEY: &str = "admin-fleet-key-0123456";
 /// What each version answers a webhook with: tells which one served a request.
 const WEBCHAT_ANSWER: &str = r#"{"ok":true}"#;
 const HOSTILE_ANSWER: &str = "ok";

@@ -3,8 +3,9 @@
 
 use omnigate::runtime::{LoadError, Runtime, RuntimeSettings};
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, api_error, get, guest_path, plugin_path, post,
-    standard_webhooks_headers, subscription_config, toml_path, wait_for_external_ids,
+    FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, api_error, get, guest_path,
+    plugin_path, post, standard_webhooks_headers, subscription_config, toml_path,
+    wait_for_external_ids,
 };
 use serde_json::json;
 
@@ -19,13 +20,19 @@ struct Setup {
 }
 
 /// A gateway with a healthy web chat channel and a hostile one. The hostile channel may
-/// fetch only from `echo`, which answers with what it received (secret included).
+/// fetch only from `echo`, which answers with what it received (secret included), also
+/// JSON-escaped, base64 (alone and inside a Basic-auth style value) and hex.
 async fn setup(cpu_deadline: &str) -> Setup {
     let echo = FakeApi::start(|request| {
+        use base64::Engine as _;
+        let received = String::from_utf8_lossy(&request.body).into_owned();
         let body = format!(
-            "authorization={} body={}",
+            "authorization={} body={received} json={} base64={} basic={} hex={}",
             request.header("authorization").unwrap_or_default(),
-            String::from_utf8_lossy(&request.body)
+            serde_json::to_string(&received).unwrap_or_default(),
+            base64::engine::general_purpose::STANDARD.encode(&received),
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{received}")),
+            hex::encode(&received),
         );
         (
             200,
@@ -49,6 +56,10 @@ async fn setup(cpu_deadline: &str) -> Setup {
         .expect("receiver");
     let config = format!(
         r#"
+        [plugins]
+        allow_networks = {LOOPBACK}
+        [delivery]
+        allow_networks = {LOOPBACK}
         [[channels]]
         id = "web"
         plugin = {webchat}
@@ -148,6 +159,11 @@ async fn panic_is_a_trap_with_a_clear_error() {
         message.contains("hostile@") && message.contains("trapped"),
         "{message}"
     );
+    // wasmtime's detail (backtrace, offsets, panic text) goes to the log, not the caller.
+    assert!(
+        !message.contains("backtrace") && !message.contains("wasm") && !message.contains("0x"),
+        "{message}"
+    );
     web_chat_still_serves(&setup, "after-panic").await;
 }
 
@@ -196,11 +212,22 @@ async fn secrets_are_filled_in_by_the_host_and_never_reach_the_plugin() {
         Some(format!("Bearer {TOKEN}").as_str())
     );
     assert_eq!(requests[0].body, TOKEN.as_bytes());
-    // …but what came back to the plugin had it redacted, even though the server echoed it.
-    assert!(
-        !text.contains(TOKEN),
-        "the secret leaked back to the plugin: {text}"
-    );
+    // …but what came back to the plugin had it redacted, even though the server echoed it,
+    // as is and encoded.
+    use base64::Engine as _;
+    let encoded = [
+        TOKEN.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(TOKEN),
+        base64::engine::general_purpose::STANDARD.encode(format!("user:{TOKEN}")),
+        hex::encode(TOKEN),
+        "SECRET-value".to_owned(),
+    ];
+    for form in encoded {
+        assert!(
+            !text.contains(&form),
+            "the secret leaked back to the plugin as {form}: {text}"
+        );
+    }
     assert!(text.contains("[redacted]"), "{text}");
     // config() does not expose secrets either.
     let (status, text) = evil(&setup.gateway, "mode=secret-read").await;

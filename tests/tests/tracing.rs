@@ -191,6 +191,8 @@ impl Gateway {
             url = "{store}"
             [plugins]
             cache_dir = {cache}
+            [delivery]
+            allow_networks = ["127.0.0.0/8"]
             [[subscriptions]]
             id = "traced-sub"
             url = "{url}"

@@ -22,8 +22,10 @@ pub fn run() -> Result<()> {
     let config = demo.join("omnigate.toml");
     std::fs::write(&config, demo_config()).context("write the demo config")?;
     let binary = root().join("target").join("debug").join("omnigate");
-    let api_key = std::env::var("OMNIGATE_API_KEY").unwrap_or_else(|_| "dev-key".into());
-    let admin_key = std::env::var("OMNIGATE_ADMIN_KEY").unwrap_or_else(|_| "dev-admin-key".into());
+    let api_key =
+        std::env::var("OMNIGATE_API_KEY").unwrap_or_else(|_| "omnigate-demo-api-key".into());
+    let admin_key =
+        std::env::var("OMNIGATE_ADMIN_KEY").unwrap_or_else(|_| "omnigate-demo-admin-key".into());
 
     let mut receiver = Command::new(&binary)
         .args(["dev", "receiver", "--listen", "127.0.0.1:9000"])
@@ -68,9 +70,13 @@ dir = "target/plugins"
 cache_dir = "target/plugin-cache"
 # Rebuild a plugin (`cargo xtask plugins`) and the running gateway swaps it in.
 watch = true
+# The demo's site backend listens on this host: allow loopback for http-fetch.
+allow_networks = ["127.0.0.0/8"]
 
 [delivery]
 retry_schedule = ["1s", "5s", "30s"]
+# The demo receiver listens on this host: allow loopback for deliveries.
+allow_networks = ["127.0.0.0/8"]
 
 [[channels]]
 id = "web"

@@ -170,6 +170,7 @@ fn refused(error: LifecycleError) -> ApiError {
         LifecycleError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
         LifecycleError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
         LifecycleError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+        LifecycleError::KindMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "kind_mismatch"),
         LifecycleError::Registry(StoreError::Conflict(_)) => {
             (StatusCode::CONFLICT, "registry_conflict")
         }

@@ -32,6 +32,18 @@ pub async fn require_admin_key(
     Ok(next.run(request).await)
 }
 
+/// Middleware for `/metrics`: open unless `[metrics] keys` is set, then like `/v1`.
+pub async fn require_metrics_key(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !app.metrics_keys.is_empty() {
+        check(&app.metrics_keys, &request, "metrics key")?;
+    }
+    Ok(next.run(request).await)
+}
+
 fn check(keys: &[Secret], request: &Request, what: &str) -> Result<(), ApiError> {
     let presented = request
         .headers()
@@ -39,7 +51,8 @@ fn check(keys: &[Secret], request: &Request, what: &str) -> Result<(), ApiError>
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(presented) = presented else {
+    // An empty key never authenticates, whatever is configured.
+    let Some(presented) = presented.filter(|presented| !presented.is_empty()) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

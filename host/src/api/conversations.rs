@@ -26,14 +26,19 @@ pub async fn get(
     })))
 }
 
+/// Timeline entries per page when `limit` is not given.
+const DEFAULT_TIMELINE_LIMIT: usize = 50;
+/// Largest `limit` of a timeline page.
+const MAX_TIMELINE_LIMIT: usize = 500;
+
 /// `?from=<cursor>&limit=<n>` of the timeline.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineQuery {
-    /// Cursor from the previous page's `next` (default: the start).
+    /// Cursor from the previous page's `next` (default: the start; at most 2^63 - 1).
     #[serde(default)]
     pub from: u64,
-    /// Entries per page (default 50, at most 500).
+    /// Entries per page: 1 to 500 (default 50).
     #[serde(default)]
     pub limit: Option<usize>,
 }
@@ -52,7 +57,13 @@ pub async fn timeline(
             error.body_text(),
         )
     })?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = match query.limit {
+        None => DEFAULT_TIMELINE_LIMIT,
+        Some(limit) if (1..=MAX_TIMELINE_LIMIT).contains(&limit) => limit,
+        Some(_) => return Err(super::out_of_range("limit", 1, MAX_TIMELINE_LIMIT as u64)),
+    };
+    // Cursors are positions; beyond i64 the store's arithmetic would not hold.
+    super::in_range("from", query.from, 0, i64::MAX as u64)?;
     match app.pipeline.store().timeline(&id, query.from, limit).await {
         Ok(page) => Ok(Json(page)),
         Err(crate::store::StoreError::NotFound { .. }) => Err(ApiError::not_found(

@@ -16,6 +16,8 @@ use crate::server::error::ApiError;
 
 /// Most dead letters one listing returns.
 const MAX_LIMIT: usize = 1000;
+/// Dead letters returned when `limit` is not given.
+const DEFAULT_LIMIT: usize = 100;
 
 /// `GET` query: the filter and how many (newest) to return.
 #[derive(Debug, Default, Deserialize)]
@@ -29,7 +31,7 @@ pub struct ListQuery {
     pub since: Option<Timestamp>,
     /// Given up before (RFC 3339).
     pub until: Option<Timestamp>,
-    /// At most this many, the newest (default 100, max 1000).
+    /// At most this many, the newest: 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 
@@ -39,7 +41,11 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
-    let limit = query.limit.unwrap_or(100).min(MAX_LIMIT);
+    let limit = match query.limit {
+        None => DEFAULT_LIMIT,
+        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+        Some(_) => return Err(crate::api::out_of_range("limit", 1, MAX_LIMIT as u64)),
+    };
     let filter = DeadLetterFilter {
         subscription: query.subscription,
         conversation: query.conversation,

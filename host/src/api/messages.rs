@@ -14,6 +14,10 @@ use crate::event::{Direction, Message};
 use crate::runtime::types::{OutboundMessage, SendError};
 use crate::server::error::ApiError;
 
+/// Longest reply text accepted, in bytes (providers cap far below; a bound here keeps a
+/// single call from storing megabytes).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,13 @@ pub async fn send(
     let Json(body) = body.map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text())
     })?;
+    if body.text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+            format!("`text` must be at most {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
     if body.text.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -77,9 +88,7 @@ pub async fn send(
     let receipt = channel
         .send(&outbound)
         .await
-        .map_err(|error| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", error.to_string())
-        })?
+        .map_err(crate::ingress::call_failed)?
         .map_err(|error| send_failed(&channel_id, error))?;
     let message = Message {
         direction: Direction::Outbound,

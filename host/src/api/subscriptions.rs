@@ -113,9 +113,17 @@ fn failed(error: DeliveryError) -> ApiError {
         DeliveryError::Exists(_) => {
             ApiError::new(StatusCode::CONFLICT, "subscription_exists", message)
         }
+        DeliveryError::TooMany(_) => {
+            ApiError::new(StatusCode::CONFLICT, "subscription_limit", message)
+        }
         DeliveryError::Config(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_subscription", message)
         }
+        DeliveryError::TargetNotAllowed(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target_not_allowed",
+            message,
+        ),
         _ => ApiError::unavailable("outbox_unavailable", message),
     }
 }

@@ -111,6 +111,9 @@ async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
 fn classify_error(error: &reqwest::Error) -> Outcome {
     let class = if error.is_timeout() {
         "timeout"
+    } else if crate::netguard::is_refusal(error) {
+        // The target resolved to an address outside `[delivery] allow_networks`.
+        "refused"
     } else if error.is_connect() {
         "connect"
     } else {

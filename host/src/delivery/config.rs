@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::DeliveryError;
 use super::filter::EventFilter;
+use crate::netguard::NetworkPolicy;
 use crate::secret::Secret;
 
 /// Settings shared by every subscription (`[delivery]`).
@@ -51,6 +52,14 @@ pub struct DeliverySettings {
     /// in the outbox) until re-enabled through the API. Unset: never.
     #[serde(with = "humantime_serde")]
     pub disable_after: Option<Duration>,
+    /// Networks (CIDR) that HTTP subscriptions may reach besides the public internet,
+    /// e.g. `["127.0.0.0/8"]` for a receiver on this host. Loopback, private,
+    /// link-local, CGNAT, multicast and reserved addresses are refused otherwise: at
+    /// creation for an address literal, at connect time for a name.
+    pub allow_networks: NetworkPolicy,
+    /// Subscriptions that may be created through `/v1/subscriptions` (each runs
+    /// `partitions` workers on every instance); 0 disables creating them.
+    pub max_api_subscriptions: usize,
 }
 
 impl Default for DeliverySettings {
@@ -75,6 +84,8 @@ impl Default for DeliverySettings {
             window: 1000,
             concurrency: 64,
             disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
+            allow_networks: NetworkPolicy::default(),
+            max_api_subscriptions: 100,
         }
     }
 }
@@ -241,6 +252,11 @@ impl DeliverySettings {
     }
 }
 
+/// Largest `history` of a subscription: the messages an event carries (the store keeps
+/// at most `[pipeline] history_cap` anyway). A huge value once broke every ingest on
+/// Redis, so it is refused wherever a subscription comes from.
+pub const MAX_HISTORY: usize = 50;
+
 /// Upper bound on `partitions`, far above any useful value.
 const MAX_PARTITIONS: u32 = 1024;
 
@@ -249,7 +265,12 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl SubscriptionConfig {
     /// Validates one subscription; `position` is its 0-based place in the configuration.
-    pub(crate) fn validate(self, position: usize) -> Result<Subscription, DeliveryError> {
+    /// An HTTP target whose host is an address literal must be permitted by `policy`.
+    pub(crate) fn validate(
+        self,
+        position: usize,
+        policy: &NetworkPolicy,
+    ) -> Result<Subscription, DeliveryError> {
         let id = self.id.unwrap_or_else(|| format!("sub-{}", position + 1));
         let fail = |what: String| DeliveryError::Config(format!("subscription `{id}`: {what}"));
         if id.trim().is_empty() {
@@ -258,6 +279,9 @@ impl SubscriptionConfig {
         let (url, sink) = match self.kind {
             SubscriptionKind::Http => {
                 let url = parse_url(&self.url).map_err(&fail)?;
+                policy.check_url(&url).map_err(|error| {
+                    DeliveryError::TargetNotAllowed(format!("subscription `{id}`: {error}"))
+                })?;
                 // The error never contains the secret itself (see omnigate-signature).
                 decode_secret(self.secret.expose())
                     .map_err(|error| fail(format!("`secret`: {error}")))?;
@@ -270,6 +294,11 @@ impl SubscriptionConfig {
                 (placeholder, Some(std::sync::Arc::new(sink)))
             }
         };
+        if self.history > MAX_HISTORY {
+            return Err(fail(format!(
+                "`history` must be between 0 and {MAX_HISTORY}"
+            )));
+        }
         let filter = EventFilter::new(&self.events, &self.channels).map_err(&fail)?;
         let previous_secret = match (self.previous_secret, self.previous_secret_expires) {
             (None, None) => None,
@@ -344,10 +373,11 @@ fn parse_url(raw: &str) -> Result<reqwest::Url, String> {
 /// dead letters).
 pub(crate) fn validate_all(
     configs: Vec<SubscriptionConfig>,
+    policy: &NetworkPolicy,
 ) -> Result<Vec<Subscription>, DeliveryError> {
     let mut subscriptions: Vec<Subscription> = Vec::with_capacity(configs.len());
     for (position, config) in configs.into_iter().enumerate() {
-        let subscription = config.validate(position)?;
+        let subscription = config.validate(position, policy)?;
         if subscriptions
             .iter()
             .any(|other| other.id == subscription.id)
@@ -400,10 +430,12 @@ mod tests {
     #[test]
     fn subscription_defaults_and_validation() {
         let config = subscription(&format!(
-            "url = \"http://127.0.0.1:9/h\"\nsecret = \"{KEY}\""
+            "url = \"http://receiver.example:9/h\"\nsecret = \"{KEY}\""
         ))
         .expect("valid");
-        let valid = config.validate(2).expect("valid");
+        let valid = config
+            .validate(2, &NetworkPolicy::default())
+            .expect("valid");
         assert_eq!(valid.id, "sub-3");
         assert_eq!((valid.history, valid.include_raw), (0, false));
 
@@ -425,7 +457,9 @@ mod tests {
             ),
         ];
         for (text, expected) in bad_cases {
-            let result = subscription(&text).expect("parses").validate(0);
+            let result = subscription(&text)
+                .expect("parses")
+                .validate(0, &NetworkPolicy::default());
             let Err(DeliveryError::Config(message)) = result else {
                 panic!("{text}: expected a config error");
             };
@@ -441,6 +475,24 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded() {
+        let text = |history: usize| {
+            format!("url = \"https://crm.example/h\"\nsecret = \"{KEY}\"\nhistory = {history}")
+        };
+        let policy = NetworkPolicy::default();
+        assert!(
+            subscription(&text(50))
+                .expect("parses")
+                .validate(0, &policy)
+                .is_ok()
+        );
+        let result = subscription(&text(51))
+            .expect("parses")
+            .validate(0, &policy);
+        assert!(matches!(result, Err(DeliveryError::Config(m)) if m.contains("`history`")));
+    }
+
+    #[test]
     fn duplicate_ids_are_rejected() {
         let one = || {
             subscription(&format!(
@@ -448,7 +500,7 @@ mod tests {
             ))
             .expect("valid")
         };
-        let result = validate_all(vec![one(), one()]);
+        let result = validate_all(vec![one(), one()], &NetworkPolicy::default());
         assert!(matches!(result, Err(DeliveryError::Config(m)) if m.contains("duplicate")));
     }
 }

@@ -76,6 +76,14 @@ pub enum DeliveryError {
     /// A subscription with this id exists.
     #[error("subscription `{0}` already exists")]
     Exists(String),
+    /// `[delivery] max_api_subscriptions` API subscriptions exist already.
+    #[error(
+        "at most {0} subscriptions can be created through the API (`[delivery] max_api_subscriptions`)"
+    )]
+    TooMany(usize),
+    /// The target is an address outside the allowed networks (`[delivery] allow_networks`).
+    #[error("{0}")]
+    TargetNotAllowed(String),
 }
 
 /// Counters since start, for metrics and tests.
@@ -171,6 +179,7 @@ struct Inner {
     partitions: u32,
     capacity: Arc<Semaphore>,
     max_in_flight: usize,
+    max_api_subscriptions: usize,
     timeout: Duration,
     shared: Arc<Shared>,
     closed: AtomicBool,
@@ -200,7 +209,7 @@ impl Delivery {
             settings.partitions,
             capacity.clone(),
         ));
-        let validated = config::validate_all(subscriptions.clone())?;
+        let validated = config::validate_all(subscriptions.clone(), &settings.allow_networks)?;
         for subscription in &validated {
             outbox.register_now(&subscription.id);
         }
@@ -221,7 +230,7 @@ impl Delivery {
         tls: &crate::redis_url::RedisTls,
     ) -> Result<Delivery, DeliveryError> {
         settings.validate()?;
-        let validated = config::validate_all(subscriptions.clone())?;
+        let validated = config::validate_all(subscriptions.clone(), &settings.allow_networks)?;
         let capacity = Arc::new(Semaphore::new(settings.max_in_flight));
         let url = settings.outbox_url.as_deref().unwrap_or(store_url);
         let outbox = outbox::open(url, settings.partitions, capacity.clone(), tls).await?;
@@ -241,7 +250,7 @@ impl Delivery {
     ) -> Result<Delivery, DeliveryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DeliveryError::NoRuntime)?;
-        let client = http_client(settings.timeout)?;
+        let client = http_client(settings.timeout, &settings.allow_networks)?;
         let shared = Arc::new(Shared::default());
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let (failing, failing_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -268,6 +277,7 @@ impl Delivery {
             timing,
             settings.partitions,
             runtime.clone(),
+            settings.allow_networks.clone(),
         ));
         runtime.spawn(registry::sync(
             registry.clone(),
@@ -287,6 +297,7 @@ impl Delivery {
                 partitions: settings.partitions,
                 capacity,
                 max_in_flight: settings.max_in_flight,
+                max_api_subscriptions: settings.max_api_subscriptions,
                 timeout: settings.timeout,
                 shared,
                 closed: AtomicBool::new(false),
@@ -461,6 +472,10 @@ impl Delivery {
         if registry.knows(&id) {
             return Err(DeliveryError::Exists(id));
         }
+        if registry.api_count() >= self.inner.max_api_subscriptions {
+            return Err(DeliveryError::TooMany(self.inner.max_api_subscriptions));
+        }
+        api_types::check_secret("secret", &new.secret)?;
         let stored = outbox::StoredSubscription {
             id: id.clone(),
             url: new.url,
@@ -473,7 +488,7 @@ impl Delivery {
             previous_secret: None,
             previous_secret_expires: None,
         };
-        registry::to_config(&stored).validate(0)?;
+        registry.validate(&stored)?;
         // The groups first: they start at the end of the log, so the subscription gets
         // what is published once it exists.
         self.inner.outbox.register(&id).await?;
@@ -513,16 +528,22 @@ impl Delivery {
         if let Some(secret) = patch.secret
             && secret != stored.secret
         {
+            api_types::check_secret("secret", &secret)?;
             let grace = patch
                 .rotation_grace
                 .unwrap_or(Duration::from_secs(24 * 3600));
+            if grace > api_types::MAX_ROTATION_GRACE {
+                return Err(DeliveryError::Config(
+                    "`rotation_grace` must be between 0s and 30d".into(),
+                ));
+            }
             let expires = Timestamp::now()
                 .checked_add(jiff::SignedDuration::try_from(grace).unwrap_or_default())
                 .map_err(|error| DeliveryError::Config(format!("`rotation_grace`: {error}")))?;
             stored.previous_secret = Some(std::mem::replace(&mut stored.secret, secret));
             stored.previous_secret_expires = Some(expires);
         }
-        registry::to_config(&stored).validate(0)?;
+        registry.validate(&stored)?;
         self.inner.outbox.put_subscription(&stored).await?;
         tracing::info!(subscription = %id, "subscription updated");
         self.subscription(id).await
@@ -577,7 +598,11 @@ impl Delivery {
             &envelope::traceparent(&event_id),
         )
         .await;
-        Ok(api_types::TestResult::from_outcome(event_id, outcome))
+        Ok(api_types::TestResult::from_outcome(
+            &subscription.id,
+            event_id,
+            outcome,
+        ))
     }
 
     fn stored_api_subscription(
@@ -697,11 +722,16 @@ async fn stop_workers(mut workers: JoinSet<()>, attempt_timeout: Duration) {
 
 /// One client for every subscription: connections are pooled and kept alive per host.
 /// Redirects are not followed: a redirect could send a signed event somewhere the
-/// operator never configured.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// operator never configured. Every name is resolved through `policy`, so a target
+/// never reaches an internal address the operator did not allow.
+fn http_client(
+    timeout: Duration,
+    policy: &crate::netguard::NetworkPolicy,
+) -> Result<reqwest::Client, reqwest::Error> {
     crate::tls::ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(policy.resolver())
         .timeout(timeout)
         .user_agent(envelope::USER_AGENT)
         .build()

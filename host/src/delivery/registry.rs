@@ -15,11 +15,13 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::DeliveryError;
 use super::config::{Subscription, SubscriptionConfig};
 use super::dispatcher::{Deliverer, Phase, stopped};
 use super::metrics::SubscriptionMetrics;
 use super::outbox::{Outbox, OutboxError, StoredSubscription};
 use super::worker::{Timing, Worker};
+use crate::netguard::NetworkPolicy;
 use crate::secret::Secret;
 
 /// Where a subscription comes from.
@@ -86,6 +88,8 @@ pub(crate) struct Registry {
     pub(crate) workers: Mutex<Option<JoinSet<()>>>,
     /// Serializes reconciliations (the sync task and API calls).
     reconciling: tokio::sync::Mutex<()>,
+    /// Which addresses HTTP targets may have (`[delivery] allow_networks`).
+    policy: NetworkPolicy,
 }
 
 impl Registry {
@@ -96,6 +100,7 @@ impl Registry {
         timing: Timing,
         partitions: u32,
         runtime: tokio::runtime::Handle,
+        policy: NetworkPolicy,
     ) -> Self {
         Self {
             config,
@@ -110,6 +115,7 @@ impl Registry {
             metrics: Mutex::default(),
             workers: Mutex::new(Some(JoinSet::new())),
             reconciling: tokio::sync::Mutex::new(()),
+            policy,
         }
     }
 
@@ -145,6 +151,11 @@ impl Registry {
         } else {
             None
         }
+    }
+
+    /// How many API subscriptions exist (as last read).
+    pub(crate) fn api_count(&self) -> usize {
+        self.api.read().len()
     }
 
     /// The stored form of API subscription `id`.
@@ -248,7 +259,7 @@ impl Registry {
                 continue;
             }
             let metrics = self.metrics.lock().entry(id.clone()).or_default().clone();
-            let subscription = match config.validate(0) {
+            let subscription = match config.validate(0, &self.policy) {
                 Ok(mut subscription) => {
                     subscription.id = id.clone();
                     subscription.metrics = metrics;
@@ -306,9 +317,14 @@ impl Registry {
             .find(|(i, c)| config_id(c, *i) == id)
             .map(|(_, c)| c.clone())
             .or_else(|| self.api.read().get(id).map(to_config))?;
-        let mut subscription = config.validate(0).ok()?;
+        let mut subscription = config.validate(0, &self.policy).ok()?;
         subscription.id = id.to_owned();
         Some(Arc::new(subscription))
+    }
+
+    /// Validates an API subscription as it would run.
+    pub(crate) fn validate(&self, stored: &StoredSubscription) -> Result<(), DeliveryError> {
+        to_config(stored).validate(0, &self.policy).map(drop)
     }
 
     /// The HTTP client deliveries use.

@@ -96,6 +96,9 @@ fn settings(retry_ms: &[u64]) -> DeliverySettings {
         timeout: Duration::from_secs(5),
         max_in_flight: 1000,
         partitions: 4,
+        // The receivers listen on loopback.
+        allow_networks: crate::netguard::NetworkPolicy::parse(&["127.0.0.0/8".into()])
+            .expect("valid network"),
         ..DeliverySettings::default()
     }
 }

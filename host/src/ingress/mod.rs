@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 use crate::app::App;
 use crate::metrics;
 use crate::pipeline::PipelineError;
+use crate::runtime::CallError;
 use crate::runtime::types::{WebhookError, WebhookOutcome};
 use crate::server::error::ApiError;
 
@@ -92,13 +93,7 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         .instrument(plugin_span.clone())
         .await;
     plugin_span.record("outcome", plugin_outcome(&outcome));
-    let outcome = outcome.map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "plugin_failed",
-            format!("{error}; the provider should retry"),
-        )
-    })?;
+    let outcome = outcome.map_err(call_failed)?;
     let outcome = outcome.map_err(|error| refused(channel_id, error))?;
     let WebhookOutcome { response, events } = outcome;
     let count = events.len();
@@ -110,6 +105,22 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
     channel.metrics.accepted(report.accepted, report.duplicates);
     tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
     Ok(provider_response(response))
+}
+
+/// A failed plugin call as an answer: `503 plugins_busy` with `Retry-After` when the
+/// instance budget is spent, else `502 plugin_failed`. The full error (with wasmtime's
+/// detail) is logged by the channel runtime; the caller gets the short form.
+pub(crate) fn call_failed(error: CallError) -> ApiError {
+    match error {
+        CallError::Busy { .. } => {
+            ApiError::unavailable("plugins_busy", error.to_string()).retry_after(Some(1))
+        }
+        other => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("{}; the caller should retry", other.public_message()),
+        ),
+    }
 }
 
 /// The plugin call's outcome as a span attribute.
@@ -133,24 +144,29 @@ fn refused(channel: &str, error: WebhookError) -> ApiError {
     ApiError::new(status, code, reason)
 }
 
+/// The caller gets a code and a short fixed message; the error itself (a store address,
+/// a script digest, event contents) is only logged.
 fn pipeline_failed(channel: &str, events: usize, error: PipelineError) -> ApiError {
     tracing::error!(channel, events, %error, "webhook not accepted; the provider will retry");
     match error {
-        PipelineError::Invalid(error) => ApiError::new(
+        PipelineError::Invalid(_) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_invalid_event",
-            error.to_string(),
+            "the channel's plugin produced an invalid event",
         ),
-        PipelineError::Store(error) => {
-            ApiError::unavailable("store_unavailable", error.to_string())
-        }
-        PipelineError::Delivery(error) => {
-            ApiError::unavailable("overloaded", error.to_string()).retry_after(Some(5))
+        PipelineError::Store(_) => ApiError::unavailable(
+            "store_unavailable",
+            "the context store is unavailable; retry later",
+        ),
+        PipelineError::Delivery(_) => {
+            ApiError::unavailable("overloaded", "delivery is busy; retry later")
+                .retry_after(Some(5))
         }
     }
 }
 
-/// The plugin's response for the provider (a handshake echo, an ack body…).
+/// The plugin's response for the provider (a handshake echo, an ack body…). A
+/// `content-type` from the plugin replaces the default one instead of adding a second.
 fn provider_response(response: crate::runtime::types::HttpResponse) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
     let mut out = (status, response.body).into_response();
@@ -159,7 +175,11 @@ fn provider_response(response: crate::runtime::types::HttpResponse) -> Response 
             HeaderName::from_bytes(header.name.as_bytes()),
             HeaderValue::from_str(&header.value),
         ) {
-            out.headers_mut().append(name, value);
+            if name == axum::http::header::CONTENT_TYPE {
+                out.headers_mut().insert(name, value);
+            } else {
+                out.headers_mut().append(name, value);
+            }
         }
     }
     out

@@ -64,3 +64,57 @@ fn is_length_limit(error: &axum::Error) -> bool {
     }
     false
 }
+
+/// Property tests: any body, declared length and header bytes are either read whole
+/// within the cap or refused with 413/400, never a panic.
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn read_now(request: Request<Body>, max_body: usize) -> Result<HttpRequest, ApiError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(read(request, max_body))
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_is_read_within_the_cap_or_refused(
+            body in vec(any::<u8>(), 0..2048),
+            declared in proptest::option::of(any::<u64>()),
+            max_body in 0usize..1024,
+            query in "[ -~]{0,40}",
+            header in vec(any::<u8>(), 0..64),
+        ) {
+            let mut request = Request::builder().method("POST");
+            if let Ok(uri) = format!("/webhooks/x?{query}").parse::<axum::http::Uri>() {
+                request = request.uri(uri);
+            }
+            if let Some(length) = declared {
+                request = request.header(header::CONTENT_LENGTH, length);
+            }
+            if let Ok(value) = HeaderValue::from_bytes(&header) {
+                request = request.header("x-provider", value);
+            }
+            let request = request.body(Body::from(body.clone())).expect("request");
+            match read_now(request, max_body) {
+                Ok(read) => {
+                    prop_assert!(body.len() <= max_body);
+                    prop_assert!(declared.is_none_or(|length| length <= max_body as u64));
+                    prop_assert_eq!(read.body, body);
+                }
+                Err(error) => {
+                    let too_large = body.len() > max_body
+                        || declared.is_some_and(|length| length > max_body as u64);
+                    prop_assert!(too_large, "{:?}", error);
+                    prop_assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+                }
+            }
+        }
+    }
+}

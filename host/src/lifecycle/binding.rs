@@ -55,6 +55,7 @@ pub fn bind(
             .collect(),
         secrets: channel.secrets.clone(),
         allowed_hosts: channel.allowed_hosts.clone(),
+        secrets_hosts: channel.secrets_hosts.clone(),
         limits: channel.limits.clone(),
         fetch: runtime.fetch_client(),
     });

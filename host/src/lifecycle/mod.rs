@@ -66,6 +66,16 @@ pub enum LifecycleError {
     /// ([`StoreError::Conflict`]).
     #[error("shared plugin registry: {0}")]
     Registry(#[from] StoreError),
+    /// `[admin] require_same_kind`: the version is for another kind of channel.
+    #[error("channel `{channel}` is a `{serving}` channel; this version is a `{wanted}` plugin")]
+    KindMismatch {
+        /// The channel.
+        channel: String,
+        /// The kind its serving plugin declares.
+        serving: String,
+        /// The kind the version declares.
+        wanted: String,
+    },
     /// The registry's wasm for a digest does not hash to it.
     #[error("the shared registry's wasm for `{expected}` hashes to `{found}`")]
     DigestMismatch {
@@ -86,6 +96,8 @@ pub struct Lifecycle {
     shared: Arc<dyn PluginRegistry>,
     instance: String,
     catalog: Mutex<Catalog>,
+    /// Refuse activating a version whose declared `kind` differs from the channel's.
+    same_kind: bool,
 }
 
 impl Lifecycle {
@@ -112,7 +124,16 @@ impl Lifecycle {
             shared,
             instance: format!("pid{}-{}", std::process::id(), ulid::Ulid::generate()),
             catalog: Mutex::default(),
+            same_kind: false,
         }
+    }
+
+    /// `[admin] require_same_kind`: activations through the API must keep the channel's
+    /// kind (a web chat channel only takes web chat plugins). Rollbacks and versions the
+    /// fleet activated elsewhere are not checked again here.
+    pub fn require_same_kind(mut self, on: bool) -> Self {
+        self.same_kind = on;
+        self
     }
 
     /// Compile and check `bytes` without keeping them.
@@ -155,6 +176,9 @@ impl Lifecycle {
     ) -> Result<ActiveView, LifecycleError> {
         let config = self.config(channel)?;
         let mut catalog = self.catalog.lock().await;
+        if self.same_kind {
+            self.check_kind(&catalog, channel, digest)?;
+        }
         let record = self.shared.activations().await?.channels.remove(channel);
         let serving = catalog
             .active
@@ -176,6 +200,34 @@ impl Lifecycle {
         let activation = self.activation(digest, history);
         self.apply(&mut catalog, config, expected.as_deref(), activation)
             .await
+    }
+
+    /// Refuses `digest` for `channel` when the kinds their plugins declare differ.
+    fn check_kind(
+        &self,
+        catalog: &Catalog,
+        channel: &str,
+        digest: &str,
+    ) -> Result<(), LifecycleError> {
+        let wanted = catalog
+            .versions
+            .get(digest)
+            .map(|version| kind_name(version.plugin.info.kind).to_owned());
+        let serving = self
+            .channels
+            .load()
+            .get(channel)
+            .map(|meta| meta.kind.clone());
+        match (wanted, serving) {
+            (Some(wanted), Some(serving)) if wanted != serving => {
+                Err(LifecycleError::KindMismatch {
+                    channel: channel.to_owned(),
+                    serving,
+                    wanted,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Return `channel`, on every instance, to the version before its last activation.

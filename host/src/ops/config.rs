@@ -35,6 +35,9 @@ pub struct Config {
     /// `[admin]`.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginSettings,
@@ -64,14 +67,63 @@ pub struct ServerSettings {
     /// How long shutdown waits for requests and deliveries in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// HTTP/1: the request head must arrive within this; it also closes a kept-alive
+    /// connection that sends no next request for this long.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request (its body read and handled) taking longer gets `408 request_timeout`.
+    /// Above the plugin `call_timeout` and the delivery `timeout` on purpose.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap the longest-idle one is closed to admit a
+    /// new one. Keep it below the process's open-file limit.
+    pub max_connections: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
+        let limits = crate::server::ServerLimits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: limits.header_read_timeout,
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: limits.idle_timeout,
+            max_connections: limits.max_connections,
+            http2_max_streams: limits.http2_max_streams,
         }
+    }
+}
+
+impl ServerSettings {
+    /// The connection limits, checked: every timeout above zero, caps at least 1.
+    pub fn limits(&self) -> Result<crate::server::ServerLimits, ConfigError> {
+        let positive = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| value.is_zero()) {
+            return Err(ConfigError::Invalid(format!(
+                "`[server] {name}` must be greater than zero"
+            )));
+        }
+        if self.max_connections == 0 || self.http2_max_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "`[server] max_connections` and `http2_max_streams` must be at least 1".into(),
+            ));
+        }
+        Ok(crate::server::ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            http2_max_streams: self.http2_max_streams,
+        })
     }
 }
 
@@ -115,22 +167,86 @@ impl StoreSettings {
     }
 }
 
+/// Shortest accepted `[api]` or `[admin]` key, in characters.
+pub const MIN_KEY_CHARS: usize = 16;
+
+/// A bearer key as configured: its value, and where it came from (for messages that
+/// must name it without showing it).
+#[derive(Debug, Clone)]
+pub struct BearerKey {
+    /// The resolved value.
+    pub secret: Secret,
+    /// `env:VAR` or `file:/path` as written, or `a literal value`.
+    pub origin: String,
+}
+
+impl<'de> Deserialize<'de> for BearerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let reference = String::deserialize(deserializer)?;
+        let secret = Secret::resolve(&reference).map_err(serde::de::Error::custom)?;
+        let origin = if reference.starts_with("env:") || reference.starts_with("file:") {
+            reference
+        } else {
+            "a literal value".to_owned()
+        };
+        Ok(Self { secret, origin })
+    }
+}
+
+/// Refuses empty, whitespace-only, padded and short keys: an unset variable
+/// (`OMNIGATE_ADMIN_KEY=""`) must not open the API to `Authorization: Bearer `.
+fn key_problems(section: &str, keys: &[BearerKey]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        let value = key.secret.expose();
+        let problem = if value.trim().is_empty() {
+            "is empty"
+        } else if value.trim() != value {
+            "starts or ends with whitespace"
+        } else if value.chars().count() < MIN_KEY_CHARS {
+            "is too short"
+        } else {
+            continue;
+        };
+        problems.push(format!(
+            "`[{section}] keys` entry {} ({}) {problem}: keys must be at least {MIN_KEY_CHARS} characters",
+            index + 1,
+            key.origin
+        ));
+    }
+    problems
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
-    /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal).
-    pub keys: Vec<Secret>,
+    /// Bearer keys accepted on `/v1` (`env:VAR`, `file:/path` or literal; at least
+    /// [`MIN_KEY_CHARS`] characters).
+    pub keys: Vec<BearerKey>,
+}
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer keys for `/metrics`; none (the default) leaves it open, as Prometheus
+    /// scrapers usually expect on a private network. At least [`MIN_KEY_CHARS`] characters.
+    pub keys: Vec<BearerKey>,
 }
 
 /// `[admin]`: the plugin lifecycle API (`/admin/plugins`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer keys accepted on `/admin` (separate from `[api] keys`; none: `/admin` is closed).
-    pub keys: Vec<Secret>,
+    /// Bearer keys accepted on `/admin` (separate from `[api] keys`; none: `/admin` is
+    /// closed; at least [`MIN_KEY_CHARS`] characters).
+    pub keys: Vec<BearerKey>,
     /// Largest plugin upload accepted, in bytes.
     pub max_plugin_bytes: usize,
+    /// Refuse activating a plugin whose declared `kind` differs from the channel's (the
+    /// kind of the plugin serving it).
+    pub require_same_kind: bool,
 }
 
 impl Default for AdminSettings {
@@ -138,6 +254,7 @@ impl Default for AdminSettings {
         Self {
             keys: Vec::new(),
             max_plugin_bytes: 32 << 20,
+            require_same_kind: false,
         }
     }
 }
@@ -159,10 +276,35 @@ pub struct PluginSettings {
     /// announcement was missed (announcements normally apply within milliseconds).
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// Networks (CIDR) plugins may reach with `http-fetch` besides the public internet,
+    /// for every channel (one client serves them all; `allowed_hosts` still applies per
+    /// channel). Loopback, private, link-local, CGNAT, multicast and reserved addresses
+    /// are refused otherwise.
+    pub allow_networks: crate::netguard::NetworkPolicy,
+    /// Live plugin instances at most, over every channel (in a call or kept warm).
+    pub max_instances: usize,
+    /// Linear memory all live instances may reserve together, in bytes: each reserves its
+    /// channel's `memory_bytes`, so the plugins never grow past this.
+    pub max_memory_bytes: usize,
+    /// How long a call waits for room in the budget before `503 plugins_busy`.
+    #[serde(with = "humantime_serde")]
+    pub instance_wait: Duration,
+}
+
+impl PluginSettings {
+    /// The instance budget these settings describe.
+    pub fn budget(&self) -> crate::runtime::BudgetSettings {
+        crate::runtime::BudgetSettings {
+            max_instances: self.max_instances,
+            max_memory_bytes: self.max_memory_bytes,
+            wait: self.instance_wait,
+        }
+    }
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
+        let budget = crate::runtime::BudgetSettings::default();
         // The development layout (`cargo xtask plugins` writes there); set both in production.
         Self {
             dir: PathBuf::from("target/plugins"),
@@ -170,6 +312,10 @@ impl Default for PluginSettings {
             watch: false,
             watch_debounce: Duration::from_millis(500),
             reconcile_interval: Duration::from_secs(10),
+            allow_networks: crate::netguard::NetworkPolicy::default(),
+            max_instances: budget.max_instances,
+            max_memory_bytes: budget.max_memory_bytes,
+            instance_wait: budget.wait,
         }
     }
 }
@@ -217,6 +363,11 @@ pub struct ChannelConfig {
     /// Hosts the plugin may reach with `http-fetch`.
     #[serde(default)]
     pub allowed_hosts: AllowedHosts,
+    /// Per secret, the only origins its placeholders may be sent to (e.g.
+    /// `{ access_token = ["https://graph.facebook.com"] }`); a secret not listed may go
+    /// to any of `allowed_hosts`.
+    #[serde(default)]
+    pub secrets_hosts: BTreeMap<String, AllowedHosts>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
@@ -266,7 +417,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Rules across values (channel ids valid and unique): the first broken one.
+    /// Rules across values (keys long enough, server limits, channel ids valid and
+    /// unique, `secrets_hosts` naming secrets): the first broken one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.broken_rules().into_iter().next() {
             Some(rule) => Err(ConfigError::Invalid(rule)),
@@ -277,6 +429,19 @@ impl Config {
     /// Every rule across values the configuration breaks, in file order.
     pub fn broken_rules(&self) -> Vec<String> {
         let mut broken = Vec::new();
+        for (section, keys) in [
+            ("api", &self.api.keys),
+            ("admin", &self.admin.keys),
+            ("metrics", &self.metrics.keys),
+        ] {
+            broken.extend(key_problems(section, keys));
+        }
+        if let Err(error) = self.server.limits() {
+            broken.push(match error {
+                ConfigError::Invalid(reason) => reason,
+                other => other.to_string(),
+            });
+        }
         let mut seen = HashSet::new();
         for channel in &self.channels {
             let valid = !channel.id.is_empty()
@@ -290,6 +455,16 @@ impl Config {
                 ));
             } else if !seen.insert(channel.id.as_str()) {
                 broken.push(format!("channel id `{}` appears twice", channel.id));
+            }
+            if let Some(unknown) = channel
+                .secrets_hosts
+                .keys()
+                .find(|name| !channel.secrets.contains_key(*name))
+            {
+                broken.push(format!(
+                    "channel `{}`: `secrets_hosts` names `{unknown}`, which is not in its `secrets`",
+                    channel.id
+                ));
             }
         }
         broken
@@ -320,7 +495,7 @@ mod tests {
             [store]
             url = "memory://"
             [api]
-            keys = ["k1"]
+            keys = ["k1-0123456789abcdef"]
             [delivery]
             retry_schedule = ["5s", "5m"]
             [[channels]]
@@ -356,6 +531,59 @@ mod tests {
         let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n")
             .expect_err("bad id");
         assert!(error.to_string().contains("Web Chat"), "{error}");
+    }
+
+    #[test]
+    fn empty_blank_padded_and_short_keys_are_refused_by_name() {
+        let cases = [
+            (
+                "[admin]\nkeys = [\"\"]\n",
+                "`[admin] keys` entry 1 (a literal value) is empty",
+            ),
+            (
+                "[api]\nkeys = [\"   \"]\n",
+                "`[api] keys` entry 1 (a literal value) is empty",
+            ),
+            (
+                "[api]\nkeys = [\"0123456789abcdef\", \"short\"]\n",
+                "`[api] keys` entry 2 (a literal value) is too short",
+            ),
+            (
+                "[api]\nkeys = [\" 0123456789abcdef\"]\n",
+                "starts or ends with whitespace",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let reference = format!("file:{}", file.path().display());
+        let error = Config::from_toml(&format!("[admin]\nkeys = [{reference:?}]\n"))
+            .expect_err("empty file")
+            .to_string();
+        assert!(error.contains(&reference), "{error}");
+        Config::from_toml("[api]\nkeys = [\"0123456789abcdef\"]\n").expect("16 characters");
+    }
+
+    #[test]
+    fn secrets_hosts_must_name_a_configured_secret() {
+        let channel = |secrets_hosts: &str| {
+            format!(
+                "[[channels]]\nid = \"wa\"\nplugin = \"whatsapp\"\nsecrets = {{ access_token = \"t\" }}\nsecrets_hosts = {secrets_hosts}\n"
+            )
+        };
+        let valid = Config::from_toml(&channel(
+            "{ access_token = [\"https://graph.facebook.com\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(valid.channels[0].secrets_hosts.len(), 1);
+        let error = Config::from_toml(&channel(
+            "{ acess_token = [\"https://graph.facebook.com\"] }",
+        ))
+        .expect_err("typo")
+        .to_string();
+        assert!(error.contains("acess_token"), "{error}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::bindings::Channel;
 use super::bindings::types::{
     HttpRequest, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
+use super::budget::{InstanceBudget, Reclaim, Reservation};
 use super::engine::EPOCH_TICK;
 use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
@@ -42,41 +43,69 @@ pub struct ChannelRuntime {
     pub metrics: ChannelMetrics,
     rate: Option<RateLimiter<NotKeyed, InMemoryState, QuantaClock>>,
     engine: Engine,
-    idle: Mutex<Vec<Warm>>,
+    idle: Arc<Idle>,
+    /// The process-wide budget every instance reserves from.
+    budget: Arc<InstanceBudget>,
 }
 
 struct Warm {
     store: Store<WasmState>,
     bindings: Channel,
     calls: u32,
+    /// Its share of the process-wide budget, returned when the instance is dropped.
+    _reservation: Reservation,
+}
+
+/// A channel's warm idle instances; the budget may reclaim them for another channel.
+struct Idle(Mutex<Vec<Warm>>);
+
+impl Reclaim for Idle {
+    fn reclaim(&self) {
+        self.0.lock().clear();
+    }
 }
 
 impl ChannelRuntime {
     /// Bind `plugin` to the channel described by `env`.
-    pub fn new(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
+    pub fn new(
+        engine: Engine,
+        plugin: Arc<Plugin>,
+        env: Arc<ChannelEnv>,
+        budget: Arc<InstanceBudget>,
+    ) -> Self {
         let metrics = ChannelMetrics::new(&env.channel_id, &plugin.label);
-        Self::with_metrics(engine, plugin, env, metrics)
+        Self::with_metrics(engine, plugin, env, budget, metrics)
     }
 
     /// A binding that records no channel metrics (a plugin asked to `describe()` itself
     /// while it loads, before any channel uses it).
-    pub fn unmetered(engine: Engine, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> Self {
-        Self::with_metrics(engine, plugin, env, ChannelMetrics::none())
+    pub fn unmetered(
+        engine: Engine,
+        plugin: Arc<Plugin>,
+        env: Arc<ChannelEnv>,
+        budget: Arc<InstanceBudget>,
+    ) -> Self {
+        Self::with_metrics(engine, plugin, env, budget, ChannelMetrics::none())
     }
 
     fn with_metrics(
         engine: Engine,
         plugin: Arc<Plugin>,
         env: Arc<ChannelEnv>,
+        budget: Arc<InstanceBudget>,
         metrics: ChannelMetrics,
     ) -> Self {
+        let idle = Arc::new(Idle(Mutex::new(Vec::new())));
+        let holder: Arc<dyn Reclaim> = idle.clone();
+        budget.register(Arc::downgrade(&holder));
         Self {
             metrics,
             rate: rate_limiter(&env.limits),
             env,
             plugin,
             engine,
-            idle: Mutex::new(Vec::new()),
+            idle,
+            budget,
         }
     }
 
@@ -127,24 +156,37 @@ impl ChannelRuntime {
     }
 
     /// Create one instance ahead of the first call and keep it idle. Fails like a call
-    /// would if the plugin cannot start (a trap or limit hit while instantiating).
+    /// would if the plugin cannot start (a trap or limit hit while instantiating); skipped
+    /// when the instance budget has no room right now.
     pub async fn prewarm(&self) -> Result<(), CallError> {
-        let warm = self.instantiate().await?;
-        self.idle.lock().push(warm);
+        let Some(reservation) = self.budget.try_reserve(self.env.limits.memory_bytes) else {
+            return Ok(());
+        };
+        let warm = self.instantiate(reservation).await?;
+        self.idle.0.lock().push(warm);
         Ok(())
     }
 
     async fn checkout(&self) -> Result<Warm, CallError> {
-        let reused = self.idle.lock().pop();
+        let reused = self.idle.0.lock().pop();
         let mut warm = match reused {
             Some(warm) => warm,
-            None => self.instantiate().await?,
+            None => {
+                let reservation = self
+                    .budget
+                    .reserve(self.env.limits.memory_bytes)
+                    .await
+                    .map_err(|_| CallError::Busy {
+                        plugin: self.plugin.label.to_string(),
+                    })?;
+                self.instantiate(reservation).await?
+            }
         };
         arm(&mut warm.store);
         Ok(warm)
     }
 
-    async fn instantiate(&self) -> Result<Warm, CallError> {
+    async fn instantiate(&self, reservation: Reservation) -> Result<Warm, CallError> {
         let state = WasmState::new(self.env.clone(), self.plugin.label.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
@@ -174,6 +216,7 @@ impl ChannelRuntime {
             store,
             bindings,
             calls: 0,
+            _reservation: reservation,
         })
     }
 
@@ -186,7 +229,7 @@ impl ChannelRuntime {
             Ok(Ok(value)) => {
                 warm.calls += 1;
                 if warm.calls < self.env.limits.instance_reuse {
-                    let mut idle = self.idle.lock();
+                    let mut idle = self.idle.0.lock();
                     if idle.len() < MAX_IDLE {
                         idle.push(warm);
                     }
@@ -237,7 +280,7 @@ impl ChannelRuntime {
 
     /// Drop every idle instance (after a configuration change).
     pub fn clear_idle(&self) {
-        self.idle.lock().clear();
+        self.idle.0.lock().clear();
     }
 }
 

@@ -68,6 +68,9 @@ pub struct ChannelEnv {
     pub secrets: BTreeMap<String, Secret>,
     /// Hosts `http-fetch` may reach.
     pub allowed_hosts: AllowedHosts,
+    /// Per secret, the origins its placeholders may be sent to (`secrets_hosts`); a
+    /// secret not listed may go to any of `allowed_hosts`.
+    pub secrets_hosts: BTreeMap<String, AllowedHosts>,
     /// Sandbox limits.
     pub limits: Limits,
     /// The shared outbound HTTP client.
@@ -82,6 +85,7 @@ impl ChannelEnv {
             config: BTreeMap::new(),
             secrets: BTreeMap::new(),
             allowed_hosts: AllowedHosts::default(),
+            secrets_hosts: BTreeMap::new(),
             limits: Limits::default(),
             fetch,
         }

@@ -89,6 +89,13 @@ pub enum CallError {
         /// wasmtime's description, with the backtrace's first line.
         detail: String,
     },
+    /// Every instance slot or the whole plugin memory budget is in use
+    /// (`[plugins] max_instances`, `max_memory_bytes`) and none came free in time.
+    #[error("plugin {plugin}: no instance available, the plugin budget is in use; retry later")]
+    Busy {
+        /// Plugin id and version.
+        plugin: String,
+    },
     /// The instance could not be created.
     #[error("plugin {plugin} could not be instantiated: {detail}")]
     Instantiate {
@@ -100,6 +107,19 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The message for whoever called the webhook: like `Display` but without
+    /// wasmtime's trap or instantiation details (backtraces, offsets), which go to the
+    /// log only.
+    pub fn public_message(&self) -> String {
+        match self {
+            CallError::Trap { plugin, .. } => format!("plugin {plugin} trapped"),
+            CallError::Instantiate { plugin, .. } => {
+                format!("plugin {plugin} could not be instantiated")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// A short stable label, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -108,6 +128,7 @@ impl CallError {
             CallError::Memory { .. } => "memory",
             CallError::Trap { .. } => "trap",
             CallError::Instantiate { .. } => "instantiate",
+            CallError::Busy { .. } => "busy",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! environment; the [`Registry`] maps channel ids to those bindings.
 
 pub mod bindings;
+mod budget;
 mod cache;
 mod channel;
 mod engine;
@@ -25,6 +26,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 pub use bindings::types;
+pub use budget::{BudgetSettings, InstanceBudget};
 pub use cache::CompileCache;
 pub use channel::ChannelRuntime;
 pub use engine::{EPOCH_TICK, EngineSettings};
@@ -44,6 +46,10 @@ pub struct RuntimeSettings {
     pub cache_dir: Option<PathBuf>,
     /// Engine-wide limits.
     pub engine: EngineSettings,
+    /// Internal networks `http-fetch` may reach (`[plugins] allow_networks`).
+    pub allow_networks: crate::netguard::NetworkPolicy,
+    /// The process-wide cap on live plugin instances and their memory.
+    pub budget: BudgetSettings,
 }
 
 /// Why the runtime could not start.
@@ -66,6 +72,7 @@ pub struct Runtime {
     linker: Linker<WasmState>,
     cache: Option<CompileCache>,
     fetch: FetchClient,
+    budget: Arc<InstanceBudget>,
     _ticker: EpochTicker,
 }
 
@@ -90,7 +97,8 @@ impl Runtime {
             engine,
             linker,
             cache,
-            fetch: FetchClient::new()?,
+            fetch: FetchClient::new(settings.allow_networks.clone())?,
+            budget: Arc::new(InstanceBudget::new(&settings.budget)),
             _ticker: ticker,
         })
     }
@@ -128,8 +136,12 @@ impl Runtime {
         };
         let probe = Arc::new(ChannelEnv::empty("(describe)", self.fetch.clone()));
         // Unmetered: a `(describe)` channel must not appear at /metrics.
-        let binding =
-            ChannelRuntime::unmetered(self.engine.clone(), Arc::new(plugin_clone(&plugin)), probe);
+        let binding = ChannelRuntime::unmetered(
+            self.engine.clone(),
+            Arc::new(plugin_clone(&plugin)),
+            probe,
+            self.budget.clone(),
+        );
         plugin.info = binding
             .describe()
             .await
@@ -163,7 +175,7 @@ impl Runtime {
 
     /// Give `plugin` the environment of a channel.
     pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
-        ChannelRuntime::new(self.engine.clone(), plugin, env)
+        ChannelRuntime::new(self.engine.clone(), plugin, env, self.budget.clone())
     }
 }
 

@@ -6,27 +6,42 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::netguard::NetworkPolicy;
+
 /// The outbound HTTP client shared by all channels.
 #[derive(Debug, Clone)]
 pub struct FetchClient {
     pub(crate) client: reqwest::Client,
+    /// Which addresses a fetch may reach (`[plugins] allow_networks`); names are checked
+    /// by the client's resolver, address literals by [`FetchClient::check_target`].
+    policy: NetworkPolicy,
 }
 
 impl FetchClient {
-    /// A client that never follows redirects.
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// A client that never follows redirects and connects only to addresses `policy`
+    /// permits.
+    pub fn new(policy: NetworkPolicy) -> Result<Self, reqwest::Error> {
         crate::tls::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(policy.resolver())
             .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, policy })
+    }
+
+    /// Refuses a URL whose host is an address literal outside the allowed networks (the
+    /// resolver never sees literals).
+    pub(crate) fn check_target(&self, url: &Url) -> Result<(), crate::netguard::TargetRefused> {
+        self.policy.check_url(url)
     }
 }
 
 /// One allowed destination: `host`, `*.host`, with optional scheme and port
-/// (`graph.facebook.com`, `*.slack.com`, `http://127.0.0.1:9000`).
+/// (`graph.facebook.com`, `*.slack.com`, `http://127.0.0.1:9000`). It matches one
+/// origin: the scheme defaults to `https` and the port to the scheme's default, so
+/// `127.0.0.1` does not reach every port of that host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostPattern {
     scheme: Option<String>,
@@ -109,14 +124,9 @@ impl HostPattern {
             Some(suffix) => host.ends_with(&format!(".{suffix}")),
             None => host == self.host,
         };
-        let scheme_ok = self
-            .scheme
-            .as_deref()
-            .is_none_or(|scheme| scheme == url.scheme());
-        let port_ok = self
-            .port
-            .is_none_or(|port| url.port_or_known_default() == Some(port));
-        host_ok && scheme_ok && port_ok
+        let scheme = self.scheme.as_deref().unwrap_or("https");
+        let port = self.port.unwrap_or(if scheme == "http" { 80 } else { 443 });
+        host_ok && url.scheme() == scheme && url.port_or_known_default() == Some(port)
     }
 }
 
@@ -157,6 +167,18 @@ mod tests {
         assert!(!allowed.allows(&url("http://127.0.0.1:9001/reply")));
         assert!(!allowed.allows(&url("https://graph.facebook.com.evil.example/")));
         assert!(!allowed.allows(&url("https://evil.example/?graph.facebook.com")));
+    }
+
+    #[test]
+    fn scheme_and_port_default_to_https_443() {
+        let allowed = hosts(&["api.example", "http://plain.example"]);
+        assert!(allowed.allows(&url("https://api.example/x")));
+        assert!(allowed.allows(&url("https://api.example:443/x")));
+        assert!(!allowed.allows(&url("http://api.example/x")));
+        assert!(!allowed.allows(&url("https://api.example:6379/x")));
+        assert!(allowed.allows(&url("http://plain.example/x")));
+        assert!(!allowed.allows(&url("http://plain.example:8080/x")));
+        assert!(!allowed.allows(&url("https://plain.example/x")));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     let runtime = Arc::new(Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
+        allow_networks: config.plugins.allow_networks.clone(),
+        budget: config.plugins.budget(),
     })?);
     let tls = config.store.tls()?;
     let store =
@@ -74,14 +76,17 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         .as_ref()
         .map(|dir| dir.join("uploads"));
     let shared = crate::store::open_plugins_with_tls(&config.store.url, &tls)?;
-    let lifecycle = Arc::new(Lifecycle::new(
-        runtime.clone(),
-        registry.clone(),
-        channels.clone(),
-        &config.channels,
-        upload_dir,
-        shared,
-    ));
+    let lifecycle = Arc::new(
+        Lifecycle::new(
+            runtime.clone(),
+            registry.clone(),
+            channels.clone(),
+            &config.channels,
+            upload_dir,
+            shared,
+        )
+        .require_same_kind(config.admin.require_same_kind),
+    );
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();
     for channel in &config.channels {
@@ -127,12 +132,28 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         channels,
         pipeline: Arc::new(pipeline),
         delivery,
-        api_keys: config.api.keys,
-        admin_keys: config.admin.keys,
+        api_keys: config.api.keys.into_iter().map(|key| key.secret).collect(),
+        admin_keys: config
+            .admin
+            .keys
+            .into_iter()
+            .map(|key| key.secret)
+            .collect(),
+        metrics_keys: config
+            .metrics
+            .keys
+            .into_iter()
+            .map(|key| key.secret)
+            .collect(),
         max_plugin_bytes: config.admin.max_plugin_bytes,
         lifecycle,
         plugin_watch: watch,
         identity: config.identity,
+        limits: config
+            .server
+            .limits()
+            .map_err(|error| BootError::Config(error.to_string()))?,
+        request_timeout: config.server.request_timeout,
     });
     crate::store::sweeper::spawn(Arc::downgrade(&app), config.store.sweep_interval);
     Ok(app)

@@ -90,6 +90,8 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
     let runtime = Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
+        allow_networks: config.plugins.allow_networks.clone(),
+        budget: config.plugins.budget(),
     })
     .map_err(|error| {
         vec![Problem {

@@ -4,6 +4,7 @@
 mod bootstrap;
 pub mod check;
 pub mod error;
+mod listen;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 pub use crate::lifecycle::{capability_name, kind_name};
 pub use bootstrap::{BootError, build};
 use error::ApiError;
+pub use listen::ServerLimits;
 
 pub use crate::app::App;
 
@@ -103,13 +105,45 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/admin", admin)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
-        .route("/metrics", get(crate::ops::scrape::metrics))
+        .route(
+            "/metrics",
+            get(crate::ops::scrape::metrics).layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::api::auth::require_metrics_key,
+            )),
+        )
         .fallback(|| async { ApiError::not_found("route", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.request_timeout,
+            request_deadline,
+        ))
         .with_state(app)
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then stop intake, let requests
-/// in flight finish and give deliveries `grace` to complete.
+/// `[server] request_timeout`: a request still being read or handled after it gets
+/// `408` (its work is dropped), so a slow body cannot hold a handler forever.
+async fn request_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            use axum::response::IntoResponse;
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request took too long",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Serve `app` on `listener` (with its `[server]` connection limits) until `shutdown`
+/// resolves, then stop intake, let requests in flight finish and give deliveries
+/// `grace` to complete.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -117,9 +151,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let delivery = app.delivery.clone();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = app.limits;
+    listen::serve(listener, router(app), limits, shutdown).await?;
     let pending = delivery.shutdown(grace).await;
     if pending > 0 {
         tracing::warn!(

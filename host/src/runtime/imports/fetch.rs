@@ -48,6 +48,18 @@ pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchRespo
         builder = builder.header(name.as_str(), filler.fill_str(value).map_err(unknown)?);
     }
     let body = filler.fill(&request.body).map_err(unknown)?;
+    // Nothing is sent when a secret would go somewhere its `secrets_hosts` does not name.
+    if let Some(name) = filler.filled_names().iter().find(|name| {
+        env.secrets_hosts
+            .get(name.as_str())
+            .is_some_and(|hosts| !hosts.allows(&url))
+    }) {
+        return Err(FetchError::Denied(format!(
+            "secret `{name}` may not be sent to `{}` (channel `{}` secrets_hosts)",
+            url.host_str().unwrap_or_default(),
+            env.channel_id
+        )));
+    }
     let started = std::time::Instant::now();
     // `without_url`: the URL may hold a filled-in secret (e.g. a bot token in the path).
     let response = builder
@@ -96,12 +108,18 @@ fn checked_url(env: &ChannelEnv, raw: &str) -> Result<Url, FetchError> {
             env.allowed_hosts.describe().join(", ")
         )));
     }
+    env.fetch
+        .check_target(&url)
+        .map_err(|error| FetchError::Denied(error.to_string()))?;
     Ok(url)
 }
 
 fn transport_error(error: reqwest::Error) -> FetchError {
     if error.is_timeout() {
         FetchError::Timeout
+    } else if crate::netguard::is_refusal(&error) {
+        // The host resolved to an address outside `[plugins] allow_networks`.
+        FetchError::Denied("target not allowed: the host resolves to an internal address".into())
     } else if error.is_builder() {
         FetchError::InvalidRequest(error.to_string())
     } else {

@@ -13,6 +13,7 @@ const REDACTED: &[u8] = b"[redacted]";
 pub struct Filler<'a> {
     secrets: &'a BTreeMap<String, Secret>,
     used: Vec<&'a Secret>,
+    names: Vec<String>,
 }
 
 impl<'a> Filler<'a> {
@@ -21,6 +22,7 @@ impl<'a> Filler<'a> {
         Self {
             secrets,
             used: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -37,15 +39,25 @@ impl<'a> Filler<'a> {
                 return Ok(out);
             };
             let name = String::from_utf8_lossy(&after[..end]).into_owned();
-            let secret = self.secrets.get(name.as_str()).ok_or(name)?;
+            let Some(secret) = self.secrets.get(name.as_str()) else {
+                return Err(name);
+            };
             out.extend_from_slice(secret.expose().as_bytes());
             if !self.used.contains(&secret) {
                 self.used.push(secret);
+            }
+            if !self.names.contains(&name) {
+                self.names.push(name);
             }
             rest = &after[end + CLOSE.len()..];
         }
         out.extend_from_slice(rest);
         Ok(out)
+    }
+
+    /// The names of the secrets filled in so far.
+    pub fn filled_names(&self) -> &[String] {
+        &self.names
     }
 
     /// [`Self::fill`] for text.
@@ -55,10 +67,13 @@ impl<'a> Filler<'a> {
         String::from_utf8(filled).map_err(|_| "a secret is not valid UTF-8".to_owned())
     }
 
-    /// `bytes` with every secret value used so far replaced by `[redacted]`.
+    /// `bytes` with every secret value used so far replaced by `[redacted]`, in each
+    /// form a server could echo it back in (see [`encodings`]).
     pub fn redact(&self, bytes: Vec<u8>) -> Vec<u8> {
         self.used.iter().fold(bytes, |acc, secret| {
-            replace_all(&acc, secret.expose().as_bytes(), REDACTED)
+            encodings(secret.expose().as_bytes())
+                .iter()
+                .fold(acc, |acc, form| replace_all(&acc, form, REDACTED))
         })
     }
 
@@ -69,6 +84,76 @@ impl<'a> Filler<'a> {
         }
         String::from_utf8_lossy(&self.redact(text.into_bytes())).into_owned()
     }
+}
+
+/// Shortest encoded form worth redacting: shorter pieces (a base64 core of a tiny
+/// secret) would blank out unrelated text.
+const MIN_FORM: usize = 4;
+
+/// The forms a secret may come back in, longest first: as is; JSON-escaped (also with
+/// `\/`); percent-encoded (`%20` or `+` for spaces, upper- and lower-case hex); hex;
+/// base64 and base64url, padded or not, and the part of the secret's encoding that is
+/// the same wherever it sits inside a longer base64 text (e.g. `user:secret` in Basic
+/// auth), at each of the three byte alignments.
+fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms: Vec<Vec<u8>> = vec![secret.to_vec()];
+    if let Ok(text) = std::str::from_utf8(secret) {
+        let json = serde_json::to_string(text).unwrap_or_default();
+        let json = json.trim_matches('"').to_owned();
+        forms.push(json.replace('/', "\\/").into_bytes());
+        forms.push(json.into_bytes());
+    }
+    let form: String = url::form_urlencoded::byte_serialize(secret).collect();
+    let percent = form.replace('+', "%20");
+    forms.push(lower_percent_hex(&percent).into_bytes());
+    forms.push(percent.into_bytes());
+    forms.push(form.into_bytes());
+    forms.push(hex::encode(secret).into_bytes());
+    forms.push(hex::encode_upper(secret).into_bytes());
+    for engine in [&STANDARD, &URL_SAFE] {
+        forms.push(engine.encode(secret).into_bytes());
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(secret);
+            let encoded = engine.encode(&shifted).into_bytes();
+            // Characters mixing in bits of the bytes before or after are left out.
+            let skip = [0, 2, 3][offset];
+            let end = if shifted.len() % 3 == 0 {
+                encoded.len()
+            } else {
+                encoded.len().saturating_sub(1)
+            };
+            if end > skip {
+                forms.push(encoded[skip..end].to_vec());
+            }
+        }
+    }
+    forms.retain(|form| form.len() >= MIN_FORM.min(secret.len()) && !form.is_empty());
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    forms
+}
+
+/// `%2F` → `%2f`: servers echo either case.
+fn lower_percent_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hex_left = 0;
+    for c in text.chars() {
+        if c == '%' {
+            hex_left = 2;
+            out.push(c);
+        } else if hex_left > 0 {
+            hex_left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `input` holds a placeholder.
@@ -115,6 +200,46 @@ mod tests {
         assert_eq!(filled, "https://api.example/bots3cr3t-value/send");
         let echoed = filler.redact(b"you sent s3cr3t-value twice: s3cr3t-value".to_vec());
         assert_eq!(echoed, b"you sent [redacted] twice: [redacted]");
+    }
+
+    #[test]
+    fn encoded_echoes_are_redacted() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let secrets =
+            BTreeMap::from([("token".to_owned(), Secret::new("tok/en+with spaces&\"q\""))]);
+        let mut filler = Filler::new(&secrets);
+        filler.fill(b"{{secret:token}}").expect("known secret");
+        let value = "tok/en+with spaces&\"q\"";
+        let basic = STANDARD.encode(format!("user:{value}"));
+        for echo in [
+            serde_json::to_string(value).expect("json"),
+            serde_json::to_string(value)
+                .expect("json")
+                .replace('/', "\\/"),
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>(),
+            "tok%2Fen%2Bwith%20spaces%26%22q%22".to_owned(),
+            "tok%2fen%2bwith%20spaces%26%22q%22".to_owned(),
+            hex::encode(value),
+            hex::encode_upper(value),
+            STANDARD.encode(value),
+            basic.clone(),
+        ] {
+            let redacted =
+                String::from_utf8(filler.redact(echo.clone().into_bytes())).expect("utf-8");
+            assert!(redacted.contains("[redacted]"), "{echo} → {redacted}");
+            assert!(!redacted.contains("with spaces"), "{echo} → {redacted}");
+            let decoded = STANDARD.decode(redacted.as_bytes()).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&decoded).contains("with spaces"),
+                "{echo} → {redacted}"
+            );
+        }
+        // Text that merely resembles the secret is left alone.
+        assert_eq!(
+            filler.redact(b"token with spaces".to_vec()),
+            b"token with spaces"
+        );
     }
 
     #[test]
