@@ -1,5 +1,6 @@
-//! Per-channel inbound rate limit: webhooks beyond it get 429 with `Retry-After` (the
-//! provider retries), other channels are not affected, and the limits are listed.
+//! Per-channel limits: webhooks beyond the inbound rate get 429 with `Retry-After` (the
+//! provider retries), other channels are not affected, and the limits are listed; a
+//! message over `max_text_bytes` or `max_parts` gets 413 and nothing of it is stored.
 
 use std::time::Instant;
 
@@ -92,5 +93,53 @@ async fn over_the_rate_is_429_with_retry_after_and_other_channels_are_free() {
     assert_eq!(slow["limits"]["rate_per_second"], 1, "{list}");
     assert_eq!(slow["limits"]["rate_burst"], 2);
     assert_eq!(slow["limits"]["cpu_deadline"], "1s");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_text_or_parts_limit_is_413_and_not_stored() {
+    omnigate::tls::ensure_crypto_provider();
+    let plugin = toml_path(&plugin_path("webchat"));
+    let config = format!(
+        "[[channels]]\nid = \"small\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\nlimits = {{ max_text_bytes = 10, max_parts = 1 }}\n"
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let post = |body: Value| {
+        let gateway = &gateway;
+        async move {
+            let body = body.to_string().into_bytes();
+            let headers =
+                standard_webhooks_headers(SECRET, &format!("wh-{}", ulid::Ulid::generate()), &body)
+                    .expect("sign");
+            omnigate_tests::post(&gateway.url("/webhooks/small"), &headers, body)
+                .await
+                .expect("post")
+        }
+    };
+    let long =
+        json!({"type": "message", "id": "big-1", "visitor": {"id": "v"}, "text": "eleven byte"});
+    let (status, body) = post(long).await;
+    assert_eq!(status, 413, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(error["error"]["code"], "message_too_large", "{body}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("max_text_bytes") && message.contains("11 bytes"),
+        "{body}"
+    );
+    let image = |n: usize| json!({"type": "image", "url": format!("https://shop.example/{n}.jpg")});
+    let two_parts = json!({"type": "message", "id": "big-2", "visitor": {"id": "v"}, "attachments": [image(1), image(2)]});
+    let (status, body) = post(two_parts).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_parts"), "{body}");
+    // Nothing was stored: the same id within the limits is a new message, not a duplicate.
+    let fits =
+        json!({"type": "message", "id": "big-1", "visitor": {"id": "v"}, "text": "ten bytes!"});
+    assert_eq!(post(fits).await.0, 200);
+    let metrics = get(&gateway.url("/metrics"), &[]).await.expect("metrics").1;
+    assert!(
+        metrics.contains("omnigate_events_total{channel=\"small\",fate=\"accepted\"} 1"),
+        "{metrics}"
+    );
     gateway.stop().await;
 }

@@ -15,6 +15,7 @@ use omnigate_tests::redis::{RedisCluster, RedisServer};
 
 fn policy() -> IngestPolicy {
     IngestPolicy {
+        timeline_cap: 1_000,
         dedupe_ttl: Duration::from_secs(3600),
         inactivity: Duration::from_secs(24 * 3600),
         history_cap: 3,
@@ -471,6 +472,69 @@ async fn owed_records(store: &dyn ContextStore) {
         .expect("ok")
         .expect("erased");
     assert!(ours(store.stale_owed(soon, 10_000).await.expect("ok")).is_empty());
+}
+
+/// The timeline keeps `timeline_cap` entries per conversation; cursors count from the
+/// first entry ever, so a page after the dropped ones starts where it should.
+async fn timeline_cap(store: &dyn ContextStore) {
+    let web = channel("web");
+    let at = now();
+    let capped = IngestPolicy {
+        timeline_cap: 3,
+        ..policy()
+    };
+    let mut conversation = String::new();
+    for n in 0..5 {
+        let ingested = store
+            .ingest(message(&web, "tc", &format!("tc{n}"), at), &capped)
+            .await
+            .expect("ok")
+            .expect("new");
+        conversation = ingested.conversation.id;
+    }
+    // conversation.started + 5 messages, 3 kept: the last three messages.
+    let page = store.timeline(&conversation, 0, 100).await.expect("ok");
+    let texts: Vec<String> = page
+        .entries
+        .iter()
+        .filter_map(|entry| entry.message.as_ref()?.text.clone())
+        .collect();
+    assert_eq!(texts, ["text tc2", "text tc3", "text tc4"], "{page:#?}");
+    assert_eq!(page.entries.len(), 3);
+    assert_eq!(page.next, None);
+    // A message the business sends is capped the same way.
+    let sent = store
+        .record_outbound(
+            Outbound {
+                conversation_id: conversation.clone(),
+                message: HistoryEntry {
+                    event_id: "evt_tc_out".into(),
+                    at,
+                    channel: web.clone(),
+                    direction: Direction::Outbound,
+                    external_id: Some("tc-out".into()),
+                    text: Some("reply".into()),
+                    parts: Vec::new(),
+                },
+                owed: String::new(),
+            },
+            &capped,
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(sent.conversation.messages, 6);
+    let page = store.timeline(&conversation, 0, 100).await.expect("ok");
+    assert_eq!(page.entries.len(), 3, "{page:#?}");
+    assert_eq!(
+        page.entries
+            .last()
+            .and_then(|entry| entry.message.as_ref()?.text.clone())
+            .as_deref(),
+        Some("reply")
+    );
+    // The cursor of the first kept entry is its position among all entries ever (4).
+    let from_four = store.timeline(&conversation, 4, 100).await.expect("ok");
+    assert_eq!(from_four.entries, page.entries);
 }
 
 async fn history_cap(store: &dyn ContextStore) {
@@ -1244,6 +1308,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     probable_links(&*store).await;
     shared_verified_handle(&*store).await;
     owed_records(&*store).await;
+    timeline_cap(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

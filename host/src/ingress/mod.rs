@@ -147,8 +147,16 @@ fn refused(channel: &str, error: WebhookError) -> ApiError {
 /// The caller gets a code and a short fixed message; the error itself (a store address,
 /// a script digest, event contents) is only logged.
 fn pipeline_failed(channel: &str, events: usize, error: PipelineError) -> ApiError {
-    tracing::error!(channel, events, %error, "webhook not accepted; the provider will retry");
+    if let PipelineError::TooLarge(reason) = &error {
+        tracing::warn!(channel, events, %reason, "webhook refused: a message over the channel's limits");
+    } else {
+        tracing::error!(channel, events, %error, "webhook not accepted; the provider will retry");
+    }
     match error {
+        // The caller's own input: it gets the reason, which names no internals.
+        PipelineError::TooLarge(reason) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", reason)
+        }
         PipelineError::Invalid(_) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_invalid_event",

@@ -63,6 +63,8 @@ pub fn bind(
         id: channel.id.clone(),
         kind: kind_name(plugin.info.kind).to_owned(),
         reply_window: channel.reply_window,
+        max_text_bytes: channel.limits.max_text_bytes,
+        max_parts: channel.limits.max_parts,
     };
     Ok(Bound {
         runtime: Arc::new(runtime.bind(plugin, env)),

@@ -39,6 +39,9 @@ pub struct PipelineSettings {
     pub inactivity: Duration,
     /// Messages kept per conversation.
     pub history_cap: usize,
+    /// Timeline entries kept per conversation (messages both ways, referrals, conversation
+    /// events); the oldest are dropped beyond it.
+    pub timeline_cap: usize,
     /// Region for phone numbers written without a country code (ISO 3166, e.g. `ES`).
     pub default_region: Option<String>,
     /// How long a webhook may wait for room in the delivery queue before it gets a 503.
@@ -56,6 +59,7 @@ impl Default for PipelineSettings {
             dedupe_ttl: Duration::from_secs(3 * 24 * 3600),
             inactivity: Duration::from_secs(24 * 3600),
             history_cap: 50,
+            timeline_cap: 10_000,
             default_region: None,
             queue_wait: Duration::from_secs(5),
             relay_after: Duration::from_secs(30),
@@ -76,6 +80,9 @@ pub enum PipelineError {
     /// The plugin returned something unusable.
     #[error(transparent)]
     Invalid(#[from] InvalidEvent),
+    /// A message over the channel's `max_text_bytes` or `max_parts`.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The channel facts the pipeline needs.
@@ -87,6 +94,10 @@ pub struct ChannelMeta {
     pub kind: String,
     /// Reply window opened by each inbound message, if the channel has one.
     pub reply_window: Option<Duration>,
+    /// Largest message text stored, in bytes.
+    pub max_text_bytes: usize,
+    /// Most parts one message may carry.
+    pub max_parts: usize,
 }
 
 /// What happened to a webhook's events.
@@ -139,6 +150,7 @@ impl Pipeline {
             dedupe_ttl: self.settings.dedupe_ttl,
             inactivity: self.settings.inactivity,
             history_cap: self.settings.history_cap,
+            timeline_cap: self.settings.timeline_cap,
             history_depth: self.delivery.history_depth(),
         }
     }
@@ -165,6 +177,11 @@ impl Pipeline {
         self.metrics
             .normalize
             .record(started.elapsed().as_secs_f64());
+        // Bounded before anything is stored: every copy (history, timeline, outbox) of a
+        // message is as large as it is.
+        for event in &normalized {
+            within_limits(channel, event)?;
+        }
         let mut report = Report::default();
         for event in normalized {
             if self.ingest_one(channel, event, body, received_at).await? {
@@ -501,6 +518,30 @@ impl Pipeline {
         self.settle((ingested.contact.id.clone(), key)).await;
         Ok(event)
     }
+}
+
+/// Whether `event`'s message fits the channel's limits; `TooLarge` names the limit.
+fn within_limits(channel: &ChannelMeta, event: &Normalized) -> Result<(), PipelineError> {
+    let Some(message) = &event.message else {
+        return Ok(());
+    };
+    let text = message.text.as_deref().map_or(0, str::len);
+    if text > channel.max_text_bytes {
+        return Err(PipelineError::TooLarge(format!(
+            "message `{}` has {text} bytes of text; channel `{}` stores at most {} (limits.max_text_bytes)",
+            event.external_id, channel.id, channel.max_text_bytes
+        )));
+    }
+    if message.parts.len() > channel.max_parts {
+        return Err(PipelineError::TooLarge(format!(
+            "message `{}` has {} parts; channel `{}` stores at most {} (limits.max_parts)",
+            event.external_id,
+            message.parts.len(),
+            channel.id,
+            channel.max_parts
+        )));
+    }
+    Ok(())
 }
 
 /// Owed records the relay publishes per sweep.

@@ -35,6 +35,12 @@ pub struct Limits {
     pub rate_per_second: Option<u32>,
     /// Webhooks that may arrive at once above the rate (default: one second's worth).
     pub rate_burst: Option<u32>,
+    /// Largest message text stored (bytes, UTF-8); a webhook with a longer one gets
+    /// `413 message_too_large`.
+    pub max_text_bytes: usize,
+    /// Most parts (attachments, locations, contacts) one message may carry; more gets
+    /// `413 message_too_large`.
+    pub max_parts: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +58,10 @@ impl Default for Limits {
             instance_reuse: 128,
             rate_per_second: None,
             rate_burst: None,
+            // Provider caps are far lower (WhatsApp 4096 characters); a site's own chat
+            // is the one that could send megabytes, once per stored copy.
+            max_text_bytes: 64 << 10,
+            max_parts: 20,
         }
     }
 }

@@ -191,6 +191,7 @@ impl ContextStore for MemoryStore {
         entry.message = Some(outbound.message.clone());
         thread.timeline.push(entry);
         push_history(&mut thread.history, outbound.message, policy.history_cap);
+        thread.cap_timeline(policy.timeline_cap);
         if let Some(cutoff) = self.cutoff() {
             thread.retain(cutoff);
         }
@@ -809,6 +810,13 @@ impl Thread {
         self.timeline.drain(..old);
         self.trimmed += old as u64;
     }
+
+    /// Keep at most `cap` timeline entries, dropping the oldest.
+    fn cap_timeline(&mut self, cap: usize) {
+        let over = self.timeline.len().saturating_sub(cap.max(1));
+        self.timeline.drain(..over);
+        self.trimmed += over as u64;
+    }
 }
 
 /// Apply one event to its conversation; returns the previous channel on a switch.
@@ -852,6 +860,7 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
         entry.referral = Some(referral.clone());
         thread.timeline.push(entry);
     }
+    thread.cap_timeline(policy.timeline_cap);
     switched_from
 }
 
@@ -930,6 +939,7 @@ mod tests {
 
     fn policy() -> IngestPolicy {
         IngestPolicy {
+            timeline_cap: 10_000,
             dedupe_ttl: Duration::from_secs(3600),
             inactivity: Duration::from_secs(24 * 3600),
             history_cap: 3,

@@ -144,6 +144,9 @@ pub struct IngestPolicy {
     pub inactivity: Duration,
     /// Messages kept per conversation.
     pub history_cap: usize,
+    /// Timeline entries kept per conversation: older ones are dropped from the front
+    /// (timeline cursors stay stable).
+    pub timeline_cap: usize,
     /// Messages returned with the result (for enrichment).
     pub history_depth: usize,
 }

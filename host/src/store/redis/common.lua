@@ -115,6 +115,15 @@ local function timeline_entry(kind, at, channel, fields)
     cjson.encode(channel) .. fields .. '}'
 end
 
+-- Keep at most `cap` timeline entries (`length` after a push): drop the oldest, counted in
+-- `tl_trimmed` so cursors stay stable.
+local function cap_timeline(conv_key, timeline_key, length, cap)
+  if length > cap then
+    redis.call('LTRIM', timeline_key, length - cap, -1)
+    redis.call('HINCRBY', conv_key, 'tl_trimmed', length - cap)
+  end
+end
+
 -- Append a timeline entry to the conversation's timeline.
 local function timeline(prefix, conv_id, kind, at, channel, fields)
   redis.call('RPUSH', prefix .. 'tl:' .. conv_id, timeline_entry(kind, num(at), channel, fields))

@@ -7,7 +7,7 @@
 --       11 name or ''  12 handles JSON array  13 proposed conversation id
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
---       18 owed record tail: '<merge JSON or empty>\31<payload>'
+--       18 owed record tail: '<merge JSON or empty>\31<payload>'  19 timeline cap
 -- Returns nil for a duplicate, else the reply `describe` (common.lua) would give.
 -- The owed record (what this event owes its subscribers) is written here, with the rest:
 -- a crash before the events reach the outbox leaves it for the retry or the relay.
@@ -151,7 +151,10 @@ end
 
 if #contact_changes > 0 then redis.call('HSET', KEYS[1], unpack(contact_changes)) end
 if #conv_changes > 0 then redis.call('HSET', conv_key, unpack(conv_changes)) end
-if #entries > 0 then redis.call('RPUSH', timeline_key, unpack(entries)) end
+if #entries > 0 then
+  cap_timeline(conv_key, timeline_key, redis.call('RPUSH', timeline_key, unpack(entries)),
+    tonumber(ARGV[19]))
+end
 
 owe(prefix, ARGV[3], now_us, conv_id, started, switched, ARGV[18])
 

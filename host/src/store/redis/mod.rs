@@ -773,7 +773,8 @@ impl ContextStore for RedisStore {
             .arg(referral)
             .arg(window)
             .arg(self.retention_arg())
-            .arg(owed_tail);
+            .arg(owed_tail)
+            .arg(policy.timeline_cap.max(1));
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
         // A new sender joins the probable-link index (known senders are indexed already).
@@ -876,7 +877,8 @@ impl ContextStore for RedisStore {
             .arg(self.retention_arg())
             .arg(now.as_microsecond())
             .arg(owed_outbound_key(&outbound.message.event_id))
-            .arg(owed_tail(None, &outbound.owed)?);
+            .arg(owed_tail(None, &outbound.owed)?)
+            .arg(policy.timeline_cap.max(1));
         let (reply, marked, hinted) = futures::join!(
             self.conn_eval(invocation),
             self.mark_active(&contact_id, now),

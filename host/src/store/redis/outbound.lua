@@ -2,7 +2,7 @@
 -- KEYS[1] contact hash og:{ct}:c
 -- ARGV: 1 key prefix og:{ct}:  2 conversation id  3 time (µs)  4 history entry JSON
 --       5 history cap  6 history depth  7 message retention (µs) or ''  8 now (µs)
---       9 owed key  10 owed record tail ('\31<payload>', see `owe`)
+--       9 owed key  10 owed record tail ('\31<payload>', see `owe`)  11 timeline cap
 -- Returns false when the conversation does not exist, else `describe(...)`.
 local conv_key = ARGV[1] .. 'cv:' .. ARGV[2]
 local history_key = ARGV[1] .. 'h:' .. ARGV[2]
@@ -17,8 +17,10 @@ if at > last then
   redis.call('HSET', conv_key, 'last_at', num(at))
 end
 redis.call('RPUSH', history_key, num(at) .. ' ' .. ARGV[4])
-timeline(ARGV[1], ARGV[2], 'message', at, redis.call('HGET', conv_key, 'current') or '',
-  ',"message":' .. ARGV[4])
+local timeline_key = ARGV[1] .. 'tl:' .. ARGV[2]
+cap_timeline(conv_key, timeline_key, redis.call('RPUSH', timeline_key, timeline_entry('message',
+  num(at), redis.call('HGET', conv_key, 'current') or '', ',"message":' .. ARGV[4])),
+  tonumber(ARGV[11]))
 redis.call('LTRIM', history_key, -tonumber(ARGV[5]), -1)
 owe(ARGV[1], ARGV[9], ARGV[8], ARGV[2], '0', '', ARGV[10])
 if ARGV[7] ~= '' then
