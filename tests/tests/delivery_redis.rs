@@ -425,6 +425,8 @@ async fn assert_all_delivered_in_order(downstream: &Downstream) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aborts_between_store_commit_and_outbox_lose_nothing() {
     let (_redis, downstream, dir, text) = process_set_up(Mode::Fail(503, None)).await;
+    // A resend waits until its first attempt's record is abandoned (older than this).
+    let text = format!("{text}\n[pipeline]\nrelay_after = \"1s\"\n");
     let port = free_port().expect("port");
     let base = format!("http://127.0.0.1:{port}");
     let senders = provider(base, std::time::Instant::now() + Duration::from_secs(180));

@@ -281,8 +281,11 @@ impl Pipeline {
     }
 
     /// A duplicate: the store has the event. If its owed record is still there, the first
-    /// attempt committed but may have died before its events reached the outbox (the
-    /// provider retries because it got no answer): publish them now, with their ids.
+    /// attempt committed and has not settled: it may still be publishing (a provider that
+    /// sent the webhook twice at once, to two instances), or it died before the outbox (the
+    /// provider retries because it got no answer). Wait until the record is settled (a
+    /// plain duplicate) or abandoned — older than `relay_after`, when the relay would take
+    /// it too — and then publish its events, with their ids.
     async fn republish_duplicate(
         &self,
         channel: &ChannelMeta,
@@ -290,13 +293,19 @@ impl Pipeline {
         inbound: &owed::Inbound,
         reservation: crate::delivery::Reservation,
     ) -> Result<bool, PipelineError> {
-        let owed = self
-            .store
-            .owed_inbound(person, &channel.id, &inbound.external_id)
-            .await?;
-        let Some(owed) = owed else {
-            tracing::debug!(channel = %channel.id, external_id = %inbound.external_id, "duplicate event dropped");
-            return Ok(false);
+        let owed = loop {
+            let owed = self
+                .store
+                .owed_inbound(person, &channel.id, &inbound.external_id)
+                .await?;
+            let Some(owed) = owed else {
+                tracing::debug!(channel = %channel.id, external_id = %inbound.external_id, "duplicate event dropped");
+                return Ok(false);
+            };
+            if self.abandoned(&owed) {
+                break owed;
+            }
+            tokio::time::sleep(OWED_POLL).await;
         };
         tracing::info!(channel = %channel.id, external_id = %inbound.external_id, committed_at = %owed.at, "a retried event whose first attempt committed without settling: publishing its events");
         let events = self.owed_events(&owed, &|_| String::new()).await?;
@@ -304,6 +313,14 @@ impl Pipeline {
         self.publish_owed(reservation, events, (owed.contact_id, owed.key))
             .await?;
         Ok(false)
+    }
+
+    /// Whether no live publisher can still be working on `owed`: it committed more than
+    /// `relay_after` ago.
+    fn abandoned(&self, owed: &store::Owed) -> bool {
+        let age = Timestamp::now().duration_since(owed.at);
+        jiff::SignedDuration::try_from(self.settings.relay_after)
+            .is_ok_and(|relay_after| age >= relay_after)
     }
 
     /// Publish the events of an owed record, then settle it. Settled before the answer,
@@ -543,6 +560,9 @@ fn within_limits(channel: &ChannelMeta, event: &Normalized) -> Result<(), Pipeli
     }
     Ok(())
 }
+
+/// How often a duplicate looks again at an owed record another attempt is publishing.
+const OWED_POLL: Duration = Duration::from_millis(50);
 
 /// Owed records the relay publishes per sweep.
 const RELAY_BATCH: usize = 100;
