@@ -39,8 +39,6 @@ pub struct App {
     pub plugin_watch: Option<DirWatch>,
     /// `[identity]`: link tokens and their deep links.
     pub identity: crate::store::IdentitySettings,
-    /// `[server]` connection limits, applied by [`crate::server::serve`].
-    pub limits: crate::server::ServerLimits,
     /// `[server] request_timeout`.
     pub request_timeout: std::time::Duration,
 }

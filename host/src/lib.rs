@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dev;
 pub mod event;
 pub mod fault;
+pub mod http_error;
 pub mod ids;
 pub mod ingress;
 pub mod lifecycle;

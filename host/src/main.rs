@@ -297,12 +297,13 @@ async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     let listen = config.server.listen;
     let grace = config.server.shutdown_grace;
+    let limits = config.server.limits()?;
     let app = omnigate::server::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, tracing = omnigate::ops::trace::exporting(), "omnigate listening");
-    omnigate::server::serve(app, listener, shutdown_signal(), grace).await?;
+    omnigate::server::serve(app, listener, limits, shutdown_signal(), grace).await?;
     Ok(())
 }
 

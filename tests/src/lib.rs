@@ -167,6 +167,7 @@ impl Gateway {
         if config.plugins.cache_dir == omnigate::ops::config::PluginSettings::default().cache_dir {
             config.plugins.cache_dir = Some(root().join("target").join("test-plugin-cache"));
         }
+        let limits = config.server.limits()?;
         let app = omnigate::server::build(config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -174,6 +175,7 @@ impl Gateway {
         let task = tokio::spawn(omnigate::server::serve(
             app.clone(),
             listener,
+            limits,
             async move {
                 let _ = rx.await;
             },

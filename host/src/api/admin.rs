@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::http_error::ApiError;
 use crate::lifecycle::{BindError, LifecycleError};
-use crate::server::error::ApiError;
 use crate::store::StoreError;
 
 /// `GET /admin/plugins`.

@@ -9,8 +9,8 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::http_error::ApiError;
 use crate::secret::Secret;
-use crate::server::error::ApiError;
 
 /// Middleware for `/v1`: the request must carry `Authorization: Bearer <an [api] key>`.
 pub async fn require_key(

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::event::{
     Attribution, ChannelRef, ConversationSnapshot, ConversationStatus, Event, EventType,
 };
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 use crate::store::{ContactDetails, Conversation, StoreError};
 
 /// How long a contact operation waits for room in the delivery queue for its event.

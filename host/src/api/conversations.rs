@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::lookup;
 use crate::app::App;
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 
 /// The conversation, its contact and its recent messages.
 pub async fn get(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::delivery::{DeadLetterFilter, DeliveryError};
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 
 /// Most dead letters one listing returns.
 const MAX_LIMIT: usize = 1000;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 use crate::store::{Contact, ContextStore, Conversation, StoreError};
 
 /// A store failure as an API error (the caller may retry).

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::lookup;
 use crate::app::App;
 use crate::event::{Direction, Message};
+use crate::http_error::ApiError;
 use crate::runtime::types::{OutboundMessage, SendError};
-use crate::server::error::ApiError;
 
 /// Longest reply text accepted, in bytes (providers cap far below; a bound here keeps a
 /// single call from storing megabytes).
@@ -88,7 +88,7 @@ pub async fn send(
     let receipt = channel
         .send(&outbound)
         .await
-        .map_err(crate::ingress::call_failed)?
+        .map_err(ApiError::from_call)?
         .map_err(|error| send_failed(&channel_id, error))?;
     let message = Message {
         direction: Direction::Outbound,

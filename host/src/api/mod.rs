@@ -12,7 +12,7 @@ pub mod subscriptions;
 
 use axum::http::StatusCode;
 
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 
 /// The `400 out_of_range` answer for a number outside its documented range.
 pub(crate) fn out_of_range(field: &str, low: u64, high: u64) -> ApiError {

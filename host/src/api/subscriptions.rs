@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::delivery::DeliveryError;
 use crate::delivery::api_types::{NewSubscription, SubscriptionPatch};
-use crate::server::error::ApiError;
+use crate::http_error::ApiError;
 
 /// `GET /v1/subscriptions`.
 pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {

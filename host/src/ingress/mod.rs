@@ -15,11 +15,10 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
 use crate::app::App;
+use crate::http_error::ApiError;
 use crate::metrics;
 use crate::pipeline::PipelineError;
-use crate::runtime::CallError;
 use crate::runtime::types::{WebhookError, WebhookOutcome};
-use crate::server::error::ApiError;
 
 /// The webhook handler. Every answer is counted in `omnigate_webhooks_total` by channel
 /// and outcome (`accepted`, or the error code returned; accepted ones in [`handle`]).
@@ -93,7 +92,7 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         .instrument(plugin_span.clone())
         .await;
     plugin_span.record("outcome", plugin_outcome(&outcome));
-    let outcome = outcome.map_err(call_failed)?;
+    let outcome = outcome.map_err(ApiError::from_call)?;
     let outcome = outcome.map_err(|error| refused(channel_id, error))?;
     let WebhookOutcome { response, events } = outcome;
     let count = events.len();
@@ -105,22 +104,6 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
     channel.metrics.accepted(report.accepted, report.duplicates);
     tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
     Ok(provider_response(response))
-}
-
-/// A failed plugin call as an answer: `503 plugins_busy` with `Retry-After` when the
-/// instance budget is spent, else `502 plugin_failed`. The full error (with wasmtime's
-/// detail) is logged by the channel runtime; the caller gets the short form.
-pub(crate) fn call_failed(error: CallError) -> ApiError {
-    match error {
-        CallError::Busy { .. } => {
-            ApiError::unavailable("plugins_busy", error.to_string()).retry_after(Some(1))
-        }
-        other => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "plugin_failed",
-            format!("{}; the caller should retry", other.public_message()),
-        ),
-    }
 }
 
 /// The plugin call's outcome as a span attribute.

@@ -3,8 +3,8 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 
+use crate::http_error::ApiError;
 use crate::runtime::types::{Header, HttpRequest};
-use crate::server::error::ApiError;
 
 /// Read `request` whole, refusing bodies over `max_body` bytes with 413.
 pub async fn read(request: Request<Body>, max_body: usize) -> Result<HttpRequest, ApiError> {

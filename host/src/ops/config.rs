@@ -87,7 +87,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        let limits = crate::server::ServerLimits::default();
+        let limits = ServerLimits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
@@ -100,9 +100,35 @@ impl Default for ServerSettings {
     }
 }
 
+/// Connection limits, from `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// HTTP/1: the whole request head must arrive within this (also bounds the wait
+    /// for the next request on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1 and /2,
+    /// and a connection that never sends anything).
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap the longest-idle one is closed for a new one.
+    pub max_connections: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub http2_max_streams: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            http2_max_streams: 100,
+        }
+    }
+}
+
 impl ServerSettings {
     /// The connection limits, checked: every timeout above zero, caps at least 1.
-    pub fn limits(&self) -> Result<crate::server::ServerLimits, ConfigError> {
+    pub fn limits(&self) -> Result<ServerLimits, ConfigError> {
         let positive = [
             ("header_read_timeout", self.header_read_timeout),
             ("request_timeout", self.request_timeout),
@@ -118,7 +144,7 @@ impl ServerSettings {
                 "`[server] max_connections` and `http2_max_streams` must be at least 1".into(),
             ));
         }
-        Ok(crate::server::ServerLimits {
+        Ok(ServerLimits {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,

@@ -149,10 +149,6 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         lifecycle,
         plugin_watch: watch,
         identity: config.identity,
-        limits: config
-            .server
-            .limits()
-            .map_err(|error| BootError::Config(error.to_string()))?,
         request_timeout: config.server.request_timeout,
     });
     crate::store::sweeper::spawn(Arc::downgrade(&app), config.store.sweep_interval);

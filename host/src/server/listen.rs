@@ -24,31 +24,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// Connection limits, from `[server]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// HTTP/1: the whole request head must arrive within this (also bounds the wait
-    /// for the next request on a kept-alive connection).
-    pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (HTTP/1 and /2,
-    /// and a connection that never sends anything).
-    pub idle_timeout: Duration,
-    /// Open connections at most; at the cap the longest-idle one is closed for a new one.
-    pub max_connections: usize,
-    /// HTTP/2: concurrent streams per connection.
-    pub http2_max_streams: u32,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 512,
-            http2_max_streams: 100,
-        }
-    }
-}
+use crate::ops::config::ServerLimits;
 
 /// What one connection is doing, for idle detection and eviction.
 struct Activity {

@@ -3,7 +3,6 @@
 
 mod bootstrap;
 pub mod check;
-pub mod error;
 mod listen;
 
 use std::future::Future;
@@ -15,10 +14,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 
+use crate::http_error::ApiError;
 pub use crate::lifecycle::{capability_name, kind_name};
+pub use crate::ops::config::ServerLimits;
 pub use bootstrap::{BootError, build};
-use error::ApiError;
-pub use listen::ServerLimits;
 
 pub use crate::app::App;
 
@@ -141,17 +140,17 @@ async fn request_deadline(
     }
 }
 
-/// Serve `app` on `listener` (with its `[server]` connection limits) until `shutdown`
+/// Serve `app` on `listener` with the `[server]` connection `limits` until `shutdown`
 /// resolves, then stop intake, let requests in flight finish and give deliveries
 /// `grace` to complete.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
     let delivery = app.delivery.clone();
-    let limits = app.limits;
     listen::serve(listener, router(app), limits, shutdown).await?;
     let pending = delivery.shutdown(grace).await;
     if pending > 0 {

@@ -1,4 +1,5 @@
 //! JSON errors (contract): `{"error": {"code": "…", "message": "…"}}` with the right status.
+//! A leaf: every HTTP surface (webhooks, `/v1`, `/admin`) answers with it.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A failed plugin call as an answer: `503 plugins_busy` with `Retry-After` when the
+    /// instance budget is spent, else `502 plugin_failed`. The full error (with wasmtime's
+    /// detail) is logged by the channel runtime; the caller gets the short form.
+    pub fn from_call(error: crate::runtime::CallError) -> Self {
+        use crate::runtime::CallError;
+        match error {
+            CallError::Busy { .. } => {
+                Self::unavailable("plugins_busy", error.to_string()).retry_after(Some(1))
+            }
+            other => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "plugin_failed",
+                format!("{}; the caller should retry", other.public_message()),
+            ),
+        }
+    }
+
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
