@@ -10,6 +10,7 @@ pub mod enrich;
 pub mod identity;
 pub mod normalize;
 pub mod owed;
+pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

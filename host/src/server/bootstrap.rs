@@ -151,7 +151,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         identity: config.identity,
         request_timeout: config.server.request_timeout,
     });
-    crate::store::sweeper::spawn(Arc::downgrade(&app), config.store.sweep_interval);
+    crate::pipeline::sweeper::spawn(
+        Arc::downgrade(&app.pipeline),
+        app.channels.clone(),
+        config.store.sweep_interval,
+    );
     Ok(app)
 }
 

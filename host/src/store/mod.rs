@@ -12,7 +12,6 @@ mod memory;
 mod model;
 pub mod plugins;
 mod redis;
-pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,46 +2,53 @@
 //! `conversation.closed`. Runs on every gateway instance; the store closes each
 //! conversation once, so each event is published once (at least once after a crash).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use jiff::Timestamp;
 
-use crate::app::App;
+use super::{ChannelMeta, Pipeline, owed};
 use crate::event::ChannelRef;
-use crate::pipeline::owed;
 use crate::store::Ingested;
+
+/// The channels' facts, as the lifecycle swaps them (for a closed conversation's channel
+/// kind).
+pub type Channels = Arc<ArcSwap<HashMap<String, ChannelMeta>>>;
 
 /// Conversations closed per store call (and delivery room reserved for them).
 const BATCH: usize = 100;
 /// How long a sweep waits for delivery room before trying again next interval.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// Sweep every `interval` while the app lives.
-pub fn spawn(app: Weak<App>, interval: Duration) {
+/// Sweep every `interval` while the pipeline lives.
+pub fn spawn(pipeline: Weak<Pipeline>, channels: Channels, interval: Duration) {
     let interval = interval.max(Duration::from_millis(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let Some(app) = app.upgrade() else {
+            let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
-            sweep(&app).await;
+            sweep(&pipeline, &channels).await;
         }
     });
 }
 
 /// Publish what committed changes still owe (the relay), then close what is idle now, in
 /// batches, publishing one event per closed conversation.
-pub async fn sweep(app: &Arc<App>) {
+pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
     let kind_of = |channel: &str| {
-        app.channel_meta(channel)
-            .map(|meta| meta.kind)
+        channels
+            .load()
+            .get(channel)
+            .map(|meta| meta.kind.clone())
             .unwrap_or_default()
     };
-    match app.pipeline.relay(&kind_of).await {
+    match pipeline.relay(&kind_of).await {
         Ok(0) => {}
         Ok(count) => tracing::warn!(
             count,
@@ -50,7 +57,7 @@ pub async fn sweep(app: &Arc<App>) {
         Err(error) => tracing::warn!(%error, "relay of owed events failed; retrying next interval"),
     }
     loop {
-        let Ok(reservation) = app.delivery.reserve(BATCH, QUEUE_WAIT).await else {
+        let Ok(reservation) = pipeline.delivery.reserve(BATCH, QUEUE_WAIT).await else {
             tracing::debug!("conversation sweep postponed: delivery has no room");
             return;
         };
@@ -60,10 +67,9 @@ pub async fn sweep(app: &Arc<App>) {
             }
             .payload()
         };
-        let closed = match app
-            .pipeline
+        let closed = match pipeline
             .store()
-            .close_idle(Timestamp::now(), app.pipeline.inactivity(), BATCH, &payload)
+            .close_idle(Timestamp::now(), pipeline.inactivity(), BATCH, &payload)
             .await
         {
             Ok(closed) => closed,
@@ -104,7 +110,7 @@ pub async fn sweep(app: &Arc<App>) {
         }
         match reservation.publish(events).await {
             Ok(()) => {
-                if let Err(error) = app.pipeline.store().settle(&settled).await {
+                if let Err(error) = pipeline.store().settle(&settled).await {
                     tracing::warn!(%error, "conversation.closed owed records not settled; the relay publishes them again (same ids)");
                 }
             }
