@@ -1,6 +1,7 @@
 //! Per-channel limits: webhooks beyond the inbound rate get 429 with `Retry-After` (the
 //! provider retries), other channels are not affected, and the limits are listed; a
-//! message over `max_text_bytes` or `max_parts` gets 413 and nothing of it is stored.
+//! message over `max_text_bytes` or `max_parts` gets 413 and nothing of it is stored; a
+//! sender over `sender_rate_per_minute` gets 429 while other senders go on.
 
 use std::time::Instant;
 
@@ -141,5 +142,54 @@ async fn a_message_over_the_text_or_parts_limit_is_413_and_not_stored() {
         metrics.contains("omnigate_events_total{channel=\"small\",fate=\"accepted\"} 1"),
         "{metrics}"
     );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_over_its_rate_is_429_and_other_senders_go_on() {
+    omnigate::tls::ensure_crypto_provider();
+    let plugin = toml_path(&plugin_path("webchat"));
+    let config = format!(
+        "[[channels]]\nid = \"chatty\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\nlimits = {{ sender_rate_per_minute = 1, sender_burst = 2 }}\n"
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let send = |visitor: &'static str, n: usize| {
+        let gateway = &gateway;
+        async move {
+            let body = json!({"type": "message", "id": format!("{visitor}-{n}"), "visitor": {"id": visitor}, "text": "hi"})
+                .to_string()
+                .into_bytes();
+            let headers = standard_webhooks_headers(SECRET, &format!("wh-{visitor}-{n}"), &body)
+                .expect("sign");
+            let client = reqwest::Client::new();
+            let mut request = client.post(gateway.url("/webhooks/chatty")).body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.expect("post");
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok()?.parse::<u32>().ok());
+            (
+                response.status().as_u16(),
+                retry_after,
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    // A burst of two, then one a minute: the third in a row is refused.
+    assert_eq!(send("noisy", 0).await.0, 200);
+    assert_eq!(send("noisy", 1).await.0, 200);
+    let (status, retry_after, body) = send("noisy", 2).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("sender_rate_limited"), "{body}");
+    assert!(
+        retry_after.is_some_and(|seconds| seconds >= 1),
+        "{retry_after:?}"
+    );
+    // Another sender on the same channel is not held back.
+    assert_eq!(send("calm", 0).await.0, 200);
+    assert_eq!(send("calm", 1).await.0, 200);
     gateway.stop().await;
 }

@@ -95,6 +95,14 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
     let outcome = outcome.map_err(ApiError::from_call)?;
     let outcome = outcome.map_err(|error| refused(channel_id, error))?;
     let WebhookOutcome { response, events } = outcome;
+    if let Err(wait) = channel.admit_senders(events.iter().map(|event| event.contact.id.as_str())) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sender_rate_limited",
+            format!("a sender on channel `{channel_id}` is over its rate limit; retry later"),
+        )
+        .retry_after(Some(wait.as_secs().max(1) as u32)));
+    }
     let count = events.len();
     let report = app
         .pipeline

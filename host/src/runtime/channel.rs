@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, QuantaClock};
+use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
@@ -42,6 +43,7 @@ pub struct ChannelRuntime {
     /// The channel's hot-path metric handles.
     pub metrics: ChannelMetrics,
     rate: Option<RateLimiter<NotKeyed, InMemoryState, QuantaClock>>,
+    senders: Option<SenderLimiter>,
     engine: Engine,
     idle: Arc<Idle>,
     /// The process-wide budget every instance reserves from.
@@ -101,6 +103,7 @@ impl ChannelRuntime {
         Self {
             metrics,
             rate: rate_limiter(&env.limits),
+            senders: SenderLimiter::new(&env.limits),
             env,
             plugin,
             engine,
@@ -117,6 +120,18 @@ impl ChannelRuntime {
         };
         rate.check()
             .map_err(|not_until| not_until.wait_time_from(QuantaClock::default().now()))
+    }
+
+    /// Whether the senders of a webhook's events are within their per-sender rate (each
+    /// event counts); `Err(wait)` when one is not, with how long until it would be.
+    pub fn admit_senders<'a>(
+        &self,
+        senders: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Duration> {
+        match &self.senders {
+            Some(limiter) => limiter.admit(senders),
+            None => Ok(()),
+        }
     }
 
     /// Call `handle-webhook`.
@@ -293,6 +308,44 @@ fn rate_limiter(limits: &Limits) -> Option<RateLimiter<NotKeyed, InMemoryState, 
     Some(RateLimiter::direct(
         Quota::per_second(per_second).allow_burst(burst),
     ))
+}
+
+/// Per-sender rates of one channel (keyed by the provider's user id).
+struct SenderLimiter {
+    limiter: RateLimiter<String, HashMapStateStore<String>, QuantaClock>,
+    /// Checks since the last prune of senders idle long enough to be back at full burst.
+    checks: std::sync::atomic::AtomicU32,
+}
+
+/// Checks between two prunes: the map holds recent senders only.
+const SENDER_PRUNE_EVERY: u32 = 4096;
+
+impl SenderLimiter {
+    fn new(limits: &Limits) -> Option<Self> {
+        let per_minute = NonZeroU32::new(limits.sender_rate_per_minute)?;
+        let burst = NonZeroU32::new(limits.sender_burst).unwrap_or(per_minute);
+        Some(Self {
+            limiter: RateLimiter::hashmap(Quota::per_minute(per_minute).allow_burst(burst)),
+            checks: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    fn admit<'a>(&self, senders: impl IntoIterator<Item = &'a str>) -> Result<(), Duration> {
+        use std::sync::atomic::Ordering;
+        for sender in senders {
+            if self
+                .checks
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(SENDER_PRUNE_EVERY)
+            {
+                self.limiter.retain_recent();
+            }
+            self.limiter
+                .check_key(&sender.to_owned())
+                .map_err(|not_until| not_until.wait_time_from(QuantaClock::default().now()))?;
+        }
+        Ok(())
+    }
 }
 
 fn budget_ticks(env: &ChannelEnv) -> u64 {

@@ -41,6 +41,11 @@ pub struct Limits {
     /// Most parts (attachments, locations, contacts) one message may carry; more gets
     /// `413 message_too_large`.
     pub max_parts: usize,
+    /// Events one sender may cause per minute on this channel, per gateway instance
+    /// (beyond: 429 with `Retry-After`, the provider retries); `0`: no limit.
+    pub sender_rate_per_minute: u32,
+    /// Events one sender may cause at once above that rate.
+    pub sender_burst: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +67,9 @@ impl Default for Limits {
             // is the one that could send megabytes, once per stored copy.
             max_text_bytes: 64 << 10,
             max_parts: 20,
+            // Generous: no person types ten messages a second, a looping bot does.
+            sender_rate_per_minute: 600,
+            sender_burst: 100,
         }
     }
 }
