@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use omnigate_tests::{get, omnigate_bin, plugin_path, root, xtask_bin};
 
-#[test]
-fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
+/// `omnigate plugin check` accepts the built plugin `name` and prints each of `expected`.
+fn plugin_check_shows(name: &str, expected: &[&str]) {
     let output = Command::new(omnigate_bin())
         .args(["plugin", "check"])
-        .arg(plugin_path("webchat"))
+        .arg(plugin_path(name))
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -21,18 +21,26 @@ fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for expected in [
-        "id:           webchat",
-        "contract:     omnigate:channel@0.1.0",
-        "callback_url",
-        "signing_secret",
-        "capabilities: text",
-    ] {
+    for expected in expected {
         assert!(
             stdout.contains(expected),
             "missing `{expected}` in:\n{stdout}"
         );
     }
+}
+
+#[test]
+fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
+    plugin_check_shows(
+        "webchat",
+        &[
+            "id:           webchat",
+            "contract:     omnigate:channel@0.1.0",
+            "callback_url",
+            "signing_secret",
+            "capabilities: text",
+        ],
+    );
 }
 
 #[test]
@@ -489,26 +497,13 @@ fn the_plugin_guide_shows_the_acme_source_as_it_is() {
 
 #[test]
 fn the_acme_example_plugin_passes_plugin_check() {
-    let output = Command::new(omnigate_bin())
-        .args(["plugin", "check"])
-        .arg(plugin_path("acme"))
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    plugin_check_shows(
+        "acme",
+        &[
+            "id:           acme",
+            "webhook_secret",
+            "api_token",
+            "api.acme.example",
+        ],
     );
-    for expected in [
-        "id:           acme",
-        "webhook_secret",
-        "api_token",
-        "api.acme.example",
-    ] {
-        assert!(
-            stdout.contains(expected),
-            "missing `{expected}` in:\n{stdout}"
-        );
-    }
 }

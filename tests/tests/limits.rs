@@ -10,13 +10,15 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn config() -> String {
+/// A web chat channel `id` with `limits` (a TOML line, or empty).
+fn channel(id: &str, limits: &str) -> String {
     let plugin = toml_path(&plugin_path("webchat"));
-    let channel = |id: &str, limits: &str| {
-        format!(
-            "[[channels]]\nid = \"{id}\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n{limits}\n"
-        )
-    };
+    format!(
+        "[[channels]]\nid = \"{id}\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n{limits}\n"
+    )
+}
+
+fn config() -> String {
     format!(
         "[admin]\nkeys = [\"limits-admin-key-0123\"]\n{}{}",
         channel("slow", "limits = { rate_per_second = 1, rate_burst = 2 }"),
@@ -100,10 +102,7 @@ async fn over_the_rate_is_429_with_retry_after_and_other_channels_are_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_the_text_or_parts_limit_is_413_and_not_stored() {
     omnigate::tls::ensure_crypto_provider();
-    let plugin = toml_path(&plugin_path("webchat"));
-    let config = format!(
-        "[[channels]]\nid = \"small\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\nlimits = {{ max_text_bytes = 10, max_parts = 1 }}\n"
-    );
+    let config = channel("small", "limits = { max_text_bytes = 10, max_parts = 1 }");
     let gateway = Gateway::start(&config).await.expect("gateway");
     let post = |body: Value| {
         let gateway = &gateway;
@@ -148,9 +147,9 @@ async fn a_message_over_the_text_or_parts_limit_is_413_and_not_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_over_its_rate_is_429_and_other_senders_go_on() {
     omnigate::tls::ensure_crypto_provider();
-    let plugin = toml_path(&plugin_path("webchat"));
-    let config = format!(
-        "[[channels]]\nid = \"chatty\"\nplugin = {plugin}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\nlimits = {{ sender_rate_per_minute = 1, sender_burst = 2 }}\n"
+    let config = channel(
+        "chatty",
+        "limits = { sender_rate_per_minute = 1, sender_burst = 2 }",
     );
     let gateway = Gateway::start(&config).await.expect("gateway");
     let send = |visitor: &'static str, n: usize| {
