@@ -166,13 +166,15 @@ fn holds_placeholder(text: &str) -> bool {
     contains_placeholder(&decode_braces(text))
 }
 
-/// `%7B` / `%7D` (either case) back to braces: the URL parser encodes them in the path
-/// and the userinfo.
+/// `%7B` / `%7D` / `%3A` (either case) back to braces and colons: the URL parser encodes
+/// braces in the path and the userinfo, and a colon in the password.
 fn decode_braces(text: &str) -> String {
     text.replace("%7B", "{")
         .replace("%7b", "{")
         .replace("%7D", "}")
         .replace("%7d", "}")
+        .replace("%3A", ":")
+        .replace("%3a", ":")
 }
 
 fn transport_error(error: reqwest::Error) -> FetchError {
