@@ -61,6 +61,15 @@ enum PluginCommand {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Sign a plugin for `[admin] signing_keys`: prints the base64 ed25519 signature of
+    /// its SHA-256 digest (for `upload --signature`); the public key goes to stderr.
+    Sign {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// A file holding the 32-byte ed25519 private key (seed), base64 or hex.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Upload a plugin version to a running gateway (optionally activating it).
     Upload {
         /// The `.wasm` component.
@@ -68,6 +77,9 @@ enum PluginCommand {
         /// Activate it for this channel right away.
         #[arg(long)]
         activate: Option<String>,
+        /// Its signature, from `omnigate plugin sign` (sent as `x-omnigate-signature`).
+        #[arg(long)]
+        signature: Option<String>,
         #[command(flatten)]
         gateway: AdminTarget,
     },
@@ -190,13 +202,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     let wasm = "application/wasm";
+    let mut headers = Vec::new();
     let (gateway, method, path, content_type, body) = match command {
         PluginCommand::Check { file } => return check_plugin(file).await,
+        PluginCommand::Sign { file, key } => return sign_plugin(&file, &key).await,
         PluginCommand::Upload {
             file,
             activate,
+            signature,
             gateway,
         } => {
+            headers.extend(
+                signature.map(|signature| (omnigate::api::admin::SIGNATURE_HEADER, signature)),
+            );
             let bytes = tokio::fs::read(&file)
                 .await
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -235,7 +253,25 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             Vec::new(),
         ),
     };
-    admin_call(&gateway, method, &path, content_type, body).await
+    admin_call(&gateway, method, &path, content_type, &headers, body).await
+}
+
+/// `omnigate plugin sign`: the signature on stdout, the public key on stderr.
+async fn sign_plugin(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let wasm = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let key_text = tokio::fs::read_to_string(key)
+        .await
+        .with_context(|| format!("reading {}", key.display()))?;
+    let key = omnigate::lifecycle::signing::private_key(&key_text)
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", key.display()))?;
+    eprintln!(
+        "public key (for [admin] signing_keys): {}",
+        omnigate::lifecycle::signing::public_key_text(&key)
+    );
+    println!("{}", omnigate::lifecycle::signing::sign_wasm(&wasm, &key));
+    Ok(())
 }
 
 /// One `/admin` call; prints the JSON answer, fails with the gateway's reason on non-2xx.
@@ -244,13 +280,18 @@ async fn admin_call(
     method: reqwest::Method,
     path: &str,
     content_type: &str,
+    headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> anyhow::Result<()> {
     let url = format!("{}{path}", gateway.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method, &url)
         .bearer_auth(&gateway.key)
-        .header("content-type", content_type)
+        .header("content-type", content_type);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request
         .body(body)
         .send()
         .await

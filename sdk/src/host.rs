@@ -76,8 +76,10 @@ pub fn sign(
 }
 
 /// Makes an HTTP request through the host. The URL's host must be on the channel's
-/// allow-list; `{{secret:NAME}}` placeholders in the URL, header values and body are
-/// filled in by the host after that check, and redacted from the response.
+/// allow-list; `{{secret:NAME}}` placeholders in the URL path, header values and body are
+/// filled in by the host after that check (a placeholder in the host, userinfo or query
+/// is refused, and a secret goes only to the origins it is scoped to), and redacted from
+/// the response.
 /// [`Fetch`](crate::Fetch) builds requests more conveniently.
 pub fn fetch(request: &FetchRequest) -> Result<FetchResponse, FetchError> {
     imp::http_fetch(request)

@@ -41,6 +41,8 @@ impl Page {
             allowed_hosts = ["http://{graph_host}"]
             config = {{ api_base = "{graph_url}/v21.0", {account_key} = "{account}" }}
             secrets = {{ app_secret = "{APP_SECRET}", page_access_token = "{PAGE_TOKEN}", verify_token = "{VERIFY_TOKEN}" }}
+            # The fake Graph API is not the plugin's declared host, the token's default scope.
+            secrets_hosts = {{ page_access_token = ["http://{graph_host}"] }}
             {common}"#,
             channel = self.channel,
             plugin = toml_path(&plugin_path(self.plugin)),

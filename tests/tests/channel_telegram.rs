@@ -14,6 +14,16 @@ const SECRET_TOKEN: &str = "s3cr3t-T0ken_for-webhooks";
 const BOT_TOKEN: &str = "7012345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
 fn config(bot_api: &FakeApi, receiver: &Receiver) -> String {
+    // The fake Bot API is not the plugin's declared host, the token's default scope.
+    let scope = format!(
+        "secrets_hosts = {{ bot_token = [\"http://{}\"] }}",
+        bot_api.authority
+    );
+    config_with(bot_api, receiver, &scope)
+}
+
+/// The channel, with `scope` (a `secrets_hosts` line or nothing).
+fn config_with(bot_api: &FakeApi, receiver: &Receiver, scope: &str) -> String {
     format!(
         r#"
         [[channels]]
@@ -22,6 +32,7 @@ fn config(bot_api: &FakeApi, receiver: &Receiver) -> String {
         allowed_hosts = ["http://{host}"]
         config = {{ api_base = "{url}", bot_id = "7012345678" }}
         secrets = {{ bot_token = "{BOT_TOKEN}", secret_token = "{SECRET_TOKEN}" }}
+        {scope}
         {common}"#,
         plugin = toml_path(&plugin_path("telegram")),
         host = bot_api.authority,
@@ -144,6 +155,23 @@ async fn reply_reaches_the_bot_api_with_the_token_in_the_path() {
         sent[0].json(),
         json!({"chat_id": 111222333, "text": "¡Sí!"})
     );
+    gateway.stop().await;
+}
+
+/// Without a `secrets_hosts` entry the token's scope is the plugin's declared host
+/// (`api.telegram.org`): allowed as the fake API is, it gets no token, and nothing is sent.
+#[tokio::test]
+async fn the_token_goes_only_to_the_plugins_declared_host_by_default() {
+    let (gateway, receiver, api) = start_channel(
+        |_| json_answer(200, json!({"ok": true})),
+        |api, receiver| config_with(api, receiver, ""),
+    )
+    .await;
+    let reply_url = conversation_url(&gateway, &receiver).await;
+    let (status, body) = send_reply(&reply_url, "¡Sí!").await;
+    assert!(status >= 400, "{status}: {body}");
+    assert!(!body.contains(BOT_TOKEN), "{body}");
+    assert!(api.requests().is_empty(), "sent: {:?}", api.requests());
     gateway.stop().await;
 }
 

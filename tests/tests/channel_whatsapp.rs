@@ -24,6 +24,8 @@ fn config(graph: &FakeApi, receiver: &Receiver) -> String {
         allowed_hosts = ["http://{graph}"]
         config = {{ api_base = "{graph_url}/v21.0", phone_number_id = "{PNID}" }}
         secrets = {{ app_secret = "{APP_SECRET}", access_token = "{ACCESS_TOKEN}", verify_token = "{VERIFY_TOKEN}" }}
+        # The fake Graph API is not the plugin's declared host, the token's default scope.
+        secrets_hosts = {{ access_token = ["http://{graph}"] }}
         {common}"#,
         plugin = toml_path(&plugin_path("whatsapp")),
         graph = graph.authority,

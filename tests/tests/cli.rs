@@ -242,6 +242,55 @@ async fn plugin_upload_list_activate_rollback_against_a_running_gateway() {
     gateway.stop().await;
 }
 
+/// `plugin sign` prints a signature that `upload --signature` carries to a gateway that
+/// requires one (`[admin] signing_keys`, the key `sign` prints on stderr).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_sign_then_upload_with_the_signature() {
+    let key = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(key.path(), format!("{}\n", "ab".repeat(32))).expect("write key");
+    let hostile = omnigate_tests::guest_path("hostile").display().to_string();
+    let output = Command::new(omnigate_bin())
+        .args(["plugin", "sign", &hostile, "--key"])
+        .arg(key.path())
+        .output()
+        .expect("run sign");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let signature = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let public = stderr
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let config = format!(
+        "[admin]\nkeys = [\"cli-admin-key-0123456\"]\nsigning_keys = [\"{public}\"]\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/r\" }}\nsecrets = {{ signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n",
+        omnigate_tests::toml_path(&plugin_path("webchat"))
+    );
+    let gateway = omnigate_tests::Gateway::start(&config)
+        .await
+        .expect("gateway");
+    let (ok, _, stderr) = plugin_admin(&gateway, &["upload", &hostile, "--activate", "web"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("not signed"), "{stderr}");
+    let (ok, stdout, stderr) = plugin_admin(
+        &gateway,
+        &[
+            "upload",
+            &hostile,
+            "--signature",
+            &signature,
+            "--activate",
+            "web",
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(answer["activated"]["plugin"], "hostile@0.1.0");
+    gateway.stop().await;
+}
+
 #[test]
 fn config_check_accepts_a_good_file_and_names_the_line_of_each_problem() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -856,3 +856,54 @@ async fn activation_can_be_limited_to_the_channels_kind() {
     assert_eq!(status, 201, "{text}");
     gateway.stop().await;
 }
+
+/// `[admin] signing_keys`: an uploaded version serves only when signed by a configured
+/// key; unsigned and wrongly signed uploads are refused with their own codes.
+#[tokio::test]
+async fn activation_can_be_limited_to_signed_plugins() {
+    use omnigate::lifecycle::signing::{private_key, public_key_text, sign_wasm};
+    const ADMIN_KEY: &str = "hardening-admin-key-0123";
+    let signer = private_key(&"11".repeat(32)).expect("signer");
+    let stranger = private_key(&"22".repeat(32)).expect("stranger");
+    // The channel starts on the hostile guest, so the web chat bytes are an upload (the
+    // operator's configured files are not subject to signing).
+    let config = format!(
+        r#"
+        [admin]
+        keys = ["{ADMIN_KEY}"]
+        signing_keys = ["{public}"]
+        [[channels]]
+        id = "web"
+        plugin = {hostile}
+        config = {{ callback_url = "http://127.0.0.1:9/r" }}
+        secrets = {{ signing_secret = "{SITE_SECRET}" }}
+        "#,
+        public = public_key_text(&signer),
+        hostile = toml_path(&omnigate_tests::guest_path("hostile")),
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let webchat = std::fs::read(plugin_path("webchat")).expect("webchat");
+    let upload = |signature: Option<String>| {
+        let mut headers = vec![("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))];
+        headers.extend(signature.map(|sig| ("x-omnigate-signature".to_owned(), sig)));
+        let url = gateway.url("/admin/plugins?activate=web");
+        let body = webchat.clone();
+        async move {
+            omnigate_tests::post(&url, &headers, body)
+                .await
+                .expect("upload")
+        }
+    };
+    let (status, text) = upload(None).await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(api_error(&text).0, "signature_required", "{text}");
+    let (status, text) = upload(Some(sign_wasm(&webchat, &stranger))).await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(api_error(&text).0, "bad_signature", "{text}");
+    let (status, text) = upload(Some(sign_wasm(&webchat, &signer))).await;
+    assert_eq!(status, 201, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(answer["activated"]["channel"], "web", "{text}");
+    assert_eq!(answer["plugin"]["signed"], true, "{text}");
+    gateway.stop().await;
+}

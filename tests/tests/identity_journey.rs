@@ -349,6 +349,8 @@ fn whatsapp_and_web_config(store_url: &str, site: &FakeApi, receiver: &Receiver)
         allowed_hosts = ["http://{site}"]
         config = {{ api_base = "{site_url}/v21.0", phone_number_id = "106540352242922" }}
         secrets = {{ app_secret = "{WA_APP_SECRET}", access_token = "token", verify_token = "verify" }}
+        # The fake Graph API is not the plugin's declared host, the token's default scope.
+        secrets_hosts = {{ access_token = ["http://{site}"] }}
         [[channels]]
         id = "web"
         plugin = {webchat}

@@ -281,6 +281,7 @@ fn record(digest: &str, size: usize) -> PluginRecord {
         size,
         source: "test".into(),
         added_at: jiff::Timestamp::now(),
+        signature: None,
     }
 }
 

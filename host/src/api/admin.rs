@@ -3,7 +3,8 @@
 //! - `GET /admin/plugins`: known versions and which one serves each channel.
 //! - `POST /admin/plugins`: add a version (raw wasm body, or a `multipart/form-data`
 //!   body with the wasm as a file part, field `plugin` preferred); `?activate=<channel>`
-//!   also activates it.
+//!   also activates it. Its ed25519 signature (`omnigate plugin sign`) travels in the
+//!   `x-omnigate-signature` header or the multipart field `signature`.
 //! - `POST /admin/plugins/validate`: compile and check only; nothing is kept.
 //! - `POST /admin/channels/{id}/activate` `{"digest": "…"}`: serve the channel with it.
 //! - `POST /admin/channels/{id}/rollback`: back to the version before.
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::http_error::ApiError;
-use crate::lifecycle::{BindError, LifecycleError};
+use crate::lifecycle::{BindError, LifecycleError, SignatureError};
 use crate::store::StoreError;
 
 /// `GET /admin/plugins`.
@@ -47,10 +48,10 @@ pub async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let wasm = wasm_of(&headers, body).await?;
+    let upload = upload_of(&headers, body).await?;
     let version = app
         .lifecycle
-        .add(wasm, crate::lifecycle::UPLOAD)
+        .add_signed(upload.wasm, crate::lifecycle::UPLOAD, upload.signature)
         .await
         .map_err(refused)?;
     tracing::info!(plugin = %version.name, version = %version.version, digest = %version.digest, "plugin version added");
@@ -75,7 +76,7 @@ pub async fn validate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let wasm = wasm_of(&headers, body).await?;
+    let wasm = upload_of(&headers, body).await?.wasm;
     let plugin = app.lifecycle.validate(wasm).await.map_err(refused)?;
     Ok(Json(json!({
         "valid": true,
@@ -117,16 +118,41 @@ pub async fn rollback(
     Ok(Json(json!({ "activated": active })))
 }
 
-/// The wasm of an upload: the raw body, or from a `multipart/form-data` body the field
-/// `plugin`, else its first file part.
-async fn wasm_of(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, ApiError> {
+/// The header that carries an upload's signature.
+pub const SIGNATURE_HEADER: &str = "x-omnigate-signature";
+
+/// An uploaded version and the signature that came with it.
+struct Upload {
+    wasm: Vec<u8>,
+    signature: Option<String>,
+}
+
+/// The wasm and signature of an upload: the raw body and the `x-omnigate-signature`
+/// header, or from a `multipart/form-data` body the field `plugin` (else its first file
+/// part) and the field `signature` (else the header).
+async fn upload_of(headers: &HeaderMap, body: Bytes) -> Result<Upload, ApiError> {
+    let header = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty());
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     if !content_type.starts_with("multipart/form-data") {
-        return Ok(body.to_vec());
+        return Ok(Upload {
+            wasm: body.to_vec(),
+            signature: header,
+        });
     }
+    let mut upload = multipart_upload(content_type, body).await?;
+    upload.signature = upload.signature.or(header);
+    Ok(upload)
+}
+
+/// The `plugin` (or first file) and `signature` fields of a multipart upload.
+async fn multipart_upload(content_type: &str, body: Bytes) -> Result<Upload, ApiError> {
     let bad = |error: multer::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -137,24 +163,25 @@ async fn wasm_of(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, ApiError> 
     let boundary = multer::parse_boundary(content_type).map_err(bad)?;
     let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut first_file = None;
+    let (mut named, mut first_file, mut signature) = (None, None, None);
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
-        let named = field.name() == Some("plugin");
-        if named || (first_file.is_none() && field.file_name().is_some()) {
-            let bytes = field.bytes().await.map_err(bad)?.to_vec();
-            if named {
-                return Ok(bytes);
-            }
-            first_file = Some(bytes);
+        if field.name() == Some("signature") {
+            let text = field.text().await.map_err(bad)?;
+            signature = Some(text.trim().to_owned()).filter(|text| !text.is_empty());
+        } else if field.name() == Some("plugin") {
+            named = Some(field.bytes().await.map_err(bad)?.to_vec());
+        } else if first_file.is_none() && field.file_name().is_some() {
+            first_file = Some(field.bytes().await.map_err(bad)?.to_vec());
         }
     }
-    first_file.ok_or_else(|| {
+    let wasm = named.or(first_file).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_multipart",
             "the multipart body has no file part: send the wasm as field `plugin`",
         )
-    })
+    })?;
+    Ok(Upload { wasm, signature })
 }
 
 fn refused(error: LifecycleError) -> ApiError {
@@ -171,6 +198,12 @@ fn refused(error: LifecycleError) -> ApiError {
         LifecycleError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
         LifecycleError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
         LifecycleError::KindMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "kind_mismatch"),
+        LifecycleError::Signature(SignatureError::Required { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "signature_required")
+        }
+        LifecycleError::Signature(SignatureError::Bad { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature")
+        }
         LifecycleError::Registry(StoreError::Conflict(_)) => {
             (StatusCode::CONFLICT, "registry_conflict")
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
 use crate::runtime::types::{ChannelKind, PluginInfo};
-use crate::runtime::{CallError, ChannelEnv, ChannelRuntime, Plugin, Runtime};
+use crate::runtime::{AllowedHosts, CallError, ChannelEnv, ChannelRuntime, Plugin, Runtime};
 
 /// Why a plugin version cannot serve a channel.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub fn bind(
             .collect(),
         secrets: channel.secrets.clone(),
         allowed_hosts: channel.allowed_hosts.clone(),
-        secrets_hosts: channel.secrets_hosts.clone(),
+        secrets_hosts: secret_scopes(channel, &plugin.info),
         limits: channel.limits.clone(),
         fetch: runtime.fetch_client(),
     });
@@ -70,6 +70,43 @@ pub fn bind(
         runtime: Arc::new(runtime.bind(plugin, env)),
         meta,
     })
+}
+
+/// Where each of the channel's secrets may be sent: its `secrets_hosts` entry, else the
+/// hosts the plugin declares in `describe()` (`outbound_hosts`), when it declares any.
+///
+/// A secret left out of the map may go to any of the channel's `allowed_hosts`; that is
+/// only the case for a plugin that declares no outbound hosts. Defaulting to the
+/// declared hosts keeps a secret on the plugin's own API even when the operator allows
+/// more hosts (a media CDN, a proxy); an operator who points the plugin at another API
+/// origin (`api_base`) names it in `secrets_hosts`. A declared entry that is not a
+/// valid host pattern is left out, so a plugin with only bad entries can send its
+/// secrets nowhere (failing closed rather than open).
+pub fn secret_scopes(
+    channel: &ChannelConfig,
+    info: &PluginInfo,
+) -> std::collections::BTreeMap<String, AllowedHosts> {
+    let mut scopes = channel.secrets_hosts.clone();
+    if info.outbound_hosts.is_empty() {
+        return scopes;
+    }
+    let declared = declared_hosts(&info.outbound_hosts);
+    for name in channel.secrets.keys() {
+        scopes
+            .entry(name.clone())
+            .or_insert_with(|| declared.clone());
+    }
+    scopes
+}
+
+/// The plugin's declared outbound hosts that parse as host patterns.
+fn declared_hosts(entries: &[String]) -> AllowedHosts {
+    let valid: Vec<String> = entries
+        .iter()
+        .filter(|entry| AllowedHosts::parse(std::slice::from_ref(*entry)).is_ok())
+        .cloned()
+        .collect();
+    AllowedHosts::parse(&valid).unwrap_or_default()
 }
 
 /// Create the bound channel's first instance, so the first request after a swap does not
@@ -145,5 +182,76 @@ pub fn kind_name(kind: ChannelKind) -> &'static str {
         ChannelKind::Slack => "slack",
         ChannelKind::Webchat => "webchat",
         ChannelKind::Other => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::config::Config;
+    use crate::runtime::types::ChannelKind;
+
+    fn info(outbound_hosts: &[&str]) -> PluginInfo {
+        PluginInfo {
+            id: "p".into(),
+            name: "p".into(),
+            version: "1".into(),
+            kind: ChannelKind::Other,
+            capabilities: Vec::new(),
+            config: Vec::new(),
+            secrets: Vec::new(),
+            outbound_hosts: outbound_hosts
+                .iter()
+                .map(|host| (*host).to_owned())
+                .collect(),
+        }
+    }
+
+    fn channel(secrets_hosts: &str) -> ChannelConfig {
+        let text = format!(
+            "[[channels]]\nid = \"c\"\nplugin = \"p\"\n\
+             allowed_hosts = [\"api.example\", \"cdn.example\"]\n\
+             secrets = {{ token = \"t\", other = \"o\" }}\n{secrets_hosts}\n"
+        );
+        let mut config = Config::from_toml(&text).expect("valid config");
+        config.channels.remove(0)
+    }
+
+    fn url(raw: &str) -> url::Url {
+        url::Url::parse(raw).expect("valid url")
+    }
+
+    #[test]
+    fn secrets_default_to_the_declared_outbound_hosts() {
+        let scopes = secret_scopes(&channel(""), &info(&["api.example"]));
+        for name in ["token", "other"] {
+            let scope = &scopes[name];
+            assert!(scope.allows(&url("https://api.example/x")), "{name}");
+            // Allowed for the channel, but not a host the plugin declared.
+            assert!(!scope.allows(&url("https://cdn.example/x")), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_scope_wins_over_the_declared_hosts() {
+        let scopes = secret_scopes(
+            &channel("secrets_hosts = { token = [\"cdn.example\"] }"),
+            &info(&["api.example"]),
+        );
+        assert!(scopes["token"].allows(&url("https://cdn.example/x")));
+        assert!(!scopes["token"].allows(&url("https://api.example/x")));
+        assert!(scopes["other"].allows(&url("https://api.example/x")));
+    }
+
+    #[test]
+    fn no_declared_hosts_leaves_unlisted_secrets_unscoped() {
+        let scopes = secret_scopes(&channel(""), &info(&[]));
+        assert!(scopes.is_empty());
+    }
+
+    #[test]
+    fn bad_declared_hosts_fail_closed() {
+        let scopes = secret_scopes(&channel(""), &info(&["ftp://api.example"]));
+        assert!(!scopes["token"].allows(&url("https://api.example/x")));
     }
 }

@@ -33,6 +33,9 @@ pub struct VersionView {
     /// Whether this instance has it compiled (a version added on another instance is
     /// fetched from the shared registry when first activated here).
     pub loaded: bool,
+    /// Whether a signature came with it (checked at activation against
+    /// `[admin] signing_keys`).
+    pub signed: bool,
 }
 
 /// Which version serves a channel, as listed by the admin API.
@@ -60,6 +63,11 @@ pub(super) struct Version {
     pub added_at: Timestamp,
     /// Whether the shared registry has it (put once, then known).
     pub shared: bool,
+    /// The signature that came with its upload (base64), if any.
+    pub signature: Option<String>,
+    /// Whether activating it is subject to `[admin] signing_keys`: uploads are, the
+    /// operator's configured files are not.
+    pub needs_signature: bool,
 }
 
 impl Version {
@@ -73,6 +81,7 @@ impl Version {
             size: self.wasm.len(),
             source: self.source.clone(),
             added_at: self.added_at,
+            signature: self.signature.clone(),
         }
     }
 }
@@ -150,6 +159,7 @@ pub(super) fn record_view(
         added_at: record.added_at,
         channels,
         loaded,
+        signed: record.signature.is_some(),
     }
 }
 

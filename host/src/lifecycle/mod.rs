@@ -15,6 +15,7 @@
 
 pub mod binding;
 mod catalog;
+pub mod signing;
 pub mod sync;
 pub mod watch;
 
@@ -28,12 +29,13 @@ use tokio::sync::Mutex;
 
 pub use binding::{BindError, Bound, bind, capability_name, kind_name, warm};
 pub use catalog::{ActiveView, VersionView};
+pub use signing::{SignatureError, SigningPolicy};
 
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime};
 use crate::store::StoreError;
-use crate::store::plugins::{Activation, Activations, PluginRegistry};
+use crate::store::plugins::{Activation, Activations, PluginRecord, PluginRegistry};
 use catalog::{Active, Catalog, Version, record_view};
 
 /// The `source` of versions uploaded through the API.
@@ -76,6 +78,9 @@ pub enum LifecycleError {
         /// The kind the version declares.
         wanted: String,
     },
+    /// `[admin] signing_keys`: the version is unsigned, or badly signed.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// The registry's wasm for a digest does not hash to it.
     #[error("the shared registry's wasm for `{expected}` hashes to `{found}`")]
     DigestMismatch {
@@ -98,6 +103,8 @@ pub struct Lifecycle {
     catalog: Mutex<Catalog>,
     /// Refuse activating a version whose declared `kind` differs from the channel's.
     same_kind: bool,
+    /// Which uploaded versions may be activated (`[admin] signing_keys`).
+    signing: SigningPolicy,
 }
 
 impl Lifecycle {
@@ -125,7 +132,16 @@ impl Lifecycle {
             instance: format!("pid{}-{}", std::process::id(), ulid::Ulid::generate()),
             catalog: Mutex::default(),
             same_kind: false,
+            signing: SigningPolicy::default(),
         }
+    }
+
+    /// `[admin] signing_keys`: uploaded versions are activated (here, through the API,
+    /// and on the other instances when they reconcile) only when `policy` accepts their
+    /// signature. Versions from configured files are not checked.
+    pub fn signing(mut self, policy: SigningPolicy) -> Self {
+        self.signing = policy;
+        self
     }
 
     /// `[admin] require_same_kind`: activations through the API must keep the channel's
@@ -144,8 +160,22 @@ impl Lifecycle {
     /// Add a version (compiled and checked; nothing activated) here and to the shared
     /// registry. Adding the same bytes twice is harmless and returns the same digest.
     pub async fn add(&self, bytes: Vec<u8>, source: &str) -> Result<VersionView, LifecycleError> {
+        self.add_signed(bytes, source, None).await
+    }
+
+    /// [`Lifecycle::add`] with the signature that came with the upload. A signature that
+    /// the configured keys do not verify is refused now rather than at activation.
+    pub async fn add_signed(
+        &self,
+        bytes: Vec<u8>,
+        source: &str,
+        signature: Option<String>,
+    ) -> Result<VersionView, LifecycleError> {
         let wasm = Arc::new(bytes);
         let plugin = self.runtime.load_bytes(wasm.as_ref().clone()).await?;
+        if signature.is_some() {
+            self.signing.check(&plugin.digest, signature.as_deref())?;
+        }
         if source == UPLOAD
             && let Some(dir) = &self.upload_dir
         {
@@ -153,7 +183,12 @@ impl Lifecycle {
         }
         let digest = plugin.digest.clone();
         let mut catalog = self.catalog.lock().await;
-        remember(&mut catalog, plugin, wasm, source);
+        let version = remember(&mut catalog, plugin, wasm, source);
+        if version.signature.is_none() {
+            // Bytes uploaded again with a signature: keep it (the shared registry keeps
+            // the record it got first; see docs/security.md).
+            version.signature = signature;
+        }
         self.share(&mut catalog, &digest).await?;
         catalog
             .view(&digest)
@@ -397,9 +432,20 @@ impl Lifecycle {
         digest: &str,
     ) -> Result<Bound, LifecycleError> {
         let plugin = self.ensure(catalog, digest).await?;
+        self.check_signature(catalog, digest)?;
         let bound = bind(&self.runtime, config, plugin)?;
         warm(&bound).await?;
         Ok(bound)
+    }
+
+    /// Refuses a loaded version that `[admin] signing_keys` does not let serve.
+    fn check_signature(&self, catalog: &Catalog, digest: &str) -> Result<(), LifecycleError> {
+        match catalog.versions.get(digest) {
+            Some(version) if version.needs_signature => {
+                Ok(self.signing.check(digest, version.signature.as_deref())?)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Fetch and compile, before the catalog is locked, the versions `activations` names
@@ -423,9 +469,9 @@ impl Lifecycle {
             missing
         };
         for digest in missing {
-            if let Ok((plugin, wasm)) = self.fetch(&digest).await {
+            if let Ok(fetched) = self.fetch(&digest).await {
                 let mut catalog = self.catalog.lock().await;
-                remember(&mut catalog, plugin, wasm, FROM_REGISTRY).shared = true;
+                remember_fetched(&mut catalog, fetched);
             }
         }
     }
@@ -440,14 +486,13 @@ impl Lifecycle {
         if let Some(version) = catalog.versions.get(digest) {
             return Ok(version.plugin.clone());
         }
-        let (plugin, wasm) = self.fetch(digest).await?;
-        remember(catalog, plugin.clone(), wasm, FROM_REGISTRY).shared = true;
-        Ok(plugin)
+        let fetched = self.fetch(digest).await?;
+        Ok(remember_fetched(catalog, fetched).plugin.clone())
     }
 
     /// Version `digest` from the shared registry, compiled (or taken from the compiled
     /// cache) and checked against its digest.
-    async fn fetch(&self, digest: &str) -> Result<(Arc<Plugin>, Arc<Vec<u8>>), LifecycleError> {
+    async fn fetch(&self, digest: &str) -> Result<Fetched, LifecycleError> {
         let wasm = self
             .shared
             .wasm(digest)
@@ -461,7 +506,17 @@ impl Lifecycle {
                 found: plugin.digest.clone(),
             });
         }
-        Ok((plugin, wasm))
+        let record = self
+            .shared
+            .versions()
+            .await?
+            .into_iter()
+            .find(|record| record.digest == digest);
+        Ok(Fetched {
+            plugin,
+            wasm,
+            record,
+        })
     }
 
     /// Put version `digest` (if loaded here) in the shared registry, once.
@@ -502,6 +557,34 @@ impl Lifecycle {
     }
 }
 
+/// A version fetched from the shared registry, with its record (none: the registry has
+/// the wasm but lists no record for it).
+struct Fetched {
+    plugin: Arc<Plugin>,
+    wasm: Arc<Vec<u8>>,
+    record: Option<PluginRecord>,
+}
+
+/// Add a version fetched from the shared registry. It needs a signature unless its record
+/// says it came from a configured file; a version without a record is treated as an
+/// upload (failing closed).
+fn remember_fetched(catalog: &mut Catalog, fetched: Fetched) -> &mut Version {
+    let Fetched {
+        plugin,
+        wasm,
+        record,
+    } = fetched;
+    let needs_signature = record.as_ref().is_none_or(|record| record.source == UPLOAD);
+    let signature = record.and_then(|record| record.signature);
+    let version = remember(catalog, plugin, wasm, FROM_REGISTRY);
+    version.shared = true;
+    if version.source == FROM_REGISTRY {
+        version.needs_signature = needs_signature;
+        version.signature = version.signature.take().or(signature);
+    }
+    version
+}
+
 /// Add a loaded version to the catalog (kept as first seen when already there).
 fn remember<'a>(
     catalog: &'a mut Catalog,
@@ -518,6 +601,10 @@ fn remember<'a>(
             source: source.to_owned(),
             added_at: Timestamp::now(),
             shared: false,
+            signature: None,
+            // Uploads are subject to `[admin] signing_keys`, configured files are not;
+            // `remember_fetched` sets it for versions from the registry from their record.
+            needs_signature: source == UPLOAD || source == FROM_REGISTRY,
         })
 }
 

@@ -273,6 +273,19 @@ pub struct AdminSettings {
     /// Refuse activating a plugin whose declared `kind` differs from the channel's (the
     /// kind of the plugin serving it).
     pub require_same_kind: bool,
+    /// ed25519 public keys (base64 or hex of the 32 bytes) that may sign uploaded
+    /// versions; a signed version is activated only when one of them verifies it.
+    pub signing_keys: Vec<String>,
+    /// Whether an uploaded version without a signature may be activated. Default: true
+    /// with no `signing_keys`, false with some.
+    pub allow_unsigned: Option<bool>,
+}
+
+impl AdminSettings {
+    /// The signing policy these settings describe; `Err` names a key that does not parse.
+    pub fn signing_policy(&self) -> Result<crate::lifecycle::SigningPolicy, String> {
+        crate::lifecycle::SigningPolicy::new(&self.signing_keys, self.allow_unsigned)
+    }
 }
 
 impl Default for AdminSettings {
@@ -281,6 +294,8 @@ impl Default for AdminSettings {
             keys: Vec::new(),
             max_plugin_bytes: 32 << 20,
             require_same_kind: false,
+            signing_keys: Vec::new(),
+            allow_unsigned: None,
         }
     }
 }
@@ -461,6 +476,9 @@ impl Config {
             ("metrics", &self.metrics.keys),
         ] {
             broken.extend(key_problems(section, keys));
+        }
+        if let Err(reason) = self.admin.signing_policy() {
+            broken.push(reason);
         }
         if let Err(error) = self.server.limits() {
             broken.push(match error {

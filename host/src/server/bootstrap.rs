@@ -85,7 +85,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
             upload_dir,
             shared,
         )
-        .require_same_kind(config.admin.require_same_kind),
+        .require_same_kind(config.admin.require_same_kind)
+        .signing(config.admin.signing_policy().map_err(BootError::Config)?),
     );
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();

@@ -39,6 +39,9 @@ pub struct PluginRecord {
     pub source: String,
     /// When it was first added.
     pub added_at: Timestamp,
+    /// The ed25519 signature (base64) that came with the upload, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Which version serves one channel across the fleet.
@@ -246,6 +249,7 @@ mod tests {
             size: 3,
             source: "upload".into(),
             added_at: Timestamp::UNIX_EPOCH,
+            signature: None,
         };
         registry.put_version(&record, b"abc").await.expect("put");
         let again = PluginRecord {

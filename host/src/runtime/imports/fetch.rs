@@ -96,10 +96,18 @@ fn checked_url(env: &ChannelEnv, raw: &str) -> Result<Url, FetchError> {
         )));
     }
     let host = url.host_str().unwrap_or_default();
-    if contains_placeholder(host) || host.contains("%7B%7Bsecret") {
-        return Err(FetchError::Denied(
-            "secret placeholders are not allowed in the host".into(),
-        ));
+    if let Some(part) = placeholder_outside_path(&url) {
+        return Err(FetchError::Denied(format!(
+            "secret placeholders are not allowed in the URL's {part} (only in the path, \
+             headers and body)"
+        )));
+    }
+    if let Some(name) = unscoped_path_secret(env, &url) {
+        return Err(FetchError::Denied(format!(
+            "secret `{name}` may be put in a URL path only when it is scoped to origins \
+             (channel `{}`: give it a `secrets_hosts` entry)",
+            env.channel_id
+        )));
     }
     if !env.allowed_hosts.allows(&url) {
         return Err(FetchError::Denied(format!(
@@ -112,6 +120,61 @@ fn checked_url(env: &ChannelEnv, raw: &str) -> Result<Url, FetchError> {
         .check_target(&url)
         .map_err(|error| FetchError::Denied(error.to_string()))?;
     Ok(url)
+}
+
+/// The part of `url` (parsed with its placeholders still unfilled) other than the path
+/// that holds a placeholder: host, userinfo, query or fragment (one in the port never
+/// gets here: it does not parse as a port number).
+///
+/// Why the path is the one exception: the Telegram Bot API takes the bot token in the
+/// path (`/bot<token>/sendMessage`). A secret in the host or port could move the
+/// request; in the userinfo, query or fragment it is the part most often logged,
+/// proxied or echoed back. The parsed URL is checked rather than the raw text so that
+/// the URL parser's own reading (tabs dropped, `\` as `/`, braces percent-encoded) is
+/// the one that counts.
+fn placeholder_outside_path(url: &Url) -> Option<&'static str> {
+    // Whole, because the `:` of a placeholder splits it into user and password.
+    let userinfo = format!("{}:{}", url.username(), url.password().unwrap_or_default());
+    [
+        ("host", url.host_str().unwrap_or_default()),
+        ("userinfo", userinfo.as_str()),
+        ("query", url.query().unwrap_or_default()),
+        ("fragment", url.fragment().unwrap_or_default()),
+    ]
+    .into_iter()
+    .find(|(_, text)| holds_placeholder(text))
+    .map(|(part, _)| part)
+}
+
+/// The first secret whose placeholder sits in `url`'s path although the secret has no
+/// scope (`secrets_hosts` entry or declared outbound hosts): a secret in a path goes only
+/// to an origin it is scoped to, never merely to any allowed host.
+fn unscoped_path_secret(env: &ChannelEnv, url: &Url) -> Option<String> {
+    let path = decode_braces(url.path());
+    let mut filler = Filler::new(&env.secrets);
+    // An unknown name is reported later, by the filling of the request itself.
+    filler.fill_str(&path).ok()?;
+    filler
+        .filled_names()
+        .iter()
+        .find(|name| !env.secrets_hosts.contains_key(name.as_str()))
+        .cloned()
+}
+
+/// Whether `text` holds a placeholder, as written or with its braces percent-encoded.
+fn holds_placeholder(text: &str) -> bool {
+    contains_placeholder(&decode_braces(text))
+}
+
+/// `%7B` / `%7D` / `%3A` (either case) back to braces and colons: the URL parser encodes
+/// braces in the path and the userinfo, and a colon in the password.
+fn decode_braces(text: &str) -> String {
+    text.replace("%7B", "{")
+        .replace("%7b", "{")
+        .replace("%7D", "}")
+        .replace("%7d", "}")
+        .replace("%3A", ":")
+        .replace("%3a", ":")
 }
 
 fn transport_error(error: reqwest::Error) -> FetchError {
@@ -146,4 +209,75 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::netguard::NetworkPolicy;
+    use crate::runtime::{AllowedHosts, FetchClient};
+    use crate::secret::Secret;
+
+    fn url(raw: &str) -> Url {
+        Url::parse(raw).expect("valid url")
+    }
+
+    /// A channel with secrets `token` (scoped to `https://api.example`) and `loose`
+    /// (no scope).
+    fn env() -> ChannelEnv {
+        let policy = NetworkPolicy::parse(&[]).expect("empty policy");
+        let mut env = ChannelEnv::empty("ch", FetchClient::new(policy).expect("client"));
+        env.secrets = BTreeMap::from([
+            ("token".to_owned(), Secret::new("token-value")),
+            ("loose".to_owned(), Secret::new("loose-value")),
+        ]);
+        env.secrets_hosts = BTreeMap::from([(
+            "token".to_owned(),
+            AllowedHosts::parse(&["https://api.example".to_owned()]).expect("hosts"),
+        )]);
+        env
+    }
+
+    #[test]
+    fn placeholders_are_refused_outside_the_path() {
+        for (raw, part) in [
+            ("https://api.example/x?t={{secret:token}}", "query"),
+            (
+                "https://api.example/x?a=1&b=%7B%7Bsecret:token%7D%7D",
+                "query",
+            ),
+            ("https://api.example/x#{{secret:token}}", "fragment"),
+            ("https://{{secret:token}}@api.example/x", "userinfo"),
+            ("https://u:{{secret:token}}@api.example/x", "userinfo"),
+            // The parser drops tabs: the userinfo is what it reads, not what the text shows.
+            ("https:/\t/{{secret:token}}@api.example/x", "userinfo"),
+        ] {
+            assert_eq!(placeholder_outside_path(&url(raw)), Some(part), "{raw}");
+        }
+        assert!(Url::parse("https://api.example:{{secret:token}}/x").is_err());
+        assert_eq!(
+            placeholder_outside_path(&url("https://api.example/bot{{secret:token}}/send")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_path_placeholder_needs_a_scoped_secret() {
+        let env = env();
+        assert_eq!(
+            unscoped_path_secret(&env, &url("https://api.example/bot{{secret:token}}/x")),
+            None
+        );
+        assert_eq!(
+            unscoped_path_secret(&env, &url("https://api.example/bot{{secret:loose}}/x")),
+            Some("loose".to_owned())
+        );
+        // The same secret in a header or body is not this check's business.
+        assert_eq!(
+            unscoped_path_secret(&env, &url("https://api.example/plain")),
+            None
+        );
+    }
 }
