@@ -537,6 +537,39 @@ async fn timeline_cap(store: &dyn ContextStore) {
     assert_eq!(from_four.entries, page.entries);
 }
 
+/// Contacts without a message since a time are listed for `[store] contact_retention`;
+/// a contact merged into another is not (it goes with its survivor); an erased one is not.
+async fn idle_contacts(store: &dyn ContextStore) {
+    let web = channel("web");
+    let a = ok(store, message(&web, "ia", "ia1", now())).await;
+    let b = ok(store, message(&web, "ib", "ib1", now())).await;
+    let soon = Timestamp::now()
+        .checked_add(SignedDuration::from_secs(1))
+        .expect("time");
+    let earlier = now()
+        .checked_sub(SignedDuration::from_hours(1))
+        .expect("time");
+    let listed = |ids: Vec<String>, id: &str| ids.iter().any(|listed| listed == id);
+    let idle = store.idle_contacts(soon, 100_000).await.expect("ok");
+    assert!(listed(idle.clone(), &a.contact.id) && listed(idle, &b.contact.id));
+    let idle = store.idle_contacts(earlier, 100_000).await.expect("ok");
+    assert!(!listed(idle, &a.contact.id), "active since");
+    store
+        .merge(&a.contact.id, &b.contact.id, "test merge", now())
+        .await
+        .expect("merged");
+    let idle = store.idle_contacts(soon, 100_000).await.expect("ok");
+    assert!(listed(idle.clone(), &a.contact.id), "the survivor");
+    assert!(!listed(idle, &b.contact.id), "merged away");
+    store
+        .erase(&a.contact.id)
+        .await
+        .expect("ok")
+        .expect("erased");
+    let idle = store.idle_contacts(soon, 100_000).await.expect("ok");
+    assert!(!listed(idle.clone(), &a.contact.id) && !listed(idle, &b.contact.id));
+}
+
 async fn history_cap(store: &dyn ContextStore) {
     let web = channel("web");
     let at = now();
@@ -1309,6 +1342,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     shared_verified_handle(&*store).await;
     owed_records(&*store).await;
     timeline_cap(&*store).await;
+    idle_contacts(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

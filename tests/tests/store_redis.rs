@@ -358,3 +358,44 @@ async fn gateway_on_rediss_with_a_password_and_a_private_ca() {
     assert!(streams.contains("omnigate:outbox:{outbox-"), "{streams}");
     gateway.stop().await;
 }
+
+/// `[store] contact_retention`: a contact with no message for that long is erased by the
+/// sweeper, with `contact.erased` (ids only), and is gone from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_contacts_are_erased_after_the_contact_retention() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (site, receiver) = site_and_receiver().await;
+    let config = config(&redis.url(), &site, &receiver).replace(
+        "[store]\n",
+        "[store]\n        sweep_interval = \"100ms\"\n        contact_retention = \"1s\"\n",
+    );
+    let gateway = Gateway::start(&config).await.expect("gateway");
+    let body = json!({"type": "message", "id": "r1", "visitor": {"id": "v-ret", "name": "Ana"}, "text": "hola"});
+    assert_eq!(send(&gateway, body.to_string().as_bytes()).await, 200);
+    wait_until("message.received", || {
+        !receiver.of_type("message.received").is_empty()
+    })
+    .await;
+    let contact = receiver.of_type("message.received")[0]["contact"]["id"]
+        .as_str()
+        .expect("contact id")
+        .to_owned();
+    wait_until("contact.erased", || {
+        !receiver.of_type("contact.erased").is_empty()
+    })
+    .await;
+    let erased = &receiver.of_type("contact.erased")[0];
+    assert_eq!(erased["contact"]["id"], contact.as_str());
+    assert!(
+        erased["contact"]["name"].is_null(),
+        "no personal data: {erased}"
+    );
+    let (status, _) = omnigate_tests::get(
+        &gateway.url(&format!("/v1/contacts/{contact}")),
+        &omnigate_tests::api_auth(),
+    )
+    .await
+    .expect("get");
+    assert_eq!(status, 404, "erased");
+    gateway.stop().await;
+}

@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 
 use super::lookup;
 use crate::app::App;
-use crate::event::{
-    Attribution, ChannelRef, ConversationSnapshot, ConversationStatus, Event, EventType,
-};
+use crate::event::{Event, EventType};
 use crate::http_error::ApiError;
+use crate::pipeline::owed;
 use crate::store::{ContactDetails, Conversation, StoreError};
 
 /// How long a contact operation waits for room in the delivery queue for its event.
@@ -130,24 +129,7 @@ pub async fn erase(
         .map_err(lookup::unavailable)?
         .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))?;
     // The event names what to erase and carries no personal data.
-    let gone = ContactDetails {
-        contact: crate::store::Contact {
-            id: id.clone(),
-            name: None,
-            handles: Vec::new(),
-            created_at: Timestamp::now(),
-        },
-        merged_into: None,
-        merges: Vec::new(),
-        conversations: erased.conversations.clone(),
-        latest_conversation: None,
-        probable_links: Vec::new(),
-    };
-    let mut conversation = erased.latest.clone();
-    if let Some(conversation) = &mut conversation {
-        conversation.attribution = Attribution::default();
-    }
-    let event = contact_event(&app, EventType::ContactErased, &gone, conversation.as_ref());
+    let event = owed::erased_event(&erased, &|channel: &str| kind_of(&app, channel));
     tracing::info!(contact = %id, absorbed = ?erased.absorbed, conversations = erased.conversations.len(), "contact erased");
     publish(reservation, event).await;
     Ok(Json(json!({
@@ -186,48 +168,23 @@ fn store_error(error: StoreError) -> ApiError {
     }
 }
 
-/// A `contact.*` event about `contact`, on its latest conversation (a contact without one
-/// gets an empty conversation id).
+/// A `contact.*` event about `contact`, on its latest conversation.
 fn contact_event(
     app: &App,
     kind: EventType,
     contact: &ContactDetails,
     conversation: Option<&Conversation>,
 ) -> Event {
-    let now = Timestamp::now();
-    let snapshot = conversation.map_or_else(
-        || ConversationSnapshot {
-            id: String::new(),
-            status: ConversationStatus::Closed,
-            started_at: now,
-            last_activity_at: now,
-            channels_used: Vec::new(),
-            current_channel: String::new(),
-            previous_channel: None,
-            messages: 0,
-            reply_window_until: None,
-            attribution: Attribution::default(),
-        },
-        Conversation::snapshot,
-    );
-    let channel_id = snapshot.current_channel.clone();
-    let kind_name = app
-        .channel_meta(&channel_id)
+    owed::contact_event(kind, contact.contact.snapshot(), conversation, &|channel| {
+        kind_of(app, channel)
+    })
+}
+
+/// The kind of channel `id` (empty when it is gone).
+fn kind_of(app: &App, id: &str) -> String {
+    app.channel_meta(id)
         .map(|meta| meta.kind)
-        .unwrap_or_default();
-    Event::about(
-        crate::ids::event(),
-        kind,
-        ChannelRef {
-            id: channel_id,
-            kind: kind_name,
-            account: None,
-        },
-        now,
-        now,
-        contact.contact.snapshot(),
-        snapshot,
-    )
+        .unwrap_or_default()
 }
 
 /// Publish an API action's event. The action is already recorded, so an outbox failure

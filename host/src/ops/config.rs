@@ -166,6 +166,10 @@ pub struct StoreSettings {
     /// them as long as their conversation.
     #[serde(with = "humantime_serde")]
     pub message_retention: Option<Duration>,
+    /// Contacts with no message in either direction for this long are erased (with
+    /// `contact.erased`, as `DELETE /v1/contacts/{id}` does); unset keeps them.
+    #[serde(with = "humantime_serde")]
+    pub contact_retention: Option<Duration>,
     /// PEM file of the CA certificates that `rediss://` servers (store, plugin registry,
     /// delivery outbox) must chain to, instead of the public webpki roots: for a
     /// self-hosted Redis with a private CA.
@@ -178,6 +182,7 @@ impl Default for StoreSettings {
             url: "memory://".into(),
             sweep_interval: Duration::from_secs(30),
             message_retention: None,
+            contact_retention: None,
             tls_ca_file: None,
         }
     }

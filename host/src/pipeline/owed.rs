@@ -9,8 +9,11 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ChannelRef, Event, EventType, Message, ReactionInfo, Referral, StatusInfo};
-use crate::store::{Ingested, Merge};
+use crate::event::{
+    Attribution, ChannelRef, ContactSnapshot, ConversationSnapshot, ConversationStatus, Event,
+    EventType, Message, ReactionInfo, Referral, StatusInfo,
+};
+use crate::store::{Conversation, Erased, Ingested, Merge};
 
 /// The payload of an owed record, as written (borrowing what it describes).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -202,6 +205,66 @@ pub fn closed_event(
         at,
         ingested.contact.snapshot(),
         ingested.conversation.snapshot(),
+    )
+}
+
+/// A `contact.*` event about `contact`, on its latest `conversation` (a contact without
+/// one gets an empty conversation id); `kind_of` names a channel's kind.
+pub fn contact_event(
+    kind: EventType,
+    contact: ContactSnapshot,
+    conversation: Option<&Conversation>,
+    kind_of: &dyn Fn(&str) -> String,
+) -> Event {
+    let now = Timestamp::now();
+    let snapshot = conversation.map_or_else(
+        || ConversationSnapshot {
+            id: String::new(),
+            status: ConversationStatus::Closed,
+            started_at: now,
+            last_activity_at: now,
+            channels_used: Vec::new(),
+            current_channel: String::new(),
+            previous_channel: None,
+            messages: 0,
+            reply_window_until: None,
+            attribution: Attribution::default(),
+        },
+        Conversation::snapshot,
+    );
+    let channel = ChannelRef {
+        kind: kind_of(&snapshot.current_channel),
+        id: snapshot.current_channel.clone(),
+        account: None,
+    };
+    Event::about(
+        crate::ids::event(),
+        kind,
+        channel,
+        now,
+        now,
+        contact,
+        snapshot,
+    )
+}
+
+/// `contact.erased`: what to erase downstream, with no personal data (the contact's id,
+/// its latest conversation without attribution).
+pub fn erased_event(erased: &Erased, kind_of: &dyn Fn(&str) -> String) -> Event {
+    let mut conversation = erased.latest.clone();
+    if let Some(conversation) = &mut conversation {
+        conversation.attribution = Attribution::default();
+    }
+    let contact = ContactSnapshot {
+        id: erased.contact_id.clone(),
+        name: None,
+        handles: Vec::new(),
+    };
+    contact_event(
+        EventType::ContactErased,
+        contact,
+        conversation.as_ref(),
+        kind_of,
     )
 }
 

@@ -22,8 +22,14 @@ const BATCH: usize = 100;
 /// How long a sweep waits for delivery room before trying again next interval.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// Sweep every `interval` while the pipeline lives.
-pub fn spawn(pipeline: Weak<Pipeline>, channels: Channels, interval: Duration) {
+/// Sweep every `interval` while the pipeline lives; erase contacts idle for
+/// `contact_retention`, when set.
+pub fn spawn(
+    pipeline: Weak<Pipeline>,
+    channels: Channels,
+    interval: Duration,
+    contact_retention: Option<Duration>,
+) {
     let interval = interval.max(Duration::from_millis(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -34,6 +40,9 @@ pub fn spawn(pipeline: Weak<Pipeline>, channels: Channels, interval: Duration) {
                 return;
             };
             sweep(&pipeline, &channels).await;
+            if let Some(retention) = contact_retention {
+                expire_contacts(&pipeline, &channels, retention).await;
+            }
         }
     });
 }
@@ -125,6 +134,51 @@ pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
         }
         if count < BATCH {
             return;
+        }
+    }
+}
+
+/// Erase up to a batch of contacts idle for `retention`, publishing `contact.erased` for
+/// each (ids only, like the API's erasure).
+pub async fn expire_contacts(pipeline: &Pipeline, channels: &Channels, retention: Duration) {
+    let kind_of = |channel: &str| {
+        channels
+            .load()
+            .get(channel)
+            .map(|meta| meta.kind.clone())
+            .unwrap_or_default()
+    };
+    let before = jiff::SignedDuration::try_from(retention)
+        .ok()
+        .and_then(|retention| Timestamp::now().checked_sub(retention).ok());
+    let Some(before) = before else {
+        return;
+    };
+    let idle = match pipeline.store().idle_contacts(before, BATCH).await {
+        Ok(idle) => idle,
+        Err(error) => {
+            tracing::warn!(%error, "contact retention: idle contacts not listed; retrying next interval");
+            return;
+        }
+    };
+    for contact_id in idle {
+        let Ok(reservation) = pipeline.delivery.reserve(1, QUEUE_WAIT).await else {
+            tracing::debug!("contact retention postponed: delivery has no room");
+            return;
+        };
+        match pipeline.store().erase(&contact_id).await {
+            Ok(Some(erased)) => {
+                tracing::info!(contact = %contact_id, conversations = erased.conversations.len(), "contact erased: idle longer than [store] contact_retention");
+                let event = owed::erased_event(&erased, &kind_of);
+                if let Err(error) = reservation.publish(vec![Arc::new(event)]).await {
+                    tracing::warn!(%error, contact = %contact_id, "contact.erased not published");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, contact = %contact_id, "contact retention: erasure failed; retrying next interval");
+                return;
+            }
         }
     }
 }

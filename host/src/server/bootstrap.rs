@@ -156,6 +156,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         Arc::downgrade(&app.pipeline),
         app.channels.clone(),
         config.store.sweep_interval,
+        config.store.contact_retention,
     );
     Ok(app)
 }

@@ -176,6 +176,15 @@ impl ContextStore for Measured {
             .await
     }
 
+    async fn idle_contacts(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed("idle_contacts", self.inner.idle_contacts(before, limit))
+            .await
+    }
+
     async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
         self.timed("settle", self.inner.settle(owed)).await
     }

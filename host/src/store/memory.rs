@@ -411,6 +411,22 @@ impl ContextStore for MemoryStore {
         Ok(stale)
     }
 
+    async fn idle_contacts(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .contacts
+            .values()
+            .filter(|contact| !state.merged_into.contains_key(&contact.id))
+            .filter(|contact| state.last_activity(contact) < before)
+            .map(|contact| contact.id.clone())
+            .take(limit)
+            .collect())
+    }
+
     async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         for key in owed {
@@ -457,6 +473,18 @@ impl ContextStore for MemoryStore {
 }
 
 impl State {
+    /// The contact's latest activity: its creation, or the latest message of any of its
+    /// conversations (by event time or by when it was received).
+    fn last_activity(&self, contact: &Contact) -> Timestamp {
+        self.owned
+            .get(&contact.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.conversations.get(id))
+            .map(|thread| thread.conversation.last_activity_at.max(thread.touched))
+            .fold(contact.created_at, Timestamp::max)
+    }
+
     /// Keep `owed` until it is settled.
     fn owe(&mut self, owed: Owed) {
         self.owed

@@ -178,6 +178,15 @@ pub trait ContextStore: Send + Sync + 'static {
     /// died (or failed) before it settled them.
     async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError>;
 
+    /// Up to `limit` contacts with no message in either direction since `before` (nor
+    /// created since), not merged into another contact: what `[store] contact_retention`
+    /// erases.
+    async fn idle_contacts(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The events of these owed records (`(contact id, key)`) are in the outbox: drop
     /// the records. Settling one that is gone is not an error.
     async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError>;

@@ -117,3 +117,9 @@ pub fn shard_of(contact_id: &str) -> u32 {
 pub fn timeline(contact_id: &str, conversation_id: &str) -> String {
     format!("{}tl:{conversation_id}", contact_prefix(contact_id))
 }
+
+/// Contact activity shard `n`: sorted set of contact ids, score = latest message either way
+/// (ms, `ZADD GT`), for `[store] contact_retention` (same shards as [`open_shard`]).
+pub fn activity_shard(n: u32) -> String {
+    format!("{ROOT}act:{{{n}}}")
+}

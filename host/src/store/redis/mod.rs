@@ -444,13 +444,15 @@ impl RedisStore {
             }),
         )
         .await?;
-        self.query::<()>(
-            redis::cmd("ZREM")
-                .arg(keys::open_shard(keys::shard_of(contact_id)))
-                .arg(contact_id)
-                .clone(),
-        )
-        .await?;
+        for index in [keys::open_shard, keys::activity_shard] {
+            self.query::<()>(
+                redis::cmd("ZREM")
+                    .arg(index(keys::shard_of(contact_id)))
+                    .arg(contact_id)
+                    .clone(),
+            )
+            .await?;
+        }
         // All in one slot: one DEL.
         let mut del = redis::cmd("DEL");
         del.arg(keys::contact(contact_id))
@@ -471,16 +473,26 @@ impl RedisStore {
     /// Point the relay at the contact's owed records: `ZADD GT`, so the score is the
     /// latest owed write and the relay's compare-and-remove (`unindex.lua`) never drops a
     /// hint a newer record needs.
+    ///
+    /// Sent with it, in the same round trip: the contact's activity (`og:act:{shard}`,
+    /// also `ZADD GT`), which `[store] contact_retention` reads.
     async fn hint_owed(&self, contact_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.query(
-            redis::cmd("ZADD")
-                .arg(keys::owed_shard(keys::shard_of(contact_id)))
-                .arg("GT")
-                .arg(now_ms)
-                .arg(contact_id)
-                .clone(),
+        let shard = keys::shard_of(contact_id);
+        let zadd = |key: String| {
+            self.query::<()>(
+                redis::cmd("ZADD")
+                    .arg(key)
+                    .arg("GT")
+                    .arg(now_ms)
+                    .arg(contact_id)
+                    .clone(),
+            )
+        };
+        futures::try_join!(
+            zadd(keys::owed_shard(shard)),
+            zadd(keys::activity_shard(shard))
         )
-        .await
+        .map(drop)
     }
 
     /// The owed records of one contact, with the hint `cutoff_ms` they were found under:
@@ -1292,6 +1304,46 @@ impl ContextStore for RedisStore {
         stale.sort_by_key(|owed| owed.at);
         stale.truncate(limit);
         Ok(stale)
+    }
+
+    async fn idle_contacts(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut idle = Vec::new();
+        for shard in 0..keys::OPEN_SHARDS {
+            if idle.len() >= limit {
+                break;
+            }
+            let contacts: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(keys::activity_shard(shard))
+                        .arg("-inf")
+                        .arg(before.as_millisecond())
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit - idle.len())
+                        .clone(),
+                )
+                .await?;
+            for contact_id in contacts {
+                if self.merged_into(&contact_id).await?.is_some() {
+                    // Erased with its survivor; its own activity no longer counts.
+                    self.query::<()>(
+                        redis::cmd("ZREM")
+                            .arg(keys::activity_shard(shard))
+                            .arg(&contact_id)
+                            .clone(),
+                    )
+                    .await?;
+                    continue;
+                }
+                idle.push(contact_id);
+            }
+        }
+        Ok(idle)
     }
 
     async fn settle(&self, owed: &[(String, String)]) -> Result<(), StoreError> {
