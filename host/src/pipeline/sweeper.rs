@@ -50,13 +50,7 @@ pub fn spawn(
 /// Publish what committed changes still owe (the relay), then close what is idle now, in
 /// batches, publishing one event per closed conversation.
 pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
-    let kind_of = |channel: &str| {
-        channels
-            .load()
-            .get(channel)
-            .map(|meta| meta.kind.clone())
-            .unwrap_or_default()
-    };
+    let kind_of = |channel: &str| kind_of(channels, channel);
     match pipeline.relay(&kind_of).await {
         Ok(0) => {}
         Ok(count) => tracing::warn!(
@@ -141,13 +135,7 @@ pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
 /// Erase up to a batch of contacts idle for `retention`, publishing `contact.erased` for
 /// each (ids only, like the API's erasure).
 pub async fn expire_contacts(pipeline: &Pipeline, channels: &Channels, retention: Duration) {
-    let kind_of = |channel: &str| {
-        channels
-            .load()
-            .get(channel)
-            .map(|meta| meta.kind.clone())
-            .unwrap_or_default()
-    };
+    let kind_of = |channel: &str| kind_of(channels, channel);
     let before = jiff::SignedDuration::try_from(retention)
         .ok()
         .and_then(|retention| Timestamp::now().checked_sub(retention).ok());
@@ -181,4 +169,13 @@ pub async fn expire_contacts(pipeline: &Pipeline, channels: &Channels, retention
             }
         }
     }
+}
+
+/// The kind of channel `id` (empty when it is gone).
+fn kind_of(channels: &Channels, id: &str) -> String {
+    channels
+        .load()
+        .get(id)
+        .map(|meta| meta.kind.clone())
+        .unwrap_or_default()
 }
