@@ -13,10 +13,28 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The cargo that runs us.
+/// The cargo that runs us, without the variables `cargo run` set for xtask itself.
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
+    // Build scripts that watch them (ring watches CARGO_MANIFEST_DIR) would otherwise see
+    // other values than in the test harness's own `cargo build` (which drops them too),
+    // and the first end-to-end test of each run would rebuild ring and all above it.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if set_by_cargo_run {
+            command.env_remove(name.as_ref());
+        }
+    }
     command
 }
 
