@@ -476,7 +476,7 @@ impl RedisStore {
     ///
     /// Sent with it, in the same round trip: the contact's activity (`og:act:{shard}`,
     /// also `ZADD GT`), which `[store] contact_retention` reads.
-    async fn hint_owed(&self, contact_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    async fn hint_change(&self, contact_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let shard = keys::shard_of(contact_id);
         let zadd = |key: String| {
             self.query::<()>(
@@ -507,20 +507,49 @@ impl RedisStore {
             .query(redis::cmd("HGETALL").arg(keys::owed(contact_id)).clone())
             .await?;
         if fields.is_empty() {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .unindex_script
-                .key(keys::owed_shard(shard))
-                .arg(contact_id)
-                .arg(cutoff_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|error| self.unavailable(error))?;
+            self.unindex(&keys::owed_shard(shard), contact_id, cutoff_ms)
+                .await?;
         }
         fields
             .into_iter()
             .map(|(key, record)| parse_owed(contact_id, key, &record))
             .collect()
+    }
+
+    /// Up to `limit` members of the index sorted set `key` whose score (ms) is at most
+    /// `cutoff_ms`, oldest first.
+    async fn members_until(
+        &self,
+        key: &str,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.query(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(cutoff_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .clone(),
+        )
+        .await
+    }
+
+    /// Remove `contact_id` from the index sorted set `key` unless a write moved its score
+    /// past `cutoff_ms` meanwhile (`unindex.lua`).
+    async fn unindex(&self, key: &str, contact_id: &str, cutoff_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .unindex_script
+            .key(key)
+            .arg(contact_id)
+            .arg(cutoff_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(())
     }
 
     /// Note activity in the open-conversation index (after a sweep found the conversation
@@ -548,18 +577,7 @@ impl RedisStore {
     ) -> Result<Vec<Closed>, StoreError> {
         let key = keys::open_shard(shard);
         let cutoff_ms = now.as_millisecond() - millis(inactivity);
-        let candidates: Vec<String> = self
-            .query(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(cutoff_ms)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .clone(),
-            )
-            .await?;
+        let candidates = self.members_until(&key, cutoff_ms, limit).await?;
         let mut closed = Vec::new();
         for contact_id in candidates {
             let mut conn = self.conn.clone();
@@ -577,7 +595,7 @@ impl RedisStore {
             // Sent together: a close that commits must be findable by the relay.
             let (reply, hinted) = futures::join!(
                 invocation.invoke_async::<Vec<String>>(&mut conn),
-                self.hint_owed(&contact_id, committed.as_millisecond()),
+                self.hint_change(&contact_id, committed.as_millisecond()),
             );
             let reply = reply.map_err(|error| self.unavailable(error))?;
             if let Err(error) = hinted {
@@ -611,15 +629,7 @@ impl RedisStore {
                 }
                 _ => {}
             }
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .unindex_script
-                .key(&key)
-                .arg(&contact_id)
-                .arg(cutoff_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|error| self.unavailable(error))?;
+            self.unindex(&key, &contact_id, cutoff_ms).await?;
         }
         Ok(closed)
     }
@@ -826,7 +836,7 @@ impl ContextStore for RedisStore {
                         .await
                         .map(drop)
                 },
-                self.hint_owed(&contact_id, now_ms),
+                self.hint_change(&contact_id, now_ms),
             )
         });
         let reply = reply?;
@@ -894,7 +904,7 @@ impl ContextStore for RedisStore {
         let (reply, marked, hinted) = futures::join!(
             self.conn_eval(invocation),
             self.mark_active(&contact_id, now),
-            self.hint_owed(&contact_id, now.as_millisecond()),
+            self.hint_change(&contact_id, now.as_millisecond()),
         );
         if let Err(error) = marked {
             tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
@@ -1284,17 +1294,8 @@ impl ContextStore for RedisStore {
             if stale.len() >= limit {
                 break;
             }
-            let contacts: Vec<String> = self
-                .query(
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(keys::owed_shard(shard))
-                        .arg("-inf")
-                        .arg(cutoff_ms)
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit - stale.len())
-                        .clone(),
-                )
+            let contacts = self
+                .members_until(&keys::owed_shard(shard), cutoff_ms, limit - stale.len())
                 .await?;
             for contact_id in contacts {
                 let owed = self.owed_of(shard, &contact_id, cutoff_ms).await?;
@@ -1316,16 +1317,11 @@ impl ContextStore for RedisStore {
             if idle.len() >= limit {
                 break;
             }
-            let contacts: Vec<String> = self
-                .query(
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(keys::activity_shard(shard))
-                        .arg("-inf")
-                        .arg(before.as_millisecond())
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit - idle.len())
-                        .clone(),
+            let contacts = self
+                .members_until(
+                    &keys::activity_shard(shard),
+                    before.as_millisecond(),
+                    limit - idle.len(),
                 )
                 .await?;
             for contact_id in contacts {
