@@ -1,5 +1,5 @@
-//! Delivery of normalized events to downstream tools (contract: ARCHITECTURE.md,
-//! "Delivery to downstream tools"; design: docs/delivery.md).
+//! Delivery of normalized events to downstream tools (design and contract:
+//! docs/delivery.md).
 //!
 //! Each event goes to every HTTP subscription whose filter matches, as a CloudEvents 1.0
 //! structured JSON body signed with Standard Webhooks headers. Delivery is at-least-once

@@ -3,7 +3,7 @@
 //! Instances are reused: one serves up to `limits.instance_reuse` calls of the *same
 //! channel* (never another channel's: their config and secrets differ), then is replaced.
 //! Any trap, limit hit or timeout discards the instance. Why: a fresh instance costs
-//! ~7 µs of instantiation plus ~3 µs of argument copying per call (WASMTIME-FACTS.md);
+//! ~7 µs of instantiation plus ~3 µs of argument copying per call (docs/runtime.md);
 //! reuse removes both, and state shared between calls of one channel is that channel's
 //! own. An idle pool per channel bounds memory.
 

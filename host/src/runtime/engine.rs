@@ -29,7 +29,7 @@ impl Default for EngineSettings {
 }
 
 /// Build the engine: component model, epoch interruption and the pooling allocator tuned
-/// as measured in WASMTIME-FACTS.md (with default pooling, two threads are slower than one
+/// as measured with wasmtime 48 (with default pooling, two threads are slower than one
 /// because of madvise + TLB shootdowns; pagemap_scan + keep-resident removes both).
 pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
