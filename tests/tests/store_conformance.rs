@@ -349,7 +349,7 @@ async fn owed_records(store: &dyn ContextStore) {
     let first = ok(store, message(&web, "o", "o1", at)).await;
     let sender = message(&web, "o", "o1", at).person;
     let owed = store
-        .owed_inbound(&sender, &web, "o1")
+        .owed_inbound(&sender.user, &web, "o1")
         .await
         .expect("ok")
         .expect("kept with the ingest");
@@ -366,7 +366,7 @@ async fn owed_records(store: &dyn ContextStore) {
     assert!(again.is_none(), "a duplicate");
     assert!(
         store
-            .owed_inbound(&sender, &web, "o1")
+            .owed_inbound(&sender.user, &web, "o1")
             .await
             .expect("ok")
             .is_some()
@@ -426,7 +426,7 @@ async fn owed_records(store: &dyn ContextStore) {
     store.settle(&settled[..2]).await.expect("settled again");
     assert!(
         store
-            .owed_inbound(&sender, &web, "o1")
+            .owed_inbound(&sender.user, &web, "o1")
             .await
             .expect("ok")
             .is_none()
@@ -1407,7 +1407,7 @@ async fn redis_password_in_url() {
 async fn owed_contact(store: &RedisStore, channel: &str, user: &str, id: &str) -> String {
     let sender = message(channel, user, id, now()).person;
     store
-        .owed_inbound(&sender, channel, id)
+        .owed_inbound(&sender.user, channel, id)
         .await
         .expect("ok")
         .expect("owed")
@@ -1457,7 +1457,7 @@ async fn redis_round_trips_per_inbound_event() {
     let sender = message(&web, "v", "m2", at).person;
     assert!(
         store
-            .owed_inbound(&sender, &web, "m2")
+            .owed_inbound(&sender.user, &web, "m2")
             .await
             .expect("ok")
             .is_none(),

@@ -218,8 +218,7 @@ impl Pipeline {
             .wants_raw()
             .then(|| enrich::raw_payload(event.raw.as_deref(), body));
         let ingest_message = event.history_entry(&channel.id);
-        let person = event.person.clone();
-        let inbound = inbound_debt(
+        let (inbound, person) = inbound_debt(
             channel,
             event,
             received_at,
@@ -245,7 +244,8 @@ impl Pipeline {
             conversation = tracing::field::Empty,
             contact = tracing::field::Empty,
         );
-        let person = ingest.person.clone();
+        // The sender's handle, for a duplicate's owed-record lookup (the ingest takes the rest).
+        let user = ingest.person.user.clone();
         let started = Instant::now();
         let ingested = self
             .store
@@ -256,7 +256,7 @@ impl Pipeline {
         record_ingest(&store_span, &ingested);
         let Some(ingested) = ingested? else {
             return self
-                .republish_duplicate(channel, &person, &inbound, reservation)
+                .republish_duplicate(channel, &user, &inbound, reservation)
                 .await;
         };
         crate::fault::point("after_commit");
@@ -290,14 +290,14 @@ impl Pipeline {
     async fn republish_duplicate(
         &self,
         channel: &ChannelMeta,
-        person: &crate::store::Person,
+        user: &crate::event::Handle,
         inbound: &owed::Inbound,
         reservation: crate::delivery::Reservation,
     ) -> Result<bool, PipelineError> {
         let owed = loop {
             let owed = self
                 .store
-                .owed_inbound(person, &channel.id, &inbound.external_id)
+                .owed_inbound(user, &channel.id, &inbound.external_id)
                 .await?;
             let Some(owed) = owed else {
                 tracing::debug!(channel = %channel.id, external_id = %inbound.external_id, "duplicate event dropped");
@@ -569,15 +569,15 @@ const OWED_POLL: Duration = Duration::from_millis(50);
 const RELAY_BATCH: usize = 100;
 
 /// The debt of a normalized inbound event: the event, moved, with the ids of the events
-/// it may cause decided now.
+/// it may cause decided now; and the sender, which the store keeps rather than the debt.
 fn inbound_debt(
     channel: &ChannelMeta,
     event: Normalized,
     received_at: Timestamp,
     raw: Option<serde_json::Value>,
     link_merge: Option<crate::store::Merge>,
-) -> owed::Inbound {
-    owed::Inbound {
+) -> (owed::Inbound, crate::store::Person) {
+    let inbound = owed::Inbound {
         event_id: event.event_id,
         caused_ids: std::array::from_fn(|_| crate::ids::event()),
         kind: event.kind,
@@ -596,7 +596,8 @@ fn inbound_debt(
         referral: event.referral,
         raw,
         link_merge,
-    }
+    };
+    (inbound, event.person)
 }
 
 /// Records what the store answered on its span.

@@ -15,7 +15,7 @@ use super::model::{
     Outbound, Owed, Person, TimelinePage,
 };
 use super::{ContextStore, StoreError};
-use crate::event::HistoryEntry;
+use crate::event::{Handle, HistoryEntry};
 
 /// A store whose operations are measured.
 pub struct Measured {
@@ -160,13 +160,13 @@ impl ContextStore for Measured {
 
     async fn owed_inbound(
         &self,
-        person: &Person,
+        user: &Handle,
         channel: &str,
         external_id: &str,
     ) -> Result<Option<Owed>, StoreError> {
         self.timed(
             "owed_inbound",
-            self.inner.owed_inbound(person, channel, external_id),
+            self.inner.owed_inbound(user, channel, external_id),
         )
         .await
     }

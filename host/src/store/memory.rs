@@ -383,15 +383,12 @@ impl ContextStore for MemoryStore {
 
     async fn owed_inbound(
         &self,
-        person: &Person,
+        user: &Handle,
         channel: &str,
         external_id: &str,
     ) -> Result<Option<Owed>, StoreError> {
         let state = self.state.lock();
-        let Some(contact_id) = state
-            .handles
-            .get(&(person.user.kind, person.user.value.clone()))
-        else {
+        let Some(contact_id) = state.handles.get(&(user.kind, user.value.clone())) else {
             return Ok(None);
         };
         let key = (contact_id.clone(), owed_inbound_key(channel, external_id));

@@ -164,12 +164,12 @@ pub trait ContextStore: Send + Sync + 'static {
         payload: &(dyn Fn() -> String + Send + Sync),
     ) -> Result<Vec<Closed>, StoreError>;
 
-    /// The owed record of an inbound event already recorded (a provider's retry finds
-    /// it as a duplicate) while it is not settled: the first attempt committed, but its
+    /// The owed record of an inbound event of the sender with channel-user handle `user`,
+    /// already recorded (a provider's retry finds it as a duplicate) while it is not settled: the first attempt committed, but its
     /// events may never have reached the outbox.
     async fn owed_inbound(
         &self,
-        person: &Person,
+        user: &crate::event::Handle,
         channel: &str,
         external_id: &str,
     ) -> Result<Option<Owed>, StoreError>;

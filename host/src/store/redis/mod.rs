@@ -1260,14 +1260,14 @@ impl ContextStore for RedisStore {
 
     async fn owed_inbound(
         &self,
-        person: &Person,
+        user: &Handle,
         channel: &str,
         external_id: &str,
     ) -> Result<Option<Owed>, StoreError> {
         // Only on a duplicate (a provider retry): two trips off the common path.
         self.trip();
         let Some(contact_id) = self
-            .query::<Option<String>>(redis::cmd("GET").arg(keys::handle(&person.user)).clone())
+            .query::<Option<String>>(redis::cmd("GET").arg(keys::handle(user)).clone())
             .await?
         else {
             return Ok(None);
