@@ -213,6 +213,41 @@ impl Drop for Gateway {
     }
 }
 
+/// `method path` on `gateway` with `headers` and an optional JSON body; the status and
+/// the JSON answer (`null` when the answer is not JSON).
+pub async fn call_with(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(String, String)],
+) -> (u16, Value) {
+    omnigate::tls::ensure_crypto_provider();
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client.request(method, gateway.url(path));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// [`call_with`] with the API key.
+pub async fn api_call(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    call_with(gateway, method, path, body, &api_auth()).await
+}
+
 /// A fake site backend answering every reply with `200 {"id":"r"}`, and a receiver
 /// checking deliveries signed with [`SUBSCRIPTION_SECRET`]: what most end-to-end tests
 /// start before their gateway.

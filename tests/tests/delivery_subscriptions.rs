@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use omnigate_tests::api_call as call;
 use omnigate_tests::downstream::{Downstream, Mode};
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
@@ -61,23 +62,6 @@ async fn send(gateway: &Gateway, id: &str) {
         .await
         .expect("post");
     assert_eq!(status, 200);
-}
-
-async fn call(gateway: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    omnigate::tls::ensure_crypto_provider();
-    let client = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = client.request(method, gateway.url(path));
-    for (name, value) in api_auth() {
-        request = request.header(name, value);
-    }
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Polls `GET path` on `gateway` until `check` holds.

@@ -3,6 +3,7 @@
 //! authenticate with an empty or short key; stop ingest with an absurd number; hold
 //! connections open forever or starve `/healthz`.
 
+use omnigate_tests::api_call as call;
 use omnigate_tests::{
     API_KEY, FakeApi, Gateway, LOOPBACK, Receiver, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error,
     json_answer, plugin_path, standard_webhooks_headers, toml_path,
@@ -10,34 +11,6 @@ use omnigate_tests::{
 use serde_json::{Value, json};
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// An authenticated `/v1` (or `/admin`, with `key`) call; status and JSON body.
-async fn call(gateway: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    call_with(gateway, method, path, body, &api_auth()).await
-}
-
-async fn call_with(
-    gateway: &Gateway,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    headers: &[(String, String)],
-) -> (u16, Value) {
-    omnigate::tls::ensure_crypto_provider();
-    let client = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = client.request(method, gateway.url(path));
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// A gateway with an API key, the web chat channel (replies to `callback`, which
 /// `allowed_hosts` lets through) and `extra` TOML.
