@@ -316,12 +316,19 @@ impl Pipeline {
         Ok(false)
     }
 
-    /// Whether no live publisher can still be working on `owed`: it committed more than
-    /// `relay_after` ago.
+    /// Whether no live publisher can still be working on `owed`: it committed at or
+    /// before [`Self::abandoned_before`].
     fn abandoned(&self, owed: &store::Owed) -> bool {
-        let age = Timestamp::now().duration_since(owed.at);
+        owed.at <= self.abandoned_before()
+    }
+
+    /// `relay_after` ago: an owed record committed before this has no live publisher.
+    fn abandoned_before(&self) -> Timestamp {
+        let now = Timestamp::now();
         jiff::SignedDuration::try_from(self.settings.relay_after)
-            .is_ok_and(|relay_after| age >= relay_after)
+            .ok()
+            .and_then(|relay_after| now.checked_sub(relay_after).ok())
+            .unwrap_or(now)
     }
 
     /// Publish the events of an owed record, then settle it. Settled before the answer,
@@ -414,12 +421,10 @@ impl Pipeline {
         &self,
         kind_of: &(dyn Fn(&str) -> String + Sync),
     ) -> Result<usize, PipelineError> {
-        let before = Timestamp::now()
-            .checked_sub(
-                jiff::SignedDuration::try_from(self.settings.relay_after).unwrap_or_default(),
-            )
-            .unwrap_or_else(|_| Timestamp::now());
-        let stale = self.store.stale_owed(before, RELAY_BATCH).await?;
+        let stale = self
+            .store
+            .stale_owed(self.abandoned_before(), RELAY_BATCH)
+            .await?;
         let mut settled = 0;
         for owed in stale {
             let events = match self.owed_events(&owed, kind_of).await {
