@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod netguard;
 pub mod ops;
+pub mod outcome;
 pub mod pipeline;
 pub mod redis_url;
 pub mod runtime;

@@ -18,6 +18,18 @@ const DURATION_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// First response times: 10 s to a week, the outcome rollups' buckets.
+const FIRST_RESPONSE_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0,
+    28_800.0, 86_400.0, 172_800.0, 604_800.0,
+];
+/// Conversion values (in the conversion's currency).
+const VALUE_BUCKETS: &[f64] = &[
+    10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10_000.0, 100_000.0,
+];
+const FIRST_RESPONSE: &str = "omnigate_first_response_seconds";
+const CONVERSION_VALUE: &str = "omnigate_conversion_value";
+
 /// How often histogram buffers are folded into their buckets between scrapes.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -28,8 +40,21 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
+            // A full name's buckets win over the suffix's (the exporter tries full names first).
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS);
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(FIRST_RESPONSE.into()),
+                        FIRST_RESPONSE_BUCKETS,
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(CONVERSION_VALUE.into()),
+                        VALUE_BUCKETS,
+                    )
+                });
             let recorder = match builder {
                 Ok(builder) => builder.build_recorder(),
                 Err(error) => {
@@ -186,6 +211,40 @@ pub fn store_operation(backend: &'static str, operation: &'static str, took: Dur
 /// attempt committed without publishing) or `relay` (found stale by the sweeper).
 pub fn owed_republished(path: &'static str) {
     counter!("omnigate_owed_republished_total", "path" => path).increment(1);
+}
+
+/// What an outcome change caused, per the channel the conversation is on:
+/// `omnigate_first_response_seconds`, `omnigate_conversions_total`,
+/// `omnigate_conversion_value` (its `_sum` is the value per currency) and
+/// `omnigate_opportunities_lost_total`.
+pub fn outcome_events(channel: &str, debt: &crate::pipeline::owed::OutcomeDebt) {
+    for event in &debt.events {
+        if let Some(first) = &event.first_response {
+            histogram!(FIRST_RESPONSE, "channel" => channel.to_owned())
+                .record(first.seconds as f64);
+        }
+        if let Some(lost) = &event.lost {
+            counter!("omnigate_opportunities_lost_total", "channel" => channel.to_owned(), "reason" => lost.reason.clone())
+                .increment(1);
+        }
+        if let Some(conversion) = &event.conversion {
+            conversion_recorded(channel, conversion);
+        }
+    }
+}
+
+/// A conversion recorded (attributed to a conversation on `channel`, or not: empty).
+pub fn conversion_recorded(channel: &str, conversion: &crate::event::ConversionInfo) {
+    counter!("omnigate_conversions_total", "channel" => channel.to_owned(), "name" => conversion.name.clone())
+        .increment(1);
+    let value = conversion
+        .value
+        .as_deref()
+        .and_then(|value| value.parse::<f64>().ok());
+    if let (Some(value), Some(currency)) = (value, &conversion.currency) {
+        histogram!(CONVERSION_VALUE, "channel" => channel.to_owned(), "currency" => currency.clone())
+            .record(value);
+    }
 }
 
 /// The plugin version serving a channel (1 while active, 0 once replaced).

@@ -27,6 +27,9 @@ pub struct SendBody {
     /// Provider id of a message to quote.
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// Who wrote it (`{"kind": "agent" | "bot", "id": "…"}`), for the first response.
+    #[serde(default)]
+    pub author: Option<crate::outcome::Author>,
 }
 
 /// Send a reply through the plugin of the conversation's current channel and publish
@@ -100,7 +103,13 @@ pub async fn send(
     };
     let event = app
         .pipeline
-        .record_sent(&meta, &conversation.id, &receipt.external_id, message)
+        .record_sent(
+            &meta,
+            &conversation.id,
+            &receipt.external_id,
+            message,
+            body.author,
+        )
         .await
         .map_err(|error| {
             tracing::error!(conversation = %conversation.id, external_id = %receipt.external_id, %error, "reply sent but not recorded");

@@ -8,6 +8,8 @@ pub mod conversations;
 pub mod dead_letters;
 pub mod lookup;
 pub mod messages;
+pub mod outcomes;
+pub mod reports;
 pub mod subscriptions;
 
 use axum::http::StatusCode;

@@ -86,7 +86,7 @@ fn parse(raw: &str) -> Result<Pattern, String> {
 }
 
 /// Every event type, for validating patterns.
-const ALL_TYPES: [EventType; 14] = [
+const ALL_TYPES: [EventType; 17] = [
     EventType::MessageReceived,
     EventType::MessageSent,
     EventType::MessageStatus,
@@ -97,6 +97,9 @@ const ALL_TYPES: [EventType; 14] = [
     EventType::ConversationChannelSwitched,
     EventType::ConversationReferred,
     EventType::ConversationClosed,
+    EventType::ConversationFirstResponse,
+    EventType::ConversationStageChanged,
+    EventType::ConversationOpportunityLost,
     EventType::ContactMerged,
     EventType::ContactUnmerged,
     EventType::ContactErased,
@@ -118,6 +121,9 @@ fn all_types_is_exhaustive(kind: EventType) {
         | EventType::ConversationChannelSwitched
         | EventType::ConversationReferred
         | EventType::ConversationClosed
+        | EventType::ConversationFirstResponse
+        | EventType::ConversationStageChanged
+        | EventType::ConversationOpportunityLost
         | EventType::ContactMerged
         | EventType::ContactUnmerged
         | EventType::ContactErased

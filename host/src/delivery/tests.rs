@@ -78,6 +78,10 @@ fn event(id: &str, kind: EventType, channel: &str, conversation: &str) -> Event 
         target_message_id: None,
         referral: None,
         merge: None,
+        first_response: None,
+        stage: None,
+        lost: None,
+        conversion: None,
         history: vec![],
         raw: None,
     }

@@ -59,6 +59,18 @@ pub struct Event {
     /// The contacts of a `contact.merged` / `contact.unmerged` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeRef>,
+    /// For `conversation.first_response`: how fast the business answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response: Option<FirstResponseInfo>,
+    /// For `conversation.stage_changed`: the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageInfo>,
+    /// For `conversation.opportunity_lost`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LostInfo>,
+    /// For `conversion.recorded`: the conversion (its attribution is the conversation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<ConversionInfo>,
     /// The last messages of the conversation, oldest first (per subscription `history`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
@@ -95,10 +107,79 @@ impl Event {
             target_message_id: None,
             referral: None,
             merge: None,
+            first_response: None,
+            stage: None,
+            lost: None,
+            conversion: None,
             history: Vec::new(),
             raw: None,
         }
     }
+}
+
+/// The first response of a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct FirstResponseInfo {
+    /// Seconds from the customer's first message to the first business message that
+    /// counts (`[outcomes] first_response`).
+    pub seconds: u64,
+    /// Within `[outcomes] response_sla`.
+    pub within_sla: bool,
+    /// Who answered, when the reply said (`author` of `POST …/messages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<crate::outcome::Author>,
+}
+
+/// A stage change of a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct StageInfo {
+    /// The stage before.
+    pub from: String,
+    /// The stage now.
+    pub to: String,
+    /// Why (required for `lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who moved it: the caller's `by`, or `conversion:<id>` for a purchase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A lost opportunity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct LostInfo {
+    /// `unanswered`, `window_expired`, `closed_without_outcome`, `referral_only`, or the
+    /// reason a tool moved the conversation to `lost` with (`price`, …).
+    pub reason: String,
+}
+
+/// A conversion recorded through `POST /v1/conversions`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ConversionInfo {
+    /// The caller's id.
+    pub id: String,
+    /// `purchase`, `lead`, … or `custom:<name>`.
+    pub name: String,
+    /// Amount, a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// ISO 4217 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// When it happened.
+    #[schemars(with = "String")]
+    pub occurred_at: Timestamp,
+    /// Whether a conversation (the event's) was found for it.
+    pub attributed: bool,
+    /// Why not, when not attributed: `no_conversation`, `outside_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Consent flags for ad platforms, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<serde_json::Value>,
+    /// The caller's properties, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
 }
 
 /// Which contacts a merge joined (`contact.merged`) or separated again

@@ -36,6 +36,16 @@ pub enum EventType {
     /// The conversation closed.
     #[serde(rename = "conversation.closed")]
     ConversationClosed,
+    /// The business answered the customer's first message for the first time.
+    #[serde(rename = "conversation.first_response")]
+    ConversationFirstResponse,
+    /// The conversation moved to another stage.
+    #[serde(rename = "conversation.stage_changed")]
+    ConversationStageChanged,
+    /// An opportunity was lost (unanswered, window expired, closed without outcome,
+    /// referral only, or moved to `lost`).
+    #[serde(rename = "conversation.opportunity_lost")]
+    ConversationOpportunityLost,
     /// Two contacts merged.
     #[serde(rename = "contact.merged")]
     ContactMerged,
@@ -64,6 +74,9 @@ impl EventType {
             EventType::ConversationChannelSwitched => "conversation.channel_switched",
             EventType::ConversationReferred => "conversation.referred",
             EventType::ConversationClosed => "conversation.closed",
+            EventType::ConversationFirstResponse => "conversation.first_response",
+            EventType::ConversationStageChanged => "conversation.stage_changed",
+            EventType::ConversationOpportunityLost => "conversation.opportunity_lost",
             EventType::ContactMerged => "contact.merged",
             EventType::ContactUnmerged => "contact.unmerged",
             EventType::ContactErased => "contact.erased",
@@ -90,6 +103,9 @@ mod tests {
             EventType::ContactMerged,
             EventType::ContactUnmerged,
             EventType::ContactErased,
+            EventType::ConversationFirstResponse,
+            EventType::ConversationStageChanged,
+            EventType::ConversationOpportunityLost,
         ] {
             let json = serde_json::to_string(&kind).expect("serializable");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

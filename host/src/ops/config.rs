@@ -50,6 +50,9 @@ pub struct Config {
     /// `[identity]` (link tokens).
     #[serde(default)]
     pub identity: crate::store::IdentitySettings,
+    /// `[outcomes]`: stages, SLA, attribution window.
+    #[serde(default)]
+    pub outcomes: crate::outcome::OutcomeSettings,
     /// `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
@@ -485,6 +488,7 @@ impl Config {
         if let Err(reason) = self.admin.signing_policy() {
             broken.push(reason);
         }
+        broken.extend(self.outcomes.problems());
         if let Err(error) = self.server.limits() {
             broken.push(match error {
                 ConfigError::Invalid(reason) => reason,

@@ -9,6 +9,7 @@
 pub mod enrich;
 pub mod identity;
 pub mod normalize;
+pub mod outcomes;
 pub mod owed;
 pub mod sweeper;
 
@@ -116,24 +117,49 @@ pub struct Pipeline {
     delivery: Delivery,
     normalizer: Normalizer,
     settings: PipelineSettings,
+    outcomes: crate::outcome::OutcomeSettings,
+    channels: sweeper::Channels,
     metrics: PipelineMetrics,
 }
 
 impl Pipeline {
-    /// A pipeline over `store` publishing to `delivery`.
+    /// A pipeline over `store` publishing to `delivery`, tracking outcomes per
+    /// `outcomes`; `channels` names the channels' kinds (swapped by the lifecycle).
     pub fn new(
         store: Arc<dyn ContextStore>,
         delivery: Delivery,
         settings: PipelineSettings,
+        outcomes: crate::outcome::OutcomeSettings,
+        channels: sweeper::Channels,
     ) -> Result<Self, String> {
         let normalizer = Normalizer::new(settings.default_region.as_deref())?;
+        let problems = outcomes.problems();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
         Ok(Self {
             metrics: PipelineMetrics::new(store.backend()),
             store,
             delivery,
             normalizer,
             settings,
+            outcomes,
+            channels,
         })
+    }
+
+    /// The kind of channel `id` (empty when it is gone).
+    pub fn kind_of(&self, id: &str) -> String {
+        self.channels
+            .load()
+            .get(id)
+            .map(|meta| meta.kind.clone())
+            .unwrap_or_default()
+    }
+
+    /// The phone-number normalizer (for contacts named by phone in the API).
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
     }
 
     /// The store (for the API).
@@ -269,8 +295,11 @@ impl Pipeline {
         enrich_span.record("events", events.len());
         self.metrics.enrich.record(started.elapsed().as_secs_f64());
         let key = store::owed_inbound_key(&channel.id, &inbound.external_id);
-        self.publish_owed(reservation, events, (ingested.contact.id.clone(), key))
-            .await?;
+        self.publish_events(reservation, events).await?;
+        // Before the settle: a crash in between leaves the owed record, whose retry or
+        // relay runs the outcome step again (it is idempotent).
+        self.track_inbound(&inbound, &ingested).await?;
+        self.settle((ingested.contact.id.clone(), key)).await;
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
             // is idempotent), so a failure here only leaves the token to its TTL.
@@ -309,10 +338,13 @@ impl Pipeline {
             tokio::time::sleep(OWED_POLL).await;
         };
         tracing::info!(channel = %channel.id, external_id = %inbound.external_id, committed_at = %owed.at, "a retried event whose first attempt committed without settling: publishing its events");
-        let events = self.owed_events(&owed, &|_| String::new()).await?;
+        let kind_of = |channel: &str| self.kind_of(channel);
+        let (debt, ingested, events) = self.owed_events(&owed, &kind_of).await?;
         metrics::owed_republished("retry");
-        self.publish_owed(reservation, events, (owed.contact_id, owed.key))
+        self.publish_events(reservation, events).await?;
+        self.follow_up(&owed, debt.as_ref(), ingested.as_ref())
             .await?;
+        self.settle((owed.contact_id, owed.key)).await;
         Ok(false)
     }
 
@@ -331,15 +363,14 @@ impl Pipeline {
             .unwrap_or(now)
     }
 
-    /// Publish the events of an owed record, then settle it. Settled before the answer,
-    /// so the provider's next copy of the webhook is a plain duplicate; a settle that
-    /// fails (or a crash before it) only makes a retry or the relay publish the same
+    /// Publish the events of an owed record; the caller then settles it, before its
+    /// answer, so the provider's next copy of the webhook is a plain duplicate. A settle
+    /// that fails (or a crash before it) only makes a retry or the relay publish the same
     /// events, same ids, again: at least once.
-    async fn publish_owed(
+    async fn publish_events(
         &self,
         reservation: crate::delivery::Reservation,
         events: Vec<Event>,
-        owed: (String, String),
     ) -> Result<(), PipelineError> {
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %event.channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
@@ -352,8 +383,33 @@ impl Pipeline {
             .await?;
         self.metrics.publish.record(started.elapsed().as_secs_f64());
         crate::fault::point("after_publish");
-        self.settle(owed).await;
         Ok(())
+    }
+
+    /// What a republished owed record still has to do after its events are out: the
+    /// outcome step of an inbound event or a reply (idempotent), the counters of an
+    /// outcome change (once per key).
+    async fn follow_up(
+        &self,
+        owed: &store::Owed,
+        debt: Option<&owed::Debt>,
+        ingested: Option<&Ingested>,
+    ) -> Result<(), PipelineError> {
+        match (debt, ingested) {
+            (Some(owed::Debt::Inbound(inbound)), Some(ingested)) => {
+                self.track_inbound(inbound, ingested).await
+            }
+            (Some(owed::Debt::Sent(sent)), Some(ingested)) if self.outcomes.enabled => {
+                let change = crate::outcome::rules::Change::BusinessMessage {
+                    at: sent.at,
+                    author: sent.author.as_ref(),
+                };
+                self.track_logged(&ingested.conversation.id, &change, None)
+                    .await
+            }
+            (Some(owed::Debt::Outcome(debt)), _) => self.add_rollups(&owed.key, debt).await,
+            _ => Ok(()),
+        }
     }
 
     /// Drop an owed record whose events are in the outbox. A failure is only logged: the
@@ -371,13 +427,17 @@ impl Pipeline {
         &self,
         owed: &store::Owed,
         kind_of: &(dyn Fn(&str) -> String + Sync),
-    ) -> Result<Vec<Event>, PipelineError> {
+    ) -> Result<(Option<owed::Debt>, Option<Ingested>, Vec<Event>), PipelineError> {
         let debt = owed::Debt::from_payload(&owed.payload)
             .map_err(|error| InvalidEvent(format!("owed record {}: {error}", owed.key)))?;
+        if let owed::Debt::Outcome(outcome) = &debt {
+            let events = self.outcome_debt_events(&owed.contact_id, outcome).await?;
+            return Ok((Some(debt), None, events));
+        }
         let Some(ingested) = self.ingested_now(owed).await? else {
-            return Ok(Vec::new());
+            return Ok((None, None, Vec::new()));
         };
-        Ok(match &debt {
+        let events = match &debt {
             owed::Debt::Inbound(inbound) => owed::inbound_events(inbound, &ingested),
             owed::Debt::Sent(sent) => vec![owed::sent_event(sent, &ingested)],
             owed::Debt::Closed { event_id } => {
@@ -389,7 +449,9 @@ impl Pipeline {
                 };
                 vec![owed::closed_event(event_id, channel, owed.at, &ingested)]
             }
-        })
+            owed::Debt::Outcome(_) => Vec::new(),
+        };
+        Ok((Some(debt), Some(ingested), events))
     }
 
     /// What the store holds now for an owed record's change; `None` when the contact or
@@ -427,13 +489,13 @@ impl Pipeline {
             .await?;
         let mut settled = 0;
         for owed in stale {
-            let events = match self.owed_events(&owed, kind_of).await {
-                Ok(events) => events,
+            let (debt, ingested, events) = match self.owed_events(&owed, kind_of).await {
+                Ok(found) => found,
                 Err(PipelineError::Invalid(error)) => {
                     // Unreadable (a payload of an incompatible version): nothing can be
                     // published from it; keeping it would block nothing but log forever.
                     tracing::error!(%error, contact = %owed.contact_id, "owed record dropped");
-                    Vec::new()
+                    (None, None, Vec::new())
                 }
                 Err(error) => return Err(error),
             };
@@ -444,6 +506,8 @@ impl Pipeline {
             tracing::warn!(contact = %owed.contact_id, key = %owed.key.replace('\u{1f}', "/"), committed_at = %owed.at, events = events.len(), "relaying events a change committed but never published");
             reservation
                 .publish(events.into_iter().map(Arc::new).collect())
+                .await?;
+            self.follow_up(&owed, debt.as_ref(), ingested.as_ref())
                 .await?;
             self.store.settle(&[(owed.contact_id, owed.key)]).await?;
             metrics::owed_republished("relay");
@@ -497,6 +561,7 @@ impl Pipeline {
         conversation_id: &str,
         external_id: &str,
         message: Message,
+        author: Option<crate::outcome::Author>,
     ) -> Result<Arc<Event>, PipelineError> {
         let reservation = self.delivery.reserve(1, self.settings.queue_wait).await?;
         let sent = owed::Sent {
@@ -509,6 +574,7 @@ impl Pipeline {
             },
             external_id: external_id.to_owned(),
             message,
+            author,
         };
         let entry = normalize::history_entry(
             &sent.event_id,
@@ -538,6 +604,13 @@ impl Pipeline {
         let started = Instant::now();
         reservation.publish(vec![event.clone()]).await?;
         self.metrics.publish.record(started.elapsed().as_secs_f64());
+        if self.outcomes.enabled {
+            let change = crate::outcome::rules::Change::BusinessMessage {
+                at: sent.at,
+                author: sent.author.as_ref(),
+            };
+            self.track_logged(conversation_id, &change, None).await?;
+        }
         self.settle((ingested.contact.id.clone(), key)).await;
         Ok(event)
     }

@@ -10,9 +10,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    Attribution, ChannelRef, ContactSnapshot, ConversationSnapshot, ConversationStatus, Event,
-    EventType, Message, ReactionInfo, Referral, StatusInfo,
+    Attribution, ChannelRef, ContactSnapshot, ConversationSnapshot, ConversationStatus,
+    ConversionInfo, Event, EventType, FirstResponseInfo, LostInfo, Message, ReactionInfo, Referral,
+    StageInfo, StatusInfo,
 };
+use crate::outcome::Author;
+use crate::outcome::rollup::Delta;
 use crate::store::{Conversation, Erased, Ingested, Merge};
 
 /// The payload of an owed record, as written (borrowing what it describes).
@@ -28,6 +31,8 @@ pub enum Owes<'a> {
         /// The event's id.
         event_id: &'a str,
     },
+    /// What an outcome change caused: its events and counter changes.
+    Outcome(&'a OutcomeDebt),
 }
 
 impl Owes<'_> {
@@ -51,6 +56,8 @@ pub enum Debt {
         /// The event's id.
         event_id: String,
     },
+    /// What an outcome change caused.
+    Outcome(Box<OutcomeDebt>),
 }
 
 impl Debt {
@@ -115,6 +122,70 @@ pub struct Sent {
     pub external_id: String,
     /// The message.
     pub message: Message,
+    /// Who wrote it, when the caller said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+}
+
+/// What an outcome change owes: its events (with ids decided at the change) and the
+/// counter changes, applied once (keyed by the owed record's key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeDebt {
+    /// The conversation (empty for an unattributed conversion).
+    #[serde(default)]
+    pub conversation_id: String,
+    /// The events, in order.
+    pub events: Vec<OutcomeEvent>,
+    /// Counter changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<Delta>,
+}
+
+/// One event an outcome change causes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeEvent {
+    /// Event id.
+    pub id: String,
+    /// Type.
+    pub kind: EventType,
+    /// When it happened.
+    pub at: Timestamp,
+    /// `conversation.first_response`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response: Option<FirstResponseInfo>,
+    /// `conversation.stage_changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageInfo>,
+    /// `conversation.opportunity_lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LostInfo>,
+    /// `conversion.recorded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<ConversionInfo>,
+}
+
+/// The events of an outcome debt about `contact` and, when attributed, `conversation`
+/// (`None`: an empty conversation, as for a contact event); `channel` names the
+/// conversation's current channel.
+pub fn outcome_events(
+    debt: &OutcomeDebt,
+    contact: ContactSnapshot,
+    conversation: Option<&Conversation>,
+    kind_of: &dyn Fn(&str) -> String,
+) -> Vec<Event> {
+    debt.events
+        .iter()
+        .map(|spec| {
+            let mut event = contact_event(spec.kind, contact.clone(), conversation, kind_of);
+            event.id.clone_from(&spec.id);
+            event.occurred_at = spec.at;
+            event.first_response.clone_from(&spec.first_response);
+            event.stage.clone_from(&spec.stage);
+            event.lost.clone_from(&spec.lost);
+            event.conversion.clone_from(&spec.conversion);
+            event
+        })
+        .collect()
 }
 
 /// The events an inbound event publishes, in order: the merges (the link token's, then
@@ -342,6 +413,7 @@ mod tests {
             channel: inbound.channel.clone(),
             external_id: "wamid.1".into(),
             message: inbound.message.clone().expect("message"),
+            author: None,
         };
         match Debt::from_payload(&Owes::Sent(&sent).payload()).expect("readable") {
             Debt::Sent(read) => assert_eq!(*read, sent),

@@ -59,6 +59,11 @@ pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
         ),
         Err(error) => tracing::warn!(%error, "relay of owed events failed; retrying next interval"),
     }
+    match pipeline.outcomes_due().await {
+        Ok(0) => {}
+        Ok(count) => tracing::debug!(count, "outcomes of due conversations updated"),
+        Err(error) => tracing::warn!(%error, "outcome pass failed; retrying next interval"),
+    }
     loop {
         let Ok(reservation) = pipeline.delivery.reserve(BATCH, QUEUE_WAIT).await else {
             tracing::debug!("conversation sweep postponed: delivery has no room");

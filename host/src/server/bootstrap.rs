@@ -66,10 +66,16 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         &tls,
     )
     .await?;
-    let pipeline = Pipeline::new(store, delivery.clone(), config.pipeline.clone())
-        .map_err(BootError::Config)?;
     let registry = Arc::new(Registry::new());
     let channels = Arc::new(ArcSwap::from_pointee(HashMap::new()));
+    let pipeline = Pipeline::new(
+        store,
+        delivery.clone(),
+        config.pipeline.clone(),
+        config.outcomes.clone(),
+        channels.clone(),
+    )
+    .map_err(BootError::Config)?;
     let upload_dir = config
         .plugins
         .cache_dir

@@ -34,6 +34,17 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::api::messages::send),
         )
         .route(
+            "/conversations/{id}/stage",
+            post(crate::api::outcomes::stage),
+        )
+        .route("/conversions", post(crate::api::outcomes::record))
+        .route("/conversions/{id}", get(crate::api::outcomes::get))
+        .route("/reports/funnel", get(crate::api::reports::funnel))
+        .route(
+            "/exports/conversations",
+            get(crate::api::reports::conversations),
+        )
+        .route(
             "/contacts/{id}",
             get(crate::api::contacts::get).delete(crate::api::contacts::erase),
         )

@@ -202,6 +202,10 @@ impl ContextStore for Measured {
         .await
     }
 
+    fn outcomes(&self) -> &dyn super::OutcomeStore {
+        self.inner.outcomes()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed("ping", self.inner.ping()).await
     }

@@ -20,8 +20,13 @@ use super::model::{
     merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, probable_keys,
     shared_handle_evidence,
 };
+use super::outcomes::{
+    MemoryTables, OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked,
+};
 use super::{ContextStore, StoreError};
-use crate::event::{Attribution, ConversationStatus, Handle, HandleKind, HistoryEntry, Referral};
+use crate::event::{
+    Attribution, ConversationStatus, Direction, Handle, HandleKind, HistoryEntry, Referral,
+};
 
 const DEDUPE_SHARDS: usize = 64;
 
@@ -29,6 +34,7 @@ const DEDUPE_SHARDS: usize = 64;
 pub struct MemoryStore {
     dedupe: Vec<Mutex<DedupeShard>>,
     state: Mutex<State>,
+    tables: MemoryTables,
     retention: Option<Duration>,
 }
 
@@ -72,6 +78,8 @@ struct Thread {
     /// Wall-clock time of the latest message (the sweeper's idea of activity, whatever
     /// times providers report).
     touched: Timestamp,
+    /// The outcome record's version (0: none yet) and JSON.
+    outcome: (u64, Option<String>),
 }
 
 impl Default for MemoryStore {
@@ -92,6 +100,7 @@ impl MemoryStore {
         Self {
             dedupe: (0..DEDUPE_SHARDS).map(|_| Mutex::default()).collect(),
             state: Mutex::default(),
+            tables: MemoryTables::default(),
             retention,
         }
     }
@@ -186,6 +195,7 @@ impl ContextStore for MemoryStore {
         let at = outbound.message.at;
         thread.conversation.messages += 1;
         thread.conversation.last_activity_at = at;
+        note_direction(&mut thread.conversation, Direction::Outbound, at);
         thread.touched = Timestamp::now();
         let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
         entry.message = Some(outbound.message.clone());
@@ -319,7 +329,11 @@ impl ContextStore for MemoryStore {
     }
 
     async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
-        Ok(self.state.lock().erase(id))
+        let erased = self.state.lock().erase(id);
+        if let Some(erased) = &erased {
+            self.tables.forget(&erased.conversations);
+        }
+        Ok(erased)
     }
 
     async fn close_idle(
@@ -464,8 +478,123 @@ impl ContextStore for MemoryStore {
         Ok(())
     }
 
+    fn outcomes(&self) -> &dyn OutcomeStore {
+        self
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[async_trait]
+impl OutcomeStore for MemoryStore {
+    async fn tracked(&self, conversation_id: &str) -> Result<Option<Tracked>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .conversations
+            .get(conversation_id)
+            .map(|thread| Tracked {
+                conversation: thread.conversation.clone(),
+                version: thread.outcome.0,
+                record: thread.outcome.1.clone(),
+            }))
+    }
+
+    async fn commit(&self, commit: &OutcomeCommit<'_>) -> Result<bool, StoreError> {
+        {
+            let mut state = self.state.lock();
+            let thread = state
+                .conversations
+                .get_mut(commit.conversation_id)
+                .ok_or_else(|| not_found("conversation", commit.conversation_id))?;
+            if thread.outcome.0 != commit.version {
+                return Ok(false);
+            }
+            thread.outcome = (commit.version + 1, Some(commit.record.to_owned()));
+            if let Some((key, payload)) = commit.owed {
+                state.owe(Owed {
+                    contact_id: commit.contact_id.to_owned(),
+                    key: key.to_owned(),
+                    at: Timestamp::now(),
+                    conversation_id: commit.conversation_id.to_owned(),
+                    started: false,
+                    switched_from: None,
+                    merged: None,
+                    payload: payload.to_owned(),
+                });
+            }
+        }
+        self.tables.note(commit);
+        Ok(true)
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.tables.due(now, limit))
+    }
+
+    async fn undue(&self, conversation_id: &str) -> Result<(), StoreError> {
+        self.tables.undue(conversation_id);
+        Ok(())
+    }
+
+    async fn add_rollups(&self, once: &str, writes: &[RollupWrite]) -> Result<(), StoreError> {
+        self.tables.add_rollups(once, writes);
+        Ok(())
+    }
+
+    async fn rollups(
+        &self,
+        table: &str,
+        buckets: &[String],
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        Ok(self.tables.rollups(table, buckets))
+    }
+
+    async fn keep_conversion(&self, id: &str, body: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.tables.keep_conversion(id, body))
+    }
+
+    async fn conversion(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.tables.conversion(id))
+    }
+
+    async fn started(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<&StartedRef>,
+        limit: usize,
+    ) -> Result<Vec<StartedRef>, StoreError> {
+        Ok(self.tables.started(from_ms, to_ms, after, limit))
+    }
+
+    async fn owe_once(&self, contact_id: &str, key: &str, payload: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        if !state
+            .owed
+            .contains_key(&(contact_id.to_owned(), key.to_owned()))
+        {
+            state.owe(Owed {
+                contact_id: contact_id.to_owned(),
+                key: key.to_owned(),
+                at: Timestamp::now(),
+                conversation_id: String::new(),
+                started: false,
+                switched_from: None,
+                merged: None,
+                payload: payload.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn contact_by_handle(&self, handle: &Handle) -> Result<Option<String>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .handles
+            .get(&(handle.kind, handle.value.clone()))
+            .cloned())
     }
 }
 
@@ -874,6 +1003,7 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
             thread.windows.insert(ingest.channel.clone(), until);
         }
         conversation.reply_window_until = thread.windows.get(&ingest.channel).copied();
+        note_direction(conversation, message.direction, ingest.at);
         push_history(&mut thread.history, message.clone(), policy.history_cap);
         let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
         entry.message = Some(message.clone());
@@ -887,6 +1017,18 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
     }
     thread.cap_timeline(policy.timeline_cap);
     switched_from
+}
+
+/// The facts the outcome rules read: the customer's first message, and the first one
+/// the business has not answered yet (cleared by any business message).
+fn note_direction(conversation: &mut Conversation, direction: Direction, at: Timestamp) {
+    match direction {
+        Direction::Inbound => {
+            conversation.first_inbound_at.get_or_insert(at);
+            conversation.awaiting_since.get_or_insert(at);
+        }
+        Direction::Outbound => conversation.awaiting_since = None,
+    }
 }
 
 fn touch(attribution: &mut Attribution, referral: &Referral) {
@@ -915,12 +1057,15 @@ fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
             messages: 0,
             reply_window_until: None,
             attribution: Attribution::default(),
+            first_inbound_at: None,
+            awaiting_since: None,
         },
         history: VecDeque::new(),
         timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
         windows: HashMap::new(),
         trimmed: 0,
         touched: Timestamp::now(),
+        outcome: (0, None),
     }
 }
 

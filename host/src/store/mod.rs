@@ -10,6 +10,7 @@ pub mod link;
 mod measured;
 mod memory;
 mod model;
+pub mod outcomes;
 pub mod plugins;
 mod redis;
 
@@ -26,6 +27,10 @@ pub use model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
     owed_closed_key, owed_inbound_key, owed_outbound_key,
+};
+pub use outcomes::{
+    OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked, owed_conversion_key,
+    owed_outcome_key,
 };
 pub use redis::{RedisStore, RedisTls, is_redis_url, redact as redact_url, seeds as redis_seeds};
 
@@ -208,6 +213,9 @@ pub trait ContextStore: Send + Sync + 'static {
     fn round_trips(&self) -> Option<u64> {
         None
     }
+
+    /// The backend's outcome tables (records, due and started indexes, rollups).
+    fn outcomes(&self) -> &dyn OutcomeStore;
 
     /// The backend's name, for logs and `/readyz`.
     fn backend(&self) -> &'static str;

@@ -70,6 +70,12 @@ pub struct Conversation {
     pub reply_window_until: Option<Timestamp>,
     /// First/last touch.
     pub attribution: Attribution,
+    /// The customer's first message (a fact the outcome rules read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_inbound_at: Option<Timestamp>,
+    /// The customer's first message since the business last wrote, while unanswered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_since: Option<Timestamp>,
 }
 
 impl Conversation {

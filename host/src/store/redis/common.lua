@@ -39,7 +39,8 @@ end
 -- The conversation hash fields a reply carries, in order (CONVERSATION_HASH_FIELDS in
 -- mod.rs).
 local CONVERSATION_FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'channels',
-  'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch' }
+  'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch', 'first_in',
+  'awaiting' }
 
 -- The reply describing a contact, one conversation and the last `depth` messages:
 -- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., started,

@@ -8,6 +8,7 @@
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
 --       18 owed record tail: '<merge JSON or empty>\31<payload>'  19 timeline cap
+--       20 message direction: 'inbound', 'outbound' or '' (not a message)
 -- Returns nil for a duplicate, else the reply `describe` (common.lua) would give.
 -- The owed record (what this event owes its subscribers) is written here, with the rest:
 -- a crash before the events reach the outbox leaves it for the retry or the relay.
@@ -136,6 +137,15 @@ if ARGV[14] ~= '' then
   elseif conv.reply_until then
     redis.call('HDEL', conv_key, 'reply_until')
     conv.reply_until = false
+  end
+  -- Facts the outcome rules read: the customer's first message, and the first one not
+  -- answered yet (any business message clears it).
+  if ARGV[20] == 'inbound' then
+    if not conv.first_in then set(conv, conv_changes, 'first_in', at_text) end
+    if not conv.awaiting then set(conv, conv_changes, 'awaiting', at_text) end
+  elseif ARGV[20] == 'outbound' and conv.awaiting then
+    redis.call('HDEL', conv_key, 'awaiting')
+    conv.awaiting = false
   end
   -- RPUSH answers the length: trim only once the history is over its cap.
   if redis.call('RPUSH', history_key, at_text .. ' ' .. ARGV[14]) > tonumber(ARGV[9]) then

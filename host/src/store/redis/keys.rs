@@ -123,3 +123,29 @@ pub fn timeline(contact_id: &str, conversation_id: &str) -> String {
 pub fn activity_shard(n: u32) -> String {
     format!("{ROOT}act:{{{n}}}")
 }
+
+/// A conversation's outcome record: hash `v` (version), `r` (record JSON).
+pub fn outcome(contact_id: &str, conversation_id: &str) -> String {
+    format!("{}oc:{conversation_id}", contact_prefix(contact_id))
+}
+
+/// Outcome due shard `n`: sorted set of conversation ids, score = when due (ms).
+pub fn due_shard(n: u32) -> String {
+    format!("{ROOT}due:{{{n}}}")
+}
+
+/// Conversations started on UTC day `day` (Unix days): sorted set of conversation ids,
+/// score = start (ms).
+pub fn started_day(day: i64) -> String {
+    format!("{ROOT}st:{{{day}}}")
+}
+
+/// The prefix of a rollup bucket's keys: `og:ru:{<bucket>}:` (tables follow, and `once`).
+pub fn rollup_prefix(bucket: &str) -> String {
+    format!("{ROOT}ru:{{{bucket}}}:")
+}
+
+/// The answer kept for a conversion: `og:cn:{<conversion id>}`.
+pub fn conversion(conversion_id: &str) -> String {
+    format!("{ROOT}cn:{{{conversion_id}}}")
+}

@@ -25,6 +25,7 @@
 
 mod conn;
 mod keys;
+mod outcomes;
 pub mod plugins;
 
 use std::sync::Arc;
@@ -49,8 +50,8 @@ use conn::Conn;
 
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;
-/// Conversation fields in a script reply: id + the 11 hash fields.
-const CONVERSATION_FIELDS: usize = 12;
+/// Conversation fields in a script reply: id + the 13 hash fields.
+const CONVERSATION_FIELDS: usize = 14;
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -64,6 +65,8 @@ pub struct RedisStore {
     repoint_script: Script,
     close_script: Script,
     unindex_script: Script,
+    outcome_script: Script,
+    rollup_script: Script,
     round_trips: Arc<AtomicU64>,
     retention: Option<Duration>,
 }
@@ -118,6 +121,11 @@ impl RedisStore {
                 include_str!("close.lua")
             )),
             unindex_script: Script::new(include_str!("unindex.lua")),
+            outcome_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("outcome.lua")
+            )),
+            rollup_script: Script::new(include_str!("rollup.lua")),
             round_trips: Arc::new(AtomicU64::new(0)),
             retention,
         })
@@ -464,6 +472,7 @@ impl RedisStore {
             .arg(keys::owed(contact_id));
         for cv in &conversations {
             del.arg(keys::conversation(contact_id, cv))
+                .arg(keys::outcome(contact_id, cv))
                 .arg(keys::history(contact_id, cv))
                 .arg(keys::timeline(contact_id, cv));
         }
@@ -772,6 +781,11 @@ impl ContextStore for RedisStore {
             .map(|window| micros(window).to_string())
             .unwrap_or_default();
         let owed_tail = owed_tail(merged.as_ref(), &ingest.owed)?;
+        let direction = match ingest.message.as_ref().map(|message| message.direction) {
+            Some(crate::event::Direction::Inbound) => "inbound",
+            Some(crate::event::Direction::Outbound) => "outbound",
+            None => "",
+        };
         let now_ms = Timestamp::now().as_millisecond();
         let mut invocation = self.ingest_script.prepare_invoke();
         invocation
@@ -796,7 +810,8 @@ impl ContextStore for RedisStore {
             .arg(window)
             .arg(self.retention_arg())
             .arg(owed_tail)
-            .arg(policy.timeline_cap.max(1));
+            .arg(policy.timeline_cap.max(1))
+            .arg(direction);
         // Last round trip: the script, plus the writes that need no answer from it.
         self.trip();
         // A new sender joins the probable-link index (known senders are indexed already).
@@ -1421,6 +1436,10 @@ impl ContextStore for RedisStore {
         Some(RedisStore::round_trips(self))
     }
 
+    fn outcomes(&self) -> &dyn super::OutcomeStore {
+        self
+    }
+
     fn backend(&self) -> &'static str {
         "redis"
     }
@@ -1459,7 +1478,7 @@ fn shared_handle(
 }
 
 /// The conversation hash fields, in reply order (after the conversation id).
-const CONVERSATION_HASH_FIELDS: [&str; 11] = [
+const CONVERSATION_HASH_FIELDS: [&str; 13] = [
     "contact",
     "status",
     "started_at",
@@ -1471,6 +1490,8 @@ const CONVERSATION_HASH_FIELDS: [&str; 11] = [
     "reply_until",
     "first_touch",
     "last_touch",
+    "first_in",
+    "awaiting",
 ];
 
 /// The caller's part of an owed record: `<merge JSON or empty>\x1f<payload>`.
@@ -1551,7 +1572,7 @@ fn parse_contact(
 }
 
 /// `[id, contact, status, started_at, last_at, channels, current, previous, messages,
-/// reply_until, first_touch, last_touch]` → the conversation.
+/// reply_until, first_touch, last_touch, first_in, awaiting]` → the conversation.
 fn parse_conversation(values: &[String]) -> Result<Conversation, StoreError> {
     let [
         id,
@@ -1566,6 +1587,8 @@ fn parse_conversation(values: &[String]) -> Result<Conversation, StoreError> {
         reply_until,
         first_touch,
         last_touch,
+        first_in,
+        awaiting,
     ] = values
     else {
         return Err(corrupt("conversation", "wrong number of fields"));
@@ -1590,6 +1613,8 @@ fn parse_conversation(values: &[String]) -> Result<Conversation, StoreError> {
             first_touch: optional(first_touch, parse_json::<Referral>)?,
             last_touch: optional(last_touch, parse_json::<Referral>)?,
         },
+        first_inbound_at: optional(first_in, parse_time)?,
+        awaiting_since: optional(awaiting, parse_time)?,
     })
 }
 

@@ -11,6 +11,8 @@ if redis.call('EXISTS', conv_key) == 0 then
 end
 local at = tonumber(ARGV[3])
 redis.call('HINCRBY', conv_key, 'messages', 1)
+-- The business wrote: the customer no longer waits (a fact the outcome rules read).
+redis.call('HDEL', conv_key, 'awaiting')
 redis.call('HSET', conv_key, 'touched_at', ARGV[8])
 local last = tonumber(redis.call('HGET', conv_key, 'last_at') or '0')
 if at > last then
