@@ -96,10 +96,10 @@ pub async fn funnel(
     let csv = wants_csv(&headers, query.get("format"))?;
     let (from, to) = range(&query)?;
     let (from_hour, to_hour) = report::hours(from, to).map_err(report_error)?;
-    let buckets: Vec<String> = rollup::cover(from_hour, to_hour)
+    let (buckets, signs): (Vec<String>, Vec<i64>) = rollup::cover(from_hour, to_hour)
         .into_iter()
-        .map(rollup::Bucket::name)
-        .collect();
+        .map(|(bucket, sign)| (bucket.name(), sign))
+        .unzip();
     let counters = app
         .pipeline
         .store()
@@ -107,7 +107,8 @@ pub async fn funnel(
         .rollups(&rollup::table(touch, dimension), &buckets)
         .await
         .map_err(lookup::unavailable)?;
-    let funnel = report::funnel(dimension, &counters);
+    let signed: Vec<_> = counters.into_iter().zip(signs).collect();
+    let funnel = report::funnel(dimension, &signed);
     if csv {
         let text = report::csv(dimension, &funnel)
             .map_err(|error| ApiError::unavailable("report_failed", error.to_string()))?;

@@ -135,23 +135,34 @@ struct Counts {
     metrics: HashMap<String, i64>,
 }
 
-/// Add up the counters of one table over the buckets read (`field → n` each).
-pub fn funnel(dimension: Dimension, buckets: &[HashMap<String, i64>]) -> Funnel {
-    let mut by_key: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut totals = Counts::default();
-    for bucket in buckets {
+/// Add up the counters of one table over the buckets read (`field → n` each), each
+/// bucket with its sign (see [`super::rollup::cover`]).
+pub fn funnel(dimension: Dimension, buckets: &[(HashMap<String, i64>, i64)]) -> Funnel {
+    // Borrowed while adding up: a year's report adds a few hundred thousand fields.
+    let mut sums: HashMap<&str, HashMap<&str, i64>> = HashMap::new();
+    for (bucket, sign) in buckets {
         for (field, n) in bucket {
             let Some((key, metric)) = field.split_once(SEP) else {
                 continue;
             };
-            *by_key
-                .entry(key.to_owned())
-                .or_default()
-                .metrics
-                .entry(metric.to_owned())
-                .or_insert(0) += n;
-            *totals.metrics.entry(metric.to_owned()).or_insert(0) += n;
+            *sums.entry(key).or_default().entry(metric).or_insert(0) += n * sign;
         }
+    }
+    let mut by_key: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut totals = Counts::default();
+    for (key, metrics) in sums {
+        for (metric, n) in &metrics {
+            *totals.metrics.entry((*metric).to_owned()).or_insert(0) += n;
+        }
+        by_key.insert(
+            key.to_owned(),
+            Counts {
+                metrics: metrics
+                    .into_iter()
+                    .map(|(metric, n)| (metric.to_owned(), n))
+                    .collect(),
+            },
+        );
     }
     let mut rows: Vec<Row> = by_key
         .into_iter()
@@ -339,20 +350,34 @@ mod tests {
     #[test]
     fn buckets_add_up_into_rows_with_money_and_rates() {
         let buckets = [
-            bucket(&[
-                ("bf25", "conversations", 3),
-                ("bf25", "won", 1),
-                ("bf25", "value:EUR", 1_299_000),
-                ("bf25", "frt:3", 2),
-                ("", "conversations", 1),
-                ("", "lost:unanswered", 1),
-            ]),
-            bucket(&[
-                ("bf25", "conversations", 1),
-                ("bf25", "value:EUR", 2_598_000),
-                ("bf25", "lost:price", 1),
-                ("bf25", "frt:6", 1),
-            ]),
+            (
+                bucket(&[
+                    ("bf25", "conversations", 3),
+                    ("bf25", "won", 1),
+                    ("bf25", "value:EUR", 1_299_000),
+                    ("bf25", "frt:3", 2),
+                    ("", "conversations", 1),
+                    ("", "lost:unanswered", 1),
+                ]),
+                1,
+            ),
+            (
+                bucket(&[
+                    ("bf25", "conversations", 1),
+                    ("bf25", "value:EUR", 2_598_000),
+                    ("bf25", "lost:price", 1),
+                    ("bf25", "frt:6", 1),
+                ]),
+                1,
+            ),
+            (
+                bucket(&[("bf25", "lost:price", 1), ("bf25", "conversations", 1)]),
+                1,
+            ),
+            (
+                bucket(&[("bf25", "lost:price", 1), ("bf25", "conversations", 1)]),
+                -1,
+            ),
         ];
         let funnel = funnel(Dimension::Campaign, &buckets);
         let top = &funnel.rows[0];

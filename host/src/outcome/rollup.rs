@@ -195,6 +195,8 @@ pub enum Bucket {
     Day(i64),
     /// UTC month (`year * 12 + month - 1`).
     Month(i64),
+    /// UTC year.
+    Year(i64),
 }
 
 impl Bucket {
@@ -204,16 +206,19 @@ impl Bucket {
             Bucket::Hour(n) => format!("h{n}"),
             Bucket::Day(n) => format!("d{n}"),
             Bucket::Month(n) => format!("m{n}"),
+            Bucket::Year(n) => format!("y{n}"),
         }
     }
 
-    /// The three buckets an hour's counters are added to.
-    pub fn of_hour(hour: i64) -> [Bucket; 3] {
+    /// The four buckets an hour's counters are added to.
+    pub fn of_hour(hour: i64) -> [Bucket; 4] {
         let day = hour.div_euclid(24);
+        let month = month_of_day(day);
         [
             Bucket::Hour(hour),
             Bucket::Day(day),
-            Bucket::Month(month_of_day(day)),
+            Bucket::Month(month),
+            Bucket::Year(month.div_euclid(12)),
         ]
     }
 }
@@ -236,31 +241,106 @@ fn first_day_of_month(month: i64) -> Option<i64> {
     Some(at.as_second().div_euclid(86_400))
 }
 
-/// The fewest buckets that cover the hours `[from, to)` exactly: hours up to the first
-/// day boundary, days up to the first month boundary, whole months, then days and hours.
-pub fn cover(from_hour: i64, to_hour: i64) -> Vec<Bucket> {
+/// Buckets that add up to the hours `[from, to)` exactly, each with its sign: whole
+/// years, months and days inside the range are added; one the range covers only partly is
+/// either its parts inside the range added, or the whole of it added and its parts
+/// outside subtracted — whichever reads fewer buckets. A year in Madrid
+/// (`2025-12-31T23:00Z` to `2026-12-31T23:00Z`) is 3 reads: an hour, the year 2026, minus
+/// its last hour. Counters add, so subtraction is exact.
+pub fn cover(from_hour: i64, to_hour: i64) -> Vec<(Bucket, i64)> {
     let mut out = Vec::new();
-    let mut hour = from_hour;
-    while hour < to_hour {
-        let day = hour.div_euclid(24);
-        if hour.rem_euclid(24) != 0 || (day + 1) * 24 > to_hour {
-            out.push(Bucket::Hour(hour));
-            hour += 1;
-            continue;
+    if to_hour <= from_hour {
+        return out;
+    }
+    let mut year = month_of_day(from_hour.div_euclid(24)).div_euclid(12);
+    loop {
+        let (Some(first_day), Some(next_day)) = (
+            first_day_of_month(year * 12),
+            first_day_of_month(year * 12 + 12),
+        ) else {
+            return out;
+        };
+        let (start, end) = (first_day * 24, next_day * 24);
+        if start >= to_hour {
+            return out;
         }
-        let month = month_of_day(day);
-        let month_start = first_day_of_month(month);
-        let next_month = first_day_of_month(month + 1);
-        if let (Some(start), Some(next)) = (month_start, next_month)
-            && start == day
-            && next * 24 <= to_hour
-        {
-            out.push(Bucket::Month(month));
-            hour = next * 24;
+        let (low, high) = (from_hour.max(start), to_hour.min(end));
+        if (low, high) == (start, end) {
+            out.push((Bucket::Year(year), 1));
         } else {
-            out.push(Bucket::Day(day));
-            hour += 24;
+            let inside = months(low, high, 1);
+            let mut outside = months(start, low, -1);
+            outside.extend(months(high, end, -1));
+            if outside.len() + 1 < inside.len() {
+                out.push((Bucket::Year(year), 1));
+                out.extend(outside);
+            } else {
+                out.extend(inside);
+            }
         }
+        year += 1;
+    }
+}
+
+/// Signed buckets for the hours `[from, to)` within one year, by months, days and hours.
+fn months(from_hour: i64, to_hour: i64, sign: i64) -> Vec<(Bucket, i64)> {
+    let mut out = Vec::new();
+    if to_hour <= from_hour {
+        return out;
+    }
+    let mut month = month_of_day(from_hour.div_euclid(24));
+    loop {
+        let (Some(first_day), Some(next_day)) =
+            (first_day_of_month(month), first_day_of_month(month + 1))
+        else {
+            return out;
+        };
+        let (start, end) = (first_day * 24, next_day * 24);
+        if start >= to_hour {
+            return out;
+        }
+        let (low, high) = (from_hour.max(start), to_hour.min(end));
+        if (low, high) == (start, end) {
+            out.push((Bucket::Month(month), sign));
+        } else {
+            let inside = days(low, high, sign);
+            let mut outside = days(start, low, -sign);
+            outside.extend(days(high, end, -sign));
+            if outside.len() + 1 < inside.len() {
+                out.push((Bucket::Month(month), sign));
+                out.extend(outside);
+            } else {
+                out.extend(inside);
+            }
+        }
+        month += 1;
+    }
+}
+
+/// Signed buckets for the hours `[from, to)` within one month, by days and hours.
+fn days(from_hour: i64, to_hour: i64, sign: i64) -> Vec<(Bucket, i64)> {
+    let mut out = Vec::new();
+    let mut day = from_hour.div_euclid(24);
+    while day * 24 < to_hour {
+        let (start, end) = (day * 24, day * 24 + 24);
+        let (low, high) = (from_hour.max(start), to_hour.min(end));
+        if (low, high) == (start, end) {
+            out.push((Bucket::Day(day), sign));
+        } else {
+            let inside = high - low;
+            let outside = (low - start) + (end - high);
+            if outside + 1 < inside {
+                out.push((Bucket::Day(day), sign));
+                out.extend(
+                    (start..low)
+                        .chain(high..end)
+                        .map(|h| (Bucket::Hour(h), -sign)),
+                );
+            } else {
+                out.extend((low..high).map(|h| (Bucket::Hour(h), sign)));
+            }
+        }
+        day += 1;
     }
     out
 }
@@ -278,37 +358,71 @@ mod tests {
     }
 
     #[test]
-    fn a_year_in_madrid_is_a_few_dozen_buckets_and_covers_every_hour_once() {
+    fn a_year_in_madrid_is_three_reads_and_counts_every_hour_once() {
         let from = hour_of("2025-12-31T23:00:00Z");
         let to = hour_of("2026-12-31T23:00:00Z");
         let buckets = cover(from, to);
-        assert!(buckets.len() < 70, "{} buckets", buckets.len());
-        let hours: i64 = buckets
-            .iter()
-            .map(|bucket| match bucket {
-                Bucket::Hour(_) => 1,
-                Bucket::Day(_) => 24,
-                Bucket::Month(m) => {
-                    (first_day_of_month(m + 1).expect("m") - first_day_of_month(*m).expect("m"))
-                        * 24
-                }
-            })
-            .sum();
-        assert_eq!(hours, to - from);
-        assert_eq!(buckets[0], Bucket::Hour(from));
-        assert!(
-            buckets.contains(&Bucket::Month(2026 * 12)),
-            "January 2026 whole"
+        assert_eq!(
+            buckets,
+            [
+                (Bucket::Hour(from), 1),
+                (Bucket::Year(2026), 1),
+                (Bucket::Hour(to), -1)
+            ]
         );
+        assert_every_hour_once(from, to);
+    }
+
+    /// Each hour of `[from, to)` is counted once by the signed buckets, and no other.
+    fn assert_every_hour_once(from: i64, to: i64) {
+        let mut count: std::collections::BTreeMap<i64, i64> = Default::default();
+        for (bucket, sign) in cover(from, to) {
+            let hours = match bucket {
+                Bucket::Hour(h) => h..h + 1,
+                Bucket::Day(d) => d * 24..d * 24 + 24,
+                Bucket::Month(m) => {
+                    first_day_of_month(m).expect("m") * 24
+                        ..first_day_of_month(m + 1).expect("m") * 24
+                }
+                Bucket::Year(y) => {
+                    first_day_of_month(y * 12).expect("y") * 24
+                        ..first_day_of_month(y * 12 + 12).expect("y") * 24
+                }
+            };
+            for hour in hours {
+                *count.entry(hour).or_insert(0) += sign;
+            }
+        }
+        count.retain(|_, n| *n != 0);
+        let expected: std::collections::BTreeMap<i64, i64> = (from..to).map(|h| (h, 1)).collect();
+        assert_eq!(count, expected, "[{from}, {to})");
+    }
+
+    #[test]
+    fn any_range_is_covered_exactly() {
+        let base = hour_of("2026-01-30T05:00:00Z");
+        for (from, to) in [
+            (0, 1),
+            (0, 30),
+            (3, 24 * 3),
+            (19, 24 * 40 + 7),
+            (0, 24 * 400),
+            (23, 24 * 31 + 1),
+            (-24 * 500, 24 * 900 + 5),
+        ] {
+            assert_every_hour_once(base + from, base + to);
+        }
+        assert!(cover(base, base).is_empty());
     }
 
     #[test]
     fn an_hour_goes_to_its_hour_day_and_month() {
         let hour = hour_of("2026-11-24T10:00:00Z");
-        let [h, d, m] = Bucket::of_hour(hour);
+        let [h, d, m, y] = Bucket::of_hour(hour);
         assert_eq!(h, Bucket::Hour(hour));
         assert_eq!(d, Bucket::Day(hour / 24));
         assert_eq!(m, Bucket::Month(2026 * 12 + 10));
+        assert_eq!(y, Bucket::Year(2026));
     }
 
     #[test]

@@ -396,8 +396,12 @@ impl Pipeline {
         ingested: Option<&Ingested>,
     ) -> Result<(), PipelineError> {
         match (debt, ingested) {
+            // A republish does not know what the first attempt's ingest reported (a
+            // first message?): decide again, whatever the event; deciding is idempotent.
             (Some(owed::Debt::Inbound(inbound)), Some(ingested)) => {
-                self.track_inbound(inbound, ingested).await
+                let mut again = ingested.clone();
+                again.first_inbound = true;
+                self.track_inbound(inbound, &again).await
             }
             (Some(owed::Debt::Sent(sent)), Some(ingested)) if self.outcomes.enabled => {
                 let change = crate::outcome::rules::Change::BusinessMessage {
@@ -470,6 +474,7 @@ impl Pipeline {
             contact,
             conversation,
             started: owed.started,
+            first_inbound: false,
             switched_from: owed.switched_from.clone(),
             history,
             merged: owed.merged.clone(),

@@ -205,7 +205,12 @@ impl Pipeline {
         key: &str,
         debt: &OutcomeDebt,
     ) -> Result<(), PipelineError> {
-        let events = self.outcome_debt_events(contact_id, debt).await?;
+        // A change with counters only (a conversation opened) reads nothing back.
+        let events = if debt.events.is_empty() {
+            Vec::new()
+        } else {
+            self.outcome_debt_events(contact_id, debt).await?
+        };
         if !events.is_empty() {
             let reservation = self
                 .delivery
@@ -358,11 +363,13 @@ impl Pipeline {
         }
         let conversation = &ingested.conversation;
         let echo = inbound.kind == EventType::MessageSent;
-        // Compared in µs: the Redis store keeps times in µs.
-        let first_message = inbound.kind == EventType::MessageReceived
-            && conversation.first_inbound_at.map(|at| at.as_microsecond())
-                == Some(inbound.at.as_microsecond());
-        if !(echo || first_message || ingested.started || inbound.referral.is_some()) {
+        // A referral matters when it became the first touch (a later one changes the
+        // last touch's keys at most, which the next decision of the conversation — its
+        // reply, stage, conversion or end — carries over: every inbound message with a
+        // page URL would otherwise cost a decision).
+        let first_touch =
+            inbound.referral.is_some() && conversation.attribution.first_touch == inbound.referral;
+        if !(echo || ingested.first_inbound || ingested.started || first_touch) {
             return Ok(());
         }
         let change = if echo {

@@ -99,6 +99,7 @@ pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
                 contact: closed.contact,
                 conversation: closed.conversation,
                 started: false,
+                first_inbound: false,
                 switched_from: None,
                 history: Vec::new(),
                 merged: None,

@@ -195,7 +195,7 @@ impl ContextStore for MemoryStore {
         let at = outbound.message.at;
         thread.conversation.messages += 1;
         thread.conversation.last_activity_at = at;
-        note_direction(&mut thread.conversation, Direction::Outbound, at);
+        let _ = note_direction(&mut thread.conversation, Direction::Outbound, at);
         thread.touched = Timestamp::now();
         let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
         entry.message = Some(outbound.message.clone());
@@ -226,6 +226,7 @@ impl ContextStore for MemoryStore {
             contact,
             conversation,
             started: false,
+            first_inbound: false,
             switched_from: None,
             history,
             merged: None,
@@ -746,7 +747,7 @@ impl State {
                 (self.conversations.entry(id).or_insert(thread), true)
             }
         };
-        let switched_from = apply(thread, ingest, policy);
+        let (switched_from, first_inbound) = apply(thread, ingest, policy);
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
         let contact = self
@@ -763,6 +764,7 @@ impl State {
             contact,
             conversation,
             started,
+            first_inbound,
             switched_from,
             history,
             merged: None,
@@ -973,10 +975,12 @@ impl Thread {
     }
 }
 
-/// Apply one event to its conversation; returns the previous channel on a switch.
-fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<String> {
+/// Apply one event to its conversation; returns the previous channel on a switch, and
+/// whether the event is the customer's first message in it.
+fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> (Option<String>, bool) {
     let conversation = &mut thread.conversation;
     let mut switched_from = None;
+    let mut first_inbound = false;
     if let Some(message) = &ingest.message {
         if conversation.current_channel != ingest.channel {
             switched_from = Some(std::mem::replace(
@@ -1003,7 +1007,7 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
             thread.windows.insert(ingest.channel.clone(), until);
         }
         conversation.reply_window_until = thread.windows.get(&ingest.channel).copied();
-        note_direction(conversation, message.direction, ingest.at);
+        first_inbound = note_direction(conversation, message.direction, ingest.at);
         push_history(&mut thread.history, message.clone(), policy.history_cap);
         let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
         entry.message = Some(message.clone());
@@ -1016,18 +1020,24 @@ fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> Option<
         thread.timeline.push(entry);
     }
     thread.cap_timeline(policy.timeline_cap);
-    switched_from
+    (switched_from, first_inbound)
 }
 
 /// The facts the outcome rules read: the customer's first message, and the first one
-/// the business has not answered yet (cleared by any business message).
-fn note_direction(conversation: &mut Conversation, direction: Direction, at: Timestamp) {
+/// the business has not answered yet (cleared by any business message). Returns whether
+/// this is the customer's first message.
+fn note_direction(conversation: &mut Conversation, direction: Direction, at: Timestamp) -> bool {
     match direction {
         Direction::Inbound => {
-            conversation.first_inbound_at.get_or_insert(at);
             conversation.awaiting_since.get_or_insert(at);
+            let first = conversation.first_inbound_at.is_none();
+            conversation.first_inbound_at.get_or_insert(at);
+            first
         }
-        Direction::Outbound => conversation.awaiting_since = None,
+        Direction::Outbound => {
+            conversation.awaiting_since = None;
+            false
+        }
     }
 }
 

@@ -166,6 +166,8 @@ pub struct Ingested {
     pub conversation: Conversation,
     /// Whether this event opened the conversation.
     pub started: bool,
+    /// Whether this event is the customer's first message in the conversation.
+    pub first_inbound: bool,
     /// The channel the conversation was on before, if this event switched channel.
     pub switched_from: Option<String>,
     /// The last `history_depth` messages, oldest first, this one included.

@@ -43,8 +43,9 @@ local CONVERSATION_FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'cha
   'awaiting' }
 
 -- The reply describing a contact, one conversation and the last `depth` messages:
--- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., started,
---   switched_from, history... }, from `contact` = { name, created_at, handles } and
+-- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., flags,
+--   switched_from, history... }; flags: '0' or '1' (the event opened the conversation),
+--   then 'f' when it was the customer's first message in it, from `contact` = { name, created_at, handles } and
 -- `conv` = the CONVERSATION_FIELDS values. Missing values are ''.
 local function reply(contact, conv_id, conv, history_key, depth, started, switched)
   local out = { contact[1] or '', contact[2] or '', contact[3] or '[]', conv_id }

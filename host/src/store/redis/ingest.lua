@@ -99,6 +99,7 @@ local history_key = prefix .. 'h:' .. conv_id
 local timeline_key = prefix .. 'tl:' .. conv_id
 
 local switched = ''
+local first_in = ''
 if ARGV[14] ~= '' then
   if conv.current ~= channel then
     switched = conv.current or ''
@@ -141,7 +142,10 @@ if ARGV[14] ~= '' then
   -- Facts the outcome rules read: the customer's first message, and the first one not
   -- answered yet (any business message clears it).
   if ARGV[20] == 'inbound' then
-    if not conv.first_in then set(conv, conv_changes, 'first_in', at_text) end
+    if not conv.first_in then
+      set(conv, conv_changes, 'first_in', at_text)
+      first_in = 'f'
+    end
     if not conv.awaiting then set(conv, conv_changes, 'awaiting', at_text) end
   elseif ARGV[20] == 'outbound' and conv.awaiting then
     redis.call('HDEL', conv_key, 'awaiting')
@@ -177,4 +181,4 @@ end
 local values = {}
 for i, field in ipairs(CONVERSATION_FIELDS) do values[i] = conv[field] end
 return reply({ contact.name, contact.created_at, contact.handles }, conv_id, values,
-  history_key, tonumber(ARGV[10]), started, switched)
+  history_key, tonumber(ARGV[10]), started .. first_in, switched)

@@ -1541,7 +1541,9 @@ fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreErro
     let contact = parse_contact(contact_id, &reply[0], &reply[1], &reply[2])?;
     let conversation =
         parse_conversation(&reply[CONTACT_FIELDS..CONTACT_FIELDS + CONVERSATION_FIELDS])?;
-    let started = reply[head - 2] == "1";
+    // Flags (common.lua `reply`): `1` opened the conversation, `f` first customer message.
+    let started = reply[head - 2].starts_with('1');
+    let first_inbound = reply[head - 2].ends_with('f');
     let switched_from = Some(reply[head - 1].clone()).filter(|channel| !channel.is_empty());
     let history = reply[head..]
         .iter()
@@ -1551,6 +1553,7 @@ fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreErro
         contact,
         conversation,
         started,
+        first_inbound,
         switched_from,
         history,
         merged: None,
