@@ -57,7 +57,7 @@ fn config(rotating: &Downstream, rotated: &Downstream, binary: &Downstream) -> S
 async fn send(gateway: &Gateway, id: &str) {
     let body = json!({
         "type": "message", "id": id, "visitor": {"id": "v1"}, "text": "Hola",
-        "sent_at": "2026-11-24T10:00:00Z"
+        "sent_at": jiff::Timestamp::now().to_string()
     })
     .to_string()
     .into_bytes();

@@ -70,7 +70,7 @@ fn message(id: &str, visitor: &str) -> Vec<u8> {
         "id": id,
         "visitor": {"id": visitor, "name": visitor},
         "text": format!("text of {id}"),
-        "sent_at": "2026-11-24T10:00:00Z"
+        "sent_at": jiff::Timestamp::now().to_string()
     })
     .to_string()
     .into_bytes()

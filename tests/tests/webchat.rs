@@ -41,7 +41,7 @@ fn message(id: &str, visitor: &str, text: &str) -> Vec<u8> {
             "url": "https://shop.example/p?utm_source=instagram&utm_campaign=bf25&fbclid=abc",
             "referrer": "https://l.instagram.com/"
         },
-        "sent_at": "2026-11-24T10:00:00Z"
+        "sent_at": jiff::Timestamp::now().to_string()
     })
     .to_string()
     .into_bytes()
