@@ -213,27 +213,21 @@ pub fn owed_republished(path: &'static str) {
     counter!("omnigate_owed_republished_total", "path" => path).increment(1);
 }
 
-/// What an outcome change caused, per the channel the conversation is on:
-/// `omnigate_first_response_seconds`, `omnigate_conversions_total`,
-/// `omnigate_conversion_value` (its `_sum` is the value per currency) and
-/// `omnigate_opportunities_lost_total`.
-pub fn outcome_events(channel: &str, debt: &crate::pipeline::owed::OutcomeDebt) {
-    for event in &debt.events {
-        if let Some(first) = &event.first_response {
-            histogram!(FIRST_RESPONSE, "channel" => channel.to_owned())
-                .record(first.seconds as f64);
-        }
-        if let Some(lost) = &event.lost {
-            counter!("omnigate_opportunities_lost_total", "channel" => channel.to_owned(), "reason" => lost.reason.clone())
-                .increment(1);
-        }
-        if let Some(conversion) = &event.conversion {
-            conversion_recorded(channel, conversion);
-        }
-    }
+/// A conversation's first response, `seconds` after the customer's first message, on
+/// `channel` (`omnigate_first_response_seconds`).
+pub fn first_response(channel: &str, seconds: u64) {
+    histogram!(FIRST_RESPONSE, "channel" => channel.to_owned()).record(seconds as f64);
 }
 
-/// A conversion recorded (attributed to a conversation on `channel`, or not: empty).
+/// A lost opportunity found on `channel` (`omnigate_opportunities_lost_total`).
+pub fn opportunity_lost(channel: &str, reason: &str) {
+    counter!("omnigate_opportunities_lost_total", "channel" => channel.to_owned(), "reason" => reason.to_owned())
+        .increment(1);
+}
+
+/// A conversion recorded (attributed to a conversation on `channel`, or not: empty):
+/// `omnigate_conversions_total`, and `omnigate_conversion_value` (its `_sum` is the
+/// value per currency).
 pub fn conversion_recorded(channel: &str, conversion: &crate::event::ConversionInfo) {
     counter!("omnigate_conversions_total", "channel" => channel.to_owned(), "name" => conversion.name.clone())
         .increment(1);

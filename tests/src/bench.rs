@@ -52,7 +52,8 @@ pub fn quantile(values: &mut [f64], p: f64) -> f64 {
 }
 
 /// The JSON body of web chat message `i` of batch `tag`: ~1 KiB, one of 5 000 visitors,
-/// with a landing URL carrying UTM parameters and a click id.
+/// with a landing URL carrying UTM parameters and a click id, dated now (an old date would
+/// make the outcome rules find every conversation unanswered and ended on arrival).
 pub fn webchat_body(tag: &str, i: usize) -> Vec<u8> {
     let visitor = i % 5_000;
     json!({
@@ -64,7 +65,7 @@ pub fn webchat_body(tag: &str, i: usize) -> Vec<u8> {
             "url": format!("https://shop.example/p/{}?utm_source=instagram&utm_medium=paid_social&utm_campaign=bf25&fbclid=IwAR{i:08}", i % 97),
             "referrer": "https://l.instagram.com/"
         },
-        "sent_at": "2026-11-24T10:00:00Z"
+        "sent_at": jiff::Timestamp::now().to_string()
     })
     .to_string()
     .into_bytes()

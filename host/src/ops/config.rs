@@ -291,8 +291,8 @@ pub struct AdminSettings {
 
 impl AdminSettings {
     /// The signing policy these settings describe; `Err` names a key that does not parse.
-    pub fn signing_policy(&self) -> Result<crate::lifecycle::SigningPolicy, String> {
-        crate::lifecycle::SigningPolicy::new(&self.signing_keys, self.allow_unsigned)
+    pub fn signing_policy(&self) -> Result<crate::lifecycle::signing::SigningPolicy, String> {
+        crate::lifecycle::signing::SigningPolicy::new(&self.signing_keys, self.allow_unsigned)
     }
 }
 

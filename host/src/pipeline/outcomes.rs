@@ -160,7 +160,7 @@ impl Pipeline {
                 self.publish_outcome(&conversation.contact_id, &key, &debt)
                     .await?;
             }
-            crate::metrics::outcome_events(&conversation.current_channel, &debt);
+            count_outcome_events(&conversation.current_channel, &debt);
             return Ok(Tracked {
                 conversation,
                 record,
@@ -461,6 +461,21 @@ fn spec(
                 conversion: Some(conversion_info(conversion, Ok(()), consent, properties)),
                 ..spec(EventType::ConversionRecorded, conversion.occurred_at)
             }
+        }
+    }
+}
+
+/// What an outcome change caused, counted per the channel the conversation is on.
+fn count_outcome_events(channel: &str, debt: &OutcomeDebt) {
+    for event in &debt.events {
+        if let Some(first) = &event.first_response {
+            crate::metrics::first_response(channel, first.seconds);
+        }
+        if let Some(lost) = &event.lost {
+            crate::metrics::opportunity_lost(channel, &lost.reason);
+        }
+        if let Some(conversion) = &event.conversion {
+            crate::metrics::conversion_recorded(channel, conversion);
         }
     }
 }
