@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -281,7 +282,12 @@ impl Deliverer {
             event: event.clone(),
         };
         let mut phase = self.phase.clone();
-        let mut delay = Duration::from_millis(100);
+        let mut delays = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(30))
+            .without_max_times()
+            .with_jitter()
+            .build();
         loop {
             match self.outbox.add_dead_letter(&letter).await {
                 Ok(_) => {
@@ -299,9 +305,8 @@ impl Deliverer {
             tokio::select! {
                 biased;
                 () = stopped(&mut phase) => return Finished::Abandoned,
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 }

@@ -196,12 +196,8 @@ pub(crate) fn sign_attempt(
 /// shares one trace; the span id is new per attempt.
 pub(crate) fn traceparent(event_id: &str) -> String {
     let trace = derived_trace_id(event_id);
-    let span = loop {
-        let bits = (super::outcome::unit_random() * (u64::MAX as f64)) as u64;
-        if bits != 0 {
-            break bits;
-        }
-    };
+    // The W3C format forbids an all-zero span id.
+    let span: u64 = rand::random_range(1..=u64::MAX);
     format!("00-{trace}-{span:016x}-01")
 }
 

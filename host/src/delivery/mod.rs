@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -753,7 +754,7 @@ impl std::fmt::Debug for Reservation {
 }
 
 /// How often a failed append is retried before `publish` reports the failure.
-const APPEND_ATTEMPTS: u32 = 3;
+const APPEND_RETRIES: usize = 2;
 
 impl Reservation {
     /// How many events this reservation has room for.
@@ -832,19 +833,23 @@ async fn append_with_retries(
         .iter()
         .map(|append| (append.partition, append.record.clone()))
         .collect();
-    let mut last_error = match inner.outbox.append(appends).await {
-        Ok(()) => return Ok(()),
-        Err(error) => error,
+    // The first attempt carries the reservation's permits; retries carry copies.
+    let mut first = Some(appends);
+    let appended = (|| {
+        let appends = first.take().unwrap_or_else(|| to_appends(&records));
+        inner.outbox.append(appends)
+    })
+    .retry(
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(100))
+            .with_factor(4.0)
+            .with_max_times(APPEND_RETRIES),
+    )
+    .notify(|error, delay| tracing::warn!(%error, ?delay, "outbox append failed; retrying"))
+    .await;
+    let Err(last_error) = appended else {
+        return Ok(());
     };
-    let mut delay = Duration::from_millis(100);
-    for _ in 1..APPEND_ATTEMPTS {
-        tokio::time::sleep(delay).await;
-        delay *= 4;
-        match inner.outbox.append(to_appends(&records)).await {
-            Ok(()) => return Ok(()),
-            Err(error) => last_error = error,
-        }
-    }
     let ids: Vec<String> = records.iter().map(|(_, r)| r.event.id.clone()).collect();
     tracing::error!(events = ?ids, error = %last_error, "outbox unavailable: events kept in memory until it answers");
     tokio::spawn(append_later(inner.clone(), records));
@@ -865,8 +870,14 @@ fn to_appends(records: &[(u32, Record)]) -> Vec<Append> {
 /// Keeps appending events the outbox refused until it takes them or delivery stops.
 async fn append_later(inner: Arc<Inner>, records: Vec<(u32, Record)>) {
     let mut phase = inner.phase.subscribe();
-    let mut delay = Duration::from_secs(1);
+    let mut delays = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .with_jitter()
+        .build();
     loop {
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
         tokio::select! {
             () = dispatcher::stopped(&mut phase) => {
                 let ids: Vec<&str> = records.iter().map(|(_, r)| r.event.id.as_str()).collect();
@@ -882,10 +893,7 @@ async fn append_later(inner: Arc<Inner>, records: Vec<(u32, Record)>) {
                 inner.wake(&partitions);
                 return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "outbox still unavailable");
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
+            Err(error) => tracing::warn!(%error, "outbox still unavailable"),
         }
     }
 }

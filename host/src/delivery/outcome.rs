@@ -1,6 +1,5 @@
 //! What one delivery attempt ended with, and when to try again.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -51,17 +50,13 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duratio
 /// The wait before the next attempt: the scheduled delay with ±20 % jitter, or what the
 /// receiver asked for if that is longer.
 pub(crate) fn next_delay(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
-    let jittered = scheduled.mul_f64(0.8 + 0.4 * unit_random());
+    let jittered = jitter(scheduled);
     retry_after.map_or(jittered, |asked| asked.max(jittered))
 }
 
-/// A number in [0, 1). Jitter needs no cryptographic quality; `RandomState` is seeded
-/// randomly per instance, which avoids adding a `rand` dependency.
-pub(crate) fn unit_random() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+/// `base` ±20 %, so instances do not retry in lockstep.
+pub(crate) fn jitter(base: Duration) -> Duration {
+    base.mul_f64(rand::random_range(0.8..1.2))
 }
 
 #[cfg(test)]

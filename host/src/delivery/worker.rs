@@ -12,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use futures::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -107,7 +108,7 @@ impl Worker {
             tokio::select! {
                 () = stopped(&mut phase) => break,
                 _ = retire.wait_for(|retired| *retired) => return,
-                () = tokio::time::sleep(jitter(self.timing.retake)) => {}
+                () = tokio::time::sleep(super::outcome::jitter(self.timing.retake)) => {}
             }
         }
         if let Err(error) = self
@@ -335,27 +336,17 @@ impl Worker {
     /// Acknowledges an entry, retrying briefly: an unacknowledged entry is delivered
     /// again by a later owner (a duplicate, which at-least-once allows).
     async fn ack(&self, entry_id: &str) {
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=5 {
-            match self
-                .outbox
-                .ack(self.partition, &self.subscription.id, entry_id)
-                .await
-            {
-                Ok(()) => return,
-                Err(error) if attempt == 5 => {
-                    tracing::warn!(subscription = %self.subscription.id, partition = self.partition, entry = entry_id, %error, "cannot acknowledge an outbox entry; it will be delivered again");
-                }
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
+        let acked = (|| self.outbox.ack(self.partition, &self.subscription.id, entry_id))
+            .retry(
+                ExponentialBuilder::new()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
+            .await;
+        if let Err(error) = acked {
+            tracing::warn!(subscription = %self.subscription.id, partition = self.partition, entry = entry_id, %error, "cannot acknowledge an outbox entry; it will be delivered again");
         }
     }
 }
 
-/// `base` ±20 %, so instances do not retry in lockstep.
-fn jitter(base: Duration) -> Duration {
-    base.mul_f64(0.8 + 0.4 * super::outcome::unit_random())
-}

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
 use futures::future::try_join_all;
 use jiff::Timestamp;
 use redis::Script;
@@ -47,6 +48,9 @@ use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 pub use crate::redis_url::{RedisTls, is_redis_url, redact, seeds};
 use conn::Conn;
+
+/// How often a conversation index that could not be written is retried.
+const INDEX_RETRIES: usize = 50;
 
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;
@@ -682,27 +686,28 @@ impl RedisStore {
             .map_err(|error| self.unavailable(error))
     }
 
-    /// [`Self::write_index`], retried in the background with a logged reason until it
-    /// lands (the event itself was recorded and must be published).
+    /// [`Self::write_index`], retried in the background with a logged reason (up to
+    /// [`INDEX_RETRIES`] times, backing off to 5 s): the event itself was recorded and
+    /// must be published.
     fn index_conversation_later(&self, conversation_id: String, contact_id: String, at: Timestamp) {
         let conn = self.conn.clone();
         let target = self.display.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1..=50u32 {
-                match Self::write_index(&conn, &conversation_id, &contact_id, at).await {
-                    Ok(()) => {
-                        if attempt > 1 {
-                            tracing::info!(conversation = %conversation_id, attempt, "conversation index written after retry");
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::error!(conversation = %conversation_id, contact = %contact_id, redis = %target, %error, attempt, "cannot write the conversation index; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
+            let written = (|| Self::write_index(&conn, &conversation_id, &contact_id, at))
+                .retry(
+                    ExponentialBuilder::new()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_max_times(INDEX_RETRIES)
+                        .with_jitter(),
+                )
+                .notify(|error, _| {
+                    tracing::error!(conversation = %conversation_id, contact = %contact_id, redis = %target, %error, "cannot write the conversation index; retrying");
+                })
+                .await;
+            match written {
+                Ok(()) => tracing::info!(conversation = %conversation_id, "conversation index written after retry"),
+                Err(error) => tracing::error!(conversation = %conversation_id, contact = %contact_id, %error, "conversation index not written: retries exhausted"),
             }
         });
     }
