@@ -55,11 +55,17 @@ pub fn quantile(values: &mut [f64], p: f64) -> f64 {
 /// with a landing URL carrying UTM parameters and a click id, dated now (an old date would
 /// make the outcome rules find every conversation unanswered and ended on arrival).
 pub fn webchat_body(tag: &str, i: usize) -> Vec<u8> {
+    webchat_body_from(tag, i, "v-")
+}
+
+/// [`webchat_body`] from visitor `<visitors><i % 5 000>`: batches with their own
+/// `visitors` prefix come from new visitors.
+pub fn webchat_body_from(tag: &str, i: usize, visitors: &str) -> Vec<u8> {
     let visitor = i % 5_000;
     json!({
         "type": "message",
         "id": format!("{tag}-{i}"),
-        "visitor": {"id": format!("v-{visitor}"), "name": format!("Visitor {visitor}"), "email": format!("visitor{visitor}@example.com")},
+        "visitor": {"id": format!("{visitors}{visitor}"), "name": format!("Visitor {visitor}"), "email": format!("visitor{visitor}@example.com")},
         "text": format!("Hola, ¿tenéis la talla M del modelo {i}? Lo vi en Instagram y me gustaría saber si llega antes del viernes."),
         "page": {
             "url": format!("https://shop.example/p/{}?utm_source=instagram&utm_medium=paid_social&utm_campaign=bf25&fbclid=IwAR{i:08}", i % 97),
@@ -73,9 +79,14 @@ pub fn webchat_body(tag: &str, i: usize) -> Vec<u8> {
 
 /// `count` distinct web chat messages of batch `tag`, each signed now (Standard Webhooks).
 pub fn signed_webchat_messages(count: usize, tag: &str) -> Vec<HttpRequest> {
+    signed_webchat_messages_from(count, tag, "v-")
+}
+
+/// [`signed_webchat_messages`] from visitors `<visitors><n>` (see [`webchat_body_from`]).
+pub fn signed_webchat_messages_from(count: usize, tag: &str, visitors: &str) -> Vec<HttpRequest> {
     (0..count)
         .map(|i| {
-            let body = webchat_body(tag, i);
+            let body = webchat_body_from(tag, i, visitors);
             let headers = crate::standard_webhooks_headers(SECRET, &format!("wh_{tag}_{i}"), &body)
                 .unwrap_or_default()
                 .into_iter()

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry, Referral, ReferralSource};
 use omnigate::store::{
     ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, RedisTls,
-    StoreError,
+    RollupWrite, StoreError,
 };
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 
@@ -1326,6 +1326,71 @@ async fn shared_verified_handle(store: &dyn ContextStore) {
     assert!(c.merged.is_none());
 }
 
+/// Rollups: a batch of debts adds their summed changes once; a bucket that has seen one
+/// of the keys takes nothing (the caller then adds the keys one by one), so no debt is
+/// counted twice, whichever path added it first.
+async fn rollups_once(store: &dyn ContextStore) {
+    let outcomes = store.outcomes();
+    let write = |bucket: &str, n: i64| RollupWrite {
+        bucket: bucket.into(),
+        table: "f.channel".into(),
+        field: "web\x1fconversations".into(),
+        n,
+    };
+    let keys = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let count = |tables: Vec<std::collections::HashMap<String, i64>>| {
+        tables
+            .iter()
+            .map(|table| table.get("web\x1fconversations").copied().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    let buckets = ["h900001".to_owned(), "d37500".to_owned()];
+    // One debt, added alone (as the relay does).
+    let alone = [write("h900001", 1), write("d37500", 1)];
+    assert!(
+        outcomes
+            .add_rollups(&keys(&["a"]), &alone)
+            .await
+            .expect("add")
+    );
+    assert!(
+        !outcomes
+            .add_rollups(&keys(&["a"]), &alone)
+            .await
+            .expect("again")
+    );
+    // A batch with `a` again: neither bucket takes it.
+    let batch = [write("h900001", 3), write("d37500", 3)];
+    let taken = outcomes
+        .add_rollups(&keys(&["a", "b", "c"]), &batch)
+        .await
+        .expect("batch");
+    assert!(!taken, "a bucket that has seen `a` must refuse the batch");
+    let tables = outcomes.rollups("f.channel", &buckets).await.expect("read");
+    assert_eq!(count(tables), [1, 1]);
+    // A fresh batch is taken whole; a repeat of it adds nothing.
+    let batch = [write("h900001", 2), write("d37500", 2)];
+    assert!(
+        outcomes
+            .add_rollups(&keys(&["b", "c"]), &batch)
+            .await
+            .expect("batch")
+    );
+    assert!(
+        !outcomes
+            .add_rollups(&keys(&["b", "c"]), &batch)
+            .await
+            .expect("repeat")
+    );
+    let tables = outcomes.rollups("f.channel", &buckets).await.expect("read");
+    assert_eq!(count(tables), [3, 3]);
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -1343,6 +1408,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     owed_records(&*store).await;
     timeline_cap(&*store).await;
     idle_contacts(&*store).await;
+    rollups_once(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -100,6 +100,8 @@ pub async fn funnel(
         .into_iter()
         .map(|(bucket, sign)| (bucket.name(), sign))
         .unzip();
+    // This instance's queued counter changes first: a caller reads its own writes.
+    app.pipeline.flush_rollups().await;
     let counters = app
         .pipeline
         .store()

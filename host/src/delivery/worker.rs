@@ -336,17 +336,19 @@ impl Worker {
     /// Acknowledges an entry, retrying briefly: an unacknowledged entry is delivered
     /// again by a later owner (a duplicate, which at-least-once allows).
     async fn ack(&self, entry_id: &str) {
-        let acked = (|| self.outbox.ack(self.partition, &self.subscription.id, entry_id))
-            .retry(
-                ExponentialBuilder::new()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_times(4)
-                    .with_jitter(),
-            )
-            .await;
+        let acked = (|| {
+            self.outbox
+                .ack(self.partition, &self.subscription.id, entry_id)
+        })
+        .retry(
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(4)
+                .with_jitter(),
+        )
+        .await;
         if let Err(error) = acked {
             tracing::warn!(subscription = %self.subscription.id, partition = self.partition, entry = entry_id, %error, "cannot acknowledge an outbox entry; it will be delivered again");
         }
     }
 }
-

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod normalize;
 pub mod outcomes;
 pub mod owed;
+pub mod rollups;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -120,6 +121,7 @@ pub struct Pipeline {
     outcomes: crate::outcome::OutcomeSettings,
     channels: sweeper::Channels,
     metrics: PipelineMetrics,
+    rollups: Arc<rollups::RollupQueue>,
 }
 
 impl Pipeline {
@@ -139,6 +141,7 @@ impl Pipeline {
         }
         Ok(Self {
             metrics: PipelineMetrics::new(store.backend()),
+            rollups: rollups::RollupQueue::new(store.clone()),
             store,
             delivery,
             normalizer,

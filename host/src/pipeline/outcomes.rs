@@ -12,12 +12,13 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::owed::{self, OutcomeDebt, OutcomeEvent as Spec};
+use super::rollups::{self, PendingRollup};
 use super::{Pipeline, PipelineError};
 use crate::event::{ConversionInfo, EventType, FirstResponseInfo, LostInfo, StageInfo};
-use crate::outcome::rollup::{self, Bucket};
+use crate::outcome::rollup;
 use crate::outcome::rules::{self, Change, Decision, Facts, OutcomeEvent, RuleError};
 use crate::outcome::{ConversionRef, OutcomeRecord};
-use crate::store::{self, Conversation, OutcomeCommit, RollupWrite, StoreError};
+use crate::store::{self, Conversation, OutcomeCommit, StoreError};
 
 /// Compare-and-set attempts before giving up (each loser reads and decides again).
 const ATTEMPTS: usize = 8;
@@ -205,12 +206,19 @@ impl Pipeline {
         key: &str,
         debt: &OutcomeDebt,
     ) -> Result<(), PipelineError> {
-        // A change with counters only (a conversation opened) reads nothing back.
-        let events = if debt.events.is_empty() {
-            Vec::new()
-        } else {
-            self.outcome_debt_events(contact_id, debt).await?
-        };
+        // A change with counters only (a conversation opened) is added in a batch.
+        if debt.events.is_empty() {
+            let pending = PendingRollup {
+                contact_id: contact_id.to_owned(),
+                key: key.to_owned(),
+                deltas: debt.deltas.clone(),
+            };
+            if let Err(pending) = self.rollups.push(pending) {
+                rollups::write(self.store.as_ref(), &[pending]).await?;
+            }
+            return Ok(());
+        }
+        let events = self.outcome_debt_events(contact_id, debt).await?;
         if !events.is_empty() {
             let reservation = self
                 .delivery
@@ -251,7 +259,8 @@ impl Pipeline {
         ))
     }
 
-    /// Add a debt's counter changes to the hour, day and month buckets, once per `key`.
+    /// Add a debt's counter changes to the hour, day, month and year buckets, once per
+    /// `key` (added already: nothing to do).
     pub(super) async fn add_rollups(
         &self,
         key: &str,
@@ -260,20 +269,18 @@ impl Pipeline {
         if debt.deltas.is_empty() {
             return Ok(());
         }
-        let writes: Vec<RollupWrite> = debt
-            .deltas
-            .iter()
-            .flat_map(|delta| {
-                Bucket::of_hour(delta.hour).map(|bucket| RollupWrite {
-                    bucket: bucket.name(),
-                    table: delta.table.clone(),
-                    field: delta.field.clone(),
-                    n: delta.n,
-                })
-            })
-            .collect();
-        self.store.outcomes().add_rollups(key, &writes).await?;
+        let writes = rollups::summed(debt.deltas.iter());
+        self.store
+            .outcomes()
+            .add_rollups(&[key.to_owned()], &writes)
+            .await?;
         Ok(())
+    }
+
+    /// Wait until the counter changes queued so far are in the rollups (a report reads
+    /// its own instance's writes).
+    pub async fn flush_rollups(&self) {
+        self.rollups.flush().await;
     }
 
     /// Record a conversion no conversation is found for: `conversion.recorded` with

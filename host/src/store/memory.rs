@@ -539,9 +539,12 @@ impl OutcomeStore for MemoryStore {
         Ok(())
     }
 
-    async fn add_rollups(&self, once: &str, writes: &[RollupWrite]) -> Result<(), StoreError> {
-        self.tables.add_rollups(once, writes);
-        Ok(())
+    async fn add_rollups(
+        &self,
+        once: &[String],
+        writes: &[RollupWrite],
+    ) -> Result<bool, StoreError> {
+        Ok(self.tables.add_rollups(once, writes))
     }
 
     async fn rollups(

@@ -82,8 +82,16 @@ pub trait OutcomeStore: Send + Sync {
     /// Forget a due entry (the record has nothing due any more, or is gone).
     async fn undue(&self, conversation_id: &str) -> Result<(), StoreError>;
 
-    /// Add `writes` to the counters, once per `once` key (a retry adds nothing).
-    async fn add_rollups(&self, once: &str, writes: &[RollupWrite]) -> Result<(), StoreError>;
+    /// Add `writes` (the summed changes of the debts named by `once`) to the counters,
+    /// atomically per bucket, and only where no key of `once` was added before: a
+    /// bucket that has seen one of them takes nothing. `false` when some bucket took
+    /// nothing: the caller adds the keys one by one (a single key already added is a
+    /// retry, and nothing more is owed).
+    async fn add_rollups(
+        &self,
+        once: &[String],
+        writes: &[RollupWrite],
+    ) -> Result<bool, StoreError>;
 
     /// The counters (`field → n`) of `table` in each of `buckets`, in order.
     async fn rollups(
@@ -196,15 +204,19 @@ impl MemoryTables {
             .retain(|started| !conversation_ids.contains(&started.conversation_id));
     }
 
-    pub(super) fn add_rollups(&self, once: &str, writes: &[RollupWrite]) {
+    pub(super) fn add_rollups(&self, once: &[String], writes: &[RollupWrite]) -> bool {
         let mut tables = self.inner.lock();
-        if !tables.once.insert(once.to_owned()) {
-            return;
+        if once.iter().any(|key| tables.once.contains(key)) {
+            return false;
         }
-        tables.once_order.push_back(once.to_owned());
-        if tables.once_order.len() > ONCE_KEPT
-            && let Some(old) = tables.once_order.pop_front()
-        {
+        for key in once {
+            tables.once.insert(key.clone());
+            tables.once_order.push_back(key.clone());
+        }
+        while tables.once_order.len() > ONCE_KEPT {
+            let Some(old) = tables.once_order.pop_front() else {
+                break;
+            };
             tables.once.remove(&old);
         }
         for write in writes {
@@ -218,6 +230,7 @@ impl MemoryTables {
                 counters.remove(&write.field);
             }
         }
+        true
     }
 
     pub(super) fn rollups(&self, table: &str, buckets: &[String]) -> Vec<HashMap<String, i64>> {

@@ -706,8 +706,12 @@ impl RedisStore {
                 })
                 .await;
             match written {
-                Ok(()) => tracing::info!(conversation = %conversation_id, "conversation index written after retry"),
-                Err(error) => tracing::error!(conversation = %conversation_id, contact = %contact_id, %error, "conversation index not written: retries exhausted"),
+                Ok(()) => {
+                    tracing::info!(conversation = %conversation_id, "conversation index written after retry")
+                }
+                Err(error) => {
+                    tracing::error!(conversation = %conversation_id, contact = %contact_id, %error, "conversation index not written: retries exhausted")
+                }
             }
         });
     }

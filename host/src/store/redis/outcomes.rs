@@ -144,19 +144,24 @@ impl OutcomeStore for RedisStore {
         .await
     }
 
-    async fn add_rollups(&self, once: &str, writes: &[RollupWrite]) -> Result<(), StoreError> {
+    async fn add_rollups(
+        &self,
+        once: &[String],
+        writes: &[RollupWrite],
+    ) -> Result<bool, StoreError> {
         let mut by_bucket: BTreeMap<&str, Vec<&RollupWrite>> = BTreeMap::new();
         for write in writes {
             by_bucket.entry(&write.bucket).or_default().push(write);
         }
         self.trip();
-        try_join_all(by_bucket.into_iter().map(|(bucket, writes)| async move {
+        let taken = try_join_all(by_bucket.into_iter().map(|(bucket, writes)| async move {
             let prefix = keys::rollup_prefix(bucket);
             let mut invocation = self.rollup_script.prepare_invoke();
-            invocation
-                .key(format!("{prefix}once"))
-                .arg(once)
-                .arg(&prefix);
+            invocation.key(format!("{prefix}once")).arg(once.len());
+            for key in once {
+                invocation.arg(key);
+            }
+            invocation.arg(&prefix);
             for write in writes {
                 invocation.arg(&write.table).arg(&write.field).arg(write.n);
             }
@@ -166,8 +171,8 @@ impl OutcomeStore for RedisStore {
                 .await
                 .map_err(|error| self.unavailable(error))
         }))
-        .await
-        .map(drop)
+        .await?;
+        Ok(taken.iter().all(|&taken| taken == 1))
     }
 
     async fn rollups(

@@ -1,13 +1,22 @@
--- Add counter changes to one bucket's tables, once per key (see
--- `OutcomeStore::add_rollups`): a retried publish adds nothing.
+-- Add counter changes to one bucket's tables, once per debt key (see
+-- `OutcomeStore::add_rollups`): a bucket that has seen any of the keys takes nothing,
+-- so a retried publish adds nothing and a batch never counts a debt twice.
 -- KEYS[1] og:ru:{<bucket>}:once   set of keys applied (expires after 30 days)
--- ARGV: 1 key  2 table key prefix og:ru:{<bucket>}:  then triples table, field, n
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  return 0
+-- ARGV: 1 number of keys k  2..k+1 the keys  k+2 table key prefix og:ru:{<bucket>}:
+--       then triples table, field, n (the keys' changes, summed)
+local k = tonumber(ARGV[1])
+for i = 2, k + 1 do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    return 0
+  end
+end
+for i = 2, k + 1 do
+  redis.call('SADD', KEYS[1], ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], 2592000)
-for i = 3, #ARGV, 3 do
-  local key = ARGV[2] .. ARGV[i]
+local prefix = ARGV[k + 2]
+for i = k + 3, #ARGV, 3 do
+  local key = prefix .. ARGV[i]
   if redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2]) == 0 then
     redis.call('HDEL', key, ARGV[i + 1])
   end
