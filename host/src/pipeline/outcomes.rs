@@ -114,6 +114,20 @@ impl Pipeline {
         fresh: Option<&Conversation>,
         conversion_extra: Option<(Option<serde_json::Value>, Option<serde_json::Value>)>,
     ) -> Result<Tracked, OutcomeError> {
+        self.track_owing(conversation_id, change, fresh, conversion_extra, false)
+            .await
+    }
+
+    /// [`Self::track`]; `hinted`: the caller holds an unsettled owed record of the
+    /// conversation's contact (see [`OutcomeCommit::hinted`]).
+    async fn track_owing(
+        &self,
+        conversation_id: &str,
+        change: &Change<'_>,
+        fresh: Option<&Conversation>,
+        conversion_extra: Option<(Option<serde_json::Value>, Option<serde_json::Value>)>,
+        hinted: bool,
+    ) -> Result<Tracked, OutcomeError> {
         let mut fresh = fresh.cloned();
         for _ in 0..ATTEMPTS {
             let (conversation, version, old) = match fresh.take() {
@@ -152,6 +166,7 @@ impl Pipeline {
                 started_at: conversation.started_at,
                 due: record.due,
                 owed: changed.then_some((key.as_str(), payload.as_str())),
+                hinted,
             };
             if !self.store.outcomes().commit(&commit).await? {
                 continue;
@@ -391,15 +406,19 @@ impl Pipeline {
         self.track_logged(&conversation.id, &change, fresh).await
     }
 
-    /// [`Self::track`] for changes the store already accepted (a message): a refusal by
-    /// the rules cannot happen for these and is only logged.
+    /// [`Self::track`] for changes the store already accepted (a message), called while
+    /// that change's owed record is not settled yet: a refusal by the rules cannot
+    /// happen for these and is only logged.
     pub(super) async fn track_logged(
         &self,
         conversation_id: &str,
         change: &Change<'_>,
         fresh: Option<&Conversation>,
     ) -> Result<(), PipelineError> {
-        match self.track(conversation_id, change, fresh, None).await {
+        match self
+            .track_owing(conversation_id, change, fresh, None, true)
+            .await
+        {
             Ok(_) | Err(OutcomeError::NotFound(_)) => Ok(()),
             Err(OutcomeError::Rule(error)) => {
                 tracing::error!(%error, conversation = %conversation_id, "outcome rules refused a message");

@@ -41,6 +41,10 @@ pub struct OutcomeCommit<'a> {
     pub due: Option<Timestamp>,
     /// What the change owes (owed key, payload), kept in the same atomic step.
     pub owed: Option<(&'a str, &'a str)>,
+    /// The contact's relay hint is in place already: the caller holds an owed record of
+    /// the contact, not settled, that was written with its hint, and a hint only goes
+    /// when the contact owes nothing. The commit need not write it again.
+    pub hinted: bool,
 }
 
 /// One counter change in one bucket.

@@ -107,7 +107,7 @@ impl OutcomeStore for RedisStore {
                 .await
             },
             async {
-                if commit.owed.is_none() {
+                if commit.owed.is_none() || commit.hinted {
                     return Ok(());
                 }
                 self.hint_change(commit.contact_id, now.as_millisecond())
