@@ -120,7 +120,7 @@ async fn handshake_message_retry_deduped_and_threaded_reply() {
     ];
     assert_eq!(deliver(&gateway, &body, now + 3, None, &retry).await.0, 200);
     let id = format!("C123ABC456:{now}.003543");
-    wait_for_external_ids(&receiver, &[id.clone()], |d, id| d == id).await;
+    wait_for_external_ids(&receiver, std::slice::from_ref(&id), |d, id| d == id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = receiver.of_type("message.received");
     assert_eq!(received.len(), 1, "{received:#?}");
