@@ -64,6 +64,8 @@ pub struct PostmarkInbound {
     pub message_id: Option<String>,
     /// Text part.
     pub text_body: Option<String>,
+    /// The text of a reply without the quoted mail below it.
+    pub stripped_text_reply: Option<String>,
     /// HTML part.
     pub html_body: Option<String>,
     /// Every header of the mail.
@@ -146,7 +148,12 @@ pub fn postmark(inbound: &PostmarkInbound) -> Mail {
         references: header("References")
             .map(|v| address::message_ids(&v))
             .unwrap_or_default(),
-        text: inbound.text_body.clone(),
+        // A reply's own words, without the quoted history, when Postmark found them.
+        text: inbound
+            .stripped_text_reply
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| inbound.text_body.clone()),
         html: inbound.html_body.clone().filter(|h| !h.trim().is_empty()),
         attachments: inbound
             .attachments
@@ -249,7 +256,8 @@ pub fn mailgun(form: &Form) -> Result<Mail, WebhookError> {
         references: header("References")
             .map(|v| address::message_ids(&v))
             .unwrap_or_default(),
-        text: form.get("body-plain"),
+        // A reply's own words, without the quoted history, when Mailgun found them.
+        text: form.get("stripped-text").or_else(|| form.get("body-plain")),
         html: form.get("body-html"),
         attachments,
         authenticated,

@@ -179,6 +179,11 @@ fn a_reply_threads_and_a_plus_address_carries_the_link_token() {
         message.reply_to.as_deref(),
         Some("msg_01jd2xk8q3v5r7t9w1y3a5c7e9@shop.example")
     );
+    assert_eq!(
+        message.text.as_deref(),
+        Some("Re: your message\n\nYes, a 42 please. Thanks!"),
+        "the reply without the quoted mail"
+    );
     let referral = message.referral.clone().expect("link token");
     assert_eq!(referral.source, ReferralSource::Link);
     assert_eq!(referral.ref_payload.as_deref(), Some("lk-0000000000"));
