@@ -41,6 +41,8 @@ pub struct App {
     pub identity: crate::store::IdentitySettings,
     /// `[server] request_timeout`.
     pub request_timeout: std::time::Duration,
+    /// `[server] public_url` and `trust_forwarded`: the URL providers called.
+    pub public_url: crate::ingress::PublicUrl,
 }
 
 impl App {

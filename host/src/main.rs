@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Work with channels at their providers.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -118,6 +123,53 @@ struct AdminTarget {
 }
 
 #[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Register a channel's webhook URL with its provider (Telegram, Twilio); the other
+    /// providers are set up in their consoles (docs/channels/).
+    Setup {
+        #[command(subcommand)]
+        provider: SetupProvider,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetupProvider {
+    /// Telegram `setWebhook`: the URL, the secret token and the updates the plugin maps.
+    Telegram {
+        /// The webhook URL, `https://<gateway>/webhooks/<channel id>`.
+        #[arg(long)]
+        url: String,
+        /// The bot token.
+        #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+        bot_token: String,
+        /// The channel's `secret_token` secret.
+        #[arg(long, env = "TELEGRAM_SECRET_TOKEN", hide_env_values = true)]
+        secret_token: String,
+        /// Bot API base URL.
+        #[arg(long, default_value = "https://api.telegram.org")]
+        api_base: String,
+    },
+    /// Twilio: point a number's "A message comes in" webhook (POST) at the URL.
+    Twilio {
+        /// The webhook URL, `<public_url>/webhooks/<channel id>`.
+        #[arg(long)]
+        url: String,
+        /// The number, E.164 (`+15017250604`).
+        #[arg(long)]
+        number: String,
+        /// The Account SID (`AC…`).
+        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+        account_sid: String,
+        /// The account's auth token.
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+        /// API base URL.
+        #[arg(long, default_value = "https://api.twilio.com")]
+        api_base: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Check a configuration file as `serve` would, without serving: unknown keys, unset
     /// secrets, channel ids, plugin files, required plugin settings. Problems name the line.
@@ -184,6 +236,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Plugin { command } => plugin(command).await,
+        Command::Channel {
+            command: ChannelCommand::Setup { provider },
+        } => channel_setup(provider).await,
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file).await,
@@ -198,6 +253,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: DevCommand::Receiver { listen, secrets },
         } => Ok(omnigate::dev::receiver::run(listen, secrets).await?),
     }
+}
+
+/// `omnigate channel setup`: one provider call, its outcome on stdout.
+async fn channel_setup(provider: SetupProvider) -> anyhow::Result<()> {
+    use omnigate::ops::setup;
+    match provider {
+        SetupProvider::Telegram {
+            url,
+            bot_token,
+            secret_token,
+            api_base,
+        } => {
+            let said = setup::telegram(&setup::TelegramSetup {
+                api_base,
+                bot_token,
+                secret_token,
+                url: url.clone(),
+            })
+            .await?;
+            println!("Telegram: {said} ({url})");
+        }
+        SetupProvider::Twilio {
+            url,
+            number,
+            account_sid,
+            auth_token,
+            api_base,
+        } => {
+            let (sid, sms_url) = setup::twilio(&setup::TwilioSetup {
+                api_base,
+                account_sid,
+                auth_token,
+                number: number.clone(),
+                url,
+            })
+            .await?;
+            println!("Twilio: {number} ({sid}) now posts incoming messages to {sms_url}");
+        }
+    }
+    Ok(())
 }
 
 async fn plugin(command: PluginCommand) -> anyhow::Result<()> {

@@ -258,6 +258,13 @@ pub fn plugin_sync(outcome: &'static str) {
     counter!("omnigate_plugin_sync_total", "outcome" => outcome).increment(1);
 }
 
+/// A contact handle a plugin reported, by `kind` (`phone`, `email`) and what the
+/// normalizer made of it: `kept`, `kept_unlisted` (a provider-verified phone number that
+/// is possible but not in libphonenumber's metadata) or `dropped`.
+pub fn handle_normalized(kind: &'static str, outcome: &'static str) {
+    counter!("omnigate_handles_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
 /// The shared plugin registry revision this instance has applied.
 pub fn plugin_registry_revision(revision: u64) {
     gauge!("omnigate_plugin_registry_revision").set(revision as f64);

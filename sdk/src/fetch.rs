@@ -15,6 +15,13 @@ pub fn secret_placeholder(name: &str) -> String {
     format!("{{{{secret:{name}}}}}")
 }
 
+/// `{{basic:USER:NAME}}`: a placeholder the host replaces with the credentials of HTTP
+/// Basic authentication, `base64(USER:<secret NAME>)`, under the same rules as
+/// [`secret_placeholder`]. `user` must not contain `:` (RFC 7617).
+pub fn basic_placeholder(user: &str, secret_name: &str) -> String {
+    format!("{{{{basic:{user}:{secret_name}}}}}")
+}
+
 /// A request for [`host::fetch`], built step by step:
 ///
 /// ```ignore
@@ -76,6 +83,14 @@ impl Fetch {
     /// Adds `authorization: Bearer {{secret:NAME}}`.
     pub fn bearer_secret(self, secret_name: &str) -> Self {
         let value = format!("Bearer {}", secret_placeholder(secret_name));
+        self.header("authorization", &value)
+    }
+
+    /// Adds `authorization: Basic {{basic:USER:NAME}}`: HTTP Basic authentication with
+    /// `user` (e.g. Twilio's Account SID, Mailgun's `api`) and the channel secret
+    /// `secret_name` as the password, encoded by the host.
+    pub fn basic_auth_secret(self, user: &str, secret_name: &str) -> Self {
+        let value = format!("Basic {}", basic_placeholder(user, secret_name));
         self.header("authorization", &value)
     }
 
@@ -261,6 +276,11 @@ mod tests {
         assert_eq!(req.headers[1], h("content-type", "application/json"));
         assert_eq!(req.body, br#"{"a":1}"#);
         assert_eq!(req.timeout_ms, Some(5000));
+        let basic = Fetch::get("https://x.example").basic_auth_secret("AC1", "auth_token");
+        assert_eq!(
+            basic.request().headers[0],
+            h("authorization", "Basic {{basic:AC1:auth_token}}")
+        );
         let form = Fetch::new("post", "https://x.example")
             .form(&[("a", "b c")])
             .expect("form");

@@ -70,7 +70,9 @@ pub use bindings::omnigate::channel::types::{
     ReferralSource, SendError, SendReceipt, Setting, StatusUpdate, Template, Timestamp,
     Unsupported, WebhookError, WebhookOutcome,
 };
-pub use fetch::{Fetch, secret_placeholder, send_error_for_fetch, send_error_for_status};
+pub use fetch::{
+    Fetch, basic_placeholder, secret_placeholder, send_error_for_fetch, send_error_for_status,
+};
 
 impl Setting {
     /// A configuration key or secret name the channel cannot work without.

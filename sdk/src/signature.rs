@@ -129,6 +129,34 @@ pub fn verify_twilio(
     )
 }
 
+/// Checks HTTP Basic authentication on a webhook (Postmark, SendGrid Inbound Parse: the
+/// credentials are part of the URL configured at the provider): the password must equal
+/// the secret named `secret_name` (compared by the host in constant time) and, when
+/// `user` is given, the user name must equal it.
+pub fn verify_basic_auth(
+    request: &HttpRequest,
+    user: Option<&str>,
+    secret_name: &str,
+) -> Result<(), WebhookError> {
+    use base64::Engine as _;
+    let value = required_header(request, "authorization")?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+        .ok_or_else(|| WebhookError::Unauthorized("authorization is not Basic".into()))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| WebhookError::Unauthorized("Basic credentials are not base64".into()))?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (presented_user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| WebhookError::Unauthorized("Basic credentials have no `:`".into()))?;
+    if user.is_some_and(|expected| expected != presented_user) {
+        return Err(WebhookError::Unauthorized("wrong Basic user name".into()));
+    }
+    verify_equals(password, secret_name)
+}
+
 /// Checks that `presented` equals the secret named `secret_name`, in constant time
 /// (Telegram's `X-Telegram-Bot-Api-Secret-Token`). For Meta's `hub.verify_token`
 /// handshake, map the error to [`WebhookError::Forbidden`] as the contract asks.
@@ -378,6 +406,42 @@ mod tests {
                 "auth_token"
             ))),
             "signature does not match"
+        );
+    }
+
+    #[test]
+    fn basic_auth() {
+        let h = Harness::new().secret("webhook_password", "open sesame");
+        // RFC 7617's example credentials: Aladdin / open sesame.
+        let with = |value: &str| request("POST", "/", "", &[("Authorization", value)], b"");
+        let good = with("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(
+            h.run(|| verify_basic_auth(&good, Some("Aladdin"), "webhook_password")),
+            Ok(())
+        );
+        assert_eq!(
+            h.run(|| verify_basic_auth(&good, None, "webhook_password")),
+            Ok(())
+        );
+        assert_eq!(
+            unauthorized(h.run(|| verify_basic_auth(&good, Some("Ali"), "webhook_password"))),
+            "wrong Basic user name"
+        );
+        // Aladdin:open sesamE
+        let wrong = with("Basic QWxhZGRpbjpvcGVuIHNlc2FtRQ==");
+        assert_eq!(
+            unauthorized(h.run(|| verify_basic_auth(&wrong, None, "webhook_password"))),
+            "signature does not match"
+        );
+        let bearer = with("Bearer x");
+        assert_eq!(
+            unauthorized(h.run(|| verify_basic_auth(&bearer, None, "webhook_password"))),
+            "authorization is not Basic"
+        );
+        let none = request("POST", "/", "", &[], b"");
+        assert_eq!(
+            unauthorized(h.run(|| verify_basic_auth(&none, None, "webhook_password"))),
+            "missing authorization header"
         );
     }
 

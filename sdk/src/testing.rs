@@ -26,7 +26,8 @@
 //! - computes `verify`/`sign` with `omnigate-signature` using the secret's value;
 //! - never returns a secret from `config`;
 //! - on `http-fetch`, checks the URL's host against [`Harness::allow_host`] entries, then
-//!   fills `{{secret:NAME}}` placeholders in the URL, header values and body; a disallowed
+//!   fills `{{secret:NAME}}` placeholders (and `{{basic:USER:NAME}}`, Basic credentials)
+//!   in the URL, header values and body; a disallowed
 //!   host or an unknown secret is [`FetchError::Denied`] and nothing is sent;
 //! - gives the request as sent (placeholders filled) to [`Harness::on_fetch`], records it
 //!   ([`Harness::sent`]), and replaces each secret value it filled in by [`REDACTED`] in
@@ -400,9 +401,11 @@ pub(crate) mod native {
     }
 
     const OPEN: &[u8] = b"{{secret:";
+    const BASIC_OPEN: &[u8] = b"{{basic:";
     const CLOSE: &[u8] = b"}}";
 
-    /// Replaces every `{{secret:NAME}}` in `input`; an unknown NAME is `Denied`.
+    /// Replaces every `{{secret:NAME}}` and `{{basic:USER:NAME}}` in `input`; an unknown
+    /// NAME is `Denied`.
     fn fill(
         input: &[u8],
         secrets: &BTreeMap<String, String>,
@@ -410,20 +413,44 @@ pub(crate) mod native {
     ) -> Result<Vec<u8>, FetchError> {
         let mut out = Vec::with_capacity(input.len());
         let mut rest = input;
-        while let Some(start) = find(rest, OPEN) {
-            let after = &rest[start + OPEN.len()..];
+        while let Some((start, open)) = next_placeholder(rest) {
+            let after = &rest[start + open.len()..];
             let Some(end) = find(after, CLOSE) else { break };
-            let name = String::from_utf8_lossy(&after[..end]);
-            let value = secrets.get(name.as_ref()).ok_or_else(|| {
+            let inside = String::from_utf8_lossy(&after[..end]);
+            let (user, name) = if open == BASIC_OPEN {
+                let (user, name) = inside.split_once(':').ok_or_else(|| {
+                    FetchError::Denied(format!("basic placeholder {inside:?} has no USER:"))
+                })?;
+                (Some(user), name)
+            } else {
+                (None, inside.as_ref())
+            };
+            let value = secrets.get(name).ok_or_else(|| {
                 FetchError::Denied(format!("unknown secret {name:?} in placeholder"))
             })?;
             out.extend_from_slice(&rest[..start]);
-            out.extend_from_slice(value.as_bytes());
+            match user {
+                Some(user) => {
+                    let credentials = omnigate_signature::basic_credentials(user, value.as_bytes());
+                    out.extend_from_slice(credentials.as_bytes());
+                    // Echoed whole, the credentials are redacted too (the host redacts
+                    // every base64 form of the secret).
+                    used.push(credentials);
+                }
+                None => out.extend_from_slice(value.as_bytes()),
+            }
             used.push(value.clone());
             rest = &after[end + CLOSE.len()..];
         }
         out.extend_from_slice(rest);
         Ok(out)
+    }
+
+    fn next_placeholder(input: &[u8]) -> Option<(usize, &'static [u8])> {
+        [OPEN, BASIC_OPEN]
+            .into_iter()
+            .filter_map(|open| find(input, open).map(|at| (at, open)))
+            .min_by_key(|(at, _)| *at)
     }
 
     fn fill_str(
@@ -540,6 +567,32 @@ mod tests {
         assert_eq!(sent[0].url, "https://api.example/bots3cr3t/send");
         assert_eq!(sent[0].headers[0].value, "Bearer s3cr3t");
         assert_eq!(sent[0].body, b"token=s3cr3t");
+    }
+
+    #[test]
+    fn basic_placeholders_are_filled_like_the_host() {
+        let h = Harness::new()
+            .secret("auth_token", "open sesame")
+            .allow_host("api.example")
+            .on_fetch(|req| {
+                Ok(FetchResponse {
+                    status: 401,
+                    headers: vec![],
+                    body: req.headers[0].value.clone().into_bytes(),
+                })
+            });
+        let response = h
+            .run(|| {
+                Fetch::get("https://api.example/")
+                    .basic_auth_secret("Aladdin", "auth_token")
+                    .send()
+            })
+            .expect("allowed");
+        assert_eq!(
+            h.sent()[0].headers[0].value,
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(response.body, b"Basic [REDACTED]");
     }
 
     #[test]

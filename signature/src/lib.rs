@@ -123,6 +123,18 @@ pub fn sign(scheme: Scheme, secret: &[u8], message: &[u8]) -> Result<String, Sec
     })
 }
 
+/// The credentials of HTTP Basic authentication (RFC 7617): `base64(user:password)`, the
+/// text after `Basic ` in an `Authorization` header. The host builds it for a plugin's
+/// `{{basic:USER:NAME}}` placeholder, so the password (a channel secret) never enters the
+/// plugin.
+pub fn basic_credentials(user: &str, password: &[u8]) -> String {
+    let mut plain = Vec::with_capacity(user.len() + 1 + password.len());
+    plain.extend_from_slice(user.as_bytes());
+    plain.push(b':');
+    plain.extend_from_slice(password);
+    BASE64.encode(plain)
+}
+
 /// Helpers for [Standard Webhooks](https://www.standardwebhooks.com/), also used by the
 /// host to sign its deliveries.
 pub mod standard_webhooks {
@@ -342,6 +354,15 @@ mod tests {
                 expected
             ),
             Ok(true)
+        );
+    }
+
+    #[test]
+    fn basic_credentials_rfc7617_example() {
+        // RFC 7617 section 2: user "Aladdin", password "open sesame".
+        assert_eq!(
+            basic_credentials("Aladdin", b"open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
     }
 

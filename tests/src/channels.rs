@@ -90,10 +90,15 @@ pub fn fixture(plugin: &str, name: &str) -> Vec<u8> {
 
 /// The names of all `*.json` fixtures of `plugin`, sorted.
 pub fn fixture_names(plugin: &str) -> Vec<String> {
+    fixture_names_ending(plugin, ".json")
+}
+
+/// The names of all fixtures of `plugin` ending in `suffix` (e.g. `.form`), sorted.
+pub fn fixture_names_ending(plugin: &str, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir(plugin))
         .expect("fixtures dir")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
+        .filter(|n| n.ends_with(suffix))
         .collect();
     names.sort();
     names

@@ -27,7 +27,7 @@ pub mod redis;
 
 pub use channels::{
     API_KEY, LOOPBACK, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
-    external_ids, first_received, fixture, fixture_names, meta_handshake_url,
+    external_ids, first_received, fixture, fixture_names, fixture_names_ending, meta_handshake_url,
     meta_signature_header, meta_signed_headers, reply_url, send_reply, start_channel,
     subscription_config, wait_for_external_ids,
 };

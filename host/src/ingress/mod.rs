@@ -4,7 +4,10 @@
 //! failure after the plugin (store down, delivery full) is a 5xx so the provider retries,
 //! and the events accepted before the failure are deduped on the retry.
 
+mod public_url;
 mod request;
+
+pub use public_url::{HEADER as PUBLIC_URL_HEADER, PublicUrl, PublicUrlError};
 
 use std::sync::Arc;
 
@@ -80,7 +83,8 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         )
         .retry_after(Some(wait.as_secs().max(1) as u32)));
     }
-    let request = request::read(request, channel.env.limits.max_body_bytes).await?;
+    let request =
+        request::read(request, channel.env.limits.max_body_bytes, &app.public_url).await?;
     let plugin_span = tracing::info_span!(
         "plugin",
         plugin = %channel.plugin.label,

@@ -3,11 +3,17 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 
+use super::public_url::{HEADER as PUBLIC_URL, PublicUrl};
 use crate::http_error::ApiError;
 use crate::runtime::types::{Header, HttpRequest};
 
-/// Read `request` whole, refusing bodies over `max_body` bytes with 413.
-pub async fn read(request: Request<Body>, max_body: usize) -> Result<HttpRequest, ApiError> {
+/// Read `request` whole, refusing bodies over `max_body` bytes with 413. The headers get
+/// [`PUBLIC_URL`] as the host computed it (one the caller sent is dropped).
+pub async fn read(
+    request: Request<Body>,
+    max_body: usize,
+    public_url: &PublicUrl,
+) -> Result<HttpRequest, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -37,13 +43,19 @@ pub async fn read(request: Request<Body>, max_body: usize) -> Result<HttpRequest
                 )
             }
         })?;
+    let public = public_url.of(&parts.uri, &parts.headers);
     let headers = parts
         .headers
         .iter()
+        .filter(|(name, _)| name.as_str() != PUBLIC_URL)
         .map(|(name, value)| Header {
             name: name.as_str().to_owned(),
             value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         })
+        .chain(public.map(|value| Header {
+            name: PUBLIC_URL.to_owned(),
+            value,
+        }))
         .collect();
     Ok(HttpRequest {
         method: parts.method.as_str().to_owned(),
@@ -79,7 +91,7 @@ mod properties {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime")
-            .block_on(read(request, max_body))
+            .block_on(read(request, max_body, &PublicUrl::default()))
     }
 
     proptest! {

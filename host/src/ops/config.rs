@@ -86,6 +86,15 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// HTTP/2: concurrent streams per connection.
     pub http2_max_streams: u32,
+    /// The gateway's external base URL (e.g. `https://hooks.example.com`), as providers
+    /// call it through a proxy or tunnel. Plugins whose provider signs the URL it called
+    /// (Twilio) get the webhook's public URL built from it; unset, it is taken from the
+    /// request (see `trust_forwarded`).
+    pub public_url: Option<String>,
+    /// Take the public URL's scheme and host from `X-Forwarded-Proto` / `X-Forwarded-Host`
+    /// when `public_url` is unset. Only for a gateway reachable solely through a proxy
+    /// that sets them: otherwise a caller could name any URL.
+    pub trust_forwarded: bool,
 }
 
 impl Default for ServerSettings {
@@ -99,6 +108,8 @@ impl Default for ServerSettings {
             idle_timeout: limits.idle_timeout,
             max_connections: limits.max_connections,
             http2_max_streams: limits.http2_max_streams,
+            public_url: None,
+            trust_forwarded: false,
         }
     }
 }
@@ -130,6 +141,11 @@ impl Default for ServerLimits {
 }
 
 impl ServerSettings {
+    /// `public_url` and `trust_forwarded`, checked.
+    pub fn public_url(&self) -> Result<crate::ingress::PublicUrl, crate::ingress::PublicUrlError> {
+        crate::ingress::PublicUrl::new(self.public_url.as_deref(), self.trust_forwarded)
+    }
+
     /// The connection limits, checked: every timeout above zero, caps at least 1.
     pub fn limits(&self) -> Result<ServerLimits, ConfigError> {
         let positive = [

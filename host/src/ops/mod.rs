@@ -4,5 +4,6 @@
 pub mod config;
 pub mod health;
 pub mod scrape;
+pub mod setup;
 pub mod telemetry;
 pub mod trace;

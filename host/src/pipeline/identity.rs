@@ -1,7 +1,9 @@
 //! Handle normalization: phone numbers to E.164, e-mails lowercased, channel users scoped
 //! to their channel.
 
+use phonenumber::PhoneNumber;
 use phonenumber::country::Id as Region;
+use phonenumber::metadata::{DATABASE, Descriptors};
 
 use crate::event::{Handle, HandleKind};
 use crate::runtime::types;
@@ -35,22 +37,58 @@ impl Normalizer {
         }
     }
 
-    /// A plugin's handle, normalized; `None` when it is not a valid phone/e-mail.
+    /// A plugin's handle, normalized; `None` when it is not a usable phone/e-mail.
+    ///
+    /// A phone number the provider verified (WhatsApp's `wa_id`, Twilio's `From`) is kept
+    /// when it is merely *possible* (a known country code and a length that country
+    /// uses) even if libphonenumber's number ranges do not list it: the provider has
+    /// seen the number work, and the metadata lags behind real allocations (the `wa_id`
+    /// `972987654321` of public WhatsApp examples is one). Each handle is counted in
+    /// `omnigate_handles_total`; a dropped one is logged, without its value.
     pub fn handle(&self, channel: &str, handle: &types::Handle) -> Option<Handle> {
-        let value = match handle.kind {
-            types::HandleKind::Phone => self.phone(&handle.value)?,
-            types::HandleKind::Email => email(&handle.value)?,
+        let (kind, label, reading) = match handle.kind {
+            types::HandleKind::Phone => (
+                HandleKind::Phone,
+                "phone",
+                self.read_phone(&handle.value)
+                    .filter(|reading| handle.verified || reading.listed),
+            ),
+            types::HandleKind::Email => (
+                HandleKind::Email,
+                "email",
+                email(&handle.value).map(|value| HandleReading {
+                    value,
+                    listed: true,
+                }),
+            ),
             types::HandleKind::ChannelUser => {
                 return Some(Self::channel_user(channel, &handle.value));
             }
         };
-        let kind = match handle.kind {
-            types::HandleKind::Phone => HandleKind::Phone,
-            _ => HandleKind::Email,
+        let Some(reading) = reading else {
+            crate::metrics::handle_normalized(label, "dropped");
+            tracing::info!(
+                channel,
+                kind = label,
+                verified = handle.verified,
+                "contact handle dropped: not a usable {label}"
+            );
+            return None;
         };
+        let outcome = if reading.listed {
+            "kept"
+        } else {
+            // The flag operators see: a number linked on the provider's word alone.
+            tracing::info!(
+                channel,
+                "provider-verified phone number kept although libphonenumber does not list it"
+            );
+            "kept_unlisted"
+        };
+        crate::metrics::handle_normalized(label, outcome);
         Some(Handle {
             kind,
-            value,
+            value: reading.value,
             verified: handle.verified,
         })
     }
@@ -58,17 +96,93 @@ impl Normalizer {
     /// `raw` in E.164, if it parses as a valid number. Providers such as WhatsApp give
     /// numbers without `+`; digits-only input of international length is tried with `+`.
     pub fn phone(&self, raw: &str) -> Option<String> {
-        let trimmed = raw.trim();
-        let candidates = [
-            trimmed.to_owned(),
-            format!("+{}", trimmed.trim_start_matches('+')),
-        ];
-        candidates.iter().find_map(|candidate| {
-            let number = phonenumber::parse(self.region, candidate).ok()?;
-            phonenumber::is_valid(&number)
-                .then(|| number.format().mode(phonenumber::Mode::E164).to_string())
-        })
+        self.read_phone(raw)
+            .filter(|reading| reading.listed)
+            .map(|reading| reading.value)
     }
+
+    /// `raw` in E.164 when it is a valid number (`listed`), or else a possible one
+    /// (`listed: false`); `None` when it is neither.
+    pub fn read_phone(&self, raw: &str) -> Option<HandleReading> {
+        let trimmed = raw.trim();
+        // The international reading first: it is what providers send, with or without
+        // the `+`.
+        let candidates = [
+            format!("+{}", trimmed.trim_start_matches('+')),
+            trimmed.to_owned(),
+        ];
+        let parsed: Vec<PhoneNumber> = candidates
+            .iter()
+            .filter_map(|candidate| phonenumber::parse(self.region, candidate).ok())
+            .collect();
+        let e164 = |number: &PhoneNumber| number.format().mode(phonenumber::Mode::E164).to_string();
+        if let Some(valid) = parsed.iter().find(|number| phonenumber::is_valid(number)) {
+            return Some(HandleReading {
+                value: e164(valid),
+                listed: true,
+            });
+        }
+        parsed
+            .iter()
+            .find(|number| is_possible(number))
+            .map(|number| HandleReading {
+                value: e164(number),
+                listed: false,
+            })
+    }
+}
+
+/// A handle value as the normalizer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleReading {
+    /// The normalized value (E.164 for a phone number).
+    pub value: String,
+    /// Whether libphonenumber's metadata lists the number as valid; `false` for a number
+    /// that is only possible.
+    pub listed: bool,
+}
+
+/// E.164 allows at most 15 digits, country code included.
+const E164_MAX_DIGITS: usize = 15;
+
+/// Whether `number` has a known country calling code and a national length that one of
+/// the code's regions uses (libphonenumber's "possible number", which the crate does not
+/// export for parsed numbers).
+fn is_possible(number: &PhoneNumber) -> bool {
+    let code = number.code().value();
+    let national = number.national().to_string();
+    if code.to_string().len() + national.len() > E164_MAX_DIGITS {
+        return false;
+    }
+    let Ok(length) = u16::try_from(national.len()) else {
+        return false;
+    };
+    DATABASE.by_code(&code).is_some_and(|regions| {
+        regions
+            .iter()
+            .any(|meta| possible_lengths(meta.descriptors()).any(|l| l == length))
+    })
+}
+
+/// Every national length the region's number types use. The crate's metadata leaves the
+/// general descriptor's lengths empty for many regions (Israel among them), so the
+/// per-type descriptors are read too.
+fn possible_lengths(descriptors: &Descriptors) -> impl Iterator<Item = u16> + '_ {
+    let types = [
+        descriptors.fixed_line(),
+        descriptors.mobile(),
+        descriptors.toll_free(),
+        descriptors.premium_rate(),
+        descriptors.shared_cost(),
+        descriptors.personal_number(),
+        descriptors.voip(),
+        descriptors.pager(),
+        descriptors.uan(),
+        descriptors.voicemail(),
+    ];
+    std::iter::once(descriptors.general())
+        .chain(types.into_iter().flatten())
+        .flat_map(|descriptor| descriptor.possible_length().iter().copied())
 }
 
 fn email(raw: &str) -> Option<String> {
@@ -93,6 +207,43 @@ mod tests {
         assert_eq!(spain.phone("not a number"), None);
         let none = Normalizer::new(None).expect("no region");
         assert_eq!(none.phone("16315551234").as_deref(), Some("+16315551234"));
+    }
+
+    #[test]
+    fn provider_verified_possible_numbers_are_kept_unlisted() {
+        let none = Normalizer::new(None).expect("no region");
+        // The wa_id of public WhatsApp webhook examples: Israel's code and length, but
+        // outside the ranges libphonenumber's metadata lists.
+        assert_eq!(none.phone("972987654321"), None);
+        assert_eq!(
+            none.read_phone("972987654321"),
+            Some(HandleReading {
+                value: "+972987654321".into(),
+                listed: false
+            })
+        );
+        let handle = |value: &str, verified| types::Handle {
+            kind: types::HandleKind::Phone,
+            value: value.into(),
+            verified,
+        };
+        let kept = none
+            .handle("wa", &handle("972987654321", true))
+            .expect("verified and possible: kept");
+        assert_eq!(kept.value, "+972987654321");
+        assert!(kept.verified);
+        // Only a provider's word makes an unlisted number worth keeping.
+        assert_eq!(none.handle("wa", &handle("972987654321", false)), None);
+        // Impossible lengths and unknown country codes are dropped even when verified.
+        assert_eq!(none.handle("wa", &handle("97298", true)), None);
+        assert_eq!(none.handle("wa", &handle("99912345678", true)), None);
+        assert_eq!(none.handle("wa", &handle("1234567890123456", true)), None);
+        // Valid numbers are unaffected.
+        assert_eq!(
+            none.handle("wa", &handle("16315551234", true))
+                .map(|handle| handle.value),
+            Some("+16315551234".into())
+        );
     }
 
     #[test]

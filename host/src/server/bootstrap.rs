@@ -45,11 +45,15 @@ pub enum BootError {
     /// Something else in the configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// `[server] public_url` is not a usable base URL.
+    #[error(transparent)]
+    PublicUrl(#[from] crate::ingress::PublicUrlError),
 }
 
 /// Build the application described by `config`.
 pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     crate::metrics::spawn_upkeep();
+    let public_url = config.server.public_url()?;
     let runtime = Arc::new(Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
         engine: Default::default(),
@@ -157,6 +161,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         plugin_watch: watch,
         identity: config.identity,
         request_timeout: config.server.request_timeout,
+        public_url,
     });
     crate::pipeline::sweeper::spawn(
         Arc::downgrade(&app.pipeline),

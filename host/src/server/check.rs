@@ -81,6 +81,17 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
             message: error.to_string(),
         });
     }
+    if let Err(error) = config.server.public_url() {
+        let line = config
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|url| line_of(text, "public_url", url));
+        problems.push(Problem {
+            line,
+            message: error.to_string(),
+        });
+    }
     if let Err(error) = config.delivery.validate() {
         problems.push(Problem {
             line: None,
@@ -369,6 +380,19 @@ plugin = \"nothing-here\"
         let problems = check_text(text).await.expect_err("unknown key");
         assert_eq!(problems[0].line, Some(5), "{problems:?}");
         assert!(problems[0].message.contains("urll"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn a_public_url_with_a_query_is_reported_on_its_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://hooks.example.com/?x=1\"\n";
+        let problems = check_text(text).await.expect_err("bad public_url");
+        assert_eq!(problems[0].line, Some(3), "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("`[server] public_url` must be"),
+            "{problems:?}"
+        );
     }
 
     #[tokio::test]

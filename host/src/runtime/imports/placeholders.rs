@@ -1,11 +1,17 @@
 //! `{{secret:NAME}}` placeholders: filled in by the host after the allow-list check, and
 //! the filled values redacted from whatever comes back.
+//!
+//! `{{basic:USER:NAME}}` is filled with the credentials of HTTP Basic authentication,
+//! `base64(USER:<secret NAME>)`, for APIs that take a secret as a Basic password (Twilio,
+//! Mailgun): the plugin cannot base64 a value it never sees. Every rule of a secret
+//! placeholder (allow-list, `secrets_hosts`, redaction) applies to it alike.
 
 use std::collections::BTreeMap;
 
 use crate::secret::Secret;
 
 const OPEN: &[u8] = b"{{secret:";
+const BASIC_OPEN: &[u8] = b"{{basic:";
 const CLOSE: &[u8] = b"}}";
 const REDACTED: &[u8] = b"[redacted]";
 
@@ -26,33 +32,46 @@ impl<'a> Filler<'a> {
         }
     }
 
-    /// `input` with every placeholder replaced; `Err(name)` for an unknown secret.
+    /// `input` with every placeholder replaced; `Err(name)` for an unknown secret (for a
+    /// Basic placeholder without `USER:`, its whole inside).
     pub fn fill(&mut self, input: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(input.len());
         let mut rest = input;
-        while let Some(start) = find(rest, OPEN) {
+        while let Some((start, open)) = next_placeholder(rest) {
             out.extend_from_slice(&rest[..start]);
-            let after = &rest[start + OPEN.len()..];
+            let after = &rest[start + open.len()..];
             let Some(end) = find(after, CLOSE) else {
                 // An unterminated placeholder is ordinary text.
                 out.extend_from_slice(&rest[start..]);
                 return Ok(out);
             };
-            let name = String::from_utf8_lossy(&after[..end]).into_owned();
-            let Some(secret) = self.secrets.get(name.as_str()) else {
-                return Err(name);
+            let inside = String::from_utf8_lossy(&after[..end]).into_owned();
+            let value = if open == BASIC_OPEN {
+                let (user, name) = inside
+                    .split_once(':')
+                    .ok_or_else(|| format!("basic:{inside}"))?;
+                let secret = self.secret(name)?;
+                omnigate_signature::basic_credentials(user, secret.expose().as_bytes())
+            } else {
+                self.secret(&inside)?.expose().to_owned()
             };
-            out.extend_from_slice(secret.expose().as_bytes());
-            if !self.used.contains(&secret) {
-                self.used.push(secret);
-            }
-            if !self.names.contains(&name) {
-                self.names.push(name);
-            }
+            out.extend_from_slice(value.as_bytes());
             rest = &after[end + CLOSE.len()..];
         }
         out.extend_from_slice(rest);
         Ok(out)
+    }
+
+    /// The secret called `name`, remembered as used (for redaction and scope checks).
+    fn secret(&mut self, name: &str) -> Result<&'a Secret, String> {
+        let secret = self.secrets.get(name).ok_or_else(|| name.to_owned())?;
+        if !self.used.contains(&secret) {
+            self.used.push(secret);
+        }
+        if !self.names.iter().any(|have| have == name) {
+            self.names.push(name.to_owned());
+        }
+        Ok(secret)
     }
 
     /// The names of the secrets filled in so far.
@@ -156,9 +175,17 @@ fn lower_percent_hex(text: &str) -> String {
     out
 }
 
-/// Whether `input` holds a placeholder.
+/// Whether `input` holds a placeholder (either form).
 pub fn contains_placeholder(input: &str) -> bool {
-    find(input.as_bytes(), OPEN).is_some()
+    next_placeholder(input.as_bytes()).is_some()
+}
+
+/// Where the first placeholder of either form starts, and its opening tag.
+fn next_placeholder(input: &[u8]) -> Option<(usize, &'static [u8])> {
+    [OPEN, BASIC_OPEN]
+        .into_iter()
+        .filter_map(|open| find(input, open).map(|at| (at, open)))
+        .min_by_key(|(at, _)| *at)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -239,6 +266,35 @@ mod tests {
         assert_eq!(
             filler.redact(b"token with spaces".to_vec()),
             b"token with spaces"
+        );
+    }
+
+    #[test]
+    fn basic_placeholders_fill_credentials_and_redact_them() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let secrets = secrets();
+        let mut filler = Filler::new(&secrets);
+        let filled = filler
+            .fill_str("Basic {{basic:AC123:token}}")
+            .expect("known secret");
+        let expected = STANDARD.encode("AC123:s3cr3t-value");
+        assert_eq!(filled, format!("Basic {expected}"));
+        assert_eq!(filler.filled_names(), ["token".to_owned()]);
+        // The credentials echoed back are redacted like the secret itself.
+        let echoed = filler.redact(format!("auth {expected} failed").into_bytes());
+        assert!(
+            !String::from_utf8_lossy(&echoed).contains(&expected),
+            "{echoed:?}"
+        );
+        assert!(contains_placeholder("x {{basic:u:token}}"));
+        assert_eq!(
+            filler.fill(b"{{basic:AC123:other}}"),
+            Err("other".to_owned())
+        );
+        assert_eq!(
+            filler.fill(b"{{basic:token}}"),
+            Err("basic:token".to_owned())
         );
     }
 
