@@ -105,25 +105,27 @@ impl Normalizer {
     /// (`listed: false`); `None` when it is neither.
     pub fn read_phone(&self, raw: &str) -> Option<HandleReading> {
         let trimmed = raw.trim();
-        // The international reading first: it is what providers send, with or without
-        // the `+`.
-        let candidates = [
-            format!("+{}", trimmed.trim_start_matches('+')),
-            trimmed.to_owned(),
-        ];
-        let parsed: Vec<PhoneNumber> = candidates
-            .iter()
-            .filter_map(|candidate| phonenumber::parse(self.region, candidate).ok())
-            .collect();
+        let national = phonenumber::parse(self.region, trimmed).ok();
+        let international =
+            phonenumber::parse(self.region, format!("+{}", trimmed.trim_start_matches('+'))).ok();
         let e164 = |number: &PhoneNumber| number.format().mode(phonenumber::Mode::E164).to_string();
-        if let Some(valid) = parsed.iter().find(|number| phonenumber::is_valid(number)) {
+        // A valid reading as written first (with the default region, `2025550123` is a US
+        // number, not Egypt's +20); then digits read as international, as providers send.
+        if let Some(valid) = [&national, &international]
+            .into_iter()
+            .flatten()
+            .find(|number| phonenumber::is_valid(number))
+        {
             return Some(HandleReading {
                 value: e164(valid),
                 listed: true,
             });
         }
-        parsed
-            .iter()
+        // Only possible: the international reading first, since only a provider-verified
+        // number is kept this way, and providers send numbers in international form.
+        [&international, &national]
+            .into_iter()
+            .flatten()
             .find(|number| is_possible(number))
             .map(|number| HandleReading {
                 value: e164(number),
@@ -207,6 +209,11 @@ mod tests {
         assert_eq!(spain.phone("not a number"), None);
         let none = Normalizer::new(None).expect("no region");
         assert_eq!(none.phone("16315551234").as_deref(), Some("+16315551234"));
+        // As written first: with the default region, a national number stays national
+        // (read as international, Florida's `3522345678` is a valid Luxembourg number).
+        let us = Normalizer::new(Some("us")).expect("region");
+        assert_eq!(us.phone("(352) 234-5678").as_deref(), Some("+13522345678"));
+        assert_eq!(us.phone("3522345678").as_deref(), Some("+13522345678"));
     }
 
     #[test]
