@@ -74,6 +74,19 @@ pub use fetch::{
     Fetch, basic_placeholder, secret_placeholder, send_error_for_fetch, send_error_for_status,
 };
 
+impl MediaKind {
+    /// The kind a MIME type names (`image/png` → image, …); anything else, or none, is a
+    /// document.
+    pub fn of_mime(mime: Option<&str>) -> Self {
+        match mime.and_then(|mime| mime.split('/').next()) {
+            Some("image") => MediaKind::Image,
+            Some("video") => MediaKind::Video,
+            Some("audio") => MediaKind::Audio,
+            _ => MediaKind::Document,
+        }
+    }
+}
+
 impl Setting {
     /// A configuration key or secret name the channel cannot work without.
     pub fn required(name: &str, description: &str) -> Self {
@@ -96,7 +109,7 @@ impl Setting {
 pub use http::{
     form, header, json, ok, ok_json, ok_text, outcome, query, query_param, require_method,
 };
-pub use referral::referral_from_url;
+pub use referral::{link_referral, referral_from_url};
 
 /// Exports a type implementing [`Channel`] as the plugin's component exports.
 ///

@@ -40,6 +40,25 @@ const PAID_MEDIUMS: [&str; 9] = [
 
 const UTM: [&str; 5] = ["source", "medium", "campaign", "term", "content"];
 
+/// A link referral carrying only `payload`: a deep link's start parameter (Telegram's
+/// `/start <payload>`), an e-mail plus-address (`support+<payload>@…`). The host redeems
+/// a payload that is a live link token.
+pub fn link_referral(payload: &str) -> Referral {
+    Referral {
+        source: ReferralSource::Link,
+        ad_id: None,
+        campaign: None,
+        click_ids: Vec::new(),
+        utm: Vec::new(),
+        url: None,
+        referrer: None,
+        ref_payload: Some(payload.to_owned()),
+        headline: None,
+        body: None,
+        media_url: None,
+    }
+}
+
 /// The referral behind a visit to `url` (coming from `referrer`, if known).
 ///
 /// - `utm_source`, `utm_medium`, `utm_campaign`, `utm_term`, `utm_content` go to

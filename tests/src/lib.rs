@@ -464,6 +464,23 @@ impl Receiver {
             .map(|event| event["data"].clone())
             .collect()
     }
+
+    /// Wait until `count` deliveries of `event_type` arrived (within [`WAIT`]); their
+    /// `data`. Panics naming what arrived instead.
+    pub async fn wait_of_type(&self, event_type: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self.of_type(event_type);
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} {event_type}, got {found:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Whether `request` carries a valid Standard Webhooks signature for `secret`.

@@ -91,22 +91,6 @@ async fn post_mail(
         .expect("post")
 }
 
-/// Wait until `count` events of `kind` arrived; returns them (their `data`).
-async fn events(receiver: &Receiver, kind: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = receiver.of_type(kind);
-        if found.len() >= count {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {count} {kind}, got {found:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_email_reply_continues_the_web_chat_conversation() {
     let (gateway, receiver, api) = start("postmark").await;
@@ -123,7 +107,7 @@ async fn an_email_reply_continues_the_web_chat_conversation() {
         .await
         .expect("post");
     assert!(status < 300, "{status} {text}");
-    let first = events(&receiver, "message.received", 1).await.remove(0);
+    let first = receiver.wait_of_type("message.received", 1).await.remove(0);
     let contact = first["contact"]["id"].as_str().expect("contact").to_owned();
     let conversation = first["conversation"]["id"].as_str().expect("cv").to_owned();
 
@@ -152,7 +136,7 @@ async fn an_email_reply_continues_the_web_chat_conversation() {
     assert_eq!(status, 401, "{text}");
     let (status, text) = post_mail(&gateway, "application/json", true, mail).await;
     assert_eq!(status, 200, "{text}");
-    let received = events(&receiver, "message.received", 2).await;
+    let received = receiver.wait_of_type("message.received", 2).await;
     let second = &received[1];
     assert_eq!(second["channel"]["id"], "mail");
     assert_eq!(second["contact"]["id"], contact.as_str(), "one contact");
@@ -226,7 +210,7 @@ async fn mailgun_and_sendgrid_inbound_through_the_gateway() {
         .replace(&now.to_string(), &(now - 3600).to_string())
         .into_bytes();
     assert_eq!(post_mail(&gateway, content_type, false, stale).await.0, 401);
-    let mailgun = events(&receiver, "message.received", 1).await.remove(0);
+    let mailgun = receiver.wait_of_type("message.received", 1).await.remove(0);
     assert_eq!(
         mailgun["external_id"],
         "CAE6Kq2xMg5nB1vC8dE2fG3hJ@mail.example.com"
@@ -250,7 +234,7 @@ async fn mailgun_and_sendgrid_inbound_through_the_gateway() {
     );
     let (status, text) = post_mail(&gateway, content_type, true, body).await;
     assert_eq!(status, 200, "{text}");
-    let sendgrid = events(&receiver, "message.received", 1).await.remove(0);
+    let sendgrid = receiver.wait_of_type("message.received", 1).await.remove(0);
     assert_eq!(
         sendgrid["external_id"],
         "CAE6Kq2yRr7pW3xV9bN1mK4sT@mail.example.com"

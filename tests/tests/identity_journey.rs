@@ -89,22 +89,6 @@ async fn api(gateway: &Gateway, method: &str, path: &str, body: Option<Value>) -
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Wait until `count` events of `kind` arrived; returns them (their `data`).
-async fn events(receiver: &Receiver, kind: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = receiver.of_type(kind);
-        if found.len() >= count {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {count} {kind}, got {found:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn journey(store_url: &str) {
     let (site, receiver) = site_and_receiver().await;
     let gateway = Gateway::start(&config(store_url, &site, &receiver))
@@ -120,7 +104,7 @@ async fn journey(store_url: &str) {
                  "referrer": "https://l.instagram.com/"},
     }))
     .await;
-    let first = events(&receiver, "message.received", 1).await.remove(0);
+    let first = receiver.wait_of_type("message.received", 1).await.remove(0);
     let contact = first["contact"]["id"].as_str().expect("contact").to_owned();
     let conversation = first["conversation"]["id"].as_str().expect("cv").to_owned();
     let first_touch = first["conversation"]["attribution"]["first_touch"].clone();
@@ -160,7 +144,7 @@ async fn journey(store_url: &str) {
         }),
     )
     .await;
-    let merged = events(&receiver, "contact.merged", 1).await.remove(0);
+    let merged = receiver.wait_of_type("contact.merged", 1).await.remove(0);
     assert_eq!(merged["contact"]["id"], contact.as_str());
     assert_eq!(merged["merge"]["survivor"], contact.as_str());
     let absorbed = merged["merge"]["absorbed"]
@@ -172,12 +156,13 @@ async fn journey(store_url: &str) {
         merged["merge"]["evidence"],
         "link token redeemed on channel web2"
     );
-    let switched = events(&receiver, "conversation.channel_switched", 1)
+    let switched = receiver
+        .wait_of_type("conversation.channel_switched", 1)
         .await
         .remove(0);
     assert_eq!(switched["conversation"]["id"], conversation.as_str());
     assert_eq!(switched["conversation"]["previous_channel"], "web");
-    let received = events(&receiver, "message.received", 2).await;
+    let received = receiver.wait_of_type("message.received", 2).await;
     let second = &received[1];
     assert_eq!(second["contact"]["id"], contact.as_str(), "one contact");
     assert_eq!(
@@ -269,7 +254,7 @@ async fn journey(store_url: &str) {
     .await;
     assert_eq!(status, 200, "{undone}");
     assert!(undone["merge"]["undone_at"].is_string());
-    let unmerged = events(&receiver, "contact.unmerged", 1).await.remove(0);
+    let unmerged = receiver.wait_of_type("contact.unmerged", 1).await.remove(0);
     assert_eq!(unmerged["merge"]["absorbed"], absorbed.as_str());
     let (_, survivor) = api(&gateway, "GET", &format!("/v1/contacts/{contact}"), None).await;
     assert!(
@@ -299,13 +284,13 @@ async fn journey(store_url: &str) {
         }),
     )
     .await;
-    let received = events(&receiver, "message.received", 3).await;
+    let received = receiver.wait_of_type("message.received", 3).await;
     assert_eq!(received[2]["contact"]["id"], absorbed.as_str());
 
     // 5. Erasure.
     let (status, erased) = api(&gateway, "DELETE", &format!("/v1/contacts/{contact}"), None).await;
     assert_eq!(status, 200, "{erased}");
-    let event = events(&receiver, "contact.erased", 1).await.remove(0);
+    let event = receiver.wait_of_type("contact.erased", 1).await.remove(0);
     assert_eq!(event["contact"]["id"], contact.as_str());
     assert_eq!(event["contact"]["handles"], json!([]));
     assert_eq!(event["conversation"]["id"], conversation.as_str());
@@ -330,7 +315,7 @@ async fn journey(store_url: &str) {
         }),
     )
     .await;
-    let received = events(&receiver, "message.received", 4).await;
+    let received = receiver.wait_of_type("message.received", 4).await;
     assert_ne!(received[3]["contact"]["id"], contact.as_str());
     gateway.stop().await;
 }
@@ -390,7 +375,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
     // 1. A WhatsApp user writes: contact A, verified phone +16505551234.
     let (status, text) = deliver_meta(&gateway, "wa", WA_APP_SECRET, &whatsapp_text_now()).await;
     assert_eq!(status, 200, "{text}");
-    let from_wa = events(&receiver, "message.received", 1).await.remove(0);
+    let from_wa = receiver.wait_of_type("message.received", 1).await.remove(0);
     let whatsapp_user = from_wa["contact"]["id"]
         .as_str()
         .expect("contact")
@@ -411,7 +396,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         }),
     )
     .await;
-    let received = events(&receiver, "message.received", 2).await;
+    let received = receiver.wait_of_type("message.received", 2).await;
     let visitor = received[1]["contact"]["id"]
         .as_str()
         .expect("contact")
@@ -425,7 +410,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         "text": "Ya he iniciado sesión",
     }))
     .await;
-    let merged = events(&receiver, "contact.merged", 1).await.remove(0);
+    let merged = receiver.wait_of_type("contact.merged", 1).await.remove(0);
     assert_eq!(merged["merge"]["survivor"], whatsapp_user.as_str());
     assert_eq!(merged["merge"]["absorbed"], visitor.as_str());
     assert_eq!(
@@ -433,7 +418,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         "same verified phone +16505551234 reported on channel web"
     );
     assert_eq!(merged["contact"]["id"], whatsapp_user.as_str());
-    let received = events(&receiver, "message.received", 3).await;
+    let received = receiver.wait_of_type("message.received", 3).await;
     assert_eq!(
         received[2]["contact"]["id"],
         whatsapp_user.as_str(),
@@ -444,7 +429,8 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         received[2]["conversation"]["channels_used"],
         json!(["wa", "web"])
     );
-    let switched = events(&receiver, "conversation.channel_switched", 1)
+    let switched = receiver
+        .wait_of_type("conversation.channel_switched", 1)
         .await
         .remove(0);
     assert_eq!(switched["conversation"]["previous_channel"], "wa");
@@ -472,7 +458,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
     )
     .await;
     assert_eq!(status, 200, "{undone}");
-    events(&receiver, "contact.unmerged", 1).await;
+    receiver.wait_of_type("contact.unmerged", 1).await;
     send(
         &gateway,
         "web",
@@ -483,7 +469,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         }),
     )
     .await;
-    let received = events(&receiver, "message.received", 4).await;
+    let received = receiver.wait_of_type("message.received", 4).await;
     assert_eq!(
         received[3]["contact"]["id"],
         visitor.as_str(),

@@ -66,22 +66,6 @@ async fn send_web(gateway: &Gateway, body: Value) {
     assert!((200..300).contains(&status), "{status} {answer}");
 }
 
-/// Wait until `count` events of `kind` arrived; returns them (their `data`).
-async fn events(receiver: &Receiver, kind: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = receiver.of_type(kind);
-        if found.len() >= count {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {count} {kind}, got {found:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn ago(seconds: i64) -> String {
     (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seconds))
         .round(jiff::Unit::Second)
@@ -139,7 +123,7 @@ async fn journey(store_url: &str) {
         "page": {"url": "https://shop.example/p?utm_source=google&utm_campaign=bf25&gclid=g-77"},
     }))
     .await;
-    let first = events(&receiver, "message.received", 1).await.remove(0);
+    let first = receiver.wait_of_type("message.received", 1).await.remove(0);
     let contact = first["contact"]["id"].as_str().expect("contact").to_owned();
     let conversation = first["conversation"]["id"].as_str().expect("cv").to_owned();
     assert_eq!(
@@ -156,7 +140,8 @@ async fn journey(store_url: &str) {
     )
     .await;
     assert_eq!(status, 201, "{sent}");
-    let response = events(&receiver, "conversation.first_response", 1)
+    let response = receiver
+        .wait_of_type("conversation.first_response", 1)
         .await
         .remove(0);
     assert_eq!(response["conversation"]["id"], conversation.as_str());
@@ -171,7 +156,8 @@ async fn journey(store_url: &str) {
     //    makes the WhatsApp sender the same contact, and the conversation continues.
     let (status, text) = deliver_meta(&gateway, "wa", WA_APP_SECRET, &whatsapp_text_now()).await;
     assert_eq!(status, 200, "{text}");
-    let switched = events(&receiver, "conversation.channel_switched", 1)
+    let switched = receiver
+        .wait_of_type("conversation.channel_switched", 1)
         .await
         .remove(0);
     assert_eq!(switched["conversation"]["id"], conversation.as_str());
@@ -192,7 +178,10 @@ async fn journey(store_url: &str) {
     assert_eq!(recorded["first_touch"]["campaign"], "bf25");
     assert_eq!(recorded["first_touch"]["click_id"]["gclid"], "g-77");
     assert_eq!(recorded["stage"], "won");
-    let conversion = events(&receiver, "conversion.recorded", 1).await.remove(0);
+    let conversion = receiver
+        .wait_of_type("conversion.recorded", 1)
+        .await
+        .remove(0);
     assert_eq!(conversion["conversion"]["id"], "order-1001");
     assert_eq!(conversion["conversion"]["value"], "129.90");
     assert_eq!(conversion["conversion"]["attributed"], true);
@@ -201,7 +190,8 @@ async fn journey(store_url: &str) {
         conversion["conversation"]["attribution"]["first_touch"]["campaign"],
         "bf25"
     );
-    let won = events(&receiver, "conversation.stage_changed", 1)
+    let won = receiver
+        .wait_of_type("conversation.stage_changed", 1)
         .await
         .remove(0);
     assert_eq!(won["stage"]["from"], "lead");
@@ -224,7 +214,8 @@ async fn journey(store_url: &str) {
         "page": {"url": "https://shop.example/p?utm_source=google&utm_campaign=bf25&gclid=g-78"},
     }))
     .await;
-    let lost = events(&receiver, "conversation.opportunity_lost", 1)
+    let lost = receiver
+        .wait_of_type("conversation.opportunity_lost", 1)
         .await
         .remove(0);
     assert_eq!(lost["lost"]["reason"], "unanswered");
@@ -318,7 +309,7 @@ async fn journey(store_url: &str) {
         }),
     )
     .await;
-    let merged = events(&receiver, "contact.merged", 1).await.remove(0);
+    let merged = receiver.wait_of_type("contact.merged", 1).await.remove(0);
     assert_eq!(merged["merge"]["survivor"], contact.as_str());
     let absorbed = merged["merge"]["absorbed"]
         .as_str()
@@ -344,7 +335,10 @@ async fn journey(store_url: &str) {
     assert_eq!(lead["contact_id"], absorbed.as_str());
     assert_eq!(lead["attributed"], false);
     assert_eq!(lead["reason"], "no_conversation");
-    let unattributed = events(&receiver, "conversion.recorded", 2).await.remove(1);
+    let unattributed = receiver
+        .wait_of_type("conversion.recorded", 2)
+        .await
+        .remove(1);
     assert_eq!(unattributed["conversion"]["attributed"], false);
     assert_eq!(unattributed["contact"]["id"], absorbed.as_str());
     let report = funnel(&gateway, "campaign").await;
@@ -428,7 +422,7 @@ async fn bad_fields_are_named() {
         "type": "message", "id": "b1", "visitor": {"id": "visitor-9"}, "text": "hola"}),
     )
     .await;
-    let first = events(&receiver, "message.received", 1).await.remove(0);
+    let first = receiver.wait_of_type("message.received", 1).await.remove(0);
     let conversation = first["conversation"]["id"].as_str().expect("cv").to_owned();
     let valid = json!({"id": "o-1", "name": "purchase", "value": "10.00", "currency": "EUR",
         "conversation_id": conversation});

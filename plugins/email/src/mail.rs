@@ -2,7 +2,7 @@
 
 use omnigate_sdk::{
     Direction, EventBody, Handle, HandleKind, InboundEvent, Media, MediaKind, Message, Part, Party,
-    Referral, ReferralSource, WebhookError,
+    Referral, ReferralSource, WebhookError, link_referral,
 };
 
 use crate::address::{self, Mailbox};
@@ -134,7 +134,7 @@ impl Mail {
         html.into_iter()
             .chain(self.attachments.iter().map(|attachment| {
                 Part::Media(Media {
-                    kind: media_kind(attachment.mime_type.as_deref()),
+                    kind: MediaKind::of_mime(attachment.mime_type.as_deref()),
                     id: Some(attachment.reference.clone()),
                     url: None,
                     mime_type: attachment.mime_type.clone(),
@@ -154,19 +154,7 @@ impl Mail {
             .recipients
             .iter()
             .find_map(|mailbox| address::plus_detail(&mailbox.email))?;
-        Some(Referral {
-            source: ReferralSource::Link,
-            ad_id: None,
-            campaign: None,
-            click_ids: Vec::new(),
-            utm: Vec::new(),
-            url: None,
-            referrer: None,
-            ref_payload: Some(detail.to_owned()),
-            headline: None,
-            body: None,
-            media_url: None,
-        })
+        Some(link_referral(detail))
     }
 }
 
@@ -175,16 +163,6 @@ pub fn html_to_text(html: &str) -> String {
     html2text::config::plain_no_decorate()
         .string_from_read(html.as_bytes(), TEXT_WIDTH)
         .unwrap_or_default()
-}
-
-/// The media kind a MIME type names.
-pub fn media_kind(mime: Option<&str>) -> MediaKind {
-    match mime.and_then(|m| m.split('/').next()) {
-        Some("image") => MediaKind::Image,
-        Some("video") => MediaKind::Video,
-        Some("audio") => MediaKind::Audio,
-        _ => MediaKind::Document,
-    }
 }
 
 /// Whether an `Authentication-Results`, `Received-SPF` or provider verdict says `pass`.

@@ -221,7 +221,7 @@ fn files(files: &[SlackFile]) -> Vec<Part> {
         .iter()
         .map(|file| {
             Part::Media(Media {
-                kind: media_kind(file.mimetype.as_deref()),
+                kind: MediaKind::of_mime(file.mimetype.as_deref()),
                 id: Some(file.id.clone()).filter(|id| !id.is_empty()),
                 url: file.url_private.clone(),
                 mime_type: file.mimetype.clone(),
@@ -235,15 +235,6 @@ fn files(files: &[SlackFile]) -> Vec<Part> {
             })
         })
         .collect()
-}
-
-fn media_kind(mime: Option<&str>) -> MediaKind {
-    match mime.and_then(|m| m.split('/').next()) {
-        Some("image") => MediaKind::Image,
-        Some("video") => MediaKind::Video,
-        Some("audio") => MediaKind::Audio,
-        _ => MediaKind::Document,
-    }
 }
 
 /// Slack's `ts` (`1355517523.000005`, seconds with microseconds) in milliseconds.

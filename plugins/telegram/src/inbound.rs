@@ -10,7 +10,7 @@
 use omnigate_sdk::{
     ContactCard, Direction, Edit, EventBody, Handle, HandleKind, InboundEvent, InteractiveKind,
     InteractiveReply, Location, Media, MediaKind, Message, Part, Party, Reaction, Referral,
-    ReferralSource, Unsupported,
+    ReferralSource, Unsupported, link_referral,
 };
 use serde_json::Value;
 
@@ -123,19 +123,7 @@ fn message_body(m: &TgMessage, direction: Direction) -> EventBody {
         .and_then(|t| t.strip_prefix("/start "))
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|payload| Referral {
-            source: ReferralSource::Link,
-            ad_id: None,
-            campaign: None,
-            click_ids: Vec::new(),
-            utm: Vec::new(),
-            url: None,
-            referrer: None,
-            ref_payload: Some(payload.to_owned()),
-            headline: None,
-            body: None,
-            media_url: None,
-        });
+        .map(link_referral);
     EventBody::Message(Message {
         direction,
         text,

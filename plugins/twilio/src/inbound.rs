@@ -147,7 +147,7 @@ fn media_parts(params: &Params) -> Result<Vec<Part>, WebhookError> {
             let url = params.require(&format!("MediaUrl{n}"))?;
             let mime = params.get(&format!("MediaContentType{n}"));
             Ok(Part::Media(Media {
-                kind: media_kind(mime),
+                kind: MediaKind::of_mime(mime),
                 id: None,
                 url: Some(url.to_owned()),
                 mime_type: mime.map(str::to_owned),
@@ -167,16 +167,6 @@ fn count(params: &Params, name: &str) -> Result<u32, WebhookError> {
             WebhookError::BadRequest(format!("parameter `{name}` is not a count: {value:?}"))
         })
     })
-}
-
-/// The media kind a MIME type names.
-pub fn media_kind(mime: Option<&str>) -> MediaKind {
-    match mime.and_then(|m| m.split('/').next()) {
-        Some("image") => MediaKind::Image,
-        Some("video") => MediaKind::Video,
-        Some("audio") => MediaKind::Audio,
-        _ => MediaKind::Document,
-    }
 }
 
 /// A WhatsApp location (`Latitude`, `Longitude`, `Address`, `Label`).
