@@ -53,9 +53,29 @@ fn main() {
     println!(
         "| store | tracking on | tracking off | ratio on/off (median of per-round ratios) |\n|---|---|---|---|"
     );
-    for (name, url) in [("memory", "memory://".to_owned()), ("redis", redis.url())] {
-        tracking_cost(&runtime, name, &url, rounds);
-    }
+    tracking_cost(&runtime, "memory", "memory://", None, rounds);
+    tracking_cost(&runtime, "redis", &redis.url(), Some(&redis), rounds);
+}
+
+/// What redis-server did so far: CPU seconds (user + system) and commands executed
+/// (commands run by scripts included).
+fn redis_work(redis: &RedisServer) -> (f64, u64) {
+    let cpu = redis
+        .cli(&["INFO", "cpu"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| *key == "used_cpu_sys" || *key == "used_cpu_user")
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum();
+    let calls = redis
+        .cli(&["INFO", "commandstats"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once("calls="))
+        .filter_map(|(_, rest)| rest.split(',').next()?.parse::<u64>().ok())
+        .sum();
+    (cpu, calls)
 }
 
 fn gateway_config(store_url: &str, outcomes: bool) -> String {
@@ -180,7 +200,15 @@ fn addr(gateway: &Gateway) -> SocketAddr {
         .expect("addr")
 }
 
-fn tracking_cost(runtime: &tokio::runtime::Runtime, name: &str, store_url: &str, rounds: usize) {
+/// Ingest rate with tracking on and off; on Redis also the redis-server CPU time and
+/// commands per message of each (the profile of the difference).
+fn tracking_cost(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    store_url: &str,
+    redis: Option<&RedisServer>,
+    rounds: usize,
+) {
     let requests = size(20_000, 200);
     let warmup = size(3_000, 30);
     let on = runtime
@@ -198,6 +226,7 @@ fn tracking_cost(runtime: &tokio::runtime::Runtime, name: &str, store_url: &str,
     let mut on_rates = Vec::new();
     let mut off_rates = Vec::new();
     let mut ratios = Vec::new();
+    let mut redis_cost: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         if round == 0 {
             for (tag, target) in [("won", on_addr), ("woff", off_addr)] {
@@ -216,13 +245,19 @@ fn tracking_cost(runtime: &tokio::runtime::Runtime, name: &str, store_url: &str,
         };
         let mut rate = [0.0; 2];
         for (tracking, target) in order {
-            let report = generator.block_on(load::closed_loop(
-                target,
-                prepared(&format!("{name}-{tracking}-{round}"), requests),
-                CONNECTIONS,
-            ));
+            let batch = prepared(&format!("{name}-{tracking}-{round}"), requests);
+            let before = redis.map(redis_work);
+            let report = generator.block_on(load::closed_loop(target, batch, CONNECTIONS));
             assert_eq!(report.failed, 0, "requests failed");
             rate[usize::from(!tracking)] = report.rate();
+            if let (Some(redis), Some((cpu, calls))) = (redis, before) {
+                let (cpu_after, calls_after) = redis_work(redis);
+                let per_message = requests as f64;
+                redis_cost[usize::from(!tracking)].push((
+                    (cpu_after - cpu) * 1e6 / per_message,
+                    (calls_after - calls) as f64 / per_message,
+                ));
+            }
         }
         eprintln!(
             "{name} round {}: tracking on {:.0}/s, off {:.0}/s",
@@ -240,6 +275,18 @@ fn tracking_cost(runtime: &tokio::runtime::Runtime, name: &str, store_url: &str,
         median(&off_rates),
         median(&ratios)
     );
+    if redis.is_some() {
+        let figure = |costs: &[(f64, f64)]| {
+            let cpu: Vec<f64> = costs.iter().map(|cost| cost.0).collect();
+            let calls: Vec<f64> = costs.iter().map(|cost| cost.1).collect();
+            format!("{:.1} µs, {:.1} commands", median(&cpu), median(&calls))
+        };
+        println!(
+            "\nredis-server per message (median of rounds; script-run commands included): tracking on {}, off {}\n",
+            figure(&redis_cost[0]),
+            figure(&redis_cost[1])
+        );
+    }
     runtime.block_on(on.stop());
     runtime.block_on(off.stop());
 }
