@@ -5,12 +5,10 @@
 //! who logs in with the same phone: merged on the shared verified phone, unmerged again.
 //! Run on the memory store and on Redis.
 
-use std::time::{Duration, Instant};
-
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, WAIT, api_auth, common_config, deliver_meta, fixture, get,
-    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, api_auth, common_config, deliver_meta, fixture, get, plugin_path,
+    post, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 

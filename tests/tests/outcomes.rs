@@ -7,12 +7,10 @@
 //! unmerge and erasure: the counts stay, the erased contact leaves the export. And every
 //! bad field of `/v1/conversions` and `/stage` is named.
 
-use std::time::{Duration, Instant};
-
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, WAIT, api_auth, api_call, common_config, deliver_meta, fixture,
-    get, plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, api_auth, api_call, common_config, deliver_meta, fixture, get,
+    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 

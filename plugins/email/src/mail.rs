@@ -2,7 +2,7 @@
 
 use omnigate_sdk::{
     Direction, EventBody, Handle, HandleKind, InboundEvent, Media, MediaKind, Message, Part, Party,
-    Referral, ReferralSource, WebhookError, link_referral,
+    Referral, WebhookError, link_referral,
 };
 
 use crate::address::{self, Mailbox};

@@ -9,8 +9,8 @@
 
 use omnigate_sdk::{
     ContactCard, Direction, Edit, EventBody, Handle, HandleKind, InboundEvent, InteractiveKind,
-    InteractiveReply, Location, Media, MediaKind, Message, Part, Party, Reaction, Referral,
-    ReferralSource, Unsupported, link_referral,
+    InteractiveReply, Location, Media, MediaKind, Message, Part, Party, Reaction, Unsupported,
+    link_referral,
 };
 use serde_json::Value;
 
