@@ -212,8 +212,9 @@ pub(crate) struct Subscription {
     pub(crate) previous_secret: Option<PreviousSecret>,
     /// This process's counters for it.
     pub(crate) metrics: std::sync::Arc<super::metrics::SubscriptionMetrics>,
-    /// Set for a `redis-stream` subscription (then `url` and `secret` are unused).
-    pub(crate) sink: Option<std::sync::Arc<super::sink::StreamSink>>,
+    /// Where its events go (for a `redis-stream` subscription, `url` and `secret` are
+    /// unused).
+    pub(crate) sink: std::sync::Arc<dyn super::sink::Sink>,
 }
 
 impl DeliverySettings {
@@ -285,13 +286,16 @@ impl SubscriptionConfig {
                 // The error never contains the secret itself (see omnigate-signature).
                 decode_secret(self.secret.expose())
                     .map_err(|error| fail(format!("`secret`: {error}")))?;
-                (url, None)
+                let http: std::sync::Arc<dyn super::sink::Sink> =
+                    std::sync::Arc::new(super::sink::HttpSink);
+                (url, http)
             }
             SubscriptionKind::RedisStream => {
                 let sink = sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?;
                 let placeholder =
                     reqwest::Url::parse("redis://sink/").map_err(|e| fail(e.to_string()))?;
-                (placeholder, Some(std::sync::Arc::new(sink)))
+                let stream: std::sync::Arc<dyn super::sink::Sink> = std::sync::Arc::new(sink);
+                (placeholder, stream)
             }
         };
         if self.history > MAX_HISTORY {
@@ -335,7 +339,7 @@ fn sink(
     url: &str,
     stream: Option<&str>,
     maxlen: Option<usize>,
-) -> Result<super::sink::StreamSink, String> {
+) -> Result<super::stream::StreamSink, String> {
     let redis = url
         .split(',')
         .all(|seed| seed.trim().starts_with("redis://") || seed.trim().starts_with("rediss://"));
@@ -351,7 +355,7 @@ fn sink(
     if maxlen == 0 {
         return Err("`maxlen` must be greater than zero".into());
     }
-    Ok(super::sink::StreamSink::new(
+    Ok(super::stream::StreamSink::new(
         url.to_owned(),
         stream.to_owned(),
         maxlen,

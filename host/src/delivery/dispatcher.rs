@@ -16,6 +16,7 @@ use super::config::Subscription;
 use super::envelope;
 use super::outbox::{Outbox, StoredDeadLetter};
 use super::outcome::{self, Outcome};
+use super::sink::Attempt;
 use crate::event::Event;
 use crate::ops::trace;
 
@@ -75,14 +76,6 @@ impl Shared {
     }
 }
 
-/// What the attempts of one delivery send.
-enum Payload {
-    /// An HTTP request.
-    Http(envelope::Prepared),
-    /// The event JSON for a Redis stream.
-    Stream(String),
-}
-
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
@@ -117,11 +110,8 @@ impl Deliverer {
         event: &Event,
         trace: Option<&str>,
     ) -> Finished {
-        let prepared = match &subscription.sink {
-            None => envelope::prepare(event, subscription).map(Payload::Http),
-            Some(_) => envelope::data_json(event, subscription).map(Payload::Stream),
-        };
-        let prepared = match prepared {
+        let mode = subscription.sink.mode(subscription);
+        let prepared = match envelope::prepare(event, subscription, mode) {
             Ok(prepared) => prepared,
             Err(error) => {
                 return self
@@ -193,30 +183,23 @@ impl Deliverer {
         &self,
         subscription: &Subscription,
         event: &Event,
-        prepared: &Payload,
+        prepared: &envelope::Prepared,
         span: &tracing::Span,
     ) -> Outcome {
-        match (prepared, &subscription.sink) {
-            (Payload::Stream(data), Some(sink)) => sink.append(event, data).await,
-            (Payload::Http(prepared), _) => {
-                // The attempt span's own context when spans are exported, so the receiver
-                // continues the message's trace; else one derived from the event id.
-                let traceparent =
-                    trace::traceparent(span).unwrap_or_else(|| envelope::traceparent(&event.id));
-                attempt::send(
-                    &self.client,
-                    subscription,
-                    &event.id,
-                    prepared,
-                    &traceparent,
-                )
-                .await
-            }
-            (Payload::Stream(_), None) => Outcome::Permanent {
-                class: "other".into(),
-                error: "stream payload without a sink".into(),
-            },
-        }
+        // The attempt span's own context when spans are exported, so the receiver
+        // continues the message's trace; else one derived from the event id.
+        let traceparent =
+            trace::traceparent(span).unwrap_or_else(|| envelope::traceparent(&event.id));
+        subscription
+            .sink
+            .attempt(Attempt {
+                client: &self.client,
+                subscription,
+                event_id: &event.id,
+                prepared,
+                traceparent: &traceparent,
+            })
+            .await
     }
 
     fn failed_attempt(

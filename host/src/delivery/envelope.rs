@@ -47,15 +47,16 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-/// The request for `subscription`, in its CloudEvents mode.
+/// The event as `subscription` sees it, in CloudEvents `mode` (the sink's).
 pub(crate) fn prepare(
     event: &Event,
     subscription: &Subscription,
+    mode: CloudEventsMode,
 ) -> Result<Prepared, serde_json::Error> {
     let data = tailor(event, subscription.history, subscription.include_raw);
     let kind = format!("dev.omnigate.{}", event.kind.as_str());
     let source = format!("/channels/{}", event.channel.id);
-    match subscription.mode {
+    match mode {
         CloudEventsMode::Structured => Ok(Prepared {
             body: serde_json::to_vec(&CloudEvent {
                 specversion: "1.0",
@@ -83,18 +84,6 @@ pub(crate) fn prepare(
             ],
         }),
     }
-}
-
-/// The event as `subscription` sees it, as JSON (the Redis Streams sink's `data`).
-pub(crate) fn data_json(
-    event: &Event,
-    subscription: &Subscription,
-) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&tailor(
-        event,
-        subscription.history,
-        subscription.include_raw,
-    ))
 }
 
 /// A test event (`dev.omnigate.ping`) for `POST /v1/subscriptions/{id}/test`.

@@ -24,6 +24,7 @@ pub mod outbox;
 mod outcome;
 mod registry;
 mod sink;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -590,15 +591,17 @@ impl Delivery {
             .subscription(id)
             .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned()))?;
         let event_id = format!("evt_test_{}", ulid::Ulid::generate());
-        let prepared = envelope::ping(&event_id, subscription.mode);
-        let outcome = attempt::send(
-            self.inner.registry.client(),
-            &subscription,
-            &event_id,
-            &prepared,
-            &envelope::traceparent(&event_id),
-        )
-        .await;
+        let prepared = envelope::ping(&event_id, subscription.sink.mode(&subscription));
+        let outcome = subscription
+            .sink
+            .attempt(sink::Attempt {
+                client: self.inner.registry.client(),
+                subscription: &subscription,
+                event_id: &event_id,
+                prepared: &prepared,
+                traceparent: &envelope::traceparent(&event_id),
+            })
+            .await;
         Ok(api_types::TestResult::from_outcome(
             &subscription.id,
             event_id,

@@ -1,96 +1,60 @@
-//! The Redis Streams sink: a subscription kind that appends each event to a named stream
-//! (`XADD … MAXLEN ~ n`) for downstream consumers reading with consumer groups.
-//!
-//! Entry fields mirror the CloudEvents attributes: `specversion`, `id`, `type`, `source`,
-//! `subject`, `time`, `datacontenttype`, `data` (the normalized event JSON, tailored like
-//! an HTTP delivery). Delivery is at-least-once: after a crash an event may be appended
-//! twice; consumers deduplicate on `id`.
+//! Where a subscription's events go. Each kind of target is a [`Sink`]: an HTTP
+//! receiver (Standard Webhooks), a Redis stream, and next, destination plugins. The
+//! dispatcher prepares an event once in the CloudEvents representation the sink asks for,
+//! then tries it with retries, dead letters and metrics that are the same for every kind.
 
-use tokio::sync::OnceCell;
+use std::fmt::Debug;
 
-use super::outbox::Connection;
+use async_trait::async_trait;
+
+use super::attempt;
+use super::config::{CloudEventsMode, Subscription};
+use super::envelope::Prepared;
 use super::outcome::Outcome;
-use crate::event::Event;
-use crate::redis_url::RedisTls;
 
-/// Where a sink subscription appends.
-pub(crate) struct StreamSink {
-    /// `redis://…` (comma-separated seeds: a Cluster).
-    pub(crate) url: String,
-    /// Stream key.
-    pub(crate) stream: String,
-    /// Approximate cap on the stream's length.
-    pub(crate) maxlen: usize,
-    /// Connected on first use (validation is synchronous; the connection reconnects).
-    connection: OnceCell<Connection>,
+/// One attempt to hand a prepared event to a target.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    /// The HTTP client every sink shares.
+    pub(crate) client: &'a reqwest::Client,
+    /// The subscription (its secrets, for a sink that signs).
+    pub(crate) subscription: &'a Subscription,
+    /// The event id (`webhook-id`).
+    pub(crate) event_id: &'a str,
+    /// What every attempt of the event sends.
+    pub(crate) prepared: &'a Prepared,
+    /// The attempt's W3C `traceparent`.
+    pub(crate) traceparent: &'a str,
 }
 
-impl std::fmt::Debug for StreamSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSink")
-            .field("stream", &self.stream)
-            .field("maxlen", &self.maxlen)
-            .finish()
-    }
+/// A kind of delivery target.
+#[async_trait]
+pub(crate) trait Sink: Send + Sync + Debug {
+    /// The CloudEvents representation this sink sends for `subscription`.
+    fn mode(&self, subscription: &Subscription) -> CloudEventsMode;
+
+    /// One attempt; the dispatcher retries by the outcome.
+    async fn attempt(&self, attempt: Attempt<'_>) -> Outcome;
 }
 
-impl StreamSink {
-    pub(crate) fn new(url: String, stream: String, maxlen: usize) -> Self {
-        Self {
-            url,
-            stream,
-            maxlen,
-            connection: OnceCell::new(),
-        }
+/// An HTTP receiver: a POST signed with Standard Webhooks, in the subscription's mode.
+#[derive(Debug)]
+pub(crate) struct HttpSink;
+
+#[async_trait]
+impl Sink for HttpSink {
+    fn mode(&self, subscription: &Subscription) -> CloudEventsMode {
+        subscription.mode
     }
 
-    /// Appends the event (`data` already tailored and serialized) once.
-    pub(crate) async fn append(&self, event: &Event, data: &str) -> Outcome {
-        let connection = match self
-            .connection
-            // A sink is the downstream tool's Redis, not the store's: public CAs.
-            .get_or_try_init(|| async {
-                let public_roots = RedisTls::default();
-                Connection::connect(&self.url, &public_roots).await
-            })
-            .await
-        {
-            Ok(connection) => connection,
-            Err(error) => return retry(error.to_string()),
-        };
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.maxlen)
-            .arg("*")
-            .arg("specversion")
-            .arg("1.0")
-            .arg("id")
-            .arg(&event.id)
-            .arg("type")
-            .arg(format!("dev.omnigate.{}", event.kind.as_str()))
-            .arg("source")
-            .arg(format!("/channels/{}", event.channel.id))
-            .arg("subject")
-            .arg(&event.conversation.id)
-            .arg("time")
-            .arg(event.occurred_at.to_string())
-            .arg("datacontenttype")
-            .arg("application/json")
-            .arg("data")
-            .arg(data);
-        match connection.query::<redis::Value>(&cmd).await {
-            Ok(_) => Outcome::Delivered,
-            Err(error) => retry(error.to_string()),
-        }
-    }
-}
-
-fn retry(error: String) -> Outcome {
-    Outcome::Retry {
-        class: "redis".into(),
-        error,
-        retry_after: None,
+    async fn attempt(&self, attempt: Attempt<'_>) -> Outcome {
+        attempt::send(
+            attempt.client,
+            attempt.subscription,
+            attempt.event_id,
+            attempt.prepared,
+            attempt.traceparent,
+        )
+        .await
     }
 }
