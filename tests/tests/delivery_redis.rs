@@ -746,6 +746,24 @@ async fn redis_streams_sink_appends_events_for_consumer_groups() {
     );
     let metrics = gateway.app.delivery.metrics().await;
     assert_eq!(metrics.subscriptions[0].delivered, 3);
+    // A test send appends a ping to the stream too (the same sink, not an HTTP POST).
+    let (status, body) = post(
+        &gateway.url("/v1/subscriptions/analytics/test"),
+        &api_auth(),
+        Vec::new(),
+    )
+    .await
+    .expect("test send");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["delivered"], true, "{answer}");
+    let last = redis
+        .cli(&["XREVRANGE", "analytics:events", "+", "-", "COUNT", "1"])
+        .expect("xrevrange");
+    assert!(
+        last.lines().any(|line| line == "dev.omnigate.ping"),
+        "{last}"
+    );
     gateway.stop().await;
 }
 

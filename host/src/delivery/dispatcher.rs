@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::DeliveryStats;
-use super::attempt;
 use super::config::Subscription;
 use super::envelope;
 use super::outbox::{Outbox, StoredDeadLetter};
