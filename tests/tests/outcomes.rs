@@ -339,6 +339,36 @@ async fn journey(store_url: &str) {
         .remove(1);
     assert_eq!(unattributed["conversion"]["attributed"], false);
     assert_eq!(unattributed["contact"]["id"], absorbed.as_str());
+    // The same unattributed conversion twice at once: one event id, whatever the race.
+    let twice = |id: &'static str| {
+        api_call(
+            &gateway,
+            "POST",
+            "/v1/conversions",
+            Some(json!({"id": id, "name": "lead", "contact": {"id": absorbed}})),
+        )
+    };
+    let (first, second) = tokio::join!(twice("lead-8"), twice("lead-8"));
+    for (status, answer) in [&first, &second] {
+        assert!(*status == 201 || *status == 200, "{status} {answer}");
+        assert_eq!(answer["attributed"], false);
+    }
+    // A later one on the same (conversation-less) lane: once it is in, any copy is too.
+    assert_eq!(twice("lead-9").await.0, 201);
+    let mut recorded = receiver.wait_of_type("conversion.recorded", 4).await;
+    while !recorded
+        .iter()
+        .any(|event| event["conversion"]["id"] == "lead-9")
+    {
+        let seen = recorded.len();
+        recorded = receiver.wait_of_type("conversion.recorded", seen + 1).await;
+    }
+    let lead_8: std::collections::BTreeSet<&str> = recorded
+        .iter()
+        .filter(|event| event["conversion"]["id"] == "lead-8")
+        .filter_map(|event| event["id"].as_str())
+        .collect();
+    assert_eq!(lead_8.len(), 1, "{recorded:#?}");
     let report = funnel(&gateway, "campaign").await;
     assert_eq!(row(&report, "campaign", "bf25")["won"], 1, "{report:#}");
 
@@ -352,11 +382,13 @@ async fn journey(store_url: &str) {
     let bf25 = row(&report, "campaign", "bf25");
     assert_eq!(bf25["conversations"], 2, "{report:#}");
     assert_eq!(bf25["value"]["EUR"], "129.90");
-    assert_eq!(
-        receiver.of_type("conversion.recorded").len(),
-        2,
-        "nothing twice"
-    );
+    // purchase, lead-7, lead-8 and lead-9, each once (a copy would carry the same id).
+    let recorded = receiver.of_type("conversion.recorded");
+    let ids: std::collections::BTreeSet<&str> = recorded
+        .iter()
+        .filter_map(|event| event["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 4, "nothing twice: {recorded:#?}");
     gateway.stop().await;
 }
 

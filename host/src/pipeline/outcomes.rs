@@ -314,11 +314,11 @@ impl Pipeline {
             input.consent.clone(),
             input.properties.clone(),
         );
-        crate::metrics::conversion_recorded("", &info);
         let debt = OutcomeDebt {
             conversation_id: String::new(),
             events: vec![Spec {
-                id: crate::ids::event(),
+                // Named by the conversion: two concurrent first attempts publish one id.
+                id: crate::ids::event_named(&conversion.id, conversion.occurred_at),
                 kind: EventType::ConversionRecorded,
                 at: conversion.occurred_at,
                 first_response: None,
@@ -330,10 +330,22 @@ impl Pipeline {
         };
         let key = store::owed_conversion_key(&conversion.id);
         let payload = owed::Owes::Outcome(&debt).payload();
-        self.store
+        if !self
+            .store
             .outcomes()
             .owe_once(contact_id, &key, &payload)
-            .await?;
+            .await?
+        {
+            // A concurrent attempt owes it and publishes it (or the relay does).
+            return Ok(());
+        }
+        if let Some(info) = debt
+            .events
+            .first()
+            .and_then(|event| event.conversion.as_ref())
+        {
+            crate::metrics::conversion_recorded("", info);
+        }
         self.publish_outcome(contact_id, &key, &debt).await
     }
 

@@ -573,24 +573,30 @@ impl OutcomeStore for MemoryStore {
         Ok(self.tables.started(from_ms, to_ms, after, limit))
     }
 
-    async fn owe_once(&self, contact_id: &str, key: &str, payload: &str) -> Result<(), StoreError> {
+    async fn owe_once(
+        &self,
+        contact_id: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<bool, StoreError> {
         let mut state = self.state.lock();
-        if !state
+        if state
             .owed
             .contains_key(&(contact_id.to_owned(), key.to_owned()))
         {
-            state.owe(Owed {
-                contact_id: contact_id.to_owned(),
-                key: key.to_owned(),
-                at: Timestamp::now(),
-                conversation_id: String::new(),
-                started: false,
-                switched_from: None,
-                merged: None,
-                payload: payload.to_owned(),
-            });
+            return Ok(false);
         }
-        Ok(())
+        state.owe(Owed {
+            contact_id: contact_id.to_owned(),
+            key: key.to_owned(),
+            at: Timestamp::now(),
+            conversation_id: String::new(),
+            started: false,
+            switched_from: None,
+            merged: None,
+            payload: payload.to_owned(),
+        });
+        Ok(true)
     }
 
     async fn contact_by_handle(&self, handle: &Handle) -> Result<Option<String>, StoreError> {

@@ -121,8 +121,14 @@ pub trait OutcomeStore: Send + Sync {
     ) -> Result<Vec<StartedRef>, StoreError>;
 
     /// Keep an owed record with the contact unless one with `key` is kept already (events
-    /// not about one conversation: an unattributed conversion).
-    async fn owe_once(&self, contact_id: &str, key: &str, payload: &str) -> Result<(), StoreError>;
+    /// not about one conversation: an unattributed conversion); `false` when one was
+    /// (another attempt owns publishing it).
+    async fn owe_once(
+        &self,
+        contact_id: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<bool, StoreError>;
 
     /// The contact owning a verified phone, e-mail or a channel user.
     async fn contact_by_handle(&self, handle: &Handle) -> Result<Option<String>, StoreError>;

@@ -264,7 +264,12 @@ impl OutcomeStore for RedisStore {
         Ok(out)
     }
 
-    async fn owe_once(&self, contact_id: &str, key: &str, payload: &str) -> Result<(), StoreError> {
+    async fn owe_once(
+        &self,
+        contact_id: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<bool, StoreError> {
         let now = Timestamp::now();
         let record = format!(
             "{}\u{1f}\u{1f}0\u{1f}\u{1f}{}",
@@ -273,7 +278,7 @@ impl OutcomeStore for RedisStore {
         );
         self.trip();
         futures::try_join!(
-            self.query::<()>(
+            self.query::<bool>(
                 redis::cmd("HSETNX")
                     .arg(keys::owed(contact_id))
                     .arg(key)
@@ -282,7 +287,7 @@ impl OutcomeStore for RedisStore {
             ),
             self.hint_change(contact_id, now.as_millisecond()),
         )
-        .map(drop)
+        .map(|(kept, ())| kept)
     }
 
     async fn contact_by_handle(&self, handle: &Handle) -> Result<Option<String>, StoreError> {

@@ -5,13 +5,14 @@
 -- ARGV: 1 number of keys k  2..k+1 the keys  k+2 table key prefix og:ru:{<bucket>}:
 --       then triples table, field, n (the keys' changes, summed)
 local k = tonumber(ARGV[1])
-for i = 2, k + 1 do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
-    return 0
+if k > 0 then
+  local once = {unpack(ARGV, 2, k + 1)}
+  for _, seen in ipairs(redis.call('SMISMEMBER', KEYS[1], unpack(once))) do
+    if seen == 1 then
+      return 0
+    end
   end
-end
-for i = 2, k + 1 do
-  redis.call('SADD', KEYS[1], ARGV[i])
+  redis.call('SADD', KEYS[1], unpack(once))
 end
 redis.call('EXPIRE', KEYS[1], 2592000)
 local prefix = ARGV[k + 2]
