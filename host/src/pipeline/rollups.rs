@@ -133,12 +133,22 @@ pub async fn write(store: &dyn ContextStore, batch: &[PendingRollup]) -> Result<
 /// The writes `deltas` make to the hour, day, month and year buckets, summed per
 /// counter (a counter summing to zero is left out).
 pub fn summed<'a>(deltas: impl Iterator<Item = &'a Delta>) -> Vec<RollupWrite> {
-    let mut sums: BTreeMap<(String, &str, &str), i64> = BTreeMap::new();
+    // Per hour first (no allocation per delta), then per bucket: a batch spans few hours.
+    let mut per_hour: BTreeMap<(i64, &str, &str), i64> = BTreeMap::new();
     for delta in deltas {
-        for bucket in Bucket::of_hour(delta.hour) {
-            *sums
-                .entry((bucket.name(), &delta.table, &delta.field))
-                .or_insert(0) += delta.n;
+        *per_hour
+            .entry((delta.hour, &delta.table, &delta.field))
+            .or_insert(0) += delta.n;
+    }
+    let mut sums: BTreeMap<(String, &str, &str), i64> = BTreeMap::new();
+    let mut names: Option<(i64, [String; 4])> = None;
+    for ((hour, table, field), n) in per_hour {
+        let buckets = match &names {
+            Some((named, buckets)) if *named == hour => buckets,
+            _ => &names.insert((hour, Bucket::of_hour(hour).map(Bucket::name))).1,
+        };
+        for bucket in buckets {
+            *sums.entry((bucket.clone(), table, field)).or_insert(0) += n;
         }
     }
     sums.into_iter()
