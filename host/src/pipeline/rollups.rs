@@ -21,6 +21,9 @@ use crate::store::{ContextStore, RollupWrite, StoreError};
 const MAX_PENDING: usize = 20_000;
 /// Debts per write: bounds a script's arguments.
 const BATCH: usize = 256;
+/// How long the writer lets a batch gather before writing it: under load many changes
+/// then share one write per counter (a report does not wait for it: it flushes).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// A debt's counter changes, owed with contact `contact_id` under `key`.
 #[derive(Debug, Clone)]
@@ -78,6 +81,7 @@ impl RollupQueue {
 
     async fn drain(&self) {
         loop {
+            tokio::time::sleep(LINGER).await;
             self.flush().await;
             self.draining.store(false, Ordering::Release);
             // A push between the last batch and the flag's reset found the flag set and
