@@ -149,7 +149,11 @@ pub fn summed<'a>(deltas: impl Iterator<Item = &'a Delta>) -> Vec<RollupWrite> {
     for ((hour, table, field), n) in per_hour {
         let buckets = match &names {
             Some((named, buckets)) if *named == hour => buckets,
-            _ => &names.insert((hour, Bucket::of_hour(hour).map(Bucket::name))).1,
+            _ => {
+                &names
+                    .insert((hour, Bucket::of_hour(hour).map(Bucket::name)))
+                    .1
+            }
         };
         for bucket in buckets {
             *sums.entry((bucket.clone(), table, field)).or_insert(0) += n;
