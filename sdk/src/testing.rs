@@ -178,6 +178,21 @@ impl Harness {
     }
 }
 
+/// A provider's answer to a plugin's fetch, as a fake API in a test gives it.
+pub fn response(status: u16, headers: &[(&str, &str)], body: &str) -> FetchResponse {
+    FetchResponse {
+        status,
+        headers: headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: (*name).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
 /// Builds an [`HttpRequest`] as the host would hand it to a plugin.
 pub fn request(
     method: &str,

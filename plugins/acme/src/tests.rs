@@ -1,9 +1,8 @@
 //! The acme plugin, natively: the harness plays the host (secrets, allow-list, fetch).
 
-use omnigate_sdk::testing::{Harness, fixture, request};
+use omnigate_sdk::testing::{Harness, fixture, request, response};
 use omnigate_sdk::{
-    Channel, EventBody, FetchResponse, Header, OutboundMessage, SendError, SignatureScheme,
-    WebhookError, host,
+    Channel, EventBody, OutboundMessage, SendError, SignatureScheme, WebhookError, host,
 };
 
 use crate::Acme;
@@ -117,24 +116,10 @@ fn reply() -> OutboundMessage {
     }
 }
 
-fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: (*name).into(),
-                value: (*value).into(),
-            })
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
 // ANCHOR: send_tests
 #[test]
 fn a_reply_is_posted_with_the_token_the_host_fills_in() {
-    let h = harness().on_fetch(|_| Ok(answer(200, &[], r#"{"id":"am-out-9"}"#)));
+    let h = harness().on_fetch(|_| Ok(response(200, &[], r#"{"id":"am-out-9"}"#)));
     let receipt = h.run(|| Acme::send(reply())).expect("sent");
     assert_eq!(receipt.external_id, "am-out-9");
     let sent = h.sent();
@@ -155,12 +140,12 @@ fn a_reply_is_posted_with_the_token_the_host_fills_in() {
 
 #[test]
 fn provider_errors_map_to_send_errors() {
-    let h = harness().on_fetch(|_| Ok(answer(429, &[("Retry-After", "30")], "")));
+    let h = harness().on_fetch(|_| Ok(response(429, &[("Retry-After", "30")], "")));
     assert_eq!(
         h.run(|| Acme::send(reply())),
         Err(SendError::RateLimited(Some(30)))
     );
-    let h = harness().on_fetch(|_| Ok(answer(400, &[], "unknown recipient")));
+    let h = harness().on_fetch(|_| Ok(response(400, &[], "unknown recipient")));
     assert!(matches!(
         h.run(|| Acme::send(reply())),
         Err(SendError::Rejected(_))

@@ -1,11 +1,10 @@
 //! The e-mail plugin, natively, for each provider: payloads shaped like the providers'
 //! documented inbound webhooks, their authentication, and their send APIs.
 
-use omnigate_sdk::testing::{DEFAULT_NOW_MS, Harness, fixture, request};
+use omnigate_sdk::testing::{DEFAULT_NOW_MS, Harness, fixture, request, response};
 use omnigate_sdk::{
-    Channel, EventBody, FetchResponse, Header, HttpRequest, InboundEvent, MediaKind, Message,
-    OutboundMessage, Pair, Part, ReferralSource, SendError, SignatureScheme, WebhookError,
-    WebhookOutcome, host,
+    Channel, EventBody, HttpRequest, InboundEvent, MediaKind, Message, OutboundMessage, Pair, Part,
+    ReferralSource, SendError, SignatureScheme, WebhookError, WebhookOutcome, host,
 };
 
 use crate::Email;
@@ -360,20 +359,6 @@ fn reply() -> OutboundMessage {
     }
 }
 
-fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: (*name).into(),
-                value: (*value).into(),
-            })
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
 fn header<'a>(request: &'a omnigate_sdk::FetchRequest, name: &str) -> Option<&'a str> {
     request
         .headers
@@ -385,7 +370,7 @@ fn header<'a>(request: &'a omnigate_sdk::FetchRequest, name: &str) -> Option<&'a
 #[test]
 fn postmark_send_sets_threading_headers() {
     let h = harness("postmark").on_fetch(|_| {
-        Ok(answer(
+        Ok(response(
             200,
             &[],
             r#"{"To": "ana.ruiz@example.com", "SubmittedAt": "2026-11-24T10:05:00Z", "MessageID": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "ErrorCode": 0, "Message": "OK"}"#,
@@ -411,7 +396,7 @@ fn postmark_send_sets_threading_headers() {
 #[test]
 fn mailgun_and_sendgrid_sends() {
     let h = harness("mailgun").on_fetch(|_| {
-        Ok(answer(
+        Ok(response(
             200,
             &[],
             r#"{"id": "<20261124100500.1.5D1C9B0F1A2E3D4C@mg.shop.example>", "message": "Queued. Thank you."}"#,
@@ -433,7 +418,7 @@ fn mailgun_and_sendgrid_sends() {
     )));
 
     let h = harness("sendgrid").on_fetch(|_| {
-        Ok(answer(
+        Ok(response(
             202,
             &[("X-Message-Id", "W4xq3CgXSvq7nTA0U4oU2g")],
             "",
@@ -459,7 +444,7 @@ fn mailgun_and_sendgrid_sends() {
 #[test]
 fn provider_errors_are_mapped() {
     let postmark = |status: u16, body: &'static str| {
-        let h = harness("postmark").on_fetch(move |_| Ok(answer(status, &[], body)));
+        let h = harness("postmark").on_fetch(move |_| Ok(response(status, &[], body)));
         h.run(|| Email::send(reply()))
     };
     match postmark(
@@ -481,7 +466,7 @@ fn provider_errors_are_mapped() {
         Err(SendError::Unauthorized(_))
     ));
     let h = harness("sendgrid")
-        .on_fetch(|_| Ok(answer(429, &[("Retry-After", "12")], r#"{"errors": []}"#)));
+        .on_fetch(|_| Ok(response(429, &[("Retry-After", "12")], r#"{"errors": []}"#)));
     assert_eq!(
         h.run(|| Email::send(reply())),
         Err(SendError::RateLimited(Some(12)))

@@ -1,10 +1,10 @@
 //! The Slack plugin, natively: Events API payloads shaped like Slack's documentation,
 //! signed the way Slack signs them (by the harness, with the signing secret).
 
-use omnigate_sdk::testing::{DEFAULT_NOW_MS, Harness, fixture, request};
+use omnigate_sdk::testing::{DEFAULT_NOW_MS, Harness, fixture, request, response};
 use omnigate_sdk::{
-    Channel, EventBody, FetchResponse, Header, HttpRequest, InboundEvent, MediaKind,
-    OutboundMessage, Part, SendError, SignatureScheme, WebhookError, WebhookOutcome, host,
+    Channel, EventBody, HttpRequest, InboundEvent, MediaKind, OutboundMessage, Part, SendError,
+    SignatureScheme, WebhookError, WebhookOutcome, host,
 };
 
 use crate::Slack;
@@ -269,24 +269,10 @@ fn reply(reply_to: Option<&str>) -> OutboundMessage {
     }
 }
 
-fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: (*name).into(),
-                value: (*value).into(),
-            })
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
 #[test]
 fn replies_are_posted_in_the_thread_with_the_bot_token() {
     let h = harness().on_fetch(|_| {
-        Ok(answer(
+        Ok(response(
             200,
             &[],
             r#"{"ok": true, "channel": "C123ABC456", "ts": "1503435956.000247", "message": {"text": "Looking into it now"}}"#,
@@ -320,7 +306,7 @@ fn replies_are_posted_in_the_thread_with_the_bot_token() {
 fn slack_errors_are_mapped() {
     let send_with =
         |status: u16, headers: &'static [(&'static str, &'static str)], body: &'static str| {
-            let h = harness().on_fetch(move |_| Ok(answer(status, headers, body)));
+            let h = harness().on_fetch(move |_| Ok(response(status, headers, body)));
             h.run(|| Slack::send(reply(None)))
         };
     assert_eq!(

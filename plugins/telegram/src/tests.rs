@@ -3,9 +3,9 @@
 use omnigate_sdk::testing::{Harness, fixture, request};
 use omnigate_sdk::{
     Channel, Choice, Direction, EventBody, FetchError, FetchRequest, FetchResponse, Handle,
-    HandleKind, Header, InboundEvent, Interactive, InteractiveKind, InteractiveStyle, Media,
-    MediaKind, Message, OutboundMessage, Pair, Part, ProviderError, Reaction, ReferralSource,
-    SendError, SendReceipt, WebhookError,
+    HandleKind, InboundEvent, Interactive, InteractiveKind, InteractiveStyle, Media, MediaKind,
+    Message, OutboundMessage, Pair, Part, ProviderError, Reaction, ReferralSource, SendError,
+    SendReceipt, WebhookError,
 };
 use serde_json::{Value, json};
 
@@ -299,14 +299,7 @@ fn reply() -> OutboundMessage {
 }
 
 fn answer(status: u16, body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: vec![Header {
-            name: "content-type".into(),
-            value: "application/json".into(),
-        }],
-        body: body.as_bytes().to_vec(),
-    }
+    omnigate_sdk::testing::response(status, &[("content-type", "application/json")], body)
 }
 
 const SENT: &str = r#"{"ok":true,"result":{"message_id":57,"from":{"id":7012345678,"is_bot":true,"first_name":"Shop Helper","username":"shop_helper_bot"},"chat":{"id":111222333,"first_name":"Ana","type":"private"},"date":1764000800,"text":"¡Sí, la tenemos!"}}"#;

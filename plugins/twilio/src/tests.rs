@@ -346,14 +346,7 @@ fn reply(recipient: &str) -> OutboundMessage {
 }
 
 fn answer(status: u16, body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: vec![Header {
-            name: "retry-after".into(),
-            value: "7".into(),
-        }],
-        body: body.as_bytes().to_vec(),
-    }
+    omnigate_sdk::testing::response(status, &[("retry-after", "7")], body)
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The plugin run natively against the SDK's fake host, with the fixtures in `fixtures/`.
 
-use omnigate_sdk::testing::{Harness, fixture, request, standard_webhooks_request};
+use omnigate_sdk::testing::{Harness, fixture, request, response, standard_webhooks_request};
 use omnigate_sdk::{
     Channel, Direction, EventBody, FetchError, FetchRequest, FetchResponse, Handle, HandleKind,
-    Header, InboundEvent, InteractiveKind, InteractiveStyle, Media, MediaKind, Message,
-    OutboundMessage, Part, ProviderError, ReferralSource, SendError, WebhookError, header,
+    InboundEvent, InteractiveKind, InteractiveStyle, Media, MediaKind, Message, OutboundMessage,
+    Part, ProviderError, ReferralSource, SendError, WebhookError, header,
 };
 
 use crate::WebChat;
@@ -254,20 +254,6 @@ fn reply() -> OutboundMessage {
     }
 }
 
-fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(n, v)| Header {
-                name: (*n).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
 fn send_with(
     respond: impl FnMut(&FetchRequest) -> Result<FetchResponse, FetchError> + 'static,
 ) -> (Harness, Result<omnigate_sdk::SendReceipt, SendError>) {
@@ -278,7 +264,7 @@ fn send_with(
 
 #[test]
 fn send_posts_a_signed_reply() {
-    let (h, result) = send_with(|_| Ok(answer(200, &[], r#"{"id":"site-77"}"#)));
+    let (h, result) = send_with(|_| Ok(response(200, &[], r#"{"id":"site-77"}"#)));
     let receipt = result.expect("sent");
     assert_eq!(receipt.external_id, "site-77");
 
@@ -316,20 +302,20 @@ fn send_posts_a_signed_reply() {
 
 #[test]
 fn send_without_id_in_answer_uses_message_id() {
-    let (_, result) = send_with(|_| Ok(answer(204, &[], "")));
+    let (_, result) = send_with(|_| Ok(response(204, &[], "")));
     assert_eq!(result.map(|r| r.external_id), Ok("omni-msg-1".to_owned()));
 }
 
 #[test]
 fn send_maps_provider_errors() {
-    let (_, r) = send_with(|_| Ok(answer(429, &[("Retry-After", "120")], "")));
+    let (_, r) = send_with(|_| Ok(response(429, &[("Retry-After", "120")], "")));
     assert_eq!(r, Err(SendError::RateLimited(Some(120))));
-    let (_, r) = send_with(|_| Ok(answer(401, &[], "bad signature")));
+    let (_, r) = send_with(|_| Ok(response(401, &[], "bad signature")));
     assert_eq!(
         r,
         Err(SendError::Unauthorized("HTTP 401: bad signature".into()))
     );
-    let (_, r) = send_with(|_| Ok(answer(400, &[], "unknown visitor")));
+    let (_, r) = send_with(|_| Ok(response(400, &[], "unknown visitor")));
     assert_eq!(
         r,
         Err(SendError::Rejected(ProviderError {
@@ -338,7 +324,7 @@ fn send_maps_provider_errors() {
             detail: Some("unknown visitor".into()),
         }))
     );
-    let (_, r) = send_with(|_| Ok(answer(500, &[], "")));
+    let (_, r) = send_with(|_| Ok(response(500, &[], "")));
     assert_eq!(r, Err(SendError::Transient("HTTP 500".into())));
     let (_, r) = send_with(|_| Err(FetchError::Timeout));
     assert!(matches!(r, Err(SendError::Transient(_))), "{r:?}");

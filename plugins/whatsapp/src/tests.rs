@@ -3,9 +3,9 @@
 use omnigate_sdk::testing::{Harness, fixture, request};
 use omnigate_sdk::{
     Channel, Choice, DeliveryStatus, Direction, EventBody, FetchError, FetchRequest, FetchResponse,
-    Handle, HandleKind, Header, InboundEvent, Interactive, InteractiveKind, InteractiveStyle,
-    Media, MediaKind, Message, OutboundMessage, Pair, Part, ProviderError, Reaction,
-    ReferralSource, SendError, SendReceipt, SignatureScheme, Template, WebhookError, host,
+    Handle, HandleKind, InboundEvent, Interactive, InteractiveKind, InteractiveStyle, Media,
+    MediaKind, Message, OutboundMessage, Pair, Part, ProviderError, Reaction, ReferralSource,
+    SendError, SendReceipt, SignatureScheme, Template, WebhookError, host,
 };
 use serde_json::{Value, json};
 
@@ -520,14 +520,7 @@ fn reply() -> OutboundMessage {
 }
 
 fn answer(status: u16, body: &str) -> FetchResponse {
-    FetchResponse {
-        status,
-        headers: vec![Header {
-            name: "content-type".into(),
-            value: "application/json".into(),
-        }],
-        body: body.as_bytes().to_vec(),
-    }
+    omnigate_sdk::testing::response(status, &[("content-type", "application/json")], body)
 }
 
 const ACCEPTED: &str = r#"{"messaging_product":"whatsapp","contacts":[{"input":"16505551234","wa_id":"16505551234"}],"messages":[{"id":"wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA","message_status":"accepted"}]}"#;
