@@ -344,6 +344,19 @@ impl FakeApi {
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().clone()
     }
+
+    /// The first request, waiting for it (within [`WAIT`]); panics naming `what` (the
+    /// provider) when none came.
+    pub async fn first_request(&self, what: &str) -> Recorded {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(first) = self.requests().into_iter().next() {
+                return first;
+            }
+            assert!(Instant::now() < deadline, "nothing sent to {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 async fn fake_handler(

@@ -3,11 +3,9 @@
 //! contact, one conversation), the business's reply goes out through Postmark threaded
 //! under the customer's mail, and Mailgun/SendGrid inbound through the real gateway.
 
-use std::time::{Duration, Instant};
-
 use omnigate_signature::Scheme;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, WAIT, api_auth, common_config, json_answer, plugin_path, post,
+    FakeApi, Gateway, Receiver, api_auth, common_config, json_answer, plugin_path, post,
     site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
@@ -164,14 +162,7 @@ async fn an_email_reply_continues_the_web_chat_conversation() {
     .await
     .expect("reply");
     assert!(status < 300, "{status}: {text}");
-    let deadline = Instant::now() + WAIT;
-    let sent = loop {
-        if let Some(sent) = api.requests().into_iter().next() {
-            break sent;
-        }
-        assert!(Instant::now() < deadline, "nothing sent to Postmark");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let sent = api.first_request("Postmark").await;
     assert_eq!(sent.uri, "/email");
     assert_eq!(sent.header("x-postmark-server-token"), Some(API_KEY));
     let mail = sent.json();

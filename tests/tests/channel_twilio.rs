@@ -247,17 +247,7 @@ async fn a_whatsapp_reply_goes_out_with_basic_auth() {
     let first = omnigate_tests::first_received(&receiver).await;
     let (status, text) = send_reply(&reply_url(&gateway, &first), "Sí, la tenemos").await;
     assert!(status < 300, "{status}: {text}");
-    let deadline = std::time::Instant::now() + omnigate_tests::WAIT;
-    let request = loop {
-        if let Some(request) = api.requests().into_iter().next() {
-            break request;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing sent to Twilio"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let request = api.first_request("Twilio").await;
     assert_eq!(
         request.uri,
         format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
