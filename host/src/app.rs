@@ -42,7 +42,7 @@ pub struct App {
     /// `[server] request_timeout`.
     pub request_timeout: std::time::Duration,
     /// `[server] public_url` and `trust_forwarded`: the URL providers called.
-    pub public_url: crate::ingress::PublicUrl,
+    pub public_url: crate::ingress::public_url::PublicUrl,
 }
 
 impl App {

@@ -1,13 +1,17 @@
 //! Configuration of delivery (`[delivery]`) and of HTTP subscriptions (`[[subscriptions]]`),
 //! and its validation into the form the dispatcher uses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use omnigate_signature::standard_webhooks::decode_secret;
 use serde::{Deserialize, Deserializer};
 
 use super::DeliveryError;
+use super::envelope::{CloudEventsMode, PreviousSecret};
 use super::filter::EventFilter;
+use super::http::HttpSink;
+use super::sink::Sink;
 use crate::netguard::NetworkPolicy;
 use crate::secret::Secret;
 
@@ -142,32 +146,6 @@ pub struct SubscriptionConfig {
     pub previous_secret_expires: Option<jiff::Timestamp>,
 }
 
-/// How a CloudEvent is carried in the HTTP request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CloudEventsMode {
-    /// `application/cloudevents+json` body holding attributes and `data`.
-    #[default]
-    Structured,
-    /// The event JSON as body, attributes in `ce-*` headers.
-    Binary,
-}
-
-/// A secret being rotated out, valid until a moment.
-#[derive(Debug)]
-pub(crate) struct PreviousSecret {
-    pub(crate) secret: Secret,
-    /// Unix seconds after which it is no longer used.
-    pub(crate) expires: i64,
-}
-
-impl PreviousSecret {
-    /// Whether an attempt signed at `timestamp` still carries it.
-    pub(crate) fn valid_at(&self, timestamp: i64) -> bool {
-        timestamp < self.expires
-    }
-}
-
 /// What kind of target a subscription delivers to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -203,18 +181,13 @@ fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>
 #[derive(Debug)]
 pub(crate) struct Subscription {
     pub(crate) id: String,
-    pub(crate) url: reqwest::Url,
-    pub(crate) secret: Secret,
     pub(crate) filter: EventFilter,
     pub(crate) history: usize,
     pub(crate) include_raw: bool,
-    pub(crate) mode: CloudEventsMode,
-    pub(crate) previous_secret: Option<PreviousSecret>,
     /// This process's counters for it.
-    pub(crate) metrics: std::sync::Arc<super::metrics::SubscriptionMetrics>,
-    /// Where its events go (for a `redis-stream` subscription, `url` and `secret` are
-    /// unused).
-    pub(crate) sink: std::sync::Arc<dyn super::sink::Sink>,
+    pub(crate) metrics: Arc<super::metrics::SubscriptionMetrics>,
+    /// Where its events go (the target's own settings: URL and secrets, stream).
+    pub(crate) sink: Arc<dyn Sink>,
 }
 
 impl DeliverySettings {
@@ -277,27 +250,6 @@ impl SubscriptionConfig {
         if id.trim().is_empty() {
             return Err(fail("`id` must not be empty".into()));
         }
-        let (url, sink) = match self.kind {
-            SubscriptionKind::Http => {
-                let url = parse_url(&self.url).map_err(&fail)?;
-                policy.check_url(&url).map_err(|error| {
-                    DeliveryError::TargetNotAllowed(format!("subscription `{id}`: {error}"))
-                })?;
-                // The error never contains the secret itself (see omnigate-signature).
-                decode_secret(self.secret.expose())
-                    .map_err(|error| fail(format!("`secret`: {error}")))?;
-                let http: std::sync::Arc<dyn super::sink::Sink> =
-                    std::sync::Arc::new(super::sink::HttpSink);
-                (url, http)
-            }
-            SubscriptionKind::RedisStream => {
-                let sink = sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?;
-                let placeholder =
-                    reqwest::Url::parse("redis://sink/").map_err(|e| fail(e.to_string()))?;
-                let stream: std::sync::Arc<dyn super::sink::Sink> = std::sync::Arc::new(sink);
-                (placeholder, stream)
-            }
-        };
         if self.history > MAX_HISTORY {
             return Err(fail(format!(
                 "`history` must be between 0 and {MAX_HISTORY}"
@@ -320,16 +272,32 @@ impl SubscriptionConfig {
                 ));
             }
         };
+        let sink: Arc<dyn Sink> = match self.kind {
+            SubscriptionKind::Http => {
+                let url = parse_url(&self.url).map_err(&fail)?;
+                policy.check_url(&url).map_err(|error| {
+                    DeliveryError::TargetNotAllowed(format!("subscription `{id}`: {error}"))
+                })?;
+                // The error never contains the secret itself (see omnigate-signature).
+                decode_secret(self.secret.expose())
+                    .map_err(|error| fail(format!("`secret`: {error}")))?;
+                Arc::new(HttpSink {
+                    url,
+                    secret: self.secret,
+                    previous_secret,
+                    mode: self.mode,
+                })
+            }
+            SubscriptionKind::RedisStream => {
+                Arc::new(sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?)
+            }
+        };
         Ok(Subscription {
             id,
-            url,
-            secret: self.secret,
             filter,
             history: self.history,
             include_raw: self.include_raw,
-            mode: self.mode,
-            previous_secret,
-            metrics: std::sync::Arc::default(),
+            metrics: Arc::default(),
             sink,
         })
     }

@@ -109,20 +109,21 @@ impl Deliverer {
         event: &Event,
         trace: Option<&str>,
     ) -> Finished {
-        let mode = subscription.sink.mode(subscription);
-        let prepared = match envelope::prepare(event, subscription, mode) {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                return self
-                    .dead_letter(
-                        subscription,
-                        event,
-                        0,
-                        format!("cannot serialize the event: {error}"),
-                    )
-                    .await;
-            }
-        };
+        let mode = subscription.sink.mode();
+        let prepared =
+            match envelope::prepare(event, subscription.history, subscription.include_raw, mode) {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    return self
+                        .dead_letter(
+                            subscription,
+                            event,
+                            0,
+                            format!("cannot serialize the event: {error}"),
+                        )
+                        .await;
+                }
+            };
         let mut phase = self.phase.clone();
         let mut attempts: u32 = 0;
         loop {
@@ -193,7 +194,6 @@ impl Deliverer {
             .sink
             .attempt(Attempt {
                 client: &self.client,
-                subscription,
                 event_id: &event.id,
                 prepared,
                 traceparent: &traceparent,

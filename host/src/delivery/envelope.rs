@@ -9,8 +9,36 @@ use jiff::Timestamp;
 use omnigate_signature::{Scheme, SecretError, sign, standard_webhooks::signed_content};
 use serde::Serialize;
 
-use super::config::{CloudEventsMode, Subscription};
+use serde::Deserialize;
+
 use crate::event::Event;
+use crate::secret::Secret;
+
+/// How a CloudEvent is carried in the HTTP request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    /// `application/cloudevents+json` body holding attributes and `data`.
+    #[default]
+    Structured,
+    /// The event JSON as body, attributes in `ce-*` headers.
+    Binary,
+}
+
+/// A secret being rotated out, valid until a moment.
+#[derive(Debug)]
+pub(crate) struct PreviousSecret {
+    pub(crate) secret: Secret,
+    /// Unix seconds after which it is no longer used.
+    pub(crate) expires: i64,
+}
+
+impl PreviousSecret {
+    /// Whether an attempt signed at `timestamp` still carries it.
+    pub(crate) fn valid_at(&self, timestamp: i64) -> bool {
+        timestamp < self.expires
+    }
+}
 
 /// `content-type` of a structured CloudEvent.
 pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -47,13 +75,15 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-/// The event as `subscription` sees it, in CloudEvents `mode` (the sink's).
+/// The event as a subscription sees it (its last `history` messages, `raw` only with
+/// `include_raw`), in CloudEvents `mode` (the sink's).
 pub(crate) fn prepare(
     event: &Event,
-    subscription: &Subscription,
+    history: usize,
+    include_raw: bool,
     mode: CloudEventsMode,
 ) -> Result<Prepared, serde_json::Error> {
-    let data = tailor(event, subscription.history, subscription.include_raw);
+    let data = tailor(event, history, include_raw);
     let kind = format!("dev.omnigate.{}", event.kind.as_str());
     let source = format!("/channels/{}", event.channel.id);
     match mode {
@@ -152,7 +182,8 @@ pub(crate) struct SignedHeaders {
 /// period, the header carries both signatures (space-separated, new first), so receivers
 /// still holding the old secret keep verifying.
 pub(crate) fn sign_attempt(
-    subscription: &Subscription,
+    secret: &Secret,
+    previous: Option<&PreviousSecret>,
     event_id: &str,
     timestamp: i64,
     body: &[u8],
@@ -160,10 +191,10 @@ pub(crate) fn sign_attempt(
     let content = signed_content(event_id, timestamp, body);
     let mut signature = sign(
         Scheme::StandardWebhooks,
-        subscription.secret.expose().as_bytes(),
+        secret.expose().as_bytes(),
         &content,
     )?;
-    if let Some(previous) = &subscription.previous_secret
+    if let Some(previous) = previous
         && previous.valid_at(timestamp)
     {
         let old = sign(

@@ -14,11 +14,11 @@
 //! subscription and outbox partition, see [`worker`]) consume the outbox.
 
 pub mod api_types;
-mod attempt;
 mod config;
 mod dispatcher;
 mod envelope;
 mod filter;
+mod http;
 pub mod metrics;
 pub mod outbox;
 mod outcome;
@@ -39,7 +39,8 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use config::{CloudEventsMode, DeliverySettings, SubscriptionConfig, SubscriptionKind};
+pub use config::{DeliverySettings, SubscriptionConfig, SubscriptionKind};
+pub use envelope::CloudEventsMode;
 pub use outbox::OutboxError;
 
 use dispatcher::{Deliverer, Phase, Shared};
@@ -591,12 +592,11 @@ impl Delivery {
             .subscription(id)
             .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned()))?;
         let event_id = format!("evt_test_{}", ulid::Ulid::generate());
-        let prepared = envelope::ping(&event_id, subscription.sink.mode(&subscription));
+        let prepared = envelope::ping(&event_id, subscription.sink.mode());
         let outcome = subscription
             .sink
             .attempt(sink::Attempt {
                 client: self.inner.registry.client(),
-                subscription: &subscription,
                 event_id: &event_id,
                 prepared: &prepared,
                 traceparent: &envelope::traceparent(&event_id),

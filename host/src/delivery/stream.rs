@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::config::{CloudEventsMode, Subscription};
+use super::envelope::CloudEventsMode;
 use super::outbox::Connection;
 use super::outcome::Outcome;
 use super::sink::{Attempt, Sink};
@@ -50,7 +50,7 @@ impl StreamSink {
 
 #[async_trait]
 impl Sink for StreamSink {
-    fn mode(&self, _: &Subscription) -> CloudEventsMode {
+    fn mode(&self) -> CloudEventsMode {
         CloudEventsMode::Binary
     }
 

@@ -4,7 +4,7 @@
 //! failure after the plugin (store down, delivery full) is a 5xx so the provider retries,
 //! and the events accepted before the failure are deduped on the retry.
 
-mod public_url;
+pub mod public_url;
 mod request;
 
 pub use public_url::{HEADER as PUBLIC_URL_HEADER, PublicUrl, PublicUrlError};

@@ -142,8 +142,11 @@ impl Default for ServerLimits {
 
 impl ServerSettings {
     /// `public_url` and `trust_forwarded`, checked.
-    pub fn public_url(&self) -> Result<crate::ingress::PublicUrl, crate::ingress::PublicUrlError> {
-        crate::ingress::PublicUrl::new(self.public_url.as_deref(), self.trust_forwarded)
+    pub fn public_url(
+        &self,
+    ) -> Result<crate::ingress::public_url::PublicUrl, crate::ingress::public_url::PublicUrlError>
+    {
+        crate::ingress::public_url::PublicUrl::new(self.public_url.as_deref(), self.trust_forwarded)
     }
 
     /// The connection limits, checked: every timeout above zero, caps at least 1.

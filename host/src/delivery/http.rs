@@ -1,12 +1,16 @@
-//! One HTTP attempt and what its outcome means for the next one.
+//! The HTTP sink: one signed POST per attempt (Standard Webhooks), and what the
+//! receiver's answer means for the next one.
 
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
-use super::config::Subscription;
-use super::envelope;
+use async_trait::async_trait;
+
+use super::envelope::{self, CloudEventsMode, PreviousSecret};
 use super::outcome::{Outcome, retry_after};
+use super::sink::{Attempt, Sink};
+use crate::secret::Secret;
 
 /// How much of an error response body is kept for logs and dead letters.
 const ERROR_BODY_LIMIT: usize = 256;
@@ -14,28 +18,61 @@ const ERROR_BODY_LIMIT: usize = 256;
 /// How much of a success response body is read before dropping the connection.
 const SUCCESS_BODY_LIMIT: usize = 64 * 1024;
 
+/// An HTTP receiver: its URL, its signing secrets and the CloudEvents mode it takes.
+#[derive(Debug)]
+pub(crate) struct HttpSink {
+    pub(crate) url: reqwest::Url,
+    pub(crate) secret: Secret,
+    /// While a secret rotates: the old one, until it expires.
+    pub(crate) previous_secret: Option<PreviousSecret>,
+    pub(crate) mode: CloudEventsMode,
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    fn mode(&self) -> CloudEventsMode {
+        self.mode
+    }
+
+    async fn attempt(&self, attempt: Attempt<'_>) -> Outcome {
+        send(
+            attempt.client,
+            self,
+            attempt.event_id,
+            attempt.prepared,
+            attempt.traceparent,
+        )
+        .await
+    }
+}
+
 /// POSTs the prepared request once, signed for this moment, with `traceparent`.
-pub(crate) async fn send(
+async fn send(
     client: &reqwest::Client,
-    subscription: &Subscription,
+    target: &HttpSink,
     event_id: &str,
     prepared: &envelope::Prepared,
     traceparent: &str,
 ) -> Outcome {
     let body = &prepared.body;
-    let signed =
-        match envelope::sign_attempt(subscription, event_id, Timestamp::now().as_second(), body) {
-            Ok(signed) => signed,
-            // Validated at start, so this means a bug; retrying would fail the same way.
-            Err(error) => {
-                return Outcome::Permanent {
-                    class: "signing".into(),
-                    error: error.to_string(),
-                };
-            }
-        };
+    let signed = match envelope::sign_attempt(
+        &target.secret,
+        target.previous_secret.as_ref(),
+        event_id,
+        Timestamp::now().as_second(),
+        body,
+    ) {
+        Ok(signed) => signed,
+        // Validated at start, so this means a bug; retrying would fail the same way.
+        Err(error) => {
+            return Outcome::Permanent {
+                class: "signing".into(),
+                error: error.to_string(),
+            };
+        }
+    };
     let mut request = client
-        .post(subscription.url.clone())
+        .post(target.url.clone())
         .header(CONTENT_TYPE, prepared.content_type)
         .header("webhook-id", event_id)
         .header("webhook-timestamp", signed.timestamp)
