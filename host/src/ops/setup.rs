@@ -115,24 +115,17 @@ pub async fn telegram(setup: &TelegramSetup) -> Result<String, SetupError> {
         setup.api_base.trim_end_matches('/'),
         setup.bot_token
     );
-    let response = client()?
-        .post(endpoint)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        // `without_url`: the URL holds the bot token.
-        .map_err(|source| SetupError::Transport {
-            what: what.clone(),
-            source: source.without_url(),
-        })?;
     #[derive(Deserialize)]
     struct Answer {
         ok: bool,
         #[serde(default)]
         description: Option<String>,
     }
-    let answer: Answer = read(&what, response).await?;
+    let request = client()?
+        .post(endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form);
+    let answer: Answer = call(&what, request).await?;
     let description = answer.description.unwrap_or_default();
     if !answer.ok {
         return Err(SetupError::Unexpected {
@@ -158,16 +151,7 @@ pub async fn twilio(setup: &TwilioSetup) -> Result<(String, String), SetupError>
     lookup
         .query_pairs_mut()
         .append_pair("PhoneNumber", &setup.number);
-    let what = "Twilio IncomingPhoneNumbers".to_owned();
-    let response = client
-        .get(lookup)
-        .basic_auth(&setup.account_sid, Some(&setup.auth_token))
-        .send()
-        .await
-        .map_err(|source| SetupError::Transport {
-            what: what.clone(),
-            source,
-        })?;
+    let what = "Twilio IncomingPhoneNumbers";
     #[derive(Deserialize)]
     struct Page {
         incoming_phone_numbers: Vec<Number>,
@@ -178,7 +162,10 @@ pub async fn twilio(setup: &TwilioSetup) -> Result<(String, String), SetupError>
         #[serde(default)]
         sms_url: Option<String>,
     }
-    let page: Page = read(&what, response).await?;
+    let lookup = client
+        .get(lookup)
+        .basic_auth(&setup.account_sid, Some(&setup.auth_token));
+    let page: Page = call(what, lookup).await?;
     let number = page
         .incoming_phone_numbers
         .into_iter()
@@ -186,18 +173,12 @@ pub async fn twilio(setup: &TwilioSetup) -> Result<(String, String), SetupError>
         .ok_or_else(|| SetupError::NoSuchNumber(setup.number.clone()))?;
     let form = serde_urlencoded::to_string([("SmsUrl", setup.url.as_str()), ("SmsMethod", "POST")])
         .map_err(|error| SetupError::Invalid(error.to_string()))?;
-    let response = client
+    let update = client
         .post(format!("{numbers}/{}.json", number.sid))
         .basic_auth(&setup.account_sid, Some(&setup.auth_token))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .map_err(|source| SetupError::Transport {
-            what: what.clone(),
-            source,
-        })?;
-    let updated: Number = read(&what, response).await?;
+        .body(form);
+    let updated: Number = call(what, update).await?;
     Ok((updated.sid, updated.sms_url.unwrap_or_default()))
 }
 
@@ -213,11 +194,20 @@ fn checked_url(raw: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// A 2xx answer's JSON, or the refusal with the start of the body.
-async fn read<T: serde::de::DeserializeOwned>(
+/// Send `request` to the provider (`what`); its 2xx answer's JSON, or the refusal with
+/// the start of the body.
+async fn call<T: serde::de::DeserializeOwned>(
     what: &str,
-    response: reqwest::Response,
+    request: reqwest::RequestBuilder,
 ) -> Result<T, SetupError> {
+    let response = request
+        .send()
+        .await
+        // `without_url`: a URL may hold a token (Telegram's bot token is in its path).
+        .map_err(|source| SetupError::Transport {
+            what: what.to_owned(),
+            source: source.without_url(),
+        })?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     if !(200..300).contains(&status) {
