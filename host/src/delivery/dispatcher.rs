@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder as _, ExponentialBuilder};
 use jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -264,12 +263,7 @@ impl Deliverer {
             event: event.clone(),
         };
         let mut phase = self.phase.clone();
-        let mut delays = ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(30))
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut delays = outcome::until_stopped(Duration::from_millis(100));
         loop {
             match self.outbox.add_dead_letter(&letter).await {
                 Ok(_) => {
@@ -287,7 +281,7 @@ impl Deliverer {
             tokio::select! {
                 biased;
                 () = stopped(&mut phase) => return Finished::Abandoned,
-                () = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))) => {}
+                () = tokio::time::sleep(delays.next().unwrap_or_default()) => {}
             }
         }
     }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
+use backon::{ExponentialBuilder, Retryable as _};
 use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -873,14 +873,9 @@ fn to_appends(records: &[(u32, Record)]) -> Vec<Append> {
 /// Keeps appending events the outbox refused until it takes them or delivery stops.
 async fn append_later(inner: Arc<Inner>, records: Vec<(u32, Record)>) {
     let mut phase = inner.phase.subscribe();
-    let mut delays = ExponentialBuilder::new()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times()
-        .with_jitter()
-        .build();
+    let mut delays = outcome::until_stopped(Duration::from_secs(1));
     loop {
-        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        let delay = delays.next().unwrap_or_default();
         tokio::select! {
             () = dispatcher::stopped(&mut phase) => {
                 let ids: Vec<&str> = records.iter().map(|(_, r)| r.event.id.as_str()).collect();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use jiff::Timestamp;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -52,6 +53,21 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duratio
 pub(crate) fn next_delay(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
     let jittered = jitter(scheduled);
     retry_after.map_or(jittered, |asked| asked.max(jittered))
+}
+
+/// The longest wait of [`until_stopped`].
+const MAX_STOPPED_WAIT: Duration = Duration::from_secs(30);
+
+/// The waits of a loop that retries until delivery stops (a dead letter, events the
+/// outbox refused): from `first`, doubling with jitter, at most 30 s, without end.
+pub(crate) fn until_stopped(first: Duration) -> impl Iterator<Item = Duration> {
+    let delays = ExponentialBuilder::new()
+        .with_min_delay(first)
+        .with_max_delay(MAX_STOPPED_WAIT)
+        .without_max_times()
+        .with_jitter()
+        .build();
+    delays.chain(std::iter::repeat(MAX_STOPPED_WAIT))
 }
 
 /// `base` ±20 %, so instances do not retry in lockstep.
