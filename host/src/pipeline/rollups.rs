@@ -201,26 +201,35 @@ mod tests {
         assert!(expected.iter().all(|name| buckets.contains(&name.as_str())));
     }
 
-    #[tokio::test]
-    async fn a_batch_counts_each_debt_once_even_after_one_was_added_alone() {
-        let store: Arc<dyn ContextStore> = Arc::new(crate::store::MemoryStore::new());
-        let debt = |key: &str| PendingRollup {
+    /// A conversation opened on `web` in hour 500 000, owed under `key`.
+    fn opened(key: &str) -> PendingRollup {
+        PendingRollup {
             contact_id: "ct_1".into(),
             key: key.into(),
             deltas: vec![delta(500_000, "web\x1fconversations", 1)],
-        };
-        // The relay added `a` on its own first; the batch must not count it again.
-        write(store.as_ref(), &[debt("a")]).await.expect("write");
-        write(store.as_ref(), &[debt("a"), debt("b"), debt("c")])
-            .await
-            .expect("write");
+        }
+    }
+
+    /// The `web` conversations counted in hour 500 000.
+    async fn conversations(store: &dyn ContextStore) -> Option<i64> {
         let hour = Bucket::of_hour(500_000)[0].name();
         let tables = store
             .outcomes()
             .rollups("f.channel", &[hour])
             .await
             .expect("rollups");
-        assert_eq!(tables[0].get("web\x1fconversations"), Some(&3));
+        tables[0].get("web\x1fconversations").copied()
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_each_debt_once_even_after_one_was_added_alone() {
+        let store: Arc<dyn ContextStore> = Arc::new(crate::store::MemoryStore::new());
+        // The relay added `a` on its own first; the batch must not count it again.
+        write(store.as_ref(), &[opened("a")]).await.expect("write");
+        write(store.as_ref(), &[opened("a"), opened("b"), opened("c")])
+            .await
+            .expect("write");
+        assert_eq!(conversations(store.as_ref()).await, Some(3));
     }
 
     #[tokio::test]
@@ -228,20 +237,9 @@ mod tests {
         let store: Arc<dyn ContextStore> = Arc::new(crate::store::MemoryStore::new());
         let queue = RollupQueue::new(store.clone());
         for i in 0..600 {
-            let pushed = queue.push(PendingRollup {
-                contact_id: "ct_1".into(),
-                key: format!("k{i}"),
-                deltas: vec![delta(500_000, "web\x1fconversations", 1)],
-            });
-            assert!(pushed.is_ok());
+            assert!(queue.push(opened(&format!("k{i}"))).is_ok());
         }
         queue.flush().await;
-        let hour = Bucket::of_hour(500_000)[0].name();
-        let tables = store
-            .outcomes()
-            .rollups("f.channel", &[hour])
-            .await
-            .expect("rollups");
-        assert_eq!(tables[0].get("web\x1fconversations"), Some(&600));
+        assert_eq!(conversations(store.as_ref()).await, Some(600));
     }
 }
