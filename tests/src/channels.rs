@@ -159,6 +159,19 @@ pub fn external_ids(receiver: &Receiver) -> Vec<String> {
         .collect()
 }
 
+/// Poll `probe` every 20 ms until it gives a value; after [`WAIT`], panic with what it
+/// last said was missing.
+pub async fn eventually<T>(mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(missing) => assert!(Instant::now() < deadline, "{missing}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Wait until, for every id in `expected`, some delivered external id `matches(delivered,
 /// expected)`; fails after [`WAIT`] naming the ids never delivered.
 pub async fn wait_for_external_ids(
@@ -166,31 +179,31 @@ pub async fn wait_for_external_ids(
     expected: &[String],
     matches: impl Fn(&str, &str) -> bool,
 ) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(|| {
         let delivered = external_ids(receiver);
         let missing: Vec<&String> = expected
             .iter()
             .filter(|id| !delivered.iter().any(|d| matches(d, id)))
             .collect();
         if missing.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("never delivered: {missing:#?}"))
         }
-        assert!(Instant::now() < deadline, "never delivered: {missing:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// The first `message.received` event (its `data`), waiting for it up to [`WAIT`].
 pub async fn first_received(receiver: &Receiver) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(first) = receiver.of_type("message.received").first() {
-            return first.clone();
-        }
-        assert!(Instant::now() < deadline, "no message.received delivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(|| {
+        let received = receiver.of_type("message.received");
+        received
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no message.received delivered".to_owned())
+    })
+    .await
 }
 
 /// The `/v1` URL to reply in the conversation of `event` (a normalized event, the `data`

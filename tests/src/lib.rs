@@ -27,9 +27,9 @@ pub mod redis;
 
 pub use channels::{
     API_KEY, LOOPBACK, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
-    external_ids, first_received, fixture, fixture_names, fixture_names_ending, meta_handshake_url,
-    meta_signature_header, meta_signed_headers, reply_url, send_reply, start_channel,
-    subscription_config, wait_for_external_ids,
+    eventually, external_ids, first_received, fixture, fixture_names, fixture_names_ending,
+    meta_handshake_url, meta_signature_header, meta_signed_headers, reply_url, send_reply,
+    start_channel, subscription_config, wait_for_external_ids,
 };
 
 /// The workspace root.
@@ -348,14 +348,14 @@ impl FakeApi {
     /// The first request, waiting for it (within [`WAIT`]); panics naming `what` (the
     /// provider) when none came.
     pub async fn first_request(&self, what: &str) -> Recorded {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(first) = self.requests().into_iter().next() {
-                return first;
-            }
-            assert!(Instant::now() < deadline, "nothing sent to {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(|| {
+            let requests = self.requests();
+            requests
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("nothing sent to {what}"))
+        })
+        .await
     }
 }
 
@@ -481,18 +481,15 @@ impl Receiver {
     /// Wait until `count` deliveries of `event_type` arrived (within [`WAIT`]); their
     /// `data`. Panics naming what arrived instead.
     pub async fn wait_of_type(&self, event_type: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(|| {
             let found = self.of_type(event_type);
             if found.len() >= count {
-                return found;
+                Ok(found)
+            } else {
+                Err(format!("expected {count} {event_type}, got {found:#?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "expected {count} {event_type}, got {found:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 }
 
