@@ -29,6 +29,8 @@ pub struct App {
     pub api_keys: Vec<Secret>,
     /// Bearer keys for `/admin`.
     pub admin_keys: Vec<Secret>,
+    /// `[console]`: its keys and sessions; `None` when the console is disabled.
+    pub console: Option<Arc<crate::console::session::Sessions>>,
     /// Bearer keys for `/metrics` (none: open).
     pub metrics_keys: Vec<Secret>,
     /// Largest plugin upload accepted on `/admin/plugins`.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod console;
 pub mod delivery;
 pub mod dev;
 pub mod event;

@@ -5,6 +5,7 @@
 //! - `cargo xtask test`: everything CI runs: fmt, clippy, plugins, unit and e2e tests.
 //! - `cargo xtask bench`: the benchmarks, figures as ratios against same-run baselines.
 //! - `cargo xtask plugins`: build the plugins and test guests for `wasm32-wasip2`.
+//! - `cargo xtask browser`: install Chromium and chromedriver (Debian packages) when missing.
 //! - `cargo xtask omnigate <args>`: the `omnigate` command from this checkout.
 
 mod bench;
@@ -36,6 +37,8 @@ enum Task {
     },
     /// Build the plugins and test guests.
     Plugins,
+    /// Install Chromium and chromedriver with `apt-get` when missing (the console tests).
+    Browser,
     /// Build the gateway (the debug build `run` and `test` share) and run the `omnigate`
     /// command with these arguments, e.g. `cargo xtask omnigate plugin check x.wasm`.
     Omnigate {
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Bench { rounds } => bench::run(rounds),
         Task::Plugins => plugins::build().map(|_| ()),
+        Task::Browser => shell::require_browser(),
         Task::Omnigate { args } => omnigate(&args),
     }
 }
@@ -83,6 +87,7 @@ fn test() -> Result<()> {
     )?;
     plugins::clippy_wasm()?;
     shell::require_redis()?;
+    shell::require_browser()?;
     // The e2e tests run the `omnigate` binary; build it with the workspace's features.
     shell::step(
         "cargo build (binaries)",

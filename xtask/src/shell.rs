@@ -69,3 +69,51 @@ pub fn require_redis() -> Result<()> {
         ),
     }
 }
+
+/// Debian's packages of the browser the console tests drive.
+const BROWSER_PACKAGES: [&str; 2] = ["chromium", "chromium-driver"];
+
+/// Make sure `chromium` and `chromedriver` are installed: the console tests drive a real
+/// headless Chromium. When either is missing they are installed with `apt-get` (Debian's
+/// `chromium` and `chromium-driver`); elsewhere this fails naming what to install.
+pub fn require_browser() -> Result<()> {
+    if browser_found() {
+        return Ok(());
+    }
+    println!(
+        "\n==> chromium or chromedriver missing: apt-get install {}",
+        BROWSER_PACKAGES.join(" ")
+    );
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|status| status.success())
+            .unwrap_or(false)
+    };
+    let installed = apt(&["update", "-q"])
+        && apt(&[
+            &["install", "-y", "-q", "--no-install-recommends"][..],
+            &BROWSER_PACKAGES[..],
+        ]
+        .concat());
+    if installed && browser_found() {
+        return Ok(());
+    }
+    bail!(
+        "the console tests need Chromium and its WebDriver: `apt-get install {}` (Debian/Ubuntu) \
+         did not succeed here; install them and run again",
+        BROWSER_PACKAGES.join(" ")
+    )
+}
+
+fn browser_found() -> bool {
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    runs("chromium") && runs("chromedriver")
+}

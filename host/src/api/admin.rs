@@ -101,12 +101,20 @@ pub async fn activate(
     Path(channel): Path<String>,
     Json(request): Json<Activate>,
 ) -> Result<Json<Value>, ApiError> {
+    activate_version(&app, &channel, &request.digest)
+        .await
+        .map(Json)
+}
+
+/// Activate version `digest` for `channel` across the fleet: what the API and the
+/// console both call.
+pub async fn activate_version(app: &App, channel: &str, digest: &str) -> Result<Value, ApiError> {
     let active = app
         .lifecycle
-        .activate(&channel, &request.digest)
+        .activate(channel, digest)
         .await
         .map_err(refused)?;
-    Ok(Json(json!({ "activated": active })))
+    Ok(json!({ "activated": active }))
 }
 
 /// `POST /admin/channels/{id}/rollback`.
@@ -114,8 +122,13 @@ pub async fn rollback(
     State(app): State<Arc<App>>,
     Path(channel): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let active = app.lifecycle.rollback(&channel).await.map_err(refused)?;
-    Ok(Json(json!({ "activated": active })))
+    rollback_channel(&app, &channel).await.map(Json)
+}
+
+/// Roll `channel` back to its previous version: what the API and the console both call.
+pub async fn rollback_channel(app: &App, channel: &str) -> Result<Value, ApiError> {
+    let active = app.lifecycle.rollback(channel).await.map_err(refused)?;
+    Ok(json!({ "activated": active }))
 }
 
 /// The header that carries an upload's signature.

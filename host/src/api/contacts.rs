@@ -82,6 +82,12 @@ pub async fn unmerge(
     let Json(body) = body.map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text())
     })?;
+    unmerge_contact(&app, &id, &body.contact_id).await.map(Json)
+}
+
+/// Undo the merge of `absorbed` into `id` and publish `contact.unmerged`: what the API
+/// and the console both call.
+pub async fn unmerge_contact(app: &App, id: &str, absorbed: &str) -> Result<Value, ApiError> {
     let store = app.pipeline.store();
     let reservation = app
         .delivery
@@ -89,26 +95,26 @@ pub async fn unmerge(
         .await
         .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
     let merge = store
-        .unmerge(&id, &body.contact_id, Timestamp::now())
+        .unmerge(id, absorbed, Timestamp::now())
         .await
         .map_err(store_error)?;
-    let survivor = details(&app, &id).await?;
-    let restored = details(&app, &body.contact_id).await?;
-    let conversation = latest(&app, &survivor).await?;
+    let survivor = details(app, id).await?;
+    let restored = details(app, absorbed).await?;
+    let conversation = latest(app, &survivor).await?;
     let mut event = contact_event(
-        &app,
+        app,
         EventType::ContactUnmerged,
         &survivor,
         conversation.as_ref(),
     );
     event.merge = Some(crate::pipeline::enrich::merge_ref(&merge));
-    tracing::info!(merge = %merge.id, survivor = %id, restored = %body.contact_id, "contacts unmerged");
+    tracing::info!(merge = %merge.id, survivor = %id, restored = %absorbed, "contacts unmerged");
     publish(reservation, event).await;
-    Ok(Json(json!({
+    Ok(json!({
         "merge": merge,
         "contact": survivor,
         "restored": restored,
-    })))
+    }))
 }
 
 /// `DELETE /v1/contacts/{id}`: erase the contact (and contacts merged into it), handles,
@@ -117,6 +123,12 @@ pub async fn erase(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    erase_contact(&app, &id).await.map(Json)
+}
+
+/// Erase contact `id` and everything of it, and publish `contact.erased`: what the API
+/// and the console both call.
+pub async fn erase_contact(app: &App, id: &str) -> Result<Value, ApiError> {
     let store = app.pipeline.store();
     let reservation = app
         .delivery
@@ -124,22 +136,23 @@ pub async fn erase(
         .await
         .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
     let erased = store
-        .erase(&id)
+        .erase(id)
         .await
         .map_err(lookup::unavailable)?
         .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))?;
     // The event names what to erase and carries no personal data.
-    let event = owed::erased_event(&erased, &|channel: &str| kind_of(&app, channel));
+    let event = owed::erased_event(&erased, &|channel: &str| kind_of(app, channel));
     tracing::info!(contact = %id, absorbed = ?erased.absorbed, conversations = erased.conversations.len(), "contact erased");
     publish(reservation, event).await;
-    Ok(Json(json!({
+    Ok(json!({
         "erased": erased.contact_id,
         "absorbed": erased.absorbed,
         "conversations": erased.conversations,
-    })))
+    }))
 }
 
-async fn details(app: &App, id: &str) -> Result<ContactDetails, ApiError> {
+/// The contact with its handles, merges and conversations, or 404.
+pub async fn details(app: &App, id: &str) -> Result<ContactDetails, ApiError> {
     app.pipeline
         .store()
         .contact_details(id)

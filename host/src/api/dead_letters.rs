@@ -65,8 +65,15 @@ pub async fn replay(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if app.delivery.replay(&id).await.map_err(failed)? {
-        Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 1 }))))
+    replay_one(&app, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 1 }))))
+}
+
+/// Deliver dead letter `id` again (its subscription only), or 404: what the API and the
+/// console both call.
+pub async fn replay_one(app: &App, id: &str) -> Result<(), ApiError> {
+    if app.delivery.replay(id).await.map_err(failed)? {
+        Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,

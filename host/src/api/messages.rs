@@ -32,8 +32,22 @@ pub struct SendBody {
     pub author: Option<crate::outcome::Author>,
 }
 
-/// Send a reply through the plugin of the conversation's current channel and publish
-/// `message.sent`.
+/// What a reply sent through [`reply`] became.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sent {
+    /// omnigate's id of the outbound message.
+    pub id: String,
+    /// The provider's id of it.
+    pub external_id: String,
+    /// The `message.sent` event's id.
+    pub event_id: String,
+    /// The channel it went out on (the conversation's current one).
+    pub channel: String,
+    /// The conversation.
+    pub conversation_id: String,
+}
+
+/// `POST /v1/conversations/{id}/messages`: [`reply`], answered `201` with [`Sent`].
 pub async fn send(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -42,6 +56,13 @@ pub async fn send(
     let Json(body) = body.map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.body_text())
     })?;
+    let sent = reply(&app, &id, body).await?;
+    Ok((StatusCode::CREATED, Json(json!(sent))))
+}
+
+/// Send a reply through the plugin of the conversation's current channel and publish
+/// `message.sent`: what the API and the console both call.
+pub async fn reply(app: &App, id: &str, body: SendBody) -> Result<Sent, ApiError> {
     if body.text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -57,7 +78,7 @@ pub async fn send(
         ));
     }
     let store = app.pipeline.store();
-    let conversation = lookup::conversation(store, &id).await?;
+    let conversation = lookup::conversation(store, id).await?;
     let contact = lookup::contact(store, &conversation.contact_id).await?;
     let channel_id = conversation.current_channel.clone();
     let (Some(channel), Some(meta)) =
@@ -118,16 +139,13 @@ pub async fn send(
                 format!("the message was sent (provider id {}) but could not be recorded: {error}", receipt.external_id),
             )
         })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": outbound.id,
-            "external_id": receipt.external_id,
-            "event_id": event.id,
-            "channel": channel_id,
-            "conversation_id": conversation.id,
-        })),
-    ))
+    Ok(Sent {
+        id: outbound.id,
+        external_id: receipt.external_id,
+        event_id: event.id.clone(),
+        channel: channel_id,
+        conversation_id: conversation.id,
+    })
 }
 
 fn send_failed(channel: &str, error: SendError) -> ApiError {

@@ -61,6 +61,24 @@ fn outcome_error(error: OutcomeError) -> ApiError {
     }
 }
 
+/// A stage change, as the API's body and the console's form give it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageChange<'a> {
+    /// The stage to move to.
+    pub stage: &'a str,
+    /// Why (required by `lost`).
+    pub reason: Option<&'a str>,
+    /// Who moved it (a CRM, an agent).
+    pub by: Option<&'a str>,
+    /// Reopen a conversation in a final stage.
+    pub reopen: bool,
+}
+
+/// Longest `stage` and `reason`, in bytes.
+const MAX_STAGE_BYTES: usize = 40;
+/// Longest `by`, in bytes.
+const MAX_BY_BYTES: usize = 200;
+
 /// `POST /v1/conversations/{id}/stage` `{"stage": "lost", "reason": "price", "by": "crm",
 /// "reopen": false}`: move the conversation to a stage.
 pub async fn stage(
@@ -68,7 +86,6 @@ pub async fn stage(
     Path(id): Path<String>,
     request: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    disabled(&app)?;
     let request = body(request)?;
     let object = request
         .as_object()
@@ -79,41 +96,60 @@ pub async fn stage(
     {
         return Err(invalid(unknown, "is not a field of a stage change"));
     }
-    let text = |field: &str, max: usize| -> Result<Option<&str>, ApiError> {
+    let text = |field: &str| -> Result<Option<&str>, ApiError> {
         match object.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(text)) if text.len() <= max => Ok(Some(text.as_str())),
-            Some(Value::String(_)) => Err(invalid(field, format!("is over {max} bytes"))),
+            Some(Value::String(text)) => Ok(Some(text.as_str())),
             Some(_) => Err(invalid(field, "must be a string")),
         }
     };
-    let stage = text("stage", 40)?.ok_or_else(|| invalid("stage", "is required"))?;
-    let reason = text("reason", 40)?;
-    let by = text("by", 200)?;
     let reopen = match object.get("reopen") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(reopen)) => *reopen,
         Some(_) => return Err(invalid("reopen", "must be true or false")),
     };
-    let change = Change::Stage {
-        to: stage,
-        reason,
-        by,
+    let change = StageChange {
+        stage: text("stage")?.ok_or_else(|| invalid("stage", "is required"))?,
+        reason: text("reason")?,
+        by: text("by")?,
         reopen,
+    };
+    change_stage(&app, &id, change).await.map(Json)
+}
+
+/// Move conversation `id` to a stage (the rules of `[outcomes]` apply) and publish
+/// `conversation.stage_changed`: what the API and the console both call. Answers the
+/// stage the conversation is in afterwards.
+pub async fn change_stage(app: &App, id: &str, change: StageChange<'_>) -> Result<Value, ApiError> {
+    disabled(app)?;
+    for (field, value, max) in [
+        ("stage", Some(change.stage), MAX_STAGE_BYTES),
+        ("reason", change.reason, MAX_STAGE_BYTES),
+        ("by", change.by, MAX_BY_BYTES),
+    ] {
+        if value.is_some_and(|value| value.len() > max) {
+            return Err(invalid(field, format!("is over {max} bytes")));
+        }
+    }
+    let rule = Change::Stage {
+        to: change.stage,
+        reason: change.reason,
+        by: change.by,
+        reopen: change.reopen,
     };
     let tracked = app
         .pipeline
-        .track(&id, &change, None, None)
+        .track(id, &rule, None, None)
         .await
         .map_err(outcome_error)?;
-    Ok(Json(json!({
+    Ok(json!({
         "conversation_id": id,
         "stage": tracked.record.stage,
         "stage_at": tracked.record.stage_at,
         "lost_reason": tracked.record.lost_reason,
         "reached": tracked.record.reached,
         "changed": tracked.changed,
-    })))
+    }))
 }
 
 /// `GET /v1/conversions/{id}`: the answer given when it was recorded.

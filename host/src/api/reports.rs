@@ -68,34 +68,61 @@ fn wants_csv(headers: &HeaderMap, format: Option<&String>) -> Result<bool, ApiEr
         .is_some_and(|accept| accept.contains("text/csv")))
 }
 
-/// `GET /v1/reports/funnel?from=…&to=…&tz=Europe/Madrid&by=campaign&touch=first`: the
-/// conversations started in the range and what became of them, per key.
-pub async fn funnel(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    known(&query, &["from", "to", "tz", "by", "touch", "format"])?;
-    let dimension = match query.get("by").map(String::as_str) {
-        None | Some("campaign") => Dimension::Campaign,
-        Some("channel") => Dimension::Channel,
-        Some("ad") => Dimension::Ad,
-        Some("source") => Dimension::Source,
-        Some(other) => {
-            return Err(invalid(
-                "by",
-                format!("`{other}` is not channel, campaign, ad or source"),
-            ));
-        }
-    };
-    let touch = match query.get("touch").map(String::as_str) {
-        None | Some("first") => Touch::First,
-        Some("last") => Touch::Last,
-        Some(other) => return Err(invalid("touch", format!("`{other}` is not first or last"))),
-    };
-    let csv = wants_csv(&headers, query.get("format"))?;
-    let (from, to) = range(&query)?;
-    let (from_hour, to_hour) = report::hours(from, to).map_err(report_error)?;
+/// A funnel report's parameters, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct FunnelQuery {
+    /// Start of the range (conversations started at or after).
+    pub from: jiff::Timestamp,
+    /// End of the range (started before).
+    pub to: jiff::Timestamp,
+    /// Rows by channel, campaign, ad or source.
+    pub dimension: Dimension,
+    /// Keys of the first or the last touch.
+    pub touch: Touch,
+}
+
+impl FunnelQuery {
+    /// The parameters `from`, `to`, `tz`, `by` and `touch` of `query` (any other but
+    /// those in `also` is refused by name).
+    pub fn parse(query: &HashMap<String, String>, also: &[&str]) -> Result<Self, ApiError> {
+        let fields: Vec<&str> = ["from", "to", "tz", "by", "touch"]
+            .into_iter()
+            .chain(also.iter().copied())
+            .collect();
+        known(query, &fields)?;
+        let dimension = match query.get("by").map(String::as_str) {
+            None | Some("campaign") => Dimension::Campaign,
+            Some("channel") => Dimension::Channel,
+            Some("ad") => Dimension::Ad,
+            Some("source") => Dimension::Source,
+            Some(other) => {
+                return Err(invalid(
+                    "by",
+                    format!("`{other}` is not channel, campaign, ad or source"),
+                ));
+            }
+        };
+        let touch = match query.get("touch").map(String::as_str) {
+            None | Some("first") => Touch::First,
+            Some("last") => Touch::Last,
+            Some(other) => {
+                return Err(invalid("touch", format!("`{other}` is not first or last")));
+            }
+        };
+        let (from, to) = range(query)?;
+        Ok(Self {
+            from,
+            to,
+            dimension,
+            touch,
+        })
+    }
+}
+
+/// The funnel of `query`: the rollups of its hours added up, per key. What the API and
+/// the console both call.
+pub async fn funnel_report(app: &App, query: &FunnelQuery) -> Result<report::Funnel, ApiError> {
+    let (from_hour, to_hour) = report::hours(query.from, query.to).map_err(report_error)?;
     let (buckets, signs): (Vec<String>, Vec<i64>) = rollup::cover(from_hour, to_hour)
         .into_iter()
         .map(|(bucket, sign)| (bucket.name(), sign))
@@ -106,21 +133,33 @@ pub async fn funnel(
         .pipeline
         .store()
         .outcomes()
-        .rollups(&rollup::table(touch, dimension), &buckets)
+        .rollups(&rollup::table(query.touch, query.dimension), &buckets)
         .await
         .map_err(lookup::unavailable)?;
     let signed: Vec<_> = counters.into_iter().zip(signs).collect();
-    let funnel = report::funnel(dimension, &signed);
+    Ok(report::funnel(query.dimension, &signed))
+}
+
+/// `GET /v1/reports/funnel?from=…&to=…&tz=Europe/Madrid&by=campaign&touch=first`: the
+/// conversations started in the range and what became of them, per key.
+pub async fn funnel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let parsed = FunnelQuery::parse(&query, &["format"])?;
+    let csv = wants_csv(&headers, query.get("format"))?;
+    let funnel = funnel_report(&app, &parsed).await?;
     if csv {
-        let text = report::csv(dimension, &funnel)
+        let text = report::csv(parsed.dimension, &funnel)
             .map_err(|error| ApiError::unavailable("report_failed", error.to_string()))?;
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
     }
     Ok(Json(json!({
-        "from": from,
-        "to": to,
-        "by": dimension.name(),
-        "touch": touch,
+        "from": parsed.from,
+        "to": parsed.to,
+        "by": parsed.dimension.name(),
+        "touch": parsed.touch,
         "rows": funnel.rows,
         "totals": funnel.totals,
     }))

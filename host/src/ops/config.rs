@@ -38,6 +38,9 @@ pub struct Config {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// `[console]`: the web console at `/console`.
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginSettings,
@@ -327,6 +330,49 @@ impl Default for AdminSettings {
     }
 }
 
+/// `[console]`: the web console at `/console` (docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Whether `/console` is served at all (`false`: every console path answers 404).
+    pub enabled: bool,
+    /// Keys that sign in to the console (separate from `[api]` and `[admin]` keys, the
+    /// same rules: at least [`MIN_KEY_CHARS`] characters; none: nobody can sign in).
+    pub keys: Vec<BearerKey>,
+    /// How long a console session lasts after sign-in.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+/// Shortest and longest accepted `[console] session_ttl`.
+pub const CONSOLE_SESSION_TTL: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(7 * 86_400));
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keys: Vec::new(),
+            session_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+impl ConsoleSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = key_problems("console", &self.keys);
+        let (low, high) = CONSOLE_SESSION_TTL;
+        if !(low..=high).contains(&self.session_ttl) {
+            problems.push(format!(
+                "`[console] session_ttl` must be between {} and {}",
+                humantime::format_duration(low),
+                humantime::format_duration(high)
+            ));
+        }
+        problems
+    }
+}
+
 /// `[plugins]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -504,6 +550,7 @@ impl Config {
         ] {
             broken.extend(key_problems(section, keys));
         }
+        broken.extend(self.console.problems());
         if let Err(reason) = self.admin.signing_policy() {
             broken.push(reason);
         }
@@ -636,6 +683,21 @@ mod tests {
             .to_string();
         assert!(error.contains(&reference), "{error}");
         Config::from_toml("[api]\nkeys = [\"0123456789abcdef\"]\n").expect("16 characters");
+    }
+
+    #[test]
+    fn console_keys_and_session_ttl_are_checked() {
+        let error = Config::from_toml("[console]\nkeys = [\"short\"]\n")
+            .expect_err("short key")
+            .to_string();
+        assert!(error.contains("`[console] keys` entry 1"), "{error}");
+        let error = Config::from_toml("[console]\nsession_ttl = \"10s\"\n")
+            .expect_err("short ttl")
+            .to_string();
+        assert!(error.contains("`[console] session_ttl`"), "{error}");
+        let config = Config::from_toml("[console]\nenabled = false\n").expect("valid");
+        assert!(!config.console.enabled);
+        assert!(Config::from_toml("").expect("empty").console.enabled);
     }
 
     #[test]

@@ -137,7 +137,22 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     if config.api.keys.is_empty() {
         tracing::warn!("no [api] keys configured: /v1 answers 401 to everyone");
     }
+    let console = config.console.enabled.then(|| {
+        if config.console.keys.is_empty() {
+            tracing::warn!("no [console] keys configured: nobody can sign in to /console");
+        }
+        Arc::new(crate::console::session::Sessions::new(
+            config
+                .console
+                .keys
+                .iter()
+                .map(|key| key.secret.clone())
+                .collect(),
+            config.console.session_ttl,
+        ))
+    });
     let app = Arc::new(App {
+        console,
         runtime,
         registry,
         channels,

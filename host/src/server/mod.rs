@@ -21,7 +21,7 @@ pub use bootstrap::{BootError, build};
 
 pub use crate::app::App;
 
-/// The HTTP surface (contract): webhooks, `/v1`, `/admin`, health, metrics.
+/// The HTTP surface (contract): webhooks, `/v1`, `/admin`, `/console`, health, metrics.
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/conversations/{id}", get(crate::api::conversations::get))
@@ -105,6 +105,11 @@ pub fn router(app: Arc<App>) -> Router {
             crate::api::auth::require_admin_key,
         ))
         .layer(DefaultBodyLimit::max(app.max_plugin_bytes));
+    let console = if app.console.is_some() {
+        crate::console::router().layer(DefaultBodyLimit::max(1 << 20))
+    } else {
+        Router::new()
+    };
     Router::new()
         // Body limits are per channel and enforced by the handler itself.
         .route(
@@ -113,6 +118,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .nest("/v1", v1)
         .nest("/admin", admin)
+        .nest("/console", console)
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/readyz", get(crate::ops::health::readyz))
         .route(

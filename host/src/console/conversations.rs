@@ -1,0 +1,526 @@
+//! Conversations: the list with filters, one conversation's timeline (live through
+//! server-sent events), the reply box and stage changes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures::Stream;
+use serde::Deserialize;
+
+use super::auth::{Action, Signed, WithCsrf};
+use super::views::{ConsoleError, NAV, Page, render};
+use crate::api::lookup;
+use crate::app::App;
+use crate::outcome::OutcomeRecord;
+use crate::outcome::rollup::Dimension;
+use crate::store::{TimelineEntry, Tracked};
+
+/// Conversations listed at most (the newest of the range).
+const MAX_LISTED: usize = 200;
+/// Started conversations read from the index at most for one list.
+const MAX_SCANNED: usize = 2000;
+/// Days listed when the filter gives no range.
+const DEFAULT_DAYS: i64 = 7;
+/// A reply window closing within this is "about to close".
+const WINDOW_CLOSING: i64 = 2 * 3600;
+/// Timeline entries shown at most.
+const MAX_TIMELINE: usize = 500;
+/// How often the live timeline looks for new entries.
+const LIVE_POLL: Duration = Duration::from_millis(500);
+
+/// One conversation of the list.
+pub struct Item {
+    id: String,
+    started_at: String,
+    channel: String,
+    stage: String,
+    campaign: String,
+    lost: String,
+    waiting: bool,
+    messages: u64,
+}
+
+/// The list's filters (every one optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    stage: String,
+    channel: String,
+    campaign: String,
+    lost: String,
+    /// `on`: only conversations waiting for an answer now.
+    waiting: String,
+    /// `on`: only conversations whose reply window closes within two hours.
+    window: String,
+    /// From the funnel: the dimension and key of a row, and the touch.
+    by: String,
+    key: Option<String>,
+    touch: String,
+    from: String,
+    to: String,
+    tz: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/conversations.html")]
+struct ListPage {
+    page: Page,
+    nav: [(&'static str, &'static str, &'static str); 5],
+    filters: Filters,
+    items: Vec<Item>,
+    truncated: bool,
+}
+
+fn bad(message: impl std::fmt::Display) -> ConsoleError {
+    ConsoleError::new(StatusCode::BAD_REQUEST, message.to_string())
+}
+
+/// The `[from, to)` of the filters, as the funnel reads them (default: the last 7 days).
+fn range(filters: &Filters) -> Result<(jiff::Timestamp, jiff::Timestamp), ConsoleError> {
+    let tz =
+        crate::outcome::report::time_zone(Some(filters.tz.as_str()).filter(|tz| !tz.is_empty()))
+            .map_err(bad)?;
+    let now = jiff::Timestamp::now();
+    let at = |field: &'static str, text: &str, default: jiff::Timestamp| {
+        if text.is_empty() {
+            Ok(default)
+        } else {
+            crate::outcome::report::instant(field, text, &tz).map_err(bad)
+        }
+    };
+    let week = jiff::SignedDuration::from_hours(24 * DEFAULT_DAYS);
+    Ok((
+        at("from", &filters.from, now - week)?,
+        at("to", &filters.to, now + jiff::SignedDuration::from_hours(1))?,
+    ))
+}
+
+/// Whether a conversation passes the filters (`dimension`: the funnel row's).
+fn passes(
+    filters: &Filters,
+    dimension: Option<Dimension>,
+    tracked: &Tracked,
+    record: Option<&OutcomeRecord>,
+    now: jiff::Timestamp,
+) -> bool {
+    let conversation = &tracked.conversation;
+    let stage = record.map(|record| record.stage.as_str()).unwrap_or("");
+    let lost = |reason: &str| {
+        record.is_some_and(|record| {
+            record.has_lost(reason) || record.lost_reason.as_deref() == Some(reason)
+        })
+    };
+    let touch = record.map(|record| match filters.touch.as_str() {
+        "last" => &record.last,
+        _ => &record.first,
+    });
+    let closing = conversation
+        .reply_window_until
+        .is_some_and(|until| until > now && (until - now).as_secs() <= WINDOW_CLOSING);
+    (filters.stage.is_empty() || stage == filters.stage)
+        && (filters.channel.is_empty() || conversation.current_channel == filters.channel)
+        && (filters.campaign.is_empty()
+            || touch.and_then(|keys| keys.campaign.as_deref()) == Some(filters.campaign.as_str()))
+        && (filters.lost.is_empty() || lost(&filters.lost))
+        && (filters.waiting.is_empty() || conversation.awaiting_since.is_some())
+        && (filters.window.is_empty() || closing)
+        && match (dimension, &filters.key) {
+            // The funnel's own rule picks the row's conversations (an empty key: "none").
+            (Some(dimension), Some(key)) => {
+                touch.is_some_and(|keys| dimension.of(keys).unwrap_or("") == key.as_str())
+            }
+            _ => true,
+        }
+}
+
+/// `GET /console/conversations?…`: conversations started in the range, newest first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+    Query(filters): Query<Filters>,
+) -> Result<Response, ConsoleError> {
+    let dimension = match filters.by.as_str() {
+        "" => None,
+        "channel" => Some(Dimension::Channel),
+        "campaign" => Some(Dimension::Campaign),
+        "ad" => Some(Dimension::Ad),
+        "source" => Some(Dimension::Source),
+        other => {
+            return Err(bad(format!(
+                "`by` `{other}` is not channel, campaign, ad or source"
+            )));
+        }
+    };
+    let (from, to) = range(&filters)?;
+    let store = app.pipeline.store();
+    let started = store
+        .outcomes()
+        .started(
+            from.as_millisecond(),
+            to.as_millisecond(),
+            None,
+            MAX_SCANNED,
+        )
+        .await
+        .map_err(lookup::unavailable)?;
+    let now = jiff::Timestamp::now();
+    let mut items = Vec::new();
+    for started in started.iter().rev() {
+        if items.len() == MAX_LISTED {
+            break;
+        }
+        let Some(tracked) = store
+            .outcomes()
+            .tracked(&started.conversation_id)
+            .await
+            .map_err(lookup::unavailable)?
+        else {
+            continue;
+        };
+        let record = tracked
+            .record
+            .as_deref()
+            .and_then(|json| OutcomeRecord::from_json(json).ok());
+        if !passes(&filters, dimension, &tracked, record.as_ref(), now) {
+            continue;
+        }
+        items.push(item(&tracked, record.as_ref()));
+    }
+    let truncated = items.len() == MAX_LISTED || started.len() == MAX_SCANNED;
+    Ok(render(
+        StatusCode::OK,
+        &ListPage {
+            page: Page::new("Conversations", "conversations", &session.csrf),
+            nav: NAV,
+            filters,
+            items,
+            truncated,
+        },
+    ))
+}
+
+fn item(tracked: &Tracked, record: Option<&OutcomeRecord>) -> Item {
+    let conversation = &tracked.conversation;
+    Item {
+        id: conversation.id.clone(),
+        started_at: short_time(conversation.started_at),
+        channel: conversation.current_channel.clone(),
+        stage: record
+            .map(|record| record.stage.clone())
+            .unwrap_or_default(),
+        campaign: record
+            .and_then(|record| record.first.campaign.clone())
+            .unwrap_or_default(),
+        lost: record
+            .map(|record| {
+                let mut reasons: Vec<&str> = record
+                    .lost
+                    .iter()
+                    .map(|lost| lost.reason.as_str())
+                    .collect();
+                reasons.extend(record.lost_reason.as_deref());
+                reasons.join(", ")
+            })
+            .unwrap_or_default(),
+        waiting: conversation.awaiting_since.is_some(),
+        messages: conversation.messages,
+    }
+}
+
+fn short_time(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// One timeline entry as shown.
+#[derive(Template)]
+#[template(path = "console/entry.html")]
+pub struct Shown {
+    at: String,
+    kind: String,
+    channel: String,
+    /// `inbound`, `outbound` or empty.
+    direction: String,
+    text: String,
+}
+
+fn shown(entry: &TimelineEntry) -> Shown {
+    let (direction, text) = match (&entry.message, &entry.referral) {
+        (Some(message), _) => (
+            serde_json::to_value(message.direction)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            message
+                .text
+                .clone()
+                .unwrap_or_else(|| message.parts.join(", ")),
+        ),
+        (None, Some(referral)) => (
+            String::new(),
+            serde_json::to_string(referral).unwrap_or_default(),
+        ),
+        (None, None) => (
+            String::new(),
+            entry
+                .previous_channel
+                .as_ref()
+                .map(|previous| format!("from {previous} to {}", entry.channel))
+                .unwrap_or_default(),
+        ),
+    };
+    Shown {
+        at: short_time(entry.at),
+        kind: entry.kind.clone(),
+        channel: entry.channel.clone(),
+        direction,
+        text,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/conversation.html")]
+struct ConversationPage {
+    page: Page,
+    nav: [(&'static str, &'static str, &'static str); 5],
+    id: String,
+    contact_id: String,
+    channel: String,
+    status: String,
+    reply_window: String,
+    stage: String,
+    lost_reason: String,
+    reached: String,
+    conversions: Vec<String>,
+    first_response: String,
+    /// The entries' HTML (each rendered by the `entry` template, as the live stream's).
+    entries: Vec<String>,
+    /// Where the live stream starts.
+    cursor: u64,
+    stages: Vec<String>,
+}
+
+/// `GET /console/conversations/{id}`: the timeline, the outcome, the reply box and the
+/// stage form.
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let store = app.pipeline.store();
+    let conversation = lookup::conversation(store, &id).await?;
+    let page = store
+        .timeline(&id, 0, MAX_TIMELINE)
+        .await
+        .map_err(lookup::unavailable)?;
+    let cursor = page.entries.len() as u64;
+    let record = store
+        .outcomes()
+        .tracked(&id)
+        .await
+        .map_err(lookup::unavailable)?
+        .and_then(|tracked| tracked.record)
+        .and_then(|json| OutcomeRecord::from_json(&json).ok());
+    let now = jiff::Timestamp::now();
+    let reply_window = match conversation.reply_window_until {
+        None => "no window on this channel".to_owned(),
+        Some(until) if until <= now => format!("closed since {}", short_time(until)),
+        Some(until) => format!("open until {}", short_time(until)),
+    };
+    let record_text =
+        |pick: fn(&OutcomeRecord) -> String| record.as_ref().map(pick).unwrap_or_default();
+    Ok(render(
+        StatusCode::OK,
+        &ConversationPage {
+            page: Page::new(format!("Conversation {id}"), "conversations", &session.csrf),
+            nav: NAV,
+            contact_id: conversation.contact_id.clone(),
+            channel: conversation.current_channel.clone(),
+            status: serde_json::to_value(conversation.status)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            reply_window,
+            stage: record_text(|record| {
+                format!("{} since {}", record.stage, short_time(record.stage_at))
+            }),
+            lost_reason: record_text(|record| record.lost_reason.clone().unwrap_or_default()),
+            reached: record_text(|record| record.reached.join(" → ")),
+            conversions: record
+                .as_ref()
+                .map(|record| {
+                    record
+                        .conversions
+                        .iter()
+                        .map(|conversion| {
+                            let value = match (&conversion.value, &conversion.currency) {
+                                (Some(value), Some(currency)) => format!(" {value} {currency}"),
+                                _ => String::new(),
+                            };
+                            format!(
+                                "{} {}{value} at {}",
+                                conversion.name,
+                                conversion.id,
+                                short_time(conversion.occurred_at)
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            first_response: record_text(|record| {
+                match (record.first_response_seconds, record.first_response_at) {
+                    (Some(seconds), Some(_)) => format!(
+                        "{seconds} s{}",
+                        if record.within_sla {
+                            " (within SLA)"
+                        } else {
+                            " (over SLA)"
+                        }
+                    ),
+                    _ => "not answered yet".to_owned(),
+                }
+            }),
+            entries: page
+                .entries
+                .iter()
+                .filter_map(|entry| shown(entry).render().ok())
+                .collect(),
+            cursor,
+            stages: app.pipeline.outcome_settings().stages.clone(),
+            id,
+        },
+    ))
+}
+
+/// `?from=<cursor>` of the event stream.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    from: u64,
+}
+
+/// `GET /console/conversations/{id}/events?from=<cursor>`: server-sent events, one
+/// `entry` (its HTML) per new timeline entry. The store is read every half second, so
+/// entries written by any instance of a fleet arrive.
+pub async fn events(
+    State(app): State<Arc<App>>,
+    Signed(_): Signed,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ConsoleError> {
+    lookup::conversation(app.pipeline.store(), &id).await?;
+    let stream = futures::stream::unfold(
+        (app, id, query.from, Vec::<Event>::new()),
+        |(app, id, mut cursor, mut queued)| async move {
+            loop {
+                if let Some(event) = queued.pop() {
+                    return Some((Ok(event), (app, id, cursor, queued)));
+                }
+                tokio::time::sleep(LIVE_POLL).await;
+                match app.pipeline.store().timeline(&id, cursor, 100).await {
+                    Ok(page) => {
+                        cursor += page.entries.len() as u64;
+                        // Popped from the end: queue them newest first.
+                        queued = page
+                            .entries
+                            .iter()
+                            .rev()
+                            .filter_map(|entry| shown(entry).render().ok())
+                            .map(|html| Event::default().event("entry").data(html))
+                            .collect();
+                    }
+                    // The conversation is gone (erased): the stream ends.
+                    Err(crate::store::StoreError::NotFound { .. }) => return None,
+                    Err(error) => {
+                        tracing::warn!(%error, "console live timeline: store unavailable")
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The reply box.
+#[derive(Deserialize)]
+pub struct ReplyForm {
+    #[serde(default)]
+    csrf: String,
+    text: String,
+}
+
+impl WithCsrf for ReplyForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /console/conversations/{id}/reply`: the API's reply, on the conversation's
+/// current channel, written by an agent of the console.
+pub async fn reply(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Action(_, form): Action<ReplyForm>,
+) -> Result<Response, ConsoleError> {
+    let body = crate::api::messages::SendBody {
+        text: form.text,
+        reply_to: None,
+        author: Some(crate::outcome::Author {
+            kind: crate::outcome::AuthorKind::Agent,
+            id: Some("console".to_owned()),
+        }),
+    };
+    crate::api::messages::reply(&app, &id, body).await?;
+    Ok(back(&id))
+}
+
+/// The stage form.
+#[derive(Deserialize)]
+pub struct StageForm {
+    #[serde(default)]
+    csrf: String,
+    stage: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl WithCsrf for StageForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /console/conversations/{id}/stage`: the API's stage change (`lost` needs a
+/// reason).
+pub async fn stage(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Action(_, form): Action<StageForm>,
+) -> Result<Response, ConsoleError> {
+    let reason = Some(form.reason.trim()).filter(|reason| !reason.is_empty());
+    let change = crate::api::outcomes::StageChange {
+        stage: form.stage.trim(),
+        reason,
+        by: Some("console"),
+        reopen: false,
+    };
+    crate::api::outcomes::change_stage(&app, &id, change).await?;
+    Ok(back(&id))
+}
+
+fn back(id: &str) -> Response {
+    let path = format!("/console/conversations/{}", urlencoding(id));
+    Redirect::to(&path).into_response()
+}
+
+fn urlencoding(text: &str) -> String {
+    // Ids are ULID-based; anything else is percent-encoded so the path stays one segment.
+    serde_urlencoded::to_string([("", text)])
+        .map(|pair| pair.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
+}

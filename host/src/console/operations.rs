@@ -1,0 +1,386 @@
+//! Contacts, plugins and delivery: what operators look at and the actions they take.
+//! Plugin actions need an `[admin]` key besides the session, as on `/admin`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::auth::{Action, Signed, WithCsrf};
+use super::views::{ConsoleError, NAV, Page, render};
+use crate::app::App;
+
+/// Dead letters shown at most (the newest).
+const DEAD_LETTERS_SHOWN: usize = 100;
+
+fn pretty<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// A live merge into the contact shown, which can be undone.
+pub struct MergeLine {
+    absorbed: String,
+    evidence: String,
+    at: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/contact.html")]
+struct ContactPage {
+    page: Page,
+    nav: [(&'static str, &'static str, &'static str); 5],
+    id: String,
+    found: bool,
+    handles: String,
+    merges: Vec<MergeLine>,
+    probable: String,
+    conversations: Vec<String>,
+    merged_into: String,
+}
+
+/// `?id=` of the contact page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ContactQuery {
+    id: String,
+}
+
+/// `GET /console/contacts?id=…`: a contact's handles with their evidence, merges (with
+/// unmerge), probable links and conversations, and erasure.
+pub async fn contact(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+    Query(query): Query<ContactQuery>,
+) -> Result<Response, ConsoleError> {
+    let id = query.id.trim().to_owned();
+    let mut page = ContactPage {
+        page: Page::new("Contacts", "contacts", &session.csrf),
+        nav: NAV,
+        id: id.clone(),
+        found: false,
+        handles: String::new(),
+        merges: Vec::new(),
+        probable: String::new(),
+        conversations: Vec::new(),
+        merged_into: String::new(),
+    };
+    if !id.is_empty() {
+        let details = crate::api::contacts::details(&app, &id).await?;
+        page.found = true;
+        page.handles = pretty(&details.contact);
+        page.probable = pretty(&details.probable_links);
+        page.merges = details
+            .merges
+            .iter()
+            .filter(|merge| merge.survivor == id && merge.undone_at.is_none())
+            .map(|merge| MergeLine {
+                absorbed: merge.absorbed.clone(),
+                evidence: merge.evidence.clone(),
+                at: merge.at.to_string(),
+            })
+            .collect();
+        page.conversations = details.conversations.clone();
+        page.merged_into = details.merged_into.clone().unwrap_or_default();
+    }
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The unmerge form.
+#[derive(Deserialize)]
+pub struct UnmergeForm {
+    #[serde(default)]
+    csrf: String,
+    absorbed: String,
+}
+
+impl WithCsrf for UnmergeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn contact_page(id: &str) -> Response {
+    let query = serde_urlencoded::to_string([("id", id)]).unwrap_or_default();
+    Redirect::to(&format!("/console/contacts?{query}")).into_response()
+}
+
+/// `POST /console/contacts/{id}/unmerge`: the API's unmerge.
+pub async fn unmerge(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Action(_, form): Action<UnmergeForm>,
+) -> Result<Response, ConsoleError> {
+    crate::api::contacts::unmerge_contact(&app, &id, &form.absorbed).await?;
+    Ok(contact_page(&id))
+}
+
+/// The erase form: the contact's id typed again confirms it.
+#[derive(Deserialize)]
+pub struct EraseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+impl WithCsrf for EraseForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /console/contacts/{id}/erase`: the API's erasure, once the id is typed again.
+pub async fn erase(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Action(_, form): Action<EraseForm>,
+) -> Result<Response, ConsoleError> {
+    if form.confirm.trim() != id {
+        return Err(ConsoleError::new(
+            StatusCode::BAD_REQUEST,
+            "erasure not confirmed: type the contact's id to erase it",
+        ));
+    }
+    crate::api::contacts::erase_contact(&app, &id).await?;
+    Ok(contact_page(""))
+}
+
+/// A channel's active plugin as shown.
+pub struct ActiveLine {
+    channel: String,
+    plugin: String,
+    digest: String,
+    since: String,
+    limits: String,
+    previous: usize,
+}
+
+/// A known version as shown.
+pub struct VersionLine {
+    name: String,
+    version: String,
+    digest: String,
+    signed: bool,
+    channels: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/plugins.html")]
+struct PluginsPage {
+    page: Page,
+    nav: [(&'static str, &'static str, &'static str); 5],
+    active: Vec<ActiveLine>,
+    versions: Vec<VersionLine>,
+}
+
+/// `GET /console/plugins`: each channel's active version, digest and limits, and the
+/// known versions.
+pub async fn plugins(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+) -> Result<Response, ConsoleError> {
+    let active = app
+        .lifecycle
+        .active()
+        .await
+        .into_iter()
+        .map(|active| ActiveLine {
+            channel: active.channel,
+            plugin: active.plugin,
+            digest: active.digest,
+            since: active.active_since.to_string(),
+            limits: active
+                .limits
+                .map(|limits| format!("{limits:?}"))
+                .unwrap_or_default(),
+            previous: active.previous.len(),
+        })
+        .collect();
+    let versions = app
+        .lifecycle
+        .versions()
+        .await
+        .into_iter()
+        .map(|version| VersionLine {
+            name: version.name,
+            version: version.version,
+            digest: version.digest,
+            signed: version.signed,
+            channels: version.channels.join(", "),
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &PluginsPage {
+            page: Page::new("Plugins", "plugins", &session.csrf),
+            nav: NAV,
+            active,
+            versions,
+        },
+    ))
+}
+
+/// A plugin action's form: the `[admin]` key, and the version for an activation.
+#[derive(Deserialize)]
+pub struct AdminForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    admin_key: String,
+    #[serde(default)]
+    digest: String,
+}
+
+impl WithCsrf for AdminForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The `[admin]` key check of `/admin`, for a key typed in a form.
+fn require_admin(app: &App, presented: &str) -> Result<(), ConsoleError> {
+    let presented = presented.trim();
+    let known = !presented.is_empty()
+        && app.admin_keys.iter().fold(false, |found, key| {
+            found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes()))
+        });
+    if known {
+        Ok(())
+    } else {
+        Err(ConsoleError::new(
+            StatusCode::UNAUTHORIZED,
+            "plugin actions need an [admin] key",
+        ))
+    }
+}
+
+/// `POST /console/plugins/{channel}/activate`: the admin API's activation.
+pub async fn activate(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    Action(_, form): Action<AdminForm>,
+) -> Result<Response, ConsoleError> {
+    require_admin(&app, &form.admin_key)?;
+    crate::api::admin::activate_version(&app, &channel, form.digest.trim()).await?;
+    Ok(Redirect::to("/console/plugins").into_response())
+}
+
+/// `POST /console/plugins/{channel}/rollback`: the admin API's rollback.
+pub async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    Action(_, form): Action<AdminForm>,
+) -> Result<Response, ConsoleError> {
+    require_admin(&app, &form.admin_key)?;
+    crate::api::admin::rollback_channel(&app, &channel).await?;
+    Ok(Redirect::to("/console/plugins").into_response())
+}
+
+/// A subscription as shown.
+pub struct SubscriptionLine {
+    id: String,
+    url: String,
+    state: String,
+    backlog: String,
+}
+
+/// A dead letter as shown.
+pub struct LetterLine {
+    id: String,
+    subscription: String,
+    event_type: String,
+    conversation_id: String,
+    attempts: u32,
+    last_error: String,
+    at: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/delivery.html")]
+struct DeliveryPage {
+    page: Page,
+    nav: [(&'static str, &'static str, &'static str); 5],
+    subscriptions: Vec<SubscriptionLine>,
+    letters: Vec<LetterLine>,
+}
+
+/// `GET /console/delivery`: subscriptions with their state and backlog, and the newest
+/// dead letters with replay.
+pub async fn delivery(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+) -> Result<Response, ConsoleError> {
+    let mut subscriptions = Vec::new();
+    for view in app.delivery.subscriptions() {
+        let backlog = match app.delivery.backlog(&view.id).await {
+            Ok(backlog) => backlog.to_string(),
+            Err(error) => format!("unknown ({error})"),
+        };
+        let state = match (view.enabled, &view.disabled_reason) {
+            (true, _) => "enabled".to_owned(),
+            (false, Some(reason)) => format!("disabled: {reason}"),
+            (false, None) => "disabled".to_owned(),
+        };
+        subscriptions.push(SubscriptionLine {
+            id: view.id,
+            url: view.url,
+            state,
+            backlog,
+        });
+    }
+    let letters = app
+        .delivery
+        .dead_letters(
+            &crate::delivery::DeadLetterFilter::default(),
+            DEAD_LETTERS_SHOWN,
+        )
+        .await
+        .map_err(|error| ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?
+        .into_iter()
+        .map(|letter| LetterLine {
+            id: letter.id,
+            subscription: letter.subscription,
+            event_type: letter.event_type,
+            conversation_id: letter.conversation_id,
+            attempts: letter.attempts,
+            last_error: letter.last_error,
+            at: letter.at.to_string(),
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &DeliveryPage {
+            page: Page::new("Delivery", "delivery", &session.csrf),
+            nav: NAV,
+            subscriptions,
+            letters,
+        },
+    ))
+}
+
+/// The replay form.
+#[derive(Deserialize)]
+pub struct ReplayForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl WithCsrf for ReplayForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /console/dead-letters/{id}/replay`: the API's replay.
+pub async fn replay(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Action(_, _): Action<ReplayForm>,
+) -> Result<Response, ConsoleError> {
+    crate::api::dead_letters::replay_one(&app, &id).await?;
+    Ok(Redirect::to("/console/delivery").into_response())
+}
