@@ -172,6 +172,40 @@ pub async fn eventually<T>(mut probe: impl FnMut() -> Result<T, String>) -> T {
     }
 }
 
+/// [`eventually`] for a probe that awaits (a browser, an HTTP call): polled every 100 ms
+/// until it gives a value; after [`WAIT`], panic with what it last said was missing.
+pub async fn eventually_async<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(missing) => assert!(Instant::now() < deadline, "{missing}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Post `body` to the web chat channel `channel` of `gateway`, signed (Standard
+/// Webhooks) with the site's `secret`; panics unless it is accepted.
+pub async fn send_webchat(gateway: &Gateway, channel: &str, secret: &str, body: &Value) {
+    let body = body.to_string().into_bytes();
+    let headers =
+        crate::standard_webhooks_headers(secret, &format!("wh_{}", ulid::Ulid::generate()), &body)
+            .expect("sign");
+    let (status, answer) = post(
+        &gateway.url(&format!("/webhooks/{channel}")),
+        &headers,
+        body,
+    )
+    .await
+    .expect("post");
+    assert!((200..300).contains(&status), "{status} {answer}");
+}
+
 /// Wait until, for every id in `expected`, some delivered external id `matches(delivered,
 /// expected)`; fails after [`WAIT`] naming the ids never delivered.
 pub async fn wait_for_external_ids(

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 pub use omnigate;
 
 pub mod bench;
+pub mod browser;
 pub mod channels;
 pub mod downstream;
 pub mod load;
@@ -27,9 +28,9 @@ pub mod redis;
 
 pub use channels::{
     API_KEY, LOOPBACK, SUBSCRIPTION_SECRET, WAIT, api_auth, api_error, common_config, deliver_meta,
-    eventually, external_ids, first_received, fixture, fixture_names, fixture_names_ending,
-    meta_handshake_url, meta_signature_header, meta_signed_headers, reply_url, send_reply,
-    start_channel, subscription_config, wait_for_external_ids,
+    eventually, eventually_async, external_ids, first_received, fixture, fixture_names,
+    fixture_names_ending, meta_handshake_url, meta_signature_header, meta_signed_headers,
+    reply_url, send_reply, send_webchat, start_channel, subscription_config, wait_for_external_ids,
 };
 
 /// The workspace root.

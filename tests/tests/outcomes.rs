@@ -10,7 +10,7 @@
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 use omnigate_tests::{
     FakeApi, Gateway, Receiver, api_auth, api_call, common_config, deliver_meta, fixture, get,
-    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
+    plugin_path, post, send_webchat, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -51,17 +51,7 @@ fn config(store_url: &str, site: &FakeApi, receiver: &Receiver) -> String {
 }
 
 async fn send_web(gateway: &Gateway, body: Value) {
-    let body = body.to_string().into_bytes();
-    let headers = standard_webhooks_headers(
-        SITE_SECRET,
-        &format!("wh_{}", ulid::Ulid::generate()),
-        &body,
-    )
-    .expect("sign");
-    let (status, answer) = post(&gateway.url("/webhooks/web"), &headers, body)
-        .await
-        .expect("post");
-    assert!((200..300).contains(&status), "{status} {answer}");
+    send_webchat(gateway, "web", SITE_SECRET, &body).await;
 }
 
 fn ago(seconds: i64) -> String {

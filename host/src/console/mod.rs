@@ -55,8 +55,10 @@ pub fn router() -> Router<Arc<App>> {
         .layer(axum::middleware::from_fn(security_headers))
 }
 
-/// Headers every console answer carries: the CSP, no sniffing, no framing, no referrer,
-/// and no caching (pages hold conversations and the CSRF token).
+/// Headers every console answer carries: the CSP, no sniffing, no framing, no referrer
+/// to other sites (`same-origin`, not `no-referrer`: with that, a browser sends a form
+/// post's `Origin` as `null` and the same-origin check of actions would refuse it), and
+/// no caching (pages hold conversations and the CSRF token).
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -64,7 +66,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
