@@ -10,7 +10,7 @@
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 use omnigate_tests::{
     FakeApi, Gateway, Receiver, api_auth, api_call, common_config, deliver_meta, fixture, get,
-    plugin_path, post, send_webchat, site_and_receiver, standard_webhooks_headers, toml_path,
+    plugin_path, send_webchat, site_and_receiver, toml_path,
 };
 use serde_json::{Value, json};
 

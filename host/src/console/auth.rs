@@ -70,10 +70,10 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
             .get(name)
             .and_then(|value: &HeaderValue| value.to_str().ok())
     };
-    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
-        if !matches!(site, "same-origin" | "none") {
-            return Err(refused());
-        }
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(refused());
     }
     if let (Some(origin), Some(host)) = (text(header::ORIGIN), text(header::HOST)) {
         let origin_host = origin.split_once("://").map(|(_, rest)| rest);

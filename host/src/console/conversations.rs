@@ -261,10 +261,7 @@ fn shown(entry: &TimelineEntry) -> Shown {
                 .clone()
                 .unwrap_or_else(|| message.parts.join(", ")),
         ),
-        (None, Some(referral)) => (
-            String::new(),
-            serde_json::to_string(referral).unwrap_or_default(),
-        ),
+        (None, Some(referral)) => (String::new(), referral_text(referral)),
         (None, None) => (
             String::new(),
             entry
@@ -281,6 +278,19 @@ fn shown(entry: &TimelineEntry) -> Shown {
         direction,
         text,
     }
+}
+
+/// A referral's plain fields (`source: link · campaign: spring · url: …`).
+fn referral_text(referral: &impl serde::Serialize) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(referral) else {
+        return String::new();
+    };
+    fields
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "at" | "channel"))
+        .filter_map(|(name, value)| value.as_str().map(|text| format!("{name}: {text}")))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 #[derive(Template)]
