@@ -2,6 +2,7 @@
 //! tests. `cargo xtask test` (and `cargo xtask browser`) install Debian's `chromium` and
 //! `chromium-driver` with `apt-get` when they are missing.
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -29,6 +30,8 @@ impl Browser {
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: stopping it stops the Chromium it started too.
+            .process_group(0)
             .spawn()
             .context(
                 "cannot start chromedriver: run `cargo xtask browser` (installs Debian's \
@@ -162,18 +165,19 @@ impl Browser {
         std::fs::write(path, png).expect("write screenshot");
     }
 
-    /// End the session and stop chromedriver.
-    pub async fn stop(mut self) {
+    /// End the session (Chromium quits), then chromedriver.
+    pub async fn stop(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failing test still stops its own chromedriver (and so its Chromium).
-        let _ = self.driver.kill();
+        // A failing test still stops its chromedriver and the Chromium it started: the
+        // whole process group chromedriver leads (killing chromedriver alone would leave
+        // Chromium running).
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }

@@ -187,8 +187,38 @@ async fn console_in_a_real_browser() {
     let (status, _) = get(&gateway, "/console/funnel", &cookie).await;
     assert_eq!(status, 303, "a signed-out session still opened the console");
 
+    // A live timeline left open does not hold shutdown: its stream ends with the gateway.
+    let (_, cookie) = {
+        let response = http()
+            .post(gateway.url("/console/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("key", CONSOLE_KEY)]))
+            .send()
+            .await
+            .expect("sign in");
+        let set_cookie = response.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let value = set_cookie
+            .split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .map(|(_, value)| value.to_owned())
+            .expect("cookie value");
+        (response, value)
+    };
+    let (status, stream) = get(
+        &gateway,
+        &format!("/console/conversations/{conversation}/events"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
     browser.stop().await;
     gateway.stop().await;
+    drop(stream);
 }
 
 /// `pairs` as an `application/x-www-form-urlencoded` body, as a browser's form posts.

@@ -415,45 +415,92 @@ pub struct EventsQuery {
 }
 
 /// `GET /console/conversations/{id}/events?from=<cursor>`: server-sent events, one
-/// `entry` (its HTML) per new timeline entry. The store is read every half second, so
-/// entries written by any instance of a fleet arrive.
+/// `entry` (its HTML) per new timeline entry, its id the cursor after it (a browser that
+/// reconnects sends it back as `Last-Event-ID` and misses nothing, repeats nothing). The
+/// store is read every half second, so entries written by any instance of a fleet
+/// arrive. The stream ends when the gateway shuts down.
 pub async fn events(
     State(app): State<Arc<App>>,
     Signed(_): Signed,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ConsoleError> {
     lookup::conversation(app.pipeline.store(), &id).await?;
-    let stream = futures::stream::unfold(
-        (app, id, query.from, Vec::<Event>::new()),
-        |(app, id, mut cursor, mut queued)| async move {
-            loop {
-                if let Some(event) = queued.pop() {
-                    return Some((Ok(event), (app, id, cursor, queued)));
-                }
-                tokio::time::sleep(LIVE_POLL).await;
-                match app.pipeline.store().timeline(&id, cursor, 100).await {
-                    Ok(page) => {
-                        cursor += page.entries.len() as u64;
-                        // Popped from the end: queue them newest first.
-                        queued = page
-                            .entries
-                            .iter()
-                            .rev()
-                            .filter_map(|entry| shown(entry).render().ok())
-                            .map(|html| Event::default().event("entry").data(html))
-                            .collect();
-                    }
-                    // The conversation is gone (erased): the stream ends.
-                    Err(crate::store::StoreError::NotFound { .. }) => return None,
-                    Err(error) => {
-                        tracing::warn!(%error, "console live timeline: store unavailable")
-                    }
-                }
-            }
-        },
-    );
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let cursor = resumed.unwrap_or(query.from);
+    let closed = app
+        .console
+        .as_ref()
+        .map(|console| console.closed())
+        .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, "the console is disabled"))?;
+    let live = Live {
+        app,
+        id,
+        cursor,
+        queued: Vec::new(),
+        closed: Box::pin(closed),
+    };
+    let stream = futures::stream::unfold(live, |mut live| async move {
+        let event = live.next().await?;
+        Some((Ok(event), live))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The state of one live timeline.
+struct Live {
+    app: Arc<App>,
+    id: String,
+    /// The position after the last entry read.
+    cursor: u64,
+    /// Events read but not sent yet, the next last.
+    queued: Vec<Event>,
+    closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Live {
+    /// The next entry's event; `None` once the gateway shuts down or the conversation is
+    /// gone (erased).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queued.pop() {
+                return Some(event);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LIVE_POLL) => {}
+                () = &mut self.closed => return None,
+            }
+            match self
+                .app
+                .pipeline
+                .store()
+                .timeline(&self.id, self.cursor, 100)
+                .await
+            {
+                Ok(page) => {
+                    let mut events = Vec::with_capacity(page.entries.len());
+                    for entry in &page.entries {
+                        self.cursor += 1;
+                        let html = shown(entry).render().unwrap_or_default();
+                        events.push(
+                            Event::default()
+                                .event("entry")
+                                .id(self.cursor.to_string())
+                                .data(html),
+                        );
+                    }
+                    events.reverse();
+                    self.queued = events;
+                }
+                Err(crate::store::StoreError::NotFound { .. }) => return None,
+                Err(error) => tracing::warn!(%error, "console live timeline: store unavailable"),
+            }
+        }
+    }
 }
 
 /// The reply box.

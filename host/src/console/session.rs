@@ -32,6 +32,9 @@ pub struct Sessions {
     /// Sessions signed out before their expiry (id → expiry, Unix seconds), on this
     /// instance; the browser's cookie is cleared as well.
     revoked: Mutex<HashMap<String, i64>>,
+    /// Set when the gateway shuts down: live streams end, so draining connections does
+    /// not wait on a browser tab left open.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A verified session.
@@ -52,6 +55,20 @@ impl Sessions {
             keys,
             ttl,
             revoked: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// End every live stream (the gateway is shutting down).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once the gateway shuts down.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closing| *closing).await;
         }
     }
 

@@ -168,6 +168,14 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let delivery = app.delivery.clone();
+    let console = app.console.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Console streams never end by themselves: end them so connections drain.
+        if let Some(console) = console {
+            console.close_streams();
+        }
+    };
     listen::serve(listener, router(app), limits, shutdown).await?;
     let pending = delivery.shutdown(grace).await;
     if pending > 0 {
