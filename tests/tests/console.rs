@@ -4,7 +4,8 @@
 //! letter is replayed; sign-out closes the console. Outside the browser: an action
 //! without the CSRF token and a session cookie of another key are refused, the cookie's
 //! attributes and the Content-Security-Policy are checked, and every page stays under
-//! 300 KB. Screenshots of the funnel and a conversation go to `target/console/`.
+//! 300 KB; on a phone-sized window no page is wider than the screen. Screenshots of the
+//! funnel and a conversation go to `target/console/`.
 
 use omnigate_tests::browser::Browser;
 use omnigate_tests::downstream::{Downstream, Mode};
@@ -152,6 +153,41 @@ async fn console_in_a_real_browser() {
         .wait_for_text("#funnel-table tbody", "spring", false)
         .await;
     browser.screenshot(&shots.join("funnel.png")).await;
+
+    // On a phone-sized screen the pages reflow: nothing is wider than the window (wide
+    // tables scroll inside their own box).
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("resize");
+    for path in [
+        funnel.to_owned(),
+        format!("/console/conversations/{conversation}"),
+    ] {
+        browser.goto(&gateway.url(&path)).await;
+        let overflow = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .expect("measure");
+        assert_eq!(
+            overflow.as_i64(),
+            Some(0),
+            "{path} overflows a phone screen"
+        );
+    }
+    browser
+        .screenshot(&shots.join("conversation-phone.png"))
+        .await;
+    browser
+        .client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("resize");
 
     // The failing subscription gave both messages up: replay one once it accepts again.
     eventually(|| {
