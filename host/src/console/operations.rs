@@ -284,8 +284,14 @@ pub async fn rollback(
 pub struct SubscriptionLine {
     id: String,
     url: String,
+    /// `healthy`, `retrying` (failed attempts and a backlog) or `disabled: <why>`.
     state: String,
     backlog: String,
+    attempts: u64,
+    delivered: u64,
+    dead_lettered: u64,
+    /// Failed attempts by class (`http_5xx: 3, timeout: 1`).
+    failures: String,
 }
 
 /// A dead letter as shown.
@@ -314,24 +320,45 @@ pub async fn delivery(
     State(app): State<Arc<App>>,
     Signed(session): Signed,
 ) -> Result<Response, ConsoleError> {
-    let mut subscriptions = Vec::new();
-    for view in app.delivery.subscriptions() {
-        let backlog = match app.delivery.backlog(&view.id).await {
-            Ok(backlog) => backlog.to_string(),
-            Err(error) => format!("unknown ({error})"),
-        };
-        let state = match (view.enabled, &view.disabled_reason) {
-            (true, _) => "enabled".to_owned(),
-            (false, Some(reason)) => format!("disabled: {reason}"),
-            (false, None) => "disabled".to_owned(),
-        };
-        subscriptions.push(SubscriptionLine {
-            id: view.id,
-            url: view.url,
-            state,
-            backlog,
-        });
-    }
+    let metrics = app.delivery.metrics().await;
+    let subscriptions = app
+        .delivery
+        .subscriptions()
+        .into_iter()
+        .map(|view| {
+            let counts = metrics
+                .subscriptions
+                .iter()
+                .find(|snapshot| snapshot.subscription == view.id);
+            let backlog = counts.and_then(|counts| counts.backlog);
+            let failed = counts.is_some_and(|counts| !counts.failures.is_empty());
+            let state = match (view.enabled, &view.disabled_reason) {
+                (false, Some(reason)) => format!("disabled: {reason}"),
+                (false, None) => "disabled".to_owned(),
+                (true, _) if failed && backlog.unwrap_or(0) > 0 => "retrying".to_owned(),
+                (true, _) => "healthy".to_owned(),
+            };
+            SubscriptionLine {
+                id: view.id,
+                url: view.url,
+                state,
+                backlog: backlog.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                attempts: counts.map_or(0, |counts| counts.attempts),
+                delivered: counts.map_or(0, |counts| counts.delivered),
+                dead_lettered: counts.map_or(0, |counts| counts.dead_lettered),
+                failures: counts
+                    .map(|counts| {
+                        counts
+                            .failures
+                            .iter()
+                            .map(|(class, n)| format!("{class}: {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
     let letters = app
         .delivery
         .dead_letters(
