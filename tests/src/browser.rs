@@ -112,6 +112,17 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
+    /// Choose the file at `path` in the file input `css`.
+    pub async fn choose_file(&self, css: &str, path: &std::path::Path) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("no file input `{css}`: {error}"))
+            .send_keys(&path.display().to_string())
+            .await
+            .expect("choose file");
+    }
+
     /// Click the element `css`.
     pub async fn click(&self, css: &str) {
         self.client

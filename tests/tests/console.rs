@@ -18,6 +18,7 @@ use serde_json::json;
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CONSOLE_KEY: &str = "console-key-0123456789";
 const OTHER_CONSOLE_KEY: &str = "another-console-key-0123456789";
+const ADMIN_KEY: &str = "admin-key-0123456789";
 /// Pages must stay below this (docs/console.md).
 const MAX_PAGE_BYTES: usize = 300 * 1024;
 
@@ -26,6 +27,8 @@ fn config(console_key: &str, site: &FakeApi, receiver: &Receiver, failing: &Down
         r#"
         [console]
         keys = ["{console_key}"]
+        [admin]
+        keys = ["{ADMIN_KEY}"]
         [[channels]]
         id = "web"
         plugin = {webchat}
@@ -210,6 +213,22 @@ async fn console_in_a_real_browser() {
         .await
         .expect("replayed");
     assert_eq!(replayed.len(), 1, "only the replayed letter was delivered");
+
+    // Plugins: validate a version from the console (an [admin] key is required).
+    browser.goto(&gateway.url("/console/plugins")).await;
+    let wasm = plugin_path("webchat");
+    browser.choose_file("#plugin-file", &wasm).await;
+    browser
+        .fill("#upload-admin-key", "not-the-admin-key-0000")
+        .await;
+    browser.click("#validate-button").await;
+    assert!(browser.text("#problem").await.contains("[admin] key"));
+    browser.goto(&gateway.url("/console/plugins")).await;
+    browser.choose_file("#plugin-file", &wasm).await;
+    browser.fill("#upload-admin-key", ADMIN_KEY).await;
+    browser.click("#validate-button").await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.starts_with("Valid: webchat"), "{notice}");
 
     refusals(&gateway, &site, &receiver, &failing, &cookie, &conversation).await;
     page_sizes(&gateway, &cookie, &conversation).await;

@@ -49,25 +49,40 @@ pub async fn upload(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let upload = upload_of(&headers, body).await?;
+    let added = add_version(
+        &app,
+        upload.wasm,
+        upload.signature,
+        query.activate.as_deref(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// Add an uploaded version (checked against the signing policy) and, with `activate`,
+/// activate it for that channel: what the API and the console both call.
+pub async fn add_version(
+    app: &App,
+    wasm: Vec<u8>,
+    signature: Option<String>,
+    activate: Option<&str>,
+) -> Result<Value, ApiError> {
     let version = app
         .lifecycle
-        .add_signed(upload.wasm, crate::lifecycle::UPLOAD, upload.signature)
+        .add_signed(wasm, crate::lifecycle::UPLOAD, signature)
         .await
         .map_err(refused)?;
     tracing::info!(plugin = %version.name, version = %version.version, digest = %version.digest, "plugin version added");
-    let active = match query.activate {
+    let active = match activate {
         Some(channel) => Some(
             app.lifecycle
-                .activate(&channel, &version.digest)
+                .activate(channel, &version.digest)
                 .await
                 .map_err(refused)?,
         ),
         None => None,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"plugin": version, "activated": active})),
-    ))
+    Ok(json!({"plugin": version, "activated": active}))
 }
 
 /// `POST /admin/plugins/validate`.
@@ -77,15 +92,20 @@ pub async fn validate(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let wasm = upload_of(&headers, body).await?.wasm;
+    validate_version(&app, wasm).await.map(Json)
+}
+
+/// Check a plugin without adding it: what the API and the console both call.
+pub async fn validate_version(app: &App, wasm: Vec<u8>) -> Result<Value, ApiError> {
     let plugin = app.lifecycle.validate(wasm).await.map_err(refused)?;
-    Ok(Json(json!({
+    Ok(json!({
         "valid": true,
         "name": plugin.info.id,
         "version": plugin.info.version,
         "digest": plugin.digest,
         "world": format!("omnigate:channel/channel@{}", plugin.contract),
         "kind": crate::lifecycle::kind_name(plugin.info.kind),
-    })))
+    }))
 }
 
 /// Body of `POST /admin/channels/{id}/activate`.

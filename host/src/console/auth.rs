@@ -63,7 +63,7 @@ impl FromRequestParts<Arc<App>> for Signed {
 
 /// Refuses a request another site made the browser send: `Sec-Fetch-Site` other than
 /// same-origin, or an `Origin` whose host is not this request's `Host`.
-fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
+pub fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
     let refused = || ConsoleError::new(StatusCode::FORBIDDEN, "cross-site request refused");
     let text = |name| {
         headers
@@ -110,14 +110,20 @@ where
             .map_err(|error| {
                 ConsoleError::new(StatusCode::BAD_REQUEST, error.body_text()).into_response()
             })?;
-        if !session.csrf_matches(form.csrf()) {
-            return Err(ConsoleError::new(
-                StatusCode::FORBIDDEN,
-                "the form's CSRF token is missing or not this session's: reload the page",
-            )
-            .into_response());
-        }
+        csrf(&session, form.csrf()).map_err(IntoResponse::into_response)?;
         Ok(Action(session, form))
+    }
+}
+
+/// Refuses a token that is not `session`'s CSRF token.
+pub fn csrf(session: &Session, presented: &str) -> Result<(), ConsoleError> {
+    if session.csrf_matches(presented) {
+        Ok(())
+    } else {
+        Err(ConsoleError::new(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or not this session's: reload the page",
+        ))
     }
 }
 

@@ -30,8 +30,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-/// The routes under `/console` (the caller nests them there when `[console] enabled`).
-pub fn router() -> Router<Arc<App>> {
+/// The routes under `/console` (the caller nests them there when `[console] enabled`);
+/// a plugin upload may be `max_plugin_bytes` long, as on `/admin`.
+pub fn router(max_plugin_bytes: usize) -> Router<Arc<App>> {
     Router::new()
         .route("/", get(auth::home))
         .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
@@ -46,6 +47,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/contacts/{id}/unmerge", post(operations::unmerge))
         .route("/contacts/{id}/erase", post(operations::erase))
         .route("/plugins", get(operations::plugins))
+        .route(
+            "/plugins/upload",
+            post(operations::upload).layer(axum::extract::DefaultBodyLimit::max(max_plugin_bytes)),
+        )
         .route("/plugins/{channel}/activate", post(operations::activate))
         .route("/plugins/{channel}/rollback", post(operations::rollback))
         .route("/delivery", get(operations::delivery))

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use askama::Template;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -175,6 +176,8 @@ struct PluginsPage {
     nav: [(&'static str, &'static str, &'static str); 5],
     active: Vec<ActiveLine>,
     versions: Vec<VersionLine>,
+    /// What the last validation found.
+    notice: String,
 }
 
 /// `GET /console/plugins`: each channel's active version, digest and limits, and the
@@ -183,7 +186,15 @@ pub async fn plugins(
     State(app): State<Arc<App>>,
     Signed(session): Signed,
 ) -> Result<Response, ConsoleError> {
-    let active = app
+    plugins_page(&app, &session, String::new()).await
+}
+
+async fn plugins_page(
+    app: &App,
+    session: &super::session::Session,
+    notice: String,
+) -> Result<Response, ConsoleError> {
+    let active: Vec<ActiveLine> = app
         .lifecycle
         .active()
         .await
@@ -220,8 +231,90 @@ pub async fn plugins(
             nav: NAV,
             active,
             versions,
+            notice,
         },
     ))
+}
+
+/// The upload form's fields (multipart: the file does not fit a URL-encoded form).
+#[derive(Default)]
+struct UploadFields {
+    csrf: String,
+    admin_key: String,
+    signature: Option<String>,
+    activate: Option<String>,
+    /// `validate` checks only; anything else adds the version.
+    intent: String,
+    wasm: Option<Vec<u8>>,
+}
+
+async fn upload_fields(headers: &HeaderMap, body: Bytes) -> Result<UploadFields, ConsoleError> {
+    let bad = |error: multer::Error| {
+        ConsoleError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unreadable upload: {error}"),
+        )
+    };
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut fields = UploadFields::default();
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "plugin" {
+            fields.wasm =
+                Some(field.bytes().await.map_err(bad)?.to_vec()).filter(|wasm| !wasm.is_empty());
+            continue;
+        }
+        let text = field.text().await.map_err(bad)?.trim().to_owned();
+        let optional = Some(text.clone()).filter(|text| !text.is_empty());
+        match name.as_str() {
+            "csrf" => fields.csrf = text,
+            "admin_key" => fields.admin_key = text,
+            "signature" => fields.signature = optional,
+            "activate" => fields.activate = optional,
+            "intent" => fields.intent = text,
+            _ => {}
+        }
+    }
+    Ok(fields)
+}
+
+/// `POST /console/plugins/upload` (multipart: `plugin`, `signature`, `activate`,
+/// `admin_key`, `csrf`, `intent`): the admin API's validation (`intent=validate`) or
+/// upload (and activation).
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    Signed(session): Signed,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    super::auth::same_origin(&headers)?;
+    let fields = upload_fields(&headers, body).await?;
+    super::auth::csrf(&session, &fields.csrf)?;
+    require_admin(&app, &fields.admin_key)?;
+    let wasm = fields.wasm.ok_or_else(|| {
+        ConsoleError::new(StatusCode::BAD_REQUEST, "choose a plugin file (.wasm)")
+    })?;
+    if fields.intent == "validate" {
+        let found = crate::api::admin::validate_version(&app, wasm).await?;
+        let text = |key: &str| found[key].as_str().unwrap_or_default().to_owned();
+        let notice = format!(
+            "Valid: {} {} ({}), digest {}",
+            text("name"),
+            text("version"),
+            text("kind"),
+            text("digest")
+        );
+        return plugins_page(&app, &session, notice).await;
+    }
+    crate::api::admin::add_version(&app, wasm, fields.signature, fields.activate.as_deref())
+        .await?;
+    Ok(Redirect::to("/console/plugins").into_response())
 }
 
 /// A plugin action's form: the `[admin]` key, and the version for an activation.

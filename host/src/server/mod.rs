@@ -106,7 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(app.max_plugin_bytes));
     let console = if app.console.is_some() {
-        crate::console::router().layer(DefaultBodyLimit::max(1 << 20))
+        crate::console::router(app.max_plugin_bytes).layer(DefaultBodyLimit::max(1 << 20))
     } else {
         Router::new()
     };
