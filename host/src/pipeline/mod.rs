@@ -11,6 +11,7 @@ pub mod identity;
 pub mod normalize;
 pub mod outcomes;
 pub mod owed;
+pub mod receipts;
 pub mod rollups;
 pub mod sweeper;
 

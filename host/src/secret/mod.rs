@@ -1,4 +1,5 @@
-//! Secret values from configuration: `env:VAR`, `file:/path` or the literal value.
+//! Secret values from configuration: `env:VAR`, `file:/path` or the literal value, and
+//! (`oauth2`) access tokens the host mints and renews.
 //!
 //! Resolved when the configuration is read, so a missing variable is a start-up error
 //! naming the key. `Debug` never shows a value, so secrets cannot reach logs by accident.
@@ -7,6 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
+
+pub mod oauth2;
 
 /// A resolved secret value.
 #[derive(Clone, PartialEq, Eq)]
