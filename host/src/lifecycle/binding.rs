@@ -54,6 +54,7 @@ pub fn bind(
             .map(|(key, value)| (key.clone(), value.to_string()))
             .collect(),
         secrets: channel.secrets.clone(),
+        tokens: std::collections::BTreeMap::new(),
         allowed_hosts: channel.allowed_hosts.clone(),
         secrets_hosts: secret_scopes(channel, &plugin.info),
         limits: channel.limits.clone(),

@@ -171,7 +171,9 @@ impl TokenSource {
             .set_token_uri(self.token_url.clone())
             .set_auth_type(auth_type);
         let refresh = RefreshToken::new(refresh_token.expose().to_owned());
-        let transport = |request: HttpRequest| send(client, request);
+        // Owned, so the request future borrows nothing (the import calling this must be
+        // `Send + 'static`).
+        let transport = |request: HttpRequest| send(client.clone(), request);
         let started = Instant::now();
         let response = oauth
             .exchange_refresh_token(&refresh)
@@ -191,7 +193,7 @@ impl TokenSource {
 }
 
 /// Sends one token request with `client`.
-async fn send(client: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, SendError> {
+async fn send(client: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, SendError> {
     let (parts, body) = request.into_parts();
     let response = client
         .request(parts.method, parts.uri.to_string())
