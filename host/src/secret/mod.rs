@@ -56,6 +56,55 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A secret as configured: a value (`env:`/`file:`/literal), or `{ oauth2 = { … } }`,
+/// whose access tokens the host mints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSpec {
+    /// A resolved value.
+    Value(Secret),
+    /// Access tokens minted from a refresh token.
+    OAuth2(oauth2::OAuth2Config),
+}
+
+impl<'de> Deserialize<'de> for SecretSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
+struct SpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+    type Value = SecretSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret (`env:VAR`, `file:/path` or a value) or `{ oauth2 = { … } }`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, reference: &str) -> Result<SecretSpec, E> {
+        Secret::resolve(reference)
+            .map(SecretSpec::Value)
+            .map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SecretSpec, A::Error> {
+        use serde::de::Error as _;
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(A::Error::custom("an empty table is not a secret"));
+        };
+        if key != "oauth2" {
+            return Err(A::Error::custom(format!(
+                "unknown secret provider `{key}` (expected `oauth2`)"
+            )));
+        }
+        let config = map.next_value::<oauth2::OAuth2Config>()?;
+        if map.next_key::<String>()?.is_some() {
+            return Err(A::Error::custom("a secret has one provider"));
+        }
+        Ok(SecretSpec::OAuth2(config))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +122,47 @@ mod tests {
         let secret = Secret::resolve(&format!("file:{}", path.display())).expect("file");
         assert_eq!(secret.expose(), "v4lue");
         assert_eq!(format!("{secret:?}"), "Secret(***)");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Secrets {
+        secrets: std::collections::BTreeMap<String, SecretSpec>,
+    }
+
+    #[test]
+    fn specs_are_values_or_oauth2() {
+        let parsed: Secrets = toml::from_str(
+            r#"
+            [secrets]
+            plain = "abc"
+            access_token = { oauth2 = { token_url = "https://oauth2.example/token", client_id = "id", client_secret = "cs", refresh_token = "rt", scopes = ["s1"] } }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(
+            parsed.secrets["plain"],
+            SecretSpec::Value(Secret::new("abc"))
+        );
+        let SecretSpec::OAuth2(config) = &parsed.secrets["access_token"] else {
+            panic!("not oauth2: {:?}", parsed.secrets["access_token"]);
+        };
+        assert_eq!(config.scopes, ["s1"]);
+        assert_eq!(config.refresh_token.expose(), "rt");
+        for (bad, named) in [
+            (
+                r#"x = { vault = { path = "a" } }"#,
+                "unknown secret provider `vault`",
+            ),
+            (r#"x = { oauth2 = { token_url = "u" } }"#, "client_id"),
+            (
+                r#"x = { oauth2 = { token_url = "u", client_id = "c", client_secret = "s", refresh_token = "r", scope = [] } }"#,
+                "scope",
+            ),
+        ] {
+            let error = toml::from_str::<Secrets>(&format!("[secrets]\n{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains(named), "{bad}: {error}");
+        }
     }
 }

@@ -300,6 +300,7 @@ mod tests {
     }
 
     fn client() -> reqwest::Client {
+        crate::tls::ensure_crypto_provider();
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -321,13 +321,23 @@ mod tests {
         };
         let first = fetch(&env, call()).await.expect("first");
         assert_eq!(first.status, 401);
-        assert_eq!(String::from_utf8_lossy(&first.body), "seen Bearer [redacted]");
+        assert_eq!(
+            String::from_utf8_lossy(&first.body),
+            "seen Bearer [redacted]"
+        );
         let second = fetch(&env, call()).await.expect("second");
         assert_eq!(second.status, 200);
-        assert_eq!(String::from_utf8_lossy(&second.body), "seen Bearer [redacted]");
+        assert_eq!(
+            String::from_utf8_lossy(&second.body),
+            "seen Bearer [redacted]"
+        );
         let third = fetch(&env, call()).await.expect("third");
         assert_eq!(third.status, 200);
-        assert_eq!(minted.load(Ordering::SeqCst), 2, "renewed once, then reused");
+        assert_eq!(
+            minted.load(Ordering::SeqCst),
+            2,
+            "renewed once, then reused"
+        );
     }
 
     #[test]
