@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod conversion;
 mod fetch;
 pub mod host;
 mod http;
