@@ -185,10 +185,7 @@ impl ConversionEvent {
         let document: Document = serde_json::from_slice(document)
             .map_err(|error| format!("not a conversion.recorded event: {error}"))?;
         if document.kind != "conversion.recorded" {
-            return Err(format!(
-                "a `{}` event is not a conversion",
-                document.kind
-            ));
+            return Err(format!("a `{}` event is not a conversion", document.kind));
         }
         Ok(document.data)
     }
@@ -206,9 +203,10 @@ impl ConversionEvent {
     /// The kind of the channel a touch was seen on, when the event says (on the touch, or
     /// the conversation's channel when the touch was seen there).
     pub fn kind_of<'a>(&'a self, touch: &'a Touch) -> Option<&'a str> {
-        touch.channel_kind.as_deref().or_else(|| {
-            (touch.channel == self.channel.id).then_some(self.channel.kind.as_str())
-        })
+        touch
+            .channel_kind
+            .as_deref()
+            .or_else(|| (touch.channel == self.channel.id).then_some(self.channel.kind.as_str()))
     }
 
     /// The customer's user id on channel `channel_id`.
@@ -269,7 +267,10 @@ mod tests {
         let google = event
             .touch(|touch| touch.click_id.contains_key("gclid"))
             .expect("google touch");
-        assert_eq!((google.channel.as_str(), event.kind_of(google)), ("web", None));
+        assert_eq!(
+            (google.channel.as_str(), event.kind_of(google)),
+            ("web", None)
+        );
         assert_eq!(event.channel_user("ig"), Some("17841"));
         assert_eq!(event.handles("phone").collect::<Vec<_>>(), ["+16505551234"]);
         assert!(meta.at_ms().is_some() && event.conversion.occurred_at_ms().is_some());
@@ -279,6 +280,9 @@ mod tests {
     fn other_events_are_refused_by_name() {
         let error = ConversionEvent::read(br#"{"type": "message.received", "data": {}}"#)
             .expect_err("refused");
-        assert!(error.contains("not a conversion") || error.contains("conversion.recorded"), "{error}");
+        assert!(
+            error.contains("not a conversion") || error.contains("conversion.recorded"),
+            "{error}"
+        );
     }
 }

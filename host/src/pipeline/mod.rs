@@ -201,7 +201,13 @@ impl Pipeline {
                 events
                     .into_iter()
                     .map(|event| {
-                        normalize::normalize(&channel.id, &self.normalizer, event, received_at)
+                        normalize::normalize(
+                            &channel.id,
+                            &channel.kind,
+                            &self.normalizer,
+                            event,
+                            received_at,
+                        )
                     })
                     .collect::<Result<Vec<_>, _>>()
             })?;

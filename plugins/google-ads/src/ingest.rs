@@ -44,7 +44,9 @@ impl Settings {
                 .map(|value| {
                     let digits: String = value.chars().filter(|c| *c != '-').collect();
                     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                        Err(format!("config `{key}` must be a Google Ads account id (digits)"))
+                        Err(format!(
+                            "config `{key}` must be a Google Ads account id (digits)"
+                        ))
                     } else {
                         Ok(digits)
                     }
@@ -60,7 +62,11 @@ impl Settings {
         let validate_only = match present("validate_only").as_deref() {
             None | Some("false") => false,
             Some("true") => true,
-            Some(other) => return Err(format!("config `validate_only` `{other}` is not true or false")),
+            Some(other) => {
+                return Err(format!(
+                    "config `validate_only` `{other}` is not true or false"
+                ));
+            }
         };
         Ok(Self {
             api_base: present("api_base")
@@ -178,7 +184,11 @@ fn click_id(touch: &Touch) -> Option<(&'static str, &str)> {
 fn consent(event: &ConversionEvent) -> Option<Value> {
     let state = |flag: &str| {
         event.conversion.consent(flag).map(|granted| {
-            if granted { "CONSENT_GRANTED" } else { "CONSENT_DENIED" }
+            if granted {
+                "CONSENT_GRANTED"
+            } else {
+                "CONSENT_DENIED"
+            }
         })
     };
     let mut consent = serde_json::Map::new();

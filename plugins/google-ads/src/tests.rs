@@ -98,20 +98,35 @@ fn a_click_under_six_hours_old_is_held_until_then() {
     let clicked = "2026-11-22T09:00:00Z";
     let mut conversion = purchase();
     conversion["occurred_at"] = json!("2026-11-22T11:00:00Z");
-    let planned = plan(&event(gclid_visit(clicked), conversion.clone()), &settings(&[]), NOW_MS, &hash);
+    let planned = plan(
+        &event(gclid_visit(clicked), conversion.clone()),
+        &settings(&[]),
+        NOW_MS,
+        &hash,
+    );
     let clicked_ms = NOW_MS - 3 * 3600 * 1000;
     assert_eq!(planned, Ok(Plan::Hold(clicked_ms + HOLD_MS)));
     // Once the six hours have passed it goes.
     let later = clicked_ms + HOLD_MS;
     assert!(matches!(
-        plan(&event(gclid_visit(clicked), conversion), &settings(&[]), later, &hash),
+        plan(
+            &event(gclid_visit(clicked), conversion),
+            &settings(&[]),
+            later,
+            &hash
+        ),
         Ok(Plan::Send(_))
     ));
 }
 
 #[test]
 fn no_click_old_click_and_refused_consent_are_skipped() {
-    let skipped = |touch: Value, conversion: Value| match plan(&event(touch, conversion), &settings(&[]), NOW_MS, &hash) {
+    let skipped = |touch: Value, conversion: Value| match plan(
+        &event(touch, conversion),
+        &settings(&[]),
+        NOW_MS,
+        &hash,
+    ) {
         Ok(Plan::Skip(reason)) => reason,
         other => panic!("not skipped: {other:?}"),
     };
@@ -123,17 +138,28 @@ fn no_click_old_click_and_refused_consent_are_skipped() {
     );
     let mut refused = purchase();
     refused["consent"] = json!({"ad_user_data": false});
-    assert_eq!(skipped(gclid_visit("2026-11-21T09:00:00Z"), refused), "no_ad_user_data_consent");
+    assert_eq!(
+        skipped(gclid_visit("2026-11-21T09:00:00Z"), refused),
+        "no_ad_user_data_consent"
+    );
 }
 
 #[test]
 fn app_click_ids_are_used_when_there_is_no_gclid() {
     let touch = json!({"source": "ad", "channel": "web", "at": "2026-11-21T09:00:00Z",
                        "click_id": {"wbraid": "WB-1"}});
-    let Ok(Plan::Send(body)) = plan(&event(touch, purchase()), &settings(&[("validate_only", "true")]), NOW_MS, &hash) else {
+    let Ok(Plan::Send(body)) = plan(
+        &event(touch, purchase()),
+        &settings(&[("validate_only", "true")]),
+        NOW_MS,
+        &hash,
+    ) else {
         panic!("not sent");
     };
-    assert_eq!(body["events"][0]["adIdentifiers"], json!({"wbraid": "WB-1"}));
+    assert_eq!(
+        body["events"][0]["adIdentifiers"],
+        json!({"wbraid": "WB-1"})
+    );
     assert_eq!(body["validateOnly"], true);
 }
 
@@ -142,16 +168,25 @@ fn configuration_errors_name_the_key() {
     let error = |pairs: &[(&str, &str)]| {
         let pairs = pairs.to_vec();
         Settings::from_config(move |key| {
-            pairs.iter().find(|(name, _)| *name == key).map(|(_, v)| (*v).to_owned())
+            pairs
+                .iter()
+                .find(|(name, _)| *name == key)
+                .map(|(_, v)| (*v).to_owned())
         })
         .expect_err("invalid")
     };
     assert!(error(&[("conversion_action_id", "1")]).contains("customer_id"));
-    assert!(error(&[("customer_id", "12x"), ("conversion_action_id", "1")]).contains("customer_id"));
+    assert!(
+        error(&[("customer_id", "12x"), ("conversion_action_id", "1")]).contains("customer_id")
+    );
     assert!(error(&[("customer_id", "1")]).contains("conversion_action_id"));
     assert!(
-        error(&[("customer_id", "1"), ("conversion_action_id", "1"), ("event_source", "CHAT")])
-            .contains("event_source")
+        error(&[
+            ("customer_id", "1"),
+            ("conversion_action_id", "1"),
+            ("event_source", "CHAT")
+        ])
+        .contains("event_source")
     );
 }
 
@@ -162,19 +197,31 @@ fn google_answers_are_mapped() {
         Verdict::Sent("req-77".into())
     );
     let status = |code: u16, name: &str| {
-        json!({"error": {"code": code, "message": format!("{name} happened"), "status": name}}).to_string()
+        json!({"error": {"code": code, "message": format!("{name} happened"), "status": name}})
+            .to_string()
     };
     assert_eq!(
-        answer(429, status(429, "RESOURCE_EXHAUSTED").as_bytes(), Some(30_000)),
+        answer(
+            429,
+            status(429, "RESOURCE_EXHAUSTED").as_bytes(),
+            Some(30_000)
+        ),
         Verdict::Retry {
             reason: "429 RESOURCE_EXHAUSTED: RESOURCE_EXHAUSTED happened".into(),
             after_ms: Some(30_000)
         }
     );
     assert!(matches!(answer(503, b"", None), Verdict::Retry { .. }));
-    assert!(matches!(answer(401, status(401, "UNAUTHENTICATED").as_bytes(), None), Verdict::Retry { .. }));
-    assert!(matches!(answer(403, status(403, "PERMISSION_DENIED").as_bytes(), None), Verdict::Disable(_)));
-    let Verdict::Permanent(reason) = answer(400, status(400, "INVALID_ARGUMENT").as_bytes(), None) else {
+    assert!(matches!(
+        answer(401, status(401, "UNAUTHENTICATED").as_bytes(), None),
+        Verdict::Retry { .. }
+    ));
+    assert!(matches!(
+        answer(403, status(403, "PERMISSION_DENIED").as_bytes(), None),
+        Verdict::Disable(_)
+    ));
+    let Verdict::Permanent(reason) = answer(400, status(400, "INVALID_ARGUMENT").as_bytes(), None)
+    else {
         panic!("400 is permanent");
     };
     assert!(reason.contains("INVALID_ARGUMENT"), "{reason}");

@@ -164,7 +164,8 @@ pub fn plan(
         "messaging_channel": channel,
         "user_data": user_data,
     });
-    if let Some(custom) = custom_data(conversion.value.as_deref(), conversion.currency.as_deref())? {
+    if let Some(custom) = custom_data(conversion.value.as_deref(), conversion.currency.as_deref())?
+    {
         data["custom_data"] = custom;
     }
     let mut body = json!({ "data": [data], "partner_agent": "omnigate" });

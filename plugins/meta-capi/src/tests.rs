@@ -61,7 +61,12 @@ fn whatsapp() -> Value {
 
 #[test]
 fn whatsapp_purchase_is_one_event_with_the_click_and_hashed_ids() {
-    let planned = plan(&event(ctwa(), whatsapp(), purchase()), &settings(&[]), NOW_MS, &hash);
+    let planned = plan(
+        &event(ctwa(), whatsapp(), purchase()),
+        &settings(&[]),
+        NOW_MS,
+        &hash,
+    );
     let Ok(Plan::Send(body)) = planned else {
         panic!("not sent: {planned:?}");
     };
@@ -93,19 +98,34 @@ fn whatsapp_purchase_is_one_event_with_the_click_and_hashed_ids() {
 
 #[test]
 fn messenger_and_instagram_use_the_channel_user_ids() {
-    let messenger_ad = json!({"source": "ad", "channel": "fb", "at": "2026-11-21T09:00:00Z", "ad_id": "5"});
+    let messenger_ad =
+        json!({"source": "ad", "channel": "fb", "at": "2026-11-21T09:00:00Z", "ad_id": "5"});
     let page = json!({"id": "fb", "kind": "messenger", "account": "PAGE-1"});
-    let Ok(Plan::Send(body)) = plan(&event(messenger_ad, page, purchase()), &settings(&[]), NOW_MS, &hash) else {
+    let Ok(Plan::Send(body)) = plan(
+        &event(messenger_ad, page, purchase()),
+        &settings(&[]),
+        NOW_MS,
+        &hash,
+    ) else {
         panic!("messenger not sent");
     };
     assert_eq!(body["data"][0]["messaging_channel"], "messenger");
     assert_eq!(body["data"][0]["user_data"]["page_id"], "PAGE-1");
-    assert_eq!(body["data"][0]["user_data"]["page_scoped_user_id"], "PSID-7");
+    assert_eq!(
+        body["data"][0]["user_data"]["page_scoped_user_id"],
+        "PSID-7"
+    );
 
-    let instagram_ad = json!({"source": "ad", "channel": "ig", "at": "2026-11-21T09:00:00Z", "ad_id": "6"});
+    let instagram_ad =
+        json!({"source": "ad", "channel": "ig", "at": "2026-11-21T09:00:00Z", "ad_id": "6"});
     let account = json!({"id": "ig", "kind": "instagram"});
     let configured = settings(&[("ig_account_id", "IG-ACC"), ("test_event_code", "TEST123")]);
-    let Ok(Plan::Send(body)) = plan(&event(instagram_ad, account, purchase()), &configured, NOW_MS, &hash) else {
+    let Ok(Plan::Send(body)) = plan(
+        &event(instagram_ad, account, purchase()),
+        &configured,
+        NOW_MS,
+        &hash,
+    ) else {
         panic!("instagram not sent");
     };
     assert_eq!(body["data"][0]["user_data"]["ig_account_id"], "IG-ACC");
@@ -115,11 +135,19 @@ fn messenger_and_instagram_use_the_channel_user_ids() {
 
 #[test]
 fn names_map_to_business_messaging_events_never_lead() {
-    let names = [("lead", "LeadSubmitted"), ("qualified_lead", "QualifiedLead")];
+    let names = [
+        ("lead", "LeadSubmitted"),
+        ("qualified_lead", "QualifiedLead"),
+    ];
     for (ours, theirs) in names {
         let mut conversion = purchase();
         conversion["name"] = json!(ours);
-        let Ok(Plan::Send(body)) = plan(&event(ctwa(), whatsapp(), conversion), &settings(&[]), NOW_MS, &hash) else {
+        let Ok(Plan::Send(body)) = plan(
+            &event(ctwa(), whatsapp(), conversion),
+            &settings(&[]),
+            NOW_MS,
+            &hash,
+        ) else {
             panic!("{ours} not sent");
         };
         assert_eq!(body["data"][0]["event_name"], theirs);
@@ -127,7 +155,8 @@ fn names_map_to_business_messaging_events_never_lead() {
     let custom = settings(&[("event_names", "booking=Schedule, lead=QualifiedLead")]);
     let mut booking = purchase();
     booking["name"] = json!("booking");
-    let Ok(Plan::Send(body)) = plan(&event(ctwa(), whatsapp(), booking), &custom, NOW_MS, &hash) else {
+    let Ok(Plan::Send(body)) = plan(&event(ctwa(), whatsapp(), booking), &custom, NOW_MS, &hash)
+    else {
         panic!("booking not sent");
     };
     assert_eq!(body["data"][0]["event_name"], "Schedule");
@@ -141,11 +170,14 @@ fn names_map_to_business_messaging_events_never_lead() {
 
 #[test]
 fn organic_old_unconsented_and_unmapped_are_skipped_with_reasons() {
-    let skipped = |touch: Value, conversion: Value| {
-        match plan(&event(touch, whatsapp(), conversion), &settings(&[]), NOW_MS, &hash) {
-            Ok(Plan::Skip(reason)) => reason,
-            other => panic!("not skipped: {other:?}"),
-        }
+    let skipped = |touch: Value, conversion: Value| match plan(
+        &event(touch, whatsapp(), conversion),
+        &settings(&[]),
+        NOW_MS,
+        &hash,
+    ) {
+        Ok(Plan::Skip(reason)) => reason,
+        other => panic!("not skipped: {other:?}"),
     };
     let organic = json!({"source": "link", "channel": "wa", "at": "2026-11-21T09:00:00Z"});
     assert_eq!(skipped(organic, purchase()), "no_meta_click");
@@ -177,7 +209,10 @@ fn whatsapp_without_the_business_account_id_is_a_configuration_error() {
 #[test]
 fn graph_answers_are_mapped() {
     assert_eq!(
-        answer(200, br#"{"events_received":1,"messages":[],"fbtrace_id":"AbC123"}"#),
+        answer(
+            200,
+            br#"{"events_received":1,"messages":[],"fbtrace_id":"AbC123"}"#
+        ),
         Verdict::Sent("AbC123".into())
     );
     let error = |code: i64, message: &str| {
@@ -187,17 +222,28 @@ fn graph_answers_are_mapped() {
     };
     for code in [4, 17, 32, 613, 80004] {
         assert!(
-            matches!(answer(400, error(code, "throttled").as_bytes()), Verdict::Retry { .. }),
+            matches!(
+                answer(400, error(code, "throttled").as_bytes()),
+                Verdict::Retry { .. }
+            ),
             "{code}"
         );
     }
-    let Verdict::Disable(reason) = answer(401, error(190, "Error validating access token").as_bytes()) else {
+    let Verdict::Disable(reason) =
+        answer(401, error(190, "Error validating access token").as_bytes())
+    else {
         panic!("190 disables");
     };
-    assert!(reason.contains("190") && reason.contains("access token"), "{reason}");
+    assert!(
+        reason.contains("190") && reason.contains("access token"),
+        "{reason}"
+    );
     let Verdict::Permanent(reason) = answer(400, error(100, "Invalid parameter").as_bytes()) else {
         panic!("100 is permanent");
     };
     assert!(reason.contains("Invalid parameter"), "{reason}");
-    assert!(matches!(answer(503, b"upstream down"), Verdict::Retry { .. }));
+    assert!(matches!(
+        answer(503, b"upstream down"),
+        Verdict::Retry { .. }
+    ));
 }
