@@ -6,13 +6,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omnigate_tests::{get, omnigate_bin, plugin_path, root, xtask_bin};
+use std::path::Path;
+
+use omnigate_tests::{fixture_path, get, omnigate_bin, plugin_path, root, xtask_bin};
 
 /// `omnigate plugin check` accepts the built plugin `name` and prints each of `expected`.
 fn plugin_check_shows(name: &str, expected: &[&str]) {
+    plugin_file_check_shows(&plugin_path(name), expected);
+}
+
+/// `omnigate plugin check` accepts the plugin file `path` and prints each of `expected`.
+fn plugin_file_check_shows(path: &Path, expected: &[&str]) {
     let output = Command::new(omnigate_bin())
         .args(["plugin", "check"])
-        .arg(plugin_path(name))
+        .arg(path)
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -29,13 +36,27 @@ fn plugin_check_shows(name: &str, expected: &[&str]) {
     }
 }
 
+/// A plugin built against the frozen contract 0.1.0 still loads (the web chat plugin as
+/// built before 0.2.0; `tests/fixtures/webchat-0.1.0.wasm`).
+#[test]
+fn plugin_check_accepts_a_contract_0_1_plugin() {
+    plugin_file_check_shows(
+        &fixture_path("webchat-0.1.0.wasm"),
+        &[
+            "id:           webchat",
+            "contract:     omnigate:channel@0.1.0",
+            "signing_secret",
+        ],
+    );
+}
+
 #[test]
 fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
     plugin_check_shows(
         "webchat",
         &[
             "id:           webchat",
-            "contract:     omnigate:channel@0.1.0",
+            "contract:     omnigate:channel@0.2.0",
             "callback_url",
             "signing_secret",
             "capabilities: text",

@@ -5,10 +5,10 @@
 //! pre-instantiates and calls `describe()`; [`Runtime::bind`] gives the plugin a channel's
 //! environment; the [`Registry`] maps channel ids to those bindings.
 
-pub mod bindings;
 mod budget;
 mod cache;
 mod channel;
+pub mod contract;
 mod engine;
 pub mod env;
 mod error;
@@ -23,12 +23,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
-pub use bindings::types;
 pub use budget::{BudgetSettings, InstanceBudget};
 pub use cache::CompileCache;
 pub use channel::ChannelRuntime;
+pub use contract::v0_2::types;
 pub use engine::{EPOCH_TICK, EngineSettings};
 pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
@@ -84,10 +84,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
-        bindings::Channel::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| {
-            state
-        })
-        .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        contract::add_to_linker(&mut linker)
+            .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
         let cache = match &settings.cache_dir {
             Some(dir) => Some(CompileCache::new(dir, &engine)?),
             None => None,
@@ -125,12 +123,12 @@ impl Runtime {
         plugin::check_header(&bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let component = self.compile(bytes, &digest).await?;
-        plugin::check_contract(&self.engine, &component)?;
-        let pre = plugin::prepare(&self.linker, &component)?;
+        let version = contract::detect(&self.engine, &component)?;
+        let pre = contract::prepare(&self.linker, &component, version)?;
         let mut plugin = Plugin {
             info: placeholder_info(),
             digest,
-            contract: bindings::CONTRACT_VERSION,
+            contract: version,
             label: Arc::from("unnamed"),
             pre,
         };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::placeholders::{Filler, contains_placeholder};
-use crate::runtime::bindings::host_api::{FetchError, FetchRequest, FetchResponse};
-use crate::runtime::bindings::types::Header;
+use crate::runtime::contract::v0_2::host_api::{FetchError, FetchRequest, FetchResponse};
+use crate::runtime::contract::v0_2::types::Header;
 use crate::runtime::env::ChannelEnv;
 
 /// Perform `request` for the channel in `env`.

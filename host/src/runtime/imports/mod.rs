@@ -8,10 +8,10 @@ pub mod guest_output;
 pub mod placeholders;
 pub mod signature;
 
-use super::bindings::host_api::{
+use super::contract::v0_2::host_api::{
     self, FetchError, FetchRequest, FetchResponse, LogLevel, SecretError, SignatureScheme,
 };
-use super::bindings::types;
+use super::contract::v0_2::types;
 use super::state::WasmState;
 
 /// Longest log line a plugin may write; longer ones are cut (a plugin cannot flood logs).
