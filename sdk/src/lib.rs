@@ -34,7 +34,6 @@
 
 #![warn(missing_docs)]
 
-pub mod conversion;
 mod fetch;
 pub mod host;
 mod http;

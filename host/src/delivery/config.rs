@@ -261,6 +261,33 @@ const MAX_PARTITIONS: u32 = 1024;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl SubscriptionConfig {
+    /// The subscription of a destination plugin (a `[[destinations]]` entry): `url`
+    /// names the plugin for listings.
+    pub fn for_destination(
+        id: String,
+        plugin: String,
+        events: Vec<String>,
+        channels: Vec<String>,
+        target: DestinationTarget,
+    ) -> Self {
+        Self {
+            id: Some(id),
+            kind: SubscriptionKind::Destination,
+            url: format!("plugin:{plugin}"),
+            secret: no_secret(),
+            stream: None,
+            maxlen: None,
+            events,
+            channels,
+            history: 0,
+            include_raw: false,
+            mode: CloudEventsMode::Structured,
+            previous_secret: None,
+            previous_secret_expires: None,
+            destination: Some(target),
+        }
+    }
+
     /// Validates one subscription; `position` is its 0-based place in the configuration.
     /// An HTTP target whose host is an address literal must be permitted by `policy`.
     pub(crate) fn validate(

@@ -71,6 +71,8 @@ pub struct Delivery<'a> {
     pub event_type: &'a str,
     /// The event as downstream tools receive it: the CloudEvents JSON document.
     pub cloudevent: &'a [u8],
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
 }
 
 /// A destination plugin as delivery sees it (the sandbox implements it).
@@ -147,6 +149,7 @@ impl Sink for DestinationSink {
                 .event
                 .map_or(envelope::PING_TYPE, |event| event.kind.as_str()),
             cloudevent: &attempt.prepared.body,
+            attempt: attempt.attempt,
         };
         let answer = self.plugin.deliver(delivery).await;
         let outcome = outcome_of(&answer);

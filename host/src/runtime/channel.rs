@@ -20,10 +20,10 @@ use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{InstanceBudget, Reclaim, Reservation};
-use super::contract::Exports;
 use super::contract::v0_2::types::{
     HttpRequest, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
+use super::contract::{self, Exports};
 use super::engine::EPOCH_TICK;
 use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
@@ -167,6 +167,34 @@ impl ChannelRuntime {
         let call = warm.bindings.describe(&mut warm.store);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
         metrics::plugin_call(&self.plugin.label, "describe", started.elapsed());
+        self.finish(warm, outcome)
+    }
+
+    /// Call a destination plugin's `describe`.
+    pub async fn describe_destination(
+        &self,
+    ) -> Result<contract::destination::types::DestinationInfo, CallError> {
+        let mut warm = self.checkout().await?;
+        let started = Instant::now();
+        let call = warm.bindings.describe_destination(&mut warm.store);
+        let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "describe", started.elapsed());
+        self.finish(warm, outcome)
+    }
+
+    /// Call a destination plugin's `deliver`.
+    pub async fn deliver(
+        &self,
+        event: &contract::destination::types::Event,
+    ) -> Result<
+        Result<contract::destination::types::Receipt, contract::destination::types::DeliveryError>,
+        CallError,
+    > {
+        let mut warm = self.checkout().await?;
+        let started = Instant::now();
+        let call = warm.bindings.deliver(&mut warm.store, event);
+        let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "deliver", started.elapsed());
         self.finish(warm, outcome)
     }
 

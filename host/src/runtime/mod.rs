@@ -33,7 +33,7 @@ pub use engine::{EPOCH_TICK, EngineSettings};
 pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
 pub use outbound::{AllowedHosts, FetchClient};
-pub use plugin::Plugin;
+pub use plugin::{Plugin, Role};
 pub use registry::Registry;
 
 use engine::EpochTicker;
@@ -129,6 +129,7 @@ impl Runtime {
             info: placeholder_info(),
             digest,
             contract: version,
+            role: Role::Channel,
             label: Arc::from("unnamed"),
             pre,
         };
@@ -144,6 +145,15 @@ impl Runtime {
             .describe()
             .await
             .map_err(|error| LoadError::Describe(error.to_string()))?;
+        if plugin.pre.is_destination() {
+            let info = binding
+                .describe_destination()
+                .await
+                .map_err(|error| LoadError::Describe(error.to_string()))?;
+            plugin.role = Role::Destination {
+                events: info.events,
+            };
+        }
         if plugin.info.id.trim().is_empty() {
             return Err(LoadError::Describe("the plugin id is empty".into()));
         }
@@ -195,6 +205,7 @@ fn plugin_clone(plugin: &Plugin) -> Plugin {
         info: plugin.info.clone(),
         digest: plugin.digest.clone(),
         contract: plugin.contract,
+        role: plugin.role.clone(),
         label: plugin.label.clone(),
         pre: plugin.pre.clone(),
     }

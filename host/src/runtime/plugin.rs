@@ -13,6 +13,8 @@ pub struct Plugin {
     pub digest: String,
     /// Contract version it was built against.
     pub contract: &'static str,
+    /// A channel or a destination plugin.
+    pub role: Role,
     /// `id@version`, for logs and errors.
     pub label: Arc<str>,
     pub(crate) pre: contract::Pre,
@@ -25,6 +27,18 @@ impl std::fmt::Debug for Plugin {
             .field("digest", &self.digest)
             .finish_non_exhaustive()
     }
+}
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A channel plugin: webhooks in, replies out.
+    Channel,
+    /// A destination plugin: events out to a platform.
+    Destination {
+        /// The event types it asks for by default.
+        events: Vec<String>,
+    },
 }
 
 /// What the first bytes of a file say it is.

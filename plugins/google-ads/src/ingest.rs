@@ -2,8 +2,9 @@
 //! `events:ingest` request, and from Google's answer to a [`Verdict`]. Pure: the
 //! plugin's entry point feeds it configuration, the clock and the host's hashing.
 
-use omnigate_sdk::conversion::{ConversionEvent, Identifier, Touch, Verdict};
-use omnigate_sdk::time::format_rfc3339;
+use omnigate_destination_sdk::Identifier;
+use omnigate_destination_sdk::conversion::{ConversionEvent, Touch, Verdict};
+
 use serde_json::{Value, json};
 
 /// Default Data Manager API host.
@@ -128,7 +129,7 @@ pub fn plan(
         return Ok(Plan::Hold(clicked_ms + HOLD_MS));
     }
     let mut data = json!({
-        "eventTimestamp": format_rfc3339(occurred_ms).ok_or("`occurred_at` is out of range")?,
+        "eventTimestamp": conversion.occurred_at,
         "transactionId": conversion.id,
         "eventSource": settings.event_source,
         "adIdentifiers": { name: click },

@@ -1,4 +1,5 @@
-use omnigate_sdk::conversion::{ConversionEvent, Identifier, Verdict};
+use omnigate_destination_sdk::Identifier;
+use omnigate_destination_sdk::conversion::{ConversionEvent, Verdict};
 use serde_json::{Value, json};
 
 use crate::ingest::{HOLD_MS, Plan, Settings, answer, plan};
@@ -23,7 +24,11 @@ fn settings(extra: &[(&str, &str)]) -> Settings {
 }
 
 fn hash(identifier: Identifier, value: &str) -> Option<String> {
-    Some(format!("{identifier:?}:{value}"))
+    let kind = match identifier {
+        Identifier::Email => "Email",
+        Identifier::Phone => "Phone",
+    };
+    Some(format!("{kind}:{value}"))
 }
 
 fn event(touch: Value, conversion: Value) -> ConversionEvent {

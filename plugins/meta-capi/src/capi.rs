@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use omnigate_sdk::conversion::{ConversionEvent, Identifier, Touch, Verdict};
+use omnigate_destination_sdk::Identifier;
+use omnigate_destination_sdk::conversion::{ConversionEvent, Touch, Verdict};
 use serde_json::{Map, Value, json};
 
 /// Meta rejects a whole request holding an event older than this.

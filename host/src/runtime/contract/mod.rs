@@ -5,6 +5,7 @@
 //! module binds or converts its types to them. Adding a version is one module here plus
 //! one arm in [`Pre`], [`Exports`] and [`detect`].
 
+pub mod destination;
 pub mod v0_1;
 pub mod v0_2;
 
@@ -30,7 +31,8 @@ const FUNCTIONS: [&str; 3] = ["describe", "handle-webhook", "send"];
 /// Define every version's host imports in `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<WasmState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker(linker)?;
-    v0_2::add_to_linker(linker)
+    v0_2::add_to_linker(linker)?;
+    destination::add_to_linker(linker)
 }
 
 /// A compiled plugin linked against its contract version, ready to instantiate.
@@ -40,6 +42,8 @@ pub(crate) enum Pre {
     V0_1(v0_1::ChannelPre<WasmState>),
     /// Built against 0.2.0.
     V0_2(v0_2::ChannelPre<WasmState>),
+    /// A destination plugin (0.2.0).
+    Destination(destination::DestinationPre<WasmState>),
 }
 
 /// One instance's exports, whatever its version.
@@ -48,6 +52,8 @@ pub(crate) enum Exports {
     V0_1(v0_1::Channel),
     /// Built against 0.2.0.
     V0_2(v0_2::Channel),
+    /// A destination plugin (0.2.0).
+    Destination(destination::Destination),
 }
 
 impl Pre {
@@ -59,8 +65,20 @@ impl Pre {
         Ok(match self {
             Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(store).await?),
             Pre::V0_2(pre) => Exports::V0_2(pre.instantiate_async(store).await?),
+            Pre::Destination(pre) => Exports::Destination(pre.instantiate_async(store).await?),
         })
     }
+
+    /// Whether it is a destination plugin.
+    pub(crate) fn is_destination(&self) -> bool {
+        matches!(self, Pre::Destination(_))
+    }
+}
+
+/// A channel call made on a destination plugin, or the reverse: the host binds plugins
+/// by their world, so this is a host bug, reported as a failed call.
+fn wrong_world(what: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("{what} called on a plugin of another world"))
 }
 
 impl Exports {
@@ -77,6 +95,53 @@ impl Exports {
                     .call_describe(store)
                     .await
             }
+            Exports::Destination(_) => {
+                let info = self.describe_destination(store).await?;
+                Ok(PluginInfo {
+                    id: info.id,
+                    name: info.name,
+                    version: info.version,
+                    kind: v0_2::types::ChannelKind::Other,
+                    capabilities: Vec::new(),
+                    config: info.config,
+                    secrets: info.secrets,
+                    outbound_hosts: info.outbound_hosts,
+                })
+            }
+        }
+    }
+
+    /// Call a destination plugin's `describe`.
+    pub(crate) async fn describe_destination(
+        &self,
+        store: &mut Store<WasmState>,
+    ) -> wasmtime::Result<destination::types::DestinationInfo> {
+        match self {
+            Exports::Destination(bindings) => {
+                bindings
+                    .omnigate_channel_destination_plugin()
+                    .call_describe(store)
+                    .await
+            }
+            _ => Err(wrong_world("describe (destination)")),
+        }
+    }
+
+    /// Call a destination plugin's `deliver`.
+    pub(crate) async fn deliver(
+        &self,
+        store: &mut Store<WasmState>,
+        event: &destination::types::Event,
+    ) -> wasmtime::Result<Result<destination::types::Receipt, destination::types::DeliveryError>>
+    {
+        match self {
+            Exports::Destination(bindings) => {
+                bindings
+                    .omnigate_channel_destination_plugin()
+                    .call_deliver(store, event)
+                    .await
+            }
+            _ => Err(wrong_world("deliver")),
         }
     }
 
@@ -94,6 +159,7 @@ impl Exports {
                     .call_handle_webhook(store, request)
                     .await
             }
+            Exports::Destination(_) => Err(wrong_world("handle-webhook")),
         }
     }
 
@@ -111,6 +177,7 @@ impl Exports {
                     .call_send(store, message)
                     .await
             }
+            Exports::Destination(_) => Err(wrong_world("send")),
         }
     }
 }
@@ -131,6 +198,18 @@ pub(crate) fn detect(engine: &Engine, component: &Component) -> Result<&'static 
         found: found.to_owned(),
         supported: supported_list(),
     };
+
+    // A destination plugin exports `destination-plugin`.
+    let destination_interface = format!("{PACKAGE}/destination-plugin@");
+    if let Some((name, _)) = exports
+        .iter()
+        .find(|(name, _)| name.starts_with(&destination_interface))
+    {
+        if name.as_str() != destination::EXPORTS {
+            return Err(unsupported(name));
+        }
+        return Ok(v0_2::VERSION);
+    }
 
     // 0.2.0 and later: the functions are in the exported interface `plugin`.
     let plugin_interface = format!("{PACKAGE}/plugin@");
@@ -234,7 +313,15 @@ pub(crate) fn prepare(
 ) -> Result<Pre, LoadError> {
     let contract = |error: wasmtime::Error| LoadError::Contract(format!("{error:#}"));
     let instance_pre = linker.instantiate_pre(component).map_err(contract)?;
-    if version == v0_1::VERSION {
+    let destination = component
+        .component_type()
+        .exports(linker.engine())
+        .any(|(name, _)| name == destination::EXPORTS);
+    if destination {
+        Ok(Pre::Destination(
+            destination::DestinationPre::new(instance_pre).map_err(contract)?,
+        ))
+    } else if version == v0_1::VERSION {
         Ok(Pre::V0_1(
             v0_1::ChannelPre::new(instance_pre).map_err(contract)?,
         ))

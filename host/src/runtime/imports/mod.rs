@@ -1,10 +1,12 @@
-//! The host capabilities a plugin imports (`interface host` of the contract).
+//! The host capabilities a plugin imports (`interface host` of the contract, and
+//! `hashing` for destination plugins).
 //!
 //! Each capability lives in its own module; this file only wires them to the generated
 //! trait. Guest-visible failures are WIT error values, never traps.
 
 pub mod fetch;
 pub mod guest_output;
+pub mod hashing;
 pub mod placeholders;
 pub mod signature;
 

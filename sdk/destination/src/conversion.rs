@@ -105,7 +105,7 @@ pub struct Touch {
 impl Touch {
     /// When it was seen, in milliseconds since the epoch.
     pub fn at_ms(&self) -> Option<i64> {
-        crate::time::parse_rfc3339(&self.at)
+        crate::millis(&self.at)
     }
 }
 
@@ -132,7 +132,7 @@ pub struct Conversion {
 impl Conversion {
     /// When it happened, in milliseconds since the epoch.
     pub fn occurred_at_ms(&self) -> Option<i64> {
-        crate::time::parse_rfc3339(&self.occurred_at)
+        crate::millis(&self.occurred_at)
     }
 
     /// A consent flag: `Some(false)` when explicitly refused, `None` when not given.
@@ -161,15 +161,6 @@ pub enum Verdict {
     Disable(String),
     /// Too early: the platform takes it from this time (ms since the epoch).
     NotBefore(i64),
-}
-
-/// What kind of customer identifier to normalise and hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Identifier {
-    /// An e-mail address.
-    Email,
-    /// A phone number with its country code.
-    Phone,
 }
 
 #[derive(Deserialize)]
