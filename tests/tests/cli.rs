@@ -50,6 +50,22 @@ fn plugin_check_accepts_a_contract_0_1_plugin() {
     );
 }
 
+/// A destination plugin is checked against the destination world and says what it takes.
+#[test]
+fn plugin_check_accepts_a_destination_plugin() {
+    plugin_check_shows(
+        "meta-capi",
+        &[
+            "is an omnigate destination plugin",
+            "id:           meta-capi",
+            "contract:     omnigate:channel@0.2.0 (destination)",
+            "events:       conversion.recorded",
+            "dataset_id",
+            "access_token",
+        ],
+    );
+}
+
 #[test]
 fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
     plugin_check_shows(

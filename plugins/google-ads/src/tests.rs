@@ -33,9 +33,10 @@ fn hash(identifier: Identifier, value: &str) -> Option<String> {
 
 fn event(touch: Value, conversion: Value) -> ConversionEvent {
     let document = json!({
-        "type": "conversion.recorded",
+        "type": "dev.omnigate.conversion.recorded",
         "data": {
             "id": "evt_1",
+            "type": "conversion.recorded",
             "channel": {"id": "web", "kind": "webchat"},
             "contact": {"id": "ct_1", "handles": [
                 {"kind": "email", "value": "ana.lopez@gmail.com", "verified": false},
