@@ -6,8 +6,8 @@
 //! platform skips what is not its own, and every outcome is a receipt on the conversion.
 
 use omnigate_tests::{
-    FakeApi, Gateway, api_call, common_config, deliver_meta, fixture, json_answer, plugin_path,
-    post, site_and_receiver, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, api_call, common_config, deliver_meta, fixture, get, json_answer,
+    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -229,6 +229,39 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
         })
     );
 
+    // A revoked token (Graph code 190): dead-lettered, and the destination disabled.
+    graph.respond(|_| {
+        json_answer(401, json!({"error": {"message": "Error validating access token: Session has expired",
+                                          "type": "OAuthException", "code": 190, "fbtrace_id": "X"}}))
+    });
+    purchase(&gateway, "ord-wa-2", json!({"phone": "+1 650 555 1234"})).await;
+    let refused = receipts(&gateway, "ord-wa-2", &[("meta", "dead_lettered")]).await;
+    let reason = receipt(&refused, "meta")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("190"), "{reason}");
+    let (status, meta) = api_call(&gateway, "GET", "/v1/subscriptions/meta", None).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["enabled"], false, "{meta}");
+    assert!(
+        meta["disabled_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("190"),
+        "{meta}"
+    );
+
+    // Fixed and re-enabled: it delivers what waited.
+    graph.respond(|_| {
+        json_answer(
+            200,
+            json!({"events_received": 1, "messages": [], "fbtrace_id": "AbC-trace-2"}),
+        )
+    });
+    let (status, enabled) = api_call(&gateway, "POST", "/v1/subscriptions/meta/enable", None).await;
+    assert_eq!(status, 200, "{enabled}");
+
     // 2. A web chat visit from a Google ad, seven hours ago; two purchases later: two
     //    Data Manager events, one access token minted for both.
     send_web(
@@ -332,4 +365,35 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
         2,
         "nothing sent for the held click"
     );
+
+    // 4. The counts per destination and outcome.
+    let (status, metrics) = get(&gateway.url("/metrics"), &[]).await.expect("metrics");
+    assert_eq!(status, 200);
+    let count = |destination: &str, outcome: &str, reason: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("omnigate_destination_events_total{"))
+            .filter(|line| {
+                line.contains(&format!("destination=\"{destination}\""))
+                    && line.contains(&format!("outcome=\"{outcome}\""))
+                    && line.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let events: Vec<String> = graph
+        .requests()
+        .iter()
+        .map(|r| r.json()["data"][0]["event_id"].to_string())
+        .collect();
+    assert_eq!(count("meta", "sent", ""), 1, "{events:?}");
+    assert!(
+        !metrics.contains(r#"channel="meta""#),
+        "destinations are not channels"
+    );
+    assert_eq!(count("meta", "rejected", ""), 1);
+    assert_eq!(count("meta", "skipped", "no_meta_click"), 3);
+    assert_eq!(count("google", "sent", ""), 2);
+    assert_eq!(count("google", "skipped", "no_google_click"), 2);
+    assert_eq!(count("google", "held", ""), 1);
 }

@@ -156,8 +156,10 @@ impl Deliverer {
                 Outcome::Disable { class, error } => {
                     self.failed_attempt(subscription, event, attempts, &class, &error, None);
                     let reason = format!("the target refused every event: {error}");
+                    // Dead-lettered first: disabling stops the workers.
+                    let finished = self.dead_letter(subscription, event, attempts, error).await;
                     let _ = self.failing.send((subscription.id.clone(), reason));
-                    return self.dead_letter(subscription, event, attempts, error).await;
+                    return finished;
                 }
                 Outcome::NotBefore { at } => {
                     // A hold is not a failure: this attempt does not count.

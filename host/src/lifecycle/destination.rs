@@ -120,7 +120,7 @@ pub async fn bind(
     env.allowed_hosts = destination.allowed_hosts.clone();
     env.secrets_hosts = secret_scopes(destination, &plugin.info);
     env.limits = destination.limits.clone();
-    let bound = Arc::new(runtime.bind(plugin.clone(), Arc::new(env)));
+    let bound = Arc::new(runtime.bind_destination(plugin.clone(), Arc::new(env)));
     bound.prewarm().await.map_err(|source| BindError::Warm {
         channel: format!("destination `{}`", destination.id),
         source,

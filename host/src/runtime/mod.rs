@@ -181,6 +181,12 @@ impl Runtime {
         Ok(component)
     }
 
+    /// Give a destination plugin its environment: like a channel's, without the
+    /// channel's webhook and event metrics (its calls are still timed per plugin).
+    pub fn bind_destination(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
+        ChannelRuntime::unmetered(self.engine.clone(), plugin, env, self.budget.clone())
+    }
+
     /// Give `plugin` the environment of a channel.
     pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
         ChannelRuntime::new(self.engine.clone(), plugin, env, self.budget.clone())
