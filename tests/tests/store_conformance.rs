@@ -84,6 +84,7 @@ fn referral(channel: &str, campaign: &str, at: Timestamp) -> Referral {
     Referral {
         source: ReferralSource::Ad,
         channel: channel.to_owned(),
+        channel_kind: Some("messenger".to_owned()),
         at,
         ad_id: Some(format!("ad-{campaign}")),
         campaign: Some(campaign.to_owned()),

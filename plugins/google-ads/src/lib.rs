@@ -56,8 +56,8 @@ impl Destination for GoogleAds {
     }
 
     fn deliver(event: Event) -> Result<Receipt, DeliveryError> {
-        let settings = ingest::Settings::from_config(|key| host::config(key))
-            .map_err(DeliveryError::Disable)?;
+        let settings =
+            ingest::Settings::from_config(host::config).map_err(DeliveryError::Disable)?;
         let conversion =
             ConversionEvent::read(event.document.as_bytes()).map_err(DeliveryError::Permanent)?;
         let hash = |identifier, value: &str| host::hash(identifier, Platform::Google, value);

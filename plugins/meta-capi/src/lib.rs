@@ -56,8 +56,7 @@ impl Destination for MetaCapi {
 
     fn deliver(event: Event) -> Result<Receipt, DeliveryError> {
         // A configuration that cannot work fails every event alike.
-        let settings =
-            capi::Settings::from_config(|key| host::config(key)).map_err(DeliveryError::Disable)?;
+        let settings = capi::Settings::from_config(host::config).map_err(DeliveryError::Disable)?;
         let conversion =
             ConversionEvent::read(event.document.as_bytes()).map_err(DeliveryError::Permanent)?;
         let hash = |identifier, value: &str| host::hash(identifier, Platform::Meta, value);
