@@ -328,6 +328,37 @@ async fn plugin_sign_then_upload_with_the_signature() {
     gateway.stop().await;
 }
 
+/// Destinations are checked like channels: the plugin's world and what it requires, each
+/// problem on the destination's id line.
+#[test]
+fn config_check_checks_destinations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = omnigate_tests::toml_path(&plugin_path("meta-capi"));
+    let webchat = omnigate_tests::toml_path(&plugin_path("webchat"));
+    let file = dir.path().join("destinations.toml");
+    std::fs::write(
+        &file,
+        format!("[store]\nurl = \"memory://\"\n[[destinations]]\nid = \"meta\"\nplugin = {meta}\nsecrets = {{ access_token = \"t\" }}\n[[destinations]]\nid = \"chat\"\nplugin = {webchat}\n"),
+    )
+    .expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{}:4: ", file.display())) && stderr.contains("dataset_id"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:8: ", file.display()))
+            && stderr.contains("is a channel plugin; configure it under [[channels]]"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn config_check_accepts_a_good_file_and_names_the_line_of_each_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
