@@ -27,3 +27,4 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod user_data;

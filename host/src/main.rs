@@ -475,19 +475,33 @@ async fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("{} is refused", file.display()))?;
     let info = &plugin.info;
-    println!("ok: {} is an omnigate channel plugin", file.display());
+    let world = match &plugin.role {
+        omnigate::runtime::Role::Channel => "channel",
+        omnigate::runtime::Role::Destination { .. } => "destination",
+    };
+    println!("ok: {} is an omnigate {world} plugin", file.display());
     println!("  id:           {}", info.id);
     println!("  name:         {}", info.name);
     println!("  version:      {}", info.version);
-    println!("  kind:         {}", omnigate::server::kind_name(info.kind));
-    println!("  contract:     omnigate:channel@{}", plugin.contract);
+    println!(
+        "  contract:     omnigate:channel@{} ({world})",
+        plugin.contract
+    );
     println!("  sha256:       {}", plugin.digest);
-    let capabilities: Vec<&str> = info
-        .capabilities
-        .iter()
-        .map(|c| omnigate::server::capability_name(*c))
-        .collect();
-    println!("  capabilities: {}", capabilities.join(", "));
+    match &plugin.role {
+        omnigate::runtime::Role::Channel => {
+            println!("  kind:         {}", omnigate::server::kind_name(info.kind));
+            let capabilities: Vec<&str> = info
+                .capabilities
+                .iter()
+                .map(|c| omnigate::server::capability_name(*c))
+                .collect();
+            println!("  capabilities: {}", capabilities.join(", "));
+        }
+        omnigate::runtime::Role::Destination { events } => {
+            println!("  events:       {}", events.join(", "));
+        }
+    }
     for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
         println!("  {title}:");
         for setting in settings.iter() {

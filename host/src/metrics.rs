@@ -241,6 +241,27 @@ pub fn conversion_recorded(channel: &str, conversion: &crate::event::ConversionI
     }
 }
 
+/// What a destination did with an event: `omnigate_destination_events_total` by
+/// destination and `outcome` (`sent`, `skipped`, `retried`, `held`, `rejected`), with the
+/// skip reason when it is a short code (a plugin cannot mint unbounded labels: anything
+/// else counts as `other`).
+pub fn destination_outcome(destination: &str, outcome: &'static str, reason: Option<&str>) {
+    let reason = reason.map_or("", |reason| {
+        let code = (1..=40).contains(&reason.len())
+            && reason
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if code { reason } else { "other" }
+    });
+    counter!(
+        "omnigate_destination_events_total",
+        "destination" => destination.to_owned(),
+        "outcome" => outcome,
+        "reason" => reason.to_owned()
+    )
+    .increment(1);
+}
+
 /// The plugin version serving a channel (1 while active, 0 once replaced).
 pub fn plugin_active(channel: &str, plugin: &str, version: &str, digest: &str, active: bool) {
     gauge!(

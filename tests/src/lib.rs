@@ -100,6 +100,17 @@ pub fn plugin_path(name: &str) -> PathBuf {
     component("plugins", name)
 }
 
+/// The built example plugin `name` in another language (`target/examples/<name>.wasm`,
+/// from `plugins/examples/<name>`).
+pub fn example_path(name: &str) -> PathBuf {
+    component("examples", name)
+}
+
+/// A committed test fixture (`tests/fixtures/<name>`).
+pub fn fixture_path(name: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(name)
+}
+
 /// The built test guest `name` (`target/test-guests/<name>.wasm`).
 pub fn guest_path(name: &str) -> PathBuf {
     component("test-guests", name)

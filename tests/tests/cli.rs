@@ -6,13 +6,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omnigate_tests::{get, omnigate_bin, plugin_path, root, xtask_bin};
+use std::path::Path;
+
+use omnigate_tests::{fixture_path, get, omnigate_bin, plugin_path, root, xtask_bin};
 
 /// `omnigate plugin check` accepts the built plugin `name` and prints each of `expected`.
 fn plugin_check_shows(name: &str, expected: &[&str]) {
+    plugin_file_check_shows(&plugin_path(name), expected);
+}
+
+/// `omnigate plugin check` accepts the plugin file `path` and prints each of `expected`.
+fn plugin_file_check_shows(path: &Path, expected: &[&str]) {
     let output = Command::new(omnigate_bin())
         .args(["plugin", "check"])
-        .arg(plugin_path(name))
+        .arg(path)
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -29,13 +36,43 @@ fn plugin_check_shows(name: &str, expected: &[&str]) {
     }
 }
 
+/// A plugin built against the frozen contract 0.1.0 still loads (the web chat plugin as
+/// built before 0.2.0; `tests/fixtures/webchat-0.1.0.wasm`).
+#[test]
+fn plugin_check_accepts_a_contract_0_1_plugin() {
+    plugin_file_check_shows(
+        &fixture_path("webchat-0.1.0.wasm"),
+        &[
+            "id:           webchat",
+            "contract:     omnigate:channel@0.1.0",
+            "signing_secret",
+        ],
+    );
+}
+
+/// A destination plugin is checked against the destination world and says what it takes.
+#[test]
+fn plugin_check_accepts_a_destination_plugin() {
+    plugin_check_shows(
+        "meta-capi",
+        &[
+            "is an omnigate destination plugin",
+            "id:           meta-capi",
+            "contract:     omnigate:channel@0.2.0 (destination)",
+            "events:       conversion.recorded",
+            "dataset_id",
+            "access_token",
+        ],
+    );
+}
+
 #[test]
 fn plugin_check_accepts_web_chat_and_shows_what_it_declares() {
     plugin_check_shows(
         "webchat",
         &[
             "id:           webchat",
-            "contract:     omnigate:channel@0.1.0",
+            "contract:     omnigate:channel@0.2.0",
             "callback_url",
             "signing_secret",
             "capabilities: text",
@@ -289,6 +326,37 @@ async fn plugin_sign_then_upload_with_the_signature() {
     let answer: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(answer["activated"]["plugin"], "hostile@0.1.0");
     gateway.stop().await;
+}
+
+/// Destinations are checked like channels: the plugin's world and what it requires, each
+/// problem on the destination's id line.
+#[test]
+fn config_check_checks_destinations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = omnigate_tests::toml_path(&plugin_path("meta-capi"));
+    let webchat = omnigate_tests::toml_path(&plugin_path("webchat"));
+    let file = dir.path().join("destinations.toml");
+    std::fs::write(
+        &file,
+        format!("[store]\nurl = \"memory://\"\n[[destinations]]\nid = \"meta\"\nplugin = {meta}\nsecrets = {{ access_token = \"t\" }}\n[[destinations]]\nid = \"chat\"\nplugin = {webchat}\n"),
+    )
+    .expect("write");
+    let output = Command::new(omnigate_bin())
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{}:4: ", file.display())) && stderr.contains("dataset_id"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:8: ", file.display()))
+            && stderr.contains("is a channel plugin; configure it under [[channels]]"),
+        "{stderr}"
+    );
 }
 
 #[test]

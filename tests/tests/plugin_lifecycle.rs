@@ -173,7 +173,7 @@ async fn swap_under_steady_traffic_loses_nothing_and_rollback_restores() {
     assert_eq!(versions.len(), 2, "{list}");
     assert!(versions.iter().any(|v| v["digest"] == new_digest.as_str()
         && v["channels"].as_array().is_some_and(Vec::is_empty)
-        && v["world"] == "omnigate:channel/channel@0.1.0"));
+        && v["world"] == "omnigate:channel/channel@0.2.0"));
     if let Ok(gateway) = Arc::try_unwrap(gateway) {
         gateway.stop().await;
     }

@@ -84,6 +84,7 @@ fn referral(channel: &str, campaign: &str, at: Timestamp) -> Referral {
     Referral {
         source: ReferralSource::Ad,
         channel: channel.to_owned(),
+        channel_kind: Some("messenger".to_owned()),
         at,
         ad_id: Some(format!("ad-{campaign}")),
         campaign: Some(campaign.to_owned()),
@@ -1391,6 +1392,29 @@ async fn rollups_once(store: &dyn ContextStore) {
     assert_eq!(count(tables), [3, 3]);
 }
 
+/// Receipts: one per destination, replaced by the destination's next, listed in
+/// destination order; none for an unknown conversion.
+async fn receipts(store: &dyn ContextStore) {
+    let outcomes = store.outcomes();
+    assert!(outcomes.receipts("cv-none").await.expect("none").is_empty());
+    outcomes
+        .keep_receipt("ord-1", "meta", r#"{"status":"failed"}"#)
+        .await
+        .expect("keep");
+    outcomes
+        .keep_receipt("ord-1", "google", r#"{"status":"scheduled"}"#)
+        .await
+        .expect("keep");
+    outcomes
+        .keep_receipt("ord-1", "meta", r#"{"status":"sent"}"#)
+        .await
+        .expect("replace");
+    assert_eq!(
+        outcomes.receipts("ord-1").await.expect("list"),
+        vec![r#"{"status":"scheduled"}"#, r#"{"status":"sent"}"#]
+    );
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -1409,6 +1433,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     timeline_cap(&*store).await;
     idle_contacts(&*store).await;
     rollups_once(&*store).await;
+    receipts(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,9 +1,15 @@
 //! Web chat end to end: a signed message in → a signed CloudEvent out at a real receiver;
 //! a reply through `/v1` → the site backend, signed; duplicates; refusals.
+//!
+//! The same suite runs against every build of the web chat plugin: the Rust plugin, its
+//! contract 0.1.0 build kept as a fixture (older plugins keep working), and the Python
+//! and JavaScript examples (`plugins/examples/`), which must behave identically.
+
+use std::path::{Path, PathBuf};
 
 use omnigate_tests::{
-    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, get,
-    json_answer, plugin_path, post, reply_url, send_reply, standard_webhooks_headers,
+    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, fixture_path,
+    get, json_answer, plugin_path, post, reply_url, send_reply, standard_webhooks_headers,
     standard_webhooks_headers_at, start_channel, toml_path, verify_delivery,
 };
 use serde_json::{Value, json};
@@ -12,7 +18,7 @@ const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The web chat channel, and the common configuration with the subscription sending the
 /// last 5 messages of history.
-fn config(site: &FakeApi, receiver: &Receiver) -> String {
+fn config(plugin: &Path, site: &FakeApi, receiver: &Receiver) -> String {
     format!(
         r#"
         [[channels]]
@@ -24,7 +30,7 @@ fn config(site: &FakeApi, receiver: &Receiver) -> String {
         {common}
         history = 5
         "#,
-        plugin = toml_path(&plugin_path("webchat")),
+        plugin = toml_path(plugin),
         site = site.authority,
         site_url = site.url,
         common = common_config(receiver),
@@ -56,13 +62,49 @@ async fn send(gateway: &Gateway, body: &[u8]) -> (u16, String) {
         .expect("post")
 }
 
-async fn setup() -> (Gateway, Receiver, FakeApi) {
-    start_channel(|_| json_answer(200, json!({"id": "site-reply-1"})), config).await
+async fn setup(plugin: &Path) -> (Gateway, Receiver, FakeApi) {
+    start_channel(
+        |_| json_answer(200, json!({"id": "site-reply-1"})),
+        |site, receiver| config(plugin, site, receiver),
+    )
+    .await
 }
 
-#[tokio::test]
-async fn message_in_signed_cloudevent_out_and_reply_back() {
-    let (gateway, receiver, site) = setup().await;
+/// One module of tests per build of the plugin, each calling the suite's functions.
+macro_rules! suite {
+    ($($build:ident => $plugin:expr;)*) => {$(
+        mod $build {
+            use super::*;
+
+            fn plugin() -> PathBuf {
+                $plugin
+            }
+
+            #[tokio::test]
+            async fn message_in_signed_cloudevent_out_and_reply_back() {
+                super::message_in_signed_cloudevent_out_and_reply_back(&plugin()).await;
+            }
+
+            #[tokio::test]
+            async fn duplicate_webhook_produces_one_event() {
+                super::duplicate_webhook_produces_one_event(&plugin()).await;
+            }
+
+            #[tokio::test]
+            async fn refusals_have_the_right_status_and_json_error() {
+                super::refusals_have_the_right_status_and_json_error(&plugin()).await;
+            }
+        }
+    )*};
+}
+
+suite! {
+    rust => plugin_path("webchat");
+    contract_0_1 => fixture_path("webchat-0.1.0.wasm");
+}
+
+async fn message_in_signed_cloudevent_out_and_reply_back(plugin: &Path) {
+    let (gateway, receiver, site) = setup(plugin).await;
     let (status, _) = send(&gateway, &message("site-1", "v-42", "Hola")).await;
     assert_eq!(status, 200);
 
@@ -131,9 +173,8 @@ async fn message_in_signed_cloudevent_out_and_reply_back() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_webhook_produces_one_event() {
-    let (gateway, receiver, _site) = setup().await;
+async fn duplicate_webhook_produces_one_event(plugin: &Path) {
+    let (gateway, receiver, _site) = setup(plugin).await;
     let body = message("dup-1", "v-7", "first");
     assert_eq!(send(&gateway, &body).await.0, 200);
     // The provider retries the same message (new delivery attempt, new signature).
@@ -159,9 +200,8 @@ fn error_code(body: &str) -> String {
     api_error(body).0
 }
 
-#[tokio::test]
-async fn refusals_have_the_right_status_and_json_error() {
-    let (gateway, receiver, _site) = setup().await;
+async fn refusals_have_the_right_status_and_json_error(plugin: &Path) {
+    let (gateway, receiver, _site) = setup(plugin).await;
     let url = gateway.url("/webhooks/web");
     let body = message("bad-1", "v-1", "x");
 

@@ -152,20 +152,30 @@ pub async fn change_stage(app: &App, id: &str, change: StageChange<'_>) -> Resul
     }))
 }
 
-/// `GET /v1/conversions/{id}`: the answer given when it was recorded.
+/// `GET /v1/conversions/{id}`: the answer given when it was recorded, and under
+/// `destinations` what each conversion destination did with it so far.
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let kept = app
-        .pipeline
-        .store()
-        .outcomes()
+    let outcomes = app.pipeline.store().outcomes();
+    let kept = outcomes
         .conversion(&id)
         .await
         .map_err(lookup::unavailable)?
         .ok_or_else(|| ApiError::not_found("conversion", format!("no conversion `{id}`")))?;
-    stored(&kept).map(Json)
+    let mut answer = stored(&kept)?;
+    let receipts = outcomes
+        .receipts(&id)
+        .await
+        .map_err(lookup::unavailable)?
+        .iter()
+        .map(|receipt| stored(receipt))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(object) = answer.as_object_mut() {
+        object.insert("destinations".to_owned(), Value::Array(receipts));
+    }
+    Ok(Json(answer))
 }
 
 fn stored(kept: &str) -> Result<Value, ApiError> {

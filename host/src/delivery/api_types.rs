@@ -84,7 +84,11 @@ impl TestResult {
         let (delivered, failure, retryable) = match outcome {
             Outcome::Delivered => (true, None, None),
             Outcome::Retry { class, error, .. } => (false, Some((class, error)), Some(true)),
-            Outcome::Permanent { class, error } => (false, Some((class, error)), Some(false)),
+            Outcome::Permanent { class, error } | Outcome::Disable { class, error } => {
+                (false, Some((class, error)), Some(false))
+            }
+            // A held ping reached its target, which answered "later".
+            Outcome::NotBefore { .. } => (true, None, None),
         };
         let error = failure.map(|(class, error)| {
             tracing::info!(subscription, %error, "test send failed");

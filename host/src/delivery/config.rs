@@ -8,6 +8,7 @@ use omnigate_signature::standard_webhooks::decode_secret;
 use serde::{Deserialize, Deserializer};
 
 use super::DeliveryError;
+use super::destination::{Destination, DestinationSink, ReceiptBook};
 use super::envelope::{CloudEventsMode, PreviousSecret};
 use super::filter::EventFilter;
 use super::http::HttpSink;
@@ -144,7 +145,27 @@ pub struct SubscriptionConfig {
     /// End of the rotation grace period (RFC 3339); required with `previous_secret`.
     #[serde(default)]
     pub previous_secret_expires: Option<jiff::Timestamp>,
+    /// `destination`: the loaded plugin (from `[[destinations]]`, never from TOML here).
+    #[serde(skip)]
+    pub destination: Option<DestinationTarget>,
 }
+
+/// The plugin behind a destination subscription, and where its receipts go.
+#[derive(Debug, Clone)]
+pub struct DestinationTarget {
+    /// The destination plugin (it follows hot swaps of the plugin itself).
+    pub plugin: Arc<dyn Destination>,
+    /// Where receipts are kept.
+    pub receipts: Arc<dyn ReceiptBook>,
+}
+
+impl PartialEq for DestinationTarget {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.plugin, &other.plugin) && Arc::ptr_eq(&self.receipts, &other.receipts)
+    }
+}
+
+impl Eq for DestinationTarget {}
 
 /// What kind of target a subscription delivers to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -155,6 +176,8 @@ pub enum SubscriptionKind {
     Http,
     /// `XADD` to a Redis stream, read by consumer groups.
     RedisStream,
+    /// A destination plugin (`[[destinations]]`).
+    Destination,
 }
 
 fn no_secret() -> Secret {
@@ -238,6 +261,33 @@ const MAX_PARTITIONS: u32 = 1024;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl SubscriptionConfig {
+    /// The subscription of a destination plugin (a `[[destinations]]` entry): `url`
+    /// names the plugin for listings.
+    pub fn for_destination(
+        id: String,
+        plugin: String,
+        events: Vec<String>,
+        channels: Vec<String>,
+        target: DestinationTarget,
+    ) -> Self {
+        Self {
+            id: Some(id),
+            kind: SubscriptionKind::Destination,
+            url: format!("plugin:{plugin}"),
+            secret: no_secret(),
+            stream: None,
+            maxlen: None,
+            events,
+            channels,
+            history: 0,
+            include_raw: false,
+            mode: CloudEventsMode::Structured,
+            previous_secret: None,
+            previous_secret_expires: None,
+            destination: Some(target),
+        }
+    }
+
     /// Validates one subscription; `position` is its 0-based place in the configuration.
     /// An HTTP target whose host is an address literal must be permitted by `policy`.
     pub(crate) fn validate(
@@ -290,6 +340,16 @@ impl SubscriptionConfig {
             }
             SubscriptionKind::RedisStream => {
                 Arc::new(sink(&self.url, self.stream.as_deref(), self.maxlen).map_err(&fail)?)
+            }
+            SubscriptionKind::Destination => {
+                let target = self.destination.ok_or_else(|| {
+                    fail("destinations are configured under `[[destinations]]`".into())
+                })?;
+                Arc::new(DestinationSink {
+                    id: id.clone(),
+                    plugin: target.plugin,
+                    receipts: target.receipts,
+                })
             }
         };
         Ok(Subscription {

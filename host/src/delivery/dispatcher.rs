@@ -132,7 +132,7 @@ impl Deliverer {
             let span = attempt_span(subscription, event, attempts, trace);
             let started = std::time::Instant::now();
             let outcome = self
-                .attempt(subscription, event, &prepared, &span)
+                .attempt(subscription, event, &prepared, attempts, &span)
                 .instrument(span.clone())
                 .await;
             metrics.attempt_latency.record(started.elapsed());
@@ -152,6 +152,26 @@ impl Deliverer {
                 Outcome::Permanent { class, error } => {
                     self.failed_attempt(subscription, event, attempts, &class, &error, None);
                     return self.dead_letter(subscription, event, attempts, error).await;
+                }
+                Outcome::Disable { class, error } => {
+                    self.failed_attempt(subscription, event, attempts, &class, &error, None);
+                    let reason = format!("the target refused every event: {error}");
+                    // Dead-lettered first: disabling stops the workers.
+                    let finished = self.dead_letter(subscription, event, attempts, error).await;
+                    let _ = self.failing.send((subscription.id.clone(), reason));
+                    return finished;
+                }
+                Outcome::NotBefore { at } => {
+                    // A hold is not a failure: this attempt does not count.
+                    attempts -= 1;
+                    let wait =
+                        Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
+                    tracing::debug!(subscription = %subscription.id, event_id = %event.id, %at, "held by the target until");
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut phase) => return Finished::Abandoned,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
                 Outcome::Retry {
                     class,
@@ -183,6 +203,7 @@ impl Deliverer {
         subscription: &Subscription,
         event: &Event,
         prepared: &envelope::Prepared,
+        attempt: u32,
         span: &tracing::Span,
     ) -> Outcome {
         // The attempt span's own context when spans are exported, so the receiver
@@ -194,6 +215,8 @@ impl Deliverer {
             .attempt(Attempt {
                 client: &self.client,
                 event_id: &event.id,
+                event: Some(event),
+                attempt,
                 prepared,
                 traceparent: &traceparent,
             })
@@ -255,6 +278,10 @@ impl Deliverer {
             last_error = %last_error,
             "delivery dead-lettered"
         );
+        subscription
+            .sink
+            .dead_lettered(event, attempts, &last_error)
+            .await;
         let letter = StoredDeadLetter {
             subscription: subscription.id.clone(),
             attempts,
@@ -333,10 +360,13 @@ fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
             span.record("error", class.as_str());
             span.record("otel.status_code", "error");
         }
-        Outcome::Permanent { class, .. } => {
+        Outcome::Permanent { class, .. } | Outcome::Disable { class, .. } => {
             span.record("outcome", "failed");
             span.record("error", class.as_str());
             span.record("otel.status_code", "error");
+        }
+        Outcome::NotBefore { .. } => {
+            span.record("outcome", "held");
         }
     }
 }

@@ -116,6 +116,9 @@ pub(crate) fn prepare(
     }
 }
 
+/// The type of the test event.
+pub(crate) const PING_TYPE: &str = "dev.omnigate.ping";
+
 /// A test event (`dev.omnigate.ping`) for `POST /v1/subscriptions/{id}/test`.
 pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
     let now = Timestamp::now();
@@ -125,7 +128,7 @@ pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
             body: serde_json::json!({
                 "specversion": "1.0",
                 "id": event_id,
-                "type": "dev.omnigate.ping",
+                "type": PING_TYPE,
                 "source": "/omnigate",
                 "time": now,
                 "datacontenttype": DATA_CONTENT_TYPE,
@@ -142,7 +145,7 @@ pub(crate) fn ping(event_id: &str, mode: CloudEventsMode) -> Prepared {
             headers: vec![
                 ("ce-specversion", "1.0".to_owned()),
                 ("ce-id", event_id.to_owned()),
-                ("ce-type", "dev.omnigate.ping".to_owned()),
+                ("ce-type", PING_TYPE.to_owned()),
                 ("ce-source", "/omnigate".to_owned()),
                 ("ce-time", now.to_string()),
             ],

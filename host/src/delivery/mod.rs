@@ -15,6 +15,7 @@
 
 pub mod api_types;
 mod config;
+pub mod destination;
 mod dispatcher;
 mod envelope;
 mod filter;
@@ -39,7 +40,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use config::{DeliverySettings, SubscriptionConfig, SubscriptionKind};
+pub use config::{DeliverySettings, DestinationTarget, SubscriptionConfig, SubscriptionKind};
 pub use envelope::CloudEventsMode;
 pub use outbox::OutboxError;
 
@@ -598,6 +599,8 @@ impl Delivery {
             .attempt(sink::Attempt {
                 client: self.inner.registry.client(),
                 event_id: &event_id,
+                event: None,
+                attempt: 1,
                 prepared: &prepared,
                 traceparent: &envelope::traceparent(&event_id),
             })

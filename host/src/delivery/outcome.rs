@@ -31,6 +31,20 @@ pub(crate) enum Outcome {
         /// Human-readable detail.
         error: String,
     },
+    /// No event can succeed until the operator acts (a destination's revoked token):
+    /// dead-lettered like `Permanent`, and the subscription disabled at once.
+    Disable {
+        /// Short class for logs.
+        class: String,
+        /// Human-readable detail.
+        error: String,
+    },
+    /// The target takes the event only from `at` (a destination's hold): waited for,
+    /// not counted as a failed attempt.
+    NotBefore {
+        /// When to try again.
+        at: Timestamp,
+    },
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now`; capped.

@@ -393,5 +393,6 @@ pub(crate) fn to_config(stored: &StoredSubscription) -> SubscriptionConfig {
         mode: stored.mode,
         previous_secret: stored.previous_secret.as_deref().map(Secret::new),
         previous_secret_expires: stored.previous_secret_expires,
+        destination: None,
     }
 }

@@ -122,6 +122,7 @@ fn subscription(url: String) -> SubscriptionConfig {
         mode: CloudEventsMode::Structured,
         previous_secret: None,
         previous_secret_expires: None,
+        destination: None,
     }
 }
 
@@ -763,4 +764,203 @@ async fn start_rejects_invalid_configuration() {
         Delivery::start(zero, vec![]),
         Err(DeliveryError::Config(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Destination subscriptions: a scripted destination plugin and an in-memory receipt book.
+
+use super::destination::{
+    Accepted, Delivery as Handed, Destination, Receipt, ReceiptBook, ReceiptStatus, Refusal,
+};
+
+/// Answers from a script (then `Sent`), and records what it was handed.
+#[derive(Debug, Default)]
+struct ScriptedDestination {
+    script: parking_lot::Mutex<std::collections::VecDeque<Result<Accepted, Refusal>>>,
+    handed: parking_lot::Mutex<Vec<(String, String, Value)>>,
+}
+
+#[async_trait::async_trait]
+impl Destination for ScriptedDestination {
+    async fn deliver(&self, delivery: Handed<'_>) -> Result<Accepted, Refusal> {
+        let document = serde_json::from_slice(delivery.cloudevent).unwrap_or(Value::Null);
+        self.handed.lock().push((
+            delivery.event_id.to_owned(),
+            delivery.event_type.to_owned(),
+            document,
+        ));
+        self.script.lock().pop_front().unwrap_or_else(|| {
+            Ok(Accepted::Sent {
+                receipt: "req-default".into(),
+            })
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Book(parking_lot::Mutex<Vec<(String, Receipt)>>);
+
+#[async_trait::async_trait]
+impl ReceiptBook for Book {
+    async fn keep(&self, conversion_id: &str, receipt: &Receipt) {
+        self.0
+            .lock()
+            .push((conversion_id.to_owned(), receipt.clone()));
+    }
+}
+
+fn conversion_event(id: &str, conversion_id: &str) -> Event {
+    let mut sent = event(id, EventType::ConversionRecorded, "wa", "cv_1");
+    sent.message = None;
+    sent.conversion = Some(crate::event::ConversionInfo {
+        id: conversion_id.into(),
+        name: "purchase".into(),
+        value: Some("129.90".into()),
+        currency: Some("EUR".into()),
+        occurred_at: at("2026-11-24T10:00:00Z"),
+        attributed: true,
+        reason: None,
+        consent: None,
+        properties: None,
+    });
+    sent
+}
+
+fn destination(
+    id: &str,
+    script: Vec<Result<Accepted, Refusal>>,
+) -> (SubscriptionConfig, Arc<ScriptedDestination>, Arc<Book>) {
+    let plugin = Arc::new(ScriptedDestination {
+        script: parking_lot::Mutex::new(script.into()),
+        ..ScriptedDestination::default()
+    });
+    let book = Arc::new(Book::default());
+    let mut config = subscription(format!("destination:{id}"));
+    config.id = Some(id.into());
+    config.kind = SubscriptionKind::Destination;
+    config.events = vec!["conversion.recorded".into()];
+    config.destination = Some(DestinationTarget {
+        plugin: plugin.clone(),
+        receipts: book.clone(),
+    });
+    (config, plugin, book)
+}
+
+fn statuses(book: &Book) -> Vec<(String, ReceiptStatus, u32)> {
+    book.0
+        .lock()
+        .iter()
+        .map(|(conversion, receipt)| (conversion.clone(), receipt.status, receipt.attempts))
+        .collect()
+}
+
+#[tokio::test]
+async fn destination_retries_and_holds_then_keeps_the_receipt() {
+    init();
+    let held_until = Timestamp::now() + Duration::from_millis(300);
+    let (meta, plugin, book) = destination(
+        "meta",
+        vec![
+            Err(Refusal::Retryable {
+                reason: "code 4: throttled".into(),
+                retry_after: None,
+            }),
+            Err(Refusal::NotBefore { at: held_until }),
+            Ok(Accepted::Sent {
+                receipt: "fbtrace-1".into(),
+            }),
+        ],
+    );
+    // One retry only: the hold must not use it up.
+    let delivery = Delivery::start(settings(&[50]), vec![meta]).expect("starts");
+    publish(
+        &delivery,
+        vec![
+            message("evt_msg", "cv_1"),
+            conversion_event("evt_conv", "ord-1"),
+        ],
+    )
+    .await;
+    eventually("sent", || delivery.stats().delivered == 1).await;
+    assert!(
+        Timestamp::now() >= held_until,
+        "held until the platform's time"
+    );
+    assert_eq!(delivery.stats().dead_lettered, 0);
+    let handed = plugin.handed.lock().clone();
+    assert_eq!(handed.len(), 3, "only the conversion, three times");
+    assert!(handed.iter().all(|(id, kind, document)| id == "evt_conv"
+        && kind == "conversion.recorded"
+        && document["data"]["conversion"]["id"] == "ord-1"));
+    assert_eq!(
+        statuses(&book),
+        [
+            ("ord-1".into(), ReceiptStatus::Failed, 1),
+            ("ord-1".into(), ReceiptStatus::Scheduled, 2),
+            ("ord-1".into(), ReceiptStatus::Sent, 2),
+        ]
+    );
+    let kept = book.0.lock();
+    assert_eq!(kept[1].1.not_before, Some(held_until));
+    assert_eq!(kept[2].1.receipt.as_deref(), Some("fbtrace-1"));
+    assert_eq!(kept[0].1.reason.as_deref(), Some("code 4: throttled"));
+}
+
+#[tokio::test]
+async fn destination_skip_is_delivered_with_its_reason() {
+    init();
+    let (google, _, book) = destination(
+        "google",
+        vec![Ok(Accepted::Skipped {
+            reason: "no_click_id".into(),
+        })],
+    );
+    let delivery = Delivery::start(settings(&[50]), vec![google]).expect("starts");
+    publish(&delivery, vec![conversion_event("evt_c", "ord-2")]).await;
+    eventually("skipped", || delivery.stats().delivered == 1).await;
+    let kept = book.0.lock();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1.status, ReceiptStatus::Skipped);
+    assert_eq!(kept[0].1.reason.as_deref(), Some("no_click_id"));
+    assert_eq!(kept[0].1.destination, "google");
+}
+
+#[tokio::test]
+async fn destination_refusing_all_is_dead_lettered_and_disabled() {
+    init();
+    let (meta, plugin, book) = destination(
+        "meta",
+        vec![Err(Refusal::Disable {
+            reason: "code 190: access token expired".into(),
+        })],
+    );
+    let delivery = Delivery::start(settings(&[50, 50, 50]), vec![meta]).expect("starts");
+    publish(&delivery, vec![conversion_event("evt_c", "ord-3")]).await;
+    eventually("dead letter", || delivery.stats().dead_lettered == 1).await;
+    assert_eq!(plugin.handed.lock().len(), 1, "not retried");
+    assert_eq!(
+        statuses(&book),
+        [("ord-3".into(), ReceiptStatus::DeadLettered, 1)]
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = delivery.subscription("meta").await.expect("known");
+        if !view.enabled {
+            let reason = view.disabled_reason.unwrap_or_default();
+            assert!(reason.contains("code 190"), "{reason}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn destination_needs_its_plugin() {
+    let mut config = subscription("destination:x".into());
+    config.kind = SubscriptionKind::Destination;
+    let error = config
+        .validate(0, &crate::netguard::NetworkPolicy::default())
+        .expect_err("no plugin");
+    assert!(error.to_string().contains("[[destinations]]"), "{error}");
 }

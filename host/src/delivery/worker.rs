@@ -158,6 +158,7 @@ impl Worker {
         let mut more = true;
         loop {
             if *retire.borrow() {
+                self.settle_finished(held).await;
                 return Ownership::Retired;
             }
             self.start_ready(held);
@@ -199,6 +200,7 @@ impl Worker {
                 Ok(()) = phase.changed() => {}
                 Ok(()) = retire.changed() => {
                     if *retire.borrow() {
+                        self.settle_finished(held).await;
                         return Ownership::Retired;
                     }
                 }
@@ -228,6 +230,15 @@ impl Worker {
                 () = self.wake.notified(), if reading => more = true,
                 () = tokio::time::sleep(self.timing.poll), if reading => more = true,
             }
+        }
+    }
+
+    /// Settles the deliveries that already finished (their entries acknowledged), so a
+    /// retired pair does not leave them to be delivered again when it runs again (a
+    /// destination disabled by the very event it dead-lettered).
+    async fn settle_finished(&self, held: &mut Held) {
+        while let Some(done) = held.running.try_join_next() {
+            self.finished(held, done).await;
         }
     }
 

@@ -320,6 +320,11 @@ pub struct Referral {
     pub source: ReferralSource,
     /// Channel where it was seen.
     pub channel: String,
+    /// The kind of that channel (`whatsapp`, `instagram`, …), so a tool or destination
+    /// can tell a click-to-WhatsApp ad from an Instagram one when the conversation has
+    /// moved on to another channel. Absent on referrals recorded before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_kind: Option<String>,
     /// When it was seen.
     #[schemars(with = "String")]
     pub at: Timestamp,

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
-use crate::ops::config::ChannelConfig;
+use crate::ops::config::{ChannelConfig, DestinationConfig};
 use crate::pipeline::ChannelMeta;
 use crate::runtime::types::{ChannelKind, PluginInfo};
-use crate::runtime::{AllowedHosts, CallError, ChannelEnv, ChannelRuntime, Plugin, Runtime};
+use crate::runtime::{AllowedHosts, CallError, ChannelEnv, ChannelRuntime, Plugin, Role, Runtime};
 
 /// Why a plugin version cannot serve a channel.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    /// The channel lacks configuration the plugin requires.
-    #[error("channel `{channel}` ({plugin}): {problem}")]
+    /// The channel or destination lacks configuration the plugin requires.
+    #[error("{channel} ({plugin}): {problem}")]
     Requirements {
-        /// The channel.
+        /// The channel or destination, e.g. ``channel `web` ``.
         channel: String,
         /// The plugin id.
         plugin: String,
@@ -46,6 +46,15 @@ pub fn bind(
     plugin: Arc<Plugin>,
 ) -> Result<Bound, BindError> {
     check_requirements(channel, &plugin.info)?;
+    if plugin.role != Role::Channel {
+        return Err(BindError::Requirements {
+            channel: channel.label(),
+            plugin: plugin.info.id.clone(),
+            problem: "a destination plugin cannot serve a channel; configure it under \
+                      [[destinations]]"
+                .into(),
+        });
+    }
     let env = Arc::new(ChannelEnv {
         channel_id: channel.id.clone(),
         config: channel
@@ -54,6 +63,7 @@ pub fn bind(
             .map(|(key, value)| (key.clone(), value.to_string()))
             .collect(),
         secrets: channel.secrets.clone(),
+        tokens: std::collections::BTreeMap::new(),
         allowed_hosts: channel.allowed_hosts.clone(),
         secrets_hosts: secret_scopes(channel, &plugin.info),
         limits: channel.limits.clone(),
@@ -83,15 +93,15 @@ pub fn bind(
 /// valid host pattern is left out, so a plugin with only bad entries can send its
 /// secrets nowhere (failing closed rather than open).
 pub fn secret_scopes(
-    channel: &ChannelConfig,
+    channel: &impl PluginSettings,
     info: &PluginInfo,
 ) -> std::collections::BTreeMap<String, AllowedHosts> {
-    let mut scopes = channel.secrets_hosts.clone();
+    let mut scopes = channel.secrets_hosts().clone();
     if info.outbound_hosts.is_empty() {
         return scopes;
     }
     let declared = declared_hosts(&info.outbound_hosts);
-    for name in channel.secrets.keys() {
+    for name in channel.secret_names() {
         scopes
             .entry(name.clone())
             .or_insert_with(|| declared.clone());
@@ -123,7 +133,10 @@ pub async fn warm(bound: &Bound) -> Result<(), BindError> {
 }
 
 /// Every required config key and secret the plugin declares must be configured.
-pub fn check_requirements(channel: &ChannelConfig, info: &PluginInfo) -> Result<(), BindError> {
+pub fn check_requirements(
+    channel: &impl PluginSettings,
+    info: &PluginInfo,
+) -> Result<(), BindError> {
     let missing = |settings: &[crate::runtime::types::Setting], present: &dyn Fn(&str) -> bool| {
         settings
             .iter()
@@ -132,8 +145,8 @@ pub fn check_requirements(channel: &ChannelConfig, info: &PluginInfo) -> Result<
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let missing_config = missing(&info.config, &|name| channel.config.contains_key(name));
-    let missing_secrets = missing(&info.secrets, &|name| channel.secrets.contains_key(name));
+    let missing_config = missing(&info.config, &|name| channel.has_config(name));
+    let missing_secrets = missing(&info.secrets, &|name| channel.has_secret(name));
     let mut problems = Vec::new();
     if !missing_config.is_empty() {
         problems.push(format!("missing config keys: {missing_config}"));
@@ -145,10 +158,60 @@ pub fn check_requirements(channel: &ChannelConfig, info: &PluginInfo) -> Result<
         return Ok(());
     }
     Err(BindError::Requirements {
-        channel: channel.id.clone(),
+        channel: channel.label(),
         plugin: info.id.clone(),
         problem: problems.join("; "),
     })
+}
+
+/// What a configured channel or destination gives its plugin, as binding checks it.
+pub trait PluginSettings {
+    /// ``channel `id` `` or ``destination `id` ``, for messages.
+    fn label(&self) -> String;
+    /// Whether `config` has `key`.
+    fn has_config(&self, key: &str) -> bool;
+    /// Whether `secrets` has `name`.
+    fn has_secret(&self, name: &str) -> bool;
+    /// The secrets' names.
+    fn secret_names(&self) -> Vec<&String>;
+    /// `secrets_hosts`.
+    fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts>;
+}
+
+impl PluginSettings for ChannelConfig {
+    fn label(&self) -> String {
+        format!("channel `{}`", self.id)
+    }
+    fn has_config(&self, key: &str) -> bool {
+        self.config.contains_key(key)
+    }
+    fn has_secret(&self, name: &str) -> bool {
+        self.secrets.contains_key(name)
+    }
+    fn secret_names(&self) -> Vec<&String> {
+        self.secrets.keys().collect()
+    }
+    fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts> {
+        &self.secrets_hosts
+    }
+}
+
+impl PluginSettings for DestinationConfig {
+    fn label(&self) -> String {
+        format!("destination `{}`", self.id)
+    }
+    fn has_config(&self, key: &str) -> bool {
+        self.config.contains_key(key)
+    }
+    fn has_secret(&self, name: &str) -> bool {
+        self.secrets.contains_key(name)
+    }
+    fn secret_names(&self) -> Vec<&String> {
+        self.secrets.keys().collect()
+    }
+    fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts> {
+        &self.secrets_hosts
+    }
 }
 
 /// The contract name of a capability.

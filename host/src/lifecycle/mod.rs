@@ -15,6 +15,7 @@
 
 pub mod binding;
 mod catalog;
+pub mod destination;
 pub mod signing;
 pub mod sync;
 pub mod watch;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::delivery::{DeliverySettings, SubscriptionConfig};
 use crate::pipeline::PipelineSettings;
 use crate::runtime::{AllowedHosts, Limits};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSpec};
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -62,6 +62,9 @@ pub struct Config {
     /// `[[subscriptions]]`.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[[destinations]]`: subscriptions delivered by destination plugins.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
 }
 
 /// `[server]`.
@@ -490,6 +493,41 @@ pub struct ChannelConfig {
     pub reply_window: Option<Duration>,
 }
 
+/// `[[destinations]]`: a destination plugin (an ad platform's conversion API, a CRM)
+/// fed by the delivery engine like a subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Id in logs, metrics, dead letters and receipts; lowercase letters, digits, `-`,
+    /// `_`, and not the id of a subscription.
+    pub id: String,
+    /// A plugin name in the plugins dir, or a path to a `.wasm` file.
+    pub plugin: String,
+    /// Event types to deliver (`*`, names or `prefix.*`); defaults to what the plugin's
+    /// `describe` asks for.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Channel ids to deliver; empty (the default) means every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Values the plugin reads with `config(key)`.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Secrets the plugin uses by name (never sees): values, or `{ oauth2 = { … } }`
+    /// access tokens the host mints.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// Hosts the plugin may reach with `http-fetch`.
+    #[serde(default)]
+    pub allowed_hosts: AllowedHosts,
+    /// Per secret, the only origins its placeholders may be sent to.
+    #[serde(default)]
+    pub secrets_hosts: BTreeMap<String, AllowedHosts>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -563,41 +601,84 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for channel in &self.channels {
-            let valid = !channel.id.is_empty()
-                && channel.id.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !valid {
-                broken.push(format!(
-                    "channel id `{}` must be lowercase letters, digits, `-` or `_`",
-                    channel.id
-                ));
-            } else if !seen.insert(channel.id.as_str()) {
-                broken.push(format!("channel id `{}` appears twice", channel.id));
-            }
-            if let Some(unknown) = channel
-                .secrets_hosts
-                .keys()
-                .find(|name| !channel.secrets.contains_key(*name))
-            {
-                broken.push(format!(
-                    "channel `{}`: `secrets_hosts` names `{unknown}`, which is not in its `secrets`",
-                    channel.id
-                ));
-            }
+            broken.extend(id_problem("channel", &channel.id, &mut seen));
+            broken.extend(unknown_scoped_secret(
+                "channel",
+                &channel.id,
+                &channel.secrets_hosts,
+                |name| channel.secrets.contains_key(name),
+            ));
+        }
+        // Destinations share the subscriptions' ids (stats, dead letters, enabling).
+        let mut seen: HashSet<&str> = self
+            .subscriptions
+            .iter()
+            .filter_map(|subscription| subscription.id.as_deref())
+            .collect();
+        for destination in &self.destinations {
+            broken.extend(id_problem("destination", &destination.id, &mut seen));
+            broken.extend(unknown_scoped_secret(
+                "destination",
+                &destination.id,
+                &destination.secrets_hosts,
+                |name| destination.secrets.contains_key(name),
+            ));
         }
         broken
+    }
+}
+
+/// Why `id` of a `what` cannot be used, if it cannot: not lowercase letters, digits,
+/// `-` or `_`, or already in `seen` (which it joins).
+fn id_problem<'a>(what: &str, id: &'a str, seen: &mut HashSet<&'a str>) -> Option<String> {
+    let valid = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid {
+        Some(format!(
+            "{what} id `{id}` must be lowercase letters, digits, `-` or `_`"
+        ))
+    } else if !seen.insert(id) {
+        Some(format!("{what} id `{id}` appears twice"))
+    } else {
+        None
+    }
+}
+
+/// A `secrets_hosts` entry naming a secret the section does not have.
+fn unknown_scoped_secret(
+    what: &str,
+    id: &str,
+    scopes: &BTreeMap<String, AllowedHosts>,
+    has: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let unknown = scopes.keys().find(|name| !has(name))?;
+    Some(format!(
+        "{what} `{id}`: `secrets_hosts` names `{unknown}`, which is not in its `secrets`"
+    ))
+}
+
+/// A plugin file: `<dir>/<name>.wasm`, or `plugin` itself when it names a file.
+pub fn plugin_path(plugin: &str, dir: &Path) -> PathBuf {
+    if plugin.ends_with(".wasm") || plugin.contains('/') {
+        PathBuf::from(plugin)
+    } else {
+        dir.join(format!("{plugin}.wasm"))
     }
 }
 
 impl ChannelConfig {
     /// The plugin file: `<dir>/<name>.wasm`, or the path itself when it names a file.
     pub fn plugin_path(&self, dir: &Path) -> PathBuf {
-        if self.plugin.ends_with(".wasm") || self.plugin.contains('/') {
-            PathBuf::from(&self.plugin)
-        } else {
-            dir.join(format!("{}.wasm", self.plugin))
-        }
+        plugin_path(&self.plugin, dir)
+    }
+}
+
+impl DestinationConfig {
+    /// The plugin file: `<dir>/<name>.wasm`, or the path itself when it names a file.
+    pub fn plugin_path(&self, dir: &Path) -> PathBuf {
+        plugin_path(&self.plugin, dir)
     }
 }
 
@@ -650,6 +731,70 @@ mod tests {
         let error = Config::from_toml("[[channels]]\nid = \"Web Chat\"\nplugin = \"webchat\"\n")
             .expect_err("bad id");
         assert!(error.to_string().contains("Web Chat"), "{error}");
+    }
+
+    #[test]
+    fn destinations_parse_with_oauth2_secrets_and_unique_ids() {
+        let config = Config::from_toml(
+            r#"
+            [[subscriptions]]
+            id = "crm"
+            url = "http://127.0.0.1:9000/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            [[destinations]]
+            id = "meta"
+            plugin = "meta-capi"
+            config = { dataset_id = "1", whatsapp_business_account_id = "2" }
+            secrets = { access_token = "EAAB-token" }
+            allowed_hosts = ["https://graph.facebook.com"]
+            [[destinations]]
+            id = "google"
+            plugin = "/opt/plugins/google-ads.wasm"
+            events = ["conversion.recorded"]
+            allowed_hosts = ["https://datamanager.googleapis.com"]
+            [destinations.secrets.access_token.oauth2]
+            token_url = "https://oauth2.googleapis.com/token"
+            client_id = "id.apps.googleusercontent.com"
+            client_secret = "cs"
+            refresh_token = "rt"
+            scopes = ["https://www.googleapis.com/auth/datamanager"]
+            "#,
+        )
+        .expect("valid config");
+        let [meta, google] = &config.destinations[..] else {
+            panic!("two destinations");
+        };
+        assert_eq!(meta.events, None);
+        assert!(matches!(meta.secrets["access_token"], SecretSpec::Value(_)));
+        assert!(matches!(
+            google.secrets["access_token"],
+            SecretSpec::OAuth2(_)
+        ));
+        assert_eq!(
+            google.plugin_path(Path::new("p")),
+            PathBuf::from("/opt/plugins/google-ads.wasm")
+        );
+        for (text, expected) in [
+            (
+                "[[destinations]]\nid = \"meta\"\nplugin = \"m\"\n[[destinations]]\nid = \"meta\"\nplugin = \"n\"\n",
+                "destination id `meta` appears twice",
+            ),
+            (
+                "[[subscriptions]]\nid = \"meta\"\nurl = \"http://127.0.0.1:1/\"\n[[destinations]]\nid = \"meta\"\nplugin = \"m\"\n",
+                "destination id `meta` appears twice",
+            ),
+            (
+                "[[destinations]]\nid = \"Meta\"\nplugin = \"m\"\n",
+                "destination id `Meta` must be lowercase",
+            ),
+            (
+                "[[destinations]]\nid = \"m\"\nplugin = \"m\"\nsecrets_hosts = { token = [\"https://a.example\"] }\n",
+                "destination `m`: `secrets_hosts` names `token`",
+            ),
+        ] {
+            let error = Config::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
     }
 
     #[test]

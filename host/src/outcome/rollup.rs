@@ -432,6 +432,7 @@ mod tests {
         let referral = crate::event::Referral {
             source: crate::event::ReferralSource::Ad,
             channel: "ig".into(),
+            channel_kind: Some("instagram".into()),
             at,
             ad_id: Some("ad-1".into()),
             campaign: Some("bf25".into()),

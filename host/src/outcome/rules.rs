@@ -449,6 +449,7 @@ mod tests {
         Referral {
             source: ReferralSource::Ad,
             channel: "ig".into(),
+            channel_kind: Some("instagram".into()),
             at: t(0),
             ad_id: Some("ad-7".into()),
             campaign: Some("bf25".into()),

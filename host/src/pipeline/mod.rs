@@ -11,6 +11,7 @@ pub mod identity;
 pub mod normalize;
 pub mod outcomes;
 pub mod owed;
+pub mod receipts;
 pub mod rollups;
 pub mod sweeper;
 
@@ -200,7 +201,13 @@ impl Pipeline {
                 events
                     .into_iter()
                     .map(|event| {
-                        normalize::normalize(&channel.id, &self.normalizer, event, received_at)
+                        normalize::normalize(
+                            &channel.id,
+                            &channel.kind,
+                            &self.normalizer,
+                            event,
+                            received_at,
+                        )
                     })
                     .collect::<Result<Vec<_>, _>>()
             })?;

@@ -45,9 +45,10 @@ pub struct Normalized {
 #[error("plugin produced an invalid event: {0}")]
 pub struct InvalidEvent(pub String);
 
-/// Normalize `event` received on `channel` at `received_at`.
+/// Normalize `event` received on `channel` (of `kind`) at `received_at`.
 pub fn normalize(
     channel: &str,
+    kind: &str,
     normalizer: &Normalizer,
     event: wit::InboundEvent,
     received_at: Timestamp,
@@ -91,7 +92,10 @@ pub fn normalize(
     };
     match event.body {
         EventBody::Message(message) => {
-            normalized.referral = message.referral.clone().map(|r| referral(r, channel, at));
+            normalized.referral = message
+                .referral
+                .clone()
+                .map(|r| referral(r, channel, kind, at));
             normalized.kind = match message.direction {
                 wit::Direction::Inbound => EventType::MessageReceived,
                 wit::Direction::Outbound => EventType::MessageSent,
@@ -136,7 +140,7 @@ pub fn normalize(
         }
         EventBody::Referral(value) => {
             normalized.kind = EventType::ConversationReferred;
-            normalized.referral = Some(referral(value, channel, at));
+            normalized.referral = Some(referral(value, channel, kind, at));
         }
     }
     Ok(normalized)
@@ -274,7 +278,7 @@ fn provider_error(error: wit::ProviderError) -> ProviderError {
     }
 }
 
-fn referral(referral: wit::Referral, channel: &str, at: Timestamp) -> Referral {
+fn referral(referral: wit::Referral, channel: &str, kind: &str, at: Timestamp) -> Referral {
     let pairs = |pairs: Vec<wit::Pair>| pairs.into_iter().map(|p| (p.name, p.value)).collect();
     Referral {
         source: match referral.source {
@@ -285,6 +289,7 @@ fn referral(referral: wit::Referral, channel: &str, at: Timestamp) -> Referral {
             wit::ReferralSource::Other => ReferralSource::Other,
         },
         channel: channel.to_owned(),
+        channel_kind: Some(kind.to_owned()),
         at,
         ad_id: referral.ad_id,
         campaign: referral.campaign,

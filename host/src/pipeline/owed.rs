@@ -377,6 +377,7 @@ mod tests {
             referral: Some(Referral {
                 source: ReferralSource::Ad,
                 channel: "web".into(),
+                channel_kind: Some("webchat".into()),
                 at,
                 ad_id: Some("ad-1".into()),
                 campaign: Some("bf25".into()),

@@ -19,11 +19,11 @@ use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::bindings::Channel;
-use super::bindings::types::{
+use super::budget::{InstanceBudget, Reclaim, Reservation};
+use super::contract::v0_2::types::{
     HttpRequest, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
-use super::budget::{InstanceBudget, Reclaim, Reservation};
+use super::contract::{self, Exports};
 use super::engine::EPOCH_TICK;
 use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
@@ -52,7 +52,7 @@ pub struct ChannelRuntime {
 
 struct Warm {
     store: Store<WasmState>,
-    bindings: Channel,
+    bindings: Exports,
     calls: u32,
     /// Its share of the process-wide budget, returned when the instance is dropped.
     _reservation: Reservation,
@@ -141,7 +141,7 @@ impl ChannelRuntime {
     ) -> Result<Result<WebhookOutcome, WebhookError>, CallError> {
         let mut warm = self.checkout().await?;
         let started = Instant::now();
-        let call = warm.bindings.call_handle_webhook(&mut warm.store, request);
+        let call = warm.bindings.handle_webhook(&mut warm.store, request);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
         self.metrics.handle_webhook(started.elapsed());
         self.finish(warm, outcome)
@@ -154,19 +154,47 @@ impl ChannelRuntime {
     ) -> Result<Result<SendReceipt, SendError>, CallError> {
         let mut warm = self.checkout().await?;
         let started = Instant::now();
-        let call = warm.bindings.call_send(&mut warm.store, message);
+        let call = warm.bindings.send(&mut warm.store, message);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
         metrics::plugin_call(&self.plugin.label, "send", started.elapsed());
         self.finish(warm, outcome)
     }
 
     /// Call `describe` (used when loading and checking plugins).
-    pub async fn describe(&self) -> Result<super::bindings::types::PluginInfo, CallError> {
+    pub async fn describe(&self) -> Result<super::types::PluginInfo, CallError> {
         let mut warm = self.checkout().await?;
         let started = Instant::now();
-        let call = warm.bindings.call_describe(&mut warm.store);
+        let call = warm.bindings.describe(&mut warm.store);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
         metrics::plugin_call(&self.plugin.label, "describe", started.elapsed());
+        self.finish(warm, outcome)
+    }
+
+    /// Call a destination plugin's `describe`.
+    pub async fn describe_destination(
+        &self,
+    ) -> Result<contract::destination::types::DestinationInfo, CallError> {
+        let mut warm = self.checkout().await?;
+        let started = Instant::now();
+        let call = warm.bindings.describe_destination(&mut warm.store);
+        let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "describe", started.elapsed());
+        self.finish(warm, outcome)
+    }
+
+    /// Call a destination plugin's `deliver`.
+    pub async fn deliver(
+        &self,
+        event: &contract::destination::types::Event,
+    ) -> Result<
+        Result<contract::destination::types::Receipt, contract::destination::types::DeliveryError>,
+        CallError,
+    > {
+        let mut warm = self.checkout().await?;
+        let started = Instant::now();
+        let call = warm.bindings.deliver(&mut warm.store, event);
+        let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
+        metrics::plugin_call(&self.plugin.label, "deliver", started.elapsed());
         self.finish(warm, outcome)
     }
 
@@ -224,7 +252,7 @@ impl ChannelRuntime {
         let bindings = self
             .plugin
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|error| self.classify(&store, error))?;
         Ok(Warm {

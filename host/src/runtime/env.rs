@@ -1,12 +1,15 @@
 //! What one channel gives its plugin: configuration, secrets, allowed hosts and limits.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::outbound::{AllowedHosts, FetchClient};
 use crate::secret::Secret;
+use crate::secret::oauth2::{OAuth2Error, TokenSource};
 
 /// Limits of one channel: its plugin calls' sandbox, its webhook bodies and rate.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -84,6 +87,9 @@ pub struct ChannelEnv {
     pub config: BTreeMap<String, String>,
     /// `secrets = { … }` of the channel, resolved.
     pub secrets: BTreeMap<String, Secret>,
+    /// `oauth2` secrets: access tokens minted and renewed by the host, filled in like
+    /// any other secret.
+    pub tokens: BTreeMap<String, Arc<TokenSource>>,
     /// Hosts `http-fetch` may reach.
     pub allowed_hosts: AllowedHosts,
     /// Per secret, the origins its placeholders may be sent to (`secrets_hosts`); a
@@ -96,12 +102,36 @@ pub struct ChannelEnv {
 }
 
 impl ChannelEnv {
+    /// Every secret's value for a request made now: the resolved ones, and a current
+    /// access token of each `oauth2` secret (minted or renewed when due).
+    pub async fn secrets_now(&self) -> Result<Cow<'_, BTreeMap<String, Secret>>, OAuth2Error> {
+        if self.tokens.is_empty() {
+            return Ok(Cow::Borrowed(&self.secrets));
+        }
+        let mut all = self.secrets.clone();
+        for (name, source) in &self.tokens {
+            all.insert(name.clone(), source.access_token(&self.fetch.client).await?);
+        }
+        Ok(Cow::Owned(all))
+    }
+
+    /// After an API answered 401 to a request that carried the `oauth2` secrets
+    /// `names`: their tokens are renewed before the next request.
+    pub async fn tokens_rejected(&self, names: &[String]) {
+        for name in names {
+            if let Some(source) = self.tokens.get(name) {
+                source.invalidate().await;
+            }
+        }
+    }
+
     /// An environment with nothing in it, for `describe()` and `plugin check`.
     pub fn empty(channel_id: &str, fetch: FetchClient) -> Self {
         Self {
             channel_id: channel_id.to_owned(),
             config: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             allowed_hosts: AllowedHosts::default(),
             secrets_hosts: BTreeMap::new(),
             limits: Limits::default(),

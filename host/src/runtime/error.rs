@@ -38,13 +38,13 @@ pub enum LoadError {
     },
     /// The component targets a contract version this host does not implement.
     #[error(
-        "plugin built for contract `{found}`; this host implements omnigate:channel@{supported}"
+        "plugin built for contract `{found}`; this host implements omnigate:channel versions {supported}"
     )]
     UnsupportedVersion {
         /// The interface version found.
         found: String,
-        /// The version this host implements.
-        supported: &'static str,
+        /// The versions this host implements.
+        supported: String,
     },
     /// Imports or exports do not match the contract.
     #[error("the component does not fit the omnigate:channel world: {0}")]

@@ -5,10 +5,10 @@
 //! pre-instantiates and calls `describe()`; [`Runtime::bind`] gives the plugin a channel's
 //! environment; the [`Registry`] maps channel ids to those bindings.
 
-pub mod bindings;
 mod budget;
 mod cache;
 mod channel;
+pub mod contract;
 mod engine;
 pub mod env;
 mod error;
@@ -23,17 +23,17 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
-pub use bindings::types;
 pub use budget::{BudgetSettings, InstanceBudget};
 pub use cache::CompileCache;
 pub use channel::ChannelRuntime;
+pub use contract::v0_2::types;
 pub use engine::{EPOCH_TICK, EngineSettings};
 pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
 pub use outbound::{AllowedHosts, FetchClient};
-pub use plugin::Plugin;
+pub use plugin::{Plugin, Role};
 pub use registry::Registry;
 
 use engine::EpochTicker;
@@ -84,10 +84,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
-        bindings::Channel::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| {
-            state
-        })
-        .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        contract::add_to_linker(&mut linker)
+            .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
         let cache = match &settings.cache_dir {
             Some(dir) => Some(CompileCache::new(dir, &engine)?),
             None => None,
@@ -125,12 +123,13 @@ impl Runtime {
         plugin::check_header(&bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let component = self.compile(bytes, &digest).await?;
-        plugin::check_contract(&self.engine, &component)?;
-        let pre = plugin::prepare(&self.linker, &component)?;
+        let version = contract::detect(&self.engine, &component)?;
+        let pre = contract::prepare(&self.linker, &component, version)?;
         let mut plugin = Plugin {
             info: placeholder_info(),
             digest,
-            contract: bindings::CONTRACT_VERSION,
+            contract: version,
+            role: Role::Channel,
             label: Arc::from("unnamed"),
             pre,
         };
@@ -146,6 +145,15 @@ impl Runtime {
             .describe()
             .await
             .map_err(|error| LoadError::Describe(error.to_string()))?;
+        if plugin.pre.is_destination() {
+            let info = binding
+                .describe_destination()
+                .await
+                .map_err(|error| LoadError::Describe(error.to_string()))?;
+            plugin.role = Role::Destination {
+                events: info.events,
+            };
+        }
         if plugin.info.id.trim().is_empty() {
             return Err(LoadError::Describe("the plugin id is empty".into()));
         }
@@ -173,6 +181,12 @@ impl Runtime {
         Ok(component)
     }
 
+    /// Give a destination plugin its environment: like a channel's, without the
+    /// channel's webhook and event metrics (its calls are still timed per plugin).
+    pub fn bind_destination(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
+        ChannelRuntime::unmetered(self.engine.clone(), plugin, env, self.budget.clone())
+    }
+
     /// Give `plugin` the environment of a channel.
     pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
         ChannelRuntime::new(self.engine.clone(), plugin, env, self.budget.clone())
@@ -197,6 +211,7 @@ fn plugin_clone(plugin: &Plugin) -> Plugin {
         info: plugin.info.clone(),
         digest: plugin.digest.clone(),
         contract: plugin.contract,
+        role: plugin.role.clone(),
         label: plugin.label.clone(),
         pre: plugin.pre.clone(),
     }

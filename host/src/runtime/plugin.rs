@@ -2,16 +2,8 @@
 
 use std::sync::Arc;
 
-use wasmtime::Engine;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
-
-use super::bindings::{CONTRACT_VERSION, ChannelPre, HOST_INTERFACE, WORLD, types::PluginInfo};
+use super::contract::{self, v0_2::types::PluginInfo};
 use super::error::LoadError;
-use super::state::WasmState;
-
-/// The exports every plugin of this contract has.
-const REQUIRED_EXPORTS: [&str; 3] = ["describe", "handle-webhook", "send"];
 
 /// One plugin version, ready to instantiate for any number of channels.
 pub struct Plugin {
@@ -21,9 +13,11 @@ pub struct Plugin {
     pub digest: String,
     /// Contract version it was built against.
     pub contract: &'static str,
+    /// A channel or a destination plugin.
+    pub role: Role,
     /// `id@version`, for logs and errors.
     pub label: Arc<str>,
-    pub(crate) pre: ChannelPre<WasmState>,
+    pub(crate) pre: contract::Pre,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -33,6 +27,18 @@ impl std::fmt::Debug for Plugin {
             .field("digest", &self.digest)
             .finish_non_exhaustive()
     }
+}
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A channel plugin: webhooks in, replies out.
+    Channel,
+    /// A destination plugin: events out to a platform.
+    Destination {
+        /// The event types it asks for by default.
+        events: Vec<String>,
+    },
 }
 
 /// What the first bytes of a file say it is.
@@ -45,66 +51,4 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
         [1, 0] => Ok(()),
         _ => Err(LoadError::CoreModule),
     }
-}
-
-/// Check imports and exports against the contract before linking, for clear messages.
-pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(), LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    let imports: Vec<String> = ty
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    let ours = imports
-        .iter()
-        .find(|name| name.starts_with("omnigate:channel/host"));
-    if let Some(found) = ours.filter(|name| name.as_str() != HOST_INTERFACE) {
-        return Err(LoadError::UnsupportedVersion {
-            found: found.clone(),
-            supported: CONTRACT_VERSION,
-        });
-    }
-    let has = |name: &str| exports.iter().any(|export| export == name);
-    if !REQUIRED_EXPORTS.iter().any(|name| has(name)) {
-        return Err(LoadError::WrongWorld {
-            expected: WORLD,
-            found: format!(
-                "exports [{}] and imports [{}]",
-                exports.join(", "),
-                imports.join(", ")
-            ),
-        });
-    }
-    let missing: Vec<&str> = REQUIRED_EXPORTS
-        .into_iter()
-        .filter(|name| !has(name))
-        .collect();
-    if !missing.is_empty() {
-        return Err(LoadError::Contract(format!(
-            "missing exports: {}",
-            missing.join(", ")
-        )));
-    }
-    for (name, item) in ty.exports(engine) {
-        if REQUIRED_EXPORTS.contains(&name) && !matches!(item.ty, ComponentItem::ComponentFunc(_)) {
-            return Err(LoadError::Contract(format!(
-                "export `{name}` is not a function"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Link `component` and pre-instantiate it (type-checks every import and export).
-pub(crate) fn prepare(
-    linker: &Linker<WasmState>,
-    component: &Component,
-) -> Result<ChannelPre<WasmState>, LoadError> {
-    let instance_pre = linker
-        .instantiate_pre(component)
-        .map_err(|error| LoadError::Contract(format!("{error:#}")))?;
-    ChannelPre::new(instance_pre).map_err(|error| LoadError::Contract(format!("{error:#}")))
 }

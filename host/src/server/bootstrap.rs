@@ -8,11 +8,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::app::App;
-use crate::delivery::Delivery;
+use crate::delivery::destination::ReceiptBook;
+use crate::delivery::{Delivery, SubscriptionConfig};
 use crate::lifecycle::{self, Lifecycle};
 use crate::ops::config::{ChannelConfig, Config};
 use crate::pipeline::Pipeline;
+use crate::pipeline::receipts::StoredReceipts;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime, RuntimeSettings};
+use crate::store::ContextStore;
 
 /// How long start-up waits for the shared plugin registry.
 const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -34,6 +37,16 @@ pub enum BootError {
     Plugin {
         /// The channel.
         channel: String,
+        /// The plugin file.
+        path: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// A destination's plugin could not be loaded.
+    #[error("destination `{destination}`: plugin {path}: {source}")]
+    DestinationPlugin {
+        /// The destination.
+        destination: String,
         /// The plugin file.
         path: String,
         /// Why.
@@ -63,9 +76,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     let tls = config.store.tls()?;
     let store =
         crate::store::open_with_tls(&config.store.url, config.store.message_retention, &tls)?;
+    let mut subscriptions = config.subscriptions.clone();
+    subscriptions.extend(destinations(&runtime, &config, &store).await?);
     let delivery = Delivery::open(
         config.delivery.clone(),
-        config.subscriptions.clone(),
+        subscriptions,
         &config.store.url,
         &tls,
     )
@@ -185,6 +200,35 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         config.store.contact_retention,
     );
     Ok(app)
+}
+
+/// Every `[[destinations]]` entry's plugin loaded and bound: the subscriptions delivery
+/// runs for them, their receipts kept in `store`.
+async fn destinations(
+    runtime: &Runtime,
+    config: &Config,
+    store: &Arc<dyn ContextStore>,
+) -> Result<Vec<SubscriptionConfig>, BootError> {
+    let receipts: Arc<dyn ReceiptBook> = Arc::new(StoredReceipts::new(store.clone()));
+    let mut subscriptions = Vec::with_capacity(config.destinations.len());
+    for destination in &config.destinations {
+        let path = destination.plugin_path(&config.plugins.dir);
+        let plugin =
+            runtime
+                .load_file(&path)
+                .await
+                .map_err(|source| BootError::DestinationPlugin {
+                    destination: destination.id.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        let subscription =
+            lifecycle::destination::bind(runtime, destination, plugin.clone(), receipts.clone())
+                .await?;
+        tracing::info!(destination = %destination.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "destination ready");
+        subscriptions.push(subscription);
+    }
+    Ok(subscriptions)
 }
 
 /// Load a configured channel's plugin file and record it as a known version.

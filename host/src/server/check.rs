@@ -1,6 +1,7 @@
 //! `omnigate config check <file>`: everything start-up would refuse, found without
 //! starting: TOML and unknown keys, unset secrets, invalid or duplicate channel ids,
-//! plugin files that are missing or refused, config keys and secrets a plugin requires.
+//! plugin files that are missing or refused, config keys and secrets a plugin requires
+//! (of channels and destinations).
 //! Each problem names the file and line.
 
 use std::collections::HashMap;
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::lifecycle::binding::check_requirements;
-use crate::ops::config::{ChannelConfig, Config};
-use crate::runtime::{Plugin, Runtime, RuntimeSettings};
+use crate::ops::config::{ChannelConfig, Config, DestinationConfig};
+use crate::runtime::{Plugin, Role, Runtime, RuntimeSettings};
 
 /// One thing wrong with the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,14 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
             Err(problem) => problems.push(locate(text, channel, problem)),
         }
     }
+    for destination in &config.destinations {
+        if let Err(message) = check_destination(&runtime, &config, destination).await {
+            problems.push(Problem {
+                line: line_of(text, "id", &destination.id),
+                message,
+            });
+        }
+    }
     if !problems.is_empty() {
         return Err(sorted(problems));
     }
@@ -127,6 +136,29 @@ pub async fn check_text(text: &str) -> Result<Summary, Vec<Problem>> {
         // Printed by `config check`: the password stays out of the terminal.
         store: crate::store::redact_url(&config.store.url),
     })
+}
+
+/// A destination's plugin loads, is a destination plugin, and has what it requires.
+async fn check_destination(
+    runtime: &Runtime,
+    config: &Config,
+    destination: &DestinationConfig,
+) -> Result<(), String> {
+    let path = destination.plugin_path(&config.plugins.dir);
+    let plugin = runtime.load_file(&path).await.map_err(|error| {
+        format!(
+            "destination `{}`: plugin {}: {error}",
+            destination.id,
+            path.display()
+        )
+    })?;
+    if plugin.role == Role::Channel {
+        return Err(format!(
+            "destination `{}`: {} is a channel plugin; configure it under [[channels]]",
+            destination.id, plugin.label
+        ));
+    }
+    check_requirements(destination, &plugin.info).map_err(|error| error.to_string())
 }
 
 /// How many problems the parse reports at most before it gives up.

@@ -563,6 +563,20 @@ impl OutcomeStore for MemoryStore {
         Ok(self.tables.conversion(id))
     }
 
+    async fn keep_receipt(
+        &self,
+        id: &str,
+        destination: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.tables.keep_receipt(id, destination, body);
+        Ok(())
+    }
+
+    async fn receipts(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.tables.receipts(id))
+    }
+
     async fn started(
         &self,
         from_ms: i64,

@@ -3,7 +3,7 @@
 //! export reads, rollup counters and conversion answers. The rules are not here: they are
 //! `outcome::rules`, run by the pipeline; a backend only keeps what they decide.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -110,6 +110,14 @@ pub trait OutcomeStore: Send + Sync {
     /// The answer kept for conversion `id`.
     async fn conversion(&self, id: &str) -> Result<Option<String>, StoreError>;
 
+    /// Keep `body` as what `destination` did with conversion `id`, replacing its
+    /// previous receipt.
+    async fn keep_receipt(&self, id: &str, destination: &str, body: &str)
+    -> Result<(), StoreError>;
+
+    /// The receipts of conversion `id`, by destination (in destination order).
+    async fn receipts(&self, id: &str) -> Result<Vec<String>, StoreError>;
+
     /// Up to `limit` conversations started in `[from_ms, to_ms)`, in start order, after
     /// `after` (the previous page's last).
     async fn started(
@@ -159,6 +167,7 @@ struct Tables {
     once: HashSet<String>,
     once_order: VecDeque<String>,
     conversions: HashMap<String, String>,
+    receipts: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// `once` keys remembered (a retry comes within minutes; older ones can go).
@@ -270,6 +279,24 @@ impl MemoryTables {
 
     pub(super) fn conversion(&self, id: &str) -> Option<String> {
         self.inner.lock().conversions.get(id).cloned()
+    }
+
+    pub(super) fn keep_receipt(&self, id: &str, destination: &str, body: &str) {
+        self.inner
+            .lock()
+            .receipts
+            .entry(id.to_owned())
+            .or_default()
+            .insert(destination.to_owned(), body.to_owned());
+    }
+
+    pub(super) fn receipts(&self, id: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .receipts
+            .get(id)
+            .map(|by_destination| by_destination.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(super) fn started(

@@ -31,7 +31,7 @@ pub struct PluginRecord {
     pub name: String,
     /// Its version.
     pub version: String,
-    /// The world it was built against (`omnigate:channel/channel@0.1.0`).
+    /// The world it was built against (`omnigate:channel/channel@0.2.0`).
     pub world: String,
     /// Size of the wasm in bytes.
     pub size: usize,

@@ -9,14 +9,18 @@ use std::time::Duration;
 use url::Url;
 
 use super::placeholders::{Filler, contains_placeholder};
-use crate::runtime::bindings::host_api::{FetchError, FetchRequest, FetchResponse};
-use crate::runtime::bindings::types::Header;
+use crate::runtime::contract::v0_2::host_api::{FetchError, FetchRequest, FetchResponse};
+use crate::runtime::contract::v0_2::types::Header;
 use crate::runtime::env::ChannelEnv;
 
 /// Perform `request` for the channel in `env`.
 pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchResponse, FetchError> {
     let url = checked_url(env, &request.url)?;
-    let mut filler = Filler::new(&env.secrets);
+    let secrets = env
+        .secrets_now()
+        .await
+        .map_err(|error| FetchError::Connection(error.to_string()))?;
+    let mut filler = Filler::new(&secrets);
     let unknown =
         |name: String| FetchError::Denied(format!("unknown secret `{name}` in placeholder"));
     // Fill the text the plugin wrote (a parsed URL would have percent-encoded the braces),
@@ -68,6 +72,9 @@ pub async fn fetch(env: &ChannelEnv, request: FetchRequest) -> Result<FetchRespo
         .await
         .map_err(|error| transport_error(error.without_url()))?;
     let status = response.status().as_u16();
+    if status == 401 {
+        env.tokens_rejected(filler.filled_names()).await;
+    }
     let headers = response
         .headers()
         .iter()
@@ -238,6 +245,99 @@ mod tests {
             AllowedHosts::parse(&["https://api.example".to_owned()]).expect("hosts"),
         )]);
         env
+    }
+
+    /// An `oauth2` secret: minted on first use, never shown to the plugin, and renewed
+    /// after the API answers 401.
+    #[tokio::test]
+    async fn oauth2_tokens_are_filled_redacted_and_renewed_after_401() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use axum::Router;
+        use axum::routing::post;
+
+        use crate::secret::oauth2::{ClientAuth, OAuth2Config, TokenSource};
+
+        let minted = Arc::new(AtomicUsize::new(0));
+        let counter = minted.clone();
+        let app = Router::new()
+            .route(
+                "/token",
+                post(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        axum::Json(serde_json::json!({
+                            "access_token": format!("tok-{n}"),
+                            "token_type": "Bearer",
+                            "expires_in": 3600,
+                        }))
+                    }
+                }),
+            )
+            .route(
+                "/api",
+                post(|headers: axum::http::HeaderMap| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let status = if auth == "Bearer tok-1" { 401 } else { 200 };
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap_or_default(),
+                        format!("seen {auth}"),
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let policy = NetworkPolicy::parse(&["127.0.0.0/8".to_owned()]).expect("policy");
+        let mut env = ChannelEnv::empty("dest", FetchClient::new(policy).expect("client"));
+        env.allowed_hosts = AllowedHosts::parse(std::slice::from_ref(&origin)).expect("hosts");
+        let source = TokenSource::new(OAuth2Config {
+            token_url: format!("{origin}/token"),
+            client_id: "c".into(),
+            client_secret: Secret::new("client-secret"),
+            refresh_token: Secret::new("refresh"),
+            scopes: vec![],
+            client_auth: ClientAuth::Basic,
+        })
+        .expect("source");
+        env.tokens = BTreeMap::from([("access_token".to_owned(), Arc::new(source))]);
+        let call = || FetchRequest {
+            method: "POST".into(),
+            url: format!("{origin}/api"),
+            headers: vec![Header {
+                name: "authorization".into(),
+                value: "Bearer {{secret:access_token}}".into(),
+            }],
+            body: Vec::new(),
+            timeout_ms: None,
+        };
+        let first = fetch(&env, call()).await.expect("first");
+        assert_eq!(first.status, 401);
+        assert_eq!(
+            String::from_utf8_lossy(&first.body),
+            "seen Bearer [redacted]"
+        );
+        let second = fetch(&env, call()).await.expect("second");
+        assert_eq!(second.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&second.body),
+            "seen Bearer [redacted]"
+        );
+        let third = fetch(&env, call()).await.expect("third");
+        assert_eq!(third.status, 200);
+        assert_eq!(
+            minted.load(Ordering::SeqCst),
+            2,
+            "renewed once, then reused"
+        );
     }
 
     #[test]

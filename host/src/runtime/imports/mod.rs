@@ -1,17 +1,19 @@
-//! The host capabilities a plugin imports (`interface host` of the contract).
+//! The host capabilities a plugin imports (`interface host` of the contract, and
+//! `hashing` for destination plugins).
 //!
 //! Each capability lives in its own module; this file only wires them to the generated
 //! trait. Guest-visible failures are WIT error values, never traps.
 
 pub mod fetch;
 pub mod guest_output;
+pub mod hashing;
 pub mod placeholders;
 pub mod signature;
 
-use super::bindings::host_api::{
+use super::contract::v0_2::host_api::{
     self, FetchError, FetchRequest, FetchResponse, LogLevel, SecretError, SignatureScheme,
 };
-use super::bindings::types;
+use super::contract::v0_2::types;
 use super::state::WasmState;
 
 /// Longest log line a plugin may write; longer ones are cut (a plugin cannot flood logs).

@@ -3,7 +3,7 @@
 
 use omnigate_signature::Scheme;
 
-use crate::runtime::bindings::host_api::{SecretError, SignatureScheme};
+use crate::runtime::contract::v0_2::host_api::{SecretError, SignatureScheme};
 use crate::runtime::env::ChannelEnv;
 use crate::secret::Secret;
 

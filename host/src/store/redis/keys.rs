@@ -149,3 +149,8 @@ pub fn rollup_prefix(bucket: &str) -> String {
 pub fn conversion(conversion_id: &str) -> String {
     format!("{ROOT}cn:{{{conversion_id}}}")
 }
+
+/// Hash of a conversion's receipts, destination → receipt JSON.
+pub fn receipts(conversion_id: &str) -> String {
+    format!("{ROOT}rc:{{{conversion_id}}}")
+}

@@ -210,6 +210,32 @@ impl OutcomeStore for RedisStore {
             .await
     }
 
+    async fn keep_receipt(
+        &self,
+        id: &str,
+        destination: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.trip();
+        self.query(
+            redis::cmd("HSET")
+                .arg(keys::receipts(id))
+                .arg(destination)
+                .arg(body)
+                .clone(),
+        )
+        .await
+        .map(|_: i64| ())
+    }
+
+    async fn receipts(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        self.trip();
+        let by_destination: std::collections::BTreeMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(keys::receipts(id)).clone())
+            .await?;
+        Ok(by_destination.into_values().collect())
+    }
+
     async fn started(
         &self,
         from_ms: i64,

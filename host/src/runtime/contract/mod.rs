@@ -1,0 +1,333 @@
+//! The plugin contract versions this host implements, one module each, and the adapter
+//! that lets the rest of the runtime call any of them the same way.
+//!
+//! The host's own types are the newest version's ([`v0_2::types`]); an older version's
+//! module binds or converts its types to them. Adding a version is one module here plus
+//! one arm in [`Pre`], [`Exports`] and [`detect`].
+
+pub mod destination;
+pub mod v0_1;
+pub mod v0_2;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+use super::error::LoadError;
+use super::state::WasmState;
+use v0_2::types::{
+    HttpRequest, OutboundMessage, PluginInfo, SendError, SendReceipt, WebhookError, WebhookOutcome,
+};
+
+/// Every contract version this host loads, oldest first.
+pub const SUPPORTED: [&str; 2] = [v0_1::VERSION, v0_2::VERSION];
+
+/// The package every version's interfaces belong to.
+const PACKAGE: &str = "omnigate:channel";
+
+/// The functions a channel plugin exports, in every version.
+const FUNCTIONS: [&str; 3] = ["describe", "handle-webhook", "send"];
+
+/// Define every version's host imports in `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<WasmState>) -> wasmtime::Result<()> {
+    v0_1::add_to_linker(linker)?;
+    v0_2::add_to_linker(linker)?;
+    destination::add_to_linker(linker)
+}
+
+/// A compiled plugin linked against its contract version, ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// Built against 0.1.0.
+    V0_1(v0_1::ChannelPre<WasmState>),
+    /// Built against 0.2.0.
+    V0_2(v0_2::ChannelPre<WasmState>),
+    /// A destination plugin (0.2.0).
+    Destination(destination::DestinationPre<WasmState>),
+}
+
+/// One instance's exports, whatever its version.
+pub(crate) enum Exports {
+    /// Built against 0.1.0.
+    V0_1(v0_1::Channel),
+    /// Built against 0.2.0.
+    V0_2(v0_2::Channel),
+    /// A destination plugin (0.2.0).
+    Destination(destination::Destination),
+}
+
+impl Pre {
+    /// A new instance in `store`.
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<WasmState>,
+    ) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(store).await?),
+            Pre::V0_2(pre) => Exports::V0_2(pre.instantiate_async(store).await?),
+            Pre::Destination(pre) => Exports::Destination(pre.instantiate_async(store).await?),
+        })
+    }
+
+    /// Whether it is a destination plugin.
+    pub(crate) fn is_destination(&self) -> bool {
+        matches!(self, Pre::Destination(_))
+    }
+}
+
+/// A channel call made on a destination plugin, or the reverse: the host binds plugins
+/// by their world, so this is a host bug, reported as a failed call.
+fn wrong_world(what: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("{what} called on a plugin of another world"))
+}
+
+impl Exports {
+    /// Call `describe`.
+    pub(crate) async fn describe(
+        &self,
+        store: &mut Store<WasmState>,
+    ) -> wasmtime::Result<PluginInfo> {
+        match self {
+            Exports::V0_1(bindings) => bindings.call_describe(store).await,
+            Exports::V0_2(bindings) => {
+                bindings
+                    .omnigate_channel_plugin()
+                    .call_describe(store)
+                    .await
+            }
+            Exports::Destination(_) => {
+                let info = self.describe_destination(store).await?;
+                Ok(PluginInfo {
+                    id: info.id,
+                    name: info.name,
+                    version: info.version,
+                    kind: v0_2::types::ChannelKind::Other,
+                    capabilities: Vec::new(),
+                    config: info.config,
+                    secrets: info.secrets,
+                    outbound_hosts: info.outbound_hosts,
+                })
+            }
+        }
+    }
+
+    /// Call a destination plugin's `describe`.
+    pub(crate) async fn describe_destination(
+        &self,
+        store: &mut Store<WasmState>,
+    ) -> wasmtime::Result<destination::types::DestinationInfo> {
+        match self {
+            Exports::Destination(bindings) => {
+                bindings
+                    .omnigate_channel_destination_plugin()
+                    .call_describe(store)
+                    .await
+            }
+            _ => Err(wrong_world("describe (destination)")),
+        }
+    }
+
+    /// Call a destination plugin's `deliver`.
+    pub(crate) async fn deliver(
+        &self,
+        store: &mut Store<WasmState>,
+        event: &destination::types::Event,
+    ) -> wasmtime::Result<Result<destination::types::Receipt, destination::types::DeliveryError>>
+    {
+        match self {
+            Exports::Destination(bindings) => {
+                bindings
+                    .omnigate_channel_destination_plugin()
+                    .call_deliver(store, event)
+                    .await
+            }
+            _ => Err(wrong_world("deliver")),
+        }
+    }
+
+    /// Call `handle-webhook`.
+    pub(crate) async fn handle_webhook(
+        &self,
+        store: &mut Store<WasmState>,
+        request: &HttpRequest,
+    ) -> wasmtime::Result<Result<WebhookOutcome, WebhookError>> {
+        match self {
+            Exports::V0_1(bindings) => bindings.call_handle_webhook(store, request).await,
+            Exports::V0_2(bindings) => {
+                bindings
+                    .omnigate_channel_plugin()
+                    .call_handle_webhook(store, request)
+                    .await
+            }
+            Exports::Destination(_) => Err(wrong_world("handle-webhook")),
+        }
+    }
+
+    /// Call `send`.
+    pub(crate) async fn send(
+        &self,
+        store: &mut Store<WasmState>,
+        message: &OutboundMessage,
+    ) -> wasmtime::Result<Result<SendReceipt, SendError>> {
+        match self {
+            Exports::V0_1(bindings) => bindings.call_send(store, message).await,
+            Exports::V0_2(bindings) => {
+                bindings
+                    .omnigate_channel_plugin()
+                    .call_send(store, message)
+                    .await
+            }
+            Exports::Destination(_) => Err(wrong_world("send")),
+        }
+    }
+}
+
+/// Which contract version `component` was built against, from its exports and imports,
+/// with a message that names what is wrong when it fits none.
+pub(crate) fn detect(engine: &Engine, component: &Component) -> Result<&'static str, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<(String, ComponentItem)> = ty
+        .exports(engine)
+        .map(|(name, item)| (name.to_owned(), item.ty))
+        .collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let unsupported = |found: &str| LoadError::UnsupportedVersion {
+        found: found.to_owned(),
+        supported: supported_list(),
+    };
+
+    // A destination plugin exports `destination-plugin`.
+    let destination_interface = format!("{PACKAGE}/destination-plugin@");
+    if let Some((name, _)) = exports
+        .iter()
+        .find(|(name, _)| name.starts_with(&destination_interface))
+    {
+        if name.as_str() != destination::EXPORTS {
+            return Err(unsupported(name));
+        }
+        return Ok(v0_2::VERSION);
+    }
+
+    // 0.2.0 and later: the functions are in the exported interface `plugin`.
+    let plugin_interface = format!("{PACKAGE}/plugin@");
+    if let Some((name, item)) = exports
+        .iter()
+        .find(|(name, _)| name.starts_with(&plugin_interface))
+    {
+        let version = &name[plugin_interface.len()..];
+        if version != v0_2::VERSION {
+            return Err(unsupported(name));
+        }
+        let ComponentItem::ComponentInstance(instance) = item else {
+            return Err(LoadError::Contract(format!(
+                "export `{name}` is not an interface"
+            )));
+        };
+        let functions: Vec<(String, ComponentItem)> = instance
+            .exports(engine)
+            .map(|(name, item)| (name.to_owned(), item.ty))
+            .collect();
+        check_functions(&functions, &format!("interface `{name}`"))?;
+        return Ok(v0_2::VERSION);
+    }
+
+    // Which host interface it imports, if any, names its version.
+    let host_interface = format!("{PACKAGE}/host@");
+    let host_version = imports
+        .iter()
+        .find(|name| name.starts_with(&host_interface))
+        .map(|name| (name, &name[host_interface.len()..]));
+    if let Some((name, version)) = host_version
+        && !SUPPORTED.contains(&version)
+    {
+        return Err(unsupported(name));
+    }
+
+    // 0.1.0: world-level functions.
+    if exports
+        .iter()
+        .any(|(name, _)| FUNCTIONS.contains(&name.as_str()))
+    {
+        if let Some((name, version)) = host_version
+            && version != v0_1::VERSION
+        {
+            return Err(LoadError::Contract(format!(
+                "it imports `{name}` but exports its functions at the top level as \
+                 0.1.0 did; contract {version} exports them through `{PACKAGE}/plugin@{version}`"
+            )));
+        }
+        check_functions(&exports, "the component")?;
+        return Ok(v0_1::VERSION);
+    }
+
+    Err(LoadError::WrongWorld {
+        expected: v0_2::WORLD,
+        found: format!(
+            "exports [{}] and imports [{}]",
+            exports
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            imports.join(", ")
+        ),
+    })
+}
+
+/// The versions, for messages: `0.1.0, 0.2.0`.
+fn supported_list() -> String {
+    SUPPORTED.join(", ")
+}
+
+/// Every function of the contract is there and is a function.
+fn check_functions(exports: &[(String, ComponentItem)], owner: &str) -> Result<(), LoadError> {
+    let missing: Vec<&str> = FUNCTIONS
+        .into_iter()
+        .filter(|function| !exports.iter().any(|(name, _)| name == function))
+        .collect();
+    if !missing.is_empty() {
+        return Err(LoadError::Contract(format!(
+            "{owner} is missing exports: {}",
+            missing.join(", ")
+        )));
+    }
+    for (name, item) in exports {
+        if FUNCTIONS.contains(&name.as_str()) && !matches!(item, ComponentItem::ComponentFunc(_)) {
+            return Err(LoadError::Contract(format!(
+                "export `{name}` of {owner} is not a function"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Link `component`, built against `version`, and pre-instantiate it (type-checks every
+/// import and export).
+pub(crate) fn prepare(
+    linker: &Linker<WasmState>,
+    component: &Component,
+    version: &str,
+) -> Result<Pre, LoadError> {
+    let contract = |error: wasmtime::Error| LoadError::Contract(format!("{error:#}"));
+    let instance_pre = linker.instantiate_pre(component).map_err(contract)?;
+    let destination = component
+        .component_type()
+        .exports(linker.engine())
+        .any(|(name, _)| name == destination::EXPORTS);
+    if destination {
+        Ok(Pre::Destination(
+            destination::DestinationPre::new(instance_pre).map_err(contract)?,
+        ))
+    } else if version == v0_1::VERSION {
+        Ok(Pre::V0_1(
+            v0_1::ChannelPre::new(instance_pre).map_err(contract)?,
+        ))
+    } else {
+        Ok(Pre::V0_2(
+            v0_2::ChannelPre::new(instance_pre).map_err(contract)?,
+        ))
+    }
+}
