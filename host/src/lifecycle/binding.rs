@@ -178,41 +178,31 @@ pub trait PluginSettings {
     fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts>;
 }
 
-impl PluginSettings for ChannelConfig {
-    fn label(&self) -> String {
-        format!("channel `{}`", self.id)
-    }
-    fn has_config(&self, key: &str) -> bool {
-        self.config.contains_key(key)
-    }
-    fn has_secret(&self, name: &str) -> bool {
-        self.secrets.contains_key(name)
-    }
-    fn secret_names(&self) -> Vec<&String> {
-        self.secrets.keys().collect()
-    }
-    fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts> {
-        &self.secrets_hosts
-    }
+/// The same fields in both sections: one implementation.
+macro_rules! plugin_settings {
+    ($section:ty, $what:literal) => {
+        impl PluginSettings for $section {
+            fn label(&self) -> String {
+                format!(concat!($what, " `{}`"), self.id)
+            }
+            fn has_config(&self, key: &str) -> bool {
+                self.config.contains_key(key)
+            }
+            fn has_secret(&self, name: &str) -> bool {
+                self.secrets.contains_key(name)
+            }
+            fn secret_names(&self) -> Vec<&String> {
+                self.secrets.keys().collect()
+            }
+            fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts> {
+                &self.secrets_hosts
+            }
+        }
+    };
 }
 
-impl PluginSettings for DestinationConfig {
-    fn label(&self) -> String {
-        format!("destination `{}`", self.id)
-    }
-    fn has_config(&self, key: &str) -> bool {
-        self.config.contains_key(key)
-    }
-    fn has_secret(&self, name: &str) -> bool {
-        self.secrets.contains_key(name)
-    }
-    fn secret_names(&self) -> Vec<&String> {
-        self.secrets.keys().collect()
-    }
-    fn secrets_hosts(&self) -> &std::collections::BTreeMap<String, AllowedHosts> {
-        &self.secrets_hosts
-    }
-}
+plugin_settings!(ChannelConfig, "channel");
+plugin_settings!(DestinationConfig, "destination");
 
 /// The contract name of a capability.
 pub fn capability_name(capability: crate::runtime::types::Capability) -> &'static str {

@@ -111,7 +111,7 @@ pub fn plan(
 ) -> Result<Plan, String> {
     let skip = |reason: &str| Ok(Plan::Skip(reason.to_owned()));
     let conversion = &event.conversion;
-    if conversion.consent("ad_user_data") == Some(false) {
+    if conversion.refuses_ad_user_data() {
         return skip("no_ad_user_data_consent");
     }
     let Some(touch) = event.touch(|touch| click_id(touch).is_some()) else {
@@ -134,11 +134,8 @@ pub fn plan(
         "eventSource": settings.event_source,
         "adIdentifiers": { name: click },
     });
-    if let (Some(value), Some(currency)) = (&conversion.value, &conversion.currency) {
-        let number: serde_json::Number = value
-            .parse()
-            .map_err(|_| format!("the conversion's value `{value}` is not a number"))?;
-        data["conversionValue"] = json!(number);
+    if let Some((value, currency)) = conversion.amount()? {
+        data["conversionValue"] = json!(value);
         data["currency"] = json!(currency);
     }
     let identifiers: Vec<Value> = [

@@ -122,7 +122,7 @@ pub fn plan(
 ) -> Result<Plan, String> {
     let skip = |reason: &str| Ok(Plan::Skip(reason.to_owned()));
     let conversion = &event.conversion;
-    if conversion.consent("ad_user_data") == Some(false) {
+    if conversion.refuses_ad_user_data() {
         return skip("no_ad_user_data_consent");
     }
     let Some(event_name) = settings.event_names.get(&conversion.name) else {
@@ -165,9 +165,8 @@ pub fn plan(
         "messaging_channel": channel,
         "user_data": user_data,
     });
-    if let Some(custom) = custom_data(conversion.value.as_deref(), conversion.currency.as_deref())?
-    {
-        data["custom_data"] = custom;
+    if let Some((value, currency)) = conversion.amount()? {
+        data["custom_data"] = json!({ "value": value, "currency": currency });
     }
     let mut body = json!({ "data": [data], "partner_agent": "omnigate" });
     if let Some(code) = &settings.test_event_code {
@@ -232,17 +231,6 @@ fn user_ids(
         }
     }
     Ok(Some(ids))
-}
-
-/// `custom_data` with the value as a JSON number (what the API takes) and the currency.
-fn custom_data(value: Option<&str>, currency: Option<&str>) -> Result<Option<Value>, String> {
-    let (Some(value), Some(currency)) = (value, currency) else {
-        return Ok(None);
-    };
-    let number: serde_json::Number = value
-        .parse()
-        .map_err(|_| format!("the conversion's value `{value}` is not a number"))?;
-    Ok(Some(json!({ "value": number, "currency": currency })))
 }
 
 /// Graph's answer to the POST: the trace id as the receipt, or the error mapped.

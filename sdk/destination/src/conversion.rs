@@ -139,6 +139,24 @@ impl Conversion {
     pub fn consent(&self, flag: &str) -> Option<bool> {
         self.consent.as_ref()?.get(flag).copied()
     }
+
+    /// Whether the customer refused their data being sent to ad platforms
+    /// (`ad_user_data: false`): every ad platform destination skips such a conversion.
+    pub fn refuses_ad_user_data(&self) -> bool {
+        self.consent("ad_user_data") == Some(false)
+    }
+
+    /// The value as a JSON number (what conversion APIs take) with its currency, when
+    /// the conversion has both; an error when the value is not a number.
+    pub fn amount(&self) -> Result<Option<(serde_json::Number, &str)>, String> {
+        let (Some(value), Some(currency)) = (&self.value, &self.currency) else {
+            return Ok(None);
+        };
+        let number = value
+            .parse()
+            .map_err(|_| format!("the conversion's value `{value}` is not a number"))?;
+        Ok(Some((number, currency)))
+    }
 }
 
 /// What a destination made of one event.
