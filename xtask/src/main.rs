@@ -9,6 +9,7 @@
 
 mod bench;
 mod demo;
+mod examples;
 mod plugins;
 mod shell;
 
