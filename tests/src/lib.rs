@@ -102,8 +102,31 @@ pub fn plugin_path(name: &str) -> PathBuf {
 
 /// The built example plugin `name` in another language (`target/examples/<name>.wasm`,
 /// from `plugins/examples/<name>`).
+/// Its compiled form is put in the tests' compile cache first, once per process, with
+/// `omnigate plugin check`: an interpreter component (CPython, SpiderMonkey) takes long
+/// to compile, and tests starting at once would each compile it.
 pub fn example_path(name: &str) -> PathBuf {
-    component("examples", name)
+    static WARMED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let path = component("examples", name);
+    let mut warmed = WARMED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !warmed.iter().any(|done| done == name) {
+        let output = Command::new(omnigate_bin())
+            .args(["plugin", "check", "--cache-dir"])
+            .arg(root().join("target").join("test-plugin-cache"))
+            .arg(&path)
+            .output()
+            .expect("run omnigate plugin check");
+        assert!(
+            output.status.success(),
+            "omnigate plugin check {}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        warmed.push(name.to_owned());
+    }
+    path
 }
 
 /// A committed test fixture (`tests/fixtures/<name>`).

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use omnigate_tests::{
-    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, fixture_path,
-    get, json_answer, plugin_path, post, reply_url, send_reply, standard_webhooks_headers,
-    standard_webhooks_headers_at, start_channel, toml_path, verify_delivery,
+    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, example_path,
+    fixture_path, get, json_answer, plugin_path, post, reply_url, send_reply,
+    standard_webhooks_headers, standard_webhooks_headers_at, start_channel, toml_path,
+    verify_delivery,
 };
 use serde_json::{Value, json};
 
@@ -101,6 +102,7 @@ macro_rules! suite {
 suite! {
     rust => plugin_path("webchat");
     contract_0_1 => fixture_path("webchat-0.1.0.wasm");
+    python => example_path("webchat-python");
 }
 
 async fn message_in_signed_cloudevent_out_and_reply_back(plugin: &Path) {

@@ -11,7 +11,14 @@ use crate::{plugins, shell};
 pub fn run(rounds: usize) -> Result<()> {
     plugins::build()?;
     let rounds = rounds.to_string();
-    for bench in ["runtime", "throughput", "delivery", "lifecycle", "outcomes"] {
+    for bench in [
+        "runtime",
+        "languages",
+        "throughput",
+        "delivery",
+        "lifecycle",
+        "outcomes",
+    ] {
         shell::step(
             &format!("benchmark `{bench}` ({rounds} rounds)"),
             &[

@@ -10,6 +10,7 @@
 
 mod bench;
 mod demo;
+mod examples;
 mod plugins;
 mod shell;
 

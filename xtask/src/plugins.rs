@@ -15,8 +15,9 @@ struct Component {
     published: PathBuf,
 }
 
-/// Build every plugin (`plugins/*` → `target/plugins/<name>.wasm`) and test guest
-/// (`tests/guests/*` → `target/test-guests/<name>.wasm`). Returns the plugin paths.
+/// Build every plugin (`plugins/*` → `target/plugins/<name>.wasm`), test guest
+/// (`tests/guests/*` → `target/test-guests/<name>.wasm`) and example plugin in another
+/// language (`plugins/examples/*` → `target/examples/<name>.wasm`). Returns the paths.
 pub fn build() -> Result<Vec<PathBuf>> {
     ensure_target()?;
     let components = discover()?;
@@ -46,6 +47,7 @@ pub fn build() -> Result<Vec<PathBuf>> {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
         println!("    {} ({} KiB)", path.display(), size / 1024);
     }
+    published.extend(crate::examples::build()?);
     Ok(published)
 }
 

@@ -46,6 +46,14 @@ pub enum LoadError {
         /// The versions this host implements.
         supported: String,
     },
+    /// The component imports something the host does not offer.
+    #[error("the plugin imports `{import}`, which this host does not offer: {advice}")]
+    Import {
+        /// The import's name.
+        import: String,
+        /// What to use instead.
+        advice: &'static str,
+    },
     /// Imports or exports do not match the contract.
     #[error("the component does not fit the omnigate:channel world: {0}")]
     Contract(String),

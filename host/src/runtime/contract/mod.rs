@@ -194,6 +194,7 @@ pub(crate) fn detect(engine: &Engine, component: &Component) -> Result<&'static 
         .imports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
+    check_imports(&imports)?;
     let unsupported = |found: &str| LoadError::UnsupportedVersion {
         found: found.to_owned(),
         supported: supported_list(),
@@ -277,6 +278,43 @@ pub(crate) fn detect(engine: &Engine, component: &Component) -> Result<&'static 
     })
 }
 
+/// WASI interfaces the host offers (without capabilities: no preopened directories, no
+/// sockets, no environment); what language runtimes import.
+const WASI_OFFERED: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// Refuse, by name and with what to use instead, an import the linker cannot satisfy
+/// (linking would fail later with a message about wasmtime's internals).
+fn check_imports(imports: &[String]) -> Result<(), LoadError> {
+    for import in imports {
+        if import.starts_with("wasi:http/") {
+            return Err(LoadError::Import {
+                import: import.clone(),
+                advice: "plugins reach the network only through the host's `http-fetch` \
+                         (omnigate:channel/host); build without WASI HTTP (componentize-js: \
+                         `-d http -d fetch-event`)",
+            });
+        }
+        let offered = import.starts_with(&format!("{PACKAGE}/"))
+            || WASI_OFFERED.iter().any(|prefix| import.starts_with(prefix));
+        if !offered {
+            return Err(LoadError::Import {
+                import: import.clone(),
+                advice: "a plugin may import only omnigate:channel/host and types, and the \
+                         WASI interfaces language runtimes use (cli, io, clocks, random, \
+                         filesystem and sockets, without any capability)",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The versions, for messages: `0.1.0, 0.2.0`.
 fn supported_list() -> String {
     SUPPORTED.join(", ")
@@ -329,5 +367,43 @@ pub(crate) fn prepare(
         Ok(Pre::V0_2(
             v0_2::ChannelPre::new(instance_pre).map_err(contract)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(import: &str) -> String {
+        match check_imports(&[import.to_owned()]) {
+            Err(error) => error.to_string(),
+            Ok(()) => panic!("{import} was accepted"),
+        }
+    }
+
+    #[test]
+    fn wasi_http_is_refused_by_name_with_what_to_use_instead() {
+        let message = refused("wasi:http/outgoing-handler@0.2.3");
+        assert!(
+            message.contains("`wasi:http/outgoing-handler@0.2.3`"),
+            "{message}"
+        );
+        assert!(message.contains("http-fetch"), "{message}");
+        assert!(message.contains("-d http -d fetch-event"), "{message}");
+        let message = refused("acme:keys/vault@1.0.0");
+        assert!(message.contains("`acme:keys/vault@1.0.0`"), "{message}");
+    }
+
+    #[test]
+    fn the_contract_and_wasi_without_capabilities_are_offered() {
+        let imports = [
+            "omnigate:channel/host@0.2.0",
+            "omnigate:channel/types@0.1.0",
+            "wasi:cli/stderr@0.2.6",
+            "wasi:io/streams@0.2.6",
+            "wasi:filesystem/preopens@0.2.0",
+        ]
+        .map(str::to_owned);
+        assert!(check_imports(&imports).is_ok());
     }
 }
