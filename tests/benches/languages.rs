@@ -54,6 +54,7 @@ fn main() {
             channel_id: "web".into(),
             config: [("callback_url".to_owned(), "http://127.0.0.1:9/x".to_owned())].into(),
             secrets: [("signing_secret".to_owned(), Secret::new(SECRET))].into(),
+            tokens: Default::default(),
             allowed_hosts: AllowedHosts::default(),
             secrets_hosts: Default::default(),
             limits: Limits {
