@@ -10,6 +10,9 @@ use crate::toml_path;
 /// Bound of every wait for the process.
 const WAIT: Duration = Duration::from_secs(30);
 
+/// How long a started process may take to answer `/healthz`.
+const START_WAIT: Duration = Duration::from_secs(60);
+
 /// A running `omnigate serve`.
 pub struct Process {
     child: Child,
@@ -50,7 +53,9 @@ impl Process {
 
     /// Wait until `/healthz` answers 200.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + WAIT;
+        // A liveness bound, not a speed check: a debug gateway restarted on Redis while
+        // the other tests of its binary load both cores can take more than `WAIT`.
+        let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
             if crate::get(&format!("{}/healthz", self.base), &[])
                 .await
