@@ -22,27 +22,69 @@ pub struct Process {
 
 impl Process {
     /// Serve `config` (TOML, without `[server]` and `[plugins] cache_dir`, which this adds)
-    /// on `port`, with the config file and plugin cache in `dir`.
+    /// on `port`, with the config file in `dir`.
     pub fn start(config: &str, dir: &Path, port: u16) -> Process {
         Self::start_with_env(config, dir, port, &[])
     }
 
     /// [`Process::start`] with extra environment variables (e.g. `OMNIGATE_FAULT`).
     pub fn start_with_env(config: &str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
+        Self::spawn(config, dir, port, env, None)
+    }
+
+    /// [`Process::start`] logging at `level` (a `RUST_LOG` filter) to `dir/omnigate.log`,
+    /// for tests of what reaches the log.
+    pub fn start_logged(config: &str, dir: &Path, port: u16, level: &str) -> Process {
+        Self::spawn(
+            config,
+            dir,
+            port,
+            &[("RUST_LOG", level)],
+            Some(&Self::log(dir)),
+        )
+    }
+
+    /// The log file of a process started with [`Process::start_logged`] in `dir`.
+    pub fn log(dir: &Path) -> std::path::PathBuf {
+        dir.join("omnigate.log")
+    }
+
+    fn spawn(
+        config: &str,
+        dir: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Process {
         let path = dir.join("omnigate.toml");
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n[plugins]\ncache_dir = {cache}\n{config}",
-            cache = toml_path(&dir.join("cache")),
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n{config}",
+            // The tests' shared compile cache (as for in-process gateways): a started
+            // process does not compile again what other tests compiled.
+            config = with_cache_dir(
+                config,
+                &crate::root().join("target").join("test-plugin-cache")
+            ),
         );
         std::fs::write(&path, text).expect("config file");
+        let output = || match log {
+            Some(log) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log file"),
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(crate::omnigate_bin())
             .arg("serve")
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "omnigate=info")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("omnigate starts");
         Process {
@@ -95,6 +137,20 @@ impl Process {
         // `Child::kill` is SIGKILL on Unix.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `config` with `cache_dir = cache` in its `[plugins]` table (a table of its own when
+/// it has none: TOML defines a table once).
+fn with_cache_dir(config: &str, cache: &Path) -> String {
+    let line = format!("cache_dir = {}", toml_path(cache));
+    let mut lines: Vec<&str> = config.lines().collect();
+    match lines.iter().position(|l| l.trim() == "[plugins]") {
+        Some(at) => {
+            lines.insert(at + 1, &line);
+            lines.join("\n")
+        }
+        None => format!("[plugins]\n{line}\n{config}"),
     }
 }
 

@@ -4,10 +4,15 @@
 //! in a purchase → one Data Manager event, its access token minted once by the host from
 //! an `oauth2` secret and reused; a click under six hours old is held, not failed; each
 //! platform skips what is not its own, and every outcome is a receipt on the conversion.
+//! A destination's plugin is swapped and rolled back on the running binary, and no secret
+//! or token reaches its log.
 
+use omnigate_tests::process::Process;
+use omnigate_tests::redis::free_port;
 use omnigate_tests::{
-    FakeApi, Gateway, api_call, common_config, deliver_meta, fixture, get, json_answer,
-    plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
+    API_KEY, FakeApi, Gateway, LOOPBACK, api_auth, common_config, deliver_meta, fixture, get,
+    guest_path, json_answer, plugin_path, post, site_and_receiver, standard_webhooks_headers,
+    subscription_config, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -21,12 +26,10 @@ const META_PHONE_HASH: &str = "6069d14bf122fdfd931dc7beb58e5dfbba395b1faf05bdcd4
 /// SHA-256 of `analopez@gmail.com`: `Ana.Lopez+shop@GMail.com` in Google's normal form.
 const GOOGLE_EMAIL_HASH: &str = "40a7a591b586da8ea75d049e8a9dfb984c075840dd3e9fed2e91a31c0dc2c51c";
 
-fn config(
-    site: &FakeApi,
-    graph: &FakeApi,
-    google: &FakeApi,
-    receiver: &omnigate_tests::Receiver,
-) -> String {
+const ADMIN_KEY: &str = "admin-test-key-0123456";
+
+/// The channels and destinations of both tests (no `[plugins]`, `[api]` or `[delivery]`).
+fn setup(site: &FakeApi, graph: &FakeApi, google: &FakeApi) -> String {
     format!(
         r#"
         [[channels]]
@@ -61,7 +64,6 @@ fn config(
         client_secret = "{GOOGLE_CLIENT_SECRET}"
         refresh_token = "{GOOGLE_REFRESH}"
         scopes = ["https://www.googleapis.com/auth/datamanager"]
-        {common}
         "#,
         whatsapp = toml_path(&plugin_path("whatsapp")),
         webchat = toml_path(&plugin_path("webchat")),
@@ -73,8 +75,47 @@ fn config(
         graph_url = graph.url,
         google = google.authority,
         google_url = google.url,
-        common = common_config(receiver),
     )
+}
+
+fn config(
+    site: &FakeApi,
+    graph: &FakeApi,
+    google: &FakeApi,
+    receiver: &omnigate_tests::Receiver,
+) -> String {
+    format!(
+        "{}\n{}",
+        setup(site, graph, google),
+        common_config(receiver)
+    )
+}
+
+/// `method path` on the gateway at `base` with `headers`; the status and JSON answer.
+async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(String, String)],
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client.request(method, format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call(base, method, path, body, &api_auth()).await
 }
 
 fn ago(seconds: i64) -> String {
@@ -91,20 +132,20 @@ fn now() -> String {
         .to_string()
 }
 
-async fn send_web(gateway: &Gateway, body: Value) {
+async fn send_web(base: &str, body: Value) {
     let body = body.to_string().into_bytes();
     let id = format!("wh_{}", ulid::Ulid::generate());
     let headers = standard_webhooks_headers(SITE_SECRET, &id, &body).expect("sign");
-    let (status, answer) = post(&gateway.url("/webhooks/web"), &headers, body)
+    let (status, answer) = post(&format!("{base}/webhooks/web"), &headers, body)
         .await
         .expect("post");
     assert!((200..300).contains(&status), "{status} {answer}");
 }
 
 /// A purchase posted by the shop for `contact`.
-async fn purchase(gateway: &Gateway, id: &str, contact: Value) -> Value {
-    let (status, answer) = api_call(
-        gateway,
+async fn purchase(base: &str, id: &str, contact: Value) -> Value {
+    let (status, answer) = api(
+        base,
         "POST",
         "/v1/conversions",
         Some(
@@ -120,11 +161,10 @@ async fn purchase(gateway: &Gateway, id: &str, contact: Value) -> Value {
 }
 
 /// The conversion's receipts once every destination has one in a final state.
-async fn receipts(gateway: &Gateway, id: &str, settled: &[(&str, &str)]) -> Vec<Value> {
+async fn receipts(base: &str, id: &str, settled: &[(&str, &str)]) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (status, answer) =
-            api_call(gateway, "GET", &format!("/v1/conversions/{id}"), None).await;
+        let (status, answer) = api(base, "GET", &format!("/v1/conversions/{id}"), None).await;
         assert_eq!(status, 200, "{answer}");
         let receipts = answer["destinations"]
             .as_array()
@@ -193,10 +233,15 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
         json!(jiff::Timestamp::now().as_second().to_string());
     deliver_meta(&gateway, "wa", WA_APP_SECRET, ctwa.to_string().as_bytes()).await;
     receiver.wait_of_type("message.received", 1).await;
-    purchase(&gateway, "ord-wa-1", json!({"phone": "+1 650 555 1234"})).await;
+    purchase(
+        &gateway.base,
+        "ord-wa-1",
+        json!({"phone": "+1 650 555 1234"}),
+    )
+    .await;
 
     let sent = receipts(
-        &gateway,
+        &gateway.base,
         "ord-wa-1",
         &[("meta", "sent"), ("google", "skipped")],
     )
@@ -234,14 +279,19 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
         json_answer(401, json!({"error": {"message": "Error validating access token: Session has expired",
                                           "type": "OAuthException", "code": 190, "fbtrace_id": "X"}}))
     });
-    purchase(&gateway, "ord-wa-2", json!({"phone": "+1 650 555 1234"})).await;
-    let refused = receipts(&gateway, "ord-wa-2", &[("meta", "dead_lettered")]).await;
+    purchase(
+        &gateway.base,
+        "ord-wa-2",
+        json!({"phone": "+1 650 555 1234"}),
+    )
+    .await;
+    let refused = receipts(&gateway.base, "ord-wa-2", &[("meta", "dead_lettered")]).await;
     let reason = receipt(&refused, "meta")["reason"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert!(reason.contains("190"), "{reason}");
-    let (status, meta) = api_call(&gateway, "GET", "/v1/subscriptions/meta", None).await;
+    let (status, meta) = api(&gateway.base, "GET", "/v1/subscriptions/meta", None).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["enabled"], false, "{meta}");
     assert!(
@@ -259,13 +309,13 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
             json!({"events_received": 1, "messages": [], "fbtrace_id": "AbC-trace-2"}),
         )
     });
-    let (status, enabled) = api_call(&gateway, "POST", "/v1/subscriptions/meta/enable", None).await;
+    let (status, enabled) = api(&gateway.base, "POST", "/v1/subscriptions/meta/enable", None).await;
     assert_eq!(status, 200, "{enabled}");
 
     // 2. A web chat visit from a Google ad, seven hours ago; two purchases later: two
     //    Data Manager events, one access token minted for both.
     send_web(
-        &gateway,
+        &gateway.base,
         json!({
             "type": "message", "id": "g1", "sent_at": ago(7 * 3600),
             "visitor": {"id": "visitor-9", "name": "Ana", "email": "Ana.Lopez+shop@GMail.com"},
@@ -276,10 +326,15 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
     .await;
     receiver.wait_of_type("message.received", 2).await;
     let visitor = json!({"channel": "web", "user": "visitor-9"});
-    purchase(&gateway, "ord-web-1", visitor.clone()).await;
-    purchase(&gateway, "ord-web-2", visitor).await;
+    purchase(&gateway.base, "ord-web-1", visitor.clone()).await;
+    purchase(&gateway.base, "ord-web-2", visitor).await;
     for id in ["ord-web-1", "ord-web-2"] {
-        let done = receipts(&gateway, id, &[("google", "sent"), ("meta", "skipped")]).await;
+        let done = receipts(
+            &gateway.base,
+            id,
+            &[("google", "sent"), ("meta", "skipped")],
+        )
+        .await;
         assert_eq!(receipt(&done, "google")["receipt"], "req-42");
         assert_eq!(receipt(&done, "meta")["reason"], "no_meta_click");
     }
@@ -329,7 +384,7 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
 
     // 3. A click a minute old: Google takes it only after six hours, so it is held.
     send_web(
-        &gateway,
+        &gateway.base,
         json!({
             "type": "message", "id": "g2", "sent_at": ago(60),
             "visitor": {"id": "visitor-10", "name": "Luis"},
@@ -340,12 +395,12 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
     .await;
     receiver.wait_of_type("message.received", 3).await;
     purchase(
-        &gateway,
+        &gateway.base,
         "ord-web-3",
         json!({"channel": "web", "user": "visitor-10"}),
     )
     .await;
-    let held = receipts(&gateway, "ord-web-3", &[("google", "scheduled")]).await;
+    let held = receipts(&gateway.base, "ord-web-3", &[("google", "scheduled")]).await;
     let not_before: jiff::Timestamp = receipt(&held, "google")["not_before"]
         .as_str()
         .expect("not_before")
@@ -396,4 +451,183 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
     assert_eq!(count("google", "sent", ""), 2);
     assert_eq!(count("google", "skipped", "no_google_click"), 2);
     assert_eq!(count("google", "held", ""), 1);
+}
+
+/// `POST` of an admin action on the gateway at `base`; the status and JSON answer.
+async fn admin(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let headers = vec![("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))];
+    let (status, answer) = post(&format!("{base}{path}"), &headers, body)
+        .await
+        .expect("admin call");
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_plugin_is_swapped_live_and_no_secret_reaches_the_log() {
+    let (site, receiver) = site_and_receiver().await;
+    let graph = FakeApi::start(|request| {
+        if request.uri == "/recorded" {
+            json_answer(200, json!({}))
+        } else {
+            json_answer(
+                200,
+                json!({"events_received": 1, "fbtrace_id": "AbC-trace-1"}),
+            )
+        }
+    })
+    .await
+    .expect("fake graph");
+    let google = FakeApi::start(|request| {
+        if request.uri.starts_with("/token") {
+            json_answer(200, json!({"access_token": "google-access-1", "token_type": "Bearer", "expires_in": 3599}))
+        } else {
+            json_answer(200, json!({"requestId": "req-42"}))
+        }
+    })
+    .await
+    .expect("fake google");
+    let text = format!(
+        r#"{setup}
+        [admin]
+        keys = ["{ADMIN_KEY}"]
+        [api]
+        keys = ["{API_KEY}"]
+        [plugins]
+        allow_networks = {LOOPBACK}
+        [delivery]
+        retry_schedule = ["100ms", "200ms"]
+        allow_networks = {LOOPBACK}
+        {subscription}"#,
+        setup = setup(&site, &graph, &google),
+        subscription = subscription_config(&receiver),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Everything the gateway and its HTTP clients log, bar the compiler's own chatter.
+    let level = "debug,cranelift=warn,regalloc2=warn,wasmtime=info,wasmtime_cranelift=warn";
+    let mut gateway = Process::start_logged(&text, dir.path(), free_port().expect("port"), level);
+    gateway.wait_ready().await;
+    let base = gateway.base.clone();
+
+    // A visit from a Google ad seven hours ago, and a purchase: the Data Manager event
+    // goes out with a token the host minted from the `oauth2` secret.
+    send_web(
+        &base,
+        json!({
+            "type": "message", "id": "s1", "sent_at": ago(7 * 3600),
+            "visitor": {"id": "visitor-s", "name": "Ana"},
+            "text": "Hola",
+            "page": {"url": "https://shop.example/?gclid=Cj0-swap-click"},
+        }),
+    )
+    .await;
+    receiver.wait_of_type("message.received", 1).await;
+    let visitor = json!({"channel": "web", "user": "visitor-s"});
+    purchase(&base, "ord-s-1", visitor.clone()).await;
+    let first = receipts(&base, "ord-s-1", &[("google", "sent"), ("meta", "skipped")]).await;
+    assert_eq!(receipt(&first, "meta")["reason"], "no_meta_click");
+
+    // The `meta` destination's plugin replaced on the running gateway: the next
+    // conversion goes through the new version, on the same subscription.
+    let recorder = std::fs::read(guest_path("recorder")).expect("recorder guest");
+    let (status, answer) = admin(&base, "/admin/plugins?activate=destination:meta", recorder).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        answer["activated"]["channel"], "destination:meta",
+        "{answer}"
+    );
+    assert_eq!(answer["activated"]["plugin"], "recorder@0.1.0", "{answer}");
+    purchase(&base, "ord-s-2", visitor.clone()).await;
+    let second = receipts(&base, "ord-s-2", &[("google", "sent"), ("meta", "sent")]).await;
+    let recorded = receipt(&second, "meta")["receipt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(recorded.starts_with("recorded-"), "{second:?}");
+    let posted: Vec<_> = graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri == "/recorded")
+        .collect();
+    assert_eq!(posted.len(), 1, "one event through the new version");
+    assert_eq!(
+        posted[0].header("authorization"),
+        Some(format!("Bearer {META_TOKEN}").as_str()),
+        "the destination's secrets serve the new version"
+    );
+    let (status, listing) = get(
+        &format!("{base}/admin/plugins"),
+        &[("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await
+    .expect("listing");
+    assert_eq!(status, 200);
+    let listing: Value = serde_json::from_str(&listing).expect("json");
+    let active = listing["channels"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["channel"] == "destination:meta"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(active["plugin"], "recorder@0.1.0", "{listing:#}");
+    assert_eq!(
+        active["previous"].as_array().map(Vec::len),
+        Some(1),
+        "{listing:#}"
+    );
+
+    // Rolled back: the Meta plugin serves again.
+    let (status, answer) = admin(&base, "/admin/destinations/meta/rollback", Vec::new()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["activated"]["plugin"], "meta-capi@0.1.0", "{answer}");
+    purchase(&base, "ord-s-3", visitor).await;
+    let third = receipts(&base, "ord-s-3", &[("google", "sent"), ("meta", "skipped")]).await;
+    assert_eq!(receipt(&third, "meta")["reason"], "no_meta_click");
+    assert_eq!(
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.uri == "/recorded")
+            .count(),
+        1,
+        "nothing more through the old version"
+    );
+
+    // Refused: a channel plugin for a destination, and a destination nobody configured.
+    let webchat = std::fs::read(plugin_path("webchat")).expect("webchat plugin");
+    let (status, answer) = admin(&base, "/admin/plugins?activate=destination:meta", webchat).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "channel_requirements", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot be a destination"), "{answer}");
+    let digest = active["digest"].as_str().unwrap_or_default();
+    let (status, answer) = call(
+        &base,
+        "POST",
+        "/admin/destinations/nope/activate",
+        Some(json!({ "digest": digest })),
+        &[("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "unknown_destination", "{answer}");
+
+    // The log, read after the process has ended: it tells of the swap and has no secret.
+    gateway.terminate().await;
+    let log = std::fs::read_to_string(Process::log(dir.path())).expect("log");
+    for told in [
+        "destination ready",
+        "plugin version active",
+        "destination:meta",
+    ] {
+        assert!(log.contains(told), "the log lacks {told:?}:\n{log}");
+    }
+    for secret in [
+        META_TOKEN,
+        GOOGLE_REFRESH,
+        GOOGLE_CLIENT_SECRET,
+        "google-access-1",
+        SITE_SECRET,
+        WA_APP_SECRET,
+    ] {
+        assert!(!log.contains(secret), "a secret in the log: {secret}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Many gateway instances on one Redis share the plugin registry: an activation or a
 //! rollback on one instance is live on all of them within a bound, an instance that missed
 //! the announcement catches up, a late instance starts on the fleet's version, and the
-//! registry's compare-and-set refuses a stale activation.
+//! registry's compare-and-set refuses a stale activation. Destination plugins follow the
+//! same registry.
 
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,64 @@ async fn activation_and_rollback_on_one_instance_reach_all_three() {
     for gateway in fleet.iter().chain([&late]) {
         served_within(gateway, HOSTILE_ANSWER, PROPAGATION_BOUND).await;
     }
+    for gateway in fleet.into_iter().chain([late]) {
+        gateway.stop().await;
+    }
+}
+
+/// The plugin serving `destination:<id>` on `gateway`, per its listing.
+async fn destination_plugin(gateway: &Gateway, id: &str) -> String {
+    let list = listing(gateway).await;
+    let key = format!("destination:{id}");
+    list["channels"]
+        .as_array()
+        .and_then(|all| all.iter().find(|active| active["channel"] == key.as_str()))
+        .and_then(|active| active["plugin"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_activation_reaches_the_fleet_and_a_late_instance() {
+    let redis = RedisServer::start().expect("redis");
+    let config = format!(
+        r#"{channels}
+        [[destinations]]
+        id = "meta"
+        plugin = {meta}
+        config = {{ api_base = "http://127.0.0.1:9", dataset_id = "998877" }}
+        secrets = {{ access_token = "EAAB-meta-system-user-token" }}
+        "#,
+        channels = config(&redis.url(), "1h"),
+        meta = toml_path(&plugin_path("meta-capi")),
+    );
+    let fleet = join_all((0..2).map(|_| Gateway::start(&config))).await;
+    let fleet: Vec<Gateway> = fleet.into_iter().map(|g| g.expect("gateway")).collect();
+    for gateway in &fleet {
+        assert_eq!(destination_plugin(gateway, "meta").await, "meta-capi@0.1.0");
+    }
+    let recorder = std::fs::read(guest_path("recorder")).expect("recorder guest built");
+    let (status, reply) = admin_post(
+        &fleet[0],
+        "/admin/plugins?activate=destination:meta",
+        recorder,
+    )
+    .await;
+    assert_eq!(status, 201, "{reply}");
+    let started = Instant::now();
+    while destination_plugin(&fleet[1], "meta").await != "recorder@0.1.0" {
+        assert!(
+            started.elapsed() < PROPAGATION_BOUND,
+            "the other instance still serves {}",
+            destination_plugin(&fleet[1], "meta").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A late instance starts on the fleet's version, not its configured file.
+    let late = Gateway::start(&config).await.expect("late gateway");
+    assert_eq!(destination_plugin(&late, "meta").await, "recorder@0.1.0");
+    // The channel's activation is its own: still the configured web chat plugin.
+    assert_eq!(answer(&late).await, WEBCHAT_ANSWER);
     for gateway in fleet.into_iter().chain([late]) {
         gateway.stop().await;
     }

@@ -3,11 +3,13 @@
 //! - `GET /admin/plugins`: known versions and which one serves each channel.
 //! - `POST /admin/plugins`: add a version (raw wasm body, or a `multipart/form-data`
 //!   body with the wasm as a file part, field `plugin` preferred); `?activate=<channel>`
-//!   also activates it. Its ed25519 signature (`omnigate plugin sign`) travels in the
+//!   (or `?activate=destination:<id>`) also activates it. Its ed25519 signature (`omnigate plugin sign`) travels in the
 //!   `x-omnigate-signature` header or the multipart field `signature`.
 //! - `POST /admin/plugins/validate`: compile and check only; nothing is kept.
 //! - `POST /admin/channels/{id}/activate` `{"digest": "…"}`: serve the channel with it.
 //! - `POST /admin/channels/{id}/rollback`: back to the version before.
+//! - `POST /admin/destinations/{id}/activate` and `/rollback`: the same for a destination
+//!   plugin; listed under `channels` as `destination:<id>`.
 //!
 //! A refused plugin answers 422 with the exact reason; the active version keeps serving.
 
@@ -23,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::http_error::ApiError;
-use crate::lifecycle::{BindError, LifecycleError, SignatureError};
+use crate::lifecycle::{BindError, LifecycleError, SignatureError, Target};
 use crate::store::StoreError;
 
 /// `GET /admin/plugins`.
@@ -37,7 +39,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
 /// Query of `POST /admin/plugins`.
 #[derive(Debug, Deserialize)]
 pub struct UploadQuery {
-    /// Activate the new version for this channel right away.
+    /// Activate the new version for this channel (or `destination:<id>`) right away.
     activate: Option<String>,
 }
 
@@ -76,7 +78,7 @@ pub async fn add_version(
     let active = match activate {
         Some(channel) => Some(
             app.lifecycle
-                .activate(channel, &version.digest)
+                .activate(&Target::from_key(channel), &version.digest)
                 .await
                 .map_err(refused)?,
         ),
@@ -126,12 +128,28 @@ pub async fn activate(
         .map(Json)
 }
 
-/// Activate version `digest` for `channel` across the fleet: what the API and the
-/// console both call.
+/// Activate version `digest` for `channel` (or `destination:<id>`) across the fleet:
+/// what the API and the console both call.
 pub async fn activate_version(app: &App, channel: &str, digest: &str) -> Result<Value, ApiError> {
+    // A listing's key: the console acts on destinations (`destination:<id>`) this way too.
+    activate_target(app, &Target::from_key(channel), digest).await
+}
+
+/// `POST /admin/destinations/{id}/activate`.
+pub async fn activate_destination(
+    State(app): State<Arc<App>>,
+    Path(destination): Path<String>,
+    Json(request): Json<Activate>,
+) -> Result<Json<Value>, ApiError> {
+    activate_target(&app, &Target::Destination(destination), &request.digest)
+        .await
+        .map(Json)
+}
+
+async fn activate_target(app: &App, target: &Target, digest: &str) -> Result<Value, ApiError> {
     let active = app
         .lifecycle
-        .activate(channel, digest)
+        .activate(target, digest)
         .await
         .map_err(refused)?;
     Ok(json!({ "activated": active }))
@@ -145,9 +163,24 @@ pub async fn rollback(
     rollback_channel(&app, &channel).await.map(Json)
 }
 
-/// Roll `channel` back to its previous version: what the API and the console both call.
+/// Roll `channel` (or `destination:<id>`) back to its previous version: what the API and
+/// the console both call.
 pub async fn rollback_channel(app: &App, channel: &str) -> Result<Value, ApiError> {
-    let active = app.lifecycle.rollback(channel).await.map_err(refused)?;
+    rollback_target(app, &Target::from_key(channel)).await
+}
+
+/// `POST /admin/destinations/{id}/rollback`.
+pub async fn rollback_destination(
+    State(app): State<Arc<App>>,
+    Path(destination): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    rollback_target(&app, &Target::Destination(destination))
+        .await
+        .map(Json)
+}
+
+async fn rollback_target(app: &App, target: &Target) -> Result<Value, ApiError> {
+    let active = app.lifecycle.rollback(target).await.map_err(refused)?;
     Ok(json!({ "activated": active }))
 }
 
@@ -229,6 +262,7 @@ fn refused(error: LifecycleError) -> ApiError {
         }
         LifecycleError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
         LifecycleError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
+        LifecycleError::UnknownDestination(_) => (StatusCode::NOT_FOUND, "unknown_destination"),
         LifecycleError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
         LifecycleError::KindMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "kind_mismatch"),
         LifecycleError::Signature(SignatureError::Required { .. }) => {

@@ -8,6 +8,10 @@
 //! (admin, directory watch, fleet reconcile) are serialized by one async mutex that the
 //! request path never touches.
 //!
+//! Destination plugins follow the same lifecycle: a destination is a [`Target`] like a
+//! channel, its version swapped inside the [`destination::PluginDestination`] that
+//! delivery holds.
+//!
 //! The fleet shares one registry in the context store ([`crate::store::plugins`]): every
 //! added version's wasm and record, and each channel's activation with its history. An
 //! activation here is a compare-and-set there; the other instances hear it announced (or
@@ -34,10 +38,11 @@ pub use signing::{SignatureError, SigningPolicy};
 
 use crate::ops::config::ChannelConfig;
 use crate::pipeline::ChannelMeta;
-use crate::runtime::{LoadError, Plugin, Registry, Runtime};
+use crate::runtime::{ChannelRuntime, LoadError, Plugin, Registry, Runtime};
 use crate::store::StoreError;
 use crate::store::plugins::{Activation, Activations, PluginRecord, PluginRegistry};
 use catalog::{Active, Catalog, Version, record_view};
+use destination::{DestinationBinder, PluginDestination};
 
 /// The `source` of versions uploaded through the API.
 pub const UPLOAD: &str = "upload";
@@ -45,6 +50,83 @@ pub const UPLOAD: &str = "upload";
 const FROM_REGISTRY: &str = "registry";
 /// How many earlier versions a channel's history keeps for rollbacks.
 const HISTORY: usize = 20;
+
+/// What a lifecycle action is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A `[[channels]]` entry, by id.
+    Channel(String),
+    /// A `[[destinations]]` entry, by id.
+    Destination(String),
+}
+
+/// The prefix of a destination's key; ids cannot contain `:`, so keys never collide.
+const DESTINATION_KEY: &str = "destination:";
+
+impl Target {
+    /// Its key in the shared registry, the catalog and the listings: the channel id, or
+    /// `destination:<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Channel(id) => id.clone(),
+            Self::Destination(id) => format!("{DESTINATION_KEY}{id}"),
+        }
+    }
+
+    /// The target a key names.
+    pub fn from_key(key: &str) -> Self {
+        match key.strip_prefix(DESTINATION_KEY) {
+            Some(id) => Self::Destination(id.to_owned()),
+            None => Self::Channel(key.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Channel(id) => write!(f, "channel `{id}`"),
+            Self::Destination(id) => write!(f, "destination `{id}`"),
+        }
+    }
+}
+
+/// A configured destination: how to bind its versions, and what delivery holds.
+struct DestinationSlot {
+    binder: DestinationBinder,
+    target: Arc<PluginDestination>,
+}
+
+/// A target's configuration, as a lifecycle action reads it.
+#[derive(Clone, Copy)]
+enum Setting<'a> {
+    Channel(&'a ChannelConfig),
+    Destination(&'a DestinationSlot),
+}
+
+/// A version bound to a target and warmed, ready to swap in.
+enum Prepared<'a> {
+    Channel(Bound),
+    Destination(&'a DestinationSlot, Arc<ChannelRuntime>),
+}
+
+impl Setting<'_> {
+    fn key(&self) -> String {
+        match self {
+            Self::Channel(config) => config.id.clone(),
+            Self::Destination(slot) => Target::Destination(slot.binder.id().to_owned()).key(),
+        }
+    }
+}
+
+impl Prepared<'_> {
+    fn plugin(&self) -> Arc<Plugin> {
+        match self {
+            Self::Channel(bound) => bound.runtime.plugin.clone(),
+            Self::Destination(_, runtime) => runtime.plugin.clone(),
+        }
+    }
+}
 
 /// Why a lifecycle action was refused. The active version keeps serving in every case.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +144,12 @@ pub enum LifecycleError {
     /// No channel with this id is configured.
     #[error("no channel `{0}` is configured")]
     UnknownChannel(String),
+    /// No destination with this id is configured.
+    #[error("no destination `{0}` is configured")]
+    UnknownDestination(String),
     /// Rollback asked with no earlier version.
-    #[error("channel `{0}` has no earlier version to roll back to")]
-    NothingToRollBack(String),
+    #[error("{0} has no earlier version to roll back to")]
+    NothingToRollBack(Target),
     /// The shared registry could not answer, or changed meanwhile
     /// ([`StoreError::Conflict`]).
     #[error("shared plugin registry: {0}")]
@@ -98,6 +183,7 @@ pub struct Lifecycle {
     registry: Arc<Registry>,
     channels: Arc<ArcSwap<HashMap<String, ChannelMeta>>>,
     configs: HashMap<String, ChannelConfig>,
+    destinations: HashMap<String, DestinationSlot>,
     upload_dir: Option<PathBuf>,
     shared: Arc<dyn PluginRegistry>,
     instance: String,
@@ -128,6 +214,7 @@ impl Lifecycle {
                 .iter()
                 .map(|config| (config.id.clone(), config.clone()))
                 .collect(),
+            destinations: HashMap::new(),
             upload_dir,
             shared,
             instance: format!("pid{}-{}", std::process::id(), ulid::Ulid::generate()),
@@ -142,6 +229,18 @@ impl Lifecycle {
     /// signature. Versions from configured files are not checked.
     pub fn signing(mut self, policy: SigningPolicy) -> Self {
         self.signing = policy;
+        self
+    }
+
+    /// Serve the destination `binder` configures with `target`, which delivery holds
+    /// (bound at start with its configured version; see [`Lifecycle::mark_active`]).
+    pub fn destination(
+        mut self,
+        binder: DestinationBinder,
+        target: Arc<PluginDestination>,
+    ) -> Self {
+        self.destinations
+            .insert(binder.id().to_owned(), DestinationSlot { binder, target });
         self
     }
 
@@ -203,29 +302,27 @@ impl Lifecycle {
         remember(&mut catalog, plugin, Arc::new(wasm), source);
     }
 
-    /// Make version `digest` serve `channel` on every instance. The version it replaces
-    /// is pushed on the channel's history for [`Lifecycle::rollback`].
+    /// Make version `digest` serve `target` on every instance. The version it replaces
+    /// is pushed on the target's history for [`Lifecycle::rollback`].
     pub async fn activate(
         &self,
-        channel: &str,
+        target: &Target,
         digest: &str,
     ) -> Result<ActiveView, LifecycleError> {
-        let config = self.config(channel)?;
+        let setting = self.setting(target)?;
+        let key = target.key();
         let mut catalog = self.catalog.lock().await;
-        if self.same_kind {
+        if let (true, Target::Channel(channel)) = (self.same_kind, target) {
             self.check_kind(&catalog, channel, digest)?;
         }
-        let record = self.shared.activations().await?.channels.remove(channel);
-        let serving = catalog
-            .active
-            .get(channel)
-            .map(|active| active.digest.clone());
+        let record = self.shared.activations().await?.channels.remove(&key);
+        let serving = catalog.active.get(&key).map(|active| active.digest.clone());
         let current = record
             .as_ref()
             .map(|record| record.digest.clone())
             .or_else(|| serving.clone());
         if current.as_deref() == Some(digest) && serving.as_deref() == Some(digest) {
-            return self.view(&catalog, channel);
+            return self.view(&catalog, &key);
         }
         let expected = record.as_ref().map(|record| record.digest.clone());
         let mut history = record.map(|record| record.history).unwrap_or_default();
@@ -234,7 +331,7 @@ impl Lifecycle {
             history.drain(..history.len() - HISTORY);
         }
         let activation = self.activation(digest, history);
-        self.apply(&mut catalog, config, expected.as_deref(), activation)
+        self.apply(&mut catalog, setting, expected.as_deref(), activation)
             .await
     }
 
@@ -266,52 +363,55 @@ impl Lifecycle {
         }
     }
 
-    /// Return `channel`, on every instance, to the version before its last activation.
-    pub async fn rollback(&self, channel: &str) -> Result<ActiveView, LifecycleError> {
-        let config = self.config(channel)?;
+    /// Return `target`, on every instance, to the version before its last activation.
+    pub async fn rollback(&self, target: &Target) -> Result<ActiveView, LifecycleError> {
+        let setting = self.setting(target)?;
         let mut catalog = self.catalog.lock().await;
-        let nothing = || LifecycleError::NothingToRollBack(channel.to_owned());
+        let nothing = || LifecycleError::NothingToRollBack(target.clone());
         let record = self
             .shared
             .activations()
             .await?
             .channels
-            .remove(channel)
+            .remove(&target.key())
             .ok_or_else(nothing)?;
         let mut history = record.history;
         let previous = history.pop().ok_or_else(nothing)?;
         let activation = self.activation(&previous, history);
-        self.apply(&mut catalog, config, Some(&record.digest), activation)
+        self.apply(&mut catalog, setting, Some(&record.digest), activation)
             .await
     }
 
-    /// Install here whatever the shared registry says each configured channel should
-    /// serve. Returns how many channels changed; a version that cannot be installed here
+    /// Install here whatever the shared registry says each configured channel and
+    /// destination should serve. Returns how many channels changed; a version that cannot be installed here
     /// is logged and tried again on the next reconcile (the current one keeps serving).
     pub async fn reconcile(&self) -> Result<usize, LifecycleError> {
         let activations = self.shared.activations().await?;
         self.fetch_missing(&activations).await;
         let mut catalog = self.catalog.lock().await;
         let mut changed = 0;
-        for (channel, activation) in &activations.channels {
-            let Some(config) = self.configs.get(channel) else {
-                continue; // a channel of other instances
+        for (key, activation) in &activations.channels {
+            let Ok(setting) = self.setting(&Target::from_key(key)) else {
+                continue; // a channel or destination of other instances
             };
-            if let Some(active) = catalog.active.get_mut(channel)
+            if let Some(active) = catalog.active.get_mut(key)
                 && active.digest == activation.digest
             {
                 active.history.clone_from(&activation.history);
                 continue;
             }
-            match self.prepare(&mut catalog, config, &activation.digest).await {
-                Ok(bound) => {
-                    self.serve(&mut catalog, bound, activation);
+            match self
+                .prepare(&mut catalog, setting, &activation.digest)
+                .await
+            {
+                Ok(prepared) => {
+                    self.serve(&mut catalog, key, prepared, activation);
                     crate::metrics::plugin_sync("applied");
                     changed += 1;
                 }
                 Err(error) => {
                     crate::metrics::plugin_sync("failed");
-                    tracing::warn!(channel, digest = %short(&activation.digest), %error,
+                    tracing::warn!(target = key, digest = %short(&activation.digest), %error,
                         "fleet activation cannot be installed here; the current version keeps serving");
                 }
             }
@@ -343,13 +443,13 @@ impl Lifecycle {
         all
     }
 
-    /// Which version serves each channel here.
+    /// Which version serves each channel and destination here.
     pub async fn active(&self) -> Vec<ActiveView> {
         let catalog = self.catalog.lock().await;
         let mut all: Vec<ActiveView> = catalog
             .active
             .keys()
-            .filter_map(|channel| catalog.active_view(&self.configs, channel))
+            .filter_map(|key| catalog.active_view(&self.configs, key))
             .collect();
         all.sort_by(|a, b| a.channel.cmp(&b.channel));
         all
@@ -366,11 +466,12 @@ impl Lifecycle {
         self.registry.install(&id, bound.runtime);
     }
 
-    /// Record that `plugin` serves `channel` (start-up, already installed).
-    pub async fn mark_active(&self, channel: &str, plugin: &Arc<Plugin>) {
+    /// Record that `plugin` serves `target` (start-up, already installed).
+    pub async fn mark_active(&self, target: &Target, plugin: &Arc<Plugin>) {
+        let channel = &target.key();
         let mut catalog = self.catalog.lock().await;
         catalog.active.insert(
-            channel.to_owned(),
+            channel.clone(),
             Active {
                 digest: plugin.digest.clone(),
                 since: Timestamp::now(),
@@ -380,10 +481,20 @@ impl Lifecycle {
         publish_active(channel, plugin, true);
     }
 
-    fn config(&self, channel: &str) -> Result<&ChannelConfig, LifecycleError> {
-        self.configs
-            .get(channel)
-            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
+    /// The configuration of `target`, if this instance serves it.
+    fn setting(&self, target: &Target) -> Result<Setting<'_>, LifecycleError> {
+        match target {
+            Target::Channel(id) => self
+                .configs
+                .get(id)
+                .map(Setting::Channel)
+                .ok_or_else(|| LifecycleError::UnknownChannel(id.clone())),
+            Target::Destination(id) => self
+                .destinations
+                .get(id)
+                .map(Setting::Destination)
+                .ok_or_else(|| LifecycleError::UnknownDestination(id.clone())),
+        }
     }
 
     fn activation(&self, digest: &str, history: Vec<String>) -> Activation {
@@ -395,10 +506,10 @@ impl Lifecycle {
         }
     }
 
-    fn view(&self, catalog: &Catalog, channel: &str) -> Result<ActiveView, LifecycleError> {
+    fn view(&self, catalog: &Catalog, key: &str) -> Result<ActiveView, LifecycleError> {
         catalog
-            .active_view(&self.configs, channel)
-            .ok_or_else(|| LifecycleError::UnknownChannel(channel.to_owned()))
+            .active_view(&self.configs, key)
+            .ok_or_else(|| LifecycleError::UnknownChannel(key.to_owned()))
     }
 
     /// Prepare the version here, publish the activation (compare-and-set on `expected`),
@@ -406,37 +517,42 @@ impl Lifecycle {
     async fn apply(
         &self,
         catalog: &mut Catalog,
-        config: &ChannelConfig,
+        setting: Setting<'_>,
         expected: Option<&str>,
         activation: Activation,
     ) -> Result<ActiveView, LifecycleError> {
-        let bound = self.prepare(catalog, config, &activation.digest).await?;
+        let key = setting.key();
+        let prepared = self.prepare(catalog, setting, &activation.digest).await?;
         // Every version the record names must be fetchable by the other instances.
         for digest in activation.history.iter().chain([&activation.digest]) {
             self.share(catalog, digest).await?;
         }
-        let revision = self
-            .shared
-            .activate(&config.id, expected, &activation)
-            .await?;
-        self.serve(catalog, bound, &activation);
-        tracing::info!(channel = %config.id, digest = %short(&activation.digest), revision, "activation published to the fleet");
-        self.view(catalog, &config.id)
+        let revision = self.shared.activate(&key, expected, &activation).await?;
+        self.serve(catalog, &key, prepared, &activation);
+        tracing::info!(target = %key, digest = %short(&activation.digest), revision, "activation published to the fleet");
+        self.view(catalog, &key)
     }
 
     /// Everything that can fail or take time before a swap: the version loaded (fetched
     /// from the shared registry if this instance never saw it), bound and warmed.
-    async fn prepare(
+    async fn prepare<'a>(
         &self,
         catalog: &mut Catalog,
-        config: &ChannelConfig,
+        setting: Setting<'a>,
         digest: &str,
-    ) -> Result<Bound, LifecycleError> {
+    ) -> Result<Prepared<'a>, LifecycleError> {
         let plugin = self.ensure(catalog, digest).await?;
         self.check_signature(catalog, digest)?;
-        let bound = bind(&self.runtime, config, plugin)?;
-        warm(&bound).await?;
-        Ok(bound)
+        Ok(match setting {
+            Setting::Channel(config) => {
+                let bound = bind(&self.runtime, config, plugin)?;
+                warm(&bound).await?;
+                Prepared::Channel(bound)
+            }
+            Setting::Destination(slot) => {
+                Prepared::Destination(slot, slot.binder.bind(&self.runtime, plugin).await?)
+            }
+        })
     }
 
     /// Refuses a loaded version that `[admin] signing_keys` does not let serve.
@@ -459,8 +575,8 @@ impl Lifecycle {
             let mut missing: Vec<String> = activations
                 .channels
                 .iter()
-                .filter(|(channel, activation)| {
-                    self.configs.contains_key(*channel)
+                .filter(|(key, activation)| {
+                    self.setting(&Target::from_key(key)).is_ok()
                         && !catalog.versions.contains_key(&activation.digest)
                 })
                 .map(|(_, activation)| activation.digest.clone())
@@ -534,11 +650,20 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Swap `bound` in and record `activation` as what serves its channel here.
-    fn serve(&self, catalog: &mut Catalog, bound: Bound, activation: &Activation) {
-        let channel = bound.meta.id.clone();
-        let plugin = bound.runtime.plugin.clone();
-        self.install(bound);
+    /// Swap `prepared` in and record `activation` as what serves `key` here.
+    fn serve(
+        &self,
+        catalog: &mut Catalog,
+        key: &str,
+        prepared: Prepared<'_>,
+        activation: &Activation,
+    ) {
+        let channel = key.to_owned();
+        let plugin = prepared.plugin();
+        match prepared {
+            Prepared::Channel(bound) => self.install(bound),
+            Prepared::Destination(slot, runtime) => slot.target.swap(runtime),
+        }
         let previous = catalog.active.insert(
             channel.clone(),
             Active {
@@ -634,5 +759,26 @@ async fn keep_upload(dir: &std::path::Path, digest: &str, bytes: &[u8]) {
     .await;
     if let Err(error) = written {
         tracing::warn!(path = %path.display(), %error, "cannot keep the uploaded plugin on disk");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn target_keys_round_trip_and_never_collide() {
+        let channel = Target::Channel("meta".into());
+        let destination = Target::Destination("meta".into());
+        assert_eq!(channel.key(), "meta");
+        assert_eq!(destination.key(), "destination:meta");
+        assert_ne!(channel.key(), destination.key());
+        for target in [channel, destination] {
+            assert_eq!(Target::from_key(&target.key()), target);
+        }
+        assert_eq!(
+            Target::Destination("meta".into()).to_string(),
+            "destination `meta`"
+        );
     }
 }

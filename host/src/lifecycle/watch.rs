@@ -1,5 +1,6 @@
-//! Watching the plugins directory: when a configured channel's `.wasm` file changes, the
-//! new bytes become a version and are activated for every channel using that file.
+//! Watching the plugins directory: when a configured channel's or destination's `.wasm`
+//! file changes, the new bytes become a version and are activated for every channel and
+//! destination using that file.
 //!
 //! Events are debounced (editors and `cp` write in several steps), and a file that fails
 //! to load (half written, or simply bad) is logged and skipped: the active version keeps
@@ -14,7 +15,7 @@ use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::sync::mpsc;
 
-use super::Lifecycle;
+use super::{Lifecycle, Target};
 
 /// Keeps the directory watched while alive.
 pub struct DirWatch {
@@ -29,12 +30,12 @@ pub struct WatchError {
     reason: String,
 }
 
-/// Watch `dir`; `files` maps each configured plugin file to the channels it serves.
+/// Watch `dir`; `files` maps each configured plugin file to the targets it serves.
 /// Must be called inside a tokio runtime (the reloads run as a task).
 pub fn watch(
     lifecycle: Arc<Lifecycle>,
     dir: &Path,
-    files: HashMap<PathBuf, Vec<String>>,
+    files: HashMap<PathBuf, Vec<Target>>,
     debounce: Duration,
 ) -> Result<DirWatch, WatchError> {
     let failed = |reason: String| WatchError {
@@ -42,9 +43,9 @@ pub fn watch(
         reason,
     };
     let dir = dir.canonicalize().map_err(|e| failed(e.to_string()))?;
-    let files: HashMap<PathBuf, Vec<String>> = files
+    let files: HashMap<PathBuf, Vec<Target>> = files
         .into_iter()
-        .filter_map(|(path, channels)| Some((path.canonicalize().ok()?, channels)))
+        .filter_map(|(path, targets)| Some((path.canonicalize().ok()?, targets)))
         .collect();
     let (changed, mut changes) = mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| match result {
@@ -63,10 +64,10 @@ pub fn watch(
     tracing::info!(dir = %dir.display(), files = files.len(), "watching the plugins directory");
     tokio::spawn(async move {
         while let Some(path) = changes.recv().await {
-            let Some(channels) = path.canonicalize().ok().and_then(|path| files.get(&path)) else {
+            let Some(targets) = path.canonicalize().ok().and_then(|path| files.get(&path)) else {
                 continue;
             };
-            reload(&lifecycle, &path, channels).await;
+            reload(&lifecycle, &path, targets).await;
         }
     });
     Ok(DirWatch {
@@ -74,8 +75,8 @@ pub fn watch(
     })
 }
 
-/// Load `path` as a version and activate it for `channels`; log and skip on failure.
-async fn reload(lifecycle: &Lifecycle, path: &Path, channels: &[String]) {
+/// Load `path` as a version and activate it for `targets`; log and skip on failure.
+async fn reload(lifecycle: &Lifecycle, path: &Path, targets: &[Target]) {
     let bytes = match tokio::fs::read(path).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -90,9 +91,9 @@ async fn reload(lifecycle: &Lifecycle, path: &Path, channels: &[String]) {
             return;
         }
     };
-    for channel in channels {
-        if let Err(error) = lifecycle.activate(channel, &version.digest).await {
-            tracing::warn!(channel, path = %path.display(), %error, "changed plugin not activated; active version keeps serving");
+    for target in targets {
+        if let Err(error) = lifecycle.activate(target, &version.digest).await {
+            tracing::warn!(%target, path = %path.display(), %error, "changed plugin not activated; active version keeps serving");
         }
     }
 }

@@ -10,8 +10,9 @@ use arc_swap::ArcSwap;
 use crate::app::App;
 use crate::delivery::destination::ReceiptBook;
 use crate::delivery::{Delivery, SubscriptionConfig};
-use crate::lifecycle::{self, Lifecycle};
-use crate::ops::config::{ChannelConfig, Config};
+use crate::lifecycle::destination::DestinationBinder;
+use crate::lifecycle::{self, Lifecycle, Target};
+use crate::ops::config::Config;
 use crate::pipeline::Pipeline;
 use crate::pipeline::receipts::StoredReceipts;
 use crate::runtime::{LoadError, Plugin, Registry, Runtime, RuntimeSettings};
@@ -76,8 +77,29 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     let tls = config.store.tls()?;
     let store =
         crate::store::open_with_tls(&config.store.url, config.store.message_retention, &tls)?;
+    let registry = Arc::new(Registry::new());
+    let channels = Arc::new(ArcSwap::from_pointee(HashMap::new()));
+    let upload_dir = config
+        .plugins
+        .cache_dir
+        .as_ref()
+        .map(|dir| dir.join("uploads"));
+    let shared = crate::store::open_plugins_with_tls(&config.store.url, &tls)?;
+    let lifecycle = Lifecycle::new(
+        runtime.clone(),
+        registry.clone(),
+        channels.clone(),
+        &config.channels,
+        upload_dir,
+        shared,
+    )
+    .require_same_kind(config.admin.require_same_kind)
+    .signing(config.admin.signing_policy().map_err(BootError::Config)?);
+    let mut files: HashMap<PathBuf, Vec<Target>> = HashMap::new();
+    let (lifecycle, destinations) =
+        destinations(lifecycle, &runtime, &config, &store, &mut files).await?;
     let mut subscriptions = config.subscriptions.clone();
-    subscriptions.extend(destinations(&runtime, &config, &store).await?);
+    subscriptions.extend(destinations);
     let delivery = Delivery::open(
         config.delivery.clone(),
         subscriptions,
@@ -85,8 +107,6 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         &tls,
     )
     .await?;
-    let registry = Arc::new(Registry::new());
-    let channels = Arc::new(ArcSwap::from_pointee(HashMap::new()));
     let pipeline = Pipeline::new(
         store,
         delivery.clone(),
@@ -95,43 +115,33 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         channels.clone(),
     )
     .map_err(BootError::Config)?;
-    let upload_dir = config
-        .plugins
-        .cache_dir
-        .as_ref()
-        .map(|dir| dir.join("uploads"));
-    let shared = crate::store::open_plugins_with_tls(&config.store.url, &tls)?;
-    let lifecycle = Arc::new(
-        Lifecycle::new(
-            runtime.clone(),
-            registry.clone(),
-            channels.clone(),
-            &config.channels,
-            upload_dir,
-            shared,
-        )
-        .require_same_kind(config.admin.require_same_kind)
-        .signing(config.admin.signing_policy().map_err(BootError::Config)?),
-    );
+    let lifecycle = Arc::new(lifecycle);
     let mut loaded: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
-    let mut files: HashMap<PathBuf, Vec<String>> = HashMap::new();
     for channel in &config.channels {
         let path = channel.plugin_path(&config.plugins.dir);
         files
             .entry(path.clone())
             .or_default()
-            .push(channel.id.clone());
+            .push(Target::Channel(channel.id.clone()));
         let plugin = match loaded.get(&path) {
             Some(plugin) => plugin.clone(),
             None => {
-                let plugin = load(&runtime, &lifecycle, channel, &path).await?;
+                let plugin = load(&runtime, &lifecycle, &path).await.map_err(|source| {
+                    BootError::Plugin {
+                        channel: channel.id.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
                 loaded.insert(path.clone(), plugin.clone());
                 plugin
             }
         };
         let bound = lifecycle::bind(&runtime, channel, plugin.clone())?;
         lifecycle.install(bound);
-        lifecycle.mark_active(&channel.id, &plugin).await;
+        lifecycle
+            .mark_active(&Target::Channel(channel.id.clone()), &plugin)
+            .await;
         tracing::info!(channel = %channel.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "channel ready");
     }
     join_fleet(&lifecycle).await;
@@ -202,54 +212,54 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     Ok(app)
 }
 
-/// Every `[[destinations]]` entry's plugin loaded and bound: the subscriptions delivery
-/// runs for them, their receipts kept in `store`.
+/// Every `[[destinations]]` entry's plugin loaded, bound and handed to `lifecycle` (which
+/// swaps later versions in): the subscriptions delivery runs for them, their receipts
+/// kept in `store`. Their files join `files`, for the directory watch.
 async fn destinations(
+    mut lifecycle: Lifecycle,
     runtime: &Runtime,
     config: &Config,
     store: &Arc<dyn ContextStore>,
-) -> Result<Vec<SubscriptionConfig>, BootError> {
+    files: &mut HashMap<PathBuf, Vec<Target>>,
+) -> Result<(Lifecycle, Vec<SubscriptionConfig>), BootError> {
     let receipts: Arc<dyn ReceiptBook> = Arc::new(StoredReceipts::new(store.clone()));
     let mut subscriptions = Vec::with_capacity(config.destinations.len());
     for destination in &config.destinations {
         let path = destination.plugin_path(&config.plugins.dir);
-        let plugin =
-            runtime
-                .load_file(&path)
-                .await
-                .map_err(|source| BootError::DestinationPlugin {
-                    destination: destination.id.clone(),
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        let subscription =
-            lifecycle::destination::bind(runtime, destination, plugin.clone(), receipts.clone())
-                .await?;
+        let plugin = load(runtime, &lifecycle, &path).await.map_err(|source| {
+            BootError::DestinationPlugin {
+                destination: destination.id.clone(),
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        let binder = DestinationBinder::new(destination)?;
+        let (subscription, target) = binder
+            .subscribe(runtime, plugin.clone(), receipts.clone())
+            .await?;
+        let key = Target::Destination(destination.id.clone());
+        lifecycle.mark_active(&key, &plugin).await;
+        files.entry(path).or_default().push(key);
+        lifecycle = lifecycle.destination(binder, target);
         tracing::info!(destination = %destination.id, plugin = &*plugin.label, digest = %&plugin.digest[..12], "destination ready");
         subscriptions.push(subscription);
     }
-    Ok(subscriptions)
+    Ok((lifecycle, subscriptions))
 }
 
-/// Load a configured channel's plugin file and record it as a known version.
+/// Load a configured plugin file and record it as a known version.
 async fn load(
     runtime: &Runtime,
     lifecycle: &Lifecycle,
-    channel: &ChannelConfig,
     path: &std::path::Path,
-) -> Result<Arc<Plugin>, BootError> {
-    let failed = |source| BootError::Plugin {
-        channel: channel.id.clone(),
-        path: path.display().to_string(),
-        source,
-    };
-    let wasm = tokio::fs::read(path).await.map_err(|source| {
-        failed(LoadError::Read {
+) -> Result<Arc<Plugin>, LoadError> {
+    let wasm = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
-        })
-    })?;
-    let plugin = runtime.load_bytes(wasm.clone()).await.map_err(failed)?;
+        })?;
+    let plugin = runtime.load_bytes(wasm.clone()).await?;
     lifecycle
         .insert(plugin.clone(), wasm, &path.display().to_string())
         .await;

@@ -100,6 +100,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/plugins/validate", post(crate::api::admin::validate))
         .route("/channels/{id}/activate", post(crate::api::admin::activate))
         .route("/channels/{id}/rollback", post(crate::api::admin::rollback))
+        .route(
+            "/destinations/{id}/activate",
+            post(crate::api::admin::activate_destination),
+        )
+        .route(
+            "/destinations/{id}/rollback",
+            post(crate::api::admin::rollback_destination),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::api::auth::require_admin_key,
