@@ -288,6 +288,14 @@ impl SubscriptionConfig {
         }
     }
 
+    /// Its id: the configured one, else `sub-<n>` from `position`, its 0-based place in
+    /// the configuration.
+    pub fn id_at(&self, position: usize) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("sub-{}", position + 1))
+    }
+
     /// Validates one subscription; `position` is its 0-based place in the configuration.
     /// An HTTP target whose host is an address literal must be permitted by `policy`.
     pub(crate) fn validate(
@@ -295,7 +303,7 @@ impl SubscriptionConfig {
         position: usize,
         policy: &NetworkPolicy,
     ) -> Result<Subscription, DeliveryError> {
-        let id = self.id.unwrap_or_else(|| format!("sub-{}", position + 1));
+        let id = self.id_at(position);
         let fail = |what: String| DeliveryError::Config(format!("subscription `{id}`: {what}"));
         if id.trim().is_empty() {
             return Err(fail("`id` must not be empty".into()));

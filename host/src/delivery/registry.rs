@@ -133,7 +133,7 @@ impl Registry {
         self.config
             .iter()
             .enumerate()
-            .any(|(i, c)| config_id(c, i) == id)
+            .any(|(i, c)| c.id_at(i) == id)
             || self.api.read().contains_key(id)
     }
 
@@ -143,7 +143,7 @@ impl Registry {
             .config
             .iter()
             .enumerate()
-            .any(|(i, c)| config_id(c, i) == id)
+            .any(|(i, c)| c.id_at(i) == id)
         {
             Some(Origin::Config)
         } else if self.api.read().contains_key(id) {
@@ -204,7 +204,7 @@ impl Registry {
             .config
             .iter()
             .enumerate()
-            .map(|(i, c)| view(config_id(c, i), Origin::Config, c))
+            .map(|(i, c)| view(c.id_at(i), Origin::Config, c))
             .collect();
         for stored in self.api.read().values() {
             all.push(view(stored.id.clone(), Origin::Api, &to_config(stored)));
@@ -227,7 +227,7 @@ impl Registry {
         let disabled = self.outbox.disabled().await?;
         let mut desired: Vec<(String, String, SubscriptionConfig)> = Vec::new();
         for (position, config) in self.config.iter().enumerate() {
-            desired.push((config_id(config, position), "config".into(), config.clone()));
+            desired.push((config.id_at(position), "config".into(), config.clone()));
         }
         for stored in &api {
             let version = serde_json::to_string(stored).unwrap_or_default();
@@ -314,7 +314,7 @@ impl Registry {
             .config
             .iter()
             .enumerate()
-            .find(|(i, c)| config_id(c, *i) == id)
+            .find(|(i, c)| c.id_at(*i) == id)
             .map(|(_, c)| c.clone())
             .or_else(|| self.api.read().get(id).map(to_config))?;
         let mut subscription = config.validate(0, &self.policy).ok()?;
@@ -368,13 +368,6 @@ pub(crate) async fn sync(
             tracing::warn!(%error, "cannot read the shared subscriptions");
         }
     }
-}
-
-fn config_id(config: &SubscriptionConfig, position: usize) -> String {
-    config
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("sub-{}", position + 1))
 }
 
 /// The configuration form of an API subscription.

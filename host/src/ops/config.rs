@@ -609,12 +609,15 @@ impl Config {
                 |name| channel.secrets.contains_key(name),
             ));
         }
-        // Destinations share the subscriptions' ids (stats, dead letters, enabling).
-        let mut seen: HashSet<&str> = self
+        // Destinations share the subscriptions' ids (stats, dead letters, enabling),
+        // the default `sub-<n>` ones included.
+        let subscription_ids: Vec<String> = self
             .subscriptions
             .iter()
-            .filter_map(|subscription| subscription.id.as_deref())
+            .enumerate()
+            .map(|(position, subscription)| subscription.id_at(position))
             .collect();
+        let mut seen: HashSet<&str> = subscription_ids.iter().map(String::as_str).collect();
         for destination in &self.destinations {
             broken.extend(id_problem("destination", &destination.id, &mut seen));
             broken.extend(unknown_scoped_secret(
@@ -782,6 +785,10 @@ mod tests {
             (
                 "[[subscriptions]]\nid = \"meta\"\nurl = \"http://127.0.0.1:1/\"\n[[destinations]]\nid = \"meta\"\nplugin = \"m\"\n",
                 "destination id `meta` appears twice",
+            ),
+            (
+                "[[subscriptions]]\nurl = \"http://127.0.0.1:1/\"\n[[destinations]]\nid = \"sub-1\"\nplugin = \"m\"\n",
+                "destination id `sub-1` appears twice",
             ),
             (
                 "[[destinations]]\nid = \"Meta\"\nplugin = \"m\"\n",
