@@ -257,10 +257,22 @@ pub async fn call_with(
     body: Option<Value>,
     headers: &[(String, String)],
 ) -> (u16, Value) {
+    call_at(&gateway.base, method, path, body, headers).await
+}
+
+/// [`call_with`] on the gateway at `base` (`http://127.0.0.1:<port>`; e.g. a
+/// [`process::Process`]).
+pub async fn call_at(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(String, String)],
+) -> (u16, Value) {
     omnigate::tls::ensure_crypto_provider();
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = client.request(method, gateway.url(path));
+    let mut request = client.request(method, format!("{base}{path}"));
     for (name, value) in headers {
         request = request.header(name, value);
     }

@@ -10,9 +10,8 @@
 use omnigate_tests::process::Process;
 use omnigate_tests::redis::free_port;
 use omnigate_tests::{
-    API_KEY, FakeApi, Gateway, LOOPBACK, api_auth, common_config, deliver_meta, fixture, get,
-    guest_path, json_answer, plugin_path, post, site_and_receiver, standard_webhooks_headers,
-    subscription_config, toml_path,
+    FakeApi, Gateway, api_auth, call_at, common_config, deliver_meta, fixture, get, guest_path,
+    json_answer, plugin_path, post, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::{Value, json};
 
@@ -28,8 +27,12 @@ const GOOGLE_EMAIL_HASH: &str = "40a7a591b586da8ea75d049e8a9dfb984c075840dd3e9fe
 
 const ADMIN_KEY: &str = "admin-test-key-0123456";
 
-/// The channels and destinations of both tests (no `[plugins]`, `[api]` or `[delivery]`).
-fn setup(site: &FakeApi, graph: &FakeApi, google: &FakeApi) -> String {
+fn config(
+    site: &FakeApi,
+    graph: &FakeApi,
+    google: &FakeApi,
+    receiver: &omnigate_tests::Receiver,
+) -> String {
     format!(
         r#"
         [[channels]]
@@ -64,6 +67,7 @@ fn setup(site: &FakeApi, graph: &FakeApi, google: &FakeApi) -> String {
         client_secret = "{GOOGLE_CLIENT_SECRET}"
         refresh_token = "{GOOGLE_REFRESH}"
         scopes = ["https://www.googleapis.com/auth/datamanager"]
+        {common}
         "#,
         whatsapp = toml_path(&plugin_path("whatsapp")),
         webchat = toml_path(&plugin_path("webchat")),
@@ -75,47 +79,26 @@ fn setup(site: &FakeApi, graph: &FakeApi, google: &FakeApi) -> String {
         graph_url = graph.url,
         google = google.authority,
         google_url = google.url,
+        common = common_config(receiver),
     )
-}
-
-fn config(
-    site: &FakeApi,
-    graph: &FakeApi,
-    google: &FakeApi,
-    receiver: &omnigate_tests::Receiver,
-) -> String {
-    format!(
-        "{}\n{}",
-        setup(site, graph, google),
-        common_config(receiver)
-    )
-}
-
-/// `method path` on the gateway at `base` with `headers`; the status and JSON answer.
-async fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    headers: &[(String, String)],
-) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = client.request(method, format!("{base}{path}"));
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    call(base, method, path, body, &api_auth()).await
+    call_at(base, method, path, body, &api_auth()).await
+}
+
+/// A fake Google: its token endpoint mints `google-access-1`, Data Manager answers
+/// `req-42`.
+async fn fake_google() -> FakeApi {
+    FakeApi::start(|request| {
+        if request.uri.starts_with("/token") {
+            json_answer(200, json!({"access_token": "google-access-1", "token_type": "Bearer", "expires_in": 3599}))
+        } else {
+            json_answer(200, json!({"requestId": "req-42"}))
+        }
+    })
+    .await
+    .expect("fake google")
 }
 
 fn ago(seconds: i64) -> String {
@@ -213,15 +196,7 @@ async fn conversions_reach_the_platform_whose_click_started_them() {
     })
     .await
     .expect("fake graph");
-    let google = FakeApi::start(|request| {
-        if request.uri.starts_with("/token") {
-            json_answer(200, json!({"access_token": "google-access-1", "token_type": "Bearer", "expires_in": 3599}))
-        } else {
-            json_answer(200, json!({"requestId": "req-42"}))
-        }
-    })
-    .await
-    .expect("fake google");
+    let google = fake_google().await;
     let gateway = Gateway::start(&config(&site, &graph, &google, &receiver))
         .await
         .expect("gateway");
@@ -477,29 +452,10 @@ async fn a_destination_plugin_is_swapped_live_and_no_secret_reaches_the_log() {
     })
     .await
     .expect("fake graph");
-    let google = FakeApi::start(|request| {
-        if request.uri.starts_with("/token") {
-            json_answer(200, json!({"access_token": "google-access-1", "token_type": "Bearer", "expires_in": 3599}))
-        } else {
-            json_answer(200, json!({"requestId": "req-42"}))
-        }
-    })
-    .await
-    .expect("fake google");
+    let google = fake_google().await;
     let text = format!(
-        r#"{setup}
-        [admin]
-        keys = ["{ADMIN_KEY}"]
-        [api]
-        keys = ["{API_KEY}"]
-        [plugins]
-        allow_networks = {LOOPBACK}
-        [delivery]
-        retry_schedule = ["100ms", "200ms"]
-        allow_networks = {LOOPBACK}
-        {subscription}"#,
-        setup = setup(&site, &graph, &google),
-        subscription = subscription_config(&receiver),
+        "[admin]\nkeys = [\"{ADMIN_KEY}\"]\n{}",
+        config(&site, &graph, &google, &receiver)
     );
     let dir = tempfile::tempdir().expect("tempdir");
     // Everything the gateway and its HTTP clients log, bar the compiler's own chatter.
@@ -599,12 +555,15 @@ async fn a_destination_plugin_is_swapped_live_and_no_secret_reaches_the_log() {
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("cannot be a destination"), "{answer}");
     let digest = active["digest"].as_str().unwrap_or_default();
-    let (status, answer) = call(
+    let (status, answer) = call_at(
         &base,
         "POST",
         "/admin/destinations/nope/activate",
         Some(json!({ "digest": digest })),
-        &[("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))],
+        &[
+            ("authorization".to_owned(), format!("Bearer {ADMIN_KEY}")),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ],
     )
     .await;
     assert_eq!(status, 404, "{answer}");
