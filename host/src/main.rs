@@ -84,7 +84,7 @@ enum PluginCommand {
     Upload {
         /// The `.wasm` component.
         file: PathBuf,
-        /// Activate it for this channel right away.
+        /// Activate it for this channel (or `destination:<id>`) right away.
         #[arg(long)]
         activate: Option<String>,
         /// Its signature, from `omnigate plugin sign` (sent as `x-omnigate-signature`).
