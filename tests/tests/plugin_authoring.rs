@@ -97,6 +97,17 @@ fn the_web_chat_fixtures_pass_for_the_rust_plugin_and_its_contract_0_1_build() {
     );
 }
 
+/// A verification handshake (a GET answered with the challenge), a refused one and
+/// signed notifications (`plugins/whatsapp/fixtures/webhooks`).
+#[test]
+fn the_whatsapp_fixtures_answer_the_handshake_and_pass() {
+    assert_all_pass(
+        &plugin_path("whatsapp"),
+        &root().join("plugins/whatsapp/fixtures/webhooks"),
+        4,
+    );
+}
+
 #[test]
 fn the_web_chat_fixtures_pass_for_the_python_and_javascript_plugins() {
     for example in ["webchat-python", "webchat-js"] {
