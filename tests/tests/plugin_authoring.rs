@@ -178,6 +178,40 @@ fn a_refusal_expected_as_accepted_fails_with_the_status_and_reason() {
     );
 }
 
+/// A message over the channel's default `max_text_bytes` (64 KiB) is refused as the
+/// gateway refuses it: 413 `message_too_large`, after the plugin accepted it.
+#[test]
+fn a_message_over_the_channel_limits_is_refused_with_413() {
+    let fixtures = edited_fixtures("message_utm", str::to_owned);
+    let body = serde_json::json!({
+        "type": "message",
+        "id": "site-msg-big",
+        "visitor": {"id": "v-42"},
+        "text": "a".repeat(70 * 1024),
+    })
+    .to_string();
+    let headers = omnigate_tests::standard_webhooks_headers_at(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_big",
+        body.as_bytes(),
+        1_795_514_400,
+    )
+    .expect("sign");
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| format!("{name:?} = {value:?}"))
+        .collect();
+    let case = format!(
+        "[request]\nheaders = {{ {} }}\nbody = {body:?}\n\n[expect]\nstatus = 413\nerror = \"message_too_large\"\nerror_contains = \"limits.max_text_bytes\"\n",
+        headers.join(", ")
+    );
+    std::fs::write(fixtures.path().join("webhooks/too_large.toml"), case).expect("write");
+    let output = plugin_test(&plugin_path("webchat"), &fixtures.path().join("webhooks"));
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("pass  too_large"), "{shown}");
+}
+
 #[test]
 fn a_fixture_with_an_unknown_key_is_refused_naming_file_and_key() {
     let fixtures = edited_fixtures("unknown_type", |text| {

@@ -23,9 +23,10 @@
 //! message.text = "Hola"
 //! ```
 //!
-//! The request goes through [`ChannelRuntime::handle_webhook`] and its events through the
-//! gateway's own normalization ([`crate::pipeline::normalize`]), so a case passes exactly
-//! when the gateway would answer and record the same.
+//! The request goes through [`crate::runtime::ChannelRuntime::handle_webhook`] and its
+//! events through the gateway's own normalization and limits ([`crate::pipeline::normalize`],
+//! [`crate::pipeline::within_limits`], with the default `[channels] limits`), so a case
+//! passes exactly when the gateway would answer and record the same.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,6 +39,7 @@ use serde_json::{Value, json};
 use crate::lifecycle::binding::kind_name;
 use crate::pipeline::identity::Normalizer;
 use crate::pipeline::normalize::{self, Normalized};
+use crate::pipeline::{ChannelMeta, PipelineError, within_limits};
 use crate::runtime::types::{Header, HttpRequest, WebhookError};
 use crate::runtime::{ChannelEnv, Plugin, Role, Runtime};
 use crate::secret::Secret;
@@ -396,22 +398,41 @@ pub async fn run_case(
         Err(error) => refusal(502, "plugin_failed", error.to_string()),
         Ok(Err(error)) => refused(error),
         Ok(Ok(outcome)) => {
-            let kind = kind_name(plugin.info.kind);
+            let limits = crate::runtime::Limits::default();
+            let meta = ChannelMeta {
+                id: case.channel.clone(),
+                kind: kind_name(plugin.info.kind).to_owned(),
+                reply_window: None,
+                max_text_bytes: limits.max_text_bytes,
+                max_parts: limits.max_parts,
+            };
             let normalizer = Normalizer::default();
             let mut events = Vec::with_capacity(outcome.events.len());
-            let mut invalid_event = None;
+            let mut refused_event = None;
             for event in outcome.events {
                 let contact_id = event.contact.id.clone();
-                match normalize::normalize(&case.channel, kind, &normalizer, event, received_at) {
-                    Ok(normalized) => events.push(event_view(&contact_id, &normalized)),
+                let normalized =
+                    normalize::normalize(&meta.id, &meta.kind, &normalizer, event, received_at);
+                match normalized {
+                    Ok(normalized) => match within_limits(&meta, &normalized) {
+                        Ok(()) => events.push(event_view(&contact_id, &normalized)),
+                        Err(error) => {
+                            let reason = match error {
+                                PipelineError::TooLarge(reason) => reason,
+                                other => other.to_string(),
+                            };
+                            refused_event = Some((413, "message_too_large", reason));
+                            break;
+                        }
+                    },
                     Err(error) => {
-                        invalid_event = Some(error.to_string());
+                        refused_event = Some((502, "plugin_invalid_event", error.to_string()));
                         break;
                     }
                 }
             }
-            match invalid_event {
-                Some(reason) => refusal(502, "plugin_invalid_event", reason),
+            match refused_event {
+                Some((status, code, reason)) => refusal(status, code, reason),
                 None => Actual {
                     status: outcome.response.status,
                     error: None,
