@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod authoring;
 pub mod console;
 pub mod delivery;
 pub mod dev;

@@ -71,6 +71,38 @@ enum PluginCommand {
         #[arg(long, default_value = "target/plugin-cache")]
         cache_dir: PathBuf,
     },
+    /// Replay recorded webhooks (`--fixtures`: one TOML file per case) through a plugin in
+    /// the gateway's runtime; one line per case, a non-zero exit if any fails.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The directory of fixture files (`*.toml`; `channel.toml` holds what all share).
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// Print what the plugin made of each case (status, error, events) as JSON: what
+        /// an expectation can name.
+        #[arg(long)]
+        show: bool,
+        /// Where compiled plugins are cached (as for `plugin check`).
+        #[arg(long, default_value = "target/plugin-cache")]
+        cache_dir: PathBuf,
+    },
+    /// Create a new channel plugin (contract 0.2.0): source, a test, recorded webhooks for
+    /// `plugin test` and a README with the build command.
+    New {
+        /// The plugin id and package name (`acme-chat`: lower-case letters, digits, hyphens).
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: omnigate::authoring::scaffold::Language,
+        /// The directory to create (default: `./<name>`); it must be absent or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: depend on the SDK at this path (the `sdk` directory of an omnigate
+        /// checkout) instead of the project's git repository.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Sign a plugin for `[admin] signing_keys`: prints the base64 ed25519 signature of
     /// its SHA-256 digest (for `upload --signature`); the public key goes to stderr.
     Sign {
@@ -306,6 +338,18 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     let (gateway, method, path, content_type, body) = match command {
         PluginCommand::Check { file, cache_dir } => return check_plugin(file, cache_dir).await,
         PluginCommand::Sign { file, key } => return sign_plugin(&file, &key).await,
+        PluginCommand::Test {
+            file,
+            fixtures,
+            show,
+            cache_dir,
+        } => return test_plugin(&file, &fixtures, show, cache_dir).await,
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        } => return new_plugin(name, lang, dir, sdk_path),
         PluginCommand::Upload {
             file,
             activate,
@@ -354,6 +398,90 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         ),
     };
     admin_call(&gateway, method, &path, content_type, &headers, body).await
+}
+
+/// `omnigate plugin test`: one line per case, its differences below a failing one.
+async fn test_plugin(
+    file: &std::path::Path,
+    dir: &std::path::Path,
+    show: bool,
+    cache_dir: PathBuf,
+) -> anyhow::Result<()> {
+    use omnigate::authoring::fixtures;
+    let cases = fixtures::load_dir(dir)?;
+    let runtime = Runtime::new(&RuntimeSettings {
+        cache_dir: Some(cache_dir),
+        ..RuntimeSettings::default()
+    })?;
+    let plugin = runtime
+        .load_file(file)
+        .await
+        .with_context(|| format!("{} is refused", file.display()))?;
+    let mut failed = Vec::new();
+    for case in &cases {
+        let report = fixtures::run_case(&runtime, &plugin, case).await?;
+        let about = report
+            .description
+            .as_deref()
+            .map(|text| format!(" ({text})"))
+            .unwrap_or_default();
+        if report.passed() {
+            println!("pass  {}{about}", report.name);
+        } else {
+            println!("FAIL  {}{about}", report.name);
+            for mismatch in &report.mismatches {
+                println!("      {mismatch}");
+            }
+            failed.push(report.name.clone());
+        }
+        if show || !report.passed() {
+            println!(
+                "      got: {}",
+                serde_json::to_string_pretty(&report.actual)?.replace('\n', "\n      ")
+            );
+        }
+    }
+    println!(
+        "{}: {} passed, {} failed",
+        plugin.label,
+        cases.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} case(s) failed: {}", failed.len(), failed.join(", "))
+    }
+}
+
+/// `omnigate plugin new`: the files written, then what to do next.
+fn new_plugin(
+    name: String,
+    language: omnigate::authoring::scaffold::Language,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use omnigate::authoring::scaffold;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let options = scaffold::Options {
+        name,
+        language,
+        dir: dir.clone(),
+        sdk_path,
+    };
+    let written = scaffold::create(&options)?;
+    println!(
+        "created {} ({} files); build and test it as its README.md says",
+        dir.display(),
+        written.len()
+    );
+    for file in written
+        .iter()
+        .filter(|file| !file.starts_with("vendor/") && !file.starts_with("wit/"))
+    {
+        println!("  {file}");
+    }
+    Ok(())
 }
 
 /// `omnigate plugin sign`: the signature on stdout, the public key on stderr.

@@ -28,6 +28,7 @@ fn main() {
     let builds: Vec<(&str, PathBuf)> = vec![
         ("Rust", omnigate_tests::plugin_path("webchat")),
         ("Python", omnigate_tests::example_path("webchat-python")),
+        ("JavaScript", omnigate_tests::example_path("webchat-js")),
     ];
     println!(
         "\n## web chat plugin by language ({calls} distinct signed messages per round, median of {rounds} rounds)\n"
@@ -62,6 +63,7 @@ fn main() {
                 ..Limits::default()
             },
             fetch: runtime.fetch_client(),
+            fixed_now_ms: None,
         };
         let channel = Arc::new(runtime.bind(plugin, Arc::new(env)));
         let (mut per_call, mut one, mut two) = (vec![], vec![], vec![]);

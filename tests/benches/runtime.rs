@@ -40,6 +40,7 @@ fn main() {
                 ..Limits::default()
             },
             fetch: runtime.fetch_client(),
+            fixed_now_ms: None,
         };
         Arc::new(runtime.bind(plugin.clone(), Arc::new(env)))
     };

@@ -41,7 +41,8 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-fn cargo() -> Command {
+/// `cargo` in the workspace root, without the variables Cargo sets for the test process.
+pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
     // Cargo sets these for the test process; passed on, they make build scripts that

@@ -103,6 +103,7 @@ suite! {
     rust => plugin_path("webchat");
     contract_0_1 => fixture_path("webchat-0.1.0.wasm");
     python => example_path("webchat-python");
+    javascript => example_path("webchat-js");
 }
 
 async fn message_in_signed_cloudevent_out_and_reply_back(plugin: &Path) {

@@ -98,6 +98,18 @@ fn test() -> Result<()> {
         "cargo test (unit, end-to-end, benchmark smoke runs)",
         &["test", "--workspace", "--all-targets"],
     )?;
+    shell::step(
+        "cargo test (Python and JavaScript plugins made by `omnigate plugin new`, built and tested)",
+        &[
+            "test",
+            "-p",
+            "omnigate-tests",
+            "--test",
+            "plugin_authoring",
+            "--",
+            "--ignored",
+        ],
+    )?;
     println!("\nxtask test: all checks passed");
     Ok(())
 }

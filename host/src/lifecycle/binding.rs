@@ -68,6 +68,7 @@ pub fn bind(
         secrets_hosts: secret_scopes(channel, &plugin.info),
         limits: channel.limits.clone(),
         fetch: runtime.fetch_client(),
+        fixed_now_ms: None,
     });
     let meta = ChannelMeta {
         id: channel.id.clone(),

@@ -9,7 +9,7 @@ use crate::event::{Handle, HandleKind};
 use crate::runtime::types;
 
 /// Normalizes handles with a default region for numbers written without a country code.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Normalizer {
     region: Option<Region>,
 }

@@ -631,8 +631,9 @@ impl Pipeline {
     }
 }
 
-/// Whether `event`'s message fits the channel's limits; `TooLarge` names the limit.
-fn within_limits(channel: &ChannelMeta, event: &Normalized) -> Result<(), PipelineError> {
+/// Whether `event`'s message fits the channel's limits; `TooLarge` names the limit (the
+/// provider gets 413 `message_too_large`).
+pub fn within_limits(channel: &ChannelMeta, event: &Normalized) -> Result<(), PipelineError> {
     let Some(message) = &event.message else {
         return Ok(());
     };

@@ -99,6 +99,10 @@ pub struct ChannelEnv {
     pub limits: Limits,
     /// The shared outbound HTTP client.
     pub fetch: FetchClient,
+    /// A fixed time for the plugin's `now()` (ms since the Unix epoch): recorded webhooks
+    /// replayed by `omnigate plugin test` carry signatures dated when they were recorded.
+    /// `None` (always, when serving): the real clock.
+    pub fixed_now_ms: Option<i64>,
 }
 
 impl ChannelEnv {
@@ -136,6 +140,7 @@ impl ChannelEnv {
             secrets_hosts: BTreeMap::new(),
             limits: Limits::default(),
             fetch,
+            fixed_now_ms: None,
         }
     }
 }

@@ -187,6 +187,12 @@ impl Runtime {
         ChannelRuntime::unmetered(self.engine.clone(), plugin, env, self.budget.clone())
     }
 
+    /// Give `plugin` an environment without recording channel metrics (`omnigate plugin
+    /// test` replaying fixtures: no channel is served).
+    pub fn bind_unmetered(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
+        ChannelRuntime::unmetered(self.engine.clone(), plugin, env, self.budget.clone())
+    }
+
     /// Give `plugin` the environment of a channel.
     pub fn bind(&self, plugin: Arc<Plugin>, env: Arc<ChannelEnv>) -> ChannelRuntime {
         ChannelRuntime::new(self.engine.clone(), plugin, env, self.budget.clone())

@@ -36,7 +36,9 @@ impl host_api::Host for WasmState {
     }
 
     async fn now(&mut self) -> i64 {
-        jiff::Timestamp::now().as_millisecond()
+        self.env
+            .fixed_now_ms
+            .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond())
     }
 
     async fn config(&mut self, key: String) -> Option<String> {
