@@ -14,8 +14,9 @@ use omnigate_signature::Scheme;
 /// The value of the `webhook_secret` test secret in the fixtures and unit tests.
 pub const TEST_WEBHOOK_SECRET: &str = "test-webhook-secret";
 
-/// Where the Rust SDK comes from when `--sdk-path` is not given.
-const SDK_GIT: &str = "https://github.com/omnigate/omnigate";
+/// Where the Rust SDK comes from when `--sdk-path` is not given: the project's repository
+/// (the workspace's `repository`).
+const SDK_GIT: &str = env!("CARGO_PKG_REPOSITORY");
 
 /// The world plugins are built against.
 const WORLD: &str = "omnigate:channel/channel@0.2.0";
