@@ -73,6 +73,7 @@ fn omnigate(args: &[String]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    let started = std::time::Instant::now();
     shell::step("cargo fmt --check", &["fmt", "--all", "--", "--check"])?;
     plugins::build()?;
     shell::step(
@@ -110,6 +111,9 @@ fn test() -> Result<()> {
             "--ignored",
         ],
     )?;
-    println!("\nxtask test: all checks passed");
+    println!(
+        "\nxtask test: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

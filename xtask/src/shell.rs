@@ -38,9 +38,11 @@ pub fn cargo() -> Command {
     command
 }
 
-/// Run `cargo <args>`, failing with `title` if it fails.
+/// Run `cargo <args>`, failing with `title` if it fails; prints how long it took (where
+/// CI time goes).
 pub fn step(title: &str, args: &[&str]) -> Result<()> {
     println!("\n==> {title}");
+    let started = std::time::Instant::now();
     let status = cargo()
         .args(args)
         .status()
@@ -48,6 +50,7 @@ pub fn step(title: &str, args: &[&str]) -> Result<()> {
     if !status.success() {
         bail!("`{title}` failed ({status})");
     }
+    println!("==> {title}: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
