@@ -812,3 +812,55 @@ async fn redis_cluster_outbox_delivers_in_order() {
     assert_eq!(duplicates, 0);
     gateway.stop().await;
 }
+
+/// Entries in the outbox streams of `partitions` partitions.
+fn outbox_len(redis: &RedisServer, partitions: u32) -> u64 {
+    (0..partitions)
+        .map(|p| {
+            let key = format!("omnigate:outbox:{{outbox-{p}}}");
+            let answer = redis.cli(&["XLEN", &key]).expect("XLEN");
+            answer.trim().parse::<u64>().expect("a count")
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_outbox_keeps_what_a_subscription_needs_and_nothing_nobody_reads() {
+    let redis = RedisServer::start().expect("redis");
+    // No subscription: what is appended can never be delivered (a subscription made later
+    // starts at the end of the stream), so a trim empties the streams.
+    let gateway = Gateway::start(&config(&redis, "")).await.expect("gateway");
+    for n in 0..8 {
+        assert_eq!(
+            send(&gateway.base, &id(n % 4, n), &format!("v-{}", n % 4)).await,
+            Some(200)
+        );
+    }
+    assert!(outbox_len(&redis, 4) >= 8, "the events are appended");
+    gateway.app.delivery.trim_outbox().await.expect("trim");
+    assert_eq!(outbox_len(&redis, 4), 0, "nobody reads them");
+    gateway.stop().await;
+
+    // A subscription whose receiver is down: its events stay until it takes them.
+    let downstream = Downstream::start(&[SUBSCRIPTION_SECRET], Mode::Fail(503, None))
+        .await
+        .expect("receiver");
+    let text = config(&redis, &subscription("crm", &downstream.url()));
+    let gateway = Gateway::start(&text).await.expect("gateway");
+    for n in 8..12 {
+        assert_eq!(
+            send(&gateway.base, &id(n % 4, n), &format!("v-{}", n % 4)).await,
+            Some(200)
+        );
+    }
+    wait_for_status(&downstream, 503).await;
+    let kept = outbox_len(&redis, 4);
+    assert!(kept >= 4, "the events are appended: {kept}");
+    gateway.app.delivery.trim_outbox().await.expect("trim");
+    assert_eq!(
+        outbox_len(&redis, 4),
+        kept,
+        "the subscription still needs them"
+    );
+    gateway.stop().await;
+}

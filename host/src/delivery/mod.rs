@@ -287,6 +287,12 @@ impl Delivery {
             registry.clone(),
             settings.lease_ttl / 3,
             failing_rx,
+            phase_rx.clone(),
+        ));
+        runtime.spawn(tidy(
+            outbox.clone(),
+            settings.partitions,
+            settings.lease_ttl * TIDY_EVERY_LEASES,
             phase_rx,
         ));
         tracing::info!(
@@ -343,6 +349,12 @@ impl Delivery {
     /// Whether any subscription wants `raw`.
     pub fn wants_raw(&self) -> bool {
         self.inner.registry.active().iter().any(|s| s.include_raw)
+    }
+
+    /// Trims every partition of the outbox now (done now and then by itself): entries
+    /// every subscription is done with, and all of a partition no subscription reads.
+    pub async fn trim_outbox(&self) -> Result<(), DeliveryError> {
+        Ok(trim_all(self.inner.outbox.as_ref(), self.inner.partitions).await?)
     }
 
     /// Whether published events survive a crash (Redis outbox).
@@ -818,6 +830,39 @@ impl Reservation {
         inner.wake(&partitions);
         result
     }
+}
+
+/// How often, in lease periods, every instance trims the whole outbox.
+const TIDY_EVERY_LEASES: u32 = 4;
+
+/// Trims every partition of `outbox` now and then, until delivery stops. The workers trim
+/// what they deliver; this also covers partitions no worker runs for, e.g. when no
+/// subscription exists and appended events would otherwise stay forever.
+async fn tidy(
+    outbox: Arc<dyn Outbox>,
+    partitions: u32,
+    every: Duration,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = dispatcher::stopped(&mut phase) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = trim_all(outbox.as_ref(), partitions).await {
+            tracing::debug!(%error, "cannot trim the outbox");
+        }
+    }
+}
+
+/// Trims every partition of `outbox`.
+async fn trim_all(outbox: &dyn Outbox, partitions: u32) -> Result<(), outbox::OutboxError> {
+    for partition in 0..partitions {
+        outbox.trim(partition).await?;
+    }
+    Ok(())
 }
 
 impl Inner {

@@ -159,6 +159,20 @@ end
 return 0
 ";
 
+/// Empties a partition's stream that no consumer group reads: `-1` when a group exists
+/// (trim by the groups instead), else how many entries went. Atomic, so no group is
+/// created between the check and the trim; a group created later starts at `$` and could
+/// never read them.
+const TRIM_UNREAD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if #redis.call('XINFO', 'GROUPS', KEYS[1]) > 0 then
+  return -1
+end
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+";
+
 /// The Redis Streams outbox.
 pub(crate) struct RedisOutbox {
     connection: Connection,
@@ -168,6 +182,7 @@ pub(crate) struct RedisOutbox {
     instance: String,
     lease: Script,
     release: Script,
+    trim_unread: Script,
 }
 
 impl RedisOutbox {
@@ -185,6 +200,7 @@ impl RedisOutbox {
             instance: format!("gw-{}", ulid::Ulid::generate()),
             lease: Script::new(LEASE),
             release: Script::new(RELEASE),
+            trim_unread: Script::new(TRIM_UNREAD),
         };
         outbox.check_partitions().await?;
         tracing::info!(instance = %outbox.instance, partitions = outbox.partitions, "delivery outbox on Redis Streams");
@@ -233,9 +249,17 @@ impl RedisOutbox {
         Ok(entries.len() as u64)
     }
 
-    /// Trims what every group of the partition is done with.
+    /// Trims what every group of the partition is done with; empties it when no group
+    /// reads it (no subscription: nothing will ever be delivered from it).
     async fn trim_partition(&self, partition: u32) -> Result<(), OutboxError> {
         let stream = Self::stream(partition);
+        let unread: i64 = self
+            .connection
+            .script(&self.trim_unread, &stream, &[])
+            .await?;
+        if unread >= 0 {
+            return Ok(());
+        }
         let groups: StreamInfoGroupsReply = self
             .connection
             .query(redis::cmd("XINFO").arg("GROUPS").arg(&stream))
