@@ -45,6 +45,8 @@ pub struct App {
     pub request_timeout: std::time::Duration,
     /// `[server] public_url` and `trust_forwarded`: the URL providers called.
     pub public_url: crate::ingress::public_url::PublicUrl,
+    /// Each channel's recent plugin errors (this process), for the console.
+    pub plugin_errors: crate::runtime::RecentErrors,
 }
 
 impl App {

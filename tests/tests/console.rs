@@ -9,13 +9,16 @@
 
 use omnigate_tests::browser::Browser;
 use omnigate_tests::downstream::{Downstream, Mode};
+use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, common_config, eventually, plugin_path, root,
-    send_webchat, site_and_receiver, toml_path,
+    FakeApi, Gateway, Receiver, SUBSCRIPTION_SECRET, api_auth, common_config, eventually,
+    plugin_path, post, root, send_webchat, site_and_receiver, standard_webhooks_headers, toml_path,
 };
 use serde_json::json;
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Not the site's secret: the plugin refuses what it signs.
+const WRONG_SITE_SECRET: &str = "whsec_AfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CONSOLE_KEY: &str = "console-key-0123456789";
 const OTHER_CONSOLE_KEY: &str = "another-console-key-0123456789";
 const ADMIN_KEY: &str = "admin-key-0123456789";
@@ -93,7 +96,11 @@ async fn console_in_a_real_browser() {
     assert_eq!(browser.path().await, "/console/funnel");
     let cookie = browser.cookie("omnigate_console").await;
 
-    // A signed web chat message appears in the conversation list.
+    // A signed web chat message appears in the conversation list, open before it came:
+    // the new conversation shows up without a reload.
+    browser.goto(&gateway.url("/console/conversations")).await;
+    let caption = browser.text("#conversations caption").await;
+    assert!(caption.starts_with("0 conversations"), "{caption}");
     send_webchat(
         &gateway,
         "web",
@@ -106,9 +113,8 @@ async fn console_in_a_real_browser() {
         .as_str()
         .expect("id")
         .to_owned();
-    browser.goto(&gateway.url("/console/conversations")).await;
     browser
-        .wait_for_text("#conversations", &conversation, true)
+        .wait_for_text("#conversations", &conversation, false)
         .await;
 
     // Its timeline, open in the browser, shows the next message without a reload.
@@ -138,6 +144,34 @@ async fn console_in_a_real_browser() {
     browser
         .wait_for_text("#timeline", "Yes, both are in stock.", false)
         .await;
+
+    // A conversion and a stage change, recorded through the API, appear live among the
+    // messages as timeline entries.
+    let (status, body) = post(
+        &gateway.url("/v1/conversions"),
+        &api_auth(),
+        json!({"id": "order-7", "name": "lead", "conversation_id": conversation}).to_string(),
+    )
+    .await
+    .expect("conversion");
+    assert_eq!(status, 201, "{body}");
+    browser
+        .wait_for_text("#timeline", "conversion.recorded", false)
+        .await;
+    browser
+        .wait_for_text("#timeline", "lead order-7", false)
+        .await;
+    let (status, body) = post(
+        &gateway.url(&format!("/v1/conversations/{conversation}/stage")),
+        &api_auth(),
+        json!({"stage": "qualified", "by": "crm"}).to_string(),
+    )
+    .await
+    .expect("stage");
+    assert_eq!(status, 200, "{body}");
+    browser
+        .wait_for_text("#timeline", "lead → qualified, by crm", false)
+        .await;
     browser.screenshot(&shots.join("conversation.png")).await;
 
     // Mark it lost: the funnel table's lost column counts the reason.
@@ -150,6 +184,16 @@ async fn console_in_a_real_browser() {
     browser.fill("#lost-reason", "price").await;
     browser.click("#lost-form button").await;
     assert!(browser.text("#stage").await.starts_with("lost"));
+    // The page shows the change among the entries, after the messages, in time order.
+    let timeline = browser.text("#timeline").await;
+    let (qualified, lost, reply) = (
+        timeline.find("lead → qualified").expect("qualified entry"),
+        timeline
+            .find("qualified → lost: price, by console")
+            .expect("lost entry"),
+        timeline.find("Yes, both are in stock.").expect("the reply"),
+    );
+    assert!(reply < qualified && qualified < lost, "{timeline}");
     browser.goto(&gateway.url(funnel)).await;
     browser.wait_for_text("#lost-total", "price: 1", true).await;
     browser
@@ -205,6 +249,14 @@ async fn console_in_a_real_browser() {
     browser
         .wait_for_text("#dead-letters tbody", "message.received", true)
         .await;
+    // The failed attempts are listed one by one, with the receiver's answer.
+    let attempts = browser.text("#attempts tbody").await;
+    assert!(
+        attempts.contains("flaky")
+            && attempts.contains("failed")
+            && attempts.contains("status 500"),
+        "{attempts}"
+    );
     browser.click("#dead-letters tbody button").await;
     let replayed = failing
         .wait_until("the replayed dead letter", omnigate_tests::WAIT, |seen| {
@@ -213,6 +265,28 @@ async fn console_in_a_real_browser() {
         .await
         .expect("replayed");
     assert_eq!(replayed.len(), 1, "only the replayed letter was delivered");
+    browser
+        .wait_for_text("#attempts tbody", "delivered", true)
+        .await;
+
+    // Plugins: a webhook the plugin refuses (a wrong signature) is among its channel's
+    // recent errors.
+    let body = visitor_message("m-forged", "forged")
+        .to_string()
+        .into_bytes();
+    let forged = standard_webhooks_headers(WRONG_SITE_SECRET, "wh_forged", &body).expect("sign");
+    let (status, answer) = post(&gateway.url("/webhooks/web"), &forged, body)
+        .await
+        .expect("webhook");
+    assert_eq!(status, 401, "{answer}");
+    browser.goto(&gateway.url("/console/plugins")).await;
+    let errors = browser.text("#plugin-errors tbody").await;
+    assert!(
+        errors.contains("web")
+            && errors.contains("handle-webhook")
+            && errors.contains("unauthorized"),
+        "{errors}"
+    );
 
     // Plugins: validate a version from the console (an [admin] key is required).
     browser.goto(&gateway.url("/console/plugins")).await;
@@ -415,5 +489,133 @@ async fn a_disabled_console_is_not_served() {
         .await
         .expect("get");
     assert_eq!(response.status().as_u16(), 404);
+    gateway.stop().await;
+}
+
+/// The cookie value a sign-in answer sets, or `None` when it sets none.
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    let set_cookie = response.headers().get("set-cookie")?.to_str().ok()?;
+    let (_, value) = set_cookie.split(';').next()?.split_once('=')?;
+    Some(value.to_owned())
+}
+
+/// Sign in to `gateway` with `key` from `client`: the answer's status and cookie.
+async fn sign_in(
+    gateway: &Gateway,
+    client: &reqwest::Client,
+    key: &str,
+) -> (u16, Option<String>, String) {
+    let response = client
+        .post(gateway.url("/console/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("key", key)]))
+        .send()
+        .await
+        .expect("sign in");
+    let status = response.status().as_u16();
+    let cookie = session_cookie(&response);
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.text().await.unwrap_or_default();
+    (
+        status,
+        cookie,
+        format!("retry-after: {retry_after}\n{body}"),
+    )
+}
+
+/// The CSRF token a page of `gateway` carries for the session of `cookie`.
+async fn csrf_token(gateway: &Gateway, cookie: &str) -> String {
+    let (status, response) = get(gateway, "/console/funnel", cookie).await;
+    assert_eq!(status, 200);
+    let page = response.text().await.expect("page");
+    let (_, rest) = page
+        .split_once(r#"name="csrf" value=""#)
+        .expect("a form with the CSRF token");
+    rest.split('"').next().expect("token").to_owned()
+}
+
+/// Sign-out on one instance ends the session on every instance sharing the Redis store:
+/// a second gateway that accepted the cookie refuses it after the first signed it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_on_one_instance_ends_the_session_on_every_instance() {
+    let redis = RedisServer::start().expect("redis-server");
+    let config = format!(
+        "[store]\nurl = \"{}\"\n[console]\nkeys = [\"{CONSOLE_KEY}\"]\n",
+        redis.url()
+    );
+    let one = Gateway::start(&config).await.expect("first gateway");
+    let two = Gateway::start(&config).await.expect("second gateway");
+    let (status, cookie, body) = sign_in(&one, &http(), CONSOLE_KEY).await;
+    assert_eq!(status, 303, "{body}");
+    let cookie = cookie.expect("a session cookie");
+    let (status, _) = get(&two, "/console/funnel", &cookie).await;
+    assert_eq!(status, 200, "the other instance accepts the session");
+
+    let csrf = csrf_token(&one, &cookie).await;
+    let (status, body) = post_form(&one, "/console/sign-out", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303, "{body}");
+    for (name, gateway) in [("first", &one), ("second", &two)] {
+        let (status, response) = get(gateway, "/console/funnel", &cookie).await;
+        assert_eq!(
+            status, 303,
+            "the {name} instance still accepts a signed-out session"
+        );
+        assert_eq!(response.headers()["location"], "/console/sign-in");
+        let (status, _) =
+            post_form(gateway, "/console/sign-out", &cookie, &[("csrf", &csrf)]).await;
+        assert_eq!(status, 401, "the {name} instance allowed an action");
+    }
+    // A new session on the second instance is not affected.
+    let (status, cookie, body) = sign_in(&two, &http(), CONSOLE_KEY).await;
+    assert_eq!(status, 303, "{body}");
+    let (status, _) = get(&one, "/console/funnel", &cookie.expect("cookie")).await;
+    assert_eq!(status, 200);
+    one.stop().await;
+    two.stop().await;
+}
+
+/// Sign-in attempts are limited per client address: once its attempts are spent, even
+/// the right key answers 429 with a clear message and `Retry-After`, while another
+/// address still signs in.
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_client_address() {
+    // Three attempts an hour: none comes back while the test runs.
+    let gateway = Gateway::start(&format!(
+        "[console]\nkeys = [\"{CONSOLE_KEY}\"]\nsign_in_attempts = 3\nsign_in_window = \"1h\"\n"
+    ))
+    .await
+    .expect("gateway");
+    let client = http();
+    for attempt in 1..=3 {
+        let (status, cookie, body) = sign_in(&gateway, &client, "not-a-console-key-0000").await;
+        assert_eq!(status, 401, "wrong key, attempt {attempt}: {body}");
+        assert!(cookie.is_none());
+    }
+    let (status, cookie, body) = sign_in(&gateway, &client, CONSOLE_KEY).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(cookie.is_none(), "no session once the attempts are spent");
+    assert!(body.contains("Too many sign-in attempts"), "{body}");
+    let retry_after: u64 = body
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("retry-after: "))
+        .and_then(|seconds| seconds.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!(retry_after > 0);
+
+    // Another loopback address has its own allowance.
+    let elsewhere = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let (status, cookie, body) = sign_in(&gateway, &elsewhere, CONSOLE_KEY).await;
+    assert_eq!(status, 303, "{body}");
+    assert!(cookie.is_some());
     gateway.stop().await;
 }

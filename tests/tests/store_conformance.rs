@@ -1415,6 +1415,29 @@ async fn receipts(store: &dyn ContextStore) {
     );
 }
 
+/// A signed-out console session is refused until it would have expired, then forgotten.
+async fn revoked_sessions(store: &dyn ContextStore) {
+    let id = format!("session-{}", ulid::Ulid::generate());
+    assert!(!store.session_revoked(&id).await.expect("read"));
+    store
+        .revoke_session(&id, Duration::from_secs(1))
+        .await
+        .expect("revoke");
+    assert!(store.session_revoked(&id).await.expect("read"));
+    assert!(
+        !store
+            .session_revoked("another-session")
+            .await
+            .expect("read"),
+        "only that session"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        !store.session_revoked(&id).await.expect("read"),
+        "the record goes when the session would have expired"
+    );
+}
+
 async fn suite(store: Arc<dyn ContextStore>) {
     store.ping().await.expect("store answers PING");
     dedupe(&*store).await;
@@ -1434,6 +1457,7 @@ async fn suite(store: Arc<dyn ContextStore>) {
     idle_contacts(&*store).await;
     rollups_once(&*store).await;
     receipts(&*store).await;
+    revoked_sessions(&*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

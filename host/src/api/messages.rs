@@ -109,11 +109,29 @@ pub async fn reply(app: &App, id: &str, body: SendBody) -> Result<Sent, ApiError
         reaction: None,
         options: Vec::new(),
     };
+    let remember = |kind: &str, reason: String| {
+        app.plugin_errors.record(
+            &channel_id,
+            crate::runtime::PluginError {
+                at: jiff::Timestamp::now(),
+                function: "send",
+                kind: kind.to_owned(),
+                reason,
+            },
+        );
+    };
     let receipt = channel
         .send(&outbound)
         .await
-        .map_err(ApiError::from_call)?
-        .map_err(|error| send_failed(&channel_id, error))?;
+        .map_err(|error| {
+            remember(error.kind(), error.to_string());
+            ApiError::from_call(error)
+        })?
+        .map_err(|error| {
+            let failed = send_failed(&channel_id, error);
+            remember(failed.code, failed.message.clone());
+            failed
+        })?;
     let message = Message {
         direction: Direction::Outbound,
         text: Some(body.text),

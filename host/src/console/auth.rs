@@ -2,10 +2,12 @@
 //! session) and [`Action`] (a valid session, a same-origin request and the session's CSRF
 //! token in the form).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -45,7 +47,15 @@ impl FromRequestParts<Arc<App>> for Signed {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
         let sessions = sessions(app).map_err(IntoResponse::into_response)?;
-        match cookie(&parts.headers, COOKIE).and_then(|value| sessions.verify(value, now())) {
+        let verified =
+            cookie(&parts.headers, COOKIE).and_then(|value| sessions.verify(value, now()));
+        let verified = match verified {
+            Some(session) => signed_out_elsewhere(app, session)
+                .await
+                .map_err(IntoResponse::into_response)?,
+            None => None,
+        };
+        match verified {
             Some(session) => Ok(Signed(session)),
             // A page asked for without a session goes to the sign-in form; anything else
             // (an action, the event stream) is refused outright.
@@ -58,6 +68,25 @@ impl FromRequestParts<Arc<App>> for Signed {
             )
             .into_response()),
         }
+    }
+}
+
+/// `session`, unless it was signed out on any instance sharing the store (`None`).
+async fn signed_out_elsewhere(
+    app: &App,
+    session: Session,
+) -> Result<Option<Session>, ConsoleError> {
+    match app.pipeline.store().session_revoked(&session.id).await {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(session)),
+        // Unchecked is refused: a signed-out session must not come back while the store
+        // is down.
+        Err(error) => Err(ConsoleError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the console session cannot be checked (the store did not answer: {error}); retry shortly"
+            ),
+        )),
     }
 }
 
@@ -155,14 +184,24 @@ pub struct SignInForm {
 
 /// `POST /console/sign-in`: a console key opens a session (an HttpOnly, SameSite=Strict
 /// cookie, Secure when the console is reached over https, expiring with the session).
+/// Each client address may try `[console] sign_in_attempts` keys per `sign_in_window`;
+/// more answer `429` with `Retry-After`.
 pub async fn sign_in(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, ConsoleError> {
     let sessions = sessions(&app)?;
     same_origin(&headers)?;
+    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    // A request with no address at all (not from a socket) is not limited.
+    if let Some(client) = app.public_url.client(peer, &headers)
+        && let Err(wait) = sessions.admit_sign_in(client)
+    {
+        return Ok(too_many(wait));
+    }
     let Some((value, _)) = sessions.sign_in(form.key.trim(), now()) else {
         return Ok(render(
             StatusCode::UNAUTHORIZED,
@@ -183,6 +222,24 @@ pub async fn sign_in(
     set_cookie(Redirect::to("/console/funnel").into_response(), &cookie)
 }
 
+/// `429`: the client address is out of sign-in attempts, and when to try again.
+fn too_many(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let problem = format!(
+        "Too many sign-in attempts from your address ([console] sign_in_attempts): try again in {seconds} s."
+    );
+    let mut response = render(
+        StatusCode::TOO_MANY_REQUESTS,
+        &SignInPage {
+            problem: Some(&problem),
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// The sign-out form.
 #[derive(Deserialize)]
 pub struct CsrfOnly {
@@ -196,12 +253,22 @@ impl WithCsrf for CsrfOnly {
     }
 }
 
-/// `POST /console/sign-out`: ends the session and clears its cookie.
+/// `POST /console/sign-out`: ends the session on every instance sharing the store (a
+/// revocation record lives as long as the session would have) and clears its cookie.
 pub async fn sign_out(
     State(app): State<Arc<App>>,
     Action(session, _): Action<CsrfOnly>,
 ) -> Result<Response, ConsoleError> {
-    sessions(&app)?.sign_out(&session, now());
+    let now = now();
+    // This instance refuses it at once, whatever the store says.
+    sessions(&app)?.sign_out(&session, now);
+    let left =
+        std::time::Duration::from_secs(session.expires.saturating_sub(now).max(1).unsigned_abs());
+    if let Err(error) = app.pipeline.store().revoke_session(&session.id, left).await {
+        // The cookie is cleared all the same; only a copy taken before sign-out could
+        // still open another instance, until the session expires.
+        tracing::error!(%error, "console sign-out not recorded in the store: other instances accept the session until it expires");
+    }
     let cookie = format!("{COOKIE}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict");
     set_cookie(Redirect::to("/console/sign-in").into_response(), &cookie)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,8 +17,8 @@ use super::auth::{Action, Signed, WithCsrf};
 use super::views::{ConsoleError, NAV, Page, render};
 use crate::api::lookup;
 use crate::app::App;
-use crate::outcome::OutcomeRecord;
 use crate::outcome::rollup::Dimension;
+use crate::outcome::{ConversionRef, OutcomeRecord, StageMove};
 use crate::store::{TimelineEntry, Tracked};
 
 /// Conversations listed at most (the newest of the range).
@@ -33,6 +33,9 @@ const WINDOW_CLOSING: i64 = 2 * 3600;
 const MAX_TIMELINE: usize = 500;
 /// How often the live timeline looks for new entries.
 const LIVE_POLL: Duration = Duration::from_millis(500);
+/// How often the live list reads the list again (a read is one store call per listed
+/// conversation, so less often than a timeline).
+const LIST_POLL: Duration = Duration::from_secs(2);
 
 /// One conversation of the list.
 pub struct Item {
@@ -73,8 +76,12 @@ struct ListPage {
     page: Page,
     nav: [(&'static str, &'static str, &'static str); 5],
     filters: Filters,
-    items: Vec<Item>,
+    count: usize,
+    /// Each row's HTML (rendered by the `row` template, as the live stream's).
+    rows: Vec<String>,
     truncated: bool,
+    /// The live stream of this list (the same filters).
+    events: String,
 }
 
 fn bad(message: impl std::fmt::Display) -> ConsoleError {
@@ -139,13 +146,41 @@ fn passes(
         }
 }
 
-/// `GET /console/conversations?…`: conversations started in the range, newest first.
+/// `GET /console/conversations?…`: conversations started in the range, newest first;
+/// the list follows new conversations and messages through
+/// `/console/conversations/events` with the same filters.
 pub async fn list(
     State(app): State<Arc<App>>,
     Signed(session): Signed,
     Query(filters): Query<Filters>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ConsoleError> {
-    let dimension = match filters.by.as_str() {
+    let (items, truncated) = listed(&app, &filters).await?;
+    let rows = items
+        .iter()
+        .filter_map(|item| row_html(item).ok())
+        .collect();
+    let events = match query.filter(|query| !query.is_empty()) {
+        Some(query) => format!("/console/conversations/events?{query}"),
+        None => "/console/conversations/events".to_owned(),
+    };
+    Ok(render(
+        StatusCode::OK,
+        &ListPage {
+            page: Page::new("Conversations", "conversations", &session.csrf),
+            nav: NAV,
+            filters,
+            count: items.len(),
+            rows,
+            truncated,
+            events,
+        },
+    ))
+}
+
+/// The funnel dimension a list filters by (`by`), if any.
+fn dimension(filters: &Filters) -> Result<Option<Dimension>, ConsoleError> {
+    Ok(match filters.by.as_str() {
         "" => None,
         "channel" => Some(Dimension::Channel),
         "campaign" => Some(Dimension::Campaign),
@@ -156,8 +191,13 @@ pub async fn list(
                 "`by` `{other}` is not channel, campaign, ad or source"
             )));
         }
-    };
-    let (from, to) = range(&filters)?;
+    })
+}
+
+/// The conversations the filters list, newest first, and whether there were more.
+async fn listed(app: &App, filters: &Filters) -> Result<(Vec<Item>, bool), ConsoleError> {
+    let dimension = dimension(filters)?;
+    let (from, to) = range(filters)?;
     let store = app.pipeline.store();
     let started = store
         .outcomes()
@@ -187,22 +227,109 @@ pub async fn list(
             .record
             .as_deref()
             .and_then(|json| OutcomeRecord::from_json(json).ok());
-        if !passes(&filters, dimension, &tracked, record.as_ref(), now) {
+        if !passes(filters, dimension, &tracked, record.as_ref(), now) {
             continue;
         }
         items.push(item(&tracked, record.as_ref()));
     }
     let truncated = items.len() == MAX_LISTED || started.len() == MAX_SCANNED;
-    Ok(render(
-        StatusCode::OK,
-        &ListPage {
-            page: Page::new("Conversations", "conversations", &session.csrf),
-            nav: NAV,
-            filters,
-            items,
-            truncated,
-        },
-    ))
+    Ok((items, truncated))
+}
+
+/// One row of the list (the page's and the live stream's).
+#[derive(Template)]
+#[template(path = "console/row.html")]
+struct Row<'a> {
+    item: &'a Item,
+}
+
+fn row_html(item: &Item) -> Result<String, askama::Error> {
+    Row { item }.render()
+}
+
+/// `GET /console/conversations/events?<the list's filters>`: server-sent events, one
+/// `row` (its HTML, `id="row-<conversation>"`) per conversation of the list that is new
+/// or changed since the stream began (the first read sends every row, so nothing written
+/// between the page and the stream is missed; the page replaces a row by its id). The
+/// list is read again every [`LIST_POLL`] from the store, so conversations of any
+/// instance of a fleet appear. The stream ends when the gateway shuts down.
+pub async fn list_events(
+    State(app): State<Arc<App>>,
+    Signed(_): Signed,
+    Query(filters): Query<Filters>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ConsoleError> {
+    dimension(&filters)?;
+    range(&filters)?;
+    let closed = app
+        .console
+        .as_ref()
+        .map(|console| console.closed())
+        .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, "the console is disabled"))?;
+    let live = LiveList {
+        app,
+        filters,
+        sent: std::collections::HashMap::new(),
+        queued: Vec::new(),
+        first: true,
+        closed: Box::pin(closed),
+    };
+    let stream = futures::stream::unfold(live, |mut live| async move {
+        let event = live.next().await?;
+        Some((Ok(event), live))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The state of one live conversation list.
+struct LiveList {
+    app: Arc<App>,
+    filters: Filters,
+    /// Each row sent, by conversation: a row is sent again only when it changed.
+    sent: std::collections::HashMap<String, String>,
+    /// Events read but not sent yet, the next last.
+    queued: Vec<Event>,
+    /// No read yet: the first one is sent at once.
+    first: bool,
+    closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl LiveList {
+    /// The next changed row's event; `None` once the gateway shuts down.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queued.pop() {
+                return Some(event);
+            }
+            if !std::mem::take(&mut self.first) {
+                tokio::select! {
+                    () = tokio::time::sleep(LIST_POLL) => {}
+                    () = &mut self.closed => return None,
+                }
+            }
+            match listed(&self.app, &self.filters).await {
+                // The queue is sent from its end: the oldest row first. The page
+                // puts each new row on top, so the newest ends up first.
+                Ok((items, _)) => self.queued = self.changed(&items),
+                Err(error) => {
+                    tracing::warn!(error = %error.message, "console live list: not read");
+                }
+            }
+        }
+    }
+
+    /// The events of the rows that changed, in the list's order (newest first).
+    fn changed(&mut self, items: &[Item]) -> Vec<Event> {
+        let mut events = Vec::new();
+        for item in items {
+            let Ok(html) = row_html(item) else { continue };
+            if self.sent.get(&item.id) == Some(&html) {
+                continue;
+            }
+            self.sent.insert(item.id.clone(), html.clone());
+            events.push(Event::default().event("row").data(html));
+        }
+        events
+    }
 }
 
 fn item(tracked: &Tracked, record: Option<&OutcomeRecord>) -> Item {
@@ -280,6 +407,71 @@ fn shown(entry: &TimelineEntry) -> Shown {
     }
 }
 
+/// A stage change as a timeline entry (`lead → lost: price, by console`).
+fn shown_move(moved: &StageMove) -> Shown {
+    let mut text = format!("{} → {}", moved.from, moved.to);
+    if let Some(reason) = &moved.reason {
+        text.push_str(&format!(": {reason}"));
+    }
+    if let Some(by) = &moved.by {
+        text.push_str(&format!(", by {by}"));
+    }
+    Shown {
+        at: short_time(moved.at),
+        kind: "conversation.stage_changed".to_owned(),
+        channel: String::new(),
+        direction: String::new(),
+        text,
+    }
+}
+
+/// A conversion as a timeline entry (`purchase order-1 129.90 EUR`).
+fn shown_conversion(conversion: &ConversionRef) -> Shown {
+    Shown {
+        at: short_time(conversion.occurred_at),
+        kind: "conversion.recorded".to_owned(),
+        channel: String::new(),
+        direction: String::new(),
+        text: conversion_text(conversion),
+    }
+}
+
+fn conversion_text(conversion: &ConversionRef) -> String {
+    let value = match (&conversion.value, &conversion.currency) {
+        (Some(value), Some(currency)) => format!(" {value} {currency}"),
+        _ => String::new(),
+    };
+    format!("{} {}{value}", conversion.name, conversion.id)
+}
+
+/// The timeline as shown: the store's entries with the outcome's stage changes and
+/// conversions among them, in time order (ties keep the store's entries first).
+fn merged(entries: &[TimelineEntry], record: Option<&OutcomeRecord>) -> Vec<String> {
+    let mut all: Vec<(jiff::Timestamp, Shown)> = entries
+        .iter()
+        .map(|entry| (entry.at, shown(entry)))
+        .collect();
+    if let Some(record) = record {
+        all.extend(
+            record
+                .moves
+                .iter()
+                .map(|moved| (moved.at, shown_move(moved))),
+        );
+        all.extend(
+            record
+                .conversions
+                .iter()
+                .map(|conversion| (conversion.occurred_at, shown_conversion(conversion))),
+        );
+    }
+    // A stable sort: entries at the same instant keep the order they were added in.
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter()
+        .filter_map(|(_, shown)| shown.render().ok())
+        .collect()
+}
+
 /// A referral's plain fields (`source: link · campaign: spring · url: …`).
 fn referral_text(referral: &impl serde::Serialize) -> String {
     let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(referral) else {
@@ -310,8 +502,8 @@ struct ConversationPage {
     first_response: String,
     /// The entries' HTML (each rendered by the `entry` template, as the live stream's).
     entries: Vec<String>,
-    /// Where the live stream starts.
-    cursor: u64,
+    /// Where the live stream starts (`timeline.moves.conversions`).
+    cursor: String,
     stages: Vec<String>,
 }
 
@@ -328,7 +520,6 @@ pub async fn show(
         .timeline(&id, 0, MAX_TIMELINE)
         .await
         .map_err(lookup::unavailable)?;
-    let cursor = page.entries.len() as u64;
     let record = store
         .outcomes()
         .tracked(&id)
@@ -341,6 +532,11 @@ pub async fn show(
         None => "no window on this channel".to_owned(),
         Some(until) if until <= now => format!("closed since {}", short_time(until)),
         Some(until) => format!("open until {}", short_time(until)),
+    };
+    let cursor = Cursor {
+        timeline: page.entries.len() as u64,
+        moves: record.as_ref().map_or(0, |record| record.moves.len()),
+        conversions: record.as_ref().map_or(0, |record| record.conversions.len()),
     };
     let record_text =
         |pick: fn(&OutcomeRecord) -> String| record.as_ref().map(pick).unwrap_or_default();
@@ -368,14 +564,9 @@ pub async fn show(
                         .conversions
                         .iter()
                         .map(|conversion| {
-                            let value = match (&conversion.value, &conversion.currency) {
-                                (Some(value), Some(currency)) => format!(" {value} {currency}"),
-                                _ => String::new(),
-                            };
                             format!(
-                                "{} {}{value} at {}",
-                                conversion.name,
-                                conversion.id,
+                                "{} at {}",
+                                conversion_text(conversion),
                                 short_time(conversion.occurred_at)
                             )
                         })
@@ -395,30 +586,69 @@ pub async fn show(
                     _ => "not answered yet".to_owned(),
                 }
             }),
-            entries: page
-                .entries
-                .iter()
-                .filter_map(|entry| shown(entry).render().ok())
-                .collect(),
-            cursor,
+            entries: merged(&page.entries, record.as_ref()),
+            cursor: cursor.to_string(),
             stages: app.pipeline.outcome_settings().stages.clone(),
             id,
         },
     ))
 }
 
+/// Where a live timeline is: entries of the store's timeline, stage changes and
+/// conversions of the outcome record already shown. Written `timeline.moves.conversions`
+/// (an event's id, so a browser that reconnects sends it back as `Last-Event-ID`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cursor {
+    timeline: u64,
+    moves: usize,
+    conversions: usize,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.timeline, self.moves, self.conversions)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    /// `timeline.moves.conversions`, or a bare timeline position (the outcome's entries
+    /// then all count as new).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not a timeline cursor (`<n>.<n>.<n>`)");
+        let mut parts = text.split('.');
+        let mut next = |required: bool| match parts.next() {
+            Some(part) => part.parse::<u64>().map_err(|_| bad()),
+            None if required => Err(bad()),
+            None => Ok(0),
+        };
+        let timeline = next(true)?;
+        let moves = usize::try_from(next(false)?).map_err(|_| bad())?;
+        let conversions = usize::try_from(next(false)?).map_err(|_| bad())?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            timeline,
+            moves,
+            conversions,
+        })
+    }
+}
+
 /// `?from=<cursor>` of the event stream.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     #[serde(default)]
-    from: u64,
+    from: String,
 }
 
 /// `GET /console/conversations/{id}/events?from=<cursor>`: server-sent events, one
-/// `entry` (its HTML) per new timeline entry, its id the cursor after it (a browser that
-/// reconnects sends it back as `Last-Event-ID` and misses nothing, repeats nothing). The
-/// store is read every half second, so entries written by any instance of a fleet
-/// arrive. The stream ends when the gateway shuts down.
+/// `entry` (its HTML) per new timeline entry, stage change or conversion, its id the
+/// cursor after it (a browser that reconnects sends it back as `Last-Event-ID` and misses
+/// nothing, repeats nothing). The store is read every half second, so entries written by
+/// any instance of a fleet arrive. The stream ends when the gateway shuts down.
 pub async fn events(
     State(app): State<Arc<App>>,
     Signed(_): Signed,
@@ -430,8 +660,12 @@ pub async fn events(
     let resumed = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let cursor = resumed.unwrap_or(query.from);
+        .and_then(|value| value.parse::<Cursor>().ok());
+    let cursor = match resumed {
+        Some(cursor) => cursor,
+        None if query.from.is_empty() => Cursor::default(),
+        None => query.from.parse().map_err(bad)?,
+    };
     let closed = app
         .console
         .as_ref()
@@ -455,8 +689,8 @@ pub async fn events(
 struct Live {
     app: Arc<App>,
     id: String,
-    /// The position after the last entry read.
-    cursor: u64,
+    /// What was sent already.
+    cursor: Cursor,
     /// Events read but not sent yet, the next last.
     queued: Vec<Event>,
     closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -474,25 +708,8 @@ impl Live {
                 () = tokio::time::sleep(LIVE_POLL) => {}
                 () = &mut self.closed => return None,
             }
-            match self
-                .app
-                .pipeline
-                .store()
-                .timeline(&self.id, self.cursor, 100)
-                .await
-            {
-                Ok(page) => {
-                    let mut events = Vec::with_capacity(page.entries.len());
-                    for entry in &page.entries {
-                        self.cursor += 1;
-                        let html = shown(entry).render().unwrap_or_default();
-                        events.push(
-                            Event::default()
-                                .event("entry")
-                                .id(self.cursor.to_string())
-                                .data(html),
-                        );
-                    }
+            match self.read().await {
+                Ok(mut events) => {
                     events.reverse();
                     self.queued = events;
                 }
@@ -500,6 +717,43 @@ impl Live {
                 Err(error) => tracing::warn!(%error, "console live timeline: store unavailable"),
             }
         }
+    }
+
+    /// The events of what is new since the cursor, in order: the store's entries, then
+    /// the outcome's stage changes and conversions (each moves the cursor on).
+    async fn read(&mut self) -> Result<Vec<Event>, crate::store::StoreError> {
+        let store = self.app.pipeline.store();
+        let page = store.timeline(&self.id, self.cursor.timeline, 100).await?;
+        let record = store
+            .outcomes()
+            .tracked(&self.id)
+            .await?
+            .and_then(|tracked| tracked.record)
+            .and_then(|json| OutcomeRecord::from_json(&json).ok());
+        let mut events = Vec::new();
+        for entry in &page.entries {
+            self.cursor.timeline += 1;
+            events.push(self.event(&shown(entry)));
+        }
+        if let Some(record) = record {
+            for moved in record.moves.iter().skip(self.cursor.moves) {
+                self.cursor.moves += 1;
+                events.push(self.event(&shown_move(moved)));
+            }
+            for conversion in record.conversions.iter().skip(self.cursor.conversions) {
+                self.cursor.conversions += 1;
+                events.push(self.event(&shown_conversion(conversion)));
+            }
+        }
+        Ok(events)
+    }
+
+    /// One entry's event, its id the cursor after it.
+    fn event(&self, shown: &Shown) -> Event {
+        Event::default()
+            .event("entry")
+            .id(self.cursor.to_string())
+            .data(shown.render().unwrap_or_default())
     }
 }
 
@@ -580,4 +834,73 @@ fn urlencoding(text: &str) -> String {
     serde_urlencoded::to_string([("", text)])
         .map(|pair| pair.trim_start_matches('=').to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + second).expect("time")
+    }
+
+    #[test]
+    fn a_cursor_reads_back_what_it_writes_and_refuses_anything_else() {
+        let cursor = Cursor {
+            timeline: 12,
+            moves: 2,
+            conversions: 1,
+        };
+        assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
+        assert_eq!(
+            "7".parse::<Cursor>(),
+            Ok(Cursor {
+                timeline: 7,
+                ..Cursor::default()
+            }),
+            "a bare position (an older page's)"
+        );
+        for bad in ["", "x", "1.2.3.4", "1.-2.0", "1..2"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stage_changes_and_conversions_go_among_the_entries_in_time_order() {
+        let mut message = TimelineEntry::new("conversation.started", at(0), "web");
+        let started = message.clone();
+        message.kind = "referral".into();
+        message.at = at(20);
+        let record = OutcomeRecord {
+            moves: vec![crate::outcome::StageMove {
+                at: at(10),
+                from: "lead".into(),
+                to: "lost".into(),
+                reason: Some("price".into()),
+                by: Some("console".into()),
+            }],
+            conversions: vec![ConversionRef {
+                id: "order-1".into(),
+                name: "purchase".into(),
+                value: Some("9.90".parse().expect("decimal")),
+                currency: Some("EUR".into()),
+                occurred_at: at(30),
+            }],
+            ..serde_json::from_value(serde_json::json!({
+                "stage": "lost", "stage_at": at(10), "reached": ["lead", "lost"], "hour": 0,
+                "first": {"channel": "web", "source": "organic"},
+                "last": {"channel": "web", "source": "organic"},
+            }))
+            .expect("record")
+        };
+        let shown = merged(&[started, message], Some(&record));
+        assert_eq!(shown.len(), 4);
+        assert!(shown[0].contains("conversation.started"), "{shown:?}");
+        assert!(
+            shown[1].contains("lead → lost: price, by console"),
+            "{shown:?}"
+        );
+        assert!(shown[2].contains("referral"), "{shown:?}");
+        assert!(shown[3].contains("purchase order-1 9.90 EUR"), "{shown:?}");
+    }
 }

@@ -9,6 +9,7 @@
 mod auth;
 mod conversations;
 mod funnel;
+mod limit;
 mod operations;
 pub mod session;
 mod views;
@@ -39,6 +40,7 @@ pub fn router(max_plugin_bytes: usize) -> Router<Arc<App>> {
         .route("/sign-out", post(auth::sign_out))
         .route("/funnel", get(funnel::page))
         .route("/conversations", get(conversations::list))
+        .route("/conversations/events", get(conversations::list_events))
         .route("/conversations/{id}", get(conversations::show))
         .route("/conversations/{id}/events", get(conversations::events))
         .route("/conversations/{id}/reply", post(conversations::reply))
@@ -88,7 +90,8 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-/// The progressive enhancement (live timeline), embedded at build time.
+/// The progressive enhancement (live timeline and conversation list), embedded at build
+/// time.
 async fn script() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],

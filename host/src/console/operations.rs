@@ -160,6 +160,15 @@ pub struct ActiveLine {
     previous: usize,
 }
 
+/// A recent plugin error as shown.
+pub struct ErrorLine {
+    channel: String,
+    at: String,
+    function: &'static str,
+    kind: String,
+    reason: String,
+}
+
 /// A known version as shown.
 pub struct VersionLine {
     name: String,
@@ -176,12 +185,16 @@ struct PluginsPage {
     nav: [(&'static str, &'static str, &'static str); 5],
     active: Vec<ActiveLine>,
     versions: Vec<VersionLine>,
+    /// Each active channel's recent errors (this instance), newest first.
+    errors: Vec<ErrorLine>,
+    /// Errors kept per channel.
+    errors_kept: usize,
     /// What the last validation found.
     notice: String,
 }
 
-/// `GET /console/plugins`: each channel's active version, digest and limits, and the
-/// known versions.
+/// `GET /console/plugins`: each channel's active version, digest, limits and recent
+/// errors, and the known versions.
 pub async fn plugins(
     State(app): State<Arc<App>>,
     Signed(session): Signed,
@@ -211,6 +224,7 @@ async fn plugins_page(
             previous: active.previous.len(),
         })
         .collect();
+    let errors = recent_errors(app, &active);
     let versions = app
         .lifecycle
         .versions()
@@ -231,9 +245,30 @@ async fn plugins_page(
             nav: NAV,
             active,
             versions,
+            errors,
+            errors_kept: crate::runtime::recent::KEPT_PER_CHANNEL,
             notice,
         },
     ))
+}
+
+/// The recent errors of the active channels' plugins, channel by channel.
+fn recent_errors(app: &App, active: &[ActiveLine]) -> Vec<ErrorLine> {
+    active
+        .iter()
+        .flat_map(|line| {
+            app.plugin_errors
+                .of(&line.channel)
+                .into_iter()
+                .map(|error| ErrorLine {
+                    channel: line.channel.clone(),
+                    at: error.at.to_string(),
+                    function: error.function,
+                    kind: error.kind,
+                    reason: error.reason,
+                })
+        })
+        .collect()
 }
 
 /// The upload form's fields (multipart: the file does not fit a URL-encoded form).
@@ -387,6 +422,19 @@ pub struct SubscriptionLine {
     failures: String,
 }
 
+/// A recent delivery attempt as shown.
+pub struct AttemptLine {
+    subscription: String,
+    at: String,
+    event_type: String,
+    event_id: String,
+    attempt: u32,
+    outcome: &'static str,
+    /// The failure's class and detail, when it failed.
+    error: String,
+    duration_ms: u64,
+}
+
 /// A dead letter as shown.
 pub struct LetterLine {
     id: String,
@@ -404,16 +452,19 @@ struct DeliveryPage {
     page: Page,
     nav: [(&'static str, &'static str, &'static str); 5],
     subscriptions: Vec<SubscriptionLine>,
+    attempts: Vec<AttemptLine>,
+    attempts_kept: usize,
     letters: Vec<LetterLine>,
 }
 
-/// `GET /console/delivery`: subscriptions with their state and backlog, and the newest
-/// dead letters with replay.
+/// `GET /console/delivery`: subscriptions with their state and backlog, their recent
+/// attempts, and the newest dead letters with replay.
 pub async fn delivery(
     State(app): State<Arc<App>>,
     Signed(session): Signed,
 ) -> Result<Response, ConsoleError> {
     let metrics = app.delivery.metrics().await;
+    let attempts = recent_attempts(&metrics);
     let subscriptions = app
         .delivery
         .subscriptions()
@@ -477,9 +528,34 @@ pub async fn delivery(
             page: Page::new("Delivery", "delivery", &session.csrf),
             nav: NAV,
             subscriptions,
+            attempts,
+            attempts_kept: crate::delivery::metrics::RECENT_ATTEMPTS,
             letters,
         },
     ))
+}
+
+/// Every subscription's recent attempts, subscription by subscription, newest first.
+fn recent_attempts(metrics: &crate::delivery::metrics::MetricsSnapshot) -> Vec<AttemptLine> {
+    metrics
+        .subscriptions
+        .iter()
+        .flat_map(|snapshot| {
+            snapshot.recent_attempts.iter().map(|attempt| AttemptLine {
+                subscription: snapshot.subscription.clone(),
+                at: attempt.at.to_string(),
+                event_type: attempt.event_type.clone(),
+                event_id: attempt.event_id.clone(),
+                attempt: attempt.attempt,
+                outcome: attempt.outcome,
+                error: match (&attempt.class, &attempt.error) {
+                    (Some(class), Some(error)) => format!("{class}: {error}"),
+                    (class, error) => class.clone().or_else(|| error.clone()).unwrap_or_default(),
+                },
+                duration_ms: attempt.duration_ms,
+            })
+        })
+        .collect()
 }
 
 /// The replay form.

@@ -35,6 +35,8 @@ pub struct Sessions {
     /// Set when the gateway shuts down: live streams end, so draining connections does
     /// not wait on a browser tab left open.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Sign-in attempts per client address.
+    limiter: super::limit::SignInLimiter,
 }
 
 /// A verified session.
@@ -49,14 +51,32 @@ pub struct Session {
 }
 
 impl Sessions {
-    /// Sessions for `keys`, lasting `ttl`.
+    /// Sessions for `keys`, lasting `ttl`, with the default sign-in limit.
     pub fn new(keys: Vec<Secret>, ttl: Duration) -> Self {
+        let defaults = crate::ops::config::ConsoleSettings::default();
+        Self::with_limit(
+            keys,
+            ttl,
+            defaults.sign_in_attempts,
+            defaults.sign_in_window,
+        )
+    }
+
+    /// Sessions for `keys`, lasting `ttl`; each client address may try `attempts` keys
+    /// per `window`.
+    pub fn with_limit(keys: Vec<Secret>, ttl: Duration, attempts: u32, window: Duration) -> Self {
         Self {
             keys,
             ttl,
             revoked: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
+            limiter: super::limit::SignInLimiter::new(attempts, window),
         }
+    }
+
+    /// Take one sign-in attempt of `address`'s allowance; `Err(wait)` when none is left.
+    pub fn admit_sign_in(&self, address: std::net::IpAddr) -> Result<(), Duration> {
+        self.limiter.admit(address)
     }
 
     /// End every live stream (the gateway is shutting down).

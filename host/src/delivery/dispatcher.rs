@@ -98,6 +98,33 @@ pub(crate) struct Deliverer {
     pub(crate) failing: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
+/// An attempt as the console's Delivery page lists it.
+fn recent_attempt(
+    event: &Event,
+    attempt: u32,
+    outcome: &Outcome,
+    took: Duration,
+) -> super::metrics::RecentAttempt {
+    let (label, class, error) = match outcome {
+        Outcome::Delivered => ("delivered", None, None),
+        Outcome::Retry { class, error, .. } => ("failed", Some(class.clone()), Some(error.clone())),
+        Outcome::Permanent { class, error } | Outcome::Disable { class, error } => {
+            ("refused", Some(class.clone()), Some(error.clone()))
+        }
+        Outcome::NotBefore { at } => ("held", None, Some(format!("until {at}"))),
+    };
+    super::metrics::RecentAttempt {
+        at: Timestamp::now(),
+        event_id: event.id.clone(),
+        event_type: event.kind.as_str().to_owned(),
+        attempt,
+        outcome: label,
+        class,
+        error,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
 impl Deliverer {
     /// Tries the event until it is delivered, permanently refused, out of retries, or
     /// shutdown abandons it. `trace` is the outbox entry's `traceparent`: each attempt's
@@ -135,7 +162,9 @@ impl Deliverer {
                 .attempt(subscription, event, &prepared, attempts, &span)
                 .instrument(span.clone())
                 .await;
-            metrics.attempt_latency.record(started.elapsed());
+            let took = started.elapsed();
+            metrics.attempt_latency.record(took);
+            metrics.attempted(recent_attempt(event, attempts, &outcome, took));
             record_outcome(&span, &outcome);
             match outcome {
                 Outcome::Delivered => {

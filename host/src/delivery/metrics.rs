@@ -33,6 +33,33 @@ pub(crate) fn failure_class(class: &str) -> &'static str {
     }
 }
 
+/// Attempts kept per subscription, for the console (the newest).
+pub const RECENT_ATTEMPTS: usize = 20;
+
+/// One delivery attempt as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecentAttempt {
+    /// When it ended.
+    pub at: jiff::Timestamp,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type (`message.received`, …).
+    pub event_type: String,
+    /// Its number for this event (1 = first).
+    pub attempt: u32,
+    /// `delivered`, `failed` (tried again later, or given up), `refused` (dead-lettered
+    /// at once) or `held` (the target takes it later).
+    pub outcome: &'static str,
+    /// The failure's class (`status 503`, `timeout`, …), when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// What went wrong, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the attempt took, in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
 pub(crate) struct Histogram {
@@ -81,6 +108,8 @@ pub(crate) struct SubscriptionMetrics {
     pub(crate) end_to_end_latency: Histogram,
     /// Since when every attempt has failed (none since the last success).
     failing_since: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// The newest attempts, oldest first (at most [`RECENT_ATTEMPTS`]).
+    recent: parking_lot::Mutex<std::collections::VecDeque<RecentAttempt>>,
 }
 
 impl SubscriptionMetrics {
@@ -103,6 +132,16 @@ impl SubscriptionMetrics {
             .or_default() += 1;
     }
 
+    /// Keep `attempt` among the recent ones, forgetting the oldest beyond
+    /// [`RECENT_ATTEMPTS`].
+    pub(crate) fn attempted(&self, attempt: RecentAttempt) {
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT_ATTEMPTS {
+            recent.pop_front();
+        }
+        recent.push_back(attempt);
+    }
+
     pub(crate) fn snapshot(&self, id: &str, backlog: Option<u64>) -> SubscriptionSnapshot {
         SubscriptionSnapshot {
             subscription: id.to_owned(),
@@ -118,6 +157,7 @@ impl SubscriptionMetrics {
             attempt_latency: self.attempt_latency.snapshot(),
             end_to_end_latency: self.end_to_end_latency.snapshot(),
             backlog,
+            recent_attempts: self.recent.lock().iter().rev().cloned().collect(),
         }
     }
 }
@@ -156,6 +196,8 @@ pub struct SubscriptionSnapshot {
     /// Entries not yet finished across all instances (outbox lag + pending); `None` when
     /// the outbox did not answer.
     pub backlog: Option<u64>,
+    /// The newest attempts of this process, newest first (at most [`RECENT_ATTEMPTS`]).
+    pub recent_attempts: Vec<RecentAttempt>,
 }
 
 /// Everything delivery exposes for metrics.
@@ -185,5 +227,26 @@ mod tests {
         assert_eq!(snapshot.count, 2);
         assert_eq!(snapshot.counts[1], 1, "1.5 ms is in the ≤2 ms bucket");
         assert_eq!(snapshot.counts[LATENCY_BUCKETS.len()], 1, "+Inf");
+    }
+
+    #[test]
+    fn the_newest_attempts_are_kept_newest_first() {
+        let metrics = SubscriptionMetrics::default();
+        for n in 0..RECENT_ATTEMPTS + 3 {
+            metrics.attempted(RecentAttempt {
+                at: jiff::Timestamp::UNIX_EPOCH,
+                event_id: format!("evt_{n}"),
+                event_type: "message.received".into(),
+                attempt: 1,
+                outcome: "delivered",
+                class: None,
+                error: None,
+                duration_ms: 1,
+            });
+        }
+        let recent = metrics.snapshot("s", None).recent_attempts;
+        assert_eq!(recent.len(), RECENT_ATTEMPTS);
+        assert_eq!(recent[0].event_id, format!("evt_{}", RECENT_ATTEMPTS + 2));
+        assert_eq!(recent[RECENT_ATTEMPTS - 1].event_id, "evt_3");
     }
 }

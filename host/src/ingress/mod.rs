@@ -96,8 +96,15 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         .instrument(plugin_span.clone())
         .await;
     plugin_span.record("outcome", plugin_outcome(&outcome));
-    let outcome = outcome.map_err(ApiError::from_call)?;
-    let outcome = outcome.map_err(|error| refused(channel_id, error))?;
+    let outcome = outcome.map_err(|error| {
+        remember(app, channel_id, error.kind(), error.to_string());
+        ApiError::from_call(error)
+    })?;
+    let outcome = outcome.map_err(|error| {
+        let refused = refused(channel_id, error);
+        remember(app, channel_id, refused.code, refused.message.clone());
+        refused
+    })?;
     let WebhookOutcome { response, events } = outcome;
     if let Err(wait) = channel.admit_senders(events.iter().map(|event| event.contact.id.as_str())) {
         return Err(ApiError::new(
@@ -116,6 +123,19 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
     channel.metrics.accepted(report.accepted, report.duplicates);
     tracing::debug!(channel = %channel_id, accepted = report.accepted, duplicates = report.duplicates, "webhook processed");
     Ok(provider_response(response))
+}
+
+/// Keep a failed or refused `handle-webhook` call for the console's Plugins page.
+fn remember(app: &App, channel_id: &str, kind: &str, reason: String) {
+    app.plugin_errors.record(
+        channel_id,
+        crate::runtime::PluginError {
+            at: jiff::Timestamp::now(),
+            function: "handle-webhook",
+            kind: kind.to_owned(),
+            reason,
+        },
+    );
 }
 
 /// The plugin call's outcome as a span attribute.

@@ -7,6 +7,8 @@
 //! unchanged); a header of that name sent by the caller is removed first, so a plugin can
 //! rely on it.
 
+use std::net::IpAddr;
+
 use axum::http::{HeaderMap, Uri};
 use url::Url;
 
@@ -49,6 +51,24 @@ impl PublicUrl {
             base,
             trust_forwarded,
         })
+    }
+
+    /// The caller's address: the last `X-Forwarded-For` entry (the one the trusted proxy
+    /// added) when forwarded headers are trusted, else `peer`, the connection's.
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let forwarded = self
+            .trust_forwarded
+            .then(|| {
+                headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .flat_map(|value| value.split(','))
+                    .last()
+                    .and_then(|last| last.trim().parse::<IpAddr>().ok())
+            })
+            .flatten();
+        forwarded.or(peer)
     }
 
     /// The URL the provider called for a request to `uri` with `headers`: the configured
@@ -137,6 +157,26 @@ mod tests {
             bare.of(&uri("/webhooks/t"), &seen).as_deref(),
             Some("https://hooks.example.com/webhooks/t")
         );
+    }
+
+    #[test]
+    fn the_client_is_the_proxy_s_last_forwarded_entry_only_when_trusted() {
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9".parse().expect("value"),
+        );
+        let trusted = PublicUrl::new(None, true).expect("settings");
+        assert_eq!(
+            trusted.client(Some(peer), &headers),
+            "203.0.113.9".parse().ok()
+        );
+        assert_eq!(
+            PublicUrl::default().client(Some(peer), &headers),
+            Some(peer)
+        );
+        assert_eq!(trusted.client(Some(peer), &HeaderMap::new()), Some(peer));
     }
 
     #[test]

@@ -345,6 +345,12 @@ pub struct ConsoleSettings {
     /// How long a console session lasts after sign-in.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Sign-in attempts (right or wrong) one client address may make per
+    /// `sign_in_window`; more answer `429`.
+    pub sign_in_attempts: u32,
+    /// The window of `sign_in_attempts` (the allowance comes back evenly over it).
+    #[serde(with = "humantime_serde")]
+    pub sign_in_window: Duration,
 }
 
 /// Shortest and longest accepted `[console] session_ttl`.
@@ -357,6 +363,8 @@ impl Default for ConsoleSettings {
             enabled: true,
             keys: Vec::new(),
             session_ttl: Duration::from_secs(8 * 3600),
+            sign_in_attempts: 10,
+            sign_in_window: Duration::from_secs(60),
         }
     }
 }
@@ -371,6 +379,12 @@ impl ConsoleSettings {
                 humantime::format_duration(low),
                 humantime::format_duration(high)
             ));
+        }
+        if self.sign_in_attempts == 0 {
+            problems.push("`[console] sign_in_attempts` must be at least 1".to_owned());
+        }
+        if self.sign_in_window < Duration::from_secs(1) {
+            problems.push("`[console] sign_in_window` must be at least 1s".to_owned());
         }
         problems
     }
@@ -847,6 +861,14 @@ mod tests {
             .expect_err("short ttl")
             .to_string();
         assert!(error.contains("`[console] session_ttl`"), "{error}");
+        let error = Config::from_toml("[console]\nsign_in_attempts = 0\n")
+            .expect_err("no attempts")
+            .to_string();
+        assert!(error.contains("`[console] sign_in_attempts`"), "{error}");
+        let error = Config::from_toml("[console]\nsign_in_window = \"0s\"\n")
+            .expect_err("no window")
+            .to_string();
+        assert!(error.contains("`[console] sign_in_window`"), "{error}");
         let config = Config::from_toml("[console]\nenabled = false\n").expect("valid");
         assert!(!config.console.enabled);
         assert!(Config::from_toml("").expect("empty").console.enabled);

@@ -13,5 +13,5 @@ pub mod rollup;
 pub mod rules;
 pub mod settings;
 
-pub use record::{Author, AuthorKind, ConversionRef, OutcomeRecord};
+pub use record::{Author, AuthorKind, ConversionRef, OutcomeRecord, StageMove};
 pub use settings::OutcomeSettings;

@@ -71,6 +71,27 @@ pub struct LostFound {
     pub at: Timestamp,
 }
 
+/// A stage change, kept so the conversation's timeline can show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StageMove {
+    /// When.
+    pub at: Timestamp,
+    /// Stage before.
+    pub from: String,
+    /// Stage after.
+    pub to: String,
+    /// Why (the lost reason, or a tool's note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who (`console`, a tool, `conversion:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Stage changes kept per record (the oldest go first): the record is read and written
+/// whole under compare-and-set, so it stays small.
+pub const MAX_MOVES: usize = 100;
+
 /// The outcome of one conversation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutcomeRecord {
@@ -101,6 +122,10 @@ pub struct OutcomeRecord {
     /// Conversions attributed to the conversation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conversions: Vec<ConversionRef>,
+    /// Stage changes, oldest first (at most [`MAX_MOVES`], the newest); records written
+    /// before they were kept have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<StageMove>,
     /// The hour (Unix seconds / 3600) the conversation started: its counters' bucket.
     pub hour: i64,
     /// Whether the conversation has a referral.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::record::{Author, AuthorKind, ConversionRef, LostFound, OutcomeRecord, TouchKeys};
+use super::record::{
+    Author, AuthorKind, ConversionRef, LostFound, MAX_MOVES, OutcomeRecord, StageMove, TouchKeys,
+};
 use super::settings::{FirstResponse, LOST, OutcomeSettings, WON};
 use crate::event::Referral;
 
@@ -195,6 +197,7 @@ fn fresh(facts: &Facts<'_>, settings: &OutcomeSettings) -> OutcomeRecord {
         within_sla: false,
         lost: Vec::new(),
         conversions: Vec::new(),
+        moves: Vec::new(),
         hour: facts.started_at.as_second().div_euclid(3600),
         referred: false,
         first: TouchKeys::default(),
@@ -314,6 +317,16 @@ fn move_to(
         record.reached.push(to.to_owned());
     }
     record.lost_reason.clone_from(&lost_reason);
+    if record.moves.len() >= MAX_MOVES {
+        record.moves.remove(0);
+    }
+    record.moves.push(StageMove {
+        at: now,
+        from: from.clone(),
+        to: to.to_owned(),
+        reason: reason.map(str::to_owned),
+        by: by.clone(),
+    });
     events.push(OutcomeEvent::StageChanged {
         at: now,
         from,
@@ -707,6 +720,24 @@ mod tests {
         assert_eq!(reopened.record.stage, "qualified");
         assert_eq!(reopened.record.lost_reason, None);
         assert_eq!(reopened.record.reached, ["lead", "lost", "qualified"]);
+        let moves: Vec<(&str, &str, Option<&str>)> = reopened
+            .record
+            .moves
+            .iter()
+            .map(|moved| {
+                (
+                    moved.from.as_str(),
+                    moved.to.as_str(),
+                    moved.reason.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            [("lead", "lost", Some("price")), ("lost", "qualified", None)],
+            "each change is kept for the timeline"
+        );
+        assert_eq!(reopened.record.moves[1].at, t(13));
     }
 
     #[test]

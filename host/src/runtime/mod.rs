@@ -15,6 +15,7 @@ mod error;
 pub mod imports;
 mod outbound;
 mod plugin;
+pub mod recent;
 mod registry;
 mod state;
 
@@ -34,6 +35,7 @@ pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
 pub use outbound::{AllowedHosts, FetchClient};
 pub use plugin::{Plugin, Role};
+pub use recent::{PluginError, RecentErrors};
 pub use registry::Registry;
 
 use engine::EpochTicker;

@@ -166,7 +166,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         if config.console.keys.is_empty() {
             tracing::warn!("no [console] keys configured: nobody can sign in to /console");
         }
-        Arc::new(crate::console::session::Sessions::new(
+        Arc::new(crate::console::session::Sessions::with_limit(
             config
                 .console
                 .keys
@@ -174,6 +174,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
                 .map(|key| key.secret.clone())
                 .collect(),
             config.console.session_ttl,
+            config.console.sign_in_attempts,
+            config.console.sign_in_window,
         ))
     });
     let app = Arc::new(App {
@@ -202,6 +204,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
         identity: config.identity,
         request_timeout: config.server.request_timeout,
         public_url,
+        plugin_errors: crate::runtime::RecentErrors::default(),
     });
     crate::pipeline::sweeper::spawn(
         Arc::downgrade(&app.pipeline),

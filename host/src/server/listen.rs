@@ -167,9 +167,9 @@ pub(crate) async fn serve(
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "cannot accept a connection");
@@ -185,9 +185,9 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let Some(permit) = permit else { break };
-        let _ = stream.set_nodelay(true);
+        let _ = accepted.0.set_nodelay(true);
         tasks.spawn(connection(
-            stream,
+            accepted,
             router.clone(),
             builder.clone(),
             connections.clone(),
@@ -219,7 +219,7 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 /// Serves one connection until the client closes it, it stays idle too long, the cap
 /// evicts it, or shutdown (then requests in flight finish first).
 async fn connection(
-    stream: TcpStream,
+    (stream, peer): (TcpStream, std::net::SocketAddr),
     router: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     connections: Arc<Connections>,
@@ -233,7 +233,12 @@ async fn connection(
         let in_flight = tracked.begin();
         let router = router.clone();
         async move {
-            let response = match router.oneshot(request.map(Body::new)).await {
+            // The caller's address, for handlers that limit per client (console sign-in).
+            let mut request = request.map(Body::new);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };

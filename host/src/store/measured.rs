@@ -105,6 +105,16 @@ impl ContextStore for Measured {
             .await
     }
 
+    async fn revoke_session(&self, id: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.timed("revoke_session", self.inner.revoke_session(id, ttl))
+            .await
+    }
+
+    async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        self.timed("session_revoked", self.inner.session_revoked(id))
+            .await
+    }
+
     async fn link_sender(
         &self,
         person: &Person,

@@ -61,6 +61,8 @@ struct State {
     merges: HashMap<String, Vec<Merge>>,
     /// Link token → (contact id, expiry).
     tokens: HashMap<String, (String, Instant)>,
+    /// Signed-out console session id → when it would have expired.
+    revoked_sessions: HashMap<String, Instant>,
     /// Probable-link key (name + e-mail domain) → contacts.
     probable: HashMap<String, HashSet<String>>,
     /// (contact id, key) → events a change owes, until settled.
@@ -290,6 +292,24 @@ impl ContextStore for MemoryStore {
     async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
         self.state.lock().tokens.remove(token);
         Ok(())
+    }
+
+    async fn revoke_session(&self, id: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        // Forget what has expired anyway: the map stays as small as the live sessions.
+        state.revoked_sessions.retain(|_, expiry| *expiry > now);
+        state.revoked_sessions.insert(id.to_owned(), now + ttl);
+        Ok(())
+    }
+
+    async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .revoked_sessions
+            .get(id)
+            .is_some_and(|expiry| *expiry > Instant::now()))
     }
 
     async fn link_sender(

@@ -205,6 +205,13 @@ pub trait ContextStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<TimelinePage, StoreError>;
 
+    /// Remember that console session `id` was signed out, for `ttl` (what was left of
+    /// its life): every instance sharing the store refuses it from now on.
+    async fn revoke_session(&self, id: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Whether console session `id` was signed out (and would not have expired yet).
+    async fn session_revoked(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -91,6 +91,12 @@ pub fn tokens_of(contact_id: &str) -> String {
     format!("{}lt", contact_prefix(contact_id))
 }
 
+/// A signed-out console session: `og:cs:{<session id>}` → `1`, expiring when the
+/// session would have.
+pub fn revoked_session(id: &str) -> String {
+    format!("{ROOT}cs:{{{id}}}")
+}
+
 /// Link token: `og:lt:{<token>}` → contact id, with the token's TTL.
 pub fn link_token(token: &str) -> String {
     format!("{ROOT}lt:{{{token}}}")

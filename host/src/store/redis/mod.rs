@@ -1080,6 +1080,27 @@ impl ContextStore for RedisStore {
             .await
     }
 
+    async fn revoke_session(&self, id: &str, ttl: Duration) -> Result<(), StoreError> {
+        // Whole seconds, rounded up: the record must not go before the session does.
+        let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        self.query(
+            redis::cmd("SET")
+                .arg(keys::revoked_session(id))
+                .arg(1)
+                .arg("EX")
+                .arg(seconds.max(1))
+                .clone(),
+        )
+        .await
+    }
+
+    async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let found: i64 = self
+            .query(redis::cmd("EXISTS").arg(keys::revoked_session(id)).clone())
+            .await?;
+        Ok(found > 0)
+    }
+
     async fn link_sender(
         &self,
         person: &Person,
