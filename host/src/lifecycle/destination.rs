@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::binding::{BindError, check_requirements, secret_scopes};
+use super::binding::{BindError, PluginSettings, check_requirements, secret_scopes};
 use crate::delivery::destination::{Accepted, Delivery, Destination, ReceiptBook, Refusal};
 use crate::delivery::{DestinationTarget, SubscriptionConfig};
 use crate::ops::config::DestinationConfig;
@@ -130,7 +130,7 @@ impl DestinationBinder {
     pub fn new(config: &DestinationConfig) -> Result<Self, BindError> {
         let (secrets, tokens) =
             split_secrets(&config.secrets).map_err(|problem| BindError::Requirements {
-                channel: format!("destination `{}`", config.id),
+                channel: config.label(),
                 plugin: String::new(),
                 problem,
             })?;
@@ -182,7 +182,7 @@ impl DestinationBinder {
         env.limits = destination.limits.clone();
         let bound = Arc::new(runtime.bind_destination(plugin, Arc::new(env)));
         bound.prewarm().await.map_err(|source| BindError::Warm {
-            channel: format!("destination `{}`", destination.id),
+            channel: destination.label(),
             source,
         })?;
         Ok(bound)
@@ -232,7 +232,7 @@ impl DestinationBinder {
 
     fn refused(&self, plugin: &Plugin, problem: String) -> BindError {
         BindError::Requirements {
-            channel: format!("destination `{}`", self.config.id),
+            channel: self.config.label(),
             plugin: plugin.info.id.clone(),
             problem,
         }
