@@ -154,7 +154,6 @@ impl Worker {
         let mut renew = tokio::time::interval(self.timing.lease_ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
-        let mut renewals: u32 = 0;
         let mut more = true;
         loop {
             if *retire.borrow() {
@@ -219,12 +218,8 @@ impl Worker {
                             tracing::warn!(subscription = %id, partition, %error, "cannot renew the outbox lease");
                         }
                     }
-                    renewals = renewals.wrapping_add(1);
-                    if renewals.is_multiple_of(16)
-                        && let Err(error) = self.outbox.trim(partition).await
-                    {
-                        tracing::debug!(subscription = %id, partition, %error, "cannot trim the outbox");
-                    }
+                    // Trimming is delivery's own periodic task (`delivery::tidy`), for
+                    // every partition, owned or not.
                     more = true;
                 }
                 () = self.wake.notified(), if reading => more = true,

@@ -195,7 +195,8 @@ pub(crate) trait Outbox: Send + Sync + 'static {
     /// Disables (`Some(reason)`) or re-enables (`None`) a subscription.
     async fn set_disabled(&self, id: &str, reason: Option<&str>) -> Result<(), OutboxError>;
 
-    /// Drops entries every subscription is done with (the owner calls it now and then).
+    /// Drops entries every subscription is done with (delivery calls it now and then, for
+    /// every partition).
     async fn trim(&self, _partition: u32) -> Result<(), OutboxError> {
         Ok(())
     }
