@@ -16,6 +16,7 @@ pub mod fault;
 pub mod http_error;
 pub mod ids;
 pub mod ingress;
+pub mod keyed_limit;
 pub mod lifecycle;
 pub mod metrics;
 pub mod netguard;

@@ -5,21 +5,17 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, QuantaClock};
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter};
+use governor::Quota;
+
+use crate::keyed_limit::KeyedLimiter;
 
 /// Checks between two prunes of the addresses back at their full allowance.
 const PRUNE_EVERY: u32 = 1024;
 
 /// Sign-in attempts per client address.
-pub struct SignInLimiter {
-    limiter: RateLimiter<IpAddr, HashMapStateStore<IpAddr>, QuantaClock>,
-    checks: AtomicU32,
-}
+pub struct SignInLimiter(KeyedLimiter<IpAddr>);
 
 impl SignInLimiter {
     /// `attempts` per `window` for each address (`attempts` is at least 1 and `window`
@@ -30,25 +26,13 @@ impl SignInLimiter {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(attempts);
-        Self {
-            limiter: RateLimiter::hashmap(quota),
-            checks: AtomicU32::new(0),
-        }
+        Self(KeyedLimiter::new(quota, PRUNE_EVERY))
     }
 
     /// Take one attempt of `address`'s allowance; `Err(wait)` when none is left, with how
     /// long until the next one.
     pub fn admit(&self, address: IpAddr) -> Result<(), Duration> {
-        if self
-            .checks
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(PRUNE_EVERY)
-        {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&address)
-            .map_err(|not_until| not_until.wait_time_from(QuantaClock::default().now()))
+        self.0.admit(&address)
     }
 }
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, QuantaClock};
-use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+
+use crate::keyed_limit::KeyedLimiter;
 
 use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -339,11 +340,7 @@ fn rate_limiter(limits: &Limits) -> Option<RateLimiter<NotKeyed, InMemoryState, 
 }
 
 /// Per-sender rates of one channel (keyed by the provider's user id).
-struct SenderLimiter {
-    limiter: RateLimiter<String, HashMapStateStore<String>, QuantaClock>,
-    /// Checks since the last prune of senders idle long enough to be back at full burst.
-    checks: std::sync::atomic::AtomicU32,
-}
+struct SenderLimiter(KeyedLimiter<String>);
 
 /// Checks between two prunes: the map holds recent senders only.
 const SENDER_PRUNE_EVERY: u32 = 4096;
@@ -352,27 +349,14 @@ impl SenderLimiter {
     fn new(limits: &Limits) -> Option<Self> {
         let per_minute = NonZeroU32::new(limits.sender_rate_per_minute)?;
         let burst = NonZeroU32::new(limits.sender_burst).unwrap_or(per_minute);
-        Some(Self {
-            limiter: RateLimiter::hashmap(Quota::per_minute(per_minute).allow_burst(burst)),
-            checks: std::sync::atomic::AtomicU32::new(0),
-        })
+        let quota = Quota::per_minute(per_minute).allow_burst(burst);
+        Some(Self(KeyedLimiter::new(quota, SENDER_PRUNE_EVERY)))
     }
 
     fn admit<'a>(&self, senders: impl IntoIterator<Item = &'a str>) -> Result<(), Duration> {
-        use std::sync::atomic::Ordering;
-        for sender in senders {
-            if self
-                .checks
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(SENDER_PRUNE_EVERY)
-            {
-                self.limiter.retain_recent();
-            }
-            self.limiter
-                .check_key(&sender.to_owned())
-                .map_err(|not_until| not_until.wait_time_from(QuantaClock::default().now()))?;
-        }
-        Ok(())
+        senders
+            .into_iter()
+            .try_for_each(|sender| self.0.admit(&sender.to_owned()))
     }
 }
 
