@@ -89,6 +89,32 @@ impl Browser {
             .to_owned()
     }
 
+    /// Wait until the current page's path is `expected` (a click that submits a form
+    /// returns before the browser has followed the answer), panicking with the path it
+    /// stayed on and that page's `#problem` text, if any.
+    pub async fn wait_for_path(&self, expected: &str) {
+        eventually_async(|| async move {
+            let path = self
+                .client
+                .current_url()
+                .await
+                .map_err(|error| error.to_string())?
+                .path()
+                .to_owned();
+            if path == expected {
+                return Ok(());
+            }
+            let problem = match self.client.find(Locator::Css("#problem")).await {
+                Ok(element) => element.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            Err(format!(
+                "the browser stayed on {path}, not {expected}; its #problem: {problem:?}"
+            ))
+        })
+        .await;
+    }
+
     /// The visible text of the element `css`, waiting for it to exist.
     pub async fn text(&self, css: &str) -> String {
         let element = self

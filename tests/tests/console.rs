@@ -93,7 +93,7 @@ async fn console_in_a_real_browser() {
     assert!(problem.contains("not a console key"), "{problem}");
     browser.fill("#key", CONSOLE_KEY).await;
     browser.click("#sign-in button").await;
-    assert_eq!(browser.path().await, "/console/funnel");
+    browser.wait_for_path("/console/funnel").await;
     let cookie = browser.cookie("omnigate_console").await;
 
     // A signed web chat message appears in the conversation list, open before it came:
@@ -310,7 +310,7 @@ async fn console_in_a_real_browser() {
     // Sign out: the console refuses the browser, and the old cookie, from now on.
     browser.goto(&gateway.url("/console/funnel")).await;
     browser.click(".sign-out button").await;
-    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.wait_for_path("/console/sign-in").await;
     browser.goto(&gateway.url("/console/funnel")).await;
     assert_eq!(browser.path().await, "/console/sign-in");
     let (status, _) = get(&gateway, "/console/funnel", &cookie).await;
