@@ -103,3 +103,19 @@ pub fn signed_webchat_messages_from(count: usize, tag: &str, visitors: &str) -> 
         })
         .collect()
 }
+
+/// [`signed_webchat_messages`] ready for [`crate::load`]: path, headers and body.
+pub fn prepared_webchat(tag: &str, count: usize) -> Vec<crate::load::Prepared> {
+    signed_webchat_messages(count, tag)
+        .into_iter()
+        .map(|request| crate::load::Prepared {
+            path: request.path,
+            headers: request
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+            body: request.body.into(),
+        })
+        .collect()
+}

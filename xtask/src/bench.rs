@@ -15,6 +15,7 @@ pub fn run(rounds: usize) -> Result<()> {
         "runtime",
         "languages",
         "throughput",
+        "allocations",
         "delivery",
         "lifecycle",
         "outcomes",

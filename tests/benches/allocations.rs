@@ -1,0 +1,166 @@
+//! Heap allocations per inbound message on the gateway's threads, memory and Redis store:
+//! the hot path's allocation diet as a figure. Run by `cargo xtask bench`.
+//!
+//! The gateway runs in this process on its own tokio runtime whose threads are marked;
+//! a counting wrapper around the binary's allocator counts only marked threads, so the
+//! load generator (another runtime) is not counted. Every request is a distinct, signed
+//! web chat message (5 000 visitors, landing URL with UTM parameters and a click id), sent
+//! after a warm-up, so the count is the steady state: instance pool, connections and
+//! caches already made. Allocation counts do not depend on the machine's speed, so unlike
+//! the throughput figures they are comparable between runs and builds.
+//!
+//! To see *where* they come from, run it under heaptrack with the system allocator
+//! (heaptrack sees malloc, not mimalloc):
+//! `heaptrack target/release/deps/allocations-… --bench --system-allocator`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use omnigate_tests::bench::{SECRET, prepared_webchat, size};
+use omnigate_tests::load;
+use omnigate_tests::redis::RedisServer;
+use omnigate_tests::{Gateway, plugin_path, toml_path};
+
+/// The binary's allocator, counted on the gateway's threads.
+struct Counting;
+
+thread_local! {
+    /// Whether this thread is one of the gateway's (set when the thread starts).
+    static GATEWAY_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+/// `--system-allocator`: malloc instead of mimalloc, for heaptrack.
+static SYSTEM: AtomicBool = AtomicBool::new(false);
+
+fn count(bytes: usize) {
+    // `try_with`: a thread being torn down has no thread-locals left; it is not counted.
+    if GATEWAY_THREAD.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to mimalloc (or malloc); counting touches only atomics and
+// a const-initialized thread-local without a destructor, neither of which allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe {
+            if SYSTEM.load(Ordering::Relaxed) {
+                System.alloc(layout)
+            } else {
+                mimalloc::MiMalloc.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: as above.
+        unsafe {
+            if SYSTEM.load(Ordering::Relaxed) {
+                System.alloc_zeroed(layout)
+            } else {
+                mimalloc::MiMalloc.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe {
+            if SYSTEM.load(Ordering::Relaxed) {
+                System.dealloc(ptr, layout)
+            } else {
+                mimalloc::MiMalloc.dealloc(ptr, layout)
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A growing Vec or String: one more allocation as far as the allocator's work goes.
+        count(new_size);
+        // SAFETY: as above.
+        unsafe {
+            if SYSTEM.load(Ordering::Relaxed) {
+                System.realloc(ptr, layout, new_size)
+            } else {
+                mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const CONNECTIONS: usize = 4;
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--system-allocator") {
+        // Before anything is allocated: a block is always freed by the allocator that made it.
+        SYSTEM.store(true, Ordering::Relaxed);
+    }
+    let _telemetry =
+        omnigate::ops::telemetry::init(omnigate::ops::telemetry::LogFormat::Text, false)
+            .expect("telemetry");
+    let messages = size(5_000, 100);
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| GATEWAY_THREAD.with(|marked| marked.set(true)))
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let generator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let redis = RedisServer::start().expect("redis-server");
+    println!(
+        "\n## Heap allocations per inbound message on the gateway's threads ({messages} distinct signed web chat messages after a warm-up, {CONNECTIONS} connections)\n"
+    );
+    println!("| store | allocations per message | bytes allocated per message |\n|---|---|---|");
+    for (name, store) in [
+        ("memory", String::new()),
+        ("Redis", format!("[store]\nurl = \"{}\"\n", redis.url())),
+    ] {
+        let config = format!(
+            "{store}[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n",
+            toml_path(&plugin_path("webchat"))
+        );
+        let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
+        let addr: SocketAddr = gateway
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("addr");
+        let warm = generator.block_on(load::closed_loop(
+            addr,
+            prepared_webchat(&format!("warm-{name}"), size(1_000, 20)),
+            CONNECTIONS,
+        ));
+        assert_eq!(warm.failed, 0, "warm-up requests failed on {name}");
+        let requests = prepared_webchat(&format!("count-{name}"), messages);
+        let (allocations, bytes) = (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            BYTES.load(Ordering::Relaxed),
+        );
+        let report = generator.block_on(load::closed_loop(addr, requests, CONNECTIONS));
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+        let bytes = BYTES.load(Ordering::Relaxed) - bytes;
+        assert_eq!(report.failed, 0, "requests failed on {name}");
+        assert_eq!(report.ok, messages, "every message answered on {name}");
+        println!(
+            "| {name} | {:.0} | {:.0} |",
+            allocations as f64 / messages as f64,
+            bytes as f64 / messages as f64
+        );
+        servers.block_on(gateway.stop());
+    }
+}
