@@ -116,9 +116,9 @@ async fn fill_year(store: &dyn omnigate::store::ContextStore) {
                 for (metric, n) in &metrics {
                     if *n != 0 {
                         writes.push(RollupWrite {
-                            bucket: bucket.name(),
+                            bucket: bucket.name().into(),
                             table: "f.campaign".into(),
-                            field: format!("{campaign}{SEP}{metric}"),
+                            field: format!("{campaign}{SEP}{metric}").into(),
                             n: *n,
                         });
                     }

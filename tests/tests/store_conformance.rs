@@ -80,8 +80,8 @@ fn with_phone(mut ingest: Ingest, phone: &str, verified: bool) -> Ingest {
     ingest
 }
 
-fn referral(channel: &str, campaign: &str, at: Timestamp) -> Referral {
-    Referral {
+fn referral(channel: &str, campaign: &str, at: Timestamp) -> std::sync::Arc<Referral> {
+    std::sync::Arc::new(Referral {
         source: ReferralSource::Ad,
         channel: channel.to_owned(),
         channel_kind: Some("messenger".to_owned()),
@@ -96,7 +96,7 @@ fn referral(channel: &str, campaign: &str, at: Timestamp) -> Referral {
         headline: None,
         body: None,
         media_url: None,
-    }
+    })
 }
 
 /// A unique E.164 number (Spanish mobile range) per case.
@@ -652,7 +652,7 @@ async fn attribution(store: &dyn ContextStore) {
             .conversation
             .attribution
             .last_touch
-            .and_then(|r| r.campaign),
+            .and_then(|r| r.campaign.clone()),
         Some("retarget".to_owned())
     );
 }

@@ -6,6 +6,7 @@
 mod types;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use schemars::JsonSchema;
@@ -55,7 +56,7 @@ pub struct Event {
     pub target_message_id: Option<String>,
     /// The ad, link or QR code behind this event, when the provider reported one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub referral: Option<Referral>,
+    pub referral: Option<Arc<Referral>>,
     /// The contacts of a `contact.merged` / `contact.unmerged` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeRef>,
@@ -291,10 +292,10 @@ pub struct ConversationSnapshot {
 pub struct Attribution {
     /// The first referral seen in the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_touch: Option<Referral>,
+    pub first_touch: Option<Arc<Referral>>,
     /// The latest referral seen in the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_touch: Option<Referral>,
+    pub last_touch: Option<Arc<Referral>>,
 }
 
 /// Source kind of a referral.

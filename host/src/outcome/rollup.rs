@@ -8,6 +8,7 @@
 //! it *started* (cohorts): a report of March counts the conversations started in March
 //! and everything that became of them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -71,12 +72,17 @@ impl Dimension {
 }
 
 /// A table's name: `f.campaign`, `l.channel`, …
-pub fn table(touch: Touch, dimension: Dimension) -> String {
-    let touch = match touch {
-        Touch::First => "f",
-        Touch::Last => "l",
-    };
-    format!("{touch}.{}", dimension.name())
+pub fn table(touch: Touch, dimension: Dimension) -> &'static str {
+    match (touch, dimension) {
+        (Touch::First, Dimension::Channel) => "f.channel",
+        (Touch::First, Dimension::Campaign) => "f.campaign",
+        (Touch::First, Dimension::Ad) => "f.ad",
+        (Touch::First, Dimension::Source) => "f.source",
+        (Touch::Last, Dimension::Channel) => "l.channel",
+        (Touch::Last, Dimension::Campaign) => "l.campaign",
+        (Touch::Last, Dimension::Ad) => "l.ad",
+        (Touch::Last, Dimension::Source) => "l.source",
+    }
 }
 
 /// Money is counted in units of 10⁻⁴ (integers add exactly in any store).
@@ -103,23 +109,27 @@ pub const SEP: char = '\u{1f}';
 pub struct Delta {
     /// Hour (Unix seconds / 3600).
     pub hour: i64,
-    /// Table.
-    pub table: String,
+    /// Table (a name from [`table`]; borrowed unless read back from storage).
+    pub table: Cow<'static, str>,
     /// `<key>\x1f<metric>` (an empty key: the touch has none in that dimension).
     pub field: String,
     /// Amount.
     pub n: i64,
 }
 
-/// The counters one conversation adds: `(table, field) → n`.
-pub fn contribution(record: &OutcomeRecord) -> BTreeMap<(String, String), i64> {
+/// One counter of a conversation: table, the touch's key in it (empty: none), metric.
+type Counter<'r> = (&'static str, &'r str, Cow<'static, str>);
+
+/// The counters one conversation adds. Names are borrowed: the fields
+/// (`<key>\x1f<metric>`) are only written for the counters that change.
+fn contribution(record: &OutcomeRecord) -> BTreeMap<Counter<'_>, i64> {
     let metrics = metrics(record);
     let mut out = BTreeMap::new();
     for (touch, keys) in [(Touch::First, &record.first), (Touch::Last, &record.last)] {
         for dimension in Dimension::ALL {
             let key = dimension.of(keys).unwrap_or("");
             for (metric, n) in &metrics {
-                *out.entry((table(touch, dimension), format!("{key}{SEP}{metric}")))
+                *out.entry((table(touch, dimension), key, metric.clone()))
                     .or_insert(0) += n;
             }
         }
@@ -127,11 +137,11 @@ pub fn contribution(record: &OutcomeRecord) -> BTreeMap<(String, String), i64> {
     out
 }
 
-fn metrics(record: &OutcomeRecord) -> Vec<(String, i64)> {
-    let mut metrics = vec![("conversations".to_owned(), 1)];
-    let mut flag = |name: &str, on: bool| {
+fn metrics(record: &OutcomeRecord) -> Vec<(Cow<'static, str>, i64)> {
+    let mut metrics = vec![(Cow::Borrowed("conversations"), 1)];
+    let mut flag = |name: &'static str, on: bool| {
         if on {
-            metrics.push((name.to_owned(), 1));
+            metrics.push((Cow::Borrowed(name), 1));
         }
     };
     flag("with_referral", record.referred);
@@ -139,20 +149,20 @@ fn metrics(record: &OutcomeRecord) -> Vec<(String, i64)> {
     flag("answered_within_sla", record.within_sla);
     flag("won", record.stage == super::settings::WON);
     if let Some(seconds) = record.first_response_seconds {
-        metrics.push((format!("frt:{}", response_bucket(seconds)), 1));
+        metrics.push((Cow::Owned(format!("frt:{}", response_bucket(seconds))), 1));
     }
     for stage in &record.reached {
-        metrics.push((format!("stage:{stage}"), 1));
+        metrics.push((Cow::Owned(format!("stage:{stage}")), 1));
     }
     for lost in &record.lost {
-        metrics.push((format!("lost:{}", lost.reason), 1));
+        metrics.push((Cow::Owned(format!("lost:{}", lost.reason)), 1));
     }
     if let Some(reason) = &record.lost_reason {
-        metrics.push((format!("lost:{reason}"), 1));
+        metrics.push((Cow::Owned(format!("lost:{reason}")), 1));
     }
     for (currency, value) in record.value_by_currency() {
         if let Some(units) = scaled(value) {
-            metrics.push((format!("value:{currency}"), units));
+            metrics.push((Cow::Owned(format!("value:{currency}")), units));
         }
     }
     metrics
@@ -166,21 +176,21 @@ pub fn scaled(value: Decimal) -> Option<i64> {
 
 /// The changes that turn `before`'s counters into `after`'s (either may be absent).
 pub fn deltas(before: Option<&OutcomeRecord>, after: &OutcomeRecord) -> Vec<Delta> {
-    let mut net: BTreeMap<(i64, String, String), i64> = BTreeMap::new();
+    let mut net: BTreeMap<(i64, Counter<'_>), i64> = BTreeMap::new();
     if let Some(before) = before {
-        for ((table, field), n) in contribution(before) {
-            *net.entry((before.hour, table, field)).or_insert(0) -= n;
+        for (counter, n) in contribution(before) {
+            *net.entry((before.hour, counter)).or_insert(0) -= n;
         }
     }
-    for ((table, field), n) in contribution(after) {
-        *net.entry((after.hour, table, field)).or_insert(0) += n;
+    for (counter, n) in contribution(after) {
+        *net.entry((after.hour, counter)).or_insert(0) += n;
     }
     net.into_iter()
         .filter(|(_, n)| *n != 0)
-        .map(|((hour, table, field), n)| Delta {
+        .map(|((hour, (table, key, metric)), n)| Delta {
             hour,
-            table,
-            field,
+            table: Cow::Borrowed(table),
+            field: format!("{key}{SEP}{metric}"),
             n,
         })
         .collect()

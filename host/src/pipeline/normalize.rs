@@ -1,5 +1,7 @@
 //! Stage 1: a plugin's inbound event → the normalized shape (pure, no I/O).
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use super::identity::Normalizer;
@@ -35,7 +37,7 @@ pub struct Normalized {
     /// Edited/deleted message id.
     pub target_message_id: Option<String>,
     /// Referral.
-    pub referral: Option<Referral>,
+    pub referral: Option<Arc<Referral>>,
     /// The plugin's raw JSON for this event.
     pub raw: Option<String>,
 }
@@ -91,10 +93,10 @@ pub fn normalize(
         raw: event.raw,
     };
     match event.body {
-        EventBody::Message(message) => {
+        EventBody::Message(mut message) => {
             normalized.referral = message
                 .referral
-                .clone()
+                .take()
                 .map(|r| referral(r, channel, kind, at));
             normalized.kind = match message.direction {
                 wit::Direction::Inbound => EventType::MessageReceived,
@@ -278,9 +280,9 @@ fn provider_error(error: wit::ProviderError) -> ProviderError {
     }
 }
 
-fn referral(referral: wit::Referral, channel: &str, kind: &str, at: Timestamp) -> Referral {
+fn referral(referral: wit::Referral, channel: &str, kind: &str, at: Timestamp) -> Arc<Referral> {
     let pairs = |pairs: Vec<wit::Pair>| pairs.into_iter().map(|p| (p.name, p.value)).collect();
-    Referral {
+    Arc::new(Referral {
         source: match referral.source {
             wit::ReferralSource::Ad => ReferralSource::Ad,
             wit::ReferralSource::Post => ReferralSource::Post,
@@ -301,5 +303,5 @@ fn referral(referral: wit::Referral, channel: &str, kind: &str, at: Timestamp) -
         headline: referral.headline,
         body: referral.body,
         media_url: referral.media_url,
-    }
+    })
 }

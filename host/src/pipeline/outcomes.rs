@@ -82,8 +82,8 @@ pub fn facts(conversation: &Conversation, inactivity: std::time::Duration) -> Fa
             .channels_used
             .first()
             .map_or(conversation.current_channel.as_str(), String::as_str),
-        first_touch: conversation.attribution.first_touch.as_ref(),
-        last_touch: conversation.attribution.last_touch.as_ref(),
+        first_touch: conversation.attribution.first_touch.as_deref(),
+        last_touch: conversation.attribution.last_touch.as_deref(),
         first_inbound_at: conversation.first_inbound_at,
         awaiting_since: conversation.awaiting_since,
         reply_window_until: conversation.reply_window_until,
@@ -138,7 +138,6 @@ impl Pipeline {
             let facts = facts(&conversation, self.settings.inactivity);
             let Decision { record, events } =
                 rules::decide(old.as_ref(), &facts, change, now, &self.outcomes)?;
-            let deltas = rollup::deltas(old.as_ref(), &record);
             if old.as_ref() == Some(&record) && events.is_empty() {
                 return Ok(Tracked {
                     conversation,
@@ -146,6 +145,7 @@ impl Pipeline {
                     changed: false,
                 });
             }
+            let deltas = rollup::deltas(old.as_ref(), &record);
             let changed = !events.is_empty() || !deltas.is_empty();
             let debt = OutcomeDebt {
                 conversation_id: conversation.id.clone(),
@@ -172,11 +172,11 @@ impl Pipeline {
                 continue;
             }
             crate::fault::point("after_outcome_commit");
+            count_outcome_events(&conversation.current_channel, &debt);
             if changed {
-                self.publish_outcome(&conversation.contact_id, &key, &debt)
+                self.publish_outcome(&conversation.contact_id, &key, debt)
                     .await?;
             }
-            count_outcome_events(&conversation.current_channel, &debt);
             return Ok(Tracked {
                 conversation,
                 record,
@@ -219,21 +219,21 @@ impl Pipeline {
         &self,
         contact_id: &str,
         key: &str,
-        debt: &OutcomeDebt,
+        debt: OutcomeDebt,
     ) -> Result<(), PipelineError> {
         // A change with counters only (a conversation opened) is added in a batch.
         if debt.events.is_empty() {
             let pending = PendingRollup {
                 contact_id: contact_id.to_owned(),
                 key: key.to_owned(),
-                deltas: debt.deltas.clone(),
+                deltas: debt.deltas,
             };
             if let Err(pending) = self.rollups.push(pending) {
                 rollups::write(self.store.as_ref(), &[pending]).await?;
             }
             return Ok(());
         }
-        let events = self.outcome_debt_events(contact_id, debt).await?;
+        let events = self.outcome_debt_events(contact_id, &debt).await?;
         if !events.is_empty() {
             let reservation = self
                 .delivery
@@ -243,7 +243,7 @@ impl Pipeline {
                 .publish(events.into_iter().map(Arc::new).collect())
                 .await?;
         }
-        self.add_rollups(key, debt).await?;
+        self.add_rollups(key, &debt).await?;
         self.settle((contact_id.to_owned(), key.to_owned())).await;
         Ok(())
     }
@@ -346,7 +346,7 @@ impl Pipeline {
         {
             crate::metrics::conversion_recorded("", info);
         }
-        self.publish_outcome(contact_id, &key, &debt).await
+        self.publish_outcome(contact_id, &key, debt).await
     }
 
     /// Look at the conversations due now (SLA deadlines, reply windows, ends): the

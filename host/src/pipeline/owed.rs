@@ -6,6 +6,8 @@
 //! crash, by a provider's retry or the relay — with the same event ids, so a receiver
 //! that already has one (at-least-once) recognizes it by its `webhook-id`.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +102,7 @@ pub struct Inbound {
     pub target_message_id: Option<String>,
     /// Referral.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub referral: Option<Referral>,
+    pub referral: Option<Arc<Referral>>,
     /// The provider's payload, when a subscription wants it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
@@ -374,7 +376,7 @@ mod tests {
             status: None,
             reaction: None,
             target_message_id: None,
-            referral: Some(Referral {
+            referral: Some(Arc::new(Referral {
                 source: ReferralSource::Ad,
                 channel: "web".into(),
                 channel_kind: Some("webchat".into()),
@@ -389,7 +391,7 @@ mod tests {
                 headline: None,
                 body: None,
                 media_url: None,
-            }),
+            })),
             raw: Some(serde_json::json!({"id": "m-1"})),
             link_merge: None,
         }

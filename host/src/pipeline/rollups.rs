@@ -10,6 +10,7 @@
 //! a batch written but not settled is not counted twice). A report flushes the queue
 //! first, so an instance reads its own writes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,36 +136,32 @@ pub async fn write(store: &dyn ContextStore, batch: &[PendingRollup]) -> Result<
 }
 
 /// The writes `deltas` make to the hour, day, month and year buckets, summed per
-/// counter (a counter summing to zero is left out).
-pub fn summed<'a>(deltas: impl Iterator<Item = &'a Delta>) -> Vec<RollupWrite> {
-    // Per hour first (no allocation per delta), then per bucket: a batch spans few hours.
+/// counter (a counter summing to zero is left out). The writes borrow the deltas' names.
+pub fn summed<'a>(deltas: impl Iterator<Item = &'a Delta>) -> Vec<RollupWrite<'a>> {
+    // Per hour first, then per bucket (a batch spans few hours): nothing is copied but
+    // the bucket names, made once per hour and shared.
     let mut per_hour: BTreeMap<(i64, &str, &str), i64> = BTreeMap::new();
     for delta in deltas {
         *per_hour
             .entry((delta.hour, &delta.table, &delta.field))
             .or_insert(0) += delta.n;
     }
-    let mut sums: BTreeMap<(String, &str, &str), i64> = BTreeMap::new();
-    let mut names: Option<(i64, [String; 4])> = None;
+    let mut sums: BTreeMap<(Bucket, &str, &str), i64> = BTreeMap::new();
     for ((hour, table, field), n) in per_hour {
-        let buckets = match &names {
-            Some((named, buckets)) if *named == hour => buckets,
-            _ => {
-                &names
-                    .insert((hour, Bucket::of_hour(hour).map(Bucket::name)))
-                    .1
-            }
-        };
-        for bucket in buckets {
-            *sums.entry((bucket.clone(), table, field)).or_insert(0) += n;
+        for bucket in Bucket::of_hour(hour) {
+            *sums.entry((bucket, table, field)).or_insert(0) += n;
         }
     }
+    let mut names: BTreeMap<Bucket, Arc<str>> = BTreeMap::new();
     sums.into_iter()
         .filter(|(_, n)| *n != 0)
         .map(|((bucket, table, field), n)| RollupWrite {
-            bucket,
-            table: table.to_owned(),
-            field: field.to_owned(),
+            bucket: names
+                .entry(bucket)
+                .or_insert_with(|| bucket.name().into())
+                .clone(),
+            table: Cow::Borrowed(table),
+            field: Cow::Borrowed(field),
             n,
         })
         .collect()
@@ -195,7 +192,7 @@ mod tests {
         // One counter (the other sums to zero), in each of the four buckets.
         assert_eq!(writes.len(), 4, "{writes:?}");
         assert!(writes.iter().all(|write| write.n == 2));
-        let buckets: Vec<&str> = writes.iter().map(|write| write.bucket.as_str()).collect();
+        let buckets: Vec<&str> = writes.iter().map(|write| &*write.bucket).collect();
         let expected: Vec<String> = Bucket::of_hour(500_000).map(|b| b.name()).to_vec();
         assert_eq!(buckets.len(), expected.len());
         assert!(expected.iter().all(|name| buckets.contains(&name.as_str())));

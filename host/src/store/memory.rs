@@ -562,7 +562,7 @@ impl OutcomeStore for MemoryStore {
     async fn add_rollups(
         &self,
         once: &[String],
-        writes: &[RollupWrite],
+        writes: &[RollupWrite<'_>],
     ) -> Result<bool, StoreError> {
         Ok(self.tables.add_rollups(once, writes))
     }
@@ -1084,7 +1084,7 @@ fn note_direction(conversation: &mut Conversation, direction: Direction, at: Tim
     }
 }
 
-fn touch(attribution: &mut Attribution, referral: &Referral) {
+fn touch(attribution: &mut Attribution, referral: &std::sync::Arc<Referral>) {
     if attribution.first_touch.is_none() {
         attribution.first_touch = Some(referral.clone());
     }

@@ -1,5 +1,6 @@
 //! Records of the context store and the inputs of its operations.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -121,7 +122,7 @@ pub struct Ingest {
     /// The message to append to history, for events that are messages.
     pub message: Option<HistoryEntry>,
     /// Referral to record as first/last touch.
-    pub referral: Option<Referral>,
+    pub referral: Option<Arc<Referral>>,
     /// The channel's reply window, opened by an inbound message.
     pub reply_window: Option<Duration>,
     /// What the publisher needs to build this event's events, kept with the change (as
@@ -353,7 +354,7 @@ pub struct TimelineEntry {
     pub message: Option<HistoryEntry>,
     /// For `referral`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub referral: Option<Referral>,
+    pub referral: Option<Arc<Referral>>,
 }
 
 impl TimelineEntry {

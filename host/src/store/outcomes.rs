@@ -3,7 +3,9 @@
 //! export reads, rollup counters and conversion answers. The rules are not here: they are
 //! `outcome::rules`, run by the pipeline; a backend only keeps what they decide.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -47,15 +49,16 @@ pub struct OutcomeCommit<'a> {
     pub hinted: bool,
 }
 
-/// One counter change in one bucket.
+/// One counter change in one bucket. Borrows what it can: a batch makes many writes
+/// from few names (a bucket name is shared by every write to that bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollupWrite {
+pub struct RollupWrite<'a> {
     /// Bucket name (`h…`, `d…`, `m…`).
-    pub bucket: String,
+    pub bucket: Arc<str>,
     /// Table (`f.campaign`, …).
-    pub table: String,
+    pub table: Cow<'a, str>,
     /// Field (`<key>\x1f<metric>`).
-    pub field: String,
+    pub field: Cow<'a, str>,
     /// Amount.
     pub n: i64,
 }
@@ -94,7 +97,7 @@ pub trait OutcomeStore: Send + Sync {
     async fn add_rollups(
         &self,
         once: &[String],
-        writes: &[RollupWrite],
+        writes: &[RollupWrite<'_>],
     ) -> Result<bool, StoreError>;
 
     /// The counters (`field → n`) of `table` in each of `buckets`, in order.
@@ -163,7 +166,8 @@ struct Tables {
     due: BTreeSet<(i64, String)>,
     due_of: HashMap<String, i64>,
     started: BTreeSet<StartedRef>,
-    rollups: HashMap<(String, String), HashMap<String, i64>>,
+    /// Bucket → table → field → n.
+    rollups: HashMap<String, HashMap<String, HashMap<String, i64>>>,
     once: HashSet<String>,
     once_order: VecDeque<String>,
     conversions: HashMap<String, String>,
@@ -223,7 +227,7 @@ impl MemoryTables {
             .retain(|started| !conversation_ids.contains(&started.conversation_id));
     }
 
-    pub(super) fn add_rollups(&self, once: &[String], writes: &[RollupWrite]) -> bool {
+    pub(super) fn add_rollups(&self, once: &[String], writes: &[RollupWrite<'_>]) -> bool {
         let mut tables = self.inner.lock();
         if once.iter().any(|key| tables.once.contains(key)) {
             return false;
@@ -239,14 +243,15 @@ impl MemoryTables {
             tables.once.remove(&old);
         }
         for write in writes {
-            let counters = tables
-                .rollups
-                .entry((write.bucket.clone(), write.table.clone()))
-                .or_default();
-            let n = counters.entry(write.field.clone()).or_insert(0);
+            let counters = counters_of(&mut tables.rollups, &write.bucket, &write.table);
+            // Names are copied only the first time they are seen.
+            let n = match counters.get_mut(write.field.as_ref()) {
+                Some(n) => n,
+                None => counters.entry(write.field.to_string()).or_insert(0),
+            };
             *n += write.n;
             if *n == 0 {
-                counters.remove(&write.field);
+                counters.remove(write.field.as_ref());
             }
         }
         true
@@ -259,7 +264,8 @@ impl MemoryTables {
             .map(|bucket| {
                 tables
                     .rollups
-                    .get(&(bucket.clone(), table.to_owned()))
+                    .get(bucket)
+                    .and_then(|tables| tables.get(table))
                     .cloned()
                     .unwrap_or_default()
             })
@@ -320,4 +326,20 @@ impl MemoryTables {
             .cloned()
             .collect()
     }
+}
+
+/// The counters of `table` in `bucket`, made on first use.
+fn counters_of<'m>(
+    rollups: &'m mut HashMap<String, HashMap<String, HashMap<String, i64>>>,
+    bucket: &str,
+    table: &str,
+) -> &'m mut HashMap<String, i64> {
+    if !rollups.contains_key(bucket) {
+        rollups.insert(bucket.to_owned(), HashMap::new());
+    }
+    let tables = rollups.get_mut(bucket).expect("inserted above");
+    if !tables.contains_key(table) {
+        tables.insert(table.to_owned(), HashMap::new());
+    }
+    tables.get_mut(table).expect("inserted above")
 }

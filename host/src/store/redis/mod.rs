@@ -47,7 +47,7 @@ use super::model::{
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 pub use crate::redis_url::{RedisTls, is_redis_url, redact, seeds};
-use conn::Conn;
+use conn::{Conn, ScriptCall};
 
 /// How often a conversation index that could not be written is retried.
 const INDEX_RETRIES: usize = 50;
@@ -597,9 +597,8 @@ impl RedisStore {
             let payload = payload();
             let tail = owed_tail(None, &payload)?;
             let committed = Timestamp::now();
-            let mut invocation = self.close_script.prepare_invoke();
+            let mut invocation = ScriptCall::new(&self.close_script, [keys::contact(&contact_id)]);
             invocation
-                .key(keys::contact(&contact_id))
                 .arg(keys::contact_prefix(&contact_id))
                 .arg(now.as_microsecond())
                 .arg(micros(inactivity))
@@ -607,7 +606,7 @@ impl RedisStore {
                 .arg(committed.as_microsecond());
             // Sent together: a close that commits must be findable by the relay.
             let (reply, hinted) = futures::join!(
-                invocation.invoke_async::<Vec<String>>(&mut conn),
+                invocation.invoke::<Vec<String>>(&mut conn),
                 self.hint_change(&contact_id, committed.as_millisecond()),
             );
             let reply = reply.map_err(|error| self.unavailable(error))?;
@@ -728,11 +727,11 @@ impl RedisStore {
 
     async fn conn_eval(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
+        invocation: ScriptCall<'_>,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let mut conn = self.conn.clone();
         invocation
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await
             .map_err(|error| self.unavailable(error))
     }
@@ -796,11 +795,15 @@ impl ContextStore for RedisStore {
             None => "",
         };
         let now_ms = Timestamp::now().as_millisecond();
-        let mut invocation = self.ingest_script.prepare_invoke();
+        let mut invocation = ScriptCall::new(
+            &self.ingest_script,
+            [
+                keys::contact(&contact_id),
+                keys::seen(&contact_id),
+                keys::conversations(&contact_id),
+            ],
+        );
         invocation
-            .key(keys::contact(&contact_id))
-            .key(keys::seen(&contact_id))
-            .key(keys::conversations(&contact_id))
             .arg(keys::contact_prefix(&contact_id))
             .arg(&contact_id)
             .arg(&member)
@@ -911,9 +914,8 @@ impl ContextStore for RedisStore {
             .ok_or_else(|| not_found("conversation", conversation_id))?;
         let entry = serde_json::to_string(&outbound.message).map_err(internal)?;
         let now = Timestamp::now();
-        let mut invocation = self.outbound_script.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.outbound_script, [keys::contact(&contact_id)]);
         invocation
-            .key(keys::contact(&contact_id))
             .arg(keys::contact_prefix(&contact_id))
             .arg(conversation_id)
             .arg(outbound.message.at.as_microsecond())
@@ -1643,8 +1645,8 @@ fn parse_conversation(values: &[String]) -> Result<Conversation, StoreError> {
             .map_err(|_| corrupt("conversation", "messages is not a number"))?,
         reply_window_until: optional(reply_until, parse_time)?,
         attribution: Attribution {
-            first_touch: optional(first_touch, parse_json::<Referral>)?,
-            last_touch: optional(last_touch, parse_json::<Referral>)?,
+            first_touch: optional(first_touch, parse_json::<Referral>)?.map(Arc::new),
+            last_touch: optional(last_touch, parse_json::<Referral>)?.map(Arc::new),
         },
         first_inbound_at: optional(first_in, parse_time)?,
         awaiting_since: optional(awaiting, parse_time)?,
@@ -1717,7 +1719,7 @@ struct StoredEntry {
     #[serde(default)]
     message: Option<HistoryEntry>,
     #[serde(default)]
-    referral: Option<Referral>,
+    referral: Option<Arc<Referral>>,
 }
 
 impl StoredEntry {

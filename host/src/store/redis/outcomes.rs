@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use jiff::Timestamp;
 
+use super::conn::ScriptCall;
 use super::{CONVERSATION_HASH_FIELDS, RedisStore, keys, owed_tail, parse_conversation};
 use crate::event::Handle;
 use crate::store::StoreError;
@@ -58,9 +59,11 @@ impl OutcomeStore for RedisStore {
             Some((key, payload)) => (key, owed_tail(None, payload)?),
             None => ("", String::new()),
         };
-        let mut invocation = self.outcome_script.prepare_invoke();
+        let mut invocation = ScriptCall::new(
+            &self.outcome_script,
+            [keys::outcome(commit.contact_id, commit.conversation_id)],
+        );
         invocation
-            .key(keys::outcome(commit.contact_id, commit.conversation_id))
             .arg(keys::contact_prefix(commit.contact_id))
             .arg(commit.version)
             .arg(commit.record)
@@ -75,7 +78,7 @@ impl OutcomeStore for RedisStore {
             async {
                 let mut conn = self.conn.clone();
                 invocation
-                    .invoke_async::<i64>(&mut conn)
+                    .invoke::<i64>(&mut conn)
                     .await
                     .map_err(|error| self.unavailable(error))
             },
@@ -147,7 +150,7 @@ impl OutcomeStore for RedisStore {
     async fn add_rollups(
         &self,
         once: &[String],
-        writes: &[RollupWrite],
+        writes: &[RollupWrite<'_>],
     ) -> Result<bool, StoreError> {
         let mut by_bucket: BTreeMap<&str, Vec<&RollupWrite>> = BTreeMap::new();
         for write in writes {
@@ -156,18 +159,21 @@ impl OutcomeStore for RedisStore {
         self.trip();
         let taken = try_join_all(by_bucket.into_iter().map(|(bucket, writes)| async move {
             let prefix = keys::rollup_prefix(bucket);
-            let mut invocation = self.rollup_script.prepare_invoke();
-            invocation.key(format!("{prefix}once")).arg(once.len());
+            let mut invocation = ScriptCall::new(&self.rollup_script, [format!("{prefix}once")]);
+            invocation.arg(once.len());
             for key in once {
                 invocation.arg(key);
             }
             invocation.arg(&prefix);
             for write in writes {
-                invocation.arg(&write.table).arg(&write.field).arg(write.n);
+                invocation
+                    .arg(write.table.as_ref())
+                    .arg(write.field.as_ref())
+                    .arg(write.n);
             }
             let mut conn = self.conn.clone();
             invocation
-                .invoke_async::<i64>(&mut conn)
+                .invoke::<i64>(&mut conn)
                 .await
                 .map_err(|error| self.unavailable(error))
         }))
