@@ -4,9 +4,11 @@
 //! The gateway runs in this process on its own tokio runtime whose threads are marked;
 //! a counting wrapper around the binary's allocator counts only marked threads, so the
 //! load generator (another runtime) is not counted. Every request is a distinct, signed
-//! web chat message (5 000 visitors, landing URL with UTM parameters and a click id), sent
-//! after a warm-up, so the count is the steady state: instance pool, connections and
-//! caches already made. Allocation counts do not depend on the machine's speed, so unlike
+//! web chat message (landing URL with UTM parameters and a click id), sent after a
+//! warm-up that opens a conversation for each of 5 000 visitors, in two cases: one more
+//! message from each of them (a message in an open conversation, the common case) and a
+//! first message from 5 000 new visitors (a contact and a conversation made, its outcome
+//! counters written). Allocation counts do not depend on the machine's speed, so unlike
 //! the throughput figures they are comparable between runs and builds.
 //!
 //! To see *where* they come from, run it under heaptrack with the system allocator
@@ -18,7 +20,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use omnigate_tests::bench::{SECRET, prepared_webchat, size};
+use omnigate_tests::bench::{SECRET, prepared_webchat, prepared_webchat_from, size};
 use omnigate_tests::load;
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, plugin_path, toml_path};
@@ -109,7 +111,8 @@ fn main() {
     let _telemetry =
         omnigate::ops::telemetry::init(omnigate::ops::telemetry::LogFormat::Text, false)
             .expect("telemetry");
-    let messages = size(5_000, 100);
+    // Messages per case: one from each visitor (5 000 visitors when measuring).
+    let visitors = size(5_000, 50);
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .on_thread_start(|| GATEWAY_THREAD.with(|marked| marked.set(true)))
@@ -123,9 +126,11 @@ fn main() {
         .expect("tokio");
     let redis = RedisServer::start().expect("redis-server");
     println!(
-        "\n## Heap allocations per inbound message on the gateway's threads ({messages} distinct signed web chat messages after a warm-up, {CONNECTIONS} connections)\n"
+        "\n## Heap allocations per inbound message on the gateway's threads ({visitors} distinct signed web chat messages per case, after a warm-up, {CONNECTIONS} connections)\n"
     );
-    println!("| store | allocations per message | bytes allocated per message |\n|---|---|---|");
+    println!(
+        "| store | message | allocations per message | bytes allocated per message |\n|---|---|---|---|"
+    );
     for (name, store) in [
         ("memory", String::new()),
         ("Redis", format!("[store]\nurl = \"{}\"\n", redis.url())),
@@ -140,27 +145,33 @@ fn main() {
             .trim_start_matches("http://")
             .parse()
             .expect("addr");
+        // Warm-up: instance pool, connections, and every visitor's conversation open.
         let warm = generator.block_on(load::closed_loop(
             addr,
-            prepared_webchat(&format!("warm-{name}"), size(1_000, 20)),
+            prepared_webchat(&format!("warm-{name}"), visitors),
             CONNECTIONS,
         ));
         assert_eq!(warm.failed, 0, "warm-up requests failed on {name}");
-        let requests = prepared_webchat(&format!("count-{name}"), messages);
-        let (allocations, bytes) = (
-            ALLOCATIONS.load(Ordering::Relaxed),
-            BYTES.load(Ordering::Relaxed),
-        );
-        let report = generator.block_on(load::closed_loop(addr, requests, CONNECTIONS));
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
-        let bytes = BYTES.load(Ordering::Relaxed) - bytes;
-        assert_eq!(report.failed, 0, "requests failed on {name}");
-        assert_eq!(report.ok, messages, "every message answered on {name}");
-        println!(
-            "| {name} | {:.0} | {:.0} |",
-            allocations as f64 / messages as f64,
-            bytes as f64 / messages as f64
-        );
+        for (case, tag, prefix) in [
+            ("message in an open conversation", "open", "v-"),
+            ("first message of a new visitor", "new", "new-"),
+        ] {
+            let requests = prepared_webchat_from(&format!("{tag}-{name}"), visitors, prefix);
+            let (allocations, bytes) = (
+                ALLOCATIONS.load(Ordering::Relaxed),
+                BYTES.load(Ordering::Relaxed),
+            );
+            let report = generator.block_on(load::closed_loop(addr, requests, CONNECTIONS));
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+            let bytes = BYTES.load(Ordering::Relaxed) - bytes;
+            assert_eq!(report.failed, 0, "requests failed on {name}");
+            assert_eq!(report.ok, visitors, "every message answered on {name}");
+            println!(
+                "| {name} | {case} | {:.0} | {:.0} |",
+                allocations as f64 / visitors as f64,
+                bytes as f64 / visitors as f64
+            );
+        }
         servers.block_on(gateway.stop());
     }
 }

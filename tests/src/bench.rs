@@ -106,7 +106,16 @@ pub fn signed_webchat_messages_from(count: usize, tag: &str, visitors: &str) -> 
 
 /// [`signed_webchat_messages`] ready for [`crate::load`]: path, headers and body.
 pub fn prepared_webchat(tag: &str, count: usize) -> Vec<crate::load::Prepared> {
-    signed_webchat_messages(count, tag)
+    prepared_webchat_from(tag, count, "v-")
+}
+
+/// [`prepared_webchat`] from visitors `<visitors><n>` (see [`webchat_body_from`]).
+pub fn prepared_webchat_from(
+    tag: &str,
+    count: usize,
+    visitors: &str,
+) -> Vec<crate::load::Prepared> {
+    signed_webchat_messages_from(count, tag, visitors)
         .into_iter()
         .map(|request| crate::load::Prepared {
             path: request.path,
