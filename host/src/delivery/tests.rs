@@ -48,12 +48,12 @@ fn event(id: &str, kind: EventType, channel: &str, conversation: &str) -> Event 
             account: None,
         },
         external_id: Some(format!("ext-{id}")),
-        contact: ContactSnapshot {
+        contact: std::sync::Arc::new(ContactSnapshot {
             id: "ct_1".into(),
             name: Some("Ana".into()),
             handles: vec![],
-        },
-        conversation: ConversationSnapshot {
+        }),
+        conversation: std::sync::Arc::new(ConversationSnapshot {
             id: conversation.to_owned(),
             status: ConversationStatus::Open,
             started_at: occurred,
@@ -64,15 +64,15 @@ fn event(id: &str, kind: EventType, channel: &str, conversation: &str) -> Event 
             messages: 1,
             reply_window_until: None,
             attribution: Attribution::default(),
-        },
-        message: Some(Message {
+        }),
+        message: Some(std::sync::Arc::new(Message {
             direction: Direction::Inbound,
             text: Some("Hola".into()),
             parts: vec![],
             reply_to: None,
             forwarded: false,
             interactive_reply: None,
-        }),
+        })),
         status: None,
         reaction: None,
         target_message_id: None,

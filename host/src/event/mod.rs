@@ -39,12 +39,12 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// The customer.
-    pub contact: ContactSnapshot,
+    pub contact: Arc<ContactSnapshot>,
     /// The conversation, as it stands after this event.
-    pub conversation: ConversationSnapshot,
+    pub conversation: Arc<ConversationSnapshot>,
     /// The message, for `message.*` events that carry one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<Message>,
+    pub message: Option<Arc<Message>>,
     /// Delivery state, for `message.status`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusInfo>,
@@ -83,14 +83,15 @@ pub struct Event {
 impl Event {
     /// An event of `kind` about `contact` and `conversation` with nothing else attached:
     /// the one place an event's every field is written (callers set what they carry).
+    /// The events of one message share its snapshots.
     pub fn about(
         id: String,
         kind: EventType,
         channel: ChannelRef,
         occurred_at: Timestamp,
         received_at: Timestamp,
-        contact: ContactSnapshot,
-        conversation: ConversationSnapshot,
+        contact: impl Into<Arc<ContactSnapshot>>,
+        conversation: impl Into<Arc<ConversationSnapshot>>,
     ) -> Self {
         Self {
             id,
@@ -100,8 +101,8 @@ impl Event {
             received_at,
             channel,
             external_id: None,
-            contact,
-            conversation,
+            contact: contact.into(),
+            conversation: conversation.into(),
             message: None,
             status: None,
             reaction: None,

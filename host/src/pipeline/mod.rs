@@ -588,7 +588,7 @@ impl Pipeline {
                 account: None,
             },
             external_id: external_id.to_owned(),
-            message,
+            message: Arc::new(message),
             author,
         };
         let entry = normalize::history_entry(

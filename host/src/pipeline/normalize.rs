@@ -29,7 +29,7 @@ pub struct Normalized {
     /// Who.
     pub person: Person,
     /// Message content.
-    pub message: Option<Message>,
+    pub message: Option<Arc<Message>>,
     /// Status.
     pub status: Option<StatusInfo>,
     /// Reaction.
@@ -102,7 +102,7 @@ pub fn normalize(
                 wit::Direction::Inbound => EventType::MessageReceived,
                 wit::Direction::Outbound => EventType::MessageSent,
             };
-            normalized.message = Some(self::message(message));
+            normalized.message = Some(Arc::new(self::message(message)));
         }
         EventBody::Status(status) => {
             normalized.kind = EventType::MessageStatus;
@@ -127,14 +127,14 @@ pub fn normalize(
         EventBody::Edit(edit) => {
             normalized.kind = EventType::MessageEdited;
             normalized.target_message_id = Some(edit.message_id);
-            normalized.message = Some(Message {
+            normalized.message = Some(Arc::new(Message {
                 direction: Direction::Inbound,
                 text: edit.text,
                 parts: edit.parts.into_iter().map(part).collect(),
                 reply_to: None,
                 forwarded: false,
                 interactive_reply: None,
-            });
+            }));
         }
         EventBody::Deletion(message_id) => {
             normalized.kind = EventType::MessageDeleted;

@@ -90,7 +90,7 @@ pub struct Inbound {
     pub received_at: Timestamp,
     /// Message content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<Message>,
+    pub message: Option<Arc<Message>>,
     /// Status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusInfo>,
@@ -123,7 +123,7 @@ pub struct Sent {
     /// The provider's message id.
     pub external_id: String,
     /// The message.
-    pub message: Message,
+    pub message: Arc<Message>,
     /// Who wrote it, when the caller said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Author>,
@@ -194,6 +194,8 @@ pub fn outcome_events(
 /// the store's), `conversation.started` or `conversation.channel_switched` (never both:
 /// a new conversation starts on the event's channel), then the event itself.
 pub fn inbound_events(inbound: &Inbound, ingested: &Ingested) -> Vec<Event> {
+    let contact = Arc::new(ingested.contact.snapshot());
+    let conversation = Arc::new(ingested.conversation.snapshot());
     let about = |kind: EventType, id: &str, occurred_at: Timestamp| {
         Event::about(
             id.to_owned(),
@@ -201,8 +203,8 @@ pub fn inbound_events(inbound: &Inbound, ingested: &Ingested) -> Vec<Event> {
             inbound.channel.clone(),
             occurred_at,
             inbound.received_at,
-            ingested.contact.snapshot(),
-            ingested.conversation.snapshot(),
+            contact.clone(),
+            conversation.clone(),
         )
     };
     let [started_id, switched_id, link_id, store_id] = &inbound.caused_ids;
@@ -365,14 +367,14 @@ mod tests {
             external_id: "m-1".into(),
             at,
             received_at: at,
-            message: Some(Message {
+            message: Some(std::sync::Arc::new(Message {
                 direction: Direction::Inbound,
                 text: Some("hola \u{1f} with a unit separator".into()),
                 parts: Vec::new(),
                 reply_to: None,
                 forwarded: false,
                 interactive_reply: None,
-            }),
+            })),
             status: None,
             reaction: None,
             target_message_id: None,
