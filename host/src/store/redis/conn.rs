@@ -113,6 +113,10 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Arguments and bytes a [`ScriptCall`] has room for before it grows.
+const CALL_ARGS: usize = 32;
+const CALL_BYTES: usize = 2048;
+
 /// A script call written straight into one `EVALSHA` command: digest, key count, keys,
 /// then arguments. `redis::ScriptInvocation` first copies every key and argument into a
 /// `Vec<u8>` of its own and then into the command; on the hot path that was two
@@ -129,7 +133,10 @@ impl<'s> ScriptCall<'s> {
         keys: impl IntoIterator<Item = K, IntoIter: ExactSizeIterator>,
     ) -> Self {
         let keys = keys.into_iter();
-        let mut cmd = redis::cmd("EVALSHA");
+        // Room for the store's largest calls (the ingest: three keys, twenty arguments,
+        // a message and a referral as JSON), so building one does not grow it step by step.
+        let mut cmd = Cmd::with_capacity(CALL_ARGS, CALL_BYTES);
+        cmd.arg("EVALSHA");
         cmd.arg(script.get_hash()).arg(keys.len());
         for key in keys {
             cmd.arg(key);
