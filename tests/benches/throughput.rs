@@ -1,12 +1,21 @@
-//! End-to-end webhooks/s on the memory store vs a plain axum handler doing the same
-//! signature check, JSON parse and in-memory dedupe, in the same run; then latency at half
-//! of the gateway's maximum rate; then the Redis store vs the memory store vs a plain axum
-//! handler storing in Redis with one script (and Redis round trips per message). Run by
-//! `cargo xtask bench`.
+//! End-to-end webhooks/s on the memory store, three servers in the same run:
+//! - the gateway with the web chat plugin in its WebAssembly sandbox (as deployed);
+//! - the same gateway with the plugin's own code linked natively
+//!   (`omnigate_tests::native`: ingress, limits, metrics, pipeline and store are the same
+//!   code, only the plugin call differs), so `wasm / native` is the cost of the sandbox
+//!   (target ≥ 0.85);
+//! - a plain axum handler doing the same signature check, JSON parse and in-memory dedupe
+//!   (`wasm / plain`, target ≥ 0.80).
+//!
+//! Then latency at half of the sandboxed gateway's maximum rate; then the Redis store vs
+//! the memory store vs a plain axum handler storing in Redis with one script (and Redis
+//! round trips per message). Run by `cargo xtask bench`.
 //!
 //! Every request is a distinct, signed web chat message (5 000 visitors); each round gets
-//! fresh messages, so dedupe never short-circuits. Servers and load generator share the
-//! machine's cores, as they would in a loopback test anywhere.
+//! fresh messages, so dedupe never short-circuits. Each round measures all three servers
+//! one after the other, starting with a different one each round; ratios are taken within
+//! a round, then their median is reported. Servers and load generator share the machine's
+//! cores, as they would in a loopback test anywhere.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -21,6 +30,7 @@ use axum::routing::post;
 use omnigate::ops::telemetry::LogFormat;
 use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
 use omnigate_tests::load::{self, Prepared};
+use omnigate_tests::native::link_webchat_natively;
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, plugin_path, toml_path};
 use parking_lot::Mutex;
@@ -54,67 +64,77 @@ fn main() {
         toml_path(&plugin_path("webchat"))
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-    let gateway_addr: SocketAddr = gateway
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
+    let gateway_addr = address(&gateway);
+    // The same gateway again, its channel's `handle-webhook` served by the plugin's code
+    // linked natively: only the plugin call differs.
+    let linked = servers.block_on(Gateway::start(&config)).expect("gateway");
+    link_webchat_natively(&linked.app, "web").expect("link natively");
+    let linked_addr = address(&linked);
     let baseline_addr = servers.block_on(start_baseline());
 
-    let mut gateway_rates = Vec::new();
-    let mut baseline_rates = Vec::new();
-    let mut ratios = Vec::new();
+    let servers_measured = [
+        ("wasm", gateway_addr),
+        ("native", linked_addr),
+        ("plain", baseline_addr),
+    ];
+    // rates[i][round]: server i of `servers_measured`.
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut wasm_vs_native = Vec::new();
+    let mut wasm_vs_plain = Vec::new();
+    let mut native_vs_plain = Vec::new();
     for round in 0..rounds {
         // Warm-up on the first round only (connections, instance pool, allocator).
         if round == 0 {
-            generator.block_on(load::closed_loop(
-                gateway_addr,
-                prepared("warm-g", warmup),
-                CONNECTIONS,
-            ));
-            generator.block_on(load::closed_loop(
-                baseline_addr,
-                prepared("warm-b", warmup),
-                CONNECTIONS,
-            ));
+            for (name, addr) in servers_measured {
+                generator.block_on(load::closed_loop(
+                    addr,
+                    prepared(&format!("warm-{name}"), warmup),
+                    CONNECTIONS,
+                ));
+            }
         }
-        let g = generator.block_on(load::closed_loop(
-            gateway_addr,
-            prepared(&format!("g{round}"), requests),
-            CONNECTIONS,
-        ));
-        let b = generator.block_on(load::closed_loop(
-            baseline_addr,
-            prepared(&format!("b{round}"), requests),
-            CONNECTIONS,
-        ));
-        assert_eq!(
-            g.failed + b.failed,
-            0,
-            "requests failed: gateway {}, baseline {}",
-            g.failed,
-            b.failed
-        );
-        gateway_rates.push(g.rate());
-        baseline_rates.push(b.rate());
-        ratios.push(g.rate() / b.rate());
+        // Each round starts with the next server, so none always runs first or last.
+        let mut rate = [0.0; 3];
+        for turn in 0..servers_measured.len() {
+            let i = (round + turn) % servers_measured.len();
+            let (name, addr) = servers_measured[i];
+            let report = generator.block_on(load::closed_loop(
+                addr,
+                prepared(&format!("{name}{round}"), requests),
+                CONNECTIONS,
+            ));
+            assert_eq!(
+                report.failed, 0,
+                "{name}: {} requests failed",
+                report.failed
+            );
+            rate[i] = report.rate();
+            rates[i].push(report.rate());
+        }
+        let [wasm, native, plain] = rate;
+        wasm_vs_native.push(wasm / native);
+        wasm_vs_plain.push(wasm / plain);
+        native_vs_plain.push(native / plain);
         eprintln!(
-            "round {}: gateway {:.0}/s, baseline {:.0}/s",
+            "round {}: gateway (wasm) {wasm:.0}/s, gateway (native-linked) {native:.0}/s, plain handler {plain:.0}/s",
             round + 1,
-            g.rate(),
-            b.rate()
         );
     }
-    let max_rate = median(&gateway_rates);
+    servers.block_on(linked.stop());
+    let max_rate = median(&rates[0]);
     println!(
         "\n## Inbound webhooks/s, memory store ({requests} distinct signed messages per round, {CONNECTIONS} connections, median of {rounds} rounds)\n"
     );
     println!("| server | median req/s | min | max |\n|---|---|---|---|");
     for (name, values) in [
-        ("omnigate (web chat plugin, full pipeline)", &gateway_rates),
+        ("omnigate, web chat plugin in the sandbox (wasm)", &rates[0]),
+        (
+            "omnigate, web chat plugin's code linked natively (same gateway otherwise)",
+            &rates[1],
+        ),
         (
             "plain axum: same signature check + JSON parse + dedupe",
-            &baseline_rates,
+            &rates[2],
         ),
     ] {
         let (min, max) = values
@@ -123,8 +143,10 @@ fn main() {
         println!("| {name} | {:.0} | {min:.0} | {max:.0} |", median(values));
     }
     println!(
-        "\nratio omnigate / baseline (median of per-round ratios): {:.2} (target ≥ 0.80)",
-        median(&ratios)
+        "\nratios (medians of per-round ratios): wasm / native {:.2} (target ≥ 0.85: the sandbox's cost); wasm / plain {:.2} (target ≥ 0.80); native / plain {:.2}",
+        median(&wasm_vs_native),
+        median(&wasm_vs_plain),
+        median(&native_vs_plain),
     );
 
     let half = max_rate / 2.0;
@@ -156,6 +178,15 @@ fn main() {
     );
     redis_comparison(&servers, &generator, gateway_addr, rounds, requests, warmup);
     servers.block_on(gateway.stop());
+}
+
+/// The gateway's loopback address.
+fn address(gateway: &Gateway) -> SocketAddr {
+    gateway
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr")
 }
 
 fn prepared(tag: &str, count: usize) -> Vec<Prepared> {
@@ -284,11 +315,7 @@ fn redis_comparison(
         toml_path(&plugin_path("webchat"))
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-    let gateway_addr: SocketAddr = gateway
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
+    let gateway_addr = address(&gateway);
     let baseline_addr = servers.block_on(start_redis_baseline(&redis.url()));
     let store = gateway.app.pipeline.store().clone();
     let mut redis_rates = Vec::new();

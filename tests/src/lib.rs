@@ -23,6 +23,7 @@ pub mod browser;
 pub mod channels;
 pub mod downstream;
 pub mod load;
+pub mod native;
 pub mod process;
 pub mod redis;
 

@@ -28,6 +28,7 @@ use super::contract::{self, Exports};
 use super::engine::EPOCH_TICK;
 use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
+use super::native::NativeChannel;
 use super::plugin::Plugin;
 use super::state::WasmState;
 use crate::metrics::{self, ChannelMetrics};
@@ -49,6 +50,8 @@ pub struct ChannelRuntime {
     idle: Arc<Idle>,
     /// The process-wide budget every instance reserves from.
     budget: Arc<InstanceBudget>,
+    /// When set, `handle_webhook` calls this instead of the plugin (benchmarks only).
+    native: Option<Arc<dyn NativeChannel>>,
 }
 
 struct Warm {
@@ -110,7 +113,32 @@ impl ChannelRuntime {
             engine,
             idle,
             budget,
+            native: None,
         }
+    }
+
+    /// The same channel with its `handle-webhook` served by `native` code linked into
+    /// the process instead of the sandboxed plugin: a benchmark and embedding hook (see
+    /// [`super::native`]), not a production feature. Everything else is this binding's:
+    /// environment, limits, metrics, and the plugin for `describe`, `send` and
+    /// `deliver`. Rate limiters start afresh. Install the result in the registry to
+    /// serve it.
+    pub fn linked_natively(&self, native: Arc<dyn NativeChannel>) -> Self {
+        let mut linked = Self::with_metrics(
+            self.engine.clone(),
+            self.plugin.clone(),
+            self.env.clone(),
+            self.budget.clone(),
+            self.metrics.clone(),
+        );
+        linked.native = Some(native);
+        linked
+    }
+
+    /// Whether `handle_webhook` is served by natively linked code
+    /// ([`Self::linked_natively`]).
+    pub fn is_linked_natively(&self) -> bool {
+        self.native.is_some()
     }
 
     /// Whether one more webhook fits the channel's rate limit; `Err(wait)` when it does
@@ -140,6 +168,13 @@ impl ChannelRuntime {
         &self,
         request: &HttpRequest,
     ) -> Result<Result<WebhookOutcome, WebhookError>, CallError> {
+        if let Some(native) = &self.native {
+            // In place, on this task: no instance, budget or timeout to apply.
+            let started = Instant::now();
+            let outcome = native.handle_webhook(request);
+            self.metrics.handle_webhook(started.elapsed());
+            return Ok(outcome);
+        }
         let mut warm = self.checkout().await?;
         let started = Instant::now();
         let call = warm.bindings.handle_webhook(&mut warm.store, request);
