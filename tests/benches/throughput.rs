@@ -28,8 +28,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use omnigate::ops::telemetry::LogFormat;
-use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
-use omnigate_tests::load::{self, Prepared};
+use omnigate_tests::bench::{SECRET, median, prepared_webchat, quantile, rounds_arg, size};
+use omnigate_tests::load;
 use omnigate_tests::native::link_webchat_natively;
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, plugin_path, toml_path};
@@ -88,7 +88,7 @@ fn main() {
             for (name, addr) in servers_measured {
                 generator.block_on(load::closed_loop(
                     addr,
-                    prepared(&format!("warm-{name}"), warmup),
+                    prepared_webchat(&format!("warm-{name}"), warmup),
                     CONNECTIONS,
                 ));
             }
@@ -100,7 +100,7 @@ fn main() {
             let (name, addr) = servers_measured[i];
             let report = generator.block_on(load::closed_loop(
                 addr,
-                prepared(&format!("{name}{round}"), requests),
+                prepared_webchat(&format!("{name}{round}"), requests),
                 CONNECTIONS,
             ));
             assert_eq!(
@@ -158,7 +158,7 @@ fn main() {
         let count = size((half * 3.0) as usize, 100); // ~3 s of traffic
         let mut report = generator.block_on(load::open_loop(
             gateway_addr,
-            prepared(&format!("l{round}"), count),
+            prepared_webchat(&format!("l{round}"), count),
             64,
             half,
         ));
@@ -187,21 +187,6 @@ fn address(gateway: &Gateway) -> SocketAddr {
         .trim_start_matches("http://")
         .parse()
         .expect("addr")
-}
-
-fn prepared(tag: &str, count: usize) -> Vec<Prepared> {
-    signed_webchat_messages(count, tag)
-        .into_iter()
-        .map(|request| Prepared {
-            path: request.path,
-            headers: request
-                .headers
-                .into_iter()
-                .map(|h| (h.name, h.value))
-                .collect(),
-            body: Bytes::from(request.body),
-        })
-        .collect()
 }
 
 /// The baseline: what a hand-written handler for one channel would do.
@@ -332,7 +317,7 @@ fn redis_comparison(
             for addr in [gateway_addr, baseline_addr] {
                 generator.block_on(load::closed_loop(
                     addr,
-                    prepared(&format!("rwarm-{addr}"), warmup),
+                    prepared_webchat(&format!("rwarm-{addr}"), warmup),
                     CONNECTIONS,
                 ));
             }
@@ -341,20 +326,20 @@ fn redis_comparison(
         let cpu_before = redis_cpu(&redis);
         let r = generator.block_on(load::closed_loop(
             gateway_addr,
-            prepared(&format!("r{round}"), requests),
+            prepared_webchat(&format!("r{round}"), requests),
             CONNECTIONS,
         ));
         let trips = store.round_trips().unwrap_or(0) - before;
         let cpu_r = redis_cpu(&redis) - cpu_before;
         let m = generator.block_on(load::closed_loop(
             memory_addr,
-            prepared(&format!("rm{round}"), requests),
+            prepared_webchat(&format!("rm{round}"), requests),
             CONNECTIONS,
         ));
         let cpu_before = redis_cpu(&redis);
         let b = generator.block_on(load::closed_loop(
             baseline_addr,
-            prepared(&format!("rb{round}"), requests),
+            prepared_webchat(&format!("rb{round}"), requests),
             CONNECTIONS,
         ));
         let cpu_b = redis_cpu(&redis) - cpu_before;

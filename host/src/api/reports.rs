@@ -133,7 +133,7 @@ pub async fn funnel_report(app: &App, query: &FunnelQuery) -> Result<report::Fun
         .pipeline
         .store()
         .outcomes()
-        .rollups(&rollup::table(query.touch, query.dimension), &buckets)
+        .rollups(rollup::table(query.touch, query.dimension), &buckets)
         .await
         .map_err(lookup::unavailable)?;
     let signed: Vec<_> = counters.into_iter().zip(signs).collect();
