@@ -17,7 +17,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use omnigate_tests::bench::{SECRET, prepared_webchat, prepared_webchat_from, size};
@@ -140,11 +139,7 @@ fn main() {
             toml_path(&plugin_path("webchat"))
         );
         let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-        let addr: SocketAddr = gateway
-            .base
-            .trim_start_matches("http://")
-            .parse()
-            .expect("addr");
+        let addr = gateway.addr;
         // Warm-up: instance pool, connections, and every visitor's conversation open.
         let warm = generator.block_on(load::closed_loop(
             addr,

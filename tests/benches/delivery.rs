@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use omnigate_tests::bench::{SECRET, median, quantile, rounds_arg, signed_webchat_messages, size};
+use omnigate_tests::bench::{SECRET, median, prepared_webchat, quantile, rounds_arg, size};
 use omnigate_tests::load::{self, Prepared};
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, SUBSCRIPTION_SECRET, plugin_path, toml_path};
@@ -45,17 +45,13 @@ fn main() {
             toml_path(&plugin_path("webchat"))
         );
         let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-        let addr: SocketAddr = gateway
-            .base
-            .trim_start_matches("http://")
-            .parse()
-            .expect("addr");
+        let addr = gateway.addr;
         // Warm-up: connections, instance pool, Redis.
         run_and_drain(
             &generator,
             addr,
             &seen,
-            prepared(&format!("{name}-w"), size(2_000, 20)),
+            prepared_webchat(&format!("{name}-w"), size(2_000, 20)),
             None,
         );
         let mut inbound = Vec::new();
@@ -63,13 +59,13 @@ fn main() {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         for round in 0..rounds {
-            let burst = prepared(&format!("{name}-max{round}"), requests);
+            let burst = prepared_webchat(&format!("{name}-max{round}"), requests);
             let (report, drain) = run_and_drain(&generator, addr, &seen, burst, None);
             inbound.push(report.rate());
             drained.push(requests as f64 / drain.as_secs_f64());
             let half = median(&inbound) / 2.0;
             let count = size((half * 3.0) as usize, 100);
-            let steady = prepared(&format!("{name}-half{round}"), count);
+            let steady = prepared_webchat(&format!("{name}-half{round}"), count);
             run_and_drain(&generator, addr, &seen, steady, Some(half));
             let mut latencies = seen.lock().clone();
             p50.push(quantile(&mut latencies, 0.50) * 1e3);
@@ -142,21 +138,6 @@ fn run_and_drain(
         std::thread::sleep(Duration::from_millis(2));
     }
     (report, started.elapsed())
-}
-
-fn prepared(tag: &str, count: usize) -> Vec<Prepared> {
-    signed_webchat_messages(count, tag)
-        .into_iter()
-        .map(|request| Prepared {
-            path: request.path,
-            headers: request
-                .headers
-                .into_iter()
-                .map(|h| (h.name, h.value))
-                .collect(),
-            body: Bytes::from(request.body),
-        })
-        .collect()
 }
 
 async fn start_receiver(seen: Seen) -> SocketAddr {

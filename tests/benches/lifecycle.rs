@@ -395,11 +395,7 @@ async fn throughput_during_swaps(rounds: usize) {
             .await
             .expect("gateway"),
     );
-    let addr: SocketAddr = gateway
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
+    let addr = gateway.addr;
     let original = active_digest(&gateway).await;
     let webchat = std::fs::read(plugin_path("webchat")).expect("web chat plugin");
     let added = admin_post(&gateway, "/admin/plugins", with_custom_section(webchat)).await;

@@ -9,16 +9,12 @@
 //!    quarter of the messages open a conversation), on the memory store and on Redis
 //!    (target ≥ 0.95×).
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use omnigate::ops::telemetry::LogFormat;
 use omnigate::outcome::rollup::{Bucket, SEP, response_bucket};
 use omnigate::store::RollupWrite;
-use omnigate_tests::bench::{
-    SECRET, median, quantile, rounds_arg, signed_webchat_messages_from, size,
-};
+use omnigate_tests::bench::{SECRET, median, prepared_webchat_from, quantile, rounds_arg, size};
 use omnigate_tests::load::{self, Prepared};
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{Gateway, api_auth, plugin_path, toml_path};
@@ -175,29 +171,10 @@ async fn report_latency(name: &str, store_url: &str) {
     gateway.stop().await;
 }
 
+/// New visitors per batch, 4 messages each: a quarter of the messages open a
+/// conversation, the case tracking costs most in.
 fn prepared(tag: &str, count: usize) -> Vec<Prepared> {
-    // New visitors per batch, 4 messages each: a quarter of the messages open a
-    // conversation, the case tracking costs most in.
-    signed_webchat_messages_from(count, tag, &format!("{tag}-v"))
-        .into_iter()
-        .map(|request| Prepared {
-            path: request.path,
-            headers: request
-                .headers
-                .into_iter()
-                .map(|h| (h.name, h.value))
-                .collect(),
-            body: Bytes::from(request.body),
-        })
-        .collect()
-}
-
-fn addr(gateway: &Gateway) -> SocketAddr {
-    gateway
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr")
+    prepared_webchat_from(tag, count, &format!("{tag}-v"))
 }
 
 /// Ingest rate with tracking on and off; on Redis also the redis-server CPU time and
@@ -222,7 +199,7 @@ fn tracking_cost(
         .enable_all()
         .build()
         .expect("tokio");
-    let (on_addr, off_addr) = (addr(&on), addr(&off));
+    let (on_addr, off_addr) = (on.addr, off.addr);
     let mut on_rates = Vec::new();
     let mut off_rates = Vec::new();
     let mut ratios = Vec::new();

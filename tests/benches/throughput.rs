@@ -64,12 +64,12 @@ fn main() {
         toml_path(&plugin_path("webchat"))
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-    let gateway_addr = address(&gateway);
+    let gateway_addr = gateway.addr;
     // The same gateway again, its channel's `handle-webhook` served by the plugin's code
     // linked natively: only the plugin call differs.
     let linked = servers.block_on(Gateway::start(&config)).expect("gateway");
     link_webchat_natively(&linked.app, "web").expect("link natively");
-    let linked_addr = address(&linked);
+    let linked_addr = linked.addr;
     let baseline_addr = servers.block_on(start_baseline());
 
     let servers_measured = [
@@ -178,15 +178,6 @@ fn main() {
     );
     redis_comparison(&servers, &generator, gateway_addr, rounds, requests, warmup);
     servers.block_on(gateway.stop());
-}
-
-/// The gateway's loopback address.
-fn address(gateway: &Gateway) -> SocketAddr {
-    gateway
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr")
 }
 
 /// The baseline: what a hand-written handler for one channel would do.
@@ -300,7 +291,7 @@ fn redis_comparison(
         toml_path(&plugin_path("webchat"))
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
-    let gateway_addr = address(&gateway);
+    let gateway_addr = gateway.addr;
     let baseline_addr = servers.block_on(start_redis_baseline(&redis.url()));
     let store = gateway.app.pipeline.store().clone();
     let mut redis_rates = Vec::new();

@@ -189,6 +189,8 @@ pub fn toml_path(path: &Path) -> String {
 pub struct Gateway {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The loopback address it listens on (for the load generator).
+    pub addr: std::net::SocketAddr,
     /// The application (registry, pipeline, delivery).
     pub app: Arc<omnigate::server::App>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -207,7 +209,8 @@ impl Gateway {
         let limits = config.server.limits()?;
         let app = omnigate::server::build(config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let base = format!("http://{addr}");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(omnigate::server::serve(
             app.clone(),
@@ -220,6 +223,7 @@ impl Gateway {
         ));
         Ok(Self {
             base,
+            addr,
             app,
             shutdown: Some(tx),
             task: Some(task),
