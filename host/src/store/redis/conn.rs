@@ -127,7 +127,8 @@ pub struct ScriptCall<'s> {
 }
 
 impl<'s> ScriptCall<'s> {
-    /// A call of `script` on `keys` (all of them: the key count comes first).
+    /// A call of `script` on `keys`, each item one key (all of them: the key count comes
+    /// first).
     pub fn new<K: redis::ToRedisArgs>(
         script: &'s redis::Script,
         keys: impl IntoIterator<Item = K, IntoIter: ExactSizeIterator>,
