@@ -63,6 +63,32 @@ pub fn common_config(receiver: &Receiver) -> String {
     )
 }
 
+/// The web chat channel `web` served by the plugin at `plugin`, its site signing with
+/// `secret` and taking replies at `site`, then [`common_config`] (its subscription last,
+/// so a caller may append keys to it).
+pub fn webchat_channel_config(
+    plugin: &std::path::Path,
+    secret: &str,
+    site: &FakeApi,
+    receiver: &Receiver,
+) -> String {
+    format!(
+        r#"
+        [[channels]]
+        id = "web"
+        plugin = {plugin}
+        allowed_hosts = ["http://{site}"]
+        config = {{ callback_url = "{site_url}/omnigate/replies" }}
+        secrets = {{ signing_secret = "{secret}" }}
+        {common}
+        "#,
+        plugin = crate::toml_path(plugin),
+        site = site.authority,
+        site_url = site.url,
+        common = common_config(receiver),
+    )
+}
+
 /// Start a channel test: a fake provider answering with `provider`, a [`Receiver`] for
 /// [`SUBSCRIPTION_SECRET`], and a gateway configured with `config(&provider, &receiver)`.
 pub async fn start_channel(

@@ -32,6 +32,7 @@ pub use channels::{
     eventually, eventually_async, external_ids, first_received, fixture, fixture_names,
     fixture_names_ending, meta_handshake_url, meta_signature_header, meta_signed_headers,
     reply_url, send_reply, send_webchat, start_channel, subscription_config, wait_for_external_ids,
+    webchat_channel_config,
 };
 
 /// The workspace root.

@@ -11,8 +11,8 @@ use omnigate::runtime::NativeChannel;
 use omnigate::runtime::types::{Header, HttpRequest, WebhookError, WebhookOutcome};
 use omnigate_tests::native::NativeWebChat;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, api_error, common_config, fixture, fixture_names, json_answer,
-    plugin_path, post, standard_webhooks_headers, start_channel, toml_path,
+    FakeApi, Gateway, Receiver, api_error, fixture, fixture_names, json_answer, plugin_path, post,
+    standard_webhooks_headers, start_channel, webchat_channel_config,
 };
 use serde_json::{Value, json};
 
@@ -20,21 +20,7 @@ const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WRONG_SECRET: &str = "whsec_d3JvbmctZ2F0ZXdheS1zZWNyZXQtZm9yLXRlc3Q=";
 
 fn config(site: &FakeApi, receiver: &Receiver) -> String {
-    format!(
-        r#"
-        [[channels]]
-        id = "web"
-        plugin = {plugin}
-        allowed_hosts = ["http://{site}"]
-        config = {{ callback_url = "{site_url}/omnigate/replies" }}
-        secrets = {{ signing_secret = "{SITE_SECRET}" }}
-        {common}
-        "#,
-        plugin = toml_path(&plugin_path("webchat")),
-        site = site.authority,
-        site_url = site.url,
-        common = common_config(receiver),
-    )
+    webchat_channel_config(&plugin_path("webchat"), SITE_SECRET, site, receiver)
 }
 
 async fn setup() -> (Gateway, Receiver, FakeApi) {

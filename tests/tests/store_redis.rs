@@ -6,31 +6,16 @@ use std::time::{Duration, Instant};
 
 use omnigate_tests::redis::RedisServer;
 use omnigate_tests::{
-    FakeApi, Gateway, Receiver, WAIT, api_auth, common_config, get, plugin_path, post,
-    site_and_receiver, standard_webhooks_headers, toml_path,
+    FakeApi, Gateway, Receiver, WAIT, api_auth, get, plugin_path, post, site_and_receiver,
+    standard_webhooks_headers, toml_path, webchat_channel_config,
 };
 use serde_json::{Value, json};
 
 const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn config(store_url: &str, site: &FakeApi, receiver: &Receiver) -> String {
-    format!(
-        r#"
-        [store]
-        url = "{store_url}"
-        [[channels]]
-        id = "web"
-        plugin = {plugin}
-        allowed_hosts = ["http://{site}"]
-        config = {{ callback_url = "{site_url}/omnigate/replies" }}
-        secrets = {{ signing_secret = "{SITE_SECRET}" }}
-        {common}
-        "#,
-        plugin = toml_path(&plugin_path("webchat")),
-        site = site.authority,
-        site_url = site.url,
-        common = common_config(receiver),
-    )
+    let channel = webchat_channel_config(&plugin_path("webchat"), SITE_SECRET, site, receiver);
+    format!("[store]\nurl = \"{store_url}\"\n{channel}")
 }
 
 fn message(id: &str, visitor: &str) -> Vec<u8> {

@@ -8,10 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use omnigate_tests::{
-    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, common_config, example_path,
-    fixture_path, get, json_answer, plugin_path, post, reply_url, send_reply,
-    standard_webhooks_headers, standard_webhooks_headers_at, start_channel, toml_path,
-    verify_delivery,
+    API_KEY, FakeApi, Gateway, Receiver, WAIT, api_auth, api_error, example_path, fixture_path,
+    get, json_answer, plugin_path, post, reply_url, send_reply, standard_webhooks_headers,
+    standard_webhooks_headers_at, start_channel, verify_delivery, webchat_channel_config,
 };
 use serde_json::{Value, json};
 
@@ -20,22 +19,8 @@ const SITE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The web chat channel, and the common configuration with the subscription sending the
 /// last 5 messages of history.
 fn config(plugin: &Path, site: &FakeApi, receiver: &Receiver) -> String {
-    format!(
-        r#"
-        [[channels]]
-        id = "web"
-        plugin = {plugin}
-        allowed_hosts = ["http://{site}"]
-        config = {{ callback_url = "{site_url}/omnigate/replies" }}
-        secrets = {{ signing_secret = "{SITE_SECRET}" }}
-        {common}
-        history = 5
-        "#,
-        plugin = toml_path(plugin),
-        site = site.authority,
-        site_url = site.url,
-        common = common_config(receiver),
-    )
+    let channel = webchat_channel_config(plugin, SITE_SECRET, site, receiver);
+    format!("{channel}\nhistory = 5\n")
 }
 
 fn message(id: &str, visitor: &str, text: &str) -> Vec<u8> {
