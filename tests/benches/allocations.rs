@@ -13,11 +13,12 @@
 //!
 //! To see *where* they come from, run it under heaptrack with the system allocator
 //! (heaptrack sees malloc, not mimalloc):
-//! `heaptrack target/release/deps/allocations-… --bench --system-allocator`.
+//! `OMNIGATE_BENCH_SYSTEM_ALLOCATOR=1 heaptrack target/release/deps/allocations-… --bench`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ffi::{CStr, c_char};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use omnigate_tests::bench::{SECRET, prepared_webchat, prepared_webchat_from, size};
 use omnigate_tests::load;
@@ -34,8 +35,32 @@ thread_local! {
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
-/// `--system-allocator`: malloc instead of mimalloc, for heaptrack.
-static SYSTEM: AtomicBool = AtomicBool::new(false);
+/// Which allocator serves this process: 0 not chosen yet, 1 mimalloc, 2 malloc. Chosen at
+/// the first allocation, before `main`, and never changed: a block is always freed by the
+/// allocator that made it.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+/// The environment variable that picks malloc instead of mimalloc (for heaptrack).
+const SYSTEM_ALLOCATOR: &CStr = c"OMNIGATE_BENCH_SYSTEM_ALLOCATOR";
+
+/// The allocator serving this process (see [`CHOSEN`]).
+fn backend() -> &'static dyn GlobalAlloc {
+    let system = match CHOSEN.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // `std::env` would allocate; libc's `getenv` does not.
+            unsafe extern "C" {
+                fn getenv(name: *const c_char) -> *const c_char;
+            }
+            // SAFETY: a NUL-terminated name; nothing in this process sets variables.
+            let system = !unsafe { getenv(SYSTEM_ALLOCATOR.as_ptr()) }.is_null();
+            CHOSEN.store(if system { 2 } else { 1 }, Ordering::Relaxed);
+            system
+        }
+    };
+    if system { &System } else { &mimalloc::MiMalloc }
+}
 
 fn count(bytes: usize) {
     // `try_with`: a thread being torn down has no thread-locals left; it is not counted.
@@ -45,55 +70,32 @@ fn count(bytes: usize) {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to mimalloc (or malloc); counting touches only atomics and
-// a const-initialized thread-local without a destructor, neither of which allocates.
+// SAFETY: every call is forwarded unchanged to the one allocator chosen for the process;
+// counting touches only atomics and a const-initialized thread-local without a
+// destructor, and choosing reads the environment without allocating.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: the caller's contract is passed on as is.
-        unsafe {
-            if SYSTEM.load(Ordering::Relaxed) {
-                System.alloc(layout)
-            } else {
-                mimalloc::MiMalloc.alloc(layout)
-            }
-        }
+        unsafe { backend().alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: as above.
-        unsafe {
-            if SYSTEM.load(Ordering::Relaxed) {
-                System.alloc_zeroed(layout)
-            } else {
-                mimalloc::MiMalloc.alloc_zeroed(layout)
-            }
-        }
+        unsafe { backend().alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
-        unsafe {
-            if SYSTEM.load(Ordering::Relaxed) {
-                System.dealloc(ptr, layout)
-            } else {
-                mimalloc::MiMalloc.dealloc(ptr, layout)
-            }
-        }
+        unsafe { backend().dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // A growing Vec or String: one more allocation as far as the allocator's work goes.
         count(new_size);
         // SAFETY: as above.
-        unsafe {
-            if SYSTEM.load(Ordering::Relaxed) {
-                System.realloc(ptr, layout, new_size)
-            } else {
-                mimalloc::MiMalloc.realloc(ptr, layout, new_size)
-            }
-        }
+        unsafe { backend().realloc(ptr, layout, new_size) }
     }
 }
 
@@ -103,10 +105,6 @@ static ALLOCATOR: Counting = Counting;
 const CONNECTIONS: usize = 4;
 
 fn main() {
-    if std::env::args().any(|arg| arg == "--system-allocator") {
-        // Before anything is allocated: a block is always freed by the allocator that made it.
-        SYSTEM.store(true, Ordering::Relaxed);
-    }
     let _telemetry =
         omnigate::ops::telemetry::init(omnigate::ops::telemetry::LogFormat::Text, false)
             .expect("telemetry");
