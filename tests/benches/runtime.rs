@@ -15,6 +15,7 @@ use omnigate::runtime::{
 use omnigate::secret::Secret;
 use omnigate_sdk::Channel;
 use omnigate_tests::bench::{SECRET, median, rounds_arg, signed_webchat_messages, size};
+use omnigate_tests::native::sdk_request;
 
 fn main() {
     let rounds = rounds_arg();
@@ -103,26 +104,9 @@ fn main() {
     );
 }
 
-fn to_guest(message: &HttpRequest) -> omnigate_sdk::HttpRequest {
-    omnigate_sdk::HttpRequest {
-        method: message.method.clone(),
-        path: message.path.clone(),
-        query: message.query.clone(),
-        headers: message
-            .headers
-            .iter()
-            .map(|h| omnigate_sdk::Header {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        body: message.body.clone(),
-    }
-}
-
 /// Seconds for all `messages` natively (requests converted before timing).
 fn native(messages: &[HttpRequest]) -> f64 {
-    let requests: Vec<omnigate_sdk::HttpRequest> = messages.iter().map(to_guest).collect();
+    let requests: Vec<omnigate_sdk::HttpRequest> = messages.iter().map(sdk_request).collect();
     let harness = omnigate_sdk::testing::Harness::new()
         .secret("signing_secret", SECRET)
         .config("callback_url", "http://127.0.0.1:9/x")

@@ -84,8 +84,7 @@ impl NativeChannel for NativeWebChat {
         &self,
         request: &host::HttpRequest,
     ) -> Result<host::WebhookOutcome, host::WebhookError> {
-        // The component gets its own copy of the request too (lowered into its memory).
-        let request: sdk::HttpRequest = request.clone().convert();
+        let request = sdk_request(request);
         let now_ms = self
             .fixed_now_ms
             .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
@@ -119,6 +118,12 @@ pub fn link_webchat_natively(app: &App, channel_id: &str) -> Result<Arc<NativeWe
         Arc::new(channel.linked_natively(native.clone())),
     );
     Ok(native)
+}
+
+/// `request` in the SDK's bindings, as plugin code natively called takes it (a copy, as
+/// the sandbox lowers one into the guest's memory).
+pub fn sdk_request(request: &host::HttpRequest) -> sdk::HttpRequest {
+    request.clone().convert()
 }
 
 /// A conversion between the host's (wasmtime) and the SDK's (wit-bindgen) bindings of
