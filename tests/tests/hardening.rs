@@ -487,10 +487,6 @@ async fn out_of_range_numbers_are_refused_with_the_field_name() {
     gateway.stop().await;
 }
 
-fn address(gateway: &Gateway) -> String {
-    gateway.base.trim_start_matches("http://").to_owned()
-}
-
 /// Whether the server closed `stream` (EOF or reset) within [`WAIT`]; whatever it
 /// wrote before closing (e.g. a `408`) is returned.
 async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Option<String> {
@@ -510,7 +506,7 @@ async fn slow_and_silent_clients_are_disconnected() {
     ))
     .await
     .expect("gateway");
-    let addr = address(&gateway);
+    let addr = gateway.addr;
     // Slowloris: a request head that never ends.
     let mut slow = tokio::net::TcpStream::connect(&addr)
         .await
@@ -559,7 +555,7 @@ async fn healthz_answers_when_idle_sockets_exceed_the_connection_cap() {
     let gateway = Gateway::start(&format!("[server]\nmax_connections = {CAP}\n"))
         .await
         .expect("gateway");
-    let addr = address(&gateway);
+    let addr = gateway.addr;
     let mut idle = Vec::new();
     for _ in 0..IDLE {
         idle.push(
