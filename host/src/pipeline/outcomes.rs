@@ -147,7 +147,7 @@ impl Pipeline {
             }
             let deltas = rollup::deltas(old.as_ref(), &record);
             let changed = !events.is_empty() || !deltas.is_empty();
-            let debt = OutcomeDebt {
+            let mut debt = OutcomeDebt {
                 conversation_id: conversation.id.clone(),
                 events: events
                     .iter()
@@ -172,11 +172,11 @@ impl Pipeline {
                 continue;
             }
             crate::fault::point("after_outcome_commit");
-            count_outcome_events(&conversation.current_channel, &debt);
             if changed {
-                self.publish_outcome(&conversation.contact_id, &key, debt)
+                self.publish_outcome(&conversation.contact_id, &key, &mut debt)
                     .await?;
             }
+            count_outcome_events(&conversation.current_channel, &debt);
             return Ok(Tracked {
                 conversation,
                 record,
@@ -214,26 +214,27 @@ impl Pipeline {
         Ok((tracked.conversation, tracked.version, record))
     }
 
-    /// Publish an outcome debt's events, add its counters once, settle it.
+    /// Publish an outcome debt's events, add its counters once, settle it. A debt with
+    /// counters only gives its deltas to the batch writer (taken, not copied).
     pub(super) async fn publish_outcome(
         &self,
         contact_id: &str,
         key: &str,
-        debt: OutcomeDebt,
+        debt: &mut OutcomeDebt,
     ) -> Result<(), PipelineError> {
         // A change with counters only (a conversation opened) is added in a batch.
         if debt.events.is_empty() {
             let pending = PendingRollup {
                 contact_id: contact_id.to_owned(),
                 key: key.to_owned(),
-                deltas: debt.deltas,
+                deltas: std::mem::take(&mut debt.deltas),
             };
             if let Err(pending) = self.rollups.push(pending) {
                 rollups::write(self.store.as_ref(), &[pending]).await?;
             }
             return Ok(());
         }
-        let events = self.outcome_debt_events(contact_id, &debt).await?;
+        let events = self.outcome_debt_events(contact_id, debt).await?;
         if !events.is_empty() {
             let reservation = self
                 .delivery
@@ -243,7 +244,7 @@ impl Pipeline {
                 .publish(events.into_iter().map(Arc::new).collect())
                 .await?;
         }
-        self.add_rollups(key, &debt).await?;
+        self.add_rollups(key, debt).await?;
         self.settle((contact_id.to_owned(), key.to_owned())).await;
         Ok(())
     }
@@ -314,7 +315,7 @@ impl Pipeline {
             input.consent.clone(),
             input.properties.clone(),
         );
-        let debt = OutcomeDebt {
+        let mut debt = OutcomeDebt {
             conversation_id: String::new(),
             events: vec![Spec {
                 // Named by the conversion: two concurrent first attempts publish one id.
@@ -346,7 +347,7 @@ impl Pipeline {
         {
             crate::metrics::conversion_recorded("", info);
         }
-        self.publish_outcome(contact_id, &key, debt).await
+        self.publish_outcome(contact_id, &key, &mut debt).await
     }
 
     /// Look at the conversations due now (SLA deadlines, reply windows, ends): the
