@@ -138,3 +138,14 @@ local function owe(prefix, key, now_us, conv_id, started, switched, tail)
   redis.call('HSET', prefix .. 'owed', key,
     now_us .. '\31' .. conv_id .. '\31' .. started .. '\31' .. switched .. '\31' .. tail)
 end
+
+-- The values of a \31-separated list ('' is the empty list).
+local function split(list)
+  local out = {}
+  if list == '' then return out end
+  for value in string.gmatch(list, '[^\31]+') do out[#out + 1] = value end
+  return out
+end
+
+-- How the sender was found, when arrive.lua ran first: 'known' or 'new'; nil otherwise.
+local arrival

@@ -9,6 +9,9 @@
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
 --       18 owed record tail: '<merge JSON or empty>\31<payload>'  19 timeline cap
 --       20 message direction: 'inbound', 'outbound' or '' (not a message)
+--       21 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
+--          client found pointing at this contact: later events carrying them can take
+--          the one-request path (arrive.lua)
 -- Returns nil for a duplicate, else the reply `describe` (common.lua) would give.
 -- The owed record (what this event owes its subscribers) is written here, with the rest:
 -- a crash before the events reach the outbox leaves it for the retry or the relay.
@@ -56,6 +59,7 @@ if not c[3] then set(contact, contact_changes, 'created_at', at_text) end
 if ARGV[11] ~= '' and ARGV[11] ~= c[2] then set(contact, contact_changes, 'name', ARGV[11]) end
 local handles = merged_handles(c[4], ARGV[12], '')
 if handles then set(contact, contact_changes, 'handles', handles) end
+for _, field in ipairs(split(ARGV[21])) do set(contact, contact_changes, field, '1') end
 
 -- Conversation: continue the latest one while open and active, else open a new one.
 local conv_id = c[5]
@@ -180,5 +184,10 @@ end
 -- The reply `describe` would give, from the values held here.
 local values = {}
 for i, field in ipairs(CONVERSATION_FIELDS) do values[i] = conv[field] end
-return reply({ contact.name, contact.created_at, contact.handles }, conv_id, values,
+local out = reply({ contact.name, contact.created_at, contact.handles }, conv_id, values,
   history_key, tonumber(ARGV[10]), started .. first_in, switched)
+if arrival then
+  table.insert(out, 1, ARGV[2])
+  table.insert(out, 1, arrival)
+end
+return out

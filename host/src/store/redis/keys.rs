@@ -50,6 +50,25 @@ pub fn handle(handle: &Handle) -> String {
     format!("{ROOT}hd:{{{}:{}}}", kind_name(handle.kind), handle.value)
 }
 
+/// The contact hash field `v:<kind>:<value>` that says a verified handle's index key
+/// points at this contact (so an event carrying it needs no lookup of its own).
+pub fn verified_field(handle: &Handle) -> String {
+    format!("v:{}:{}", kind_name(handle.kind), handle.value)
+}
+
+/// An owed-record hint member that names a sender instead of a contact: `@<kind>:<value>`
+/// (written beside a script that finds the contact itself; the relay looks the handle up).
+pub fn sender_member(handle: &Handle) -> String {
+    format!("@{}:{}", kind_name(handle.kind), handle.value)
+}
+
+/// The handle index key a [`sender_member`] names; `None` for a contact id.
+pub fn member_handle_key(member: &str) -> Option<String> {
+    member
+        .strip_prefix('@')
+        .map(|handle| format!("{ROOT}hd:{{{handle}}}"))
+}
+
 /// Conversation index: `og:cvx:{<conversation id>}` → contact id.
 pub fn conversation_index(conversation_id: &str) -> String {
     format!("{ROOT}cvx:{{{conversation_id}}}")

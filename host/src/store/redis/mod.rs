@@ -24,6 +24,7 @@
 //! for `contact.merged`. Counts in docs/redis-keys.md.
 
 mod conn;
+mod home;
 mod keys;
 mod outcomes;
 pub mod plugins;
@@ -62,6 +63,7 @@ pub struct RedisStore {
     conn: Conn,
     display: String,
     ingest_script: Script,
+    arrive_script: Script,
     outbound_script: Script,
     upsert_script: Script,
     merge_script: Script,
@@ -101,6 +103,11 @@ impl RedisStore {
             display: target.display,
             ingest_script: Script::new(concat!(
                 include_str!("common.lua"),
+                include_str!("ingest.lua")
+            )),
+            arrive_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("arrive.lua"),
                 include_str!("ingest.lua")
             )),
             outbound_script: Script::new(concat!(
@@ -211,11 +218,17 @@ impl RedisStore {
                 fresh: false,
                 unowned,
                 new_sender: false,
+                verified: verified_owners(&indexed, &owners),
             });
         }
         let linked = owners.iter().skip(1).flatten().next().cloned();
         let fresh = linked.is_none();
-        let candidate = linked.unwrap_or_else(crate::ids::contact);
+        // A new contact lives in the slot of the sender's handle key (its home slot), so
+        // its later events take the one-request path.
+        let candidate = linked.unwrap_or_else(|| {
+            home::contact_id_in(home::slot_of_key(&keys::handle(&person.user)))
+                .unwrap_or_else(crate::ids::contact)
+        });
         // The channel user decides; verified handles nobody owns yet join the same contact.
         self.trip();
         let unowned: Vec<&Handle> = indexed
@@ -243,6 +256,7 @@ impl RedisStore {
         Ok(Resolved {
             shared: shared_handle(&indexed, &owners, &winner),
             fresh: fresh && winner == candidate,
+            verified: verified_owners(&indexed, &owners),
             contact: winner,
             unowned: Vec::new(),
             new_sender: true,
@@ -508,21 +522,89 @@ impl RedisStore {
         .map(drop)
     }
 
-    /// The owed records of one contact, with the hint `cutoff_ms` they were found under:
-    /// when the contact owes nothing, its hint goes (unless a newer write moved it).
+    /// `ZADD GT` of `member` (a contact id, or a [`keys::sender_member`]) into its shard of
+    /// the owed-record hint.
+    async fn hint_owed(&self, member: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("ZADD")
+                .arg(keys::owed_shard(keys::shard_of(member)))
+                .arg("GT")
+                .arg(now_ms)
+                .arg(member)
+                .clone(),
+        )
+        .await
+    }
+
+    /// `ZADD GT` of the contact's activity (`og:act:{shard}`), which `[store]
+    /// contact_retention` reads. Written for a new contact and moved forward by the
+    /// retention sweep itself, which checks the contact's latest conversation before
+    /// erasing (so messages need not write it).
+    async fn mark_activity(&self, contact_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("ZADD")
+                .arg(keys::activity_shard(keys::shard_of(contact_id)))
+                .arg("GT")
+                .arg(at_ms)
+                .arg(contact_id)
+                .clone(),
+        )
+        .await
+    }
+
+    /// When the contact's latest conversation last saw a message (ms), if it has one.
+    async fn last_message_ms(
+        &self,
+        contact_id: &str,
+        latest: Option<String>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(conversation_id) = latest else {
+            return Ok(None);
+        };
+        let touched: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::conversation(contact_id, &conversation_id))
+                    .arg("touched_at")
+                    .clone(),
+            )
+            .await?;
+        touched
+            .map(|micros| parse_time(&micros).map(|at| at.as_millisecond()))
+            .transpose()
+    }
+
+    /// The contact an owed-record hint `member` names: a contact id, or a sender whose
+    /// handle is looked up (`None` when the handle is gone).
+    async fn contact_of_member(&self, member: &str) -> Result<Option<String>, StoreError> {
+        match keys::member_handle_key(member) {
+            Some(handle_key) => self.query(redis::cmd("GET").arg(handle_key).clone()).await,
+            None => Ok(Some(member.to_owned())),
+        }
+    }
+
+    /// The owed records of `contact_id` (`None`: nothing to look at), found under the
+    /// hint `member` with `cutoff_ms`: when the contact owes nothing, the hint goes
+    /// (unless a newer write moved it).
     async fn owed_of(
         &self,
         shard: u32,
-        contact_id: &str,
+        member: &str,
+        contact_id: Option<&str>,
         cutoff_ms: i64,
     ) -> Result<Vec<Owed>, StoreError> {
-        let fields: Vec<(String, String)> = self
-            .query(redis::cmd("HGETALL").arg(keys::owed(contact_id)).clone())
-            .await?;
+        let fields: Vec<(String, String)> = match contact_id {
+            Some(contact_id) => {
+                self.query(redis::cmd("HGETALL").arg(keys::owed(contact_id)).clone())
+                    .await?
+            }
+            None => Vec::new(),
+        };
         if fields.is_empty() {
-            self.unindex(&keys::owed_shard(shard), contact_id, cutoff_ms)
+            self.unindex(&keys::owed_shard(shard), member, cutoff_ms)
                 .await?;
         }
+        let contact_id = contact_id.unwrap_or_default();
         fields
             .into_iter()
             .map(|(key, record)| parse_owed(contact_id, key, &record))
@@ -725,6 +807,294 @@ impl RedisStore {
         .await
     }
 
+    /// The one-request path (arrive.lua): the script looks the sender's channel-user
+    /// handle up on its own slot and, when the contact lives there too (its home slot),
+    /// records the event at once; a sender seen for the first time becomes a contact in
+    /// that slot. Sent beside it: the owed-record hint, naming the sender (the contact is
+    /// not known before the answer).
+    async fn arrive(
+        &self,
+        ingest: &Ingest,
+        policy: &IngestPolicy,
+        event: &EventArgs,
+    ) -> Result<Arrival, StoreError> {
+        let user = &ingest.person.user;
+        let handle_key = keys::handle(user);
+        let slot = home::slot_of_key(&handle_key);
+        let verified: Vec<String> = ingest
+            .person
+            .handles
+            .iter()
+            .filter(|handle| handle.verified)
+            .map(keys::verified_field)
+            .collect();
+        // A new sender with verified handles may belong to their owner: the client
+        // resolves it (`resolve`).
+        let new_contact = if verified.is_empty() {
+            home::contact_id_in(slot)
+        } else {
+            None
+        };
+        let tail = owed_tail(None, &ingest.owed)?;
+        let mut call = ScriptCall::new(&self.arrive_script, [handle_key]);
+        call.arg(keys::ROOT).arg("");
+        self.event_args(&mut call, ingest, policy, event, &tail, "");
+        let cluster_slot = match self.conn {
+            Conn::Cluster(_) => slot.to_string(),
+            Conn::Single(_) => String::new(),
+        };
+        call.arg(cluster_slot)
+            .arg(new_contact.as_deref().unwrap_or(""))
+            .arg(verified.join("\u{1f}"));
+        self.trip();
+        let member = keys::sender_member(user);
+        let (reply, hinted) =
+            futures::join!(self.conn_eval(call), self.hint_owed(&member, event.now_ms));
+        let Some(reply) = reply? else {
+            return Ok(Arrival::Recorded(None));
+        };
+        let (outcome, owner) = match reply.as_slice() {
+            [outcome] if outcome == "check" => return Ok(Arrival::Check),
+            [outcome, owner] if outcome == "moved" => return Ok(Arrival::Moved(owner.clone())),
+            [outcome, owner, ..] if outcome == "known" || outcome == "new" => (outcome, owner),
+            _ => {
+                return Err(StoreError::Unavailable(format!(
+                    "unexpected arrive script reply ({} fields)",
+                    reply.len()
+                )));
+            }
+        };
+        if let Err(error) = hinted {
+            tracing::warn!(%error, contact = %owner, "owed-record hint not written beside the ingest: until the contact's next change only a provider retry finds this event's record if the gateway dies before publishing");
+        }
+        let ingested = parse_reply(owner, &reply[2..])?;
+        if outcome == "new" {
+            self.after_new_sender(ingest, &ingested).await;
+        } else if ingested.started {
+            self.trip();
+            self.index_started(&ingested).await;
+        }
+        Ok(Arrival::Recorded(Some(ingested)))
+    }
+
+    /// What a contact made by arrive.lua needs besides: its first conversation's index,
+    /// its activity for `[store] contact_retention`, its probable-link entries. One
+    /// round trip; a failure is logged (the conversation index is retried), never
+    /// returned: the event is recorded.
+    async fn after_new_sender(&self, ingest: &Ingest, ingested: &Ingested) {
+        let contact_id = &ingested.contact.id;
+        let conversation_id = &ingested.conversation.id;
+        let now = Timestamp::now();
+        let probable = probable_keys(ingest.person.name.as_deref(), &ingest.person.handles);
+        self.trip();
+        let (index, others) = futures::join!(
+            self.index_conversation(conversation_id, contact_id, now),
+            futures::future::try_join(
+                self.mark_activity(contact_id, now.as_millisecond()),
+                try_join_all(probable.iter().map(|(key, _)| {
+                    self.query::<()>(
+                        redis::cmd("SADD")
+                            .arg(keys::probable(key))
+                            .arg(contact_id)
+                            .clone(),
+                    )
+                })),
+            ),
+        );
+        if let Err(error) = index {
+            tracing::error!(%error, conversation = %conversation_id, "conversation index not written; retrying in the background");
+            self.index_conversation_later(conversation_id.clone(), contact_id.clone(), now);
+        }
+        if let Err(error) = others {
+            tracing::warn!(%error, contact = %contact_id, "a new contact's activity or probable-link entry not written: retention finds it at its next message, a probable link is not repaired");
+        }
+    }
+
+    /// Index a conversation the event opened (after the script: its id is known only
+    /// then); retried in the background if that fails.
+    async fn index_started(&self, ingested: &Ingested) {
+        let now = Timestamp::now();
+        let id = &ingested.conversation.id;
+        let contact_id = &ingested.contact.id;
+        if let Err(error) = self.index_conversation(id, contact_id, now).await {
+            tracing::error!(%error, conversation = %id, "conversation index not written; retrying in the background");
+            self.index_conversation_later(id.clone(), contact_id.clone(), now);
+        }
+    }
+
+    /// The path for what arrive.lua leaves to the client: look the sender and its
+    /// verified handles up (`resolve`), merge on a verified handle another contact owns,
+    /// then record.
+    async fn resolve_and_record(
+        &self,
+        ingest: Ingest,
+        policy: &IngestPolicy,
+        event: EventArgs,
+    ) -> Result<Option<Ingested>, StoreError> {
+        let resolved = self.resolve(&ingest.person).await?;
+        // Rare: the sender reports a verified phone/e-mail another contact owns. Merge it
+        // into that owner first, so the event continues the owner's conversation.
+        let merged = match &resolved.shared {
+            Some((handle, owner)) => {
+                self.merge_on_shared_handle(
+                    &resolved.contact,
+                    owner,
+                    handle,
+                    &ingest,
+                    &event.member,
+                )
+                .await?
+            }
+            None => None,
+        };
+        self.record(&ingest, policy, &event, resolved, merged).await
+    }
+
+    /// Record the event on the contact `resolved` names (or the survivor of `merged`):
+    /// the script, with the writes that need no answer from it in the same round trip.
+    async fn record(
+        &self,
+        ingest: &Ingest,
+        policy: &IngestPolicy,
+        event: &EventArgs,
+        resolved: Resolved,
+        merged: Option<Merge>,
+    ) -> Result<Option<Ingested>, StoreError> {
+        let Resolved {
+            contact: sender,
+            fresh,
+            unowned,
+            new_sender,
+            verified,
+            ..
+        } = resolved;
+        let contact_id = merged
+            .as_ref()
+            .map_or(sender, |merge| merge.survivor.clone());
+        // Verified handles found pointing at this contact: later events carrying them
+        // take the one-request path.
+        let confirmed = verified
+            .iter()
+            .filter(|(_, owner)| owner.as_deref() == Some(contact_id.as_str()))
+            .map(|(handle, _)| keys::verified_field(handle))
+            .collect::<Vec<_>>()
+            .join("\u{1f}");
+        let tail = owed_tail(merged.as_ref(), &ingest.owed)?;
+        let mut call = ScriptCall::new(
+            &self.ingest_script,
+            [
+                keys::contact(&contact_id),
+                keys::seen(&contact_id),
+                keys::conversations(&contact_id),
+            ],
+        );
+        call.arg(keys::contact_prefix(&contact_id)).arg(&contact_id);
+        self.event_args(&mut call, ingest, policy, event, &tail, &confirmed);
+        // Last round trip: the script, plus the writes that need no answer from it.
+        self.trip();
+        // A new sender joins the probable-link index (known senders are indexed already).
+        let probable = if new_sender {
+            probable_keys(ingest.person.name.as_deref(), &ingest.person.handles)
+        } else {
+            Vec::new()
+        };
+        // The script's answer decides: once it committed, the event must be published
+        // (a provider retry would be a duplicate), so a failed side write is logged and
+        // repaired, never turned into an error.
+        let (reply, side) = futures::join!(self.conn_eval(call), async {
+            futures::try_join!(
+                async {
+                    try_join_all(probable.iter().map(|(key, _)| {
+                        self.query::<()>(
+                            redis::cmd("SADD")
+                                .arg(keys::probable(key))
+                                .arg(&contact_id)
+                                .clone(),
+                        )
+                    }))
+                    .await
+                    .map(drop)
+                },
+                async {
+                    if fresh {
+                        self.index_conversation(&event.proposed, &contact_id, Timestamp::now())
+                            .await
+                    } else {
+                        Ok(())
+                    }
+                },
+                async {
+                    // A known sender's verified handles no contact owns yet: first wins.
+                    try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+                        .await
+                        .map(drop)
+                },
+                self.hint_change(&contact_id, event.now_ms),
+            )
+        });
+        let reply = reply?;
+        let side_failed = side
+            .map_err(|error| {
+                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired, an owed-record hint on the contact's next change (until then only a provider retry finds this event's record if the gateway dies before publishing)");
+            })
+            .is_err();
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        let mut ingested = parse_reply(&contact_id, &reply)?;
+        ingested.merged = merged;
+        let proposed = &event.proposed;
+        if side_failed && fresh && ingested.conversation.id == *proposed {
+            self.index_conversation_later(proposed.clone(), contact_id.clone(), Timestamp::now());
+        }
+        if ingested.started && !(fresh && ingested.conversation.id == *proposed) {
+            self.trip();
+            self.index_started(&ingested).await;
+        }
+        if fresh && ingested.conversation.id != *proposed {
+            // A concurrent event of this new sender opened the conversation first.
+            let _ = self
+                .query::<()>(
+                    redis::cmd("DEL")
+                        .arg(keys::conversation_index(proposed))
+                        .clone(),
+                )
+                .await;
+        }
+        Ok(Some(ingested))
+    }
+
+    /// ARGV\[3..=21\] of ingest.lua, after the key prefix and the contact id.
+    fn event_args(
+        &self,
+        call: &mut ScriptCall<'_>,
+        ingest: &Ingest,
+        policy: &IngestPolicy,
+        event: &EventArgs,
+        owed_tail: &str,
+        confirmed: &str,
+    ) {
+        call.arg(&event.member)
+            .arg(event.now_ms)
+            .arg(millis(policy.dedupe_ttl))
+            .arg(ingest.at.as_microsecond())
+            .arg(&ingest.channel)
+            .arg(micros(policy.inactivity))
+            .arg(policy.history_cap.max(1))
+            .arg(policy.history_depth)
+            .arg(ingest.person.name.as_deref().unwrap_or(""))
+            .arg(&event.handles_json)
+            .arg(&event.proposed)
+            .arg(&event.entry)
+            .arg(&event.referral)
+            .arg(&event.window)
+            .arg(self.retention_arg())
+            .arg(owed_tail)
+            .arg(policy.timeline_cap.max(1))
+            .arg(event.direction)
+            .arg(confirmed);
+    }
+
     async fn conn_eval(
         &self,
         invocation: ScriptCall<'_>,
@@ -744,162 +1114,18 @@ impl ContextStore for RedisStore {
         ingest: Ingest,
         policy: &IngestPolicy,
     ) -> Result<Option<Ingested>, StoreError> {
-        let resolved = self.resolve(&ingest.person).await?;
-        let member = keys::dedupe_member(&ingest.channel, &ingest.external_id);
-        // Rare: the sender reports a verified phone/e-mail another contact owns. Merge it
-        // into that owner first, so the event continues the owner's conversation.
-        let merged = match &resolved.shared {
-            Some((handle, owner)) => {
-                self.merge_on_shared_handle(&resolved.contact, owner, handle, &ingest, &member)
-                    .await?
-            }
-            None => None,
-        };
-        let Resolved {
-            contact: sender,
-            fresh,
-            unowned,
-            new_sender,
-            ..
-        } = resolved;
-        let contact_id = merged
-            .as_ref()
-            .map_or(sender, |merge| merge.survivor.clone());
-        let proposed = crate::ids::conversation();
-        let handles: Vec<&Handle> = std::iter::once(&ingest.person.user)
-            .chain(&ingest.person.handles)
-            .collect();
-        let handles_json = serde_json::to_string(&handles).map_err(internal)?;
-        let entry = ingest
-            .message
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(internal)?
-            .unwrap_or_default();
-        let referral = ingest
-            .referral
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(internal)?
-            .unwrap_or_default();
-        let window = ingest
-            .reply_window
-            .map(|window| micros(window).to_string())
-            .unwrap_or_default();
-        let owed_tail = owed_tail(merged.as_ref(), &ingest.owed)?;
-        let direction = match ingest.message.as_ref().map(|message| message.direction) {
-            Some(crate::event::Direction::Inbound) => "inbound",
-            Some(crate::event::Direction::Outbound) => "outbound",
-            None => "",
-        };
-        let now_ms = Timestamp::now().as_millisecond();
-        let mut invocation = ScriptCall::new(
-            &self.ingest_script,
-            [
-                keys::contact(&contact_id),
-                keys::seen(&contact_id),
-                keys::conversations(&contact_id),
-            ],
-        );
-        invocation
-            .arg(keys::contact_prefix(&contact_id))
-            .arg(&contact_id)
-            .arg(&member)
-            .arg(now_ms)
-            .arg(millis(policy.dedupe_ttl))
-            .arg(ingest.at.as_microsecond())
-            .arg(&ingest.channel)
-            .arg(micros(policy.inactivity))
-            .arg(policy.history_cap.max(1))
-            .arg(policy.history_depth)
-            .arg(ingest.person.name.as_deref().unwrap_or(""))
-            .arg(handles_json)
-            .arg(&proposed)
-            .arg(entry)
-            .arg(referral)
-            .arg(window)
-            .arg(self.retention_arg())
-            .arg(owed_tail)
-            .arg(policy.timeline_cap.max(1))
-            .arg(direction);
-        // Last round trip: the script, plus the writes that need no answer from it.
-        self.trip();
-        // A new sender joins the probable-link index (known senders are indexed already).
-        let probable = if new_sender {
-            probable_keys(ingest.person.name.as_deref(), &ingest.person.handles)
-        } else {
-            Vec::new()
-        };
-        // The script's answer decides: once it committed, the event must be published
-        // (a provider retry would be a duplicate), so a failed side write is logged and
-        // repaired, never turned into an error.
-        let (reply, side) = futures::join!(self.conn_eval(invocation), async {
-            futures::try_join!(
-                async {
-                    try_join_all(probable.iter().map(|(key, _)| {
-                        self.query::<()>(
-                            redis::cmd("SADD")
-                                .arg(keys::probable(key))
-                                .arg(&contact_id)
-                                .clone(),
-                        )
-                    }))
+        let event = EventArgs::new(&ingest)?;
+        match self.arrive(&ingest, policy, &event).await? {
+            Arrival::Recorded(ingested) => Ok(ingested),
+            // Found, but its keys live in another slot: one more request, on that slot.
+            Arrival::Moved(owner) if !reports_verified(&ingest.person) => {
+                self.record(&ingest, policy, &event, Resolved::known(owner), None)
                     .await
-                    .map(drop)
-                },
-                async {
-                    if fresh {
-                        self.index_conversation(&proposed, &contact_id, Timestamp::now())
-                            .await
-                    } else {
-                        Ok(())
-                    }
-                },
-                async {
-                    // A known sender's verified handles no contact owns yet: first wins.
-                    try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
-                        .await
-                        .map(drop)
-                },
-                self.hint_change(&contact_id, now_ms),
-            )
-        });
-        let reply = reply?;
-        let side_failed = side
-            .map_err(|error| {
-                tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired, an owed-record hint on the contact's next change (until then only a provider retry finds this event's record if the gateway dies before publishing)");
-            })
-            .is_err();
-        let Some(reply) = reply else {
-            return Ok(None);
-        };
-        let mut ingested = parse_reply(&contact_id, &reply)?;
-        ingested.merged = merged;
-        if side_failed && fresh && ingested.conversation.id == proposed {
-            self.index_conversation_later(proposed.clone(), contact_id.clone(), Timestamp::now());
-        }
-        if ingested.started && !(fresh && ingested.conversation.id == proposed) {
-            self.trip();
-            let now = Timestamp::now();
-            let id = &ingested.conversation.id;
-            if let Err(error) = self.index_conversation(id, &contact_id, now).await {
-                tracing::error!(%error, conversation = %id, "conversation index not written; retrying in the background");
-                self.index_conversation_later(id.clone(), contact_id.clone(), now);
+            }
+            Arrival::Moved(_) | Arrival::Check => {
+                self.resolve_and_record(ingest, policy, event).await
             }
         }
-        if fresh && ingested.conversation.id != proposed {
-            // A concurrent event of this new sender opened the conversation first.
-            let _ = self
-                .query::<()>(
-                    redis::cmd("DEL")
-                        .arg(keys::conversation_index(&proposed))
-                        .clone(),
-                )
-                .await;
-        }
-        Ok(Some(ingested))
     }
 
     async fn record_outbound(
@@ -1192,14 +1418,19 @@ impl ContextStore for RedisStore {
         }
         let merge: Merge = parse_json(&record)?;
         self.trip();
-        self.query::<()>(
-            redis::cmd("HSET")
-                .arg(keys::contact(absorbed))
-                .arg("merged_into")
-                .arg(survivor)
-                .clone(),
-        )
-        .await?;
+        // With it: the owed-record hint of the absorbed contact by its id. A hint naming a
+        // sender finds the contact its handle points at, which is the survivor once
+        // re-pointed: the absorbed contact's records must stay findable.
+        futures::try_join!(
+            self.query::<()>(
+                redis::cmd("HSET")
+                    .arg(keys::contact(absorbed))
+                    .arg("merged_into")
+                    .arg(survivor)
+                    .clone(),
+            ),
+            self.hint_owed(absorbed, Timestamp::now().as_millisecond()),
+        )?;
         self.trip();
         try_join_all(
             source
@@ -1242,6 +1473,9 @@ impl ContextStore for RedisStore {
                 "the merge changed meanwhile; try again".into(),
             ));
         }
+        // The survivor's records stay findable once the handles point away (see `merge`).
+        self.hint_owed(survivor, Timestamp::now().as_millisecond())
+            .await?;
         try_join_all(
             merge
                 .handles
@@ -1337,15 +1571,25 @@ impl ContextStore for RedisStore {
     async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError> {
         let cutoff_ms = before.as_millisecond();
         let mut stale = Vec::new();
+        // A contact can be hinted by its id and by its senders: read it once.
+        let mut visited = std::collections::HashSet::new();
         for shard in 0..keys::OPEN_SHARDS {
             if stale.len() >= limit {
                 break;
             }
-            let contacts = self
+            let members = self
                 .members_until(&keys::owed_shard(shard), cutoff_ms, limit - stale.len())
                 .await?;
-            for contact_id in contacts {
-                let owed = self.owed_of(shard, &contact_id, cutoff_ms).await?;
+            for member in members {
+                let contact_id = self.contact_of_member(&member).await?;
+                if let Some(contact_id) = &contact_id
+                    && !visited.insert(contact_id.clone())
+                {
+                    continue;
+                }
+                let owed = self
+                    .owed_of(shard, &member, contact_id.as_deref(), cutoff_ms)
+                    .await?;
                 stale.extend(owed.into_iter().filter(|owed| owed.at < before));
             }
         }
@@ -1372,7 +1616,16 @@ impl ContextStore for RedisStore {
                 )
                 .await?;
             for contact_id in contacts {
-                if self.merged_into(&contact_id).await?.is_some() {
+                let (merged_into, latest): (Option<String>, Option<String>) = self
+                    .query(
+                        redis::cmd("HMGET")
+                            .arg(keys::contact(&contact_id))
+                            .arg("merged_into")
+                            .arg("latest")
+                            .clone(),
+                    )
+                    .await?;
+                if merged_into.is_some() {
                     // Erased with its survivor; its own activity no longer counts.
                     self.query::<()>(
                         redis::cmd("ZREM")
@@ -1381,6 +1634,14 @@ impl ContextStore for RedisStore {
                             .clone(),
                     )
                     .await?;
+                    continue;
+                }
+                // Messages do not move the hint (that would cost a write each): the
+                // latest conversation knows the contact's last message either way.
+                if let Some(active_ms) = self.last_message_ms(&contact_id, latest).await?
+                    && active_ms > before.as_millisecond()
+                {
+                    self.mark_activity(&contact_id, active_ms).await?;
                     continue;
                 }
                 idle.push(contact_id);
@@ -1489,6 +1750,97 @@ struct Resolved {
     new_sender: bool,
     /// A verified phone/e-mail of the sender that another contact owns, with that owner.
     shared: Option<(Handle, String)>,
+    /// The sender's verified handles with their owners as looked up.
+    verified: Vec<(Handle, Option<String>)>,
+}
+
+impl Resolved {
+    /// A known sender whose contact is `contact` (arrive.lua found it in another slot).
+    fn known(contact: String) -> Self {
+        Self {
+            contact,
+            fresh: false,
+            unowned: Vec::new(),
+            new_sender: false,
+            shared: None,
+            verified: Vec::new(),
+        }
+    }
+}
+
+/// What arrive.lua did.
+enum Arrival {
+    /// Recorded (`None`: a duplicate).
+    Recorded(Option<Ingested>),
+    /// The sender's contact lives in another slot.
+    Moved(String),
+    /// The client must look the sender up itself (nothing was written).
+    Check,
+}
+
+/// The parts of an inbound event every path of an ingest sends to the script, made once.
+struct EventArgs {
+    /// Dedupe member (and owed key) `<channel>\x1f<external id>`.
+    member: String,
+    /// The sender's handles (JSON).
+    handles_json: String,
+    /// The history entry (JSON), `""` when the event is no message.
+    entry: String,
+    /// The referral (JSON) or `""`.
+    referral: String,
+    /// The reply window (µs) or `""`.
+    window: String,
+    /// `inbound`, `outbound` or `""`.
+    direction: &'static str,
+    /// The id a conversation this event opens gets.
+    proposed: String,
+    /// Now (ms), the dedupe clock.
+    now_ms: i64,
+}
+
+impl EventArgs {
+    fn new(ingest: &Ingest) -> Result<Self, StoreError> {
+        let handles: Vec<&Handle> = std::iter::once(&ingest.person.user)
+            .chain(&ingest.person.handles)
+            .collect();
+        let json = |value: Option<String>| value.unwrap_or_default();
+        Ok(Self {
+            member: keys::dedupe_member(&ingest.channel, &ingest.external_id),
+            handles_json: serde_json::to_string(&handles).map_err(internal)?,
+            entry: json(
+                ingest
+                    .message
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(internal)?,
+            ),
+            referral: json(
+                ingest
+                    .referral
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(internal)?,
+            ),
+            window: ingest
+                .reply_window
+                .map(|window| micros(window).to_string())
+                .unwrap_or_default(),
+            direction: match ingest.message.as_ref().map(|message| message.direction) {
+                Some(crate::event::Direction::Inbound) => "inbound",
+                Some(crate::event::Direction::Outbound) => "outbound",
+                None => "",
+            },
+            proposed: crate::ids::conversation(),
+            now_ms: Timestamp::now().as_millisecond(),
+        })
+    }
+}
+
+/// Whether the sender reports a verified handle (its owner must be looked up).
+fn reports_verified(person: &Person) -> bool {
+    person.handles.iter().any(|handle| handle.verified)
 }
 
 /// The first verified phone/e-mail among `indexed` (the channel user first, then the
@@ -1507,6 +1859,19 @@ fn shared_handle(
             let owner = owner.as_deref().filter(|owner| *owner != contact)?;
             Some(((*handle).clone(), owner.to_owned()))
         })
+}
+
+/// The verified handles among `indexed` (after the channel user) with their `owners`.
+fn verified_owners(
+    indexed: &[&Handle],
+    owners: &[Option<String>],
+) -> Vec<(Handle, Option<String>)> {
+    indexed
+        .iter()
+        .zip(owners)
+        .skip(1)
+        .map(|(handle, owner)| ((*handle).clone(), owner.clone()))
+        .collect()
 }
 
 /// The conversation hash fields, in reply order (after the conversation id).

@@ -8,4 +8,8 @@ if redis.call('LINDEX', KEYS[2], tonumber(ARGV[1])) ~= ARGV[2] then
 end
 redis.call('LSET', KEYS[2], tonumber(ARGV[1]), ARGV[3])
 update_handles(KEYS[1], '[]', ARGV[4])
+-- The handles leave the survivor: its events carrying them must be resolved again.
+for _, handle in ipairs(cjson.decode(ARGV[4])) do
+  redis.call('HDEL', KEYS[1], 'v:' .. handle.kind .. ':' .. handle.value)
+end
 return 1
