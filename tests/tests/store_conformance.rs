@@ -68,7 +68,7 @@ fn message(channel: &str, user: &str, id: &str, at: Timestamp) -> Ingest {
         }),
         referral: None,
         reply_window: None,
-        owed: format!("payload of {id}"),
+        owed: Some(format!("payload of {id}")),
     }
 }
 

@@ -54,9 +54,13 @@ impl EventFilter {
 
     /// Whether the subscription wants this event.
     pub(crate) fn matches(&self, event: &Event) -> bool {
-        let kind = event.kind.as_str();
+        self.matches_kind(event.kind.as_str(), &event.channel.id)
+    }
+
+    /// Whether the subscription wants events of type `kind` from channel `channel`.
+    pub(crate) fn matches_kind(&self, kind: &str, channel: &str) -> bool {
         self.patterns.iter().any(|pattern| pattern.matches(kind))
-            && (self.channels.is_empty() || self.channels.contains(&event.channel.id))
+            && (self.channels.is_empty() || self.channels.iter().any(|id| id == channel))
     }
 }
 

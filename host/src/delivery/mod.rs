@@ -181,6 +181,8 @@ struct Inner {
     registry: Arc<Registry>,
     outbox: Arc<dyn Outbox>,
     partitions: u32,
+    /// How often the registry re-reads the shared subscriptions.
+    sync_every: Duration,
     capacity: Arc<Semaphore>,
     max_in_flight: usize,
     max_api_subscriptions: usize,
@@ -283,9 +285,10 @@ impl Delivery {
             runtime.clone(),
             settings.allow_networks.clone(),
         ));
+        let sync_every = settings.lease_ttl / 3;
         runtime.spawn(registry::sync(
             registry.clone(),
-            settings.lease_ttl / 3,
+            sync_every,
             failing_rx,
             phase_rx.clone(),
         ));
@@ -305,6 +308,7 @@ impl Delivery {
                 registry,
                 outbox,
                 partitions: settings.partitions,
+                sync_every,
                 capacity,
                 max_in_flight: settings.max_in_flight,
                 max_api_subscriptions: settings.max_api_subscriptions,
@@ -342,13 +346,24 @@ impl Delivery {
 
     /// Largest `history` any subscription wants (the pipeline loads that many messages).
     pub fn history_depth(&self) -> usize {
-        let active = self.inner.registry.active();
-        active.iter().map(|s| s.history).max().unwrap_or(0)
+        self.inner.registry.facts().history_depth
     }
 
     /// Whether any subscription wants `raw`.
     pub fn wants_raw(&self) -> bool {
-        self.inner.registry.active().iter().any(|s| s.include_raw)
+        self.inner.registry.facts().wants_raw
+    }
+
+    /// Whether some subscription — running or disabled, on any instance — may want an
+    /// event of one of `kinds` from `channel`; when none does, the publisher appends
+    /// nothing. A subscription another instance creates is known here at the next
+    /// sync (every `lease_ttl / 3`); a view older than two syncs (the shared state could
+    /// not be read) answers yes.
+    pub fn wants_any(&self, kinds: &[crate::event::EventType], channel: &str) -> bool {
+        self.inner
+            .registry
+            .facts()
+            .wants_any(kinds, channel, self.inner.sync_every * 2)
     }
 
     /// Trims every partition of the outbox now (done now and then by itself): entries
@@ -470,8 +485,9 @@ impl Delivery {
             .ok_or_else(|| DeliveryError::UnknownSubscription(id.to_owned()))
     }
 
-    /// Creates a subscription shared by every instance; it receives events published
-    /// from now on.
+    /// Creates a subscription shared by every instance; it receives events this instance
+    /// publishes from now on, and those of the others from their next sync (see
+    /// [`Delivery::wants_any`]).
     pub async fn create_subscription(
         &self,
         new: api_types::NewSubscription,

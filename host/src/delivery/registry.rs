@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, watch};
@@ -18,9 +18,11 @@ use tokio::task::JoinSet;
 use super::DeliveryError;
 use super::config::{Subscription, SubscriptionConfig};
 use super::dispatcher::{Deliverer, Phase, stopped};
+use super::filter::EventFilter;
 use super::metrics::SubscriptionMetrics;
 use super::outbox::{Outbox, OutboxError, StoredSubscription};
 use super::worker::{Timing, Worker};
+use crate::event::EventType;
 use crate::netguard::NetworkPolicy;
 use crate::secret::Secret;
 
@@ -90,6 +92,44 @@ pub(crate) struct Registry {
     reconciling: tokio::sync::Mutex<()>,
     /// Which addresses HTTP targets may have (`[delivery] allow_networks`).
     policy: NetworkPolicy,
+    /// What the publisher asks per event, as of the last reconciliation.
+    facts: arc_swap::ArcSwap<Facts>,
+}
+
+/// What the publisher needs to know of the subscriptions, per event: kept from one
+/// reconciliation to the next instead of walking the running subscriptions each time.
+pub(crate) struct Facts {
+    /// The filter of every known subscription, running or disabled (a disabled one gets
+    /// what was published meanwhile once enabled again).
+    filters: Vec<EventFilter>,
+    /// Largest `history` a running subscription wants.
+    pub(crate) history_depth: usize,
+    /// Whether a running subscription wants `raw`.
+    pub(crate) wants_raw: bool,
+    /// When the shared state these facts come from was read (`None`: never).
+    read_at: Option<Instant>,
+}
+
+impl Facts {
+    /// Whether some subscription may want an event of one of `kinds` from `channel`. A
+    /// view older than `fresh_for` says yes: another instance may have created a
+    /// subscription since.
+    pub(crate) fn wants_any(
+        &self,
+        kinds: &[EventType],
+        channel: &str,
+        fresh_for: Duration,
+    ) -> bool {
+        let fresh = self
+            .read_at
+            .is_some_and(|read_at| read_at.elapsed() < fresh_for);
+        !fresh
+            || self.filters.iter().any(|filter| {
+                kinds
+                    .iter()
+                    .any(|kind| filter.matches_kind(kind.as_str(), channel))
+            })
+    }
 }
 
 impl Registry {
@@ -116,7 +156,18 @@ impl Registry {
             workers: Mutex::new(Some(JoinSet::new())),
             reconciling: tokio::sync::Mutex::new(()),
             policy,
+            facts: arc_swap::ArcSwap::from_pointee(Facts {
+                filters: Vec::new(),
+                history_depth: 0,
+                wants_raw: false,
+                read_at: None,
+            }),
         }
+    }
+
+    /// The subscription facts of the last reconciliation.
+    pub(crate) fn facts(&self) -> arc_swap::Guard<Arc<Facts>> {
+        self.facts.load()
     }
 
     /// Running subscriptions.
@@ -223,6 +274,8 @@ impl Registry {
     /// Re-reads the shared state and starts/stops workers to match it.
     pub(crate) async fn reconcile(&self) -> Result<(), OutboxError> {
         let _one_at_a_time = self.reconciling.lock().await;
+        // Before the reads: facts are as fresh as the oldest read they rest on.
+        let read_at = Instant::now();
         let api = self.outbox.subscriptions().await?;
         let disabled = self.outbox.disabled().await?;
         let mut desired: Vec<(String, String, SubscriptionConfig)> = Vec::new();
@@ -234,7 +287,18 @@ impl Registry {
             desired.push((stored.id.clone(), version, to_config(stored)));
         }
         *self.api.write() = api.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let filters: Vec<EventFilter> = desired
+            .iter()
+            .filter_map(|(_, _, config)| EventFilter::new(&config.events, &config.channels).ok())
+            .collect();
         desired.retain(|(id, _, _)| !disabled.contains_key(id));
+        let running = || desired.iter().map(|(_, _, config)| config);
+        self.facts.store(Arc::new(Facts {
+            filters,
+            history_depth: running().map(|config| config.history).max().unwrap_or(0),
+            wants_raw: running().any(|config| config.include_raw),
+            read_at: Some(read_at),
+        }));
         *self.disabled.write() = disabled;
 
         let mut active = self.active.write();
@@ -387,5 +451,54 @@ pub(crate) fn to_config(stored: &StoredSubscription) -> SubscriptionConfig {
         previous_secret: stored.previous_secret.as_deref().map(Secret::new),
         previous_secret_expires: stored.previous_secret_expires,
         destination: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(filters: &[(&[&str], &[&str])], read_ago: Option<Duration>) -> Facts {
+        Facts {
+            filters: filters
+                .iter()
+                .map(|(events, channels)| {
+                    let strings =
+                        |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                    EventFilter::new(&strings(events), &strings(channels)).expect("filter")
+                })
+                .collect(),
+            history_depth: 0,
+            wants_raw: false,
+            read_at: read_ago.map(|ago| Instant::now() - ago),
+        }
+    }
+
+    const FRESH: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn nobody_subscribed_wants_nothing() {
+        let none = facts(&[], Some(Duration::ZERO));
+        assert!(!none.wants_any(&[EventType::MessageReceived], "web", FRESH));
+    }
+
+    #[test]
+    fn a_filter_decides_by_type_and_channel() {
+        let facts = facts(&[(&["conversation.*"], &["wa"])], Some(Duration::ZERO));
+        let kinds = [EventType::MessageReceived, EventType::ConversationStarted];
+        assert!(facts.wants_any(&kinds, "wa", FRESH));
+        assert!(!facts.wants_any(&kinds, "web", FRESH), "another channel");
+        assert!(
+            !facts.wants_any(&[EventType::MessageReceived], "wa", FRESH),
+            "another type"
+        );
+    }
+
+    #[test]
+    fn an_old_or_missing_view_wants_everything() {
+        let old = facts(&[], Some(Duration::from_secs(120)));
+        assert!(old.wants_any(&[EventType::MessageReceived], "web", FRESH));
+        let never = facts(&[], None);
+        assert!(never.wants_any(&[EventType::MessageReceived], "web", FRESH));
     }
 }

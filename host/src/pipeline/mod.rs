@@ -261,6 +261,18 @@ impl Pipeline {
             raw,
             link.as_ref().and_then(|(_, merge)| merge.clone()),
         );
+        // Nothing is appended that no subscription wants; the owed record is still kept
+        // when an outcome step follows the commit (it makes that step survive a crash).
+        let wanted = self.delivery.wants_any(
+            &[
+                inbound.kind,
+                EventType::ConversationStarted,
+                EventType::ConversationChannelSwitched,
+                EventType::ContactMerged,
+            ],
+            &channel.id,
+        );
+        let owes = wanted || self.outcomes.enabled;
         let ingest = Ingest {
             channel: channel.id.clone(),
             external_id: inbound.external_id.clone(),
@@ -271,7 +283,7 @@ impl Pipeline {
             reply_window: channel
                 .reply_window
                 .filter(|_| inbound.kind == EventType::MessageReceived),
-            owed: owed::Owes::Inbound(&inbound).payload(),
+            owed: owes.then(|| owed::Owes::Inbound(&inbound).payload()),
         };
         let store_span = tracing::info_span!(
             "store.ingest",
@@ -299,17 +311,21 @@ impl Pipeline {
         if let Some(merge) = &ingested.merged {
             tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
         }
-        let started = Instant::now();
-        let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
-        let events = enrich_span.in_scope(|| owed::inbound_events(&inbound, &ingested));
-        enrich_span.record("events", events.len());
-        self.metrics.enrich.record(started.elapsed().as_secs_f64());
-        let key = store::owed_inbound_key(&channel.id, &inbound.external_id);
-        self.publish_events(reservation, events).await?;
+        if wanted {
+            let started = Instant::now();
+            let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
+            let events = enrich_span.in_scope(|| owed::inbound_events(&inbound, &ingested));
+            enrich_span.record("events", events.len());
+            self.metrics.enrich.record(started.elapsed().as_secs_f64());
+            self.publish_events(reservation, events).await?;
+        }
         // Before the settle: a crash in between leaves the owed record, whose retry or
         // relay runs the outcome step again (it is idempotent).
         self.track_inbound(&inbound, &ingested).await?;
-        self.settle((ingested.contact.id.clone(), key)).await;
+        if owes {
+            let key = store::owed_inbound_key(&channel.id, &inbound.external_id);
+            self.settle((ingested.contact.id.clone(), key)).await;
+        }
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
             // is idempotent), so a failure here only leaves the token to its TTL.

@@ -164,16 +164,18 @@ impl ContextStore for MemoryStore {
         state.upsert_person(&contact_id, &ingest.person);
         let mut result = state.touch_conversation(&contact_id, &ingest, policy);
         result.merged = merged;
-        state.owe(Owed {
-            contact_id: contact_id.clone(),
-            key,
-            at: Timestamp::now(),
-            conversation_id: result.conversation.id.clone(),
-            started: result.started,
-            switched_from: result.switched_from.clone(),
-            merged: result.merged.clone(),
-            payload: ingest.owed,
-        });
+        if let Some(payload) = ingest.owed {
+            state.owe(Owed {
+                contact_id: contact_id.clone(),
+                key,
+                at: Timestamp::now(),
+                conversation_id: result.conversation.id.clone(),
+                started: result.started,
+                switched_from: result.switched_from.clone(),
+                merged: result.merged.clone(),
+                payload,
+            });
+        }
         if let Some(cutoff) = self.cutoff()
             && let Some(thread) = state.conversations.get_mut(&result.conversation.id)
         {
@@ -1202,7 +1204,7 @@ mod tests {
             }),
             referral: None,
             reply_window: None,
-            owed: String::new(),
+            owed: Some(String::new()),
         }
     }
 

@@ -126,8 +126,10 @@ pub struct Ingest {
     /// The channel's reply window, opened by an inbound message.
     pub reply_window: Option<Duration>,
     /// What the publisher needs to build this event's events, kept with the change (as
-    /// [`Owed::payload`]) until [`super::ContextStore::settle`] says they are published.
-    pub owed: String,
+    /// [`Owed::payload`]) until [`super::ContextStore::settle`] says they are published;
+    /// `None` when the change owes nothing (no subscription wants its events and no
+    /// outcome step follows it): no record is written.
+    pub owed: Option<String>,
 }
 
 /// A message sent by the business through omnigate.

@@ -7,7 +7,8 @@
 --       11 name or ''  12 handles JSON array  13 proposed conversation id
 --       14 history entry JSON or '' (not a message)  15 referral JSON or ''
 --       16 reply window (µs) or ''  17 message retention (µs) or ''
---       18 owed record tail: '<merge JSON or empty>\31<payload>'  19 timeline cap
+--       18 owed record tail: '<merge JSON or empty>\31<payload>', or '' (owes nothing)
+--       19 timeline cap
 --       20 message direction: 'inbound', 'outbound' or '' (not a message)
 --       21 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
 --          client found pointing at this contact: later events carrying them can take
@@ -174,7 +175,7 @@ if #entries > 0 then
     tonumber(ARGV[19]))
 end
 
-owe(prefix, ARGV[3], now_us, conv_id, started, switched, ARGV[18])
+if ARGV[18] ~= '' then owe(prefix, ARGV[3], now_us, conv_id, started, switched, ARGV[18]) end
 
 if ARGV[17] ~= '' then
   retain(conv_key, history_key, timeline_key, now_ms * 1000 - tonumber(ARGV[17]),

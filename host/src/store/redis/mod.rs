@@ -9,19 +9,24 @@
 //! The indexes that *find* a contact are single keys in their own slots, each written
 //! with one atomic command, so instances never race on a read-modify-write:
 //! - handle → contact: `SET NX` (first claim wins; `SET NX GET` tells the loser the winner),
+//!   or set by the script that makes the contact in the handle key's slot (below),
 //! - conversation → contact: written with the script when the contact is new, else right
 //!   after a script that opened a conversation (idempotent, retried in the background if
 //!   Redis fails just then; the event itself is never failed after the script committed).
 //!
-//! Round trips per inbound event (each "round trip" is a set of independent commands
-//! sent concurrently): known sender 2 (handle lookup; script), known sender opening a new
-//! conversation 3 (+ index), new sender 3 (lookup; claim; script + index).
+//! A contact made by a sender's first event gets an id in the slot of the sender's handle
+//! key (its home slot, `home.rs`), so one script (`arrive.lua` + `ingest.lua`) looks the
+//! sender up and records the event: one round trip for a known sender in an open
+//! conversation. A contact in another slot (made before home slots, or a merge's
+//! survivor) costs one redirect; a sender reporting verified handles its contact does not
+//! hold yet, or a new sender reporting any, takes the lookup path (handle lookup; claim;
+//! script). Counts in docs/redis-keys.md.
 //!
 //! Rare: the lookup shows that a verified phone/e-mail of the sender belongs to another
 //! contact. The sender's contact is then merged into that owner before the script (one
 //! trip to check the event is no duplicate and the pair was never unmerged, then the
 //! ordinary merge steps), so the event lands on the survivor; the ingest reports the merge
-//! for `contact.merged`. Counts in docs/redis-keys.md.
+//! for `contact.merged`.
 
 mod conn;
 mod home;
@@ -497,29 +502,26 @@ impl RedisStore {
         self.query::<()>(del).await
     }
 
-    /// Point the relay at the contact's owed records: `ZADD GT`, so the score is the
-    /// latest owed write and the relay's compare-and-remove (`unindex.lua`) never drops a
-    /// hint a newer record needs.
+    /// Point the relay at the contact's owed records (when the change `owes`): `ZADD
+    /// GT`, so the score is the latest owed write and the relay's compare-and-remove
+    /// (`unindex.lua`) never drops a hint a newer record needs.
     ///
     /// Sent with it, in the same round trip: the contact's activity (`og:act:{shard}`,
     /// also `ZADD GT`), which `[store] contact_retention` reads.
-    async fn hint_change(&self, contact_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let shard = keys::shard_of(contact_id);
-        let zadd = |key: String| {
-            self.query::<()>(
-                redis::cmd("ZADD")
-                    .arg(key)
-                    .arg("GT")
-                    .arg(now_ms)
-                    .arg(contact_id)
-                    .clone(),
-            )
+    async fn hint_change(
+        &self,
+        contact_id: &str,
+        now_ms: i64,
+        owes: bool,
+    ) -> Result<(), StoreError> {
+        let owed = async {
+            if owes {
+                self.hint_owed(contact_id, now_ms).await
+            } else {
+                Ok(())
+            }
         };
-        futures::try_join!(
-            zadd(keys::owed_shard(shard)),
-            zadd(keys::activity_shard(shard))
-        )
-        .map(drop)
+        futures::try_join!(owed, self.mark_activity(contact_id, now_ms)).map(drop)
     }
 
     /// `ZADD GT` of `member` (a contact id, or a [`keys::sender_member`]) into its shard of
@@ -677,7 +679,7 @@ impl RedisStore {
         for contact_id in candidates {
             let mut conn = self.conn.clone();
             let payload = payload();
-            let tail = owed_tail(None, &payload)?;
+            let tail = owed_tail(None, Some(&payload))?;
             let committed = Timestamp::now();
             let mut invocation = ScriptCall::new(&self.close_script, [keys::contact(&contact_id)]);
             invocation
@@ -689,7 +691,7 @@ impl RedisStore {
             // Sent together: a close that commits must be findable by the relay.
             let (reply, hinted) = futures::join!(
                 invocation.invoke::<Vec<String>>(&mut conn),
-                self.hint_change(&contact_id, committed.as_millisecond()),
+                self.hint_change(&contact_id, committed.as_millisecond(), true),
             );
             let reply = reply.map_err(|error| self.unavailable(error))?;
             if let Err(error) = hinted {
@@ -835,7 +837,7 @@ impl RedisStore {
         } else {
             None
         };
-        let tail = owed_tail(None, &ingest.owed)?;
+        let tail = owed_tail(None, ingest.owed.as_deref())?;
         let mut call = ScriptCall::new(&self.arrive_script, [handle_key]);
         call.arg(keys::ROOT).arg("");
         self.event_args(&mut call, ingest, policy, event, &tail, "");
@@ -848,8 +850,13 @@ impl RedisStore {
             .arg(verified.join("\u{1f}"));
         self.trip();
         let member = keys::sender_member(user);
-        let (reply, hinted) =
-            futures::join!(self.conn_eval(call), self.hint_owed(&member, event.now_ms));
+        let hint = async {
+            match ingest.owed {
+                Some(_) => self.hint_owed(&member, event.now_ms).await,
+                None => Ok(()),
+            }
+        };
+        let (reply, hinted) = futures::join!(self.conn_eval(call), hint);
         let Some(reply) = reply? else {
             return Ok(Arrival::Recorded(None));
         };
@@ -979,7 +986,7 @@ impl RedisStore {
             .map(|(handle, _)| keys::verified_field(handle))
             .collect::<Vec<_>>()
             .join("\u{1f}");
-        let tail = owed_tail(merged.as_ref(), &ingest.owed)?;
+        let tail = owed_tail(merged.as_ref(), ingest.owed.as_deref())?;
         let mut call = ScriptCall::new(
             &self.ingest_script,
             [
@@ -1029,7 +1036,7 @@ impl RedisStore {
                         .await
                         .map(drop)
                 },
-                self.hint_change(&contact_id, event.now_ms),
+                self.hint_change(&contact_id, event.now_ms, ingest.owed.is_some()),
             )
         });
         let reply = reply?;
@@ -1151,12 +1158,12 @@ impl ContextStore for RedisStore {
             .arg(self.retention_arg())
             .arg(now.as_microsecond())
             .arg(owed_outbound_key(&outbound.message.event_id))
-            .arg(owed_tail(None, &outbound.owed)?)
+            .arg(owed_tail(None, Some(&outbound.owed))?)
             .arg(policy.timeline_cap.max(1));
         let (reply, marked, hinted) = futures::join!(
             self.conn_eval(invocation),
             self.mark_active(&contact_id, now),
-            self.hint_change(&contact_id, now.as_millisecond()),
+            self.hint_change(&contact_id, now.as_millisecond(), true),
         );
         if let Err(error) = marked {
             tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
@@ -1891,8 +1898,12 @@ const CONVERSATION_HASH_FIELDS: [&str; 13] = [
     "awaiting",
 ];
 
-/// The caller's part of an owed record: `<merge JSON or empty>\x1f<payload>`.
-fn owed_tail(merged: Option<&Merge>, payload: &str) -> Result<String, StoreError> {
+/// The caller's part of an owed record: `<merge JSON or empty>\x1f<payload>`; empty when
+/// the change owes nothing (the script then writes no record).
+fn owed_tail(merged: Option<&Merge>, payload: Option<&str>) -> Result<String, StoreError> {
+    let Some(payload) = payload else {
+        return Ok(String::new());
+    };
     let merged = merged
         .map(serde_json::to_string)
         .transpose()

@@ -56,7 +56,7 @@ impl OutcomeStore for RedisStore {
     async fn commit(&self, commit: &OutcomeCommit<'_>) -> Result<bool, StoreError> {
         let now = Timestamp::now();
         let (owed_key, tail) = match commit.owed {
-            Some((key, payload)) => (key, owed_tail(None, payload)?),
+            Some((key, payload)) => (key, owed_tail(None, Some(payload))?),
             None => ("", String::new()),
         };
         let mut invocation = ScriptCall::new(
@@ -113,7 +113,7 @@ impl OutcomeStore for RedisStore {
                 if commit.owed.is_none() || commit.hinted {
                     return Ok(());
                 }
-                self.hint_change(commit.contact_id, now.as_millisecond())
+                self.hint_change(commit.contact_id, now.as_millisecond(), true)
                     .await
             },
         );
@@ -306,7 +306,7 @@ impl OutcomeStore for RedisStore {
         let record = format!(
             "{}\u{1f}\u{1f}0\u{1f}\u{1f}{}",
             now.as_microsecond(),
-            owed_tail(None, payload)?
+            owed_tail(None, Some(payload))?
         );
         self.trip();
         futures::try_join!(
@@ -317,7 +317,7 @@ impl OutcomeStore for RedisStore {
                     .arg(record)
                     .clone(),
             ),
-            self.hint_change(contact_id, now.as_millisecond()),
+            self.hint_change(contact_id, now.as_millisecond(), true),
         )
         .map(|(kept, ())| kept)
     }
