@@ -384,3 +384,116 @@ async fn idle_contacts_are_erased_after_the_contact_retention() {
     assert_eq!(status, 404, "erased");
     gateway.stop().await;
 }
+
+/// Calls per command since the server started (`INFO commandstats`), e.g. `evalsha`.
+fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
+    let info = redis.cli(&["INFO", "commandstats"]).expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// What `n` messages of one known visitor in an open conversation cost in Redis: the
+/// store's round trips, and the calls of the message path's commands counted by
+/// redis-server (`INFO commandstats` counts a script's own commands too: a command sent
+/// by the client as well shows as one call more per message).
+async fn cost_of_known_sender(
+    gateway: &Gateway,
+    redis: &RedisServer,
+    n: usize,
+) -> (u64, HashMap<String, u64>) {
+    let visitor = format!("v-{}", ulid::Ulid::generate());
+    assert_eq!(
+        send(gateway, &message(&format!("{visitor}-open"), &visitor)).await,
+        200
+    );
+    let store = gateway.app.pipeline.store().clone();
+    let trips = store.round_trips().expect("counted by the Redis store");
+    let before = command_calls(redis);
+    for i in 0..n {
+        assert_eq!(
+            send(gateway, &message(&format!("{visitor}-{i}"), &visitor)).await,
+            200
+        );
+    }
+    let after = command_calls(redis);
+    let path = [
+        "evalsha", "eval", "get", "zadd", "hset", "hdel", "xadd", "sadd",
+    ];
+    let used = path
+        .iter()
+        .map(|name| {
+            let delta = after.get(*name).unwrap_or(&0) - before.get(*name).unwrap_or(&0);
+            ((*name).to_owned(), delta)
+        })
+        .filter(|(_, delta)| *delta > 0)
+        .collect();
+    (store.round_trips().expect("counted") - trips, used)
+}
+
+/// One Redis request per message of a known sender in an open conversation when nothing
+/// is published (no subscription wants it) and no outcome step follows: the script.
+/// With a subscription, the outbox append and the owed record's settle follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_requests_per_message_of_a_known_sender() {
+    const N: u64 = 20;
+    let calls = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
+        pairs
+            .iter()
+            .map(|(name, calls)| ((*name).to_owned(), *calls))
+            .collect()
+    };
+    let redis = RedisServer::start().expect("redis-server");
+    let quiet = format!(
+        "[store]\nurl = \"{}\"\n[outcomes]\nenabled = false\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SITE_SECRET}\" }}\n",
+        redis.url(),
+        toml_path(&plugin_path("webchat"))
+    );
+    let gateway = Gateway::start(&quiet).await.expect("gateway");
+    let (trips, used) = cost_of_known_sender(&gateway, &redis, N as usize).await;
+    assert_eq!(trips, N, "one round trip per message");
+    // The script, and in it the handle lookup (GET), the dedupe entry (ZADD) and the
+    // conversation's changes (HSET): no hint, no outbox append, no settle.
+    assert_eq!(
+        used,
+        calls(&[("evalsha", N), ("get", N), ("zadd", N), ("hset", N)]),
+        "one command per message: the script"
+    );
+    gateway.stop().await;
+
+    let redis = RedisServer::start().expect("redis-server");
+    let (site, receiver) = site_and_receiver().await;
+    // Outcomes off here too: their sweep's reads would run beside the messages.
+    let text = format!(
+        "{}\n[outcomes]\nenabled = false\n",
+        config(&redis.url(), &site, &receiver)
+    );
+    let gateway = Gateway::start(&text).await.expect("gateway");
+    let (trips, used) = cost_of_known_sender(&gateway, &redis, N as usize).await;
+    // The script with the owed-record hint beside it (ZADD), then the settle (HDEL);
+    // the outbox append (XADD) is the delivery outbox's own request.
+    assert_eq!(trips, 2 * N, "script, then settle");
+    for (command, expected) in [
+        ("evalsha", N),
+        ("get", N),
+        ("zadd", 2 * N),
+        ("xadd", N),
+        ("hdel", N),
+    ] {
+        assert_eq!(used.get(command), Some(&expected), "{command}: {used:?}");
+    }
+    wait_until("every message delivered", || {
+        received_ids(&receiver).len() == N as usize + 1
+    })
+    .await;
+    gateway.stop().await;
+}
