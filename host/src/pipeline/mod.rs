@@ -13,6 +13,7 @@ pub mod outcomes;
 pub mod owed;
 pub mod receipts;
 pub mod rollups;
+pub mod settles;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -123,6 +124,7 @@ pub struct Pipeline {
     channels: sweeper::Channels,
     metrics: PipelineMetrics,
     rollups: Arc<rollups::RollupQueue>,
+    settles: settles::SettleQueue,
 }
 
 impl Pipeline {
@@ -143,6 +145,7 @@ impl Pipeline {
         Ok(Self {
             metrics: PipelineMetrics::new(store.backend()),
             rollups: rollups::RollupQueue::new(store.clone()),
+            settles: settles::SettleQueue::new(store.clone()),
             store,
             delivery,
             normalizer,
@@ -323,8 +326,11 @@ impl Pipeline {
         // relay runs the outcome step again (it is idempotent).
         self.track_inbound(&inbound, &ingested).await?;
         if owes {
+            // After the answer, batched: nothing waits for it (settles.rs).
             let key = store::owed_inbound_key(&channel.id, &inbound.external_id);
-            self.settle((ingested.contact.id.clone(), key)).await;
+            self.settles
+                .settle((ingested.contact.id.clone(), key))
+                .await;
         }
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge

@@ -1158,11 +1158,12 @@ fn not_found(kind: &'static str, id: &str) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::Direction;
 
-    fn policy() -> IngestPolicy {
+    /// Small caps, a day of inactivity.
+    pub(crate) fn policy() -> IngestPolicy {
         IngestPolicy {
             timeline_cap: 10_000,
             dedupe_ttl: Duration::from_secs(3600),
@@ -1180,7 +1181,15 @@ mod tests {
         }
     }
 
-    fn ingest(channel: &str, user: &str, id: &str, phone: Option<&str>, at: Timestamp) -> Ingest {
+    /// An inbound text message of `user` on `channel` (with a verified `phone`), owing
+    /// an empty payload.
+    pub(crate) fn ingest(
+        channel: &str,
+        user: &str,
+        id: &str,
+        phone: Option<&str>,
+        at: Timestamp,
+    ) -> Ingest {
         Ingest {
             channel: channel.to_owned(),
             external_id: id.to_owned(),

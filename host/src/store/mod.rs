@@ -8,7 +8,7 @@
 
 pub mod link;
 mod measured;
-mod memory;
+pub(crate) mod memory;
 mod model;
 pub mod outcomes;
 pub mod plugins;

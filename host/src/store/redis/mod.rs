@@ -527,15 +527,8 @@ impl RedisStore {
     /// `ZADD GT` of `member` (a contact id, or a [`keys::sender_member`]) into its shard of
     /// the owed-record hint.
     async fn hint_owed(&self, member: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.query(
-            redis::cmd("ZADD")
-                .arg(keys::owed_shard(keys::shard_of(member)))
-                .arg("GT")
-                .arg(now_ms)
-                .arg(member)
-                .clone(),
-        )
-        .await
+        self.zadd_gt(keys::owed_shard(keys::shard_of(member)), now_ms, member)
+            .await
     }
 
     /// `ZADD GT` of the contact's activity (`og:act:{shard}`), which `[store]
@@ -543,12 +536,22 @@ impl RedisStore {
     /// retention sweep itself, which checks the contact's latest conversation before
     /// erasing (so messages need not write it).
     async fn mark_activity(&self, contact_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.zadd_gt(
+            keys::activity_shard(keys::shard_of(contact_id)),
+            at_ms,
+            contact_id,
+        )
+        .await
+    }
+
+    /// `ZADD key GT score member`: a hint's score only moves forward.
+    async fn zadd_gt(&self, key: String, score: i64, member: &str) -> Result<(), StoreError> {
         self.query(
             redis::cmd("ZADD")
-                .arg(keys::activity_shard(keys::shard_of(contact_id)))
+                .arg(key)
                 .arg("GT")
-                .arg(at_ms)
-                .arg(contact_id)
+                .arg(score)
+                .arg(member)
                 .clone(),
         )
         .await
@@ -652,13 +655,10 @@ impl RedisStore {
     /// Note activity in the open-conversation index (after a sweep found the conversation
     /// active, and beside an outbound message).
     async fn mark_active(&self, contact_id: &str, at: Timestamp) -> Result<(), StoreError> {
-        self.query(
-            redis::cmd("ZADD")
-                .arg(keys::open_shard(keys::shard_of(contact_id)))
-                .arg("GT")
-                .arg(at.as_millisecond())
-                .arg(contact_id)
-                .clone(),
+        self.zadd_gt(
+            keys::open_shard(keys::shard_of(contact_id)),
+            at.as_millisecond(),
+            contact_id,
         )
         .await
     }
