@@ -107,7 +107,11 @@ end
 -- Update the JSON list in field `handles` of the contact hash `key` (see merged_handles).
 local function update_handles(key, add_json, remove_json)
   local merged = merged_handles(redis.call('HGET', key, 'handles'), add_json, remove_json)
-  if merged then redis.call('HSET', key, 'handles', merged) end
+  if merged then
+    redis.call('HSET', key, 'handles', merged)
+    -- ingest.lua's shortcut for unchanged handles no longer holds.
+    redis.call('HDEL', key, 'hs')
+  end
 end
 
 -- A timeline entry (JSON object text); `at` is µs as a decimal string, `fields` a JSON

@@ -52,14 +52,20 @@ local function set(state, changes, field, value)
 end
 
 -- Contact: create on first sight, keep the latest name, merge handles (verified wins).
-local c = redis.call('HMGET', KEYS[1], 'id', 'name', 'created_at', 'handles', 'latest')
+local c = redis.call('HMGET', KEYS[1], 'id', 'name', 'created_at', 'handles', 'latest', 'hs')
 local contact = { name = c[2], created_at = c[3], handles = c[4] or '[]' }
 local contact_changes = {}
 if not c[1] then set(contact, contact_changes, 'id', ARGV[2]) end
 if not c[3] then set(contact, contact_changes, 'created_at', at_text) end
 if ARGV[11] ~= '' and ARGV[11] ~= c[2] then set(contact, contact_changes, 'name', ARGV[11]) end
-local handles = merged_handles(c[4], ARGV[12], '')
-if handles then set(contact, contact_changes, 'handles', handles) end
+-- `hs` keeps the sender's handles as last merged: a sender reporting the same ones again
+-- (nearly every message) costs a string comparison, not two JSON decodes. Merges and
+-- unmerges, which change `handles` otherwise, delete it.
+if ARGV[12] ~= c[6] then
+  local handles = merged_handles(c[4], ARGV[12], '')
+  if handles then set(contact, contact_changes, 'handles', handles) end
+  set(contact, contact_changes, 'hs', ARGV[12])
+end
 for _, field in ipairs(split(ARGV[21])) do set(contact, contact_changes, field, '1') end
 
 -- Conversation: continue the latest one while open and active, else open a new one.
@@ -106,21 +112,25 @@ local timeline_key = prefix .. 'tl:' .. conv_id
 local switched = ''
 local first_in = ''
 if ARGV[14] ~= '' then
-  if conv.current ~= channel then
+  local moved = conv.current ~= channel
+  if moved then
     switched = conv.current or ''
     set(conv, conv_changes, 'current', channel)
     set(conv, conv_changes, 'previous', switched)
     entries[#entries + 1] = timeline_entry('conversation.channel_switched', at_text, channel,
       ',"previous_channel":' .. cjson.encode(switched))
   end
-  local channels = cjson.decode(conv.channels or '[]')
-  local used = false
-  for _, name in ipairs(channels) do
-    if name == channel then used = true end
-  end
-  if not used then
-    channels[#channels + 1] = channel
-    set(conv, conv_changes, 'channels', cjson.encode(channels))
+  -- The current channel is in `channels` already: only a switch needs the list.
+  if moved or not conv.channels then
+    local channels = cjson.decode(conv.channels or '[]')
+    local used = false
+    for _, name in ipairs(channels) do
+      if name == channel then used = true end
+    end
+    if not used then
+      channels[#channels + 1] = channel
+      set(conv, conv_changes, 'channels', cjson.encode(channels))
+    end
   end
   set(conv, conv_changes, 'messages', tostring((tonumber(conv.messages) or 0) + 1))
   -- Wall-clock time of the latest message: the sweeper closes a conversation after
