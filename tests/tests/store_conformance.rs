@@ -794,11 +794,26 @@ async fn links(store: &dyn ContextStore) {
     let absorbed = store.contact_details(cb).await.expect("ok").expect("kept");
     assert_eq!(absorbed.merged_into.as_deref(), Some(ca));
     // Unmerge: b is a contact of its own again.
-    let undone = store.unmerge(ca, cb, later(at, 1)).await.expect("unmerged");
+    let undone = store
+        .unmerge(ca, cb, later(at, 1), "unmerged payload")
+        .await
+        .expect("unmerged");
     assert_eq!(undone.id, merge.id);
     assert_eq!(undone.undone_at, Some(later(at, 1)));
+    // The contact.unmerged it owes was kept by the same step, on the survivor.
+    let owed: Vec<omnigate::store::Owed> = store
+        .stale_owed(Timestamp::MAX, 10_000)
+        .await
+        .expect("owed records")
+        .into_iter()
+        .filter(|owed| owed.key == omnigate::store::owed_unmerged_key(&undone.id))
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].contact_id, ca);
+    assert_eq!(owed[0].payload, "unmerged payload");
+    assert_eq!(owed[0].merged.as_ref(), Some(&undone));
     assert!(matches!(
-        store.unmerge(ca, cb, at).await,
+        store.unmerge(ca, cb, at, "").await,
         Err(StoreError::NotFound { .. })
     ));
     let details = store
@@ -1193,7 +1208,7 @@ async fn probable_links(store: &dyn ContextStore) {
         .expect("exists");
     assert!(da.probable_links.is_empty(), "{:?}", da.probable_links);
     store
-        .unmerge(&a.contact.id, &b.contact.id, now())
+        .unmerge(&a.contact.id, &b.contact.id, now(), "")
         .await
         .expect("unmerged");
     store
@@ -1300,7 +1315,7 @@ async fn shared_verified_handle(store: &dyn ContextStore) {
     // Reversible: after the unmerge B is a contact of its own again, and the phone they
     // share does not merge them again.
     store
-        .unmerge(&a.contact.id, &b.contact.id, later(at, 2))
+        .unmerge(&a.contact.id, &b.contact.id, later(at, 2), "")
         .await
         .expect("unmerged");
     let after = ok(
@@ -1638,7 +1653,7 @@ async fn redis_round_trips_per_inbound_event() {
         "merge on a shared verified phone"
     );
     store
-        .unmerge(&merge.survivor, &merge.absorbed, later(at, 30))
+        .unmerge(&merge.survivor, &merge.absorbed, later(at, 30), "")
         .await
         .expect("unmerged");
     let before = store.round_trips();

@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 
 use super::lookup;
 use crate::app::App;
-use crate::event::{Event, EventType};
 use crate::http_error::ApiError;
-use crate::pipeline::owed;
-use crate::store::{ContactDetails, Conversation, StoreError};
+use crate::pipeline::{PipelineError, owed};
+use crate::store::{ContactDetails, StoreError};
 
 /// How long a contact operation waits for room in the delivery queue for its event.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -88,28 +87,13 @@ pub async fn unmerge(
 /// Undo the merge of `absorbed` into `id` and publish `contact.unmerged`: what the API
 /// and the console both call.
 pub async fn unmerge_contact(app: &App, id: &str, absorbed: &str) -> Result<Value, ApiError> {
-    let store = app.pipeline.store();
-    let reservation = app
-        .delivery
-        .reserve(1, QUEUE_WAIT)
+    let merge = app
+        .pipeline
+        .unmerge(id, absorbed)
         .await
-        .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
-    let merge = store
-        .unmerge(id, absorbed, Timestamp::now())
-        .await
-        .map_err(store_error)?;
+        .map_err(pipeline_error)?;
     let survivor = details(app, id).await?;
     let restored = details(app, absorbed).await?;
-    let conversation = latest(app, &survivor).await?;
-    let mut event = contact_event(
-        app,
-        EventType::ContactUnmerged,
-        &survivor,
-        conversation.as_ref(),
-    );
-    event.merge = Some(crate::pipeline::enrich::merge_ref(&merge));
-    tracing::info!(merge = %merge.id, survivor = %id, restored = %absorbed, "contacts unmerged");
-    publish(reservation, event).await;
     Ok(json!({
         "merge": merge,
         "contact": survivor,
@@ -161,15 +145,19 @@ pub async fn details(app: &App, id: &str) -> Result<ContactDetails, ApiError> {
         .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))
 }
 
-async fn latest(app: &App, contact: &ContactDetails) -> Result<Option<Conversation>, ApiError> {
-    match &contact.latest_conversation {
-        Some(id) => app
-            .pipeline
-            .store()
-            .conversation(id)
-            .await
-            .map_err(lookup::unavailable),
-        None => Ok(None),
+fn pipeline_error(error: PipelineError) -> ApiError {
+    match error {
+        PipelineError::Store(error) => store_error(error),
+        PipelineError::Delivery(error) => ApiError::unavailable("overloaded", error.to_string()),
+        // Neither can come out of an unmerge; named for completeness, details logged.
+        error @ (PipelineError::Invalid(_) | PipelineError::TooLarge(_)) => {
+            tracing::error!(%error, "contact action failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the action failed",
+            )
+        }
     }
 }
 
@@ -179,18 +167,6 @@ fn store_error(error: StoreError) -> ApiError {
         StoreError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason),
         other => lookup::unavailable(other),
     }
-}
-
-/// A `contact.*` event about `contact`, on its latest conversation.
-fn contact_event(
-    app: &App,
-    kind: EventType,
-    contact: &ContactDetails,
-    conversation: Option<&Conversation>,
-) -> Event {
-    owed::contact_event(kind, contact.contact.snapshot(), conversation, &|channel| {
-        kind_of(app, channel)
-    })
 }
 
 /// The kind of channel `id` (empty when it is gone).

@@ -470,6 +470,10 @@ impl Pipeline {
             let events = self.outcome_debt_events(&owed.contact_id, outcome).await?;
             return Ok((Some(debt), None, events));
         }
+        if let owed::Debt::Unmerged { event_id } = &debt {
+            let event = self.unmerged_event(owed, event_id, kind_of).await?;
+            return Ok((Some(debt), None, event.into_iter().collect()));
+        }
         let Some(ingested) = self.ingested_now(owed).await? else {
             return Ok((None, None, Vec::new()));
         };
@@ -485,9 +489,77 @@ impl Pipeline {
                 };
                 vec![owed::closed_event(event_id, channel, owed.at, &ingested)]
             }
-            owed::Debt::Outcome(_) => Vec::new(),
+            owed::Debt::Outcome(_) | owed::Debt::Unmerged { .. } => Vec::new(),
         };
         Ok((Some(debt), Some(ingested), events))
+    }
+
+    /// `contact.unmerged` of an owed unmerge: the survivor and its latest conversation as
+    /// they are now, the undone merge from the record; `None` when the survivor is gone.
+    async fn unmerged_event(
+        &self,
+        owed: &store::Owed,
+        event_id: &str,
+        kind_of: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Option<Event>, PipelineError> {
+        let Some(survivor) = self.store.contact_details(&owed.contact_id).await? else {
+            return Ok(None);
+        };
+        let conversation = match &survivor.latest_conversation {
+            Some(id) => self.store.conversation(id).await?,
+            None => None,
+        };
+        let mut event = owed::contact_event(
+            EventType::ContactUnmerged,
+            survivor.contact.snapshot(),
+            conversation.as_ref(),
+            kind_of,
+        );
+        event.id = event_id.to_owned();
+        event.merge = owed.merged.as_ref().map(enrich::merge_ref);
+        Ok(Some(event))
+    }
+
+    /// Undo the merge of `absorbed` into `survivor` and publish `contact.unmerged`. The
+    /// store keeps the event owed in the same step as the undo, so a crash before the
+    /// outbox append leaves it to the relay.
+    pub async fn unmerge(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+    ) -> Result<store::Merge, PipelineError> {
+        let reservation = self.delivery.reserve(1, self.settings.queue_wait).await?;
+        let event_id = crate::ids::event();
+        let payload = owed::Owes::Unmerged {
+            event_id: &event_id,
+        }
+        .payload();
+        let at = Timestamp::now();
+        let undone = self.store.unmerge(survivor, absorbed, at, &payload).await?;
+        let owed = store::Owed {
+            contact_id: survivor.to_owned(),
+            key: store::owed_unmerged_key(&undone.id),
+            at,
+            conversation_id: String::new(),
+            started: false,
+            switched_from: None,
+            merged: Some(undone.clone()),
+            payload,
+        };
+        let kind_of = |id: &str| self.kind_of(id);
+        let event = self.unmerged_event(&owed, &event_id, &kind_of).await?;
+        tracing::info!(merge = %undone.id, survivor, restored = absorbed, "contacts unmerged");
+        // The undo stands: an outbox failure leaves the event to the owed record.
+        match self
+            .publish_events(reservation, event.into_iter().collect())
+            .await
+        {
+            Ok(()) => self.settle((owed.contact_id, owed.key)).await,
+            Err(error) => {
+                tracing::warn!(%error, merge = %undone.id, "contact.unmerged not in the outbox yet; its owed record stays for the relay");
+            }
+        }
+        Ok(undone)
     }
 
     /// What the store holds now for an owed record's change; `None` when the contact or

@@ -33,6 +33,11 @@ pub enum Owes<'a> {
         /// The event's id.
         event_id: &'a str,
     },
+    /// A merge undone (`contact.unmerged`; the record holds the undone merge).
+    Unmerged {
+        /// The event's id.
+        event_id: &'a str,
+    },
     /// What an outcome change caused: its events and counter changes.
     Outcome(&'a OutcomeDebt),
 }
@@ -55,6 +60,11 @@ pub enum Debt {
     Sent(Box<Sent>),
     /// A conversation the sweeper closed (`conversation.closed`).
     Closed {
+        /// The event's id.
+        event_id: String,
+    },
+    /// A merge undone (`contact.unmerged`).
+    Unmerged {
         /// The event's id.
         event_id: String,
     },
@@ -410,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn sent_and_closed_payloads_read_back_as_written() {
+    fn sent_unmerged_and_closed_payloads_read_back_as_written() {
         let inbound = inbound();
         let sent = Sent {
             event_id: "evt_sent".into(),
@@ -424,6 +434,11 @@ mod tests {
             Debt::Sent(read) => assert_eq!(*read, sent),
             other => panic!("read back as {other:?}"),
         }
+        let unmerged = Owes::Unmerged { event_id: "evt_u" }.payload();
+        assert!(matches!(
+            Debt::from_payload(&unmerged).expect("readable"),
+            Debt::Unmerged { event_id } if event_id == "evt_u"
+        ));
         let closed = Owes::Closed { event_id: "evt_x" }.payload();
         assert!(matches!(
             Debt::from_payload(&closed).expect("readable"),

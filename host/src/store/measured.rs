@@ -145,8 +145,9 @@ impl ContextStore for Measured {
         survivor: &str,
         absorbed: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Merge, StoreError> {
-        self.timed("unmerge", self.inner.unmerge(survivor, absorbed, at))
+        self.timed("unmerge", self.inner.unmerge(survivor, absorbed, at, owed))
             .await
     }
 

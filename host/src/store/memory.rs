@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, probable_keys,
-    shared_handle_evidence,
+    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
+    probable_keys, shared_handle_evidence,
 };
 use super::outcomes::{
     MemoryTables, OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked,
@@ -347,8 +347,21 @@ impl ContextStore for MemoryStore {
         survivor: &str,
         absorbed: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Merge, StoreError> {
-        self.state.lock().unmerge(survivor, absorbed, at)
+        let mut state = self.state.lock();
+        let undone = state.unmerge(survivor, absorbed, at)?;
+        state.owe(Owed {
+            contact_id: survivor.to_owned(),
+            key: owed_unmerged_key(&undone.id),
+            at: Timestamp::now(),
+            conversation_id: String::new(),
+            started: false,
+            switched_from: None,
+            merged: Some(undone.clone()),
+            payload: owed.to_owned(),
+        });
+        Ok(undone)
     }
 
     async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {

@@ -26,7 +26,7 @@ pub use memory::MemoryStore;
 pub use model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    owed_closed_key, owed_inbound_key, owed_outbound_key,
+    owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
 };
 pub use outcomes::{
     OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked, owed_conversion_key,
@@ -146,11 +146,15 @@ pub trait ContextStore: Send + Sync + 'static {
     ) -> Result<Merge, StoreError>;
 
     /// Undo the live merge of `absorbed` into `survivor`: its handles point at it again.
+    /// In the same atomic step as marking the merge undone, the survivor keeps the owed
+    /// record `owed` (the `contact.unmerged` it owes) under
+    /// [`owed_unmerged_key`](model::owed_unmerged_key), with the undone merge.
     async fn unmerge(
         &self,
         survivor: &str,
         absorbed: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Merge, StoreError>;
 
     /// Erase a contact, the contacts merged into it, their handles, links, conversations

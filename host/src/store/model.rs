@@ -419,6 +419,11 @@ pub fn owed_outbound_key(event_id: &str) -> String {
     format!("out\u{1f}{event_id}")
 }
 
+/// The owed key of an undone merge (`contact.unmerged`): `unmerged\x1f<merge id>`.
+pub fn owed_unmerged_key(merge_id: &str) -> String {
+    format!("unmerged\u{1f}{merge_id}")
+}
+
 /// The owed key of a conversation closed by the sweeper: `closed\x1f<conversation id>`.
 pub fn owed_closed_key(conversation_id: &str) -> String {
     format!("closed\u{1f}{conversation_id}")

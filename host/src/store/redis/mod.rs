@@ -47,8 +47,8 @@ use redis::Script;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, probable_keys,
-    shared_handle_evidence,
+    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
+    probable_keys, shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
@@ -1454,6 +1454,7 @@ impl ContextStore for RedisStore {
         survivor: &str,
         absorbed: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Merge, StoreError> {
         let merges = self.merges_of(survivor).await?;
         let (index, (raw, merge)) = merges
@@ -1463,26 +1464,33 @@ impl ContextStore for RedisStore {
             .ok_or_else(|| not_found("merge", &format!("{absorbed} into {survivor}")))?;
         let mut undone = merge.clone();
         undone.undone_at = Some(at);
+        let undone_json = serde_json::to_string(&undone).map_err(internal)?;
         let mut conn = self.conn.clone();
-        let done: i64 = self
-            .unmerge_script
-            .key(keys::contact(survivor))
+        let committed = Timestamp::now();
+        let mut invocation = self.unmerge_script.key(keys::contact(survivor));
+        invocation
             .key(keys::merges(survivor))
             .arg(index)
             .arg(raw)
-            .arg(serde_json::to_string(&undone).map_err(internal)?)
+            .arg(&undone_json)
             .arg(serde_json::to_string(&merge.handles).map_err(internal)?)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|error| self.unavailable(error))?;
+            .arg(keys::contact_prefix(survivor))
+            .arg(owed_unmerged_key(&merge.id))
+            .arg(committed.as_microsecond())
+            .arg(owed_tail(Some(&undone), Some(owed))?);
+        let unmerge = invocation.invoke_async::<i64>(&mut conn);
+        // Beside it: the hint that makes the owed record findable by the relay, which
+        // also keeps the survivor's other records findable once the handles point away
+        // (see `merge`).
+        let (done, _) = futures::try_join!(
+            async { unmerge.await.map_err(|error| self.unavailable(error)) },
+            self.hint_owed(survivor, committed.as_millisecond()),
+        )?;
         if done != 1 {
             return Err(StoreError::Conflict(
                 "the merge changed meanwhile; try again".into(),
             ));
         }
-        // The survivor's records stay findable once the handles point away (see `merge`).
-        self.hint_owed(survivor, Timestamp::now().as_millisecond())
-            .await?;
         try_join_all(
             merge
                 .handles
