@@ -448,6 +448,12 @@ impl Pipeline {
         }
     }
 
+    /// Wait until the owed records handed to the settle queue are settled (graceful
+    /// shutdown).
+    pub async fn flush_settles(&self) {
+        self.settles.flush().await;
+    }
+
     /// Drop an owed record whose events are in the outbox. A failure is only logged: the
     /// events are published; the relay publishes them once more (same ids).
     async fn settle(&self, owed: (String, String)) {

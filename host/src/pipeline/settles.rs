@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::ContextStore;
 
@@ -23,11 +23,19 @@ const MAX_PENDING: usize = 20_000;
 /// An owed record: its contact and its key.
 pub type OwedKey = (String, String);
 
+/// What the task is handed.
+enum Item {
+    /// A record to settle.
+    Settle(OwedKey),
+    /// Answer once everything handed over before is settled.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The queue, drained by one task.
 pub struct SettleQueue {
     store: Arc<dyn ContextStore>,
     /// `None` outside a Tokio runtime: every settle is then made inline.
-    sender: Option<mpsc::Sender<OwedKey>>,
+    sender: Option<mpsc::Sender<Item>>,
 }
 
 impl SettleQueue {
@@ -43,25 +51,52 @@ impl SettleQueue {
 
     /// Settle `owed` soon (now, when the queue is full or there is no task).
     pub async fn settle(&self, owed: OwedKey) {
-        let owed = match &self.sender {
-            Some(sender) => match sender.try_send(owed) {
+        let item = match &self.sender {
+            Some(sender) => match sender.try_send(Item::Settle(owed)) {
                 Ok(()) => return,
                 Err(
-                    mpsc::error::TrySendError::Full(owed) | mpsc::error::TrySendError::Closed(owed),
-                ) => owed,
+                    mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item),
+                ) => item,
             },
-            None => owed,
+            None => Item::Settle(owed),
         };
-        settle(self.store.as_ref(), &[owed]).await;
+        if let Item::Settle(owed) = item {
+            settle(self.store.as_ref(), &[owed]).await;
+        }
+    }
+
+    /// Wait until everything handed over so far is settled (at shutdown: otherwise the
+    /// relay of the next start publishes those events once more).
+    pub async fn flush(&self) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let (done, settled) = oneshot::channel();
+        if sender.send(Item::Flush(done)).await.is_ok() {
+            let _ = settled.await;
+        }
     }
 }
 
 /// Settle batches until every sender is gone (the pipeline dropped), then what is left.
-async fn drain(store: Arc<dyn ContextStore>, mut receiver: mpsc::Receiver<OwedKey>) {
+async fn drain(store: Arc<dyn ContextStore>, mut receiver: mpsc::Receiver<Item>) {
+    let mut items = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        settle(store.as_ref(), &batch).await;
-        batch.clear();
+    while receiver.recv_many(&mut items, BATCH).await > 0 {
+        let mut flushed = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Item::Settle(owed) => batch.push(owed),
+                Item::Flush(done) => flushed.push(done),
+            }
+        }
+        if !batch.is_empty() {
+            settle(store.as_ref(), &batch).await;
+            batch.clear();
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -110,14 +145,7 @@ mod tests {
         for key in keys {
             queue.settle(key).await;
         }
-        // Dropping the queue lets its task finish what it holds, then end.
-        drop(queue);
-        for _ in 0..100 {
-            if owed(&store).await == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the queued records were not settled");
+        queue.flush().await;
+        assert_eq!(owed(&store).await, 0, "settled by the flush");
     }
 }

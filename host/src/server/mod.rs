@@ -176,6 +176,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let delivery = app.delivery.clone();
+    let pipeline = app.pipeline.clone();
     let console = app.console.clone();
     let shutdown = async move {
         shutdown.await;
@@ -185,6 +186,7 @@ pub async fn serve(
         }
     };
     listen::serve(listener, router(app), limits, shutdown).await?;
+    pipeline.flush_settles().await;
     let pending = delivery.shutdown(grace).await;
     if pending > 0 {
         tracing::warn!(
