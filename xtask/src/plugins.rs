@@ -191,3 +191,41 @@ fn discover() -> Result<Vec<Component>> {
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-publish-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn a_component_is_published_as_built_without_wasm_opt() {
+        let dir = scratch("component");
+        let built = dir.join("built.wasm");
+        let published = dir.join("out").join("published.wasm");
+        let component = b"\0asm\x0d\0\x01\0".to_vec();
+        std::fs::write(&built, &component).expect("write");
+        // A wasm-opt that does not exist: running it would fail the publish.
+        publish(&dir.join("no-wasm-opt"), &built, &published).expect("published");
+        assert_eq!(std::fs::read(&published).expect("read"), component);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_core_module_goes_through_wasm_opt_unless_published_is_newer() {
+        let dir = scratch("core");
+        let built = dir.join("built.wasm");
+        let published = dir.join("published.wasm");
+        std::fs::write(&built, b"\0asm\x01\0\0\0").expect("write");
+        let missing = dir.join("no-wasm-opt");
+        assert!(publish(&missing, &built, &published).is_err());
+        std::fs::write(&published, b"done").expect("write");
+        publish(&missing, &built, &published).expect("up to date: nothing run");
+        assert_eq!(std::fs::read(&published).expect("read"), b"done");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
