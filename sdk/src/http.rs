@@ -1,5 +1,7 @@
 //! Reading webhook requests and building responses.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -19,25 +21,39 @@ pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a s
 
 /// The request's query string as percent-decoded `(name, value)` pairs, in order.
 pub fn query(request: &HttpRequest) -> Vec<(String, String)> {
-    decode_pairs(request.query.as_bytes())
+    owned(query_pairs(request))
+}
+
+/// The request's query string as percent-decoded `(name, value)` pairs, in order,
+/// borrowed from the request wherever nothing had to be decoded: no `String` per pair.
+pub fn query_pairs(request: &HttpRequest) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    form_urlencoded::parse(request.query.as_bytes())
 }
 
 /// The first query parameter called `name`, percent-decoded.
 pub fn query_param(request: &HttpRequest, name: &str) -> Option<String> {
-    query(request)
-        .into_iter()
-        .find_map(|(key, value)| (key == name).then_some(value))
+    query_pairs(request)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// A `application/x-www-form-urlencoded` body as decoded `(name, value)` pairs, in order.
 /// Invalid UTF-8 is replaced by U+FFFD.
 pub fn form(body: &[u8]) -> Vec<(String, String)> {
-    decode_pairs(body)
+    owned(form_pairs(body))
 }
 
-pub(crate) fn decode_pairs(encoded: &[u8]) -> Vec<(String, String)> {
-    // Deserializing into pairs cannot fail: the decoder is lossy and takes any input.
-    serde_urlencoded::from_bytes(encoded).unwrap_or_default()
+/// [`form`] without a `String` per pair: borrowed from `body` wherever nothing had to
+/// be decoded.
+pub fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    // The decoder is lossy: it takes any input.
+    form_urlencoded::parse(body)
+}
+
+fn owned<'a>(pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>) -> Vec<(String, String)> {
+    pairs
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
 }
 
 /// Parses a JSON body into `T`; on failure a [`WebhookError::BadRequest`] carrying serde's
@@ -99,6 +115,17 @@ pub fn ok_json<T: Serialize + ?Sized>(value: &T) -> HttpResponse {
     }
 }
 
+/// `200 OK` with `json`, already JSON text, as an `application/json` body: a fixed
+/// acknowledgement such as `{"ok":true}` without building and serializing a value on
+/// every call (what [`ok_json`] with `serde_json::json!` does).
+pub fn ok_json_text(json: &str) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![content_type("application/json")],
+        body: json.as_bytes().to_vec(),
+    }
+}
+
 /// A webhook's outcome: the response for the provider and the events found.
 pub fn outcome(response: HttpResponse, events: Vec<InboundEvent>) -> WebhookOutcome {
     WebhookOutcome { response, events }
@@ -154,6 +181,13 @@ mod tests {
         assert_eq!(query_param(&r, "nope"), None);
         assert_eq!(query(&r).len(), 5);
         assert!(query(&req("", &[])).is_empty());
+        // Borrowed where nothing was decoded, decoded where something was.
+        let pairs: Vec<_> = query_pairs(&r).collect();
+        assert!(matches!(
+            pairs[0],
+            (Cow::Borrowed("hub.mode"), Cow::Borrowed("subscribe"))
+        ));
+        assert!(matches!(&pairs[1].1, Cow::Owned(value) if value == "a b c"));
     }
 
     #[test]
@@ -206,6 +240,9 @@ mod tests {
         let j = ok_json(&serde_json::json!({"ok": true}));
         assert_eq!(j.body, br#"{"ok":true}"#);
         assert_eq!(j.headers[0].value, "application/json");
+        let text = ok_json_text(r#"{"ok":true}"#);
+        assert_eq!(text.body, j.body);
+        assert_eq!(text.headers, j.headers);
         let o = outcome(ok(), Vec::new());
         assert!(o.events.is_empty());
     }
@@ -248,6 +285,13 @@ mod properties {
         ) {
             let encoded = serde_urlencoded::to_string(&pairs).expect("pairs encode");
             prop_assert_eq!(form(encoded.as_bytes()), pairs);
+        }
+
+        #[test]
+        fn borrowed_pairs_decode_as_the_serde_decoder_did(bytes in vec(any::<u8>(), 0..256)) {
+            let before: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+            prop_assert_eq!(form(&bytes), before);
         }
     }
 }

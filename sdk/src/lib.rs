@@ -23,8 +23,9 @@
 //!   logic runs under plain `cargo test`.
 //! - [`signature`]: webhook signature checks (Meta, Standard Webhooks, Slack, Twilio,
 //!   plain tokens) computed by the host, so a plugin never holds a secret.
-//! - Request and response helpers: [`header`], [`query`], [`query_param`], [`json`],
-//!   [`form`], [`require_method`], [`ok`], [`ok_text`], [`ok_json`], [`outcome`].
+//! - Request and response helpers: [`header`], [`query`], [`query_pairs`],
+//!   [`query_param`], [`json`], [`form`], [`form_pairs`], [`require_method`], [`ok`],
+//!   [`ok_text`], [`ok_json`], [`ok_json_text`], [`outcome`].
 //! - [`referral_from_url`]: UTM parameters and click ids from a landing URL.
 //! - [`Fetch`]: a small builder over `http-fetch`, and the mapping of provider answers to
 //!   [`SendError`] ([`send_error_for_status`], [`send_error_for_fetch`]).
@@ -107,7 +108,8 @@ impl Setting {
     }
 }
 pub use http::{
-    form, header, json, ok, ok_json, ok_text, outcome, query, query_param, require_method,
+    form, form_pairs, header, json, ok, ok_json, ok_json_text, ok_text, outcome, query,
+    query_pairs, query_param, require_method,
 };
 pub use referral::{link_referral, referral_from_url};
 

@@ -1,6 +1,7 @@
 //! Attribution from a landing URL: UTM parameters and ad click ids.
 
-use crate::http::decode_pairs;
+use std::borrow::Cow;
+
 use crate::{Pair, Referral, ReferralSource};
 
 /// Click ids kept in [`Referral::click_ids`], by the name the ad network gives them.
@@ -74,20 +75,28 @@ pub fn link_referral(payload: &str) -> Referral {
 /// are percent-decoded; empty values are ignored; the first occurrence of a name wins.
 pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> {
     let referrer = referrer.map(str::trim).filter(|r| !r.is_empty());
+    // Borrowed from `url` unless percent-decoded: no `String` per parameter, one per
+    // value kept.
     let params = url_query(url);
     let first = |name: &str| {
         params
             .iter()
             .find(|(key, value)| key == name && !value.is_empty())
-            .map(|(_, value)| value.clone())
+            .map(|(_, value)| value)
+    };
+    let first_utm = |name: &str| {
+        params
+            .iter()
+            .find(|(key, value)| key.strip_prefix("utm_") == Some(name) && !value.is_empty())
+            .map(|(_, value)| value)
     };
 
     let utm: Vec<Pair> = UTM
         .iter()
         .filter_map(|name| {
-            first(&format!("utm_{name}")).map(|value| Pair {
+            first_utm(name).map(|value| Pair {
                 name: (*name).into(),
-                value,
+                value: value.as_ref().to_owned(),
             })
         })
         .collect();
@@ -96,7 +105,7 @@ pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> 
         .filter_map(|name| {
             first(name).map(|value| Pair {
                 name: (*name).into(),
-                value,
+                value: value.as_ref().to_owned(),
             })
         })
         .collect();
@@ -107,7 +116,7 @@ pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> 
     let paid_click = click_ids
         .iter()
         .any(|p| PAID_CLICK_IDS.contains(&p.name.as_str()));
-    let paid_medium = first("utm_medium")
+    let paid_medium = first_utm("medium")
         .is_some_and(|m| PAID_MEDIUMS.iter().any(|paid| m.eq_ignore_ascii_case(paid)));
     Some(Referral {
         source: if paid_click || paid_medium {
@@ -116,7 +125,7 @@ pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> 
             ReferralSource::Link
         },
         ad_id: None,
-        campaign: first("utm_campaign"),
+        campaign: first_utm("campaign").map(|value| value.as_ref().to_owned()),
         click_ids,
         utm,
         url: Some(url.to_owned()),
@@ -128,11 +137,12 @@ pub fn referral_from_url(url: &str, referrer: Option<&str>) -> Option<Referral> 
     })
 }
 
-/// The decoded query parameters of `url` (between `?` and `#`).
-fn url_query(url: &str) -> Vec<(String, String)> {
+/// The decoded query parameters of `url` (between `?` and `#`), borrowed where nothing
+/// had to be decoded.
+fn url_query(url: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let without_fragment = url.split_once('#').map_or(url, |(before, _)| before);
     match without_fragment.split_once('?') {
-        Some((_, query)) => decode_pairs(query.as_bytes()),
+        Some((_, query)) => form_urlencoded::parse(query.as_bytes()).collect(),
         None => Vec::new(),
     }
 }

@@ -26,9 +26,16 @@ fn main() {
         .build()
         .expect("tokio");
     let plugin = tokio
-        .block_on(runtime.load_file(&omnigate_tests::plugin_path("webchat")))
+        .block_on(runtime.load_file(&omnigate_tests::bench::webchat_wasm()))
         .expect("webchat plugin");
-    let channel = |reuse: u32| {
+    assert!(plugin.serves_webhooks_fiberless());
+    // The same plugin loaded again with every `handle-webhook` on the async path (on a
+    // fiber), as before fiberless calls: both are measured in each round.
+    let fibered_plugin = tokio
+        .block_on(runtime.load_file(&omnigate_tests::bench::webchat_wasm()))
+        .expect("webchat plugin");
+    fibered_plugin.send_webhooks_async();
+    let channel = |plugin: &Arc<omnigate::runtime::Plugin>, reuse: u32| {
         let env = ChannelEnv {
             channel_id: "web".into(),
             config: [("callback_url".to_owned(), "http://127.0.0.1:9/x".to_owned())].into(),
@@ -45,8 +52,9 @@ fn main() {
         };
         Arc::new(runtime.bind(plugin.clone(), Arc::new(env)))
     };
-    let reused = channel(128);
-    let fresh = channel(1);
+    let reused = channel(&plugin, 128);
+    let fresh = channel(&plugin, 1);
+    let fibered = channel(&fibered_plugin, 128);
 
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("native (same plugin code, SDK harness)", vec![]),
@@ -55,13 +63,25 @@ fn main() {
         ("native, 2 threads (calls/s)", vec![]),
         ("runtime reused, 2 threads (calls/s)", vec![]),
         ("runtime reused, 1 thread (calls/s)", vec![]),
+        (
+            "runtime, instance reused, async path on a fiber (1 thread)",
+            vec![],
+        ),
     ];
     for round in 0..rounds {
         let messages = signed_webchat_messages(calls, &format!("r{round}"));
         rows[0].1.push(native(&messages) * 1e6 / calls as f64);
-        rows[1]
-            .1
-            .push(hosted(&tokio, &reused, &messages) * 1e6 / calls as f64);
+        // Fiberless and fibered alternate which goes first, round by round.
+        let (first, second) = if round % 2 == 0 {
+            ((1, &reused), (6, &fibered))
+        } else {
+            ((6, &fibered), (1, &reused))
+        };
+        for (row, channel) in [first, second] {
+            rows[row]
+                .1
+                .push(hosted(&tokio, channel, &messages) * 1e6 / calls as f64);
+        }
         rows[2]
             .1
             .push(hosted(&tokio, &fresh, &messages) * 1e6 / calls as f64);
@@ -101,6 +121,16 @@ fn main() {
     println!(
         "two threads vs one (runtime, reused): ×{:.2}",
         median(&rows[4].1) / median(&rows[5].1)
+    );
+    let saved: Vec<f64> = rows[6]
+        .1
+        .iter()
+        .zip(&rows[1].1)
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "fiberless vs async path on a fiber (reused): {:.2} µs/call saved (median of per-round differences)",
+        median(&saved)
     );
 }
 

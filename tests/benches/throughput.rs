@@ -7,6 +7,9 @@
 //! - a plain axum handler doing the same signature check, JSON parse and in-memory dedupe
 //!   (`wasm / plain`, target ≥ 0.80).
 //!
+//! - the sandboxed gateway again with its webhooks on the async path (on a fiber), as
+//!   before fiberless calls (`wasm / fibered`: what calling without a fiber gains).
+//!
 //! Then latency at half of the sandboxed gateway's maximum rate; then the Redis store vs
 //! the memory store vs a plain axum handler storing in Redis with one script (and Redis
 //! round trips per message). Run by `cargo xtask bench`.
@@ -32,7 +35,7 @@ use omnigate_tests::bench::{SECRET, median, prepared_webchat, quantile, rounds_a
 use omnigate_tests::load;
 use omnigate_tests::native::link_webchat_natively;
 use omnigate_tests::redis::RedisServer;
-use omnigate_tests::{Gateway, plugin_path, toml_path};
+use omnigate_tests::{Gateway, toml_path};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
@@ -61,7 +64,7 @@ fn main() {
         .expect("tokio");
     let config = format!(
         "[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n",
-        toml_path(&plugin_path("webchat"))
+        toml_path(&omnigate_tests::bench::webchat_wasm())
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
     let gateway_addr = gateway.addr;
@@ -71,14 +74,28 @@ fn main() {
     link_webchat_natively(&linked.app, "web").expect("link natively");
     let linked_addr = linked.addr;
     let baseline_addr = servers.block_on(start_baseline());
+    // The same gateway again, its plugin's webhooks on the async path (on a fiber), as
+    // before fiberless calls: `wasm / fibered` is what calling without a fiber gains.
+    let fibered = servers.block_on(Gateway::start(&config)).expect("gateway");
+    fibered
+        .app
+        .registry
+        .get("web")
+        .expect("web channel")
+        .plugin
+        .send_webhooks_async();
+    let fibered_addr = fibered.addr;
 
     let servers_measured = [
         ("wasm", gateway_addr),
         ("native", linked_addr),
         ("plain", baseline_addr),
+        ("fibered", fibered_addr),
     ];
     // rates[i][round]: server i of `servers_measured`.
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut wasm_vs_fibered = Vec::new();
+    let mut fibered_vs_native = Vec::new();
     let mut wasm_vs_native = Vec::new();
     let mut wasm_vs_plain = Vec::new();
     let mut native_vs_plain = Vec::new();
@@ -94,7 +111,7 @@ fn main() {
             }
         }
         // Each round starts with the next server, so none always runs first or last.
-        let mut rate = [0.0; 3];
+        let mut rate = [0.0; 4];
         for turn in 0..servers_measured.len() {
             let i = (round + turn) % servers_measured.len();
             let (name, addr) = servers_measured[i];
@@ -111,16 +128,19 @@ fn main() {
             rate[i] = report.rate();
             rates[i].push(report.rate());
         }
-        let [wasm, native, plain] = rate;
+        let [wasm, native, plain, fibered] = rate;
+        wasm_vs_fibered.push(wasm / fibered);
+        fibered_vs_native.push(fibered / native);
         wasm_vs_native.push(wasm / native);
         wasm_vs_plain.push(wasm / plain);
         native_vs_plain.push(native / plain);
         eprintln!(
-            "round {}: gateway (wasm) {wasm:.0}/s, gateway (native-linked) {native:.0}/s, plain handler {plain:.0}/s",
+            "round {}: gateway (wasm) {wasm:.0}/s, gateway (native-linked) {native:.0}/s, plain handler {plain:.0}/s, gateway (wasm, async path) {fibered:.0}/s",
             round + 1,
         );
     }
     servers.block_on(linked.stop());
+    servers.block_on(fibered.stop());
     let max_rate = median(&rates[0]);
     println!(
         "\n## Inbound webhooks/s, memory store ({requests} distinct signed messages per round, {CONNECTIONS} connections, median of {rounds} rounds)\n"
@@ -136,6 +156,10 @@ fn main() {
             "plain axum: same signature check + JSON parse + dedupe",
             &rates[2],
         ),
+        (
+            "omnigate, web chat plugin in the sandbox, webhooks on the async path (fiber)",
+            &rates[3],
+        ),
     ] {
         let (min, max) = values
             .iter()
@@ -147,6 +171,11 @@ fn main() {
         median(&wasm_vs_native),
         median(&wasm_vs_plain),
         median(&native_vs_plain),
+    );
+    println!(
+        "fiberless: wasm / wasm on the async path {:.2}; wasm on the async path / native {:.2}",
+        median(&wasm_vs_fibered),
+        median(&fibered_vs_native),
     );
 
     let half = max_rate / 2.0;
@@ -288,7 +317,7 @@ fn redis_comparison(
     let config = format!(
         "[store]\nurl = \"{}\"\n[[channels]]\nid = \"web\"\nplugin = {}\nconfig = {{ callback_url = \"http://127.0.0.1:9/x\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n",
         redis.url(),
-        toml_path(&plugin_path("webchat"))
+        toml_path(&omnigate_tests::bench::webchat_wasm())
     );
     let gateway = servers.block_on(Gateway::start(&config)).expect("gateway");
     let gateway_addr = gateway.addr;

@@ -30,6 +30,15 @@ pub fn rounds_arg() -> usize {
         .unwrap_or(5)
 }
 
+/// The web chat component the benchmarks load: `target/plugins/webchat.wasm`, or the
+/// file `OMNIGATE_BENCH_WEBCHAT_WASM` names, to compare two builds of the plugin (another
+/// SDK, other codegen flags) with the same benchmark binary.
+pub fn webchat_wasm() -> std::path::PathBuf {
+    std::env::var_os("OMNIGATE_BENCH_WEBCHAT_WASM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::plugin_path("webchat"))
+}
+
 /// Median of `values`.
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();

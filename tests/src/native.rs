@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use omnigate::runtime::types as host;
-use omnigate::runtime::{ChannelEnv, NativeChannel};
+use omnigate::runtime::{ChannelEnv, NativeChannel, WebhookRequest};
 use omnigate::server::App;
 use omnigate_plugin_webchat::WebChat;
 use omnigate_sdk as sdk;
@@ -82,9 +82,9 @@ impl NativeWebChat {
 impl NativeChannel for NativeWebChat {
     fn handle_webhook(
         &self,
-        request: &host::HttpRequest,
+        request: &WebhookRequest<'_>,
     ) -> Result<host::WebhookOutcome, host::WebhookError> {
-        let request = sdk_request(request);
+        let request = sdk_request_lent(request);
         let now_ms = self
             .fixed_now_ms
             .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
@@ -124,6 +124,25 @@ pub fn link_webchat_natively(app: &App, channel_id: &str) -> Result<Arc<NativeWe
 /// the sandbox lowers one into the guest's memory).
 pub fn sdk_request(request: &host::HttpRequest) -> sdk::HttpRequest {
     request.clone().convert()
+}
+
+/// A lent request in the SDK's bindings, as plugin code natively called takes it (a
+/// copy, as the sandbox lowers one into the guest's memory).
+pub fn sdk_request_lent(request: &WebhookRequest<'_>) -> sdk::HttpRequest {
+    sdk::HttpRequest {
+        method: request.method.to_owned(),
+        path: request.path.to_owned(),
+        query: request.query.to_owned(),
+        headers: request
+            .headers
+            .iter()
+            .map(|header| sdk::Header {
+                name: header.name.to_owned(),
+                value: header.value.to_owned(),
+            })
+            .collect(),
+        body: request.body.to_vec(),
+    }
 }
 
 /// A conversion between the host's (wasmtime) and the SDK's (wit-bindgen) bindings of

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use omnigate::runtime::NativeChannel;
 use omnigate::runtime::types::{Header, HttpRequest, WebhookError, WebhookOutcome};
+use omnigate::runtime::{NativeChannel, WebhookRequest};
 use omnigate_tests::native::NativeWebChat;
 use omnigate_tests::{
     FakeApi, Gateway, Receiver, api_error, fixture, fixture_names, json_answer, plugin_path, post,
@@ -69,7 +69,7 @@ async fn native_outcomes_equal_the_sandboxed_plugins() {
             .handle_webhook(request)
             .await
             .expect("plugin call");
-        let from_native = native.handle_webhook(request);
+        let from_native = native.handle_webhook(&request.lend());
         // The bindings have `Debug` but no `PartialEq`; their `Debug` shows every field.
         assert_eq!(
             format!("{from_native:#?}"),
@@ -94,7 +94,7 @@ struct Counted {
 }
 
 impl NativeChannel for Counted {
-    fn handle_webhook(&self, request: &HttpRequest) -> Result<WebhookOutcome, WebhookError> {
+    fn handle_webhook(&self, request: &WebhookRequest<'_>) -> Result<WebhookOutcome, WebhookError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.handle_webhook(request)
     }

@@ -41,10 +41,16 @@ pub fn cargo() -> Command {
 /// Run `cargo <args>`, failing with `title` if it fails; prints how long it took (where
 /// CI time goes).
 pub fn step(title: &str, args: &[&str]) -> Result<()> {
+    step_env(title, args, &[])
+}
+
+/// [`step`] with `env` set for cargo.
+pub fn step_env(title: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     println!("\n==> {title}");
     let started = std::time::Instant::now();
     let status = cargo()
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("cannot run cargo for `{title}`"))?;
     if !status.success() {

@@ -92,7 +92,7 @@ async fn handle(app: &App, channel_id: &str, request: Request<Body>) -> Result<R
         outcome = tracing::field::Empty,
     );
     let outcome = channel
-        .handle_webhook(&request)
+        .handle_webhook_lent(&request.lend())
         .instrument(plugin_span.clone())
         .await;
     plugin_span.record("outcome", plugin_outcome(&outcome));

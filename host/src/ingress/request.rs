@@ -1,11 +1,62 @@
 //! An HTTP request → the contract's `http-request`, with the channel's body cap.
+//!
+//! The request is kept as the HTTP server gave it (header map, body buffer) and lent to
+//! the plugin as a [`WebhookRequest`] borrowing from it: no header is copied into a
+//! `String` and the body is not copied into a new `Vec` before the plugin call.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
+use axum::http::request::Parts;
 use axum::http::{Request, StatusCode, header};
 
 use super::public_url::{HEADER as PUBLIC_URL, PublicUrl};
 use crate::http_error::ApiError;
-use crate::runtime::types::{Header, HttpRequest};
+use crate::runtime::lent::{HeaderRef, WebhookRequest};
+
+/// A webhook request read whole, ready to be lent to the plugin.
+#[derive(Debug)]
+pub struct ReadRequest {
+    parts: Parts,
+    /// The body, as received.
+    pub body: Bytes,
+    /// [`PUBLIC_URL`] as the host computed it, if it could.
+    public_url: Option<String>,
+    /// Lossy UTF-8 copies of the header values that are not UTF-8, in header order (the
+    /// contract's strings must be UTF-8; such values are rare).
+    lossy: Vec<String>,
+}
+
+impl ReadRequest {
+    /// The request as the contract's `http-request`, borrowing from `self`. The caller's
+    /// own [`PUBLIC_URL`] header is left out; the host's value is appended.
+    pub fn lend(&self) -> WebhookRequest<'_> {
+        let mut lossy = self.lossy.iter();
+        let headers = self
+            .parts
+            .headers
+            .iter()
+            .filter(|(name, _)| name.as_str() != PUBLIC_URL)
+            .map(|(name, value)| HeaderRef {
+                name: name.as_str(),
+                value: match std::str::from_utf8(value.as_bytes()) {
+                    Ok(value) => value,
+                    // `read` made one lossy copy per such value, in this order.
+                    Err(_) => lossy.next().map(String::as_str).unwrap_or_default(),
+                },
+            })
+            .chain(self.public_url.as_deref().map(|value| HeaderRef {
+                name: PUBLIC_URL,
+                value,
+            }))
+            .collect();
+        WebhookRequest {
+            method: self.parts.method.as_str(),
+            path: self.parts.uri.path(),
+            query: self.parts.uri.query().unwrap_or_default(),
+            headers,
+            body: &self.body,
+        }
+    }
+}
 
 /// Read `request` whole, refusing bodies over `max_body` bytes with 413. The headers get
 /// [`PUBLIC_URL`] as the host computed it (one the caller sent is dropped).
@@ -13,7 +64,7 @@ pub async fn read(
     request: Request<Body>,
     max_body: usize,
     public_url: &PublicUrl,
-) -> Result<HttpRequest, ApiError> {
+) -> Result<ReadRequest, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -43,26 +94,19 @@ pub async fn read(
                 )
             }
         })?;
-    let public = public_url.of(&parts.uri, &parts.headers);
-    let headers = parts
+    let public_url = public_url.of(&parts.uri, &parts.headers);
+    let lossy = parts
         .headers
         .iter()
         .filter(|(name, _)| name.as_str() != PUBLIC_URL)
-        .map(|(name, value)| Header {
-            name: name.as_str().to_owned(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        })
-        .chain(public.map(|value| Header {
-            name: PUBLIC_URL.to_owned(),
-            value,
-        }))
+        .filter(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
+        .map(|(_, value)| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .collect();
-    Ok(HttpRequest {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers,
-        body: body.to_vec(),
+    Ok(ReadRequest {
+        parts,
+        body,
+        public_url,
+        lossy,
     })
 }
 
@@ -87,7 +131,7 @@ mod properties {
 
     use super::*;
 
-    fn read_now(request: Request<Body>, max_body: usize) -> Result<HttpRequest, ApiError> {
+    fn read_now(request: Request<Body>, max_body: usize) -> Result<ReadRequest, ApiError> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime")
@@ -118,7 +162,14 @@ mod properties {
                 Ok(read) => {
                     prop_assert!(body.len() <= max_body);
                     prop_assert!(declared.is_none_or(|length| length <= max_body as u64));
-                    prop_assert_eq!(read.body, body);
+                    prop_assert_eq!(&read.body[..], &body[..]);
+                    let lent = read.lend();
+                    prop_assert_eq!(lent.body, &body[..]);
+                    if let Ok(value) = HeaderValue::from_bytes(&header) {
+                        let seen = lent.headers.iter().find(|h| h.name == "x-provider");
+                        let expected = String::from_utf8_lossy(value.as_bytes());
+                        prop_assert_eq!(seen.map(|h| h.value), Some(&*expected));
+                    }
                 }
                 Err(error) => {
                     let too_large = body.len() > max_body

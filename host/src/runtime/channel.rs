@@ -24,10 +24,12 @@ use super::budget::{InstanceBudget, Reclaim, Reservation};
 use super::contract::v0_2::types::{
     HttpRequest, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
-use super::contract::{self, Exports};
+use super::contract::{self, Exports, WebhookFunc};
 use super::engine::EPOCH_TICK;
 use super::env::{ChannelEnv, Limits};
 use super::error::CallError;
+use super::fiberless::{FIBERLESS_SLICE_TICKS, NeedsAsync};
+use super::lent::WebhookRequest;
 use super::native::NativeChannel;
 use super::plugin::Plugin;
 use super::state::WasmState;
@@ -57,6 +59,11 @@ pub struct ChannelRuntime {
 struct Warm {
     store: Store<WasmState>,
     bindings: Exports,
+    /// `handle-webhook` typed for a lent request (`None` for a destination plugin).
+    webhook: Option<WebhookFunc>,
+    /// Made from the fiberless pre-instantiation: called with plain `call`, never
+    /// `call_async` (and the reverse for the others).
+    fiberless: bool,
     calls: u32,
     /// Its share of the process-wide budget, returned when the instance is dropped.
     _reservation: Reservation,
@@ -163,10 +170,21 @@ impl ChannelRuntime {
         }
     }
 
-    /// Call `handle-webhook`.
+    /// Call `handle-webhook` with an owned request (fixtures, tests): lends it to
+    /// [`Self::handle_webhook_lent`].
     pub async fn handle_webhook(
         &self,
         request: &HttpRequest,
+    ) -> Result<Result<WebhookOutcome, WebhookError>, CallError> {
+        self.handle_webhook_lent(&request.lend()).await
+    }
+
+    /// Call `handle-webhook`: without a fiber while the plugin allows it (see
+    /// [`super::fiberless`]), else, or when that call cannot finish, on the async path.
+    /// One duration is recorded per call, whichever path served it.
+    pub async fn handle_webhook_lent(
+        &self,
+        request: &WebhookRequest<'_>,
     ) -> Result<Result<WebhookOutcome, WebhookError>, CallError> {
         if let Some(native) = &self.native {
             // In place, on this task: no instance, budget or timeout to apply.
@@ -175,12 +193,64 @@ impl ChannelRuntime {
             self.metrics.handle_webhook(started.elapsed());
             return Ok(outcome);
         }
-        let mut warm = self.checkout().await?;
+        let fiberless = self.plugin.fiberless_webhooks().is_some();
+        let mut warm = self.checkout(fiberless).await?;
         let started = Instant::now();
-        let call = warm.bindings.handle_webhook(&mut warm.store, request);
+        if warm.fiberless {
+            let spent_ticks = match self.call_fiberless(&mut warm, request) {
+                Ok(outcome) => {
+                    self.metrics.handle_webhook(started.elapsed());
+                    return self.finish(warm, Ok(outcome));
+                }
+                Err(spent_ticks) => spent_ticks,
+            };
+            // Its call was cut short: the instance goes (and its budget share with it).
+            drop(warm);
+            warm = self.checkout(false).await?;
+            warm.store.data_mut().ticks_used = spent_ticks;
+        }
+        let call = async {
+            match &warm.webhook {
+                Some(func) => contract::webhook_call(func)
+                    .call_async(&mut warm.store, (request,))
+                    .await
+                    .map(|(outcome,)| outcome),
+                None => Err(not_a_channel()),
+            }
+        };
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
         self.metrics.handle_webhook(started.elapsed());
         self.finish(warm, outcome)
+    }
+
+    /// `handle-webhook` with plain `call` on a fiberless instance; `Err(ticks spent)`
+    /// when it is to be made again on the async path.
+    fn call_fiberless(
+        &self,
+        warm: &mut Warm,
+        request: &WebhookRequest<'_>,
+    ) -> Result<wasmtime::Result<Result<WebhookOutcome, WebhookError>>, u64> {
+        let outcome = match &warm.webhook {
+            Some(func) => contract::webhook_call(func)
+                .call(&mut warm.store, (request,))
+                .map(|(outcome,)| outcome),
+            None => Err(not_a_channel()),
+        };
+        let Err(error) = &outcome else {
+            return Ok(outcome);
+        };
+        let state = warm.store.data();
+        if state.slice_spent {
+            tracing::debug!(channel = %self.env.channel_id, plugin = &*self.plugin.label, "fiberless handle-webhook ran past its slice; made again on the async path");
+            return Err(state.ticks_used);
+        }
+        if error.downcast_ref::<NeedsAsync>().is_some() {
+            if self.plugin.send_webhooks_async() {
+                tracing::info!(channel = %self.env.channel_id, plugin = &*self.plugin.label, %error, "this plugin's handle-webhook reached an import only the async path serves; its webhooks take the async path from now on");
+            }
+            return Err(state.ticks_used);
+        }
+        Ok(outcome)
     }
 
     /// Call `send`.
@@ -188,7 +258,7 @@ impl ChannelRuntime {
         &self,
         message: &OutboundMessage,
     ) -> Result<Result<SendReceipt, SendError>, CallError> {
-        let mut warm = self.checkout().await?;
+        let mut warm = self.checkout(false).await?;
         let started = Instant::now();
         let call = warm.bindings.send(&mut warm.store, message);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
@@ -198,7 +268,7 @@ impl ChannelRuntime {
 
     /// Call `describe` (used when loading and checking plugins).
     pub async fn describe(&self) -> Result<super::types::PluginInfo, CallError> {
-        let mut warm = self.checkout().await?;
+        let mut warm = self.checkout(false).await?;
         let started = Instant::now();
         let call = warm.bindings.describe(&mut warm.store);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
@@ -210,7 +280,7 @@ impl ChannelRuntime {
     pub async fn describe_destination(
         &self,
     ) -> Result<contract::destination::types::DestinationInfo, CallError> {
-        let mut warm = self.checkout().await?;
+        let mut warm = self.checkout(false).await?;
         let started = Instant::now();
         let call = warm.bindings.describe_destination(&mut warm.store);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
@@ -226,7 +296,7 @@ impl ChannelRuntime {
         Result<contract::destination::types::Receipt, contract::destination::types::DeliveryError>,
         CallError,
     > {
-        let mut warm = self.checkout().await?;
+        let mut warm = self.checkout(false).await?;
         let started = Instant::now();
         let call = warm.bindings.deliver(&mut warm.store, event);
         let outcome = tokio::time::timeout(self.env.limits.call_timeout, call).await;
@@ -241,13 +311,21 @@ impl ChannelRuntime {
         let Some(reservation) = self.budget.try_reserve(self.env.limits.memory_bytes) else {
             return Ok(());
         };
-        let warm = self.instantiate(reservation).await?;
+        // The instance the first webhook will want.
+        let fiberless = self.plugin.fiberless_webhooks().is_some();
+        let warm = self.instantiate(reservation, fiberless).await?;
         self.idle.0.lock().push(warm);
         Ok(())
     }
 
-    async fn checkout(&self) -> Result<Warm, CallError> {
-        let reused = self.idle.0.lock().pop();
+    /// An idle instance of the kind asked for (fiberless or not), or a new one.
+    async fn checkout(&self, fiberless: bool) -> Result<Warm, CallError> {
+        let reused = {
+            let mut idle = self.idle.0.lock();
+            idle.iter()
+                .rposition(|warm| warm.fiberless == fiberless)
+                .map(|at| idle.remove(at))
+        };
         let mut warm = match reused {
             Some(warm) => warm,
             None => {
@@ -258,42 +336,60 @@ impl ChannelRuntime {
                     .map_err(|_| CallError::Busy {
                         plugin: self.plugin.label.to_string(),
                     })?;
-                self.instantiate(reservation).await?
+                self.instantiate(reservation, fiberless).await?
             }
         };
         arm(&mut warm.store);
         Ok(warm)
     }
 
-    async fn instantiate(&self, reservation: Reservation) -> Result<Warm, CallError> {
+    async fn instantiate(
+        &self,
+        reservation: Reservation,
+        fiberless: bool,
+    ) -> Result<Warm, CallError> {
+        // What is made, whatever was asked: the plugin may have left the fiberless path.
+        let fiberless_pre = self.plugin.fiberless_webhooks().filter(|_| fiberless);
+        let fiberless = fiberless_pre.is_some();
         let state = WasmState::new(self.env.clone(), self.plugin.label.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         let budget = budget_ticks(&self.env);
-        // Each tick spent in the guest yields to the executor (an endless loop never holds
-        // a worker thread) and counts against the CPU budget; time in host imports does
-        // not tick. Over budget, the call traps with `Trap::Interrupt`.
+        // Each tick spent in the guest counts against the CPU budget; time in host
+        // imports does not tick. Over budget, the call traps with `Trap::Interrupt`.
+        // On the async path each tick yields to the executor (an endless loop never
+        // holds a worker thread); a fiberless call cannot yield, so it is interrupted at
+        // the end of its slice instead and made again on the async path.
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
             state.ticks_used += 1;
             if state.ticks_used >= budget {
                 Ok(UpdateDeadline::Interrupt)
-            } else {
+            } else if !fiberless {
                 Ok(UpdateDeadline::Yield(1))
+            } else if state.ticks_used >= FIBERLESS_SLICE_TICKS {
+                state.slice_spent = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
             }
         });
         // The deadline must be set before instantiating: it defaults to 0, which would
         // trap the instantiation itself.
         arm(&mut store);
-        let bindings = self
-            .plugin
-            .pre
-            .instantiate(&mut store)
-            .await
+        let instantiated = match fiberless_pre {
+            Some(pre) => pre.instantiate_fiberless(&mut store),
+            None => self.plugin.pre.instantiate(&mut store).await,
+        };
+        let bindings = instantiated.map_err(|error| self.classify(&store, error))?;
+        let webhook = bindings
+            .webhook_func(&store)
             .map_err(|error| self.classify(&store, error))?;
         Ok(Warm {
             store,
             bindings,
+            webhook,
+            fiberless,
             calls: 0,
             _reservation: reservation,
         })
@@ -393,6 +489,11 @@ impl SenderLimiter {
             .into_iter()
             .try_for_each(|sender| self.0.admit(&sender.to_owned()))
     }
+}
+
+/// `handle-webhook` asked of a destination plugin: a host bug, reported as a failed call.
+fn not_a_channel() -> wasmtime::Error {
+    wasmtime::Error::msg("handle-webhook called on a destination plugin")
 }
 
 fn budget_ticks(env: &ChannelEnv) -> u64 {

@@ -12,7 +12,9 @@ pub mod contract;
 mod engine;
 pub mod env;
 mod error;
+mod fiberless;
 pub mod imports;
+pub mod lent;
 pub mod native;
 mod outbound;
 mod plugin;
@@ -34,6 +36,8 @@ pub use contract::v0_2::types;
 pub use engine::{EPOCH_TICK, EngineSettings};
 pub use env::{ChannelEnv, Limits};
 pub use error::{CallError, LoadError};
+pub use fiberless::FIBERLESS_SLICE_TICKS;
+pub use lent::{HeaderRef, WebhookRequest};
 pub use native::NativeChannel;
 pub use outbound::{AllowedHosts, FetchClient};
 pub use plugin::{Plugin, Role};
@@ -74,6 +78,8 @@ pub enum RuntimeError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<WasmState>,
+    /// Host imports for fiberless `handle-webhook` calls ([`fiberless`]).
+    fiberless_linker: Linker<WasmState>,
     cache: Option<CompileCache>,
     fetch: FetchClient,
     budget: Arc<InstanceBudget>,
@@ -90,6 +96,8 @@ impl Runtime {
             .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
         contract::add_to_linker(&mut linker)
             .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
+        let fiberless_linker = fiberless::linker(&engine)
+            .map_err(|error| RuntimeError::Engine(format!("{error:#}")))?;
         let cache = match &settings.cache_dir {
             Some(dir) => Some(CompileCache::new(dir, &engine)?),
             None => None,
@@ -98,6 +106,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            fiberless_linker,
             cache,
             fetch: FetchClient::new(settings.allow_networks.clone())?,
             budget: Arc::new(InstanceBudget::new(&settings.budget)),
@@ -129,6 +138,16 @@ impl Runtime {
         let component = self.compile(bytes, &digest).await?;
         let version = contract::detect(&self.engine, &component)?;
         let pre = contract::prepare(&self.linker, &component, version)?;
+        let fiberless = if pre.is_destination() {
+            None
+        } else {
+            // Not linking fiberless is no load error: webhooks then take the async path.
+            contract::prepare_fiberless(&self.fiberless_linker, &component, version)
+                .inspect_err(
+                    |error| tracing::debug!(%error, "no fiberless webhooks for this plugin"),
+                )
+                .ok()
+        };
         let mut plugin = Plugin {
             info: placeholder_info(),
             digest,
@@ -136,6 +155,8 @@ impl Runtime {
             role: Role::Channel,
             label: Arc::from("unnamed"),
             pre,
+            fiberless,
+            webhooks_need_async: Default::default(),
         };
         let probe = Arc::new(ChannelEnv::empty("(describe)", self.fetch.clone()));
         // Unmetered: a `(describe)` channel must not appear at /metrics.
@@ -224,5 +245,11 @@ fn plugin_clone(plugin: &Plugin) -> Plugin {
         role: plugin.role.clone(),
         label: plugin.label.clone(),
         pre: plugin.pre.clone(),
+        fiberless: plugin.fiberless.clone(),
+        webhooks_need_async: std::sync::atomic::AtomicBool::new(
+            plugin
+                .webhooks_need_async
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     }
 }

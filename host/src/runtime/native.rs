@@ -16,7 +16,8 @@
 //!
 //! [`ChannelRuntime::linked_natively`]: super::ChannelRuntime::linked_natively
 
-use super::contract::v0_2::types::{HttpRequest, WebhookError, WebhookOutcome};
+use super::contract::v0_2::types::{WebhookError, WebhookOutcome};
+use super::lent::WebhookRequest;
 
 /// A channel plugin's `handle-webhook`, compiled into the process.
 ///
@@ -24,5 +25,7 @@ use super::contract::v0_2::types::{HttpRequest, WebhookError, WebhookOutcome};
 /// its configuration, secrets (for signature checks) and clock, as the host imports would.
 pub trait NativeChannel: Send + Sync {
     /// Map one provider request to events, exactly as the plugin's `handle-webhook` does.
-    fn handle_webhook(&self, request: &HttpRequest) -> Result<WebhookOutcome, WebhookError>;
+    /// The request is lent as it is to the plugin; code that needs owned values copies
+    /// them, as the sandbox copies them into the guest's memory.
+    fn handle_webhook(&self, request: &WebhookRequest<'_>) -> Result<WebhookOutcome, WebhookError>;
 }

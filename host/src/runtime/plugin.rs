@@ -1,6 +1,7 @@
 //! A loaded plugin: compiled, checked against the contract, pre-instantiated, described.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::contract::{self, v0_2::types::PluginInfo};
 use super::error::LoadError;
@@ -18,6 +19,33 @@ pub struct Plugin {
     /// `id@version`, for logs and errors.
     pub label: Arc<str>,
     pub(crate) pre: contract::Pre,
+    /// The same component linked for fiberless `handle-webhook` calls
+    /// ([`super::fiberless`]); `None` for destination plugins or when it would not link.
+    pub(crate) fiberless: Option<contract::Pre>,
+    /// Set once a fiberless `handle-webhook` reached an import only the async path
+    /// serves: from then on this plugin's webhooks take the async path.
+    pub(crate) webhooks_need_async: AtomicBool,
+}
+
+impl Plugin {
+    /// What fiberless `handle-webhook` calls instantiate, while they are still tried.
+    pub(crate) fn fiberless_webhooks(&self) -> Option<&contract::Pre> {
+        self.fiberless
+            .as_ref()
+            .filter(|_| !self.webhooks_need_async.load(Ordering::Relaxed))
+    }
+
+    /// Whether webhooks are served without a fiber (for tests and the console).
+    pub fn serves_webhooks_fiberless(&self) -> bool {
+        self.fiberless_webhooks().is_some()
+    }
+
+    /// Send this plugin's webhooks to the async path for good; `true` the first time.
+    /// The runtime does it when one reaches an import only that path serves; benchmarks
+    /// do it to measure the async path beside the fiberless one.
+    pub fn send_webhooks_async(&self) -> bool {
+        !self.webhooks_need_async.swap(true, Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Plugin {

@@ -20,6 +20,9 @@ pub struct WasmState {
     pub plugin: Arc<str>,
     /// Epoch ticks the current call has spent in the guest.
     pub ticks_used: u64,
+    /// The current fiberless call was interrupted at the end of its slice (not at its
+    /// CPU deadline): it is to be made again on the async path.
+    pub slice_spent: bool,
 }
 
 impl WasmState {
@@ -43,6 +46,7 @@ impl WasmState {
             env,
             plugin,
             ticks_used: 0,
+            slice_spent: false,
         }
     }
 
@@ -59,6 +63,7 @@ impl WasmState {
     /// Forget the previous call's CPU ticks and memory refusals (a reused instance).
     pub fn start_call(&mut self) {
         self.ticks_used = 0;
+        self.slice_spent = false;
         self.limiter.denied = false;
     }
 }

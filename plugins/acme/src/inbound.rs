@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 // ANCHOR: handle
 use omnigate_sdk::{
-    HttpRequest, WebhookOutcome, json, ok_json, outcome, require_method, signature,
+    HttpRequest, WebhookOutcome, json, ok_json_text, outcome, require_method, signature,
 };
 
 /// Verify, parse, map: the whole of `handle-webhook`.
@@ -23,7 +23,7 @@ pub fn handle(request: HttpRequest) -> Result<WebhookOutcome, WebhookError> {
         .into_iter()
         .map(to_event)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(outcome(ok_json(&serde_json::json!({"ok": true})), events))
+    Ok(outcome(ok_json_text(r#"{"ok":true}"#), events))
 }
 // ANCHOR_END: handle
 

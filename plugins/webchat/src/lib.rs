@@ -11,7 +11,7 @@
 
 use omnigate_sdk::{
     Capability, Channel, ChannelKind, Fetch, HttpRequest, OutboundMessage, PluginInfo, SendError,
-    SendReceipt, Setting, WebhookError, WebhookOutcome, host, json, ok_json, outcome,
+    SendReceipt, Setting, WebhookError, WebhookOutcome, host, json, ok_json_text, outcome,
     require_method, signature,
 };
 
@@ -77,10 +77,7 @@ impl Channel for WebChat {
             return Err(unknown_type(&message.kind));
         }
         let event = inbound::to_event(message)?;
-        Ok(outcome(
-            ok_json(&serde_json::json!({ "ok": true })),
-            vec![event],
-        ))
+        Ok(outcome(ok_json_text(r#"{"ok":true}"#), vec![event]))
     }
 
     /// A reply → one signed POST to the site's `callback_url`.

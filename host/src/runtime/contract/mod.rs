@@ -10,14 +10,30 @@ pub mod v0_1;
 pub mod v0_2;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, TypedFunc};
 use wasmtime::{Engine, Store};
 
 use super::error::LoadError;
+use super::lent::WebhookRequest;
 use super::state::WasmState;
 use v0_2::types::{
-    HttpRequest, OutboundMessage, PluginInfo, SendError, SendReceipt, WebhookError, WebhookOutcome,
+    OutboundMessage, PluginInfo, SendError, SendReceipt, WebhookError, WebhookOutcome,
 };
+
+/// `handle-webhook` of one instance, typed as taking a lent request (checked when the
+/// instance is made; [`webhook_call`] gives it the caller's lifetime).
+pub(crate) type WebhookFunc =
+    TypedFunc<(&'static WebhookRequest<'static>,), (Result<WebhookOutcome, WebhookError>,)>;
+
+/// [`WebhookFunc`] for a request borrowed for `'a`.
+pub(crate) fn webhook_call<'a>(
+    func: &WebhookFunc,
+) -> TypedFunc<(&'a WebhookRequest<'a>,), (Result<WebhookOutcome, WebhookError>,)> {
+    // SAFETY: `func` was type-checked against these very types (`Exports::webhook_func`);
+    // only the lifetime differs, which the component model does not see: the request is
+    // copied into the guest during the call and not kept.
+    unsafe { TypedFunc::new_unchecked(*func.func()) }
+}
 
 /// Every contract version this host loads, oldest first.
 pub const SUPPORTED: [&str; 2] = [v0_1::VERSION, v0_2::VERSION];
@@ -66,6 +82,19 @@ impl Pre {
             Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(store).await?),
             Pre::V0_2(pre) => Exports::V0_2(pre.instantiate_async(store).await?),
             Pre::Destination(pre) => Exports::Destination(pre.instantiate_async(store).await?),
+        })
+    }
+
+    /// A new instance in `store`, made without a fiber: `self` must come from
+    /// [`prepare_fiberless`] (all its imports synchronous).
+    pub(crate) fn instantiate_fiberless(
+        &self,
+        store: &mut Store<WasmState>,
+    ) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::V0_1(pre) => Exports::V0_1(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Exports::V0_2(pre.instantiate(store)?),
+            Pre::Destination(pre) => Exports::Destination(pre.instantiate(store)?),
         })
     }
 
@@ -145,22 +174,20 @@ impl Exports {
         }
     }
 
-    /// Call `handle-webhook`.
-    pub(crate) async fn handle_webhook(
+    /// `handle-webhook`, typed as taking a lent request; `None` for a destination plugin.
+    pub(crate) fn webhook_func(
         &self,
-        store: &mut Store<WasmState>,
-        request: &HttpRequest,
-    ) -> wasmtime::Result<Result<WebhookOutcome, WebhookError>> {
-        match self {
-            Exports::V0_1(bindings) => bindings.call_handle_webhook(store, request).await,
-            Exports::V0_2(bindings) => {
-                bindings
-                    .omnigate_channel_plugin()
-                    .call_handle_webhook(store, request)
-                    .await
-            }
-            Exports::Destination(_) => Err(wrong_world("handle-webhook")),
-        }
+        store: &Store<WasmState>,
+    ) -> wasmtime::Result<Option<WebhookFunc>> {
+        let func = match self {
+            Exports::V0_1(bindings) => *bindings.func_handle_webhook().func(),
+            Exports::V0_2(bindings) => *bindings
+                .omnigate_channel_plugin()
+                .func_handle_webhook()
+                .func(),
+            Exports::Destination(_) => return Ok(None),
+        };
+        func.typed(store).map(Some)
     }
 
     /// Call `send`.
@@ -340,6 +367,23 @@ fn check_functions(exports: &[(String, ComponentItem)], owner: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Link a channel plugin's `component`, built against `version`, with the fiberless
+/// linker `base` ([`super::fiberless`]) and pre-instantiate it. Not for destination
+/// plugins: they export no `handle-webhook`.
+pub(crate) fn prepare_fiberless(
+    base: &Linker<WasmState>,
+    component: &Component,
+    version: &str,
+) -> wasmtime::Result<Pre> {
+    let linker = super::fiberless::for_component(base, component)?;
+    let instance_pre = linker.instantiate_pre(component)?;
+    Ok(if version == v0_1::VERSION {
+        Pre::V0_1(v0_1::ChannelPre::new(instance_pre)?)
+    } else {
+        Pre::V0_2(v0_2::ChannelPre::new(instance_pre)?)
+    })
 }
 
 /// Link `component`, built against `version`, and pre-instantiate it (type-checks every

@@ -42,14 +42,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<WasmState>) -> wasmtime::Result<
 
 impl host_api::Host for WasmState {
     async fn log(&mut self, level: LogLevel, message: String) {
-        let level = match level {
-            LogLevel::Trace => current::LogLevel::Trace,
-            LogLevel::Debug => current::LogLevel::Debug,
-            LogLevel::Info => current::LogLevel::Info,
-            LogLevel::Warn => current::LogLevel::Warn,
-            LogLevel::Error => current::LogLevel::Error,
-        };
-        current::Host::log(self, level, message).await
+        current::Host::log(self, level.into(), message).await
     }
 
     async fn now(&mut self) -> i64 {
@@ -104,6 +97,18 @@ impl host_api::Host for WasmState {
                 current::FetchError::TooLarge(size) => FetchError::TooLarge(size),
                 current::FetchError::Connection(why) => FetchError::Connection(why),
             }),
+        }
+    }
+}
+
+impl From<LogLevel> for current::LogLevel {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Trace => Self::Trace,
+            LogLevel::Debug => Self::Debug,
+            LogLevel::Info => Self::Info,
+            LogLevel::Warn => Self::Warn,
+            LogLevel::Error => Self::Error,
         }
     }
 }

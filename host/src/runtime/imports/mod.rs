@@ -23,26 +23,15 @@ impl types::Host for WasmState {}
 
 impl host_api::Host for WasmState {
     async fn log(&mut self, level: LogLevel, message: String) {
-        let message = truncate(&message, MAX_LOG_LINE);
-        let plugin = &*self.plugin;
-        let channel = self.env.channel_id.as_str();
-        match level {
-            LogLevel::Trace => tracing::trace!(target: "plugin", plugin, channel, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "plugin", plugin, channel, "{message}"),
-            LogLevel::Info => tracing::info!(target: "plugin", plugin, channel, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "plugin", plugin, channel, "{message}"),
-            LogLevel::Error => tracing::error!(target: "plugin", plugin, channel, "{message}"),
-        }
+        log(self, level, &message);
     }
 
     async fn now(&mut self) -> i64 {
-        self.env
-            .fixed_now_ms
-            .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond())
+        now(self)
     }
 
     async fn config(&mut self, key: String) -> Option<String> {
-        self.env.config.get(&key).cloned()
+        config(self, &key)
     }
 
     async fn verify(
@@ -71,6 +60,35 @@ impl host_api::Host for WasmState {
         }
         result
     }
+}
+
+/// `log`: one line in the host's log, tagged with the plugin and channel. Shared by the
+/// async bindings and the fiberless linker ([`super::fiberless`]), as are [`now`] and
+/// [`config`].
+pub(crate) fn log(state: &WasmState, level: LogLevel, message: &str) {
+    let message = truncate(message, MAX_LOG_LINE);
+    let plugin = &*state.plugin;
+    let channel = state.env.channel_id.as_str();
+    match level {
+        LogLevel::Trace => tracing::trace!(target: "plugin", plugin, channel, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "plugin", plugin, channel, "{message}"),
+        LogLevel::Info => tracing::info!(target: "plugin", plugin, channel, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "plugin", plugin, channel, "{message}"),
+        LogLevel::Error => tracing::error!(target: "plugin", plugin, channel, "{message}"),
+    }
+}
+
+/// `now`: the channel's fixed clock (fixtures), else the real time, in milliseconds.
+pub(crate) fn now(state: &WasmState) -> i64 {
+    state
+        .env
+        .fixed_now_ms
+        .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond())
+}
+
+/// `config`: a configuration value of the channel.
+pub(crate) fn config(state: &WasmState, key: &str) -> Option<String> {
+    state.env.config.get(key).cloned()
 }
 
 /// Cut `text` to at most `max` bytes on a character boundary.
