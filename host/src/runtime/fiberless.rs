@@ -122,14 +122,8 @@ fn stub(
     }
 }
 
-fn host_v0_2(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
-    host.func_wrap(
-        "log",
-        |store: StoreContextMut<'_, WasmState>, (level, message): (v0_2::LogLevel, WasmStr)| {
-            imports::log(store.data(), level, &message.to_str(&store)?);
-            Ok(())
-        },
-    )?;
+/// `now` and `config`, the same in every contract version.
+fn clock_and_config(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
     host.func_wrap("now", |store: StoreContextMut<'_, WasmState>, (): ()| {
         Ok((imports::now(store.data()),))
     })?;
@@ -138,7 +132,18 @@ fn host_v0_2(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
         |store: StoreContextMut<'_, WasmState>, (key,): (WasmStr,)| {
             Ok((imports::config(store.data(), &key.to_str(&store)?),))
         },
+    )
+}
+
+fn host_v0_2(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
+    host.func_wrap(
+        "log",
+        |store: StoreContextMut<'_, WasmState>, (level, message): (v0_2::LogLevel, WasmStr)| {
+            imports::log(store.data(), level, &message.to_str(&store)?);
+            Ok(())
+        },
     )?;
+    clock_and_config(host)?;
     host.func_wrap(
         "verify",
         |store: StoreContextMut<'_, WasmState>,
@@ -180,15 +185,7 @@ fn host_v0_1(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
             Ok(())
         },
     )?;
-    host.func_wrap("now", |store: StoreContextMut<'_, WasmState>, (): ()| {
-        Ok((imports::now(store.data()),))
-    })?;
-    host.func_wrap(
-        "config",
-        |store: StoreContextMut<'_, WasmState>, (key,): (WasmStr,)| {
-            Ok((imports::config(store.data(), &key.to_str(&store)?),))
-        },
-    )?;
+    clock_and_config(host)?;
     host.func_wrap(
         "verify",
         |store: StoreContextMut<'_, WasmState>,
