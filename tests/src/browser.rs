@@ -115,16 +115,24 @@ impl Browser {
         .await;
     }
 
-    /// The visible text of the element `css`, waiting for it to exist.
+    /// The visible text of the element `css`, waiting for it to exist. An element the
+    /// page dropped between finding and reading it (a navigation just then) is found
+    /// again.
     pub async fn text(&self, css: &str) -> String {
-        let element = self
-            .client
-            .wait()
-            .at_most(crate::WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|error| panic!("no `{css}`: {error}"));
-        element.text().await.expect("text")
+        eventually_async(|| async move {
+            let element = self
+                .client
+                .wait()
+                .at_most(crate::WAIT)
+                .for_element(Locator::Css(css))
+                .await
+                .map_err(|error| format!("no `{css}`: {error}"))?;
+            element
+                .text()
+                .await
+                .map_err(|error| format!("`{css}` not readable: {error}"))
+        })
+        .await
     }
 
     /// Type `text` into the field `css`.

@@ -183,7 +183,9 @@ async fn console_in_a_real_browser() {
         .await;
     browser.fill("#lost-reason", "price").await;
     browser.click("#lost-form button").await;
-    assert!(browser.text("#stage").await.starts_with("lost"));
+    // The click returns before the browser has followed the form's answer: wait for the
+    // new page instead of reading the old one (or an element it has just dropped).
+    browser.wait_for_text("#stage", "lost", false).await;
     // The page shows the change among the entries, after the messages, in time order.
     let timeline = browser.text("#timeline").await;
     let (qualified, lost, reply) = (
