@@ -65,11 +65,16 @@ fn subscription(id: &str, url: &str) -> String {
 
 /// A web chat message from `visitor`, with provider id `id`.
 fn message(id: &str, visitor: &str) -> Vec<u8> {
+    message_saying(id, visitor, &format!("text of {id}"))
+}
+
+/// A web chat message saying `text`.
+fn message_saying(id: &str, visitor: &str, text: &str) -> Vec<u8> {
     json!({
         "type": "message",
         "id": id,
         "visitor": {"id": visitor, "name": visitor},
-        "text": format!("text of {id}"),
+        "text": text,
         "sent_at": jiff::Timestamp::now().to_string()
     })
     .to_string()
@@ -79,7 +84,12 @@ fn message(id: &str, visitor: &str) -> Vec<u8> {
 /// POSTs a message to the gateway at `base`; the HTTP status, or `None` when the
 /// gateway could not be reached.
 async fn send(base: &str, id: &str, visitor: &str) -> Option<u16> {
-    let body = message(id, visitor);
+    send_body(base, message(id, visitor)).await
+}
+
+/// POSTs a web chat webhook body, signed; the HTTP status, or `None` when the gateway
+/// could not be reached.
+async fn send_body(base: &str, body: Vec<u8>) -> Option<u16> {
     let headers = standard_webhooks_headers(
         SITE_SECRET,
         &format!("wh_{}", ulid::Ulid::generate()),
@@ -502,6 +512,114 @@ async fn the_relay_publishes_what_an_aborted_gateway_committed() {
         .expect("relayed after the restart, with no resend");
     let ids = accepted_ids(&downstream.accepted());
     assert_eq!(ids, ["relay-1", "relay-2"], "once each, in order");
+}
+
+/// An erasure cut short by a crash between its writes (`mid_erase`: the contact merged
+/// into the erased one is gone, the erased one not yet) is finished by the next process's
+/// relay, which then publishes the `contact.erased` the erasure owed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
+    let text = format!("{text}\n[pipeline]\nrelay_after = \"1s\"\n")
+        .replace("[store]\n", "[store]\n        sweep_interval = \"200ms\"\n")
+        .replace(
+            r#"events = ["message.*"]"#,
+            r#"events = ["message.*", "contact.*"]"#,
+        );
+    let port = free_port().expect("port");
+    let mut gateway = Process::start_with_env(
+        &text,
+        dir.path(),
+        port,
+        &[("OMNIGATE_FAULT", "mid_erase:1")],
+    );
+    gateway.wait_ready().await;
+    assert_eq!(send(&gateway.base, "erase-1", "ev-a").await, Some(200));
+    let contact_of = |external_id: &str| -> Option<String> {
+        downstream
+            .accepted()
+            .iter()
+            .find(|seen| seen.external_id.as_deref() == Some(external_id))
+            .and_then(|seen| {
+                seen.body["data"]["contact"]["id"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+    };
+    downstream
+        .wait_until("the first message", WAIT, |accepted| {
+            accepted_ids(accepted).contains(&"erase-1".to_owned())
+        })
+        .await
+        .expect("delivered");
+    let contact = contact_of("erase-1").expect("its contact");
+    // A second visitor redeems the contact's link token: merged into it.
+    let (status, token) = post(
+        &format!("{}/v1/contacts/{contact}/link-tokens", gateway.base),
+        &api_auth(),
+        "{}".to_owned(),
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 201, "{token}");
+    let token: Value = serde_json::from_str(&token).expect("JSON");
+    let code = token["token"].as_str().expect("token");
+    let body = message_saying("erase-2", "ev-b", &format!("it is me: {code}"));
+    assert_eq!(send_body(&gateway.base, body).await, Some(200));
+    let (status, merged) = get(
+        &format!("{}/v1/contacts/{contact}", gateway.base),
+        &api_auth(),
+    )
+    .await
+    .expect("get");
+    assert_eq!(status, 200, "{merged}");
+    let merged: Value = serde_json::from_str(&merged).expect("JSON");
+    let absorbed = merged["merges"][0]["absorbed"]
+        .as_str()
+        .expect("merged by the token")
+        .to_owned();
+    let erased = reqwest::Client::new()
+        .delete(format!("{}/v1/contacts/{contact}", gateway.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await;
+    assert!(erased.is_err(), "aborted mid-erasure: {erased:?}");
+    gateway.wait_exit(WAIT).await;
+    let next = Process::start(&text, dir.path(), port);
+    next.wait_ready().await;
+    let is_erasure = |seen: &Seen| seen.kind == "contact.erased";
+    downstream
+        .wait_until("contact.erased", WAIT, |accepted| {
+            accepted.iter().any(is_erasure)
+        })
+        .await
+        .expect("relayed after the restart");
+    // The relay finished the erasure before publishing it.
+    for id in [&contact, &absorbed] {
+        let (status, body) = get(&format!("{}/v1/contacts/{id}", next.base), &api_auth())
+            .await
+            .expect("get");
+        assert_eq!(status, 404, "{id} erased: {body}");
+    }
+    assert_eq!(send(&next.base, "erase-3", "ev-b").await, Some(200));
+    downstream
+        .wait_until("a message after the erasure", WAIT, |accepted| {
+            accepted_ids(accepted).contains(&"erase-3".to_owned())
+        })
+        .await
+        .expect("delivered");
+    let fresh = contact_of("erase-3").expect("its contact");
+    assert!(
+        fresh != contact && fresh != absorbed,
+        "the merged-in visitor's handle resolves to nobody after the erasure"
+    );
+    let erasures: Vec<Seen> = downstream
+        .accepted()
+        .into_iter()
+        .filter(is_erasure)
+        .collect();
+    assert_eq!(erasures.len(), 1, "published once");
+    assert_eq!(erasures[0].body["data"]["contact"]["id"], contact.as_str());
 }
 
 /// `GET` a `/v1` URL with the API key; the JSON answer.

@@ -341,9 +341,14 @@ fn closed_payload() -> String {
     "closed payload".to_owned()
 }
 
+/// The payload of an erasure's owed record: made from what the store is about to erase.
+fn erased_payload(erased: &omnigate::store::Erased) -> String {
+    format!("erased {} and {:?}", erased.contact_id, erased.absorbed)
+}
+
 /// Every change that owes events keeps an owed record with it, atomically, until settled:
 /// a duplicate finds it (a provider retry after a crash), the relay lists it once stale,
-/// settling drops it, erasure takes it along.
+/// settling drops it, erasure takes it along (and keeps its own).
 async fn owed_records(store: &dyn ContextStore) {
     let web = channel("web");
     let at = now();
@@ -464,14 +469,24 @@ async fn owed_records(store: &dyn ContextStore) {
         .expect("kept with the close");
     assert_eq!(kept.key, close.owed.key);
     assert_eq!(kept.payload, "closed payload");
-    // Erasure takes what the contact owes along: its events carry its data.
+    // Erasure takes what the contact owes along (its events carry its data) and keeps
+    // what the erasure owes, until settled.
     let third = ok(store, message(&web, "o", "o3", later(at, 49))).await;
     assert!(third.started);
     store
-        .erase(&first.contact.id)
+        .erase(&first.contact.id, Timestamp::now(), &erased_payload)
         .await
         .expect("ok")
         .expect("erased");
+    let erasure = omnigate::store::owed_erased_key(&first.contact.id);
+    assert_eq!(
+        ours(store.stale_owed(soon, 10_000).await.expect("ok")),
+        vec![erasure.clone()]
+    );
+    store
+        .settle(&[(first.contact.id.clone(), erasure)])
+        .await
+        .expect("settled");
     assert!(ours(store.stale_owed(soon, 10_000).await.expect("ok")).is_empty());
 }
 
@@ -563,7 +578,7 @@ async fn idle_contacts(store: &dyn ContextStore) {
     assert!(listed(idle.clone(), &a.contact.id), "the survivor");
     assert!(!listed(idle, &b.contact.id), "merged away");
     store
-        .erase(&a.contact.id)
+        .erase(&a.contact.id, Timestamp::now(), &erased_payload)
         .await
         .expect("ok")
         .expect("erased");
@@ -875,7 +890,7 @@ async fn erasure(store: &dyn ContextStore) {
         .await
         .expect("merged");
     let erased = store
-        .erase(&a.contact.id)
+        .erase(&a.contact.id, Timestamp::now(), &erased_payload)
         .await
         .expect("ok")
         .expect("existed");
@@ -886,6 +901,34 @@ async fn erasure(store: &dyn ContextStore) {
         vec![a.conversation.id.clone(), b.conversation.id.clone()]
     );
     assert_eq!(erased.latest.map(|c| c.id), Some(a.conversation.id.clone()));
+    // What the erasure owes outlives it: one record, on the erased contact, written
+    // before anything went (so its payload saw what was erased).
+    let owed: Vec<omnigate::store::Owed> = store
+        .stale_owed(Timestamp::MAX, 10_000)
+        .await
+        .expect("owed records")
+        .into_iter()
+        .filter(|owed| [&a.contact.id, &b.contact.id].contains(&&owed.contact_id))
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].contact_id, a.contact.id);
+    assert_eq!(owed[0].key, omnigate::store::owed_erased_key(&a.contact.id));
+    assert_eq!(
+        owed[0].payload,
+        format!("erased {} and {:?}", a.contact.id, [&b.contact.id])
+    );
+    // Erasing again (the relay finishing an erasure a crash cut short) finds nothing.
+    assert!(
+        store
+            .erase(&a.contact.id, Timestamp::now(), &erased_payload)
+            .await
+            .expect("ok")
+            .is_none()
+    );
+    store
+        .settle(&[(a.contact.id.clone(), owed[0].key.clone())])
+        .await
+        .expect("settled");
     for contact in [&a.contact.id, &b.contact.id] {
         assert!(store.contact(contact).await.expect("ok").is_none());
         assert!(store.contact_details(contact).await.expect("ok").is_none());
@@ -913,7 +956,13 @@ async fn erasure(store: &dyn ContextStore) {
     assert!(fresh.started);
     assert_ne!(fresh.contact.id, a.contact.id);
     assert_eq!(fresh.conversation.messages, 1);
-    assert!(store.erase("ct_nobody").await.expect("ok").is_none());
+    assert!(
+        store
+            .erase("ct_nobody", Timestamp::now(), &erased_payload)
+            .await
+            .expect("ok")
+            .is_none()
+    );
 }
 
 /// Idle conversations are closed once, even with several sweepers at once.
@@ -1212,7 +1261,7 @@ async fn probable_links(store: &dyn ContextStore) {
         .await
         .expect("unmerged");
     store
-        .erase(&b.contact.id)
+        .erase(&b.contact.id, Timestamp::now(), &erased_payload)
         .await
         .expect("ok")
         .expect("existed");

@@ -2,7 +2,6 @@
 //! conversations; link tokens; unmerge; erasure.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,11 +13,8 @@ use serde_json::{Value, json};
 use super::lookup;
 use crate::app::App;
 use crate::http_error::ApiError;
-use crate::pipeline::{PipelineError, owed};
+use crate::pipeline::PipelineError;
 use crate::store::{ContactDetails, StoreError};
-
-/// How long a contact operation waits for room in the delivery queue for its event.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// `GET /v1/contacts/{id}`: handles, merges with their evidence, conversations.
 pub async fn get(
@@ -113,21 +109,12 @@ pub async fn erase(
 /// Erase contact `id` and everything of it, and publish `contact.erased`: what the API
 /// and the console both call.
 pub async fn erase_contact(app: &App, id: &str) -> Result<Value, ApiError> {
-    let store = app.pipeline.store();
-    let reservation = app
-        .delivery
-        .reserve(1, QUEUE_WAIT)
-        .await
-        .map_err(|error| ApiError::unavailable("overloaded", error.to_string()))?;
-    let erased = store
+    let erased = app
+        .pipeline
         .erase(id)
         .await
-        .map_err(lookup::unavailable)?
+        .map_err(pipeline_error)?
         .ok_or_else(|| ApiError::not_found("contact", format!("no contact `{id}`")))?;
-    // The event names what to erase and carries no personal data.
-    let event = owed::erased_event(&erased, &|channel: &str| kind_of(app, channel));
-    tracing::info!(contact = %id, absorbed = ?erased.absorbed, conversations = erased.conversations.len(), "contact erased");
-    publish(reservation, event).await;
     Ok(json!({
         "erased": erased.contact_id,
         "absorbed": erased.absorbed,
@@ -149,7 +136,8 @@ fn pipeline_error(error: PipelineError) -> ApiError {
     match error {
         PipelineError::Store(error) => store_error(error),
         PipelineError::Delivery(error) => ApiError::unavailable("overloaded", error.to_string()),
-        // Neither can come out of an unmerge; named for completeness, details logged.
+        // Neither can come out of an unmerge or an erasure; named for completeness,
+        // details logged.
         error @ (PipelineError::Invalid(_) | PipelineError::TooLarge(_)) => {
             tracing::error!(%error, "contact action failed");
             ApiError::new(
@@ -166,21 +154,5 @@ fn store_error(error: StoreError) -> ApiError {
         StoreError::NotFound { kind, id } => ApiError::not_found(kind, format!("no {kind} `{id}`")),
         StoreError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason),
         other => lookup::unavailable(other),
-    }
-}
-
-/// The kind of channel `id` (empty when it is gone).
-fn kind_of(app: &App, id: &str) -> String {
-    app.channel_meta(id)
-        .map(|meta| meta.kind)
-        .unwrap_or_default()
-}
-
-/// Publish an API action's event. The action is already recorded, so an outbox failure
-/// does not fail the request: delivery keeps the event and appends it when the outbox
-/// answers again.
-async fn publish(reservation: crate::delivery::Reservation, event: crate::event::Event) {
-    if let Err(error) = reservation.publish(vec![Arc::new(event)]).await {
-        tracing::warn!(%error, "event kept in memory until the outbox answers again");
     }
 }

@@ -7,6 +7,7 @@
 //! nothing acknowledged to a provider is dropped.
 
 pub mod enrich;
+mod erasure;
 pub mod identity;
 pub mod normalize;
 pub mod outcomes;
@@ -476,6 +477,10 @@ impl Pipeline {
             let events = self.outcome_debt_events(&owed.contact_id, outcome).await?;
             return Ok((Some(debt), None, events));
         }
+        if let owed::Debt::Erased { event } = &debt {
+            let event = self.finish_erasure(owed, event).await?;
+            return Ok((Some(debt), None, vec![event]));
+        }
         if let owed::Debt::Unmerged { event_id } = &debt {
             let event = self.unmerged_event(owed, event_id, kind_of).await?;
             return Ok((Some(debt), None, event.into_iter().collect()));
@@ -495,7 +500,9 @@ impl Pipeline {
                 };
                 vec![owed::closed_event(event_id, channel, owed.at, &ingested)]
             }
-            owed::Debt::Outcome(_) | owed::Debt::Unmerged { .. } => Vec::new(),
+            owed::Debt::Outcome(_) | owed::Debt::Unmerged { .. } | owed::Debt::Erased { .. } => {
+                Vec::new()
+            }
         };
         Ok((Some(debt), Some(ingested), events))
     }

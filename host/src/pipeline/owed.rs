@@ -40,6 +40,12 @@ pub enum Owes<'a> {
     },
     /// What an outcome change caused: its events and counter changes.
     Outcome(&'a OutcomeDebt),
+    /// A contact erased (`contact.erased`, whole: the contact is gone when it is
+    /// republished, and the event carries no personal data).
+    Erased {
+        /// The event.
+        event: &'a Event,
+    },
 }
 
 impl Owes<'_> {
@@ -70,6 +76,11 @@ pub enum Debt {
     },
     /// What an outcome change caused.
     Outcome(Box<OutcomeDebt>),
+    /// A contact erased (`contact.erased`).
+    Erased {
+        /// The event.
+        event: Box<Event>,
+    },
 }
 
 impl Debt {
@@ -445,5 +456,24 @@ mod tests {
             Debt::Closed { event_id } if event_id == "evt_x"
         ));
         assert!(Debt::from_payload("{\"owes\":\"nothing\"}").is_err());
+    }
+
+    #[test]
+    fn an_erasure_payload_keeps_the_whole_event_without_personal_data() {
+        let erased = Erased {
+            contact_id: "ct_1".into(),
+            absorbed: vec!["ct_2".into()],
+            conversations: Vec::new(),
+            latest: None,
+        };
+        let event = erased_event(&erased, &|_: &str| "webchat".to_owned());
+        let payload = Owes::Erased { event: &event }.payload();
+        match Debt::from_payload(&payload).expect("readable") {
+            Debt::Erased { event: read } => assert_eq!(*read, event),
+            other => panic!("read back as {other:?}"),
+        }
+        assert_eq!(event.kind, EventType::ContactErased);
+        assert_eq!(event.contact.name, None);
+        assert!(event.contact.handles.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 
-use super::{ChannelMeta, Pipeline, owed};
+use super::{ChannelMeta, Pipeline, PipelineError, owed};
 use crate::event::ChannelRef;
 use crate::store::Ingested;
 
@@ -41,7 +41,7 @@ pub fn spawn(
             };
             sweep(&pipeline, &channels).await;
             if let Some(retention) = contact_retention {
-                expire_contacts(&pipeline, &channels, retention).await;
+                expire_contacts(&pipeline, retention).await;
             }
         }
     });
@@ -140,8 +140,7 @@ pub async fn sweep(pipeline: &Pipeline, channels: &Channels) {
 
 /// Erase up to a batch of contacts idle for `retention`, publishing `contact.erased` for
 /// each (ids only, like the API's erasure).
-pub async fn expire_contacts(pipeline: &Pipeline, channels: &Channels, retention: Duration) {
-    let kind_of = |channel: &str| kind_of(channels, channel);
+pub async fn expire_contacts(pipeline: &Pipeline, retention: Duration) {
     let before = jiff::SignedDuration::try_from(retention)
         .ok()
         .and_then(|retention| Timestamp::now().checked_sub(retention).ok());
@@ -156,19 +155,15 @@ pub async fn expire_contacts(pipeline: &Pipeline, channels: &Channels, retention
         }
     };
     for contact_id in idle {
-        let Ok(reservation) = pipeline.delivery.reserve(1, QUEUE_WAIT).await else {
-            tracing::debug!("contact retention postponed: delivery has no room");
-            return;
-        };
-        match pipeline.store().erase(&contact_id).await {
+        match pipeline.erase(&contact_id).await {
             Ok(Some(erased)) => {
                 tracing::info!(contact = %contact_id, conversations = erased.conversations.len(), "contact erased: idle longer than [store] contact_retention");
-                let event = owed::erased_event(&erased, &kind_of);
-                if let Err(error) = reservation.publish(vec![Arc::new(event)]).await {
-                    tracing::warn!(%error, contact = %contact_id, "contact.erased not published");
-                }
             }
             Ok(None) => {}
+            Err(PipelineError::Delivery(_)) => {
+                tracing::debug!("contact retention postponed: delivery has no room");
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, contact = %contact_id, "contact retention: erasure failed; retrying next interval");
                 return;

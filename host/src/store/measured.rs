@@ -151,8 +151,13 @@ impl ContextStore for Measured {
             .await
     }
 
-    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
-        self.timed("erase", self.inner.erase(id)).await
+    async fn erase(
+        &self,
+        id: &str,
+        at: Timestamp,
+        owes: &(dyn for<'e> Fn(&'e Erased) -> String + Send + Sync),
+    ) -> Result<Option<Erased>, StoreError> {
+        self.timed("erase", self.inner.erase(id, at, owes)).await
     }
 
     async fn close_idle(

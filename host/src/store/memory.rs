@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
-    probable_keys, shared_handle_evidence,
+    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key,
+    owed_unmerged_key, probable_keys, shared_handle_evidence,
 };
 use super::outcomes::{
     MemoryTables, OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked,
@@ -364,8 +364,30 @@ impl ContextStore for MemoryStore {
         Ok(undone)
     }
 
-    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
-        let erased = self.state.lock().erase(id);
+    async fn erase(
+        &self,
+        id: &str,
+        at: Timestamp,
+        owes: &(dyn for<'e> Fn(&'e Erased) -> String + Send + Sync),
+    ) -> Result<Option<Erased>, StoreError> {
+        let erased = {
+            let mut state = self.state.lock();
+            let erased = state.erase(id);
+            // Under the same lock: the erasure and what it owes are one step here.
+            if let Some(erased) = &erased {
+                state.owe(Owed {
+                    contact_id: id.to_owned(),
+                    key: owed_erased_key(id),
+                    at,
+                    conversation_id: String::new(),
+                    started: false,
+                    switched_from: None,
+                    merged: None,
+                    payload: owes(erased),
+                });
+            }
+            erased
+        };
         if let Some(erased) = &erased {
             self.tables.forget(&erased.conversations);
         }

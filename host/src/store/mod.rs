@@ -26,7 +26,7 @@ pub use memory::MemoryStore;
 pub use model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
+    owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
 };
 pub use outcomes::{
     OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked, owed_conversion_key,
@@ -159,7 +159,18 @@ pub trait ContextStore: Send + Sync + 'static {
 
     /// Erase a contact, the contacts merged into it, their handles, links, conversations
     /// and messages. `None` when unknown.
-    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError>;
+    ///
+    /// The contact's owed record of its `contact.erased` ([`owed_erased_key`], payload
+    /// made by `owes` from what is about to go) is written before anything is removed, in
+    /// the erasure's first atomic step, and outlives the erasure until it is settled: a
+    /// crash part-way leaves it to the relay, which erases again (erasing is idempotent)
+    /// and publishes. Every other owed record of the erased contacts goes with them.
+    async fn erase(
+        &self,
+        id: &str,
+        at: Timestamp,
+        owes: &(dyn for<'e> Fn(&'e Erased) -> String + Send + Sync),
+    ) -> Result<Option<Erased>, StoreError>;
 
     /// Close up to `limit` open conversations idle for `inactivity` as of `now`; returns
     /// each with its contact and the owed record of its `conversation.closed`, kept with

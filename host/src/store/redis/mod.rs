@@ -47,8 +47,8 @@ use redis::Script;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
-    probable_keys, shared_handle_evidence,
+    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key,
+    owed_unmerged_key, probable_keys, shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
@@ -76,6 +76,7 @@ pub struct RedisStore {
     repoint_script: Script,
     close_script: Script,
     unindex_script: Script,
+    erase_script: Script,
     outcome_script: Script,
     rollup_script: Script,
     round_trips: Arc<AtomicU64>,
@@ -137,6 +138,7 @@ impl RedisStore {
                 include_str!("close.lua")
             )),
             unindex_script: Script::new(include_str!("unindex.lua")),
+            erase_script: Script::new(include_str!("erase.lua")),
             outcome_script: Script::new(concat!(
                 include_str!("common.lua"),
                 include_str!("outcome.lua")
@@ -432,8 +434,8 @@ impl RedisStore {
     }
 
     /// Delete one contact: its index entries first (so nothing resolves to it any more),
-    /// then every key under its hash tag.
-    async fn erase_one(&self, contact_id: &str) -> Result<(), StoreError> {
+    /// then every key under its hash tag, in one script, except the owed record `kept`.
+    async fn erase_one(&self, contact_id: &str, kept: Option<&str>) -> Result<(), StoreError> {
         let contact = self.contact(contact_id).await?;
         let conversations = self.conversation_ids(contact_id).await?;
         let tokens: Vec<String> = self
@@ -484,22 +486,55 @@ impl RedisStore {
             )
             .await?;
         }
-        // All in one slot: one DEL.
-        let mut del = redis::cmd("DEL");
-        del.arg(keys::contact(contact_id))
-            .arg(keys::seen(contact_id))
-            .arg(keys::conversations(contact_id))
-            .arg(keys::merges(contact_id))
-            .arg(keys::tokens_of(contact_id))
-            // Owed events of an erased contact are not published: they carry its data.
-            .arg(keys::owed(contact_id));
+        // All in one slot: one script. Owed events of an erased contact are not
+        // published (they carry its data), except the erasure's own.
+        let mut invocation = self.erase_script.key(keys::owed(contact_id));
+        invocation
+            .key(keys::contact(contact_id))
+            .key(keys::seen(contact_id))
+            .key(keys::conversations(contact_id))
+            .key(keys::merges(contact_id))
+            .key(keys::tokens_of(contact_id));
         for cv in &conversations {
-            del.arg(keys::conversation(contact_id, cv))
-                .arg(keys::outcome(contact_id, cv))
-                .arg(keys::history(contact_id, cv))
-                .arg(keys::timeline(contact_id, cv));
+            invocation
+                .key(keys::conversation(contact_id, cv))
+                .key(keys::outcome(contact_id, cv))
+                .key(keys::history(contact_id, cv))
+                .key(keys::timeline(contact_id, cv));
         }
-        self.query::<()>(del).await
+        invocation.arg(kept.unwrap_or_default());
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(())
+    }
+
+    /// Keep the owed record of erasing `contact_id` (at `at`, `payload`) and point the
+    /// relay at it: the erasure's first write.
+    async fn owe_erasure(
+        &self,
+        contact_id: &str,
+        at: Timestamp,
+        payload: &str,
+    ) -> Result<(), StoreError> {
+        let record = format!(
+            "{}\u{1f}\u{1f}0\u{1f}\u{1f}{}",
+            at.as_microsecond(),
+            owed_tail(None, Some(payload))?
+        );
+        futures::try_join!(
+            self.query::<()>(
+                redis::cmd("HSET")
+                    .arg(keys::owed(contact_id))
+                    .arg(owed_erased_key(contact_id))
+                    .arg(record)
+                    .clone(),
+            ),
+            self.hint_owed(contact_id, at.as_millisecond()),
+        )?;
+        Ok(())
     }
 
     /// Point the relay at the contact's owed records (when the change `owes`): `ZADD
@@ -1509,7 +1544,12 @@ impl ContextStore for RedisStore {
         Ok(undone)
     }
 
-    async fn erase(&self, id: &str) -> Result<Option<Erased>, StoreError> {
+    async fn erase(
+        &self,
+        id: &str,
+        at: Timestamp,
+        owes: &(dyn for<'e> Fn(&'e Erased) -> String + Send + Sync),
+    ) -> Result<Option<Erased>, StoreError> {
         let Some(details) = self.contact_details(id).await? else {
             return Ok(None);
         };
@@ -1523,15 +1563,20 @@ impl ContextStore for RedisStore {
             .filter(|merge| merge.undone_at.is_none())
             .map(|merge| merge.absorbed.clone())
             .collect();
-        for contact in std::iter::once(id).chain(absorbed.iter().map(String::as_str)) {
-            self.erase_one(contact).await?;
-        }
-        Ok(Some(Erased {
+        let erased = Erased {
             contact_id: id.to_owned(),
             absorbed,
             conversations: details.conversations,
             latest,
-        }))
+        };
+        // The debt first: from here a crash leaves the rest to the relay.
+        self.owe_erasure(id, at, &owes(&erased)).await?;
+        for contact in &erased.absorbed {
+            self.erase_one(contact, None).await?;
+        }
+        crate::fault::point("mid_erase");
+        self.erase_one(id, Some(&owed_erased_key(id))).await?;
+        Ok(Some(erased))
     }
 
     async fn close_idle(
