@@ -6,8 +6,10 @@
 //! seconds with fixed buckets (Prometheus can aggregate them across instances; summaries
 //! cannot be).
 
+use std::cell::Cell;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -29,6 +31,18 @@ const VALUE_BUCKETS: &[f64] = &[
 ];
 const FIRST_RESPONSE: &str = "omnigate_first_response_seconds";
 const CONVERSION_VALUE: &str = "omnigate_conversion_value";
+
+/// `[metrics] stage_sample` when unset: one webhook in 16 has its pipeline stages timed.
+pub const DEFAULT_STAGE_SAMPLE: u32 = 16;
+
+/// One webhook in this many has its pipeline stages (and its store ingest) timed.
+static STAGE_SAMPLE: AtomicU32 = AtomicU32::new(DEFAULT_STAGE_SAMPLE);
+
+/// Time the pipeline stages of one webhook in `every` (`[metrics] stage_sample`; 0 is
+/// taken as 1: every webhook).
+pub fn set_stage_sample(every: u32) {
+    STAGE_SAMPLE.store(every.max(1), Ordering::Relaxed);
+}
 
 /// How often histogram buffers are folded into their buckets between scrapes.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -169,12 +183,40 @@ impl PipelineMetrics {
         }
     }
 
-    /// One store `ingest` and whether it failed. It is the pipeline's `store` stage too,
-    /// recorded once, under the store operation.
-    pub fn ingest(&self, took: Duration, ok: bool) {
-        self.store_ingest.record(took.as_secs_f64());
+    /// Whether this webhook's stages are timed: one in `[metrics] stage_sample`. A
+    /// webhook that is not takes no clock reading and records no histogram in the
+    /// pipeline (its one record is the plugin call's). Counted per thread: no counter
+    /// shared between cores on the hot path; each thread times its first webhook.
+    pub fn sampled(&self) -> bool {
+        thread_local!(static SEEN: Cell<u32> = const { Cell::new(0) });
+        let every = STAGE_SAMPLE.load(Ordering::Relaxed);
+        SEEN.with(|seen| {
+            let count = seen.get();
+            seen.set(count.wrapping_add(1) % every);
+            count == 0
+        })
+    }
+
+    /// The start of a stage, when the webhook is `sampled`.
+    pub fn start(sampled: bool) -> Option<Instant> {
+        sampled.then(Instant::now)
+    }
+
+    /// Record the stage `stage` begun at `started`, if it was timed.
+    pub fn stop(stage: &Histogram, started: Option<Instant>) {
+        if let Some(started) = started {
+            stage.record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// One store `ingest` (timed when `started`) and whether it failed. It is the
+    /// pipeline's `store` stage too, recorded once, under the store operation; a failure
+    /// is always counted.
+    pub fn ingest(&self, started: Option<Instant>, ok: bool) {
+        Self::stop(&self.store_ingest, started);
         if !ok {
-            store_operation(self.backend, "ingest", took, false);
+            counter!("omnigate_store_errors_total", "backend" => self.backend, "operation" => "ingest")
+                .increment(1);
         }
     }
 }
@@ -294,6 +336,24 @@ pub fn plugin_registry_revision(revision: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_are_timed_for_one_webhook_in_stage_sample_per_thread() {
+        // A thread of its own: the count is per thread, and the default is what other
+        // tests run with.
+        std::thread::spawn(|| {
+            let metrics = PipelineMetrics::new("memory");
+            let first: Vec<bool> = (0..2 * DEFAULT_STAGE_SAMPLE)
+                .map(|_| metrics.sampled())
+                .collect();
+            let timed: Vec<usize> = (0..first.len()).filter(|i| first[*i]).collect();
+            assert_eq!(timed, vec![0, DEFAULT_STAGE_SAMPLE as usize]);
+            assert!(PipelineMetrics::start(false).is_none());
+            assert!(PipelineMetrics::start(true).is_some());
+        })
+        .join()
+        .expect("sampling thread");
+    }
 
     #[test]
     fn recorded_values_are_rendered_with_labels() {

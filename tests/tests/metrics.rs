@@ -16,6 +16,8 @@ const CHANNEL: &str = "metrics-web";
 fn config(receiver: &Receiver) -> String {
     format!(
         r#"
+        [metrics]
+        stage_sample = 1
         [delivery]
         allow_networks = {LOOPBACK}
         [[subscriptions]]

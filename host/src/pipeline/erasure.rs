@@ -36,7 +36,7 @@ impl Pipeline {
         let event = event
             .into_inner()
             .unwrap_or_else(|| owed::erased_event(&erased, &|channel: &str| self.kind_of(channel)));
-        match self.publish_events(reservation, vec![event]).await {
+        match self.publish_events(reservation, vec![event], true).await {
             Ok(()) => {
                 self.settle((id.to_owned(), store::owed_erased_key(id)))
                     .await

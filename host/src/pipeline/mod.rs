@@ -198,8 +198,10 @@ impl Pipeline {
         body: &[u8],
     ) -> Result<Report, PipelineError> {
         let received_at = Timestamp::now();
+        // Stages are timed for one webhook in `[metrics] stage_sample` (metrics.rs).
+        let sampled = self.metrics.sampled();
         // Normalize all first: a plugin bug fails the webhook before anything is recorded.
-        let started = Instant::now();
+        let started = PipelineMetrics::start(sampled);
         let normalized =
             tracing::info_span!("normalize", events = events.len()).in_scope(|| {
                 events
@@ -215,9 +217,7 @@ impl Pipeline {
                     })
                     .collect::<Result<Vec<_>, _>>()
             })?;
-        self.metrics
-            .normalize
-            .record(started.elapsed().as_secs_f64());
+        PipelineMetrics::stop(&self.metrics.normalize, started);
         // Bounded before anything is stored: every copy (history, timeline, outbox) of a
         // message is as large as it is.
         for event in &normalized {
@@ -225,7 +225,10 @@ impl Pipeline {
         }
         let mut report = Report::default();
         for event in normalized {
-            if self.ingest_one(channel, event, body, received_at).await? {
+            if self
+                .ingest_one(channel, event, body, received_at, sampled)
+                .await?
+            {
                 report.accepted += 1;
             } else {
                 report.duplicates += 1;
@@ -240,18 +243,19 @@ impl Pipeline {
         event: Normalized,
         body: &[u8],
         received_at: Timestamp,
+        sampled: bool,
     ) -> Result<bool, PipelineError> {
         // Up to four events come out of one: contact.merged (a redeemed link token),
         // contact.merged (a verified handle another contact owns), conversation.started
         // or channel_switched (never both: a new conversation starts on the event's
         // channel), the event itself.
-        let started = Instant::now();
+        let started = PipelineMetrics::start(sampled);
         let reservation = self
             .delivery
             .reserve(4, self.settings.queue_wait)
             .instrument(tracing::info_span!("reserve"))
             .await?;
-        self.metrics.reserve.record(started.elapsed().as_secs_f64());
+        PipelineMetrics::stop(&self.metrics.reserve, started);
         let link = self.redeem_link_token(channel, &event).await?;
         let raw = self
             .delivery
@@ -298,13 +302,13 @@ impl Pipeline {
         );
         // The sender's handle, for a duplicate's owed-record lookup (the ingest takes the rest).
         let user = ingest.person.user.clone();
-        let started = Instant::now();
+        let started = PipelineMetrics::start(sampled);
         let ingested = self
             .store
             .ingest(ingest, &self.policy())
             .instrument(store_span.clone())
             .await;
-        self.metrics.ingest(started.elapsed(), ingested.is_ok());
+        self.metrics.ingest(started, ingested.is_ok());
         record_ingest(&store_span, &ingested);
         let Some(ingested) = ingested? else {
             return self
@@ -316,12 +320,12 @@ impl Pipeline {
             tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, evidence = %merge.evidence, "contacts merged on a shared verified handle");
         }
         if wanted {
-            let started = Instant::now();
+            let started = PipelineMetrics::start(sampled);
             let enrich_span = tracing::info_span!("enrich", events = tracing::field::Empty);
             let events = enrich_span.in_scope(|| owed::inbound_events(&inbound, &ingested));
             enrich_span.record("events", events.len());
-            self.metrics.enrich.record(started.elapsed().as_secs_f64());
-            self.publish_events(reservation, events).await?;
+            PipelineMetrics::stop(&self.metrics.enrich, started);
+            self.publish_events(reservation, events, sampled).await?;
         }
         // Before the settle: a crash in between leaves the owed record, whose retry or
         // relay runs the outcome step again (it is idempotent).
@@ -374,7 +378,7 @@ impl Pipeline {
         let kind_of = |channel: &str| self.kind_of(channel);
         let (debt, ingested, events) = self.owed_events(&owed, &kind_of).await?;
         metrics::owed_republished("retry");
-        self.publish_events(reservation, events).await?;
+        self.publish_events(reservation, events, true).await?;
         self.follow_up(&owed, debt.as_ref(), ingested.as_ref())
             .await?;
         self.settle((owed.contact_id, owed.key)).await;
@@ -400,21 +404,23 @@ impl Pipeline {
     /// answer, so the provider's next copy of the webhook is a plain duplicate. A settle
     /// that fails (or a crash before it) only makes a retry or the relay publish the same
     /// events, same ids, again: at least once.
+    /// The publish stage is timed when `sampled`.
     async fn publish_events(
         &self,
         reservation: crate::delivery::Reservation,
         events: Vec<Event>,
+        sampled: bool,
     ) -> Result<(), PipelineError> {
         for event in &events {
             tracing::debug!(event_id = %event.id, r#type = %event.kind, channel = %event.channel.id, conversation = %event.conversation.id, contact = %event.contact.id, "event accepted");
         }
-        let started = Instant::now();
+        let started = PipelineMetrics::start(sampled);
         let publish_span = publish_span(&events);
         reservation
             .publish(events.into_iter().map(Arc::new).collect())
             .instrument(publish_span)
             .await?;
-        self.metrics.publish.record(started.elapsed().as_secs_f64());
+        PipelineMetrics::stop(&self.metrics.publish, started);
         crate::fault::point("after_publish");
         Ok(())
     }
@@ -564,7 +570,7 @@ impl Pipeline {
         tracing::info!(merge = %undone.id, survivor, restored = absorbed, "contacts unmerged");
         // The undo stands: an outbox failure leaves the event to the owed record.
         match self
-            .publish_events(reservation, event.into_iter().collect())
+            .publish_events(reservation, event.into_iter().collect(), true)
             .await
         {
             Ok(()) => self.settle((owed.contact_id, owed.key)).await,

@@ -67,6 +67,7 @@ pub enum BootError {
 /// Build the application described by `config`.
 pub async fn build(config: Config) -> Result<Arc<App>, BootError> {
     crate::metrics::spawn_upkeep();
+    crate::metrics::set_stage_sample(config.metrics.stage_sample);
     let public_url = config.server.public_url()?;
     let runtime = Arc::new(Runtime::new(&RuntimeSettings {
         cache_dir: config.plugins.cache_dir.clone(),
