@@ -7,8 +7,10 @@
 /// A place where a crash is interesting: `after_commit` (the store committed a change;
 /// its events are not in the outbox yet), `after_publish` (the events are in the outbox;
 /// the owed record is not settled yet), `after_outcome_commit` (an outcome change
-/// committed), `mid_erase` (an erasure between its writes: its owed record and the
-/// contacts merged into the erased one are written and gone; the erased one is not).
+/// committed), `after_link` (a link token's merge committed; the message that redeemed
+/// it is not recorded yet), `mid_erase` (an erasure between its writes: its owed record
+/// and the contacts merged into the erased one are written and gone; the erased one is
+/// not).
 #[inline]
 pub fn point(name: &'static str) {
     #[cfg(debug_assertions)]

@@ -514,18 +514,107 @@ async fn the_relay_publishes_what_an_aborted_gateway_committed() {
     assert_eq!(ids, ["relay-1", "relay-2"], "once each, in order");
 }
 
+/// The relay's settings for the crash tests of contact events: records are abandoned
+/// after 1 s, swept every 200 ms; the subscription takes contact events too.
+fn relayed_soon_with_contacts(text: &str) -> String {
+    format!("{text}\n[pipeline]\nrelay_after = \"1s\"\n")
+        .replace("[store]\n", "[store]\n        sweep_interval = \"200ms\"\n")
+        .replace(
+            r#"events = ["message.*"]"#,
+            r#"events = ["message.*", "contact.*"]"#,
+        )
+}
+
+/// The contact of the accepted delivery with provider id `external_id`.
+fn contact_of(downstream: &Downstream, external_id: &str) -> Option<String> {
+    downstream
+        .accepted()
+        .iter()
+        .find(|seen| seen.external_id.as_deref() == Some(external_id))
+        .and_then(|seen| {
+            seen.body["data"]["contact"]["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+}
+
+/// A link token for `contact`, from the gateway at `base`.
+async fn link_token(base: &str, contact: &str) -> String {
+    let (status, token) = post(
+        &format!("{base}/v1/contacts/{contact}/link-tokens"),
+        &api_auth(),
+        "{}".to_owned(),
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 201, "{token}");
+    let token: Value = serde_json::from_str(&token).expect("JSON");
+    token["token"].as_str().expect("token").to_owned()
+}
+
+/// A link token's merge cut off by a crash from the message that redeemed it
+/// (`after_link`: the merge committed, the message not recorded), from a sender that
+/// never resends: the next process's relay publishes the `contact.merged` the merge kept
+/// owed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
+    let text = relayed_soon_with_contacts(&text);
+    let port = free_port().expect("port");
+    let mut gateway = Process::start_with_env(
+        &text,
+        dir.path(),
+        port,
+        &[("OMNIGATE_FAULT", "after_link:1")],
+    );
+    gateway.wait_ready().await;
+    assert_eq!(send(&gateway.base, "link-1", "lv-a").await, Some(200));
+    downstream
+        .wait_until("the first message", WAIT, |accepted| {
+            accepted_ids(accepted).contains(&"link-1".to_owned())
+        })
+        .await
+        .expect("delivered");
+    let contact = contact_of(&downstream, "link-1").expect("its contact");
+    let code = link_token(&gateway.base, &contact).await;
+    let body = message_saying("link-2", "lv-b", &format!("it is me: {code}"));
+    assert_eq!(send_body(&gateway.base, body).await, None, "aborted");
+    gateway.wait_exit(WAIT).await;
+    let next = Process::start(&text, dir.path(), port);
+    next.wait_ready().await;
+    let is_merge = |seen: &Seen| seen.kind == "contact.merged";
+    downstream
+        .wait_until("contact.merged", WAIT, |accepted| {
+            accepted.iter().any(is_merge)
+        })
+        .await
+        .expect("relayed after the restart, with no resend");
+    // The sweeps after it publish it no more (settled).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let merges: Vec<Seen> = downstream.accepted().into_iter().filter(is_merge).collect();
+    assert_eq!(merges.len(), 1, "published once");
+    let data = &merges[0].body["data"];
+    assert_eq!(
+        data["contact"]["id"],
+        contact.as_str(),
+        "about the survivor"
+    );
+    assert_eq!(data["merge"]["survivor"], contact.as_str());
+    assert!(
+        data["merge"]["evidence"]
+            .as_str()
+            .is_some_and(|evidence| evidence.starts_with("link token redeemed")),
+        "{data}"
+    );
+}
+
 /// An erasure cut short by a crash between its writes (`mid_erase`: the contact merged
 /// into the erased one is gone, the erased one not yet) is finished by the next process's
 /// relay, which then publishes the `contact.erased` the erasure owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
     let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
-    let text = format!("{text}\n[pipeline]\nrelay_after = \"1s\"\n")
-        .replace("[store]\n", "[store]\n        sweep_interval = \"200ms\"\n")
-        .replace(
-            r#"events = ["message.*"]"#,
-            r#"events = ["message.*", "contact.*"]"#,
-        );
+    let text = relayed_soon_with_contacts(&text);
     let port = free_port().expect("port");
     let mut gateway = Process::start_with_env(
         &text,
@@ -535,35 +624,15 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
     );
     gateway.wait_ready().await;
     assert_eq!(send(&gateway.base, "erase-1", "ev-a").await, Some(200));
-    let contact_of = |external_id: &str| -> Option<String> {
-        downstream
-            .accepted()
-            .iter()
-            .find(|seen| seen.external_id.as_deref() == Some(external_id))
-            .and_then(|seen| {
-                seen.body["data"]["contact"]["id"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-    };
     downstream
         .wait_until("the first message", WAIT, |accepted| {
             accepted_ids(accepted).contains(&"erase-1".to_owned())
         })
         .await
         .expect("delivered");
-    let contact = contact_of("erase-1").expect("its contact");
+    let contact = contact_of(&downstream, "erase-1").expect("its contact");
     // A second visitor redeems the contact's link token: merged into it.
-    let (status, token) = post(
-        &format!("{}/v1/contacts/{contact}/link-tokens", gateway.base),
-        &api_auth(),
-        "{}".to_owned(),
-    )
-    .await
-    .expect("post");
-    assert_eq!(status, 201, "{token}");
-    let token: Value = serde_json::from_str(&token).expect("JSON");
-    let code = token["token"].as_str().expect("token");
+    let code = link_token(&gateway.base, &contact).await;
     let body = message_saying("erase-2", "ev-b", &format!("it is me: {code}"));
     assert_eq!(send_body(&gateway.base, body).await, Some(200));
     let (status, merged) = get(
@@ -608,7 +677,7 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
         })
         .await
         .expect("delivered");
-    let fresh = contact_of("erase-3").expect("its contact");
+    let fresh = contact_of(&downstream, "erase-3").expect("its contact");
     assert!(
         fresh != contact && fresh != absorbed,
         "the merged-in visitor's handle resolves to nobody after the erasure"

@@ -850,17 +850,35 @@ async fn links(store: &dyn ContextStore) {
     // link_sender: a new sender is created and merged; the survivor itself is a no-op.
     let newcomer = person(&wa, "c");
     let linked = store
-        .link_sender(&newcomer, ca, "link token redeemed", at)
+        .link_sender(&newcomer, ca, "link token redeemed", at, "merged payload")
         .await
         .expect("ok")
         .expect("merged");
     assert_eq!(linked.survivor, ca);
     assert_ne!(linked.absorbed, ca);
+    // The contact.merged it owes was kept by the same step, on the survivor, until the
+    // message that redeemed the token is out.
+    let merged_key = omnigate::store::owed_merged_key(&linked.id);
+    let owed: Vec<omnigate::store::Owed> = store
+        .stale_owed(Timestamp::MAX, 10_000)
+        .await
+        .expect("owed records")
+        .into_iter()
+        .filter(|owed| owed.key == merged_key)
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].contact_id, ca);
+    assert_eq!(owed[0].payload, "merged payload");
+    assert_eq!(owed[0].merged.as_ref(), Some(&linked));
+    store
+        .settle(&[(ca.to_owned(), merged_key.clone())])
+        .await
+        .expect("settled");
     let from_c = ok(store, message(&wa, "c", "l5", at)).await;
     assert_eq!(from_c.contact.id, ca);
     assert!(
         store
-            .link_sender(&newcomer, ca, "again", at)
+            .link_sender(&newcomer, ca, "again", at, "merged payload")
             .await
             .expect("ok")
             .is_none()

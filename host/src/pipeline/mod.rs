@@ -256,7 +256,14 @@ impl Pipeline {
             .instrument(tracing::info_span!("reserve"))
             .await?;
         PipelineMetrics::stop(&self.metrics.reserve, started);
-        let link = self.redeem_link_token(channel, &event).await?;
+        // Decided now: the link token's merge keeps its `contact.merged` owed with this id.
+        let caused_ids: [String; 4] = std::array::from_fn(|_| crate::ids::event());
+        let link = self
+            .redeem_link_token(channel, &event, &caused_ids[2])
+            .await?;
+        if link.is_some() {
+            crate::fault::point("after_link");
+        }
         let raw = self
             .delivery
             .wants_raw()
@@ -267,6 +274,7 @@ impl Pipeline {
             event,
             received_at,
             raw,
+            caused_ids,
             link.as_ref().and_then(|(_, merge)| merge.clone()),
         );
         // Nothing is appended that no subscription wants; the owed record is still kept
@@ -336,6 +344,11 @@ impl Pipeline {
             self.settles
                 .settle((ingested.contact.id.clone(), key))
                 .await;
+        }
+        if let Some(merge) = &inbound.link_merge {
+            // Its contact.merged went out with the event (or nobody wants it).
+            let key = store::owed_merged_key(&merge.id);
+            self.settles.settle((merge.survivor.clone(), key)).await;
         }
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
@@ -487,8 +500,12 @@ impl Pipeline {
             let event = self.finish_erasure(owed, event).await?;
             return Ok((Some(debt), None, vec![event]));
         }
-        if let owed::Debt::Unmerged { event_id } = &debt {
-            let event = self.unmerged_event(owed, event_id, kind_of).await?;
+        if let owed::Debt::Unmerged { event_id } | owed::Debt::Merged { event_id } = &debt {
+            let kind = match &debt {
+                owed::Debt::Merged { .. } => EventType::ContactMerged,
+                _ => EventType::ContactUnmerged,
+            };
+            let event = self.merge_event(owed, kind, event_id, kind_of).await?;
             return Ok((Some(debt), None, event.into_iter().collect()));
         }
         let Some(ingested) = self.ingested_now(owed).await? else {
@@ -506,18 +523,21 @@ impl Pipeline {
                 };
                 vec![owed::closed_event(event_id, channel, owed.at, &ingested)]
             }
-            owed::Debt::Outcome(_) | owed::Debt::Unmerged { .. } | owed::Debt::Erased { .. } => {
-                Vec::new()
-            }
+            owed::Debt::Outcome(_)
+            | owed::Debt::Unmerged { .. }
+            | owed::Debt::Merged { .. }
+            | owed::Debt::Erased { .. } => Vec::new(),
         };
         Ok((Some(debt), Some(ingested), events))
     }
 
-    /// `contact.unmerged` of an owed unmerge: the survivor and its latest conversation as
-    /// they are now, the undone merge from the record; `None` when the survivor is gone.
-    async fn unmerged_event(
+    /// `contact.merged` or `contact.unmerged` (`kind`) of an owed merge or unmerge: the
+    /// survivor and its latest conversation as they are now, the merge from the record;
+    /// `None` when the survivor is gone.
+    async fn merge_event(
         &self,
         owed: &store::Owed,
+        kind: EventType,
         event_id: &str,
         kind_of: &(dyn Fn(&str) -> String + Sync),
     ) -> Result<Option<Event>, PipelineError> {
@@ -529,7 +549,7 @@ impl Pipeline {
             None => None,
         };
         let mut event = owed::contact_event(
-            EventType::ContactUnmerged,
+            kind,
             survivor.contact.snapshot(),
             conversation.as_ref(),
             kind_of,
@@ -566,7 +586,9 @@ impl Pipeline {
             payload,
         };
         let kind_of = |id: &str| self.kind_of(id);
-        let event = self.unmerged_event(&owed, &event_id, &kind_of).await?;
+        let event = self
+            .merge_event(&owed, EventType::ContactUnmerged, &event_id, &kind_of)
+            .await?;
         tracing::info!(merge = %undone.id, survivor, restored = absorbed, "contacts unmerged");
         // The undo stands: an outbox failure leaves the event to the owed record.
         match self
@@ -645,12 +667,14 @@ impl Pipeline {
     }
 
     /// A link token in the event (message text or start/ref payload) that is live: merge
-    /// the sender into the contact it was issued for. Returns the token and the merge
-    /// (`None` when the sender already is that contact).
+    /// the sender into the contact it was issued for, the merge's `contact.merged` kept
+    /// owed (id `merged_id`) until the event that carries it is out. Returns the token and
+    /// the merge (`None` when the sender already is that contact).
     async fn redeem_link_token(
         &self,
         channel: &ChannelMeta,
         event: &Normalized,
+        merged_id: &str,
     ) -> Result<Option<(String, Option<crate::store::Merge>)>, PipelineError> {
         let text = event
             .message
@@ -674,7 +698,16 @@ impl Pipeline {
         let evidence = format!("link token redeemed on channel {}", channel.id);
         let merge = self
             .store
-            .link_sender(&event.person, &contact, &evidence, event.at)
+            .link_sender(
+                &event.person,
+                &contact,
+                &evidence,
+                event.at,
+                &owed::Owes::Merged {
+                    event_id: merged_id,
+                }
+                .payload(),
+            )
             .await?;
         if let Some(merge) = &merge {
             tracing::info!(merge = %merge.id, survivor = %merge.survivor, absorbed = %merge.absorbed, channel = %channel.id, "contacts merged by a link token");
@@ -782,11 +815,12 @@ fn inbound_debt(
     event: Normalized,
     received_at: Timestamp,
     raw: Option<serde_json::Value>,
+    caused_ids: [String; 4],
     link_merge: Option<crate::store::Merge>,
 ) -> (owed::Inbound, crate::store::Person) {
     let inbound = owed::Inbound {
         event_id: event.event_id,
-        caused_ids: std::array::from_fn(|_| crate::ids::event()),
+        caused_ids,
         kind: event.kind,
         channel: ChannelRef {
             id: channel.id.clone(),

@@ -38,6 +38,11 @@ pub enum Owes<'a> {
         /// The event's id.
         event_id: &'a str,
     },
+    /// A merge a redeemed link token made (`contact.merged`; the record holds the merge).
+    Merged {
+        /// The event's id (the one the redeeming message publishes it with).
+        event_id: &'a str,
+    },
     /// What an outcome change caused: its events and counter changes.
     Outcome(&'a OutcomeDebt),
     /// A contact erased (`contact.erased`, whole: the contact is gone when it is
@@ -71,6 +76,11 @@ pub enum Debt {
     },
     /// A merge undone (`contact.unmerged`).
     Unmerged {
+        /// The event's id.
+        event_id: String,
+    },
+    /// A merge a redeemed link token made (`contact.merged`).
+    Merged {
         /// The event's id.
         event_id: String,
     },

@@ -121,10 +121,11 @@ impl ContextStore for Measured {
         survivor: &str,
         evidence: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Option<Merge>, StoreError> {
         self.timed(
             "link_sender",
-            self.inner.link_sender(person, survivor, evidence, at),
+            self.inner.link_sender(person, survivor, evidence, at, owed),
         )
         .await
     }

@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key,
-    owed_unmerged_key, probable_keys, shared_handle_evidence,
+    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_merged_key,
+    owed_outbound_key, owed_unmerged_key, probable_keys, shared_handle_evidence,
 };
 use super::outcomes::{
     MemoryTables, OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked,
@@ -320,6 +320,7 @@ impl ContextStore for MemoryStore {
         survivor: &str,
         evidence: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Option<Merge>, StoreError> {
         let mut state = self.state.lock();
         if !state.contacts.contains_key(survivor) {
@@ -329,7 +330,18 @@ impl ContextStore for MemoryStore {
         if sender == survivor {
             return Ok(None);
         }
-        state.merge(survivor, &sender, evidence, at).map(Some)
+        let merge = state.merge(survivor, &sender, evidence, at)?;
+        state.owe(Owed {
+            contact_id: survivor.to_owned(),
+            key: owed_merged_key(&merge.id),
+            at: Timestamp::now(),
+            conversation_id: String::new(),
+            started: false,
+            switched_from: None,
+            merged: Some(merge.clone()),
+            payload: owed.to_owned(),
+        });
+        Ok(Some(merge))
     }
 
     async fn merge(

@@ -26,7 +26,8 @@ pub use memory::MemoryStore;
 pub use model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
+    owed_closed_key, owed_erased_key, owed_inbound_key, owed_merged_key, owed_outbound_key,
+    owed_unmerged_key,
 };
 pub use outcomes::{
     OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked, owed_conversion_key,
@@ -127,12 +128,19 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Link the sender `person` to `survivor` on verified evidence: the sender's contact
     /// (created when the sender is new) is merged into `survivor`. `None` when the sender
     /// already is `survivor`.
+    ///
+    /// In the same atomic step as recording the merge, the survivor keeps the owed record
+    /// `owed` (the `contact.merged` it owes) under
+    /// [`owed_merged_key`](model::owed_merged_key), with the merge: the message that
+    /// redeemed the token is recorded by a later call, and a crash in between must not
+    /// lose the event.
     async fn link_sender(
         &self,
         person: &Person,
         survivor: &str,
         evidence: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Option<Merge>, StoreError>;
 
     /// Merge `absorbed` into `survivor` (reversible with [`ContextStore::unmerge`]);

@@ -393,7 +393,8 @@ pub struct Owed {
     /// The contact it is kept with (on Redis: in that contact's slot).
     pub contact_id: String,
     /// Unique within the contact: [`owed_inbound_key`], [`owed_outbound_key`],
-    /// [`owed_closed_key`], [`owed_unmerged_key`] or [`owed_erased_key`].
+    /// [`owed_closed_key`], [`owed_merged_key`], [`owed_unmerged_key`] or
+    /// [`owed_erased_key`].
     pub key: String,
     /// When the change committed.
     pub at: Timestamp,
@@ -422,6 +423,12 @@ pub fn owed_outbound_key(event_id: &str) -> String {
 /// The owed key of an undone merge (`contact.unmerged`): `unmerged\x1f<merge id>`.
 pub fn owed_unmerged_key(merge_id: &str) -> String {
     format!("unmerged\u{1f}{merge_id}")
+}
+
+/// The owed key of a merge a redeemed link token made (`contact.merged`):
+/// `merged\x1f<merge id>`, on the survivor.
+pub fn owed_merged_key(merge_id: &str) -> String {
+    format!("merged\u{1f}{merge_id}")
 }
 
 /// The owed key of an erasure (`contact.erased`): `erased\x1f<contact id>`, kept with

@@ -511,6 +511,100 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Merge `absorbed` into `survivor` (see [`ContextStore::merge`]); with `owed`, the
+    /// survivor keeps the merge's owed record (`contact.merged`) in the script that
+    /// records the merge.
+    async fn merge_owing(
+        &self,
+        survivor: &str,
+        absorbed: &str,
+        evidence: &str,
+        at: Timestamp,
+        owed: Option<&str>,
+    ) -> Result<Merge, StoreError> {
+        if survivor == absorbed {
+            return Err(StoreError::Conflict(
+                "a contact cannot be merged into itself".into(),
+            ));
+        }
+        // Every step below is one round trip (counted, like the ingest's).
+        self.trip();
+        let (target, source, source_into) = futures::try_join!(
+            self.contact(survivor),
+            self.contact(absorbed),
+            self.merged_into(absorbed),
+        )?;
+        let target = target.ok_or_else(|| not_found("contact", survivor))?;
+        let source = source.ok_or_else(|| not_found("contact", absorbed))?;
+        if let Some(into) = source_into.filter(|into| into != survivor) {
+            return Err(StoreError::Conflict(format!(
+                "contact `{absorbed}` is merged into `{into}`"
+            )));
+        }
+        let proposed = Merge::verified(&target, &source, evidence, at);
+        let moved = &proposed.handles;
+        // Dedupe entries first, then the record, then the handles: until a handle points
+        // at the survivor its events still land on (and are deduped by) the absorbed one.
+        self.copy_seen(absorbed, survivor).await?;
+        self.trip();
+        let mut conn = self.conn.clone();
+        let committed = Timestamp::now();
+        let mut invocation = self.merge_script.key(keys::contact(survivor));
+        invocation
+            .key(keys::merges(survivor))
+            .arg(serde_json::to_string(&proposed).map_err(internal)?)
+            .arg(absorbed)
+            .arg(serde_json::to_string(moved).map_err(internal)?)
+            .arg(keys::contact_prefix(survivor))
+            .arg(committed.as_microsecond())
+            .arg(owed.unwrap_or_default());
+        let merging = invocation.invoke_async::<(String, String)>(&mut conn);
+        // Beside it, when the merge owes its event: the hint that makes the record
+        // findable by the relay.
+        let ((outcome, record), _) = futures::try_join!(
+            async { merging.await.map_err(|error| self.unavailable(error)) },
+            async {
+                match owed {
+                    Some(_) => self.hint_owed(survivor, committed.as_millisecond()).await,
+                    None => Ok(()),
+                }
+            },
+        )?;
+        match outcome.as_str() {
+            "conflict" => {
+                return Err(StoreError::Conflict(format!(
+                    "contact `{survivor}` is merged into `{record}`; merge into that one"
+                )));
+            }
+            "missing" => return Err(not_found("contact", survivor)),
+            _ => {}
+        }
+        let merge: Merge = parse_json(&record)?;
+        self.trip();
+        // With it: the owed-record hint of the absorbed contact by its id. A hint naming a
+        // sender finds the contact its handle points at, which is the survivor once
+        // re-pointed: the absorbed contact's records must stay findable.
+        futures::try_join!(
+            self.query::<()>(
+                redis::cmd("HSET")
+                    .arg(keys::contact(absorbed))
+                    .arg("merged_into")
+                    .arg(survivor)
+                    .clone(),
+            ),
+            self.hint_owed(absorbed, Timestamp::now().as_millisecond()),
+        )?;
+        self.trip();
+        try_join_all(
+            source
+                .handles
+                .iter()
+                .map(|handle| self.repoint(keys::handle(handle), absorbed, survivor)),
+        )
+        .await?;
+        Ok(merge)
+    }
+
     /// Keep the owed record of erasing `contact_id` (at `at`, `payload`) and point the
     /// relay at it: the erasure's first write.
     async fn owe_erasure(
@@ -1377,6 +1471,7 @@ impl ContextStore for RedisStore {
         survivor: &str,
         evidence: &str,
         at: Timestamp,
+        owed: &str,
     ) -> Result<Option<Merge>, StoreError> {
         let Resolved {
             contact: sender,
@@ -1403,7 +1498,9 @@ impl ContextStore for RedisStore {
             .await
             .map_err(|error| self.unavailable(error))?;
         try_join_all(unowned.iter().map(|handle| self.claim(handle, &sender))).await?;
-        self.merge(survivor, &sender, evidence, at).await.map(Some)
+        self.merge_owing(survivor, &sender, evidence, at, Some(owed))
+            .await
+            .map(Some)
     }
 
     async fn merge(
@@ -1413,75 +1510,8 @@ impl ContextStore for RedisStore {
         evidence: &str,
         at: Timestamp,
     ) -> Result<Merge, StoreError> {
-        if survivor == absorbed {
-            return Err(StoreError::Conflict(
-                "a contact cannot be merged into itself".into(),
-            ));
-        }
-        // Every step below is one round trip (counted, like the ingest's).
-        self.trip();
-        let (target, source, source_into) = futures::try_join!(
-            self.contact(survivor),
-            self.contact(absorbed),
-            self.merged_into(absorbed),
-        )?;
-        let target = target.ok_or_else(|| not_found("contact", survivor))?;
-        let source = source.ok_or_else(|| not_found("contact", absorbed))?;
-        if let Some(into) = source_into.filter(|into| into != survivor) {
-            return Err(StoreError::Conflict(format!(
-                "contact `{absorbed}` is merged into `{into}`"
-            )));
-        }
-        let proposed = Merge::verified(&target, &source, evidence, at);
-        let moved = &proposed.handles;
-        // Dedupe entries first, then the record, then the handles: until a handle points
-        // at the survivor its events still land on (and are deduped by) the absorbed one.
-        self.copy_seen(absorbed, survivor).await?;
-        self.trip();
-        let mut conn = self.conn.clone();
-        let (outcome, record): (String, String) = self
-            .merge_script
-            .key(keys::contact(survivor))
-            .key(keys::merges(survivor))
-            .arg(serde_json::to_string(&proposed).map_err(internal)?)
-            .arg(absorbed)
-            .arg(serde_json::to_string(moved).map_err(internal)?)
-            .invoke_async(&mut conn)
+        self.merge_owing(survivor, absorbed, evidence, at, None)
             .await
-            .map_err(|error| self.unavailable(error))?;
-        match outcome.as_str() {
-            "conflict" => {
-                return Err(StoreError::Conflict(format!(
-                    "contact `{survivor}` is merged into `{record}`; merge into that one"
-                )));
-            }
-            "missing" => return Err(not_found("contact", survivor)),
-            _ => {}
-        }
-        let merge: Merge = parse_json(&record)?;
-        self.trip();
-        // With it: the owed-record hint of the absorbed contact by its id. A hint naming a
-        // sender finds the contact its handle points at, which is the survivor once
-        // re-pointed: the absorbed contact's records must stay findable.
-        futures::try_join!(
-            self.query::<()>(
-                redis::cmd("HSET")
-                    .arg(keys::contact(absorbed))
-                    .arg("merged_into")
-                    .arg(survivor)
-                    .clone(),
-            ),
-            self.hint_owed(absorbed, Timestamp::now().as_millisecond()),
-        )?;
-        self.trip();
-        try_join_all(
-            source
-                .handles
-                .iter()
-                .map(|handle| self.repoint(keys::handle(handle), absorbed, survivor)),
-        )
-        .await?;
-        Ok(merge)
     }
 
     async fn unmerge(
