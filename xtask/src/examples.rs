@@ -162,9 +162,8 @@ fn javascript(example: &Path) -> Result<PathBuf> {
         root().join("sdk").join("js").join("src"),
         root().join(WIT),
     ];
-    if newer_than_all(&wasm, &inputs)? {
-        return Ok(wasm);
-    }
+    // Installed even when the component is up to date: `omnigate plugin new`'s test
+    // builds a new JavaScript plugin with this example's pinned componentize-js.
     let tool = example
         .join("node_modules")
         .join(".bin")
@@ -177,6 +176,9 @@ fn javascript(example: &Path) -> Result<PathBuf> {
                 .current_dir(example),
         )
         .context("Node.js with npm is needed for the JavaScript example plugins")?;
+    }
+    if newer_than_all(&wasm, &inputs)? {
+        return Ok(wasm);
     }
     if let Some(dir) = wasm.parent() {
         std::fs::create_dir_all(dir)?;
