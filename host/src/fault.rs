@@ -8,7 +8,9 @@
 /// its events are not in the outbox yet), `after_publish` (the events are in the outbox;
 /// the owed record is not settled yet), `after_outcome_commit` (an outcome change
 /// committed), `after_link` (a link token's merge committed; the message that redeemed
-/// it is not recorded yet), `mid_erase` (an erasure between its writes: its owed record
+/// it is not recorded yet), `after_shared_merge` (Redis: a merge on a verified handle
+/// another contact owns committed; the event that reported the handle is not recorded
+/// yet), `mid_erase` (an erasure between its writes: its owed record
 /// and the contacts merged into the erased one are written and gone; the erased one is
 /// not).
 #[inline]

@@ -608,6 +608,68 @@ async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
     );
 }
 
+/// A merge on a verified phone another contact owns, cut off by a crash from the event
+/// that reported the phone (`after_shared_merge`: on Redis the merge is a step before the
+/// event's), from a sender that never resends: the next process's relay publishes the
+/// `contact.merged` the merge kept owed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_event() {
+    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
+    let text = relayed_soon_with_contacts(&text);
+    let port = free_port().expect("port");
+    let mut gateway = Process::start_with_env(
+        &text,
+        dir.path(),
+        port,
+        &[("OMNIGATE_FAULT", "after_shared_merge:1")],
+    );
+    gateway.wait_ready().await;
+    let signed_in = |id: &str, visitor: &str, authenticated: bool| -> Vec<u8> {
+        json!({
+            "type": "message",
+            "id": id,
+            "visitor": {"id": visitor, "phone": "+1 650 555 1234", "authenticated": authenticated},
+            "text": format!("text of {id}"),
+        })
+        .to_string()
+        .into_bytes()
+    };
+    // A owns the phone (verified); B is anonymous, then signs in with the same phone.
+    let owner = signed_in("shared-1", "sv-a", true);
+    assert_eq!(send_body(&gateway.base, owner).await, Some(200));
+    let anonymous = signed_in("shared-2", "sv-b", false);
+    assert_eq!(send_body(&gateway.base, anonymous).await, Some(200));
+    downstream
+        .wait_until("both first messages", WAIT, |accepted| {
+            let ids = accepted_ids(accepted);
+            ids.contains(&"shared-1".to_owned()) && ids.contains(&"shared-2".to_owned())
+        })
+        .await
+        .expect("delivered");
+    let survivor = contact_of(&downstream, "shared-1").expect("A");
+    let absorbed = contact_of(&downstream, "shared-2").expect("B");
+    assert_ne!(survivor, absorbed, "an unverified phone links nothing");
+    let merging = signed_in("shared-3", "sv-b", true);
+    assert_eq!(send_body(&gateway.base, merging).await, None, "aborted");
+    gateway.wait_exit(WAIT).await;
+    let next = Process::start(&text, dir.path(), port);
+    next.wait_ready().await;
+    let is_merge = |seen: &Seen| seen.kind == "contact.merged";
+    downstream
+        .wait_until("contact.merged", WAIT, |accepted| {
+            accepted.iter().any(is_merge)
+        })
+        .await
+        .expect("relayed after the restart, with no resend");
+    // The sweeps after it publish it no more (settled).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let merges: Vec<Seen> = downstream.accepted().into_iter().filter(is_merge).collect();
+    assert_eq!(merges.len(), 1, "published once");
+    let merge = &merges[0].body["data"]["merge"];
+    assert_eq!(merge["survivor"], survivor.as_str());
+    assert_eq!(merge["absorbed"], absorbed.as_str());
+}
+
 /// An erasure cut short by a crash between its writes (`mid_erase`: the contact merged
 /// into the erased one is gone, the erased one not yet) is finished by the next process's
 /// relay, which then publishes the `contact.erased` the erasure owed, once.

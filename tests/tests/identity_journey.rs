@@ -158,22 +158,7 @@ async fn journey(store_url: &str) {
     );
     // The merge's own owed record (kept in case the message never made it) is settled
     // once the message carried its event: the relay will not publish it again.
-    let merged_key = omnigate::store::owed_merged_key(merged["merge"]["id"].as_str().expect("id"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let owed = gateway
-            .app
-            .pipeline
-            .store()
-            .stale_owed(jiff::Timestamp::MAX, 10_000)
-            .await
-            .expect("owed records");
-        if !owed.iter().any(|owed| owed.key == merged_key) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still owed: {owed:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    settled(&gateway, merged["merge"]["id"].as_str().expect("id")).await;
     let switched = receiver
         .wait_of_type("conversation.channel_switched", 1)
         .await
@@ -338,6 +323,27 @@ async fn journey(store_url: &str) {
     gateway.stop().await;
 }
 
+/// Wait until merge `merge_id`'s owed `contact.merged` is settled (the event that carried
+/// it is out); fails after 10 s.
+async fn settled(gateway: &Gateway, merge_id: &str) {
+    let key = omnigate::store::owed_merged_key(merge_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let owed = gateway
+            .app
+            .pipeline
+            .store()
+            .stale_owed(jiff::Timestamp::MAX, 10_000)
+            .await
+            .expect("owed records");
+        if !owed.iter().any(|owed| owed.key == key) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still owed: {owed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 const WA_APP_SECRET: &str = "6a1b0c5e2f9d4e7a8b3c1d0e9f8a7b6c";
 
 /// A WhatsApp channel `wa` and a web chat channel `web`.
@@ -436,6 +442,7 @@ async fn verified_phone_merges_known_contacts(store_url: &str) {
         "same verified phone +16505551234 reported on channel web"
     );
     assert_eq!(merged["contact"]["id"], whatsapp_user.as_str());
+    settled(&gateway, merged["merge"]["id"].as_str().expect("id")).await;
     let received = receiver.wait_of_type("message.received", 3).await;
     assert_eq!(
         received[2]["contact"]["id"],

@@ -69,6 +69,7 @@ fn message(channel: &str, user: &str, id: &str, at: Timestamp) -> Ingest {
         referral: None,
         reply_window: None,
         owed: Some(format!("payload of {id}")),
+        merged_owed: None,
     }
 }
 
@@ -77,6 +78,9 @@ fn with_phone(mut ingest: Ingest, phone: &str, verified: bool) -> Ingest {
         .person
         .handles
         .push(handle(HandleKind::Phone, phone, verified));
+    if verified {
+        ingest.merged_owed = Some(format!("merge payload of {}", ingest.external_id));
+    }
     ingest
 }
 
@@ -1349,6 +1353,20 @@ async fn shared_verified_handle(store: &dyn ContextStore) {
     assert_eq!(verified.conversation.id, a.conversation.id);
     assert_eq!(verified.switched_from.as_deref(), Some(wa.as_str()));
     assert_eq!(verified.conversation.messages, 2);
+    // The merge kept its contact.merged owed, on the survivor, with the merge: on Redis it
+    // is a step before the ingest's own.
+    let merged_key = omnigate::store::owed_merged_key(&merge.id);
+    let owed: Vec<omnigate::store::Owed> = store
+        .stale_owed(Timestamp::MAX, 10_000)
+        .await
+        .expect("owed records")
+        .into_iter()
+        .filter(|owed| owed.key == merged_key)
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].contact_id, a.contact.id);
+    assert_eq!(owed[0].payload, "merge payload of sv4");
+    assert_eq!(owed[0].merged.as_ref(), Some(&merge));
     // Retries are duplicates: the merging event, and B's event from before the merge.
     for (id, at) in [("sv4", later(at, 1)), ("sv2", at)] {
         let retry = with_phone(message(&web, "visitor", id, at), &number, true);

@@ -289,6 +289,13 @@ impl Pipeline {
             &channel.id,
         );
         let owes = wanted || self.outcomes.enabled;
+        // Only a sender reporting a verified phone or e-mail can be merged by the ingest.
+        let merged_owed = person.handles.iter().any(store::merges_on).then(|| {
+            owed::Owes::Merged {
+                event_id: &inbound.caused_ids[3],
+            }
+            .payload()
+        });
         let ingest = Ingest {
             channel: channel.id.clone(),
             external_id: inbound.external_id.clone(),
@@ -300,6 +307,7 @@ impl Pipeline {
                 .reply_window
                 .filter(|_| inbound.kind == EventType::MessageReceived),
             owed: owes.then(|| owed::Owes::Inbound(&inbound).payload()),
+            merged_owed,
         };
         let store_span = tracing::info_span!(
             "store.ingest",
@@ -345,8 +353,12 @@ impl Pipeline {
                 .settle((ingested.contact.id.clone(), key))
                 .await;
         }
-        if let Some(merge) = &inbound.link_merge {
-            // Its contact.merged went out with the event (or nobody wants it).
+        // The merges' own records: their contact.merged went out with the event (or
+        // nobody wants it).
+        for merge in [&inbound.link_merge, &ingested.merged]
+            .into_iter()
+            .flatten()
+        {
             let key = store::owed_merged_key(&merge.id);
             self.settles.settle((merge.survivor.clone(), key)).await;
         }

@@ -781,7 +781,23 @@ impl State {
         }
         let evidence = shared_handle_evidence(handle, &ingest.channel);
         match self.merge(&owner, sender, &evidence, ingest.at) {
-            Ok(merge) => Some(merge),
+            Ok(merge) => {
+                // In the same step as the ingest here; kept all the same, so both backends
+                // answer alike (the publisher settles it with the event's record).
+                if let Some(payload) = &ingest.merged_owed {
+                    self.owe(Owed {
+                        contact_id: owner.clone(),
+                        key: owed_merged_key(&merge.id),
+                        at: Timestamp::now(),
+                        conversation_id: String::new(),
+                        started: false,
+                        switched_from: None,
+                        merged: Some(merge.clone()),
+                        payload: payload.clone(),
+                    });
+                }
+                Some(merge)
+            }
             Err(error) => {
                 tracing::warn!(%error, survivor = %owner, absorbed = %sender, "contacts sharing a verified handle not merged");
                 None
@@ -1238,6 +1254,7 @@ pub(crate) mod tests {
         at: Timestamp,
     ) -> Ingest {
         Ingest {
+            merged_owed: None,
             channel: channel.to_owned(),
             external_id: id.to_owned(),
             at,

@@ -26,8 +26,8 @@ pub use memory::MemoryStore;
 pub use model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    owed_closed_key, owed_erased_key, owed_inbound_key, owed_merged_key, owed_outbound_key,
-    owed_unmerged_key,
+    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_merged_key,
+    owed_outbound_key, owed_unmerged_key,
 };
 pub use outcomes::{
     OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked, owed_conversion_key,

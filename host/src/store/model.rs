@@ -130,6 +130,12 @@ pub struct Ingest {
     /// `None` when the change owes nothing (no subscription wants its events and no
     /// outcome step follows it): no record is written.
     pub owed: Option<String>,
+    /// The owed payload of the `contact.merged` of a merge the ingest makes on a
+    /// verified handle another contact owns ([`merges_on`]), kept with the merge under
+    /// [`owed_merged_key`] until settled (on Redis the merge is a step before the
+    /// ingest's own, and a crash in between must not lose the event); `None` when the
+    /// sender reports no such handle.
+    pub merged_owed: Option<String>,
 }
 
 /// A message sent by the business through omnigate.

@@ -309,7 +309,11 @@ impl RedisStore {
             return Ok(None);
         }
         let evidence = shared_handle_evidence(handle, &ingest.channel);
-        match self.merge(owner, sender, &evidence, ingest.at).await {
+        let owed = ingest.merged_owed.as_deref();
+        match self
+            .merge_owing(owner, sender, &evidence, ingest.at, owed)
+            .await
+        {
             Ok(merge) => Ok(Some(merge)),
             Err(error @ (StoreError::Conflict(_) | StoreError::NotFound { .. })) => {
                 tracing::warn!(%error, survivor = %owner, absorbed = %sender, "contacts sharing a verified handle not merged");
@@ -1083,6 +1087,9 @@ impl RedisStore {
             }
             None => None,
         };
+        if merged.is_some() {
+            crate::fault::point("after_shared_merge");
+        }
         self.record(&ingest, policy, &event, resolved, merged).await
     }
 
