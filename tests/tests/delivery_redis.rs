@@ -552,48 +552,109 @@ async fn link_token(base: &str, contact: &str) -> String {
     token["token"].as_str().expect("token").to_owned()
 }
 
+/// A gateway process armed to abort at a fault point (`OMNIGATE_FAULT`), relaying soon,
+/// with what its restart needs.
+struct Armed {
+    _redis: RedisServer,
+    downstream: Downstream,
+    dir: tempfile::TempDir,
+    text: String,
+    port: u16,
+    gateway: Process,
+}
+
+/// A gateway on its own Redis, aborting at `fault` (`<point>:<n>`), ready.
+async fn armed(fault: &str) -> Armed {
+    let (redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
+    let text = relayed_soon_with_contacts(&text);
+    let port = free_port().expect("port");
+    let gateway = Process::start_with_env(&text, dir.path(), port, &[("OMNIGATE_FAULT", fault)]);
+    gateway.wait_ready().await;
+    Armed {
+        _redis: redis,
+        downstream,
+        dir,
+        text,
+        port,
+        gateway,
+    }
+}
+
+/// Send message `id` from `visitor` and wait for its delivery; its contact.
+async fn first_message(
+    gateway: &Process,
+    downstream: &Downstream,
+    id: &str,
+    visitor: &str,
+) -> String {
+    assert_eq!(send(&gateway.base, id, visitor).await, Some(200));
+    downstream
+        .wait_until("the first message", WAIT, |accepted| {
+            accepted_ids(accepted).iter().any(|seen| seen == id)
+        })
+        .await
+        .expect("delivered");
+    contact_of(downstream, id).expect("its contact")
+}
+
+/// After the aborted `gateway` exits, start the next process on its port and wait until
+/// the relay delivers a `kind` event (nothing resends); the sweeps after it must not
+/// deliver it again (settled). The next process (kept running) and the event.
+async fn restart_and_relay_once(
+    mut gateway: Process,
+    text: &str,
+    dir: &std::path::Path,
+    port: u16,
+    downstream: &Downstream,
+    kind: &str,
+) -> (Process, Seen) {
+    gateway.wait_exit(WAIT).await;
+    let next = Process::start(text, dir, port);
+    next.wait_ready().await;
+    downstream
+        .wait_until(kind, WAIT, |accepted| {
+            accepted.iter().any(|seen| seen.kind == kind)
+        })
+        .await
+        .expect("relayed after the restart, with no resend");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut relayed: Vec<Seen> = downstream
+        .accepted()
+        .into_iter()
+        .filter(|seen| seen.kind == kind)
+        .collect();
+    assert_eq!(relayed.len(), 1, "{kind} published once");
+    (next, relayed.remove(0))
+}
+
 /// A link token's merge cut off by a crash from the message that redeemed it
 /// (`after_link`: the merge committed, the message not recorded), from a sender that
 /// never resends: the next process's relay publishes the `contact.merged` the merge kept
 /// owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
-    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
-    let text = relayed_soon_with_contacts(&text);
-    let port = free_port().expect("port");
-    let mut gateway = Process::start_with_env(
-        &text,
-        dir.path(),
+    let Armed {
+        _redis,
+        downstream,
+        dir,
+        text,
         port,
-        &[("OMNIGATE_FAULT", "after_link:1")],
-    );
-    gateway.wait_ready().await;
-    assert_eq!(send(&gateway.base, "link-1", "lv-a").await, Some(200));
-    downstream
-        .wait_until("the first message", WAIT, |accepted| {
-            accepted_ids(accepted).contains(&"link-1".to_owned())
-        })
-        .await
-        .expect("delivered");
-    let contact = contact_of(&downstream, "link-1").expect("its contact");
+        gateway,
+    } = armed("after_link:1").await;
+    let contact = first_message(&gateway, &downstream, "link-1", "lv-a").await;
     let code = link_token(&gateway.base, &contact).await;
     let body = message_saying("link-2", "lv-b", &format!("it is me: {code}"));
     assert_eq!(send_body(&gateway.base, body).await, None, "aborted");
-    gateway.wait_exit(WAIT).await;
-    let next = Process::start(&text, dir.path(), port);
-    next.wait_ready().await;
-    let is_merge = |seen: &Seen| seen.kind == "contact.merged";
-    downstream
-        .wait_until("contact.merged", WAIT, |accepted| {
-            accepted.iter().any(is_merge)
-        })
-        .await
-        .expect("relayed after the restart, with no resend");
-    // The sweeps after it publish it no more (settled).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let merges: Vec<Seen> = downstream.accepted().into_iter().filter(is_merge).collect();
-    assert_eq!(merges.len(), 1, "published once");
-    let data = &merges[0].body["data"];
+    let (_next, merged) = restart_and_relay_once(
+        gateway,
+        &text,
+        dir.path(),
+        port,
+        &downstream,
+        "contact.merged",
+    )
+    .await;
+    let data = &merged.body["data"];
     assert_eq!(
         data["contact"]["id"],
         contact.as_str(),
@@ -614,16 +675,14 @@ async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
 /// `contact.merged` the merge kept owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_event() {
-    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
-    let text = relayed_soon_with_contacts(&text);
-    let port = free_port().expect("port");
-    let mut gateway = Process::start_with_env(
-        &text,
-        dir.path(),
+    let Armed {
+        _redis,
+        downstream,
+        dir,
+        text,
         port,
-        &[("OMNIGATE_FAULT", "after_shared_merge:1")],
-    );
-    gateway.wait_ready().await;
+        gateway,
+    } = armed("after_shared_merge:1").await;
     let signed_in = |id: &str, visitor: &str, authenticated: bool| -> Vec<u8> {
         json!({
             "type": "message",
@@ -651,21 +710,16 @@ async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_even
     assert_ne!(survivor, absorbed, "an unverified phone links nothing");
     let merging = signed_in("shared-3", "sv-b", true);
     assert_eq!(send_body(&gateway.base, merging).await, None, "aborted");
-    gateway.wait_exit(WAIT).await;
-    let next = Process::start(&text, dir.path(), port);
-    next.wait_ready().await;
-    let is_merge = |seen: &Seen| seen.kind == "contact.merged";
-    downstream
-        .wait_until("contact.merged", WAIT, |accepted| {
-            accepted.iter().any(is_merge)
-        })
-        .await
-        .expect("relayed after the restart, with no resend");
-    // The sweeps after it publish it no more (settled).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let merges: Vec<Seen> = downstream.accepted().into_iter().filter(is_merge).collect();
-    assert_eq!(merges.len(), 1, "published once");
-    let merge = &merges[0].body["data"]["merge"];
+    let (_next, merged) = restart_and_relay_once(
+        gateway,
+        &text,
+        dir.path(),
+        port,
+        &downstream,
+        "contact.merged",
+    )
+    .await;
+    let merge = &merged.body["data"]["merge"];
     assert_eq!(merge["survivor"], survivor.as_str());
     assert_eq!(merge["absorbed"], absorbed.as_str());
 }
@@ -675,24 +729,15 @@ async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_even
 /// relay, which then publishes the `contact.erased` the erasure owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
-    let (_redis, downstream, dir, text) = process_set_up(Mode::Accept).await;
-    let text = relayed_soon_with_contacts(&text);
-    let port = free_port().expect("port");
-    let mut gateway = Process::start_with_env(
-        &text,
-        dir.path(),
+    let Armed {
+        _redis,
+        downstream,
+        dir,
+        text,
         port,
-        &[("OMNIGATE_FAULT", "mid_erase:1")],
-    );
-    gateway.wait_ready().await;
-    assert_eq!(send(&gateway.base, "erase-1", "ev-a").await, Some(200));
-    downstream
-        .wait_until("the first message", WAIT, |accepted| {
-            accepted_ids(accepted).contains(&"erase-1".to_owned())
-        })
-        .await
-        .expect("delivered");
-    let contact = contact_of(&downstream, "erase-1").expect("its contact");
+        gateway,
+    } = armed("mid_erase:1").await;
+    let contact = first_message(&gateway, &downstream, "erase-1", "ev-a").await;
     // A second visitor redeems the contact's link token: merged into it.
     let code = link_token(&gateway.base, &contact).await;
     let body = message_saying("erase-2", "ev-b", &format!("it is me: {code}"));
@@ -715,16 +760,16 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
         .send()
         .await;
     assert!(erased.is_err(), "aborted mid-erasure: {erased:?}");
-    gateway.wait_exit(WAIT).await;
-    let next = Process::start(&text, dir.path(), port);
-    next.wait_ready().await;
-    let is_erasure = |seen: &Seen| seen.kind == "contact.erased";
-    downstream
-        .wait_until("contact.erased", WAIT, |accepted| {
-            accepted.iter().any(is_erasure)
-        })
-        .await
-        .expect("relayed after the restart");
+    let (next, erasure) = restart_and_relay_once(
+        gateway,
+        &text,
+        dir.path(),
+        port,
+        &downstream,
+        "contact.erased",
+    )
+    .await;
+    assert_eq!(erasure.body["data"]["contact"]["id"], contact.as_str());
     // The relay finished the erasure before publishing it.
     for id in [&contact, &absorbed] {
         let (status, body) = get(&format!("{}/v1/contacts/{id}", next.base), &api_auth())
@@ -744,13 +789,12 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
         fresh != contact && fresh != absorbed,
         "the merged-in visitor's handle resolves to nobody after the erasure"
     );
-    let erasures: Vec<Seen> = downstream
+    let erasures = downstream
         .accepted()
         .into_iter()
-        .filter(is_erasure)
-        .collect();
-    assert_eq!(erasures.len(), 1, "published once");
-    assert_eq!(erasures[0].body["data"]["contact"]["id"], contact.as_str());
+        .filter(|seen| seen.kind == "contact.erased")
+        .count();
+    assert_eq!(erasures, 1, "published once");
 }
 
 /// `GET` a `/v1` URL with the API key; the JSON answer.

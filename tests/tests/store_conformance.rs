@@ -345,6 +345,19 @@ fn closed_payload() -> String {
     "closed payload".to_owned()
 }
 
+/// The one owed record kept under `key` (whatever its age).
+async fn owed_under(store: &dyn ContextStore, key: &str) -> Vec<omnigate::store::Owed> {
+    let owed: Vec<omnigate::store::Owed> = store
+        .stale_owed(Timestamp::MAX, 10_000)
+        .await
+        .expect("owed records")
+        .into_iter()
+        .filter(|owed| owed.key == key)
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    owed
+}
+
 /// The payload of an erasure's owed record: made from what the store is about to erase.
 fn erased_payload(erased: &omnigate::store::Erased) -> String {
     format!("erased {} and {:?}", erased.contact_id, erased.absorbed)
@@ -820,14 +833,7 @@ async fn links(store: &dyn ContextStore) {
     assert_eq!(undone.id, merge.id);
     assert_eq!(undone.undone_at, Some(later(at, 1)));
     // The contact.unmerged it owes was kept by the same step, on the survivor.
-    let owed: Vec<omnigate::store::Owed> = store
-        .stale_owed(Timestamp::MAX, 10_000)
-        .await
-        .expect("owed records")
-        .into_iter()
-        .filter(|owed| owed.key == omnigate::store::owed_unmerged_key(&undone.id))
-        .collect();
-    assert_eq!(owed.len(), 1, "{owed:?}");
+    let owed = owed_under(store, &omnigate::store::owed_unmerged_key(&undone.id)).await;
     assert_eq!(owed[0].contact_id, ca);
     assert_eq!(owed[0].payload, "unmerged payload");
     assert_eq!(owed[0].merged.as_ref(), Some(&undone));
@@ -863,14 +869,7 @@ async fn links(store: &dyn ContextStore) {
     // The contact.merged it owes was kept by the same step, on the survivor, until the
     // message that redeemed the token is out.
     let merged_key = omnigate::store::owed_merged_key(&linked.id);
-    let owed: Vec<omnigate::store::Owed> = store
-        .stale_owed(Timestamp::MAX, 10_000)
-        .await
-        .expect("owed records")
-        .into_iter()
-        .filter(|owed| owed.key == merged_key)
-        .collect();
-    assert_eq!(owed.len(), 1, "{owed:?}");
+    let owed = owed_under(store, &merged_key).await;
     assert_eq!(owed[0].contact_id, ca);
     assert_eq!(owed[0].payload, "merged payload");
     assert_eq!(owed[0].merged.as_ref(), Some(&linked));
@@ -1356,14 +1355,7 @@ async fn shared_verified_handle(store: &dyn ContextStore) {
     // The merge kept its contact.merged owed, on the survivor, with the merge: on Redis it
     // is a step before the ingest's own.
     let merged_key = omnigate::store::owed_merged_key(&merge.id);
-    let owed: Vec<omnigate::store::Owed> = store
-        .stale_owed(Timestamp::MAX, 10_000)
-        .await
-        .expect("owed records")
-        .into_iter()
-        .filter(|owed| owed.key == merged_key)
-        .collect();
-    assert_eq!(owed.len(), 1, "{owed:?}");
+    let owed = owed_under(store, &merged_key).await;
     assert_eq!(owed[0].contact_id, a.contact.id);
     assert_eq!(owed[0].payload, "merge payload of sv4");
     assert_eq!(owed[0].merged.as_ref(), Some(&merge));

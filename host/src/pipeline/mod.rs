@@ -587,16 +587,13 @@ impl Pipeline {
         .payload();
         let at = Timestamp::now();
         let undone = self.store.unmerge(survivor, absorbed, at, &payload).await?;
-        let owed = store::Owed {
-            contact_id: survivor.to_owned(),
-            key: store::owed_unmerged_key(&undone.id),
+        let owed = store::Owed::about_contact(
+            survivor,
+            store::owed_unmerged_key(&undone.id),
             at,
-            conversation_id: String::new(),
-            started: false,
-            switched_from: None,
-            merged: Some(undone.clone()),
+            Some(undone.clone()),
             payload,
-        };
+        );
         let kind_of = |id: &str| self.kind_of(id);
         let event = self
             .merge_event(&owed, EventType::ContactUnmerged, &event_id, &kind_of)

@@ -331,16 +331,13 @@ impl ContextStore for MemoryStore {
             return Ok(None);
         }
         let merge = state.merge(survivor, &sender, evidence, at)?;
-        state.owe(Owed {
-            contact_id: survivor.to_owned(),
-            key: owed_merged_key(&merge.id),
-            at: Timestamp::now(),
-            conversation_id: String::new(),
-            started: false,
-            switched_from: None,
-            merged: Some(merge.clone()),
-            payload: owed.to_owned(),
-        });
+        state.owe(Owed::about_contact(
+            survivor,
+            owed_merged_key(&merge.id),
+            Timestamp::now(),
+            Some(merge.clone()),
+            owed.to_owned(),
+        ));
         Ok(Some(merge))
     }
 
@@ -363,16 +360,13 @@ impl ContextStore for MemoryStore {
     ) -> Result<Merge, StoreError> {
         let mut state = self.state.lock();
         let undone = state.unmerge(survivor, absorbed, at)?;
-        state.owe(Owed {
-            contact_id: survivor.to_owned(),
-            key: owed_unmerged_key(&undone.id),
-            at: Timestamp::now(),
-            conversation_id: String::new(),
-            started: false,
-            switched_from: None,
-            merged: Some(undone.clone()),
-            payload: owed.to_owned(),
-        });
+        state.owe(Owed::about_contact(
+            survivor,
+            owed_unmerged_key(&undone.id),
+            Timestamp::now(),
+            Some(undone.clone()),
+            owed.to_owned(),
+        ));
         Ok(undone)
     }
 
@@ -387,16 +381,13 @@ impl ContextStore for MemoryStore {
             let erased = state.erase(id);
             // Under the same lock: the erasure and what it owes are one step here.
             if let Some(erased) = &erased {
-                state.owe(Owed {
-                    contact_id: id.to_owned(),
-                    key: owed_erased_key(id),
+                state.owe(Owed::about_contact(
+                    id,
+                    owed_erased_key(id),
                     at,
-                    conversation_id: String::new(),
-                    started: false,
-                    switched_from: None,
-                    merged: None,
-                    payload: owes(erased),
-                });
+                    None,
+                    owes(erased),
+                ));
             }
             erased
         };
@@ -669,16 +660,13 @@ impl OutcomeStore for MemoryStore {
         {
             return Ok(false);
         }
-        state.owe(Owed {
-            contact_id: contact_id.to_owned(),
-            key: key.to_owned(),
-            at: Timestamp::now(),
-            conversation_id: String::new(),
-            started: false,
-            switched_from: None,
-            merged: None,
-            payload: payload.to_owned(),
-        });
+        state.owe(Owed::about_contact(
+            contact_id,
+            key.to_owned(),
+            Timestamp::now(),
+            None,
+            payload.to_owned(),
+        ));
         Ok(true)
     }
 
@@ -785,16 +773,13 @@ impl State {
                 // In the same step as the ingest here; kept all the same, so both backends
                 // answer alike (the publisher settles it with the event's record).
                 if let Some(payload) = &ingest.merged_owed {
-                    self.owe(Owed {
-                        contact_id: owner.clone(),
-                        key: owed_merged_key(&merge.id),
-                        at: Timestamp::now(),
-                        conversation_id: String::new(),
-                        started: false,
-                        switched_from: None,
-                        merged: Some(merge.clone()),
-                        payload: payload.clone(),
-                    });
+                    self.owe(Owed::about_contact(
+                        &owner,
+                        owed_merged_key(&merge.id),
+                        Timestamp::now(),
+                        Some(merge.clone()),
+                        payload.clone(),
+                    ));
                 }
                 Some(merge)
             }

@@ -416,6 +416,29 @@ pub struct Owed {
     pub payload: String,
 }
 
+impl Owed {
+    /// A record about a contact rather than a conversation (a merge, an unmerge, an
+    /// erasure): `merged` is the merge it is about, if any.
+    pub fn about_contact(
+        contact_id: &str,
+        key: String,
+        at: Timestamp,
+        merged: Option<Merge>,
+        payload: String,
+    ) -> Self {
+        Self {
+            contact_id: contact_id.to_owned(),
+            key,
+            at,
+            conversation_id: String::new(),
+            started: false,
+            switched_from: None,
+            merged,
+            payload,
+        }
+    }
+}
+
 /// The owed key of an inbound event: its dedupe key, `<channel>\x1f<external id>`.
 pub fn owed_inbound_key(channel: &str, external_id: &str) -> String {
     format!("{channel}\u{1f}{external_id}")
