@@ -353,15 +353,7 @@ impl Pipeline {
                 .settle((ingested.contact.id.clone(), key))
                 .await;
         }
-        // The merges' own records: their contact.merged went out with the event (or
-        // nobody wants it).
-        for merge in [&inbound.link_merge, &ingested.merged]
-            .into_iter()
-            .flatten()
-        {
-            let key = store::owed_merged_key(&merge.id);
-            self.settles.settle((merge.survivor.clone(), key)).await;
-        }
+        self.settle_merges(&inbound, &ingested).await;
         if let Some((token, _)) = link {
             // Redeemed: forget it. Until then a retried webhook redeems it again (the merge
             // is idempotent), so a failure here only leaves the token to its TTL.
@@ -450,9 +442,23 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The owed records of the merges an inbound event carried (a link token's, a shared
+    /// verified handle's): their `contact.merged` went out with the event's events (or
+    /// nobody wants it). Queued, like the event's own settle.
+    async fn settle_merges(&self, inbound: &owed::Inbound, ingested: &Ingested) {
+        for merge in [&inbound.link_merge, &ingested.merged]
+            .into_iter()
+            .flatten()
+        {
+            let key = store::owed_merged_key(&merge.id);
+            self.settles.settle((merge.survivor.clone(), key)).await;
+        }
+    }
+
     /// What a republished owed record still has to do after its events are out: the
-    /// outcome step of an inbound event or a reply (idempotent), the counters of an
-    /// outcome change (once per key).
+    /// outcome step of an inbound event (idempotent) and the settle of its merges'
+    /// records, the outcome step of a reply, the counters of an outcome change (once per
+    /// key).
     async fn follow_up(
         &self,
         owed: &store::Owed,
@@ -465,7 +471,9 @@ impl Pipeline {
             (Some(owed::Debt::Inbound(inbound)), Some(ingested)) => {
                 let mut again = ingested.clone();
                 again.first_inbound = true;
-                self.track_inbound(inbound, &again).await
+                self.track_inbound(inbound, &again).await?;
+                self.settle_merges(inbound, ingested).await;
+                Ok(())
             }
             (Some(owed::Debt::Sent(sent)), Some(ingested)) if self.outcomes.enabled => {
                 let change = crate::outcome::rules::Change::BusinessMessage {
