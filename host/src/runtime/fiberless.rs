@@ -27,7 +27,9 @@
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType, WasmList, WasmStr};
+use wasmtime::component::{
+    Component, Lift, Linker, LinkerInstance, Lower, ResourceType, WasmList, WasmStr,
+};
 
 use super::contract::v0_1::omnigate::channel::host as v0_1;
 use super::contract::v0_2::host_api as v0_2;
@@ -135,52 +137,29 @@ fn clock_and_config(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Resul
     )
 }
 
+/// Contract 0.2.0's host interface: its own types.
 fn host_v0_2(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
-    host.func_wrap(
-        "log",
-        |store: StoreContextMut<'_, WasmState>, (level, message): (v0_2::LogLevel, WasmStr)| {
-            imports::log(store.data(), level, &message.to_str(&store)?);
-            Ok(())
-        },
-    )?;
-    clock_and_config(host)?;
-    host.func_wrap(
-        "verify",
-        |store: StoreContextMut<'_, WasmState>,
-         (scheme, secret, message, signature_value): (
-            v0_2::SignatureScheme,
-            WasmStr,
-            WasmList<u8>,
-            WasmStr,
-        )| {
-            // The message is read in place from the guest's memory.
-            Ok((signature::verify(
-                &store.data().env,
-                scheme,
-                &secret.to_str(&store)?,
-                message.as_le_slice(&store),
-                &signature_value.to_str(&store)?,
-            ),))
-        },
-    )?;
-    host.func_wrap(
-        "sign",
-        |store: StoreContextMut<'_, WasmState>,
-         (scheme, secret, message): (v0_2::SignatureScheme, WasmStr, WasmList<u8>)| {
-            Ok((signature::sign(
-                &store.data().env,
-                scheme,
-                &secret.to_str(&store)?,
-                message.as_le_slice(&store),
-            ),))
-        },
-    )
+    host_interface::<v0_2::LogLevel, v0_2::SignatureScheme, v0_2::SecretError>(host)
 }
 
+/// Contract 0.1.0's host interface: its types convert to 0.2.0's, its errors from them.
 fn host_v0_1(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
+    host_interface::<v0_1::LogLevel, v0_1::SignatureScheme, v0_1::SecretError>(host)
+}
+
+/// The host interface of a contract version whose log level `L` and signature scheme `S`
+/// convert to 0.2.0's and whose secret error `E` converts from 0.2.0's: one definition
+/// for every version (`verify` and `sign` read the message in place from the guest's
+/// memory).
+fn host_interface<L, S, E>(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()>
+where
+    L: Into<v0_2::LogLevel> + Lift + Send + Sync + 'static,
+    S: Into<v0_2::SignatureScheme> + Lift + Send + Sync + 'static,
+    E: From<v0_2::SecretError> + Lower + Send + Sync + 'static,
+{
     host.func_wrap(
         "log",
-        |store: StoreContextMut<'_, WasmState>, (level, message): (v0_1::LogLevel, WasmStr)| {
+        |store: StoreContextMut<'_, WasmState>, (level, message): (L, WasmStr)| {
             imports::log(store.data(), level.into(), &message.to_str(&store)?);
             Ok(())
         },
@@ -189,12 +168,7 @@ fn host_v0_1(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
     host.func_wrap(
         "verify",
         |store: StoreContextMut<'_, WasmState>,
-         (scheme, secret, message, signature_value): (
-            v0_1::SignatureScheme,
-            WasmStr,
-            WasmList<u8>,
-            WasmStr,
-        )| {
+         (scheme, secret, message, signature_value): (S, WasmStr, WasmList<u8>, WasmStr)| {
             let verified = signature::verify(
                 &store.data().env,
                 scheme.into(),
@@ -202,20 +176,20 @@ fn host_v0_1(host: &mut LinkerInstance<'_, WasmState>) -> wasmtime::Result<()> {
                 message.as_le_slice(&store),
                 &signature_value.to_str(&store)?,
             );
-            Ok((verified.map_err(v0_1::SecretError::from),))
+            Ok((verified.map_err(E::from),))
         },
     )?;
     host.func_wrap(
         "sign",
         |store: StoreContextMut<'_, WasmState>,
-         (scheme, secret, message): (v0_1::SignatureScheme, WasmStr, WasmList<u8>)| {
+         (scheme, secret, message): (S, WasmStr, WasmList<u8>)| {
             let signed = signature::sign(
                 &store.data().env,
                 scheme.into(),
                 &secret.to_str(&store)?,
                 message.as_le_slice(&store),
             );
-            Ok((signed.map_err(v0_1::SecretError::from),))
+            Ok((signed.map_err(E::from),))
         },
     )
 }
