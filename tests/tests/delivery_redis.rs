@@ -597,20 +597,14 @@ async fn first_message(
     contact_of(downstream, id).expect("its contact")
 }
 
-/// After the aborted `gateway` exits, start the next process on its port and wait until
+/// After the aborted gateway of `armed` exits, start the next process on its port and wait until
 /// the relay delivers a `kind` event (nothing resends); the sweeps after it must not
 /// deliver it again (settled). The next process (kept running) and the event.
-async fn restart_and_relay_once(
-    mut gateway: Process,
-    text: &str,
-    dir: &std::path::Path,
-    port: u16,
-    downstream: &Downstream,
-    kind: &str,
-) -> (Process, Seen) {
-    gateway.wait_exit(WAIT).await;
-    let next = Process::start(text, dir, port);
+async fn restart_and_relay_once(armed: &mut Armed, kind: &str) -> (Process, Seen) {
+    armed.gateway.wait_exit(WAIT).await;
+    let next = Process::start(&armed.text, armed.dir.path(), armed.port);
     next.wait_ready().await;
+    let downstream = &armed.downstream;
     downstream
         .wait_until(kind, WAIT, |accepted| {
             accepted.iter().any(|seen| seen.kind == kind)
@@ -633,27 +627,13 @@ async fn restart_and_relay_once(
 /// owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
-    let Armed {
-        _redis,
-        downstream,
-        dir,
-        text,
-        port,
-        gateway,
-    } = armed("after_link:1").await;
-    let contact = first_message(&gateway, &downstream, "link-1", "lv-a").await;
+    let mut armed = armed("after_link:1").await;
+    let (gateway, downstream) = (&armed.gateway, &armed.downstream);
+    let contact = first_message(gateway, downstream, "link-1", "lv-a").await;
     let code = link_token(&gateway.base, &contact).await;
     let body = message_saying("link-2", "lv-b", &format!("it is me: {code}"));
     assert_eq!(send_body(&gateway.base, body).await, None, "aborted");
-    let (_next, merged) = restart_and_relay_once(
-        gateway,
-        &text,
-        dir.path(),
-        port,
-        &downstream,
-        "contact.merged",
-    )
-    .await;
+    let (_next, merged) = restart_and_relay_once(&mut armed, "contact.merged").await;
     let data = &merged.body["data"];
     assert_eq!(
         data["contact"]["id"],
@@ -675,14 +655,8 @@ async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
 /// `contact.merged` the merge kept owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_event() {
-    let Armed {
-        _redis,
-        downstream,
-        dir,
-        text,
-        port,
-        gateway,
-    } = armed("after_shared_merge:1").await;
+    let mut armed = armed("after_shared_merge:1").await;
+    let (gateway, downstream) = (&armed.gateway, &armed.downstream);
     let signed_in = |id: &str, visitor: &str, authenticated: bool| -> Vec<u8> {
         json!({
             "type": "message",
@@ -705,20 +679,12 @@ async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_even
         })
         .await
         .expect("delivered");
-    let survivor = contact_of(&downstream, "shared-1").expect("A");
-    let absorbed = contact_of(&downstream, "shared-2").expect("B");
+    let survivor = contact_of(downstream, "shared-1").expect("A");
+    let absorbed = contact_of(downstream, "shared-2").expect("B");
     assert_ne!(survivor, absorbed, "an unverified phone links nothing");
     let merging = signed_in("shared-3", "sv-b", true);
     assert_eq!(send_body(&gateway.base, merging).await, None, "aborted");
-    let (_next, merged) = restart_and_relay_once(
-        gateway,
-        &text,
-        dir.path(),
-        port,
-        &downstream,
-        "contact.merged",
-    )
-    .await;
+    let (_next, merged) = restart_and_relay_once(&mut armed, "contact.merged").await;
     let merge = &merged.body["data"]["merge"];
     assert_eq!(merge["survivor"], survivor.as_str());
     assert_eq!(merge["absorbed"], absorbed.as_str());
@@ -729,15 +695,9 @@ async fn the_relay_publishes_a_shared_handle_merge_a_crash_cut_off_from_its_even
 /// relay, which then publishes the `contact.erased` the erasure owed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
-    let Armed {
-        _redis,
-        downstream,
-        dir,
-        text,
-        port,
-        gateway,
-    } = armed("mid_erase:1").await;
-    let contact = first_message(&gateway, &downstream, "erase-1", "ev-a").await;
+    let mut armed = armed("mid_erase:1").await;
+    let (gateway, downstream) = (&armed.gateway, &armed.downstream);
+    let contact = first_message(gateway, downstream, "erase-1", "ev-a").await;
     // A second visitor redeems the contact's link token: merged into it.
     let code = link_token(&gateway.base, &contact).await;
     let body = message_saying("erase-2", "ev-b", &format!("it is me: {code}"));
@@ -760,15 +720,8 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
         .send()
         .await;
     assert!(erased.is_err(), "aborted mid-erasure: {erased:?}");
-    let (next, erasure) = restart_and_relay_once(
-        gateway,
-        &text,
-        dir.path(),
-        port,
-        &downstream,
-        "contact.erased",
-    )
-    .await;
+    let (next, erasure) = restart_and_relay_once(&mut armed, "contact.erased").await;
+    let downstream = &armed.downstream;
     assert_eq!(erasure.body["data"]["contact"]["id"], contact.as_str());
     // The relay finished the erasure before publishing it.
     for id in [&contact, &absorbed] {
@@ -784,7 +737,7 @@ async fn the_relay_finishes_an_erasure_a_crash_cut_short() {
         })
         .await
         .expect("delivered");
-    let fresh = contact_of(&downstream, "erase-3").expect("its contact");
+    let fresh = contact_of(downstream, "erase-3").expect("its contact");
     assert!(
         fresh != contact && fresh != absorbed,
         "the merged-in visitor's handle resolves to nobody after the erasure"
