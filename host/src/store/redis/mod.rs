@@ -567,12 +567,7 @@ impl RedisStore {
         // findable by the relay.
         let ((outcome, record), _) = futures::try_join!(
             async { merging.await.map_err(|error| self.unavailable(error)) },
-            async {
-                match owed {
-                    Some(_) => self.hint_owed(survivor, committed.as_millisecond()).await,
-                    None => Ok(()),
-                }
-            },
+            self.hint_owed_if(owed.is_some(), survivor, committed.as_millisecond()),
         )?;
         match outcome.as_str() {
             "conflict" => {
@@ -647,14 +642,20 @@ impl RedisStore {
         now_ms: i64,
         owes: bool,
     ) -> Result<(), StoreError> {
-        let owed = async {
-            if owes {
-                self.hint_owed(contact_id, now_ms).await
-            } else {
-                Ok(())
-            }
-        };
-        futures::try_join!(owed, self.mark_activity(contact_id, now_ms)).map(drop)
+        futures::try_join!(
+            self.hint_owed_if(owes, contact_id, now_ms),
+            self.mark_activity(contact_id, now_ms)
+        )
+        .map(drop)
+    }
+
+    /// [`Self::hint_owed`] when the change `owes` a record; nothing otherwise.
+    async fn hint_owed_if(&self, owes: bool, member: &str, now_ms: i64) -> Result<(), StoreError> {
+        if owes {
+            self.hint_owed(member, now_ms).await
+        } else {
+            Ok(())
+        }
     }
 
     /// `ZADD GT` of `member` (a contact id, or a [`keys::sender_member`]) into its shard of
@@ -983,12 +984,7 @@ impl RedisStore {
             .arg(verified.join("\u{1f}"));
         self.trip();
         let member = keys::sender_member(user);
-        let hint = async {
-            match ingest.owed {
-                Some(_) => self.hint_owed(&member, event.now_ms).await,
-                None => Ok(()),
-            }
-        };
+        let hint = self.hint_owed_if(ingest.owed.is_some(), &member, event.now_ms);
         let (reply, hinted) = futures::join!(self.conn_eval(call), hint);
         let Some(reply) = reply? else {
             return Ok(Arrival::Recorded(None));
