@@ -23,10 +23,9 @@ use super::model::{
 use super::outcomes::{
     MemoryTables, OutcomeCommit, OutcomeStore, RollupWrite, StartedRef, Tracked,
 };
+use super::rules::{self, Threading, Windows};
 use super::{ContextStore, StoreError};
-use crate::event::{
-    Attribution, ConversationStatus, Direction, Handle, HandleKind, HistoryEntry, Referral,
-};
+use crate::event::{ConversationStatus, Handle, HandleKind, HistoryEntry};
 
 const DEDUPE_SHARDS: usize = 64;
 
@@ -76,7 +75,7 @@ struct Thread {
     /// Timeline entries dropped by retention (cursors count from the first entry ever).
     trimmed: u64,
     /// Channel → end of its reply window.
-    windows: HashMap<String, Timestamp>,
+    windows: Windows,
     /// Wall-clock time of the latest message (the sweeper's idea of activity, whatever
     /// times providers report).
     touched: Timestamp,
@@ -196,13 +195,8 @@ impl ContextStore for MemoryStore {
             .conversations
             .get_mut(&outbound.conversation_id)
             .ok_or_else(|| not_found("conversation", &outbound.conversation_id))?;
-        let at = outbound.message.at;
-        thread.conversation.messages += 1;
-        thread.conversation.last_activity_at = at;
-        let _ = note_direction(&mut thread.conversation, Direction::Outbound, at);
+        let entry = rules::apply_outbound(&mut thread.conversation, &outbound.message);
         thread.touched = Timestamp::now();
-        let mut entry = TimelineEntry::new("message", at, &thread.conversation.current_channel);
-        entry.message = Some(outbound.message.clone());
         thread.timeline.push(entry);
         push_history(&mut thread.history, outbound.message, policy.history_cap);
         thread.cap_timeline(policy.timeline_cap);
@@ -419,19 +413,13 @@ impl ContextStore for MemoryStore {
             let Some(thread) = state.conversations.get_mut(conversation_id) else {
                 continue;
             };
-            let mut latest = thread.conversation.clone();
-            latest.last_activity_at = latest.last_activity_at.max(thread.touched);
-            if is_open(&latest, now, inactivity) {
+            if thread.conversation.status == ConversationStatus::Closed
+                || rules::is_active(&thread.conversation, thread.touched, now, inactivity)
+            {
                 continue;
             }
-            if thread.conversation.status == ConversationStatus::Closed {
-                continue;
-            }
-            thread.conversation.status = ConversationStatus::Closed;
-            let channel = thread.conversation.current_channel.clone();
-            thread
-                .timeline
-                .push(TimelineEntry::new("conversation.closed", now, &channel));
+            let entry = rules::close(&mut thread.conversation, now);
+            thread.timeline.push(entry);
             if let Some(contact) = state.contacts.get(contact_id) {
                 let owed = Owed {
                     contact_id: contact_id.clone(),
@@ -734,14 +722,11 @@ impl State {
         let Some(contact) = self.contacts.get_mut(id) else {
             return;
         };
-        if person.name.is_some() {
-            contact.name.clone_from(&person.name);
-        }
+        rules::add_person(contact, person);
         for handle in std::iter::once(&person.user).chain(&person.handles) {
-            add_handle(contact, handle);
             // First claim wins: a handle already owned by another contact stays with it
             // (the Redis backend claims with SET NX, so both behave the same).
-            if handle.verified || handle.kind == HandleKind::ChannelUser {
+            if rules::identifies(handle) {
                 self.handles
                     .entry((handle.kind, handle.value.clone()))
                     .or_insert_with(|| id.to_owned());
@@ -802,33 +787,32 @@ impl State {
         undone(a, b) || undone(b, a)
     }
 
+    /// Record the event on the contact's latest conversation, or on a new one when the
+    /// rules say so ([`rules::threading`]).
     fn touch_conversation(
         &mut self,
         contact_id: &str,
         ingest: &Ingest,
         policy: &IngestPolicy,
     ) -> Ingested {
-        let open = self
+        let latest = self
             .latest
             .get(contact_id)
-            .and_then(|id| self.conversations.get_mut(id))
-            .filter(|thread| is_open(&thread.conversation, ingest.at, policy.inactivity));
-        let (thread, started) = match open {
-            Some(thread) => (thread, false),
-            None => {
-                if let Some(previous) = self
-                    .latest
-                    .get(contact_id)
-                    .and_then(|id| self.conversations.get_mut(id))
-                    && previous.conversation.status == ConversationStatus::Open
+            .and_then(|id| self.conversations.get_mut(id));
+        let threading = rules::threading(
+            latest.as_ref().map(|thread| &thread.conversation),
+            ingest.at,
+            policy.inactivity,
+        );
+        let started = matches!(threading, Threading::Start { .. });
+        let thread = match (threading, latest) {
+            (Threading::Continue, Some(thread)) => thread,
+            (threading, latest) => {
+                if let (Threading::Start { close_latest: true }, Some(previous)) =
+                    (threading, latest)
                 {
-                    previous.conversation.status = ConversationStatus::Closed;
-                    let channel = previous.conversation.current_channel.clone();
-                    previous.timeline.push(TimelineEntry::new(
-                        "conversation.closed",
-                        ingest.at,
-                        &channel,
-                    ));
+                    let entry = rules::close(&mut previous.conversation, ingest.at);
+                    previous.timeline.push(entry);
                 }
                 let thread = new_thread(contact_id, &ingest.channel, ingest.at);
                 let id = thread.conversation.id.clone();
@@ -837,10 +821,16 @@ impl State {
                     .entry(contact_id.to_owned())
                     .or_default()
                     .push(id.clone());
-                (self.conversations.entry(id).or_insert(thread), true)
+                self.conversations.entry(id).or_insert(thread)
             }
         };
-        let (switched_from, first_inbound) = apply(thread, ingest, policy);
+        let applied = rules::apply_inbound(&mut thread.conversation, &mut thread.windows, ingest);
+        if let Some(message) = &ingest.message {
+            thread.touched = Timestamp::now();
+            push_history(&mut thread.history, message.clone(), policy.history_cap);
+        }
+        thread.timeline.extend(applied.timeline);
+        thread.cap_timeline(policy.timeline_cap);
         let conversation = thread.conversation.clone();
         let history = last(&thread.history, policy.history_depth);
         let contact = self
@@ -857,8 +847,8 @@ impl State {
             contact,
             conversation,
             started,
-            first_inbound,
-            switched_from,
+            first_inbound: applied.first_inbound,
+            switched_from: applied.switched_from,
             history,
             merged: None,
         }
@@ -952,7 +942,7 @@ impl State {
         }
         if let Some(target) = self.contacts.get_mut(survivor) {
             for handle in &moved {
-                add_handle(target, handle);
+                rules::add_handle(target, handle);
             }
         }
         self.merged_into
@@ -1068,118 +1058,17 @@ impl Thread {
     }
 }
 
-/// Apply one event to its conversation; returns the previous channel on a switch, and
-/// whether the event is the customer's first message in it.
-fn apply(thread: &mut Thread, ingest: &Ingest, policy: &IngestPolicy) -> (Option<String>, bool) {
-    let conversation = &mut thread.conversation;
-    let mut switched_from = None;
-    let mut first_inbound = false;
-    if let Some(message) = &ingest.message {
-        if conversation.current_channel != ingest.channel {
-            switched_from = Some(std::mem::replace(
-                &mut conversation.current_channel,
-                ingest.channel.clone(),
-            ));
-            conversation.previous_channel.clone_from(&switched_from);
-            let mut entry =
-                TimelineEntry::new("conversation.channel_switched", ingest.at, &ingest.channel);
-            entry.previous_channel.clone_from(&switched_from);
-            thread.timeline.push(entry);
-        }
-        if !conversation.channels_used.contains(&ingest.channel) {
-            conversation.channels_used.push(ingest.channel.clone());
-        }
-        conversation.messages += 1;
-        conversation.last_activity_at = conversation.last_activity_at.max(ingest.at);
-        thread.touched = Timestamp::now();
-        // Reply windows are per channel; the conversation shows the current channel's.
-        if let Some(until) = ingest
-            .reply_window
-            .and_then(|window| ingest.at.checked_add(window).ok())
-        {
-            thread.windows.insert(ingest.channel.clone(), until);
-        }
-        conversation.reply_window_until = thread.windows.get(&ingest.channel).copied();
-        first_inbound = note_direction(conversation, message.direction, ingest.at);
-        push_history(&mut thread.history, message.clone(), policy.history_cap);
-        let mut entry = TimelineEntry::new("message", ingest.at, &ingest.channel);
-        entry.message = Some(message.clone());
-        thread.timeline.push(entry);
-    }
-    if let Some(referral) = &ingest.referral {
-        touch(&mut conversation.attribution, referral);
-        let mut entry = TimelineEntry::new("referral", ingest.at, &ingest.channel);
-        entry.referral = Some(referral.clone());
-        thread.timeline.push(entry);
-    }
-    thread.cap_timeline(policy.timeline_cap);
-    (switched_from, first_inbound)
-}
-
-/// The facts the outcome rules read: the customer's first message, and the first one
-/// the business has not answered yet (cleared by any business message). Returns whether
-/// this is the customer's first message.
-fn note_direction(conversation: &mut Conversation, direction: Direction, at: Timestamp) -> bool {
-    match direction {
-        Direction::Inbound => {
-            conversation.awaiting_since.get_or_insert(at);
-            let first = conversation.first_inbound_at.is_none();
-            conversation.first_inbound_at.get_or_insert(at);
-            first
-        }
-        Direction::Outbound => {
-            conversation.awaiting_since = None;
-            false
-        }
-    }
-}
-
-fn touch(attribution: &mut Attribution, referral: &std::sync::Arc<Referral>) {
-    if attribution.first_touch.is_none() {
-        attribution.first_touch = Some(referral.clone());
-    }
-    attribution.last_touch = Some(referral.clone());
-}
-
-fn is_open(conversation: &Conversation, at: Timestamp, inactivity: Duration) -> bool {
-    let idle = at.duration_since(conversation.last_activity_at);
-    conversation.status == ConversationStatus::Open && idle.as_secs_f64() < inactivity.as_secs_f64()
-}
-
 fn new_thread(contact_id: &str, channel: &str, at: Timestamp) -> Thread {
+    let (conversation, started) =
+        rules::opened(crate::ids::conversation(), contact_id, channel, at);
     Thread {
-        conversation: Conversation {
-            id: crate::ids::conversation(),
-            contact_id: contact_id.to_owned(),
-            status: ConversationStatus::Open,
-            started_at: at,
-            last_activity_at: at,
-            channels_used: vec![channel.to_owned()],
-            current_channel: channel.to_owned(),
-            previous_channel: None,
-            messages: 0,
-            reply_window_until: None,
-            attribution: Attribution::default(),
-            first_inbound_at: None,
-            awaiting_since: None,
-        },
+        conversation,
         history: VecDeque::new(),
-        timeline: vec![TimelineEntry::new("conversation.started", at, channel)],
-        windows: HashMap::new(),
+        timeline: vec![started],
+        windows: Windows::new(),
         trimmed: 0,
         touched: Timestamp::now(),
         outcome: (0, None),
-    }
-}
-
-fn add_handle(contact: &mut Contact, handle: &Handle) {
-    match contact
-        .handles
-        .iter_mut()
-        .find(|known| known.kind == handle.kind && known.value == handle.value)
-    {
-        Some(known) => known.verified |= handle.verified,
-        None => contact.handles.push(handle.clone()),
     }
 }
 

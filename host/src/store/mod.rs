@@ -13,6 +13,7 @@ mod model;
 pub mod outcomes;
 pub mod plugins;
 mod redis;
+pub mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
