@@ -19,6 +19,7 @@ pub fn run(rounds: usize) -> Result<()> {
         "delivery",
         "lifecycle",
         "outcomes",
+        "store_rules",
     ] {
         shell::step(
             &format!("benchmark `{bench}` ({rounds} rounds)"),
