@@ -2,8 +2,9 @@
 //!
 //! [`ContextStore`] is shaped for a Redis backend with many gateway instances: the hot
 //! path is one call, [`ContextStore::ingest`], which a backend performs atomically (the
-//! memory backend under its lock, Redis in one script), so two instances never race on a
-//! read-modify-write. Backends: [`MemoryStore`] (one process, ephemeral) and [`RedisStore`] (many instances
+//! memory backend under its contact's lock, Redis in one script), so two instances never
+//! race on a read-modify-write. What an event does to a contact is decided in [`rules`].
+//! Backends: [`MemoryStore`] (one process, ephemeral) and [`RedisStore`] (many instances
 //! on one Redis or Redis Cluster).
 
 pub mod link;

@@ -7,8 +7,9 @@
 //! Every function here is pure: it reads the state it is given and returns (or writes
 //! into the values it is lent) what the change makes of it. A backend reads that state,
 //! calls the rule and stores the result atomically; it decides nothing itself. The
-//! memory store calls these under its lock; on Redis the same decisions are applied by
-//! a script that only guards and writes (docs/store.md).
+//! memory store calls these under its contact's lock. The Redis store's Lua scripts
+//! still make the same decisions themselves; moving them onto these functions, with a
+//! script that only guards and applies, is the next step (docs/store.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
