@@ -58,6 +58,14 @@ fn run(title: &str, command: &mut Command) -> Result<()> {
 fn python_env(requirements: &Path) -> Result<PathBuf> {
     let venv = root().join("target").join("py-venv");
     let stamp = venv.join("requirements.installed");
+    // A venv's scripts name its interpreter by absolute path: one made elsewhere (a
+    // `target/` moved from another checkout) cannot run here, so it is made again.
+    let made_at = venv.join("made-at");
+    let here = venv.display().to_string();
+    if venv.exists() && std::fs::read_to_string(&made_at).ok().as_deref() != Some(here.as_str()) {
+        std::fs::remove_dir_all(&venv)
+            .with_context(|| format!("cannot remove {here}, made at another path"))?;
+    }
     let wanted = std::fs::read_to_string(requirements)?;
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(venv);
@@ -68,6 +76,7 @@ fn python_env(requirements: &Path) -> Result<PathBuf> {
             Command::new("python3").args(["-m", "venv"]).arg(&venv),
         )
         .context("Python 3.11+ with venv is needed for the Python example plugins")?;
+        std::fs::write(&made_at, &here)?;
     }
     run(
         &format!("pip install -r {}", requirements.display()),
