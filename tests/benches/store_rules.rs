@@ -7,8 +7,9 @@
 //!    beside encoding the message's history entry as JSON (which every path does once per
 //!    message anyway) in the same run.
 //! 2. **redis-server CPU per call, by where the decisions are made**: the ingest script
-//!    as the gateway runs it (`arrive.lua` + `ingest.lua`: handle lookup, dedupe, the
-//!    rules and the writes, all in Lua) against a guarded applier
+//!    as the gateway ran it before the rules moved to Rust (`store_rules/arrive.lua` +
+//!    `store_rules/ingest.lua`: handle lookup, dedupe, the rules and the writes, all in
+//!    Lua) against a guarded applier
 //!    (`store_rules/apply.lua`: the same lookup and dedupe, a version check, then the
 //!    writes it is given, decided by the caller). Both write the same things for the same
 //!    workload: 1 000 known senders, 20 messages each, interleaved (each in an open
@@ -122,8 +123,8 @@ fn redis_scripts(rounds: usize) {
     let mut conn = client.get_connection().expect("redis connection");
     let current = concat!(
         include_str!("../../host/src/store/redis/common.lua"),
-        include_str!("../../host/src/store/redis/arrive.lua"),
-        include_str!("../../host/src/store/redis/ingest.lua")
+        include_str!("store_rules/arrive.lua"),
+        include_str!("store_rules/ingest.lua")
     );
     let apply = include_str!("store_rules/apply.lua");
     let load = |conn: &mut redis::Connection, text: &str| -> String {

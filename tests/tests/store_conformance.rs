@@ -1716,7 +1716,8 @@ async fn redis_round_trips_per_inbound_event() {
     // Rare: a known sender reports a verified phone another contact owns. The script
     // leaves it to the client; one trip reads the merge records and the sender's dedupe
     // entry, the merge takes its six steps (read, copy dedupe entries: 2, record, mark,
-    // re-point), then the script.
+    // re-point), then the script, twice: the merge changed the survivor's handles, which
+    // this instance's copy of the survivor decided on.
     let before = store.round_trips();
     let merged = ok(
         &store,
@@ -1726,7 +1727,7 @@ async fn redis_round_trips_per_inbound_event() {
     let merge = merged.merged.expect("merged");
     assert_eq!(
         trips(&store, before),
-        10,
+        11,
         "merge on a shared verified phone"
     );
     store
@@ -1745,6 +1746,99 @@ async fn redis_round_trips_per_inbound_event() {
         4,
         "shared verified phone of an unmerged pair: looked up, no merge"
     );
+}
+
+/// Two gateway instances on one Redis take turns with one sender's messages, each
+/// deciding with the context rules from its own copy of the contact. Messages that only
+/// move counters and facts written relatively leave the other instance's copy good (one
+/// request each); a referral (a touch the decision reads) makes it stale, and the next
+/// message there costs one request more. Every figure the answer carries is the stored one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_instances_taking_turns_decide_from_their_own_copies() {
+    let server = RedisServer::start().expect("redis-server");
+    let a = RedisStore::open(&server.url()).expect("open");
+    let b = RedisStore::open(&server.url()).expect("open");
+    let web = channel("web");
+    let at = now();
+    let trips = |store: &RedisStore, before: u64| store.round_trips() - before;
+    let first = ok(&a, message(&web, "v", "t1", at)).await;
+    assert!(first.started && first.first_inbound);
+
+    let before = b.round_trips();
+    let second = ok(&b, message(&web, "v", "t2", later(at, 1))).await;
+    assert_eq!(
+        trips(&b, before),
+        2,
+        "no copy on b: decided as a new contact, stale, decided again"
+    );
+    assert_eq!(second.conversation.id, first.conversation.id);
+    assert_eq!(second.contact.id, first.contact.id);
+    assert_eq!(second.conversation.messages, 2);
+    assert!(!second.started && !second.first_inbound);
+
+    let before = a.round_trips();
+    let third = ok(&a, message(&web, "v", "t3", later(at, 2))).await;
+    assert_eq!(trips(&a, before), 1, "b's message left a's copy good");
+    assert_eq!(third.conversation.messages, 3, "counted where it is stored");
+    assert_eq!(third.conversation.last_activity_at, later(at, 2));
+    assert_eq!(third.conversation.first_inbound_at, Some(at));
+    assert!(!third.first_inbound);
+
+    // The business answers on b: the customer no longer waits.
+    b.record_outbound(
+        Outbound {
+            conversation_id: first.conversation.id.clone(),
+            message: HistoryEntry {
+                event_id: "evt_turns_out".into(),
+                at: later(at, 3),
+                channel: web.clone(),
+                direction: Direction::Outbound,
+                external_id: Some("turns-out".into()),
+                text: Some("hello".into()),
+                parts: Vec::new(),
+            },
+            owed: String::new(),
+        },
+        &policy(),
+    )
+    .await
+    .expect("recorded");
+    let before = a.round_trips();
+    let fourth = ok(&a, message(&web, "v", "t4", later(at, 4))).await;
+    assert_eq!(trips(&a, before), 1);
+    assert_eq!(fourth.conversation.messages, 5);
+    assert_eq!(
+        fourth.conversation.awaiting_since,
+        Some(later(at, 4)),
+        "waiting again since this message, though a's copy still had the first one"
+    );
+
+    // A referral on b: a touch, which a's decisions read.
+    let mut touched = message(&web, "v", "t5", later(at, 5));
+    touched.referral = Some(referral(&web, "spring", later(at, 5)));
+    ok(&b, touched).await;
+    let before = a.round_trips();
+    let sixth = ok(&a, message(&web, "v", "t6", later(at, 6))).await;
+    assert_eq!(trips(&a, before), 2, "a's copy is stale: decided again");
+    assert_eq!(sixth.conversation.messages, 7);
+    let campaign = |touch: &Option<std::sync::Arc<Referral>>| {
+        touch
+            .as_ref()
+            .and_then(|referral| referral.campaign.clone())
+    };
+    assert_eq!(
+        campaign(&sixth.conversation.attribution.first_touch).as_deref(),
+        Some("spring")
+    );
+    let before = a.round_trips();
+    ok(&a, message(&web, "v", "t7", later(at, 7))).await;
+    assert_eq!(trips(&a, before), 1, "a's copy is good again");
+    let stored = b
+        .conversation(&first.conversation.id)
+        .await
+        .expect("ok")
+        .expect("stored");
+    assert_eq!(stored.messages, 8);
 }
 
 /// On a Redis Cluster a new sender's contact lives in the slot of its handle key (its
@@ -1781,7 +1875,13 @@ async fn redis_cluster_home_slot_and_redirect() {
         .expect("merged");
     let before = store.round_trips();
     let moved = ok(&store, message(&web, "home", "h3", at)).await;
-    assert_eq!(trips(&store, before), 2, "merged sender: one redirect");
+    // The merge changed the survivor's handles, which this instance's copy of it
+    // decided on: the first event after it is decided again (once).
+    assert_eq!(
+        trips(&store, before),
+        3,
+        "merged sender: one redirect, and the survivor decided again"
+    );
     assert_eq!(
         moved.contact.id, other.contact.id,
         "recorded on the survivor"

@@ -23,6 +23,8 @@ if now - last < tonumber(ARGV[3]) then
   return { 'active', num(last) }
 end
 redis.call('HSET', conv_key, 'status', 'closed', 'closed_at', num(now))
+-- Instances' copies of the conversation are out of date (see plan.rs).
+redis.call('HINCRBY', conv_key, 'sv', 1)
 owe(ARGV[1], 'closed\31' .. conv_id, ARGV[5], conv_id, '0', '', ARGV[4])
 timeline(ARGV[1], conv_id, 'conversation.closed', now,
   redis.call('HGET', conv_key, 'current') or '', '')

@@ -109,7 +109,7 @@ local function update_handles(key, add_json, remove_json)
   local merged = merged_handles(redis.call('HGET', key, 'handles'), add_json, remove_json)
   if merged then
     redis.call('HSET', key, 'handles', merged)
-    -- ingest.lua's shortcut for unchanged handles no longer holds.
+    -- The ingest's shortcut for unchanged handles no longer holds (see plan.rs).
     redis.call('HDEL', key, 'hs')
   end
 end
@@ -151,5 +151,3 @@ local function split(list)
   return out
 end
 
--- How the sender was found, when arrive.lua ran first: 'known' or 'new'; nil otherwise.
-local arrival

@@ -15,8 +15,8 @@
 //!   Redis fails just then; the event itself is never failed after the script committed).
 //!
 //! A contact made by a sender's first event gets an id in the slot of the sender's handle
-//! key (its home slot, `home.rs`), so one script (`arrive.lua` + `ingest.lua`) looks the
-//! sender up and records the event: one round trip for a known sender in an open
+//! key (its home slot, `home.rs`), so one script (`apply.lua`) looks the sender up and
+//! records the event as the context rules decided it (`plan.rs`): one round trip for a known sender in an open
 //! conversation. A contact in another slot (made before home slots, or a merge's
 //! survivor) costs one redirect; a sender reporting verified handles its contact does not
 //! hold yet, or a new sender reporting any, takes the lookup path (handle lookup; claim;
@@ -32,6 +32,7 @@ mod conn;
 mod home;
 mod keys;
 mod outcomes;
+mod plan;
 pub mod plugins;
 
 use std::sync::Arc;
@@ -58,6 +59,15 @@ use conn::{Conn, ScriptCall};
 /// How often a conversation index that could not be written is retried.
 const INDEX_RETRIES: usize = 50;
 
+/// Contacts whose state an instance keeps a copy of (about 1–2 KiB each): the most
+/// recently active ones. A contact not among them costs its next message one request
+/// more.
+const HEADS: usize = 20_000;
+
+/// How many times an event is decided again when other writers keep changing its
+/// contact between the decision and the write.
+const APPLY_TRIES: usize = 8;
+
 /// Number of leading reply fields before the conversation (`name, created_at, handles`).
 const CONTACT_FIELDS: usize = 3;
 /// Conversation fields in a script reply: id + the 13 hash fields.
@@ -67,8 +77,12 @@ const CONVERSATION_FIELDS: usize = 14;
 pub struct RedisStore {
     conn: Conn,
     display: String,
-    ingest_script: Script,
-    arrive_script: Script,
+    apply_script: Script,
+    /// This instance's copies of active contacts ([`plan::Head`]) by contact id: what the
+    /// rules decide from.
+    heads: quick_cache::sync::Cache<String, Arc<plan::Head>>,
+    /// The contact of each recently seen sender, by its channel-user handle key.
+    senders: quick_cache::sync::Cache<String, String>,
     outbound_script: Script,
     upsert_script: Script,
     merge_script: Script,
@@ -107,15 +121,12 @@ impl RedisStore {
         Ok(Self {
             conn: target.conn,
             display: target.display,
-            ingest_script: Script::new(concat!(
+            apply_script: Script::new(concat!(
                 include_str!("common.lua"),
-                include_str!("ingest.lua")
+                include_str!("apply.lua")
             )),
-            arrive_script: Script::new(concat!(
-                include_str!("common.lua"),
-                include_str!("arrive.lua"),
-                include_str!("ingest.lua")
-            )),
+            heads: quick_cache::sync::Cache::new(HEADS),
+            senders: quick_cache::sync::Cache::new(HEADS),
             outbound_script: Script::new(concat!(
                 include_str!("common.lua"),
                 include_str!("outbound.lua")
@@ -943,11 +954,11 @@ impl RedisStore {
         .await
     }
 
-    /// The one-request path (arrive.lua): the script looks the sender's channel-user
-    /// handle up on its own slot and, when the contact lives there too (its home slot),
-    /// records the event at once; a sender seen for the first time becomes a contact in
-    /// that slot. Sent beside it: the owed-record hint, naming the sender (the contact is
-    /// not known before the answer).
+    /// The one-request path: apply.lua looks the sender's channel-user handle up on its
+    /// own slot and, when the contact lives there too (its home slot), records the event
+    /// at once; a sender seen for the first time becomes a contact in that slot. Sent
+    /// beside it: the owed-record hint, naming the sender (the contact is not known
+    /// before the answer).
     async fn arrive(
         &self,
         ingest: &Ingest,
@@ -971,39 +982,28 @@ impl RedisStore {
         } else {
             None
         };
-        let tail = owed_tail(None, ingest.owed.as_deref())?;
-        let mut call = ScriptCall::new(&self.arrive_script, [handle_key]);
-        call.arg(keys::ROOT).arg("");
-        self.event_args(&mut call, ingest, policy, event, &tail, "");
-        let cluster_slot = match self.conn {
-            Conn::Cluster(_) => slot.to_string(),
-            Conn::Single(_) => String::new(),
+        let target = Target::Arrive {
+            handle_key,
+            slot: match self.conn {
+                Conn::Cluster(_) => slot.to_string(),
+                Conn::Single(_) => String::new(),
+            },
+            new_contact: new_contact.unwrap_or_default(),
+            verified: verified.join("\u{1f}"),
         };
-        call.arg(cluster_slot)
-            .arg(new_contact.as_deref().unwrap_or(""))
-            .arg(verified.join("\u{1f}"));
-        self.trip();
         let member = keys::sender_member(user);
         let hint = self.hint_owed_if(ingest.owed.is_some(), &member, event.now_ms);
-        let (reply, hinted) = futures::join!(self.conn_eval(call), hint);
-        let Some(reply) = reply? else {
-            return Ok(Arrival::Recorded(None));
-        };
-        let (outcome, owner) = match reply.as_slice() {
-            [outcome] if outcome == "check" => return Ok(Arrival::Check),
-            [outcome, owner] if outcome == "moved" => return Ok(Arrival::Moved(owner.clone())),
-            [outcome, owner, ..] if outcome == "known" || outcome == "new" => (outcome, owner),
-            _ => {
-                return Err(StoreError::Unavailable(format!(
-                    "unexpected arrive script reply ({} fields)",
-                    reply.len()
-                )));
-            }
+        let (applied, hinted) =
+            futures::join!(self.apply(ingest, policy, event, &target, None, &[]), hint);
+        let (outcome, ingested) = match applied? {
+            Applied::Recorded(None) => return Ok(Arrival::Recorded(None)),
+            Applied::Recorded(Some(recorded)) => recorded,
+            Applied::Check => return Ok(Arrival::Check),
+            Applied::Moved(owner) => return Ok(Arrival::Moved(owner)),
         };
         if let Err(error) = hinted {
-            tracing::warn!(%error, contact = %owner, "owed-record hint not written beside the ingest: until the contact's next change only a provider retry finds this event's record if the gateway dies before publishing");
+            tracing::warn!(%error, contact = %ingested.contact.id, "owed-record hint not written beside the ingest: until the contact's next change only a provider retry finds this event's record if the gateway dies before publishing");
         }
-        let ingested = parse_reply(owner, &reply[2..])?;
         if outcome == "new" {
             self.after_new_sender(ingest, &ingested).await;
         } else if ingested.started {
@@ -1013,7 +1013,143 @@ impl RedisStore {
         Ok(Arrival::Recorded(Some(ingested)))
     }
 
-    /// What a contact made by arrive.lua needs besides: its first conversation's index,
+    /// Record an inbound event on its contact as the context rules decide it
+    /// ([`plan::plan`]), from this instance's copy of the contact (or, with none, as if
+    /// the contact were new), with apply.lua. A copy other writers made stale is
+    /// replaced by the contact as stored, which comes back in the same answer, and the
+    /// event is decided again.
+    async fn apply(
+        &self,
+        ingest: &Ingest,
+        policy: &IngestPolicy,
+        event: &EventArgs,
+        target: &Target,
+        merged: Option<&Merge>,
+        confirmed: &[String],
+    ) -> Result<Applied, StoreError> {
+        let tail = owed_tail(merged, ingest.owed.as_deref())?;
+        let text = plan::EventText {
+            entry: &event.entry,
+            handles: &event.handles_json,
+            referral: &event.referral,
+            proposed: &event.proposed,
+            now_ms: event.now_ms,
+            owed_tail: &tail,
+            confirmed,
+        };
+        let sender_key = keys::handle(&ingest.person.user);
+        let contact = match target {
+            Target::Arrive { new_contact, .. } => self
+                .senders
+                .get(&sender_key)
+                .unwrap_or_else(|| new_contact.clone()),
+            Target::Contact(id) => id.clone(),
+        };
+        let mut head = self
+            .heads
+            .get(&contact)
+            .unwrap_or_else(|| Arc::new(plan::Head::unknown(&contact, ingest.at)));
+        for _ in 0..APPLY_TRIES {
+            let plan = plan::plan(&head, ingest, policy, &text, merged)?;
+            let call = self.apply_call(&plan, target, event, policy);
+            self.trip();
+            let Some(reply) = self.conn_eval(call).await? else {
+                return Ok(Applied::Recorded(None));
+            };
+            match reply.as_slice() {
+                [outcome] if outcome == "check" => return Ok(Applied::Check),
+                [outcome, owner] if outcome == "moved" => {
+                    return Ok(Applied::Moved(owner.clone()));
+                }
+                [outcome, owner, stored @ ..] if outcome == "stale" => {
+                    head = Arc::new(plan::Head::parse(owner, stored, ingest.at)?);
+                }
+                [outcome, owner, count, rest @ ..] => {
+                    let count: usize = count
+                        .parse()
+                        .map_err(|_| corrupt("apply.lua answer", count))?;
+                    let (values, history) = rest
+                        .split_at_checked(count)
+                        .ok_or_else(|| corrupt("apply.lua answer", "too few values"))?;
+                    let history = history
+                        .iter()
+                        .map(|entry| parse_json(entry))
+                        .collect::<Result<_, _>>()?;
+                    let (ingested, head) = plan.finish(owner, values, history)?;
+                    self.heads.insert(owner.clone(), Arc::new(head));
+                    self.senders.insert(sender_key, owner.clone());
+                    let outcome = match outcome.as_str() {
+                        "new" => "new",
+                        "known" => "known",
+                        _ => "ok",
+                    };
+                    return Ok(Applied::Recorded(Some((outcome, ingested))));
+                }
+                _ => {
+                    return Err(StoreError::Unavailable(format!(
+                        "unexpected apply.lua answer ({} fields)",
+                        reply.len()
+                    )));
+                }
+            }
+        }
+        self.heads.remove(&contact);
+        Err(StoreError::Unavailable(format!(
+            "contact changed by other writers {APPLY_TRIES} times while an event was recorded"
+        )))
+    }
+
+    /// The apply.lua call for `plan`.
+    fn apply_call(
+        &self,
+        plan: &plan::Plan,
+        target: &Target,
+        event: &EventArgs,
+        policy: &IngestPolicy,
+    ) -> ScriptCall<'_> {
+        let (key, contact, slot, new_contact, verified) = match target {
+            Target::Arrive {
+                handle_key,
+                slot,
+                new_contact,
+                verified,
+            } => (
+                handle_key.clone(),
+                "",
+                slot.as_str(),
+                new_contact.as_str(),
+                verified.as_str(),
+            ),
+            Target::Contact(id) => (keys::contact(id), id.as_str(), "", "", ""),
+        };
+        let mut call = ScriptCall::new(&self.apply_script, [key]);
+        call.arg(keys::ROOT)
+            .arg(contact)
+            .arg(&event.member)
+            .arg(event.now_ms)
+            .arg(millis(policy.dedupe_ttl))
+            .arg(&plan.conversation_id)
+            .arg(&plan.latest_id)
+            .arg(&plan.close_entry)
+            .arg(if plan.opened { "1" } else { "" })
+            .arg(&plan.history)
+            .arg(policy.history_cap.max(1))
+            .arg(policy.history_depth)
+            .arg(&plan.timeline)
+            .arg(policy.timeline_cap.max(1))
+            .arg(&plan.owed)
+            .arg(self.retention_arg())
+            .arg(slot)
+            .arg(new_contact)
+            .arg(verified)
+            .arg(plan.guards.len());
+        for op in plan.guards.iter().chain(&plan.writes) {
+            call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
+        }
+        call
+    }
+
+    /// What a contact made by apply.lua for a new sender needs besides: its first conversation's index,
     /// its activity for `[store] contact_retention`, its probable-link entries. One
     /// round trip; a failure is logged (the conversation index is retried), never
     /// returned: the event is recorded.
@@ -1058,7 +1194,7 @@ impl RedisStore {
         }
     }
 
-    /// The path for what arrive.lua leaves to the client: look the sender and its
+    /// The path for what apply.lua leaves to the client: look the sender and its
     /// verified handles up (`resolve`), merge on a verified handle another contact owns,
     /// then record.
     async fn resolve_and_record(
@@ -1116,21 +1252,9 @@ impl RedisStore {
             .iter()
             .filter(|(_, owner)| owner.as_deref() == Some(contact_id.as_str()))
             .map(|(handle, _)| keys::verified_field(handle))
-            .collect::<Vec<_>>()
-            .join("\u{1f}");
-        let tail = owed_tail(merged.as_ref(), ingest.owed.as_deref())?;
-        let mut call = ScriptCall::new(
-            &self.ingest_script,
-            [
-                keys::contact(&contact_id),
-                keys::seen(&contact_id),
-                keys::conversations(&contact_id),
-            ],
-        );
-        call.arg(keys::contact_prefix(&contact_id)).arg(&contact_id);
-        self.event_args(&mut call, ingest, policy, event, &tail, &confirmed);
+            .collect::<Vec<_>>();
+        let target = Target::Contact(contact_id.clone());
         // Last round trip: the script, plus the writes that need no answer from it.
-        self.trip();
         // A new sender joins the probable-link index (known senders are indexed already).
         let probable = if new_sender {
             probable_keys(ingest.person.name.as_deref(), &ingest.person.handles)
@@ -1140,48 +1264,55 @@ impl RedisStore {
         // The script's answer decides: once it committed, the event must be published
         // (a provider retry would be a duplicate), so a failed side write is logged and
         // repaired, never turned into an error.
-        let (reply, side) = futures::join!(self.conn_eval(call), async {
-            futures::try_join!(
-                async {
-                    try_join_all(probable.iter().map(|(key, _)| {
-                        self.query::<()>(
-                            redis::cmd("SADD")
-                                .arg(keys::probable(key))
-                                .arg(&contact_id)
-                                .clone(),
-                        )
-                    }))
-                    .await
-                    .map(drop)
-                },
-                async {
-                    if fresh {
-                        self.index_conversation(&event.proposed, &contact_id, Timestamp::now())
-                            .await
-                    } else {
-                        Ok(())
-                    }
-                },
-                async {
-                    // A known sender's verified handles no contact owns yet: first wins.
-                    try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+        let (reply, side) = futures::join!(
+            self.apply(ingest, policy, event, &target, merged.as_ref(), &confirmed),
+            async {
+                futures::try_join!(
+                    async {
+                        try_join_all(probable.iter().map(|(key, _)| {
+                            self.query::<()>(
+                                redis::cmd("SADD")
+                                    .arg(keys::probable(key))
+                                    .arg(&contact_id)
+                                    .clone(),
+                            )
+                        }))
                         .await
                         .map(drop)
-                },
-                self.hint_change(&contact_id, event.now_ms, ingest.owed.is_some()),
-            )
-        });
-        let reply = reply?;
+                    },
+                    async {
+                        if fresh {
+                            self.index_conversation(&event.proposed, &contact_id, Timestamp::now())
+                                .await
+                        } else {
+                            Ok(())
+                        }
+                    },
+                    async {
+                        // A known sender's verified handles no contact owns yet: first wins.
+                        try_join_all(unowned.iter().map(|handle| self.claim(handle, &contact_id)))
+                            .await
+                            .map(drop)
+                    },
+                    self.hint_change(&contact_id, event.now_ms, ingest.owed.is_some()),
+                )
+            }
+        );
+        let applied = reply?;
         let side_failed = side
             .map_err(|error| {
                 tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired, an owed-record hint on the contact's next change (until then only a provider retry finds this event's record if the gateway dies before publishing)");
             })
             .is_err();
-        let Some(reply) = reply else {
-            return Ok(None);
+        let ingested = match applied {
+            Applied::Recorded(Some((_, ingested))) => ingested,
+            Applied::Recorded(None) => return Ok(None),
+            Applied::Check | Applied::Moved(_) => {
+                return Err(StoreError::Unavailable(
+                    "apply.lua asked to resolve a contact it was named".into(),
+                ));
+            }
         };
-        let mut ingested = parse_reply(&contact_id, &reply)?;
-        ingested.merged = merged;
         let proposed = &event.proposed;
         if side_failed && fresh && ingested.conversation.id == *proposed {
             self.index_conversation_later(proposed.clone(), contact_id.clone(), Timestamp::now());
@@ -1201,37 +1332,6 @@ impl RedisStore {
                 .await;
         }
         Ok(Some(ingested))
-    }
-
-    /// ARGV\[3..=21\] of ingest.lua, after the key prefix and the contact id.
-    fn event_args(
-        &self,
-        call: &mut ScriptCall<'_>,
-        ingest: &Ingest,
-        policy: &IngestPolicy,
-        event: &EventArgs,
-        owed_tail: &str,
-        confirmed: &str,
-    ) {
-        call.arg(&event.member)
-            .arg(event.now_ms)
-            .arg(millis(policy.dedupe_ttl))
-            .arg(ingest.at.as_microsecond())
-            .arg(&ingest.channel)
-            .arg(micros(policy.inactivity))
-            .arg(policy.history_cap.max(1))
-            .arg(policy.history_depth)
-            .arg(ingest.person.name.as_deref().unwrap_or(""))
-            .arg(&event.handles_json)
-            .arg(&event.proposed)
-            .arg(&event.entry)
-            .arg(&event.referral)
-            .arg(&event.window)
-            .arg(self.retention_arg())
-            .arg(owed_tail)
-            .arg(policy.timeline_cap.max(1))
-            .arg(event.direction)
-            .arg(confirmed);
     }
 
     async fn conn_eval(
@@ -1848,7 +1948,7 @@ struct Resolved {
 }
 
 impl Resolved {
-    /// A known sender whose contact is `contact` (arrive.lua found it in another slot).
+    /// A known sender whose contact is `contact` (apply.lua found it in another slot).
     fn known(contact: String) -> Self {
         Self {
             contact,
@@ -1861,12 +1961,42 @@ impl Resolved {
     }
 }
 
-/// What arrive.lua did. Returned once per ingest and matched at once: boxing the
+/// What the one-request path did. Returned once per ingest and matched at once: boxing the
 /// recorded event would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum Arrival {
     /// Recorded (`None`: a duplicate).
     Recorded(Option<Ingested>),
+    /// The sender's contact lives in another slot.
+    Moved(String),
+    /// The client must look the sender up itself (nothing was written).
+    Check,
+}
+
+/// Where apply.lua finds the contact.
+enum Target {
+    /// Through the sender's channel-user handle key (the one-request path).
+    Arrive {
+        /// The handle key (`KEYS[1]`).
+        handle_key: String,
+        /// Its slot in a Redis Cluster, `""` on one server.
+        slot: String,
+        /// The id a new sender gets (in that slot), `""` when the client must resolve a
+        /// new sender itself.
+        new_contact: String,
+        /// Contact hash fields of the verified handles the sender reports, `\x1f`-joined.
+        verified: String,
+    },
+    /// The contact with this id.
+    Contact(String),
+}
+
+/// What apply.lua did. Matched at once, like [`Arrival`].
+#[allow(clippy::large_enum_variant)]
+enum Applied {
+    /// Recorded (`None`: a duplicate), with how the sender was found (`known`, `new` or
+    /// `ok`: the contact was named).
+    Recorded(Option<(&'static str, Ingested)>),
     /// The sender's contact lives in another slot.
     Moved(String),
     /// The client must look the sender up itself (nothing was written).
@@ -1883,10 +2013,6 @@ struct EventArgs {
     entry: String,
     /// The referral (JSON) or `""`.
     referral: String,
-    /// The reply window (µs) or `""`.
-    window: String,
-    /// `inbound`, `outbound` or `""`.
-    direction: &'static str,
     /// The id a conversation this event opens gets.
     proposed: String,
     /// Now (ms), the dedupe clock.
@@ -1918,15 +2044,6 @@ impl EventArgs {
                     .transpose()
                     .map_err(internal)?,
             ),
-            window: ingest
-                .reply_window
-                .map(|window| micros(window).to_string())
-                .unwrap_or_default(),
-            direction: match ingest.message.as_ref().map(|message| message.direction) {
-                Some(crate::event::Direction::Inbound) => "inbound",
-                Some(crate::event::Direction::Outbound) => "outbound",
-                None => "",
-            },
             proposed: crate::ids::conversation(),
             now_ms: Timestamp::now().as_millisecond(),
         })

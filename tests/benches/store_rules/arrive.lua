@@ -1,3 +1,7 @@
+-- The lookup half of the ingest script before the context rules moved to Rust (kept as
+-- the baseline of tests/benches/store_rules.rs; prepended to ingest.lua).
+-- How the sender was found: 'known' or 'new'.
+local arrival
 -- Find the sender's contact and record its event, in one request (see
 -- `RedisStore::arrive`); prepended to ingest.lua, which then runs on that contact.
 -- KEYS[1] the sender's channel-user handle key  og:hd:{channel_user:…}

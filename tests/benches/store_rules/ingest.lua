@@ -1,3 +1,5 @@
+-- The ingest script before the context rules moved to Rust, deciding in Lua (kept as
+-- the baseline of tests/benches/store_rules.rs).
 -- Record one inbound event atomically (see `RedisStore::ingest`).
 -- KEYS[1] contact hash  og:{ct}:c
 -- KEYS[2] seen zset     og:{ct}:seen   member "<channel>\31<external id>", score = expiry (ms)
