@@ -25,7 +25,7 @@
 --         operation, field, value.
 --         Guards: 'eq' (field = value), 'no' (field absent), 'gt' / 'le' (field as a
 --         number > / <= value; absent counts as 0).
---         Writes: 'set', 'del', 'inc' (HINCRBY; replies the new value), 'max' (set when
+--         Writes: 'set', 'del', 'inc' (adds; replies the new value), 'max' (set when
 --         greater; replies the value kept), 'keep' (set when absent; replies '+' .. value
 --         when set, '=' .. the value found otherwise), 'copy' (field := the field named by
 --         value, deleted when that is absent; replies the value or ''), 'get' (writes
@@ -80,29 +80,37 @@ if arrival == 'known' and ARGV[19] ~= '' then
   end
 end
 
--- Reads `fields` of each target with one HMGET: values[target][field].
-local function read(wanted)
-  local values = {}
-  for target, fields in pairs(wanted) do
-    local got = redis.call('HMGET', keys[target], unpack(fields))
-    values[target] = {}
-    for i, field in ipairs(fields) do values[target][field] = got[i] end
-  end
-  return values
-end
-
+-- Everything the guards check and the writes compare with or add to, read with one HMGET
+-- per hash (the latest conversation and the event's are one hash when it continues):
+-- found[key][field].
 local guards = tonumber(ARGV[20])
 local writes_from = 21 + 4 * guards
-local wanted = {}
-for i = 21, writes_from - 1, 4 do
-  local target = ARGV[i]
-  if not keys[target] then return head() end
-  wanted[target] = wanted[target] or {}
-  table.insert(wanted[target], ARGV[i + 2])
+local wanted, order = {}, {}
+local function want(target, field)
+  local key = keys[target]
+  if not wanted[key] then
+    wanted[key] = {}
+    order[#order + 1] = key
+  end
+  table.insert(wanted[key], field)
 end
-local found = read(wanted)
 for i = 21, writes_from - 1, 4 do
-  local have = found[ARGV[i]][ARGV[i + 2]]
+  if not keys[ARGV[i]] then return head() end
+  want(ARGV[i], ARGV[i + 2])
+end
+for i = writes_from, #ARGV, 4 do
+  local op = ARGV[i + 1]
+  if op == 'copy' then want(ARGV[i], ARGV[i + 3])
+  elseif op ~= 'set' and op ~= 'del' then want(ARGV[i], ARGV[i + 2]) end
+end
+local found = {}
+for _, key in ipairs(order) do
+  local got = redis.call('HMGET', key, unpack(wanted[key]))
+  found[key] = {}
+  for i, field in ipairs(wanted[key]) do found[key][field] = got[i] end
+end
+for i = 21, writes_from - 1, 4 do
+  local have = found[keys[ARGV[i]]][ARGV[i + 2]]
   local op, value = ARGV[i + 1], ARGV[i + 3]
   local holds
   if op == 'eq' then holds = have == value
@@ -127,18 +135,8 @@ if now_ms % 16 == 0 then
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', ARGV[4])
 end
 
--- Writes: 'set' and 'del' gathered into one HSET and one HDEL per target; the fields
--- 'max', 'keep' and 'copy' compare with read by one HMGET per target.
-wanted = {}
-for i = writes_from, #ARGV, 4 do
-  local op = ARGV[i + 1]
-  if op == 'max' or op == 'keep' or op == 'copy' or op == 'get' then
-    local target = ARGV[i]
-    wanted[target] = wanted[target] or {}
-    table.insert(wanted[target], op == 'copy' and ARGV[i + 3] or ARGV[i + 2])
-  end
-end
-found = read(wanted)
+-- Writes, gathered into one HSET and one HDEL per hash. The script runs atomically, so
+-- an increment is a read (above) and a set.
 local sets, dels, replies = {}, {}, {}
 local function add(list, target, ...)
   list[target] = list[target] or {}
@@ -146,19 +144,20 @@ local function add(list, target, ...)
 end
 for i = writes_from, #ARGV, 4 do
   local target, op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local have = (found[keys[target]] or {})[op == 'copy' and value or field]
   if op == 'set' then add(sets, target, field, value)
   elseif op == 'del' then add(dels, target, field)
   elseif op == 'inc' then
-    replies[#replies + 1] = tostring(redis.call('HINCRBY', keys[target], field, value))
+    local total = num((tonumber(have) or 0) + tonumber(value))
+    add(sets, target, field, total)
+    replies[#replies + 1] = total
   elseif op == 'max' then
-    local have = found[target][field]
     if not have or tonumber(have) < tonumber(value) then
       add(sets, target, field, value)
       have = value
     end
     replies[#replies + 1] = have
   elseif op == 'keep' then
-    local have = found[target][field]
     if have then
       replies[#replies + 1] = '=' .. have
     else
@@ -166,11 +165,10 @@ for i = writes_from, #ARGV, 4 do
       replies[#replies + 1] = '+' .. value
     end
   elseif op == 'copy' then
-    local have = found[target][value]
     if have then add(sets, target, field, have) else add(dels, target, field) end
     replies[#replies + 1] = have or ''
   else
-    replies[#replies + 1] = found[target][field] or ''
+    replies[#replies + 1] = have or ''
   end
 end
 if ARGV[9] == '1' then

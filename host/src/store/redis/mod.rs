@@ -1709,6 +1709,15 @@ impl ContextStore for RedisStore {
         }
         crate::fault::point("mid_erase");
         self.erase_one(id, Some(&owed_erased_key(id))).await?;
+        // This instance's copies of the erased contacts go with them. (Another instance's
+        // copy is dropped at its next event: the contact's keys are gone, so the guards
+        // fail; until then it ages out of that instance's cache.)
+        for contact in std::iter::once(id).chain(erased.absorbed.iter().map(String::as_str)) {
+            self.heads.remove(contact);
+        }
+        for handle in &details.contact.handles {
+            self.senders.remove(&keys::handle(handle));
+        }
         Ok(Some(erased))
     }
 

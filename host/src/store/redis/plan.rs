@@ -531,6 +531,17 @@ fn continued_writes(
             let until = until.as_microsecond().to_string();
             writes.push(Op::new("v", "set", window_field, until.clone()));
             writes.push(Op::new("v", "set", "reply_until", until));
+        } else if applied.switched_from.is_some() && latest.legacy_windows {
+            // The windows move to their fields in this same write: copy from the values.
+            match after.reply_window_until {
+                Some(until) => writes.push(Op::new(
+                    "v",
+                    "set",
+                    "reply_until",
+                    until.as_microsecond().to_string(),
+                )),
+                None => writes.push(Op::new("v", "del", "reply_until", "")),
+            }
         } else if applied.switched_from.is_some() {
             writes.push(Op::new("v", "copy", "reply_until", window_field));
             slots.push(Slot::ReplyUntil);
