@@ -51,6 +51,8 @@ struct Latest {
     /// The conversation still has the reply windows in one JSON field (`windows`), as
     /// written before a field per channel (`w:<channel>`): the next write moves them.
     legacy_windows: bool,
+    /// `first_touch` as stored, so an answer repeating it is not parsed again.
+    first_touch_json: Option<String>,
     /// `sv`, the version of the fields a decision reads and other instances change
     /// rarely (status, channels, touches): every write of them increments it.
     sv: Option<String>,
@@ -137,6 +139,7 @@ impl Latest {
             windows,
             channels_json: fields.get("channels").copied().unwrap_or("[]").to_owned(),
             legacy_windows: legacy.is_some(),
+            first_touch_json: fields.get("first_touch").map(|json| (*json).to_owned()),
             sv: fields.get("sv").map(|sv| (*sv).to_owned()),
         })
     }
@@ -382,6 +385,11 @@ pub(super) fn plan(
         conversation: conversation.clone(),
         windows,
         legacy_windows: false,
+        first_touch_json: match latest {
+            Some(latest) if !started => latest.first_touch_json.clone(),
+            _ => None,
+        }
+        .or_else(|| (!text.referral.is_empty()).then(|| text.referral.to_owned())),
         sv: if started {
             None
         } else {
@@ -619,9 +627,17 @@ impl Plan {
                 Slot::Awaiting => conversation.awaiting_since = Some(parse_time(kept(value)?.1)?),
                 Slot::FirstTouch => {
                     let (set, json) = kept(value)?;
-                    if !set {
+                    let cached = head_after
+                        .latest
+                        .as_ref()
+                        .and_then(|latest| latest.first_touch_json.as_deref());
+                    // The copy's first touch is the stored one (nearly always): no parse.
+                    if !set && cached != Some(json) {
                         conversation.attribution.first_touch =
                             Some(Arc::new(parse_json::<Referral>(json)?));
+                        if let Some(latest) = &mut head_after.latest {
+                            latest.first_touch_json = Some(json.to_owned());
+                        }
                     }
                 }
             }
