@@ -73,6 +73,30 @@ fn message(channel: &str, user: &str, id: &str, at: Timestamp) -> Ingest {
     }
 }
 
+/// A message the business sends in `conversation_id` (external id `id`), owing `owed`.
+fn sent(
+    conversation_id: &str,
+    id: &str,
+    channel: &str,
+    at: Timestamp,
+    text: &str,
+    owed: &str,
+) -> Outbound {
+    Outbound {
+        conversation_id: conversation_id.to_owned(),
+        message: HistoryEntry {
+            event_id: format!("evt_{id}"),
+            at,
+            channel: channel.to_owned(),
+            direction: Direction::Outbound,
+            external_id: Some(id.to_owned()),
+            text: Some(text.to_owned()),
+            parts: Vec::new(),
+        },
+        owed: owed.to_owned(),
+    }
+}
+
 fn with_phone(mut ingest: Ingest, phone: &str, verified: bool) -> Ingest {
     ingest
         .person
@@ -304,19 +328,14 @@ async fn threading(store: &dyn ContextStore) {
     // Outbound messages count and join the history.
     let sent = store
         .record_outbound(
-            Outbound {
-                conversation_id: next.conversation.id.clone(),
-                message: HistoryEntry {
-                    event_id: "evt_out".into(),
-                    at: later(at, 32),
-                    channel: web.clone(),
-                    direction: Direction::Outbound,
-                    external_id: Some("out-1".into()),
-                    text: Some("hello".into()),
-                    parts: Vec::new(),
-                },
-                owed: String::new(),
-            },
+            sent(
+                &next.conversation.id,
+                "out-1",
+                &web,
+                later(at, 32),
+                "hello",
+                "",
+            ),
             &policy(),
         )
         .await
@@ -413,19 +432,14 @@ async fn owed_records(store: &dyn ContextStore) {
     assert!(!second.started);
     let sent = store
         .record_outbound(
-            Outbound {
-                conversation_id: first.conversation.id.clone(),
-                message: HistoryEntry {
-                    event_id: "evt_owed_out".into(),
-                    at,
-                    channel: web.clone(),
-                    direction: Direction::Outbound,
-                    external_id: Some("out-o".into()),
-                    text: Some("hi".into()),
-                    parts: Vec::new(),
-                },
-                owed: "sent payload".into(),
-            },
+            sent(
+                &first.conversation.id,
+                "out-o",
+                &web,
+                at,
+                "hi",
+                "sent payload",
+            ),
             &policy(),
         )
         .await
@@ -436,7 +450,7 @@ async fn owed_records(store: &dyn ContextStore) {
     let mut expected = vec![
         omnigate::store::owed_inbound_key(&web, "o1"),
         omnigate::store::owed_inbound_key(&web, "o2"),
-        omnigate::store::owed_outbound_key("evt_owed_out"),
+        omnigate::store::owed_outbound_key("evt_out-o"),
     ];
     expected.sort();
     assert_eq!(stale, expected);
@@ -538,19 +552,7 @@ async fn timeline_cap(store: &dyn ContextStore) {
     // A message the business sends is capped the same way.
     let sent = store
         .record_outbound(
-            Outbound {
-                conversation_id: conversation.clone(),
-                message: HistoryEntry {
-                    event_id: "evt_tc_out".into(),
-                    at,
-                    channel: web.clone(),
-                    direction: Direction::Outbound,
-                    external_id: Some("tc-out".into()),
-                    text: Some("reply".into()),
-                    parts: Vec::new(),
-                },
-                owed: String::new(),
-            },
+            sent(&conversation, "tc-out", &web, at, "reply", ""),
             &capped,
         )
         .await
@@ -1786,19 +1788,14 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
 
     // The business answers on b: the customer no longer waits.
     b.record_outbound(
-        Outbound {
-            conversation_id: first.conversation.id.clone(),
-            message: HistoryEntry {
-                event_id: "evt_turns_out".into(),
-                at: later(at, 3),
-                channel: web.clone(),
-                direction: Direction::Outbound,
-                external_id: Some("turns-out".into()),
-                text: Some("hello".into()),
-                parts: Vec::new(),
-            },
-            owed: String::new(),
-        },
+        sent(
+            &first.conversation.id,
+            "turns-out",
+            &web,
+            later(at, 3),
+            "hello",
+            "",
+        ),
         &policy(),
     )
     .await

@@ -245,7 +245,7 @@ pub fn identifies(handle: &Handle) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::HistoryEntry;
     use crate::store::model::Person;
@@ -264,7 +264,9 @@ mod tests {
         }
     }
 
-    fn message(channel: &str, direction: Direction, when: Timestamp) -> Ingest {
+    /// A text message of user `u1` on `channel`, owing nothing (shared with the Redis
+    /// plan's tests).
+    pub(crate) fn message(channel: &str, direction: Direction, when: Timestamp) -> Ingest {
         Ingest {
             channel: channel.into(),
             external_id: format!("m-{}", when.as_second()),

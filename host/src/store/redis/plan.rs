@@ -692,8 +692,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::{Handle, HandleKind};
-    use crate::store::model::Person;
 
     fn policy() -> IngestPolicy {
         IngestPolicy {
@@ -710,33 +708,7 @@ mod tests {
     }
 
     fn inbound(channel: &str, when: Timestamp) -> Ingest {
-        Ingest {
-            channel: channel.into(),
-            external_id: format!("m{}", when.as_second()),
-            at: when,
-            person: Person {
-                user: Handle {
-                    kind: HandleKind::ChannelUser,
-                    value: format!("{channel}:u1"),
-                    verified: false,
-                },
-                name: None,
-                handles: Vec::new(),
-            },
-            message: Some(HistoryEntry {
-                event_id: "ev_1".into(),
-                at: when,
-                channel: channel.into(),
-                direction: Direction::Inbound,
-                external_id: None,
-                text: Some("hi".into()),
-                parts: Vec::new(),
-            }),
-            referral: None,
-            reply_window: None,
-            owed: None,
-            merged_owed: None,
-        }
+        crate::store::rules::tests::message(channel, Direction::Inbound, when)
     }
 
     fn text<'a>(handles: &'a str) -> EventText<'a> {
