@@ -16,11 +16,11 @@
 //!
 //! A contact made by a sender's first event gets an id in the slot of the sender's handle
 //! key (its home slot, `home.rs`), so one script (`apply.lua`) looks the sender up and
-//! records the event as the context rules decided it (`plan.rs`): one round trip for a known sender in an open
-//! conversation. A contact in another slot (made before home slots, or a merge's
-//! survivor) costs one redirect; a sender reporting verified handles its contact does not
-//! hold yet, or a new sender reporting any, takes the lookup path (handle lookup; claim;
-//! script). Counts in docs/redis-keys.md.
+//! records the event as the context rules decided it (`plan.rs`): one round trip for a
+//! known sender in an open conversation. A contact in another slot (made before home
+//! slots, or a merge's survivor) costs one redirect; a sender reporting verified handles
+//! its contact does not hold yet, or a new sender reporting any, takes the lookup path
+//! (handle lookup; claim; script). Counts in docs/redis-keys.md.
 //!
 //! Rare: the lookup shows that a verified phone/e-mail of the sender belongs to another
 //! contact. The sender's contact is then merged into that owner before the script (one
@@ -1149,10 +1149,10 @@ impl RedisStore {
         call
     }
 
-    /// What a contact made by apply.lua for a new sender needs besides: its first conversation's index,
-    /// its activity for `[store] contact_retention`, its probable-link entries. One
-    /// round trip; a failure is logged (the conversation index is retried), never
-    /// returned: the event is recorded.
+    /// What a contact made by apply.lua for a new sender needs besides: its first
+    /// conversation's index, its activity for `[store] contact_retention`, its
+    /// probable-link entries. One round trip; a failure is logged (the conversation index
+    /// is retried), never returned: the event is recorded.
     async fn after_new_sender(&self, ingest: &Ingest, ingested: &Ingested) {
         let contact_id = &ingested.contact.id;
         let conversation_id = &ingested.conversation.id;
@@ -1264,7 +1264,7 @@ impl RedisStore {
         // The script's answer decides: once it committed, the event must be published
         // (a provider retry would be a duplicate), so a failed side write is logged and
         // repaired, never turned into an error.
-        let (reply, side) = futures::join!(
+        let (applied, side) = futures::join!(
             self.apply(ingest, policy, event, &target, merged.as_ref(), &confirmed),
             async {
                 futures::try_join!(
@@ -1298,7 +1298,7 @@ impl RedisStore {
                 )
             }
         );
-        let applied = reply?;
+        let applied = applied?;
         let side_failed = side
             .map_err(|error| {
                 tracing::warn!(%error, contact = %contact_id, "an index write beside the ingest failed: a new conversation's index is retried in the background, unclaimed verified handles on the contact's next event, a probable-link entry is not repaired, an owed-record hint on the contact's next change (until then only a provider retry finds this event's record if the gateway dies before publishing)");
@@ -1970,8 +1970,8 @@ impl Resolved {
     }
 }
 
-/// What the one-request path did. Returned once per ingest and matched at once: boxing the
-/// recorded event would only add an allocation per message.
+/// What the one-request path did. Returned once per ingest and matched at once: boxing
+/// the recorded event would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum Arrival {
     /// Recorded (`None`: a duplicate).
