@@ -10,6 +10,7 @@
 //! first and unanswered message by set-if-absent), so a copy of a contact stays good while
 //! several instances take turns with its messages (docs/store.md).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -148,19 +149,19 @@ impl Latest {
 /// One guard or write of apply.lua: target (`c` contact, `l` latest conversation, `v`
 /// the event's conversation), operation, field, value.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Op {
+pub(super) struct Op<'a> {
     pub(super) target: &'static str,
     pub(super) op: &'static str,
-    pub(super) field: String,
-    pub(super) value: String,
+    pub(super) field: Cow<'a, str>,
+    pub(super) value: Cow<'a, str>,
 }
 
-impl Op {
+impl<'a> Op<'a> {
     fn new(
         target: &'static str,
         op: &'static str,
-        field: impl Into<String>,
-        value: impl Into<String>,
+        field: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, str>>,
     ) -> Self {
         Self {
             target,
@@ -206,7 +207,7 @@ pub(super) struct EventText<'a> {
 
 /// The rules' decision on one inbound event, as apply.lua takes it.
 #[derive(Debug)]
-pub(super) struct Plan {
+pub(super) struct Plan<'a> {
     /// The conversation the event lands on.
     pub(super) conversation_id: String,
     /// The latest conversation the decision read (`""`: none).
@@ -222,28 +223,36 @@ pub(super) struct Plan {
     /// The owed record or `""`.
     pub(super) owed: String,
     /// Facts the decision read, checked before anything is written.
-    pub(super) guards: Vec<Op>,
+    pub(super) guards: Vec<Op<'a>>,
     /// The writes.
-    pub(super) writes: Vec<Op>,
+    pub(super) writes: Vec<Op<'a>>,
     slots: Vec<Slot>,
     after: Ingested,
     head_after: Head,
+    latest_after: LatestAfter,
 }
 
 /// What the rules decide for `ingest` on the contact `head` describes.
-pub(super) fn plan(
-    head: &Head,
-    ingest: &Ingest,
+pub(super) fn plan<'a>(
+    head: &'a Head,
+    ingest: &'a Ingest,
     policy: &IngestPolicy,
-    text: &EventText<'_>,
+    text: &'a EventText<'a>,
     merged: Option<&Merge>,
-) -> Result<Plan, StoreError> {
+) -> Result<Plan<'a>, StoreError> {
     let at = ingest.at.as_microsecond();
     let now_us = text.now_ms * 1000;
     let mut guards = Vec::new();
     let mut writes = Vec::new();
     let mut slots = Vec::new();
-    let mut head_after = head.clone();
+    // The copy after the event; its latest conversation is added once the answer is in.
+    let mut head_after = Head {
+        contact: head.contact.clone(),
+        exists: true,
+        handles_json: head.handles_json.clone(),
+        hs: head.hs.clone(),
+        latest: None,
+    };
 
     // The contact: the latest name, every handle reported (verified wins).
     let contact = &mut head_after.contact;
@@ -265,7 +274,7 @@ pub(super) fn plan(
         if contact.handles != handles_before {
             let json = serde_json::to_string(&contact.handles).map_err(internal)?;
             guards.push(match &head.handles_json {
-                Some(stored) => Op::new("c", "eq", "handles", stored.clone()),
+                Some(stored) => Op::new("c", "eq", "handles", stored.as_str()),
                 None => Op::new("c", "no", "handles", ""),
             });
             writes.push(Op::new("c", "set", "handles", json.clone()));
@@ -281,7 +290,7 @@ pub(super) fn plan(
         writes.push(Op::new("c", "set", "name", name.clone()));
     }
     for field in text.confirmed {
-        writes.push(Op::new("c", "set", field.clone(), "1"));
+        writes.push(Op::new("c", "set", field.as_str(), "1"));
     }
 
     // The conversation: continue the latest one, or open one (closing the latest).
@@ -296,7 +305,12 @@ pub(super) fn plan(
         .map(|latest| latest.conversation.id.clone())
         .unwrap_or_default();
     match latest {
-        Some(latest) => guards.push(Op::new("c", "eq", "latest", latest.conversation.id.clone())),
+        Some(latest) => guards.push(Op::new(
+            "c",
+            "eq",
+            "latest",
+            latest.conversation.id.as_str(),
+        )),
         None => guards.push(Op::new("c", "no", "latest", "")),
     }
     let mut close_entry = String::new();
@@ -305,7 +319,7 @@ pub(super) fn plan(
         (Threading::Continue, Some(latest)) => {
             guards.push(Op::new("l", "eq", "status", "open"));
             guards.push(match &latest.sv {
-                Some(sv) => Op::new("l", "eq", "sv", sv.clone()),
+                Some(sv) => Op::new("l", "eq", "sv", sv.as_str()),
                 None => Op::new("l", "no", "sv", ""),
             });
             guards.push(Op::new("l", "gt", "last_at", threshold.to_string()));
@@ -335,7 +349,6 @@ pub(super) fn plan(
             (conversation, Windows::new(), true)
         }
     };
-    let before = conversation.clone();
     let applied = rules::apply_inbound(&mut conversation, &mut windows, ingest);
     if started {
         conversation_fields(
@@ -347,7 +360,7 @@ pub(super) fn plan(
         )?;
     } else if let Some(latest) = latest {
         continued_writes(
-            &before,
+            &latest.conversation,
             &conversation,
             &applied,
             latest,
@@ -379,12 +392,9 @@ pub(super) fn plan(
             text.owed_tail
         )
     };
-    head_after.exists = true;
-    head_after.latest = Some(Latest {
+    let latest_after = LatestAfter {
         channels_json: serde_json::to_string(&conversation.channels_used).map_err(internal)?,
-        conversation: conversation.clone(),
         windows,
-        legacy_windows: false,
         first_touch_json: match latest {
             Some(latest) if !started => latest.first_touch_json.clone(),
             _ => None,
@@ -395,7 +405,7 @@ pub(super) fn plan(
         } else {
             latest.and_then(|latest| latest.sv.clone())
         },
-    });
+    };
     Ok(Plan {
         conversation_id: conversation.id.clone(),
         latest_id,
@@ -417,7 +427,18 @@ pub(super) fn plan(
             merged: merged.cloned(),
         },
         head_after,
+        latest_after,
     })
+}
+
+/// The parts of the copy's latest conversation besides the conversation itself, known
+/// when the plan is made.
+#[derive(Debug)]
+struct LatestAfter {
+    windows: Windows,
+    channels_json: String,
+    first_touch_json: Option<String>,
+    sv: Option<String>,
 }
 
 /// Every field of a conversation the event opened (nobody else knows it yet).
@@ -426,10 +447,12 @@ fn conversation_fields(
     windows: &Windows,
     channel: &str,
     now_us: i64,
-    writes: &mut Vec<Op>,
+    writes: &mut Vec<Op<'_>>,
 ) -> Result<(), StoreError> {
     let time = |at: Timestamp| at.as_microsecond().to_string();
-    let mut set = |field: &str, value: String| writes.push(Op::new("v", "set", field, value));
+    let mut set = |field: &str, value: String| {
+        writes.push(Op::new("v", "set", field.to_owned(), value));
+    };
     set("status", "open".into());
     set("started_at", time(conversation.started_at));
     set("last_at", time(conversation.last_activity_at));
@@ -473,15 +496,15 @@ fn conversation_fields(
 /// The guards and writes of an event continuing the latest conversation: relative where
 /// other instances move the same fields.
 #[allow(clippy::too_many_arguments)]
-fn continued_writes(
+fn continued_writes<'a>(
     before: &Conversation,
     after: &Conversation,
     applied: &rules::Applied,
-    latest: &Latest,
-    ingest: &Ingest,
-    text: &EventText<'_>,
+    latest: &'a Latest,
+    ingest: &'a Ingest,
+    text: &'a EventText<'a>,
     now_us: i64,
-    (guards, writes, slots): (&mut Vec<Op>, &mut Vec<Op>, &mut Vec<Slot>),
+    (guards, writes, slots): (&mut Vec<Op<'a>>, &mut Vec<Op<'a>>, &mut Vec<Slot>),
 ) -> Result<(), StoreError> {
     let at = ingest.at.as_microsecond().to_string();
     let channel = &ingest.channel;
@@ -515,11 +538,16 @@ fn continued_writes(
             before.current_channel.clone(),
         ));
         if let Some(previous) = &applied.switched_from {
-            writes.push(Op::new("v", "set", "current", channel.clone()));
+            writes.push(Op::new("v", "set", "current", channel.as_str()));
             writes.push(Op::new("v", "set", "previous", previous.clone()));
         }
         if after.channels_used != before.channels_used {
-            guards.push(Op::new("l", "eq", "channels", latest.channels_json.clone()));
+            guards.push(Op::new(
+                "l",
+                "eq",
+                "channels",
+                latest.channels_json.as_str(),
+            ));
             writes.push(Op::new(
                 "v",
                 "set",
@@ -576,7 +604,7 @@ fn continued_writes(
     Ok(())
 }
 
-impl Plan {
+impl Plan<'_> {
     /// What the ingest did, from the reply values of the writes (in order) and the
     /// history the script read; with the contact as it is now, for the cache.
     pub(super) fn finish(
@@ -589,6 +617,7 @@ impl Plan {
             slots,
             mut after,
             mut head_after,
+            mut latest_after,
             ..
         } = self;
         // A plan made before the owner was known (a first message) names a placeholder.
@@ -599,7 +628,6 @@ impl Plan {
         if after.started {
             owner.clone_into(&mut after.conversation.contact_id);
         }
-        let mut sv = None;
         if values.len() != slots.len() {
             return Err(corrupt("apply.lua answer", "wrong number of values"));
         }
@@ -611,7 +639,7 @@ impl Plan {
                     after.contact.created_at = created;
                     head_after.contact.created_at = created;
                 }
-                Slot::Sv => sv = Some(value.clone()),
+                Slot::Sv => latest_after.sv = Some(value.clone()),
                 Slot::Messages => {
                     conversation.messages = value
                         .parse()
@@ -627,26 +655,30 @@ impl Plan {
                 Slot::Awaiting => conversation.awaiting_since = Some(parse_time(kept(value)?.1)?),
                 Slot::FirstTouch => {
                     let (set, json) = kept(value)?;
-                    let cached = head_after
-                        .latest
-                        .as_ref()
-                        .and_then(|latest| latest.first_touch_json.as_deref());
                     // The copy's first touch is the stored one (nearly always): no parse.
-                    if !set && cached != Some(json) {
+                    if !set && latest_after.first_touch_json.as_deref() != Some(json) {
                         conversation.attribution.first_touch =
                             Some(Arc::new(parse_json::<Referral>(json)?));
-                        if let Some(latest) = &mut head_after.latest {
-                            latest.first_touch_json = Some(json.to_owned());
-                        }
+                        latest_after.first_touch_json = Some(json.to_owned());
                     }
                 }
             }
         }
         after.history = history;
-        if let Some(latest) = &mut head_after.latest {
-            latest.conversation = after.conversation.clone();
-            latest.sv = sv.or_else(|| latest.sv.take());
-        }
+        let LatestAfter {
+            windows,
+            channels_json,
+            first_touch_json,
+            sv,
+        } = latest_after;
+        head_after.latest = Some(Latest {
+            conversation: after.conversation.clone(),
+            windows,
+            channels_json,
+            legacy_windows: false,
+            first_touch_json,
+            sv,
+        });
         Ok((after, head_after))
     }
 }
@@ -770,14 +802,9 @@ mod tests {
             head.latest.as_ref().map(|latest| latest.windows.len()),
             Some(1)
         );
-        let plan = plan(
-            &head,
-            &inbound("web", at(60)),
-            &policy(),
-            &text("[\"h\"]"),
-            None,
-        )
-        .expect("plan");
+        let event = inbound("web", at(60));
+        let text = text("[\"h\"]");
+        let plan = plan(&head, &event, &policy(), &text, None).expect("plan");
         assert_eq!(plan.conversation_id, "cv_1");
         assert!(!plan.opened && plan.close_entry.is_empty());
         let ops = |list: &[Op]| -> Vec<String> {
@@ -843,14 +870,9 @@ mod tests {
     #[test]
     fn an_idle_conversation_is_closed_and_a_new_one_written_whole() {
         let head = stored("web");
-        let plan = plan(
-            &head,
-            &inbound("wa", at(2 * 86_400)),
-            &policy(),
-            &text("[\"h\"]"),
-            None,
-        )
-        .expect("plan");
+        let event = inbound("wa", at(2 * 86_400));
+        let text = text("[\"h\"]");
+        let plan = plan(&head, &event, &policy(), &text, None).expect("plan");
         assert!(plan.opened);
         assert_eq!(plan.conversation_id, "cv_new");
         assert!(plan.close_entry.contains("conversation.closed"));
@@ -881,14 +903,9 @@ mod tests {
     #[test]
     fn a_contact_nobody_wrote_is_made_and_guarded_on_having_no_conversation() {
         let head = Head::unknown("ct_9", at(0));
-        let plan = plan(
-            &head,
-            &inbound("web", at(0)),
-            &policy(),
-            &text("[\"h\"]"),
-            None,
-        )
-        .expect("plan");
+        let event = inbound("web", at(0));
+        let text = text("[\"h\"]");
+        let plan = plan(&head, &event, &policy(), &text, None).expect("plan");
         assert!(plan.opened);
         assert!(plan.guards.contains(&Op::new("c", "no", "latest", "")));
         assert!(plan.guards.contains(&Op::new("c", "no", "handles", "")));
