@@ -72,17 +72,9 @@ local function head()
   return out
 end
 
-if arrival == 'known' and ARGV[19] ~= '' then
-  local fields = split(ARGV[19])
-  local held = redis.call('HMGET', keys.c, unpack(fields))
-  for i = 1, #fields do
-    if not held[i] then return { 'check' } end
-  end
-end
-
--- Everything the guards check and the writes compare with or add to, read with one HMGET
--- per hash (the latest conversation and the event's are one hash when it continues):
--- found[key][field].
+-- Everything the verified handles, the guards and the writes check, compare with or add
+-- to, read with one HMGET per hash (the latest conversation and the event's are one hash
+-- when it continues): found[key][field].
 local guards = tonumber(ARGV[20])
 local writes_from = 21 + 4 * guards
 local wanted, order = {}, {}
@@ -94,6 +86,10 @@ local function want(target, field)
   end
   table.insert(wanted[key], field)
 end
+-- A known contact must hold the verified handles the sender reports as its own.
+local verified = {}
+if arrival == 'known' and ARGV[19] ~= '' then verified = split(ARGV[19]) end
+for _, field in ipairs(verified) do want('c', field) end
 for i = 21, writes_from - 1, 4 do
   if not keys[ARGV[i]] then return head() end
   want(ARGV[i], ARGV[i + 2])
@@ -108,6 +104,9 @@ for _, key in ipairs(order) do
   local got = redis.call('HMGET', key, unpack(wanted[key]))
   found[key] = {}
   for i, field in ipairs(wanted[key]) do found[key][field] = got[i] end
+end
+for _, field in ipairs(verified) do
+  if not found[keys.c][field] then return { 'check' } end
 end
 for i = 21, writes_from - 1, 4 do
   local have = found[keys[ARGV[i]]][ARGV[i + 2]]

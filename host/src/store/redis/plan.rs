@@ -350,25 +350,36 @@ pub(super) fn plan<'a>(
         }
     };
     let applied = rules::apply_inbound(&mut conversation, &mut windows, ingest);
+    // Encoded once: for the write (when the list changed) and for the copy.
+    let channels_json = match latest {
+        Some(latest)
+            if !started && latest.conversation.channels_used == conversation.channels_used =>
+        {
+            latest.channels_json.clone()
+        }
+        _ => serde_json::to_string(&conversation.channels_used).map_err(internal)?,
+    };
     if started {
         conversation_fields(
             &conversation,
             &windows,
-            &ingest.channel,
+            ingest,
+            text,
+            &channels_json,
             now_us,
             &mut writes,
-        )?;
+        );
     } else if let Some(latest) = latest {
         continued_writes(
-            &latest.conversation,
             &conversation,
             &applied,
             latest,
             ingest,
             text,
+            &channels_json,
             now_us,
             (&mut guards, &mut writes, &mut slots),
-        )?;
+        );
     }
     timeline.extend(applied.timeline);
     let timeline = timeline
@@ -393,7 +404,7 @@ pub(super) fn plan<'a>(
         )
     };
     let latest_after = LatestAfter {
-        channels_json: serde_json::to_string(&conversation.channels_used).map_err(internal)?,
+        channels_json,
         windows,
         first_touch_json: match latest {
             Some(latest) if !started => latest.first_touch_json.clone(),
@@ -441,71 +452,66 @@ struct LatestAfter {
     sv: Option<String>,
 }
 
-/// Every field of a conversation the event opened (nobody else knows it yet).
-fn conversation_fields(
+/// Every field of a conversation the event opened (nobody else knows it yet). Its
+/// touches are the event's referral, whose JSON `text` has already.
+fn conversation_fields<'a>(
     conversation: &Conversation,
     windows: &Windows,
-    channel: &str,
+    ingest: &Ingest,
+    text: &'a EventText<'a>,
+    channels_json: &str,
     now_us: i64,
-    writes: &mut Vec<Op<'_>>,
-) -> Result<(), StoreError> {
+    writes: &mut Vec<Op<'a>>,
+) {
     let time = |at: Timestamp| at.as_microsecond().to_string();
-    let mut set = |field: &str, value: String| {
-        writes.push(Op::new("v", "set", field.to_owned(), value));
+    let mut set = |field: Cow<'a, str>, value: Cow<'a, str>| {
+        writes.push(Op::new("v", "set", field, value));
     };
-    set("status", "open".into());
-    set("started_at", time(conversation.started_at));
-    set("last_at", time(conversation.last_activity_at));
+    set("status".into(), "open".into());
+    set("started_at".into(), time(conversation.started_at).into());
+    set("last_at".into(), time(conversation.last_activity_at).into());
+    set("channels".into(), channels_json.to_owned().into());
     set(
-        "channels",
-        serde_json::to_string(&conversation.channels_used).map_err(internal)?,
+        "current".into(),
+        conversation.current_channel.clone().into(),
     );
-    set("current", conversation.current_channel.clone());
-    set("messages", conversation.messages.to_string());
-    set("touched_at", now_us.to_string());
+    set("messages".into(), conversation.messages.to_string().into());
+    set("touched_at".into(), now_us.to_string().into());
     if let Some(previous) = &conversation.previous_channel {
-        set("previous", previous.clone());
+        set("previous".into(), previous.clone().into());
     }
     if let Some(until) = conversation.reply_window_until {
-        set("reply_until", time(until));
+        set("reply_until".into(), time(until).into());
     }
-    if let Some(until) = windows.get(channel) {
-        set(&format!("w:{channel}"), time(*until));
+    if let Some(until) = windows.get(&ingest.channel) {
+        set(format!("w:{}", ingest.channel).into(), time(*until).into());
     }
-    let attribution = &conversation.attribution;
-    for (field, referral) in [
-        ("first_touch", &attribution.first_touch),
-        ("last_touch", &attribution.last_touch),
-    ] {
-        if let Some(referral) = referral {
-            set(
-                field,
-                serde_json::to_string(referral.as_ref()).map_err(internal)?,
-            );
-        }
+    if ingest.referral.is_some() {
+        set("first_touch".into(), text.referral.into());
+        set("last_touch".into(), text.referral.into());
     }
     if let Some(first) = conversation.first_inbound_at {
-        set("first_in", time(first));
+        set("first_in".into(), time(first).into());
     }
     if let Some(awaiting) = conversation.awaiting_since {
-        set("awaiting", time(awaiting));
+        set("awaiting".into(), time(awaiting).into());
     }
-    Ok(())
 }
 
 /// The guards and writes of an event continuing the latest conversation: relative where
 /// other instances move the same fields.
 #[allow(clippy::too_many_arguments)]
 fn continued_writes<'a>(
-    before: &Conversation,
     after: &Conversation,
     applied: &rules::Applied,
     latest: &'a Latest,
     ingest: &'a Ingest,
     text: &'a EventText<'a>,
+    channels_json: &str,
     now_us: i64,
     (guards, writes, slots): (&mut Vec<Op<'a>>, &mut Vec<Op<'a>>, &mut Vec<Slot>),
-) -> Result<(), StoreError> {
+) {
+    let before = &latest.conversation;
     let at = ingest.at.as_microsecond().to_string();
     let channel = &ingest.channel;
     let structural = latest.legacy_windows
@@ -535,7 +541,7 @@ fn continued_writes<'a>(
             "l",
             "eq",
             "current",
-            before.current_channel.clone(),
+            before.current_channel.as_str(),
         ));
         if let Some(previous) = &applied.switched_from {
             writes.push(Op::new("v", "set", "current", channel.as_str()));
@@ -548,24 +554,18 @@ fn continued_writes<'a>(
                 "channels",
                 latest.channels_json.as_str(),
             ));
-            writes.push(Op::new(
-                "v",
-                "set",
-                "channels",
-                serde_json::to_string(&after.channels_used).map_err(internal)?,
-            ));
+            writes.push(Op::new("v", "set", "channels", channels_json.to_owned()));
         }
         writes.push(Op::new("v", "inc", "messages", "1"));
         slots.push(Slot::Messages);
         writes.push(Op::new("v", "max", "last_at", at.clone()));
         slots.push(Slot::LastAt);
         writes.push(Op::new("v", "set", "touched_at", now_us.to_string()));
-        let window_field = format!("w:{channel}");
         if applied.window_opened
             && let Some(until) = after.reply_window_until
         {
             let until = until.as_microsecond().to_string();
-            writes.push(Op::new("v", "set", window_field, until.clone()));
+            writes.push(Op::new("v", "set", format!("w:{channel}"), until.clone()));
             writes.push(Op::new("v", "set", "reply_until", until));
         } else if applied.switched_from.is_some() && latest.legacy_windows {
             // The windows move to their fields in this same write: copy from the values.
@@ -579,7 +579,7 @@ fn continued_writes<'a>(
                 None => writes.push(Op::new("v", "del", "reply_until", "")),
             }
         } else if applied.switched_from.is_some() {
-            writes.push(Op::new("v", "copy", "reply_until", window_field));
+            writes.push(Op::new("v", "copy", "reply_until", format!("w:{channel}")));
             slots.push(Slot::ReplyUntil);
         } else {
             // Another instance may have renewed this channel's window meanwhile.
@@ -601,7 +601,6 @@ fn continued_writes<'a>(
         slots.push(Slot::FirstTouch);
         writes.push(Op::new("v", "set", "last_touch", text.referral));
     }
-    Ok(())
 }
 
 impl Plan<'_> {
