@@ -289,6 +289,17 @@ pub struct ContactDetails {
     pub probable_links: Vec<ProbableLink>,
 }
 
+impl ContactDetails {
+    /// The contacts merged into this one (live merges only): what erasing it also erases.
+    pub fn live_absorbed(&self) -> Vec<String> {
+        self.merges
+            .iter()
+            .filter(|merge| merge.undone_at.is_none())
+            .map(|merge| merge.absorbed.clone())
+            .collect()
+    }
+}
+
 /// Another contact that probably is the same person.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProbableLink {

@@ -11,8 +11,8 @@ use super::shard::Shard;
 use crate::event::Handle;
 use crate::store::StoreError;
 use crate::store::model::{
-    Contact, ContactDetails, Erased, Ingest, LinkStrength, Merge, ProbableLink, merges_on,
-    probable_keys, shared_handle_evidence,
+    Contact, ContactDetails, Erased, Ingest, LinkStrength, Merge, ProbableLink, probable_keys,
+    shared_handle_evidence,
 };
 use crate::store::rules;
 
@@ -78,16 +78,11 @@ impl<'a> AllShards<'a> {
         &mut self,
         index: &Index,
         sender: &str,
-        owner: &str,
+        (handle, owner): (&Handle, &str),
         ingest: &Ingest,
     ) -> Option<Merge> {
-        let handle = ingest
-            .person
-            .handles
-            .iter()
-            .filter(|handle| merges_on(handle))
-            .find(|handle| index.owner(handle).as_deref() == Some(owner))?;
-        if self.unmerged_before(owner, sender) {
+        // A merge between the lookup and these locks may have moved the handle.
+        if index.owner(handle).as_deref() != Some(owner) || self.unmerged_before(owner, sender) {
             return None;
         }
         let evidence = shared_handle_evidence(handle, &ingest.channel);
@@ -210,12 +205,7 @@ impl<'a> AllShards<'a> {
                 .and_then(|cv| shard.conversations.get(cv))
                 .map(|thread| thread.conversation.clone())
         };
-        let absorbed: Vec<String> = details
-            .merges
-            .iter()
-            .filter(|merge| merge.undone_at.is_none())
-            .map(|merge| merge.absorbed.clone())
-            .collect();
+        let absorbed = details.live_absorbed();
         for contact in std::iter::once(id).chain(absorbed.iter().map(String::as_str)) {
             let shard = self.of(contact);
             if let Some(gone) = shard.contacts.remove(contact) {

@@ -168,15 +168,18 @@ impl MemoryStore {
             .unwrap_or_else(|| self.index.claim(&person.user, &crate::ids::contact()))
     }
 
-    /// The other contact owning a verified phone/e-mail the sender reports: the merge
-    /// it causes ([`AllShards::merge_on_shared_handle`]).
-    fn shared_owner(&self, sender: &str, ingest: &Ingest) -> Option<String> {
+    /// A verified phone/e-mail the sender reports that another contact owns, with that
+    /// owner: the merge it causes ([`AllShards::merge_on_shared_handle`]).
+    fn shared_owner<'i>(&self, sender: &str, ingest: &'i Ingest) -> Option<(&'i Handle, String)> {
         ingest
             .person
             .handles
             .iter()
             .filter(|handle| merges_on(handle))
-            .find_map(|handle| self.index.owner(handle).filter(|owner| owner != sender))
+            .find_map(|handle| {
+                let owner = self.index.owner(handle).filter(|owner| owner != sender)?;
+                Some((handle, owner))
+            })
     }
 
     /// Record the event on contact `contact_id`, whose shard is `shard` (locked), with
@@ -229,10 +232,11 @@ impl ContextStore for MemoryStore {
         let result = match self.shared_owner(&sender, &ingest) {
             // Rare: the sender joins the owner of a verified handle it reports. Every
             // shard is locked, so the merge and the record are one step.
-            Some(owner) => {
+            Some((handle, owner)) => {
                 let mut all = self.all();
                 all.of(&sender).ensure_contact(&sender, ingest.at);
-                let merged = all.merge_on_shared_handle(&self.index, &sender, &owner, &ingest);
+                let merged =
+                    all.merge_on_shared_handle(&self.index, &sender, (handle, &owner), &ingest);
                 if let (Some(merge), Some(payload)) = (&merged, &ingest.merged_owed) {
                     // In the same step as the ingest here; kept all the same, so both
                     // backends answer alike (the publisher settles it with the event's

@@ -1037,13 +1037,22 @@ impl RedisStore {
             owed_tail: &tail,
             confirmed,
         };
-        let sender_key = keys::handle(&ingest.person.user);
-        let contact = match target {
-            Target::Arrive { new_contact, .. } => self
-                .senders
-                .get(&sender_key)
-                .unwrap_or_else(|| new_contact.clone()),
-            Target::Contact(id) => id.clone(),
+        // The sender's contact as this instance last saw it (the one-request path only;
+        // a named contact is its own answer).
+        let (sender_key, known) = match target {
+            Target::Arrive { handle_key, .. } => (
+                std::borrow::Cow::Borrowed(handle_key.as_str()),
+                self.senders.get(handle_key.as_str()),
+            ),
+            Target::Contact(_) => (
+                std::borrow::Cow::Owned(keys::handle(&ingest.person.user)),
+                None,
+            ),
+        };
+        let contact = match (target, &known) {
+            (_, Some(known)) => known.clone(),
+            (Target::Arrive { new_contact, .. }, None) => new_contact.clone(),
+            (Target::Contact(id), None) => id.clone(),
         };
         let mut head = self
             .heads
@@ -1077,7 +1086,9 @@ impl RedisStore {
                         .collect::<Result<_, _>>()?;
                     let (ingested, head) = plan.finish(owner, values, history)?;
                     self.heads.insert(owner.clone(), Arc::new(head));
-                    self.senders.insert(sender_key, owner.clone());
+                    if known.as_ref() != Some(owner) {
+                        self.senders.insert(sender_key.into_owned(), owner.clone());
+                    }
                     let outcome = match outcome.as_str() {
                         "new" => "new",
                         "known" => "known",
@@ -1690,12 +1701,7 @@ impl ContextStore for RedisStore {
             Some(cv) => self.conversation(&cv).await?,
             None => None,
         };
-        let absorbed: Vec<String> = details
-            .merges
-            .iter()
-            .filter(|merge| merge.undone_at.is_none())
-            .map(|merge| merge.absorbed.clone())
-            .collect();
+        let absorbed = details.live_absorbed();
         let erased = Erased {
             contact_id: id.to_owned(),
             absorbed,
