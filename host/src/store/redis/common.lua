@@ -151,3 +151,137 @@ local function split(list)
   return out
 end
 
+
+-- The contact as stored, for a caller to decide again (the `stale` answer, see
+-- `Head::parse` in plan.rs): { 'stale', owner, its hash's id, name, created_at, handles,
+-- latest, hs, then its latest conversation's fields as name/value pairs }.
+local function head(prefix, owner)
+  local c = redis.call('HMGET', prefix .. 'c', 'id', 'name', 'created_at', 'handles', 'latest',
+    'hs')
+  local out = { 'stale', owner }
+  for i = 1, 6 do out[#out + 1] = c[i] or '' end
+  if c[5] then
+    local fields = redis.call('HGETALL', prefix .. 'cv:' .. c[5])
+    for i = 1, #fields do out[#out + 1] = fields[i] end
+  end
+  return out
+end
+
+-- Guards and writes a script is given, 4 arguments each from ARGV[from]: `guards`
+-- guards, then writes to the end of ARGV. Each is: target (a name in `keys`, which maps
+-- it to a hash key), operation, field, value.
+--   Guards: 'eq' (field = value), 'no' (field absent), 'gt' / 'le' (field as a number
+--   > / <= value; absent counts as 0).
+--   Writes: 'set', 'del', 'inc' (adds; replies the new value), 'max' (set when greater;
+--   replies the value kept), 'keep' (set when absent; replies '+' .. value when set,
+--   '=' .. the value found otherwise), 'copy' (field := the field named by value,
+--   deleted when that is absent; replies the value or ''), 'get' (writes nothing;
+--   replies the field's value or '').
+-- `read_ops` reads everything they check, compare with or add to, with one HMGET per
+-- hash, and the fields `extra` of target 'c' besides: found[key][field]; nil when a
+-- guard names a target `keys` lacks.
+local function read_ops(keys, from, guards, extra)
+  local writes_from = from + 4 * guards
+  local wanted, order = {}, {}
+  local function want(target, field)
+    local key = keys[target]
+    if not wanted[key] then
+      wanted[key] = {}
+      order[#order + 1] = key
+    end
+    table.insert(wanted[key], field)
+  end
+  for _, field in ipairs(extra) do want('c', field) end
+  for i = from, writes_from - 1, 4 do
+    if not keys[ARGV[i]] then return nil end
+    want(ARGV[i], ARGV[i + 2])
+  end
+  for i = writes_from, #ARGV, 4 do
+    local op = ARGV[i + 1]
+    if op == 'copy' then want(ARGV[i], ARGV[i + 3])
+    elseif op ~= 'set' and op ~= 'del' then want(ARGV[i], ARGV[i + 2]) end
+  end
+  local found = {}
+  for _, key in ipairs(order) do
+    local got = redis.call('HMGET', key, unpack(wanted[key]))
+    found[key] = {}
+    for i, field in ipairs(wanted[key]) do found[key][field] = got[i] end
+  end
+  return found
+end
+
+-- Whether the guards (see `read_ops`) hold on what it found.
+local function guards_hold(keys, found, from, guards)
+  for i = from, from + 4 * guards - 1, 4 do
+    local have = found[keys[ARGV[i]]][ARGV[i + 2]]
+    local op, value = ARGV[i + 1], ARGV[i + 3]
+    local holds
+    if op == 'eq' then holds = have == value
+    elseif op == 'no' then holds = not have
+    elseif op == 'gt' then holds = tonumber(have or '0') > tonumber(value)
+    else holds = tonumber(have or '0') <= tonumber(value) end
+    if not holds then return false end
+  end
+  return true
+end
+
+-- Apply the writes from ARGV[from] (see `read_ops`), gathered into one HSET and one HDEL
+-- per hash; returns their reply values. The script runs atomically, so an increment is
+-- a read (by `read_ops`) and a set.
+local function write_ops(keys, found, from)
+  local sets, dels, replies = {}, {}, {}
+  local function add(list, target, ...)
+    list[target] = list[target] or {}
+    for _, value in ipairs({ ... }) do table.insert(list[target], value) end
+  end
+  for i = from, #ARGV, 4 do
+    local target, op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local have = (found[keys[target]] or {})[op == 'copy' and value or field]
+    if op == 'set' then add(sets, target, field, value)
+    elseif op == 'del' then add(dels, target, field)
+    elseif op == 'inc' then
+      local total = num((tonumber(have) or 0) + tonumber(value))
+      add(sets, target, field, total)
+      replies[#replies + 1] = total
+    elseif op == 'max' then
+      if not have or tonumber(have) < tonumber(value) then
+        add(sets, target, field, value)
+        have = value
+      end
+      replies[#replies + 1] = have
+    elseif op == 'keep' then
+      if have then
+        replies[#replies + 1] = '=' .. have
+      else
+        add(sets, target, field, value)
+        replies[#replies + 1] = '+' .. value
+      end
+    elseif op == 'copy' then
+      if have then add(sets, target, field, have) else add(dels, target, field) end
+      replies[#replies + 1] = have or ''
+    else
+      replies[#replies + 1] = have or ''
+    end
+  end
+  for target, list in pairs(sets) do redis.call('HSET', keys[target], unpack(list)) end
+  for target, list in pairs(dels) do redis.call('HDEL', keys[target], unpack(list)) end
+  return replies
+end
+
+-- Append a history entry ("<time µs> <JSON>"; '' adds nothing), keeping at most `cap`.
+local function push_history(history_key, entry, cap)
+  -- RPUSH answers the length: trim only once the history is over its cap.
+  if entry ~= '' and redis.call('RPUSH', history_key, entry) > cap then
+    redis.call('LTRIM', history_key, -cap, -1)
+  end
+end
+
+-- Append timeline entries (JSON, \30-joined; '' adds nothing), keeping at most `cap`
+-- (nil: no cap).
+local function push_timeline(conv_key, timeline_key, joined, cap)
+  if joined == '' then return end
+  local entries = {}
+  for entry in string.gmatch(joined, '[^\30]+') do entries[#entries + 1] = entry end
+  local length = redis.call('RPUSH', timeline_key, unpack(entries))
+  if cap then cap_timeline(conv_key, timeline_key, length, cap) end
+end

@@ -28,6 +28,7 @@
 //! ordinary merge steps), so the event lands on the survivor; the ingest reports the merge
 //! for `contact.merged`.
 
+mod change;
 mod conn;
 mod home;
 mod keys;
@@ -48,8 +49,8 @@ use redis::Script;
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested,
     LinkStrength, Merge, Outbound, Owed, Person, ProbableLink, TimelineEntry, TimelinePage,
-    merges_on, owed_closed_key, owed_erased_key, owed_inbound_key, owed_outbound_key,
-    owed_unmerged_key, probable_keys, shared_handle_evidence,
+    merges_on, owed_erased_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
+    probable_keys, shared_handle_evidence,
 };
 use super::{ContextStore, StoreError};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
@@ -83,12 +84,14 @@ pub struct RedisStore {
     heads: quick_cache::sync::Cache<String, Arc<plan::Head>>,
     /// The contact of each recently seen sender, by its channel-user handle key.
     senders: quick_cache::sync::Cache<String, String>,
-    outbound_script: Script,
+    /// Applies a business message or a close ([`change::Change`]).
+    change_script: Script,
+    /// Reads a contact as stored ([`plan::Head`]).
+    head_script: Script,
     upsert_script: Script,
     merge_script: Script,
     unmerge_script: Script,
     repoint_script: Script,
-    close_script: Script,
     unindex_script: Script,
     erase_script: Script,
     outcome_script: Script,
@@ -127,9 +130,13 @@ impl RedisStore {
             )),
             heads: quick_cache::sync::Cache::new(HEADS),
             senders: quick_cache::sync::Cache::new(HEADS),
-            outbound_script: Script::new(concat!(
+            change_script: Script::new(concat!(
                 include_str!("common.lua"),
-                include_str!("outbound.lua")
+                include_str!("change.lua")
+            )),
+            head_script: Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("head.lua")
             )),
             upsert_script: Script::new(concat!(
                 include_str!("common.lua"),
@@ -144,10 +151,6 @@ impl RedisStore {
                 include_str!("unmerge.lua")
             )),
             repoint_script: Script::new(include_str!("repoint.lua")),
-            close_script: Script::new(concat!(
-                include_str!("common.lua"),
-                include_str!("close.lua")
-            )),
             unindex_script: Script::new(include_str!("unindex.lua")),
             erase_script: Script::new(include_str!("erase.lua")),
             outcome_script: Script::new(concat!(
@@ -822,57 +825,122 @@ impl RedisStore {
         let candidates = self.members_until(&key, cutoff_ms, limit).await?;
         let mut closed = Vec::new();
         for contact_id in candidates {
-            let mut conn = self.conn.clone();
-            let payload = payload();
-            let tail = owed_tail(None, Some(&payload))?;
-            let committed = Timestamp::now();
-            let mut invocation = ScriptCall::new(&self.close_script, [keys::contact(&contact_id)]);
-            invocation
-                .arg(keys::contact_prefix(&contact_id))
-                .arg(now.as_microsecond())
-                .arg(micros(inactivity))
-                .arg(tail)
-                .arg(committed.as_microsecond());
-            // Sent together: a close that commits must be findable by the relay.
-            let (reply, hinted) = futures::join!(
-                invocation.invoke::<Vec<String>>(&mut conn),
-                self.hint_change(&contact_id, committed.as_millisecond(), true),
-            );
-            let reply = reply.map_err(|error| self.unavailable(error))?;
-            if let Err(error) = hinted {
-                tracing::warn!(%error, contact = %contact_id, "owed-record hint not written beside a close");
-            }
-            match reply.first().map(String::as_str) {
-                Some("active") => {
+            match self.sweep(&contact_id, now, inactivity, payload).await? {
+                Swept::Active(at) => {
                     // Activity the index missed (e.g. an older event time): catch up.
-                    if let Some(at) = reply.get(1).and_then(|at| parse_time(at).ok()) {
-                        self.mark_active(&contact_id, at).await?;
-                    }
+                    self.mark_active(&contact_id, at).await?;
                     continue;
                 }
-                Some("closed") => {
-                    let ingested = parse_reply(&contact_id, &reply[1..])?;
-                    let conversation_id = ingested.conversation.id.clone();
-                    closed.push(Closed {
-                        contact: ingested.contact,
-                        owed: Owed {
-                            contact_id: contact_id.clone(),
-                            key: owed_closed_key(&conversation_id),
-                            at: committed,
-                            conversation_id,
-                            started: false,
-                            switched_from: None,
-                            merged: None,
-                            payload,
-                        },
-                        conversation: ingested.conversation,
-                    });
-                }
-                _ => {}
+                Swept::Closed(done) => closed.push(*done),
+                Swept::Gone => {}
             }
             self.unindex(&key, &contact_id, cutoff_ms).await?;
         }
         Ok(closed)
+    }
+
+    /// Close the contact's latest conversation if the rules find it idle at `now`
+    /// ([`change::sweep`]), from the contact as stored; decided again when another
+    /// writer moved it meanwhile.
+    async fn sweep(
+        &self,
+        contact_id: &str,
+        now: Timestamp,
+        inactivity: Duration,
+        payload: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Swept, StoreError> {
+        let payload = payload();
+        let tail = owed_tail(None, Some(&payload))?;
+        for _ in 0..APPLY_TRIES {
+            let head = self.stored(contact_id).await?;
+            let committed = Timestamp::now();
+            let change = match change::sweep(&head, now, inactivity, committed, &tail)? {
+                change::Sweep::Gone => return Ok(Swept::Gone),
+                change::Sweep::Active(at) => return Ok(Swept::Active(at)),
+                change::Sweep::Close(change) => change,
+            };
+            // Sent together: a close that commits must be findable by the relay.
+            let (changed, hinted) = futures::join!(
+                self.change(contact_id, &change, None),
+                self.hint_change(contact_id, committed.as_millisecond(), true),
+            );
+            if let Err(error) = hinted {
+                tracing::warn!(%error, contact = %contact_id, "owed-record hint not written beside a close");
+            }
+            let Some(ingested) = changed? else { continue };
+            let conversation_id = ingested.conversation.id.clone();
+            return Ok(Swept::Closed(Box::new(Closed {
+                contact: ingested.contact,
+                owed: Owed {
+                    contact_id: contact_id.to_owned(),
+                    key: change.owed.0,
+                    at: committed,
+                    conversation_id,
+                    started: false,
+                    switched_from: None,
+                    merged: None,
+                    payload,
+                },
+                conversation: ingested.conversation,
+            })));
+        }
+        Err(changed_meanwhile(contact_id))
+    }
+
+    /// The contact as stored, with its latest conversation (head.lua).
+    async fn stored(&self, contact_id: &str) -> Result<plan::Head, StoreError> {
+        let mut invocation = ScriptCall::new(&self.head_script, [keys::contact(contact_id)]);
+        invocation
+            .arg(keys::contact_prefix(contact_id))
+            .arg(contact_id);
+        let reply = self.conn_eval(invocation).await?.unwrap_or_default();
+        match reply.as_slice() {
+            [outcome, owner, stored @ ..] if outcome == "stale" => {
+                plan::Head::parse(owner, stored, Timestamp::now())
+            }
+            _ => Err(corrupt("head.lua answer", "not a contact")),
+        }
+    }
+
+    /// Apply `change` to the contact with change.lua: the contact and the conversation as
+    /// stored after it (with the last `policy.history_depth` messages), or `None` when a
+    /// guard failed and nothing was written. Without `policy` (the sweeper) nothing caps
+    /// the timeline and no history is read.
+    async fn change(
+        &self,
+        contact_id: &str,
+        change: &change::Change,
+        policy: Option<&IngestPolicy>,
+    ) -> Result<Option<Ingested>, StoreError> {
+        let (history_cap, depth, timeline_cap) = match policy {
+            Some(policy) => (
+                policy.history_cap.max(1).to_string(),
+                policy.history_depth,
+                policy.timeline_cap.max(1).to_string(),
+            ),
+            None => ("1".to_owned(), 0, String::new()),
+        };
+        let mut call = ScriptCall::new(&self.change_script, [keys::contact(contact_id)]);
+        call.arg(keys::contact_prefix(contact_id))
+            .arg(&change.conversation_id)
+            .arg(&change.history)
+            .arg(history_cap)
+            .arg(depth)
+            .arg(&change.timeline)
+            .arg(timeline_cap)
+            .arg(&change.owed.0)
+            .arg(&change.owed.1)
+            .arg(self.retention_arg())
+            .arg(Timestamp::now().as_microsecond())
+            .arg(change.guards.len());
+        for op in change.guards.iter().chain(&change.writes) {
+            call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
+        }
+        let reply = self.conn_eval(call).await?.unwrap_or_default();
+        match reply.as_slice() {
+            [outcome] if outcome == "stale" => Ok(None),
+            _ => parse_reply(contact_id, &reply).map(Some),
+        }
     }
 
     /// Write the index entries of a newly opened conversation: the conversation index and
@@ -1105,9 +1173,7 @@ impl RedisStore {
             }
         }
         self.heads.remove(&contact);
-        Err(StoreError::Unavailable(format!(
-            "contact changed by other writers {APPLY_TRIES} times while an event was recorded"
-        )))
+        Err(changed_meanwhile(&contact))
     }
 
     /// The apply.lua call for `plan`.
@@ -1389,33 +1455,39 @@ impl ContextStore for RedisStore {
             .await?
             .ok_or_else(|| not_found("conversation", conversation_id))?;
         let entry = serde_json::to_string(&outbound.message).map_err(internal)?;
-        let now = Timestamp::now();
-        let mut invocation = ScriptCall::new(&self.outbound_script, [keys::contact(&contact_id)]);
-        invocation
-            .arg(keys::contact_prefix(&contact_id))
-            .arg(conversation_id)
-            .arg(outbound.message.at.as_microsecond())
-            .arg(entry)
-            .arg(policy.history_cap.max(1))
-            .arg(policy.history_depth)
-            .arg(self.retention_arg())
-            .arg(now.as_microsecond())
-            .arg(owed_outbound_key(&outbound.message.event_id))
-            .arg(owed_tail(None, Some(&outbound.owed))?)
-            .arg(policy.timeline_cap.max(1));
-        let (reply, marked, hinted) = futures::join!(
-            self.conn_eval(invocation),
-            self.mark_active(&contact_id, now),
-            self.hint_change(&contact_id, now.as_millisecond(), true),
-        );
-        if let Err(error) = marked {
-            tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
+        let tail = owed_tail(None, Some(&outbound.owed))?;
+        let owed_field = owed_outbound_key(&outbound.message.event_id);
+        let conversation_key = keys::conversation(&contact_id, conversation_id);
+        for _ in 0..APPLY_TRIES {
+            let stored: Vec<String> = self
+                .query(redis::cmd("HGETALL").arg(&conversation_key).clone())
+                .await?;
+            let conversation = plan::stored_conversation(conversation_id, &stored)?
+                .ok_or_else(|| not_found("conversation", conversation_id))?;
+            let now = Timestamp::now();
+            let change = change::outbound(
+                conversation,
+                &outbound.message,
+                &entry,
+                now,
+                (owed_field.clone(), &tail),
+            )?;
+            let (changed, marked, hinted) = futures::join!(
+                self.change(&contact_id, &change, Some(policy)),
+                self.mark_active(&contact_id, now),
+                self.hint_change(&contact_id, now.as_millisecond(), true),
+            );
+            if let Err(error) = marked {
+                tracing::warn!(%error, contact = %contact_id, "open-conversation hint not moved; the sweeper re-checks the conversation before it closes it");
+            }
+            if let Err(error) = hinted {
+                tracing::warn!(%error, contact = %contact_id, "owed-record hint not written; the contact's next change writes it");
+            }
+            if let Some(ingested) = changed? {
+                return Ok(ingested);
+            }
         }
-        if let Err(error) = hinted {
-            tracing::warn!(%error, contact = %contact_id, "owed-record hint not written; the contact's next change writes it");
-        }
-        let reply = reply?.ok_or_else(|| not_found("conversation", conversation_id))?;
-        parse_reply(&contact_id, &reply)
+        Err(changed_meanwhile(&contact_id))
     }
 
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
@@ -1976,6 +2048,16 @@ impl Resolved {
     }
 }
 
+/// What a sweep did to one contact.
+enum Swept {
+    /// Nothing open.
+    Gone,
+    /// Still active: its latest activity.
+    Active(Timestamp),
+    /// Closed its latest conversation.
+    Closed(Box<Closed>),
+}
+
 /// What the one-request path did. Returned once per ingest and matched at once: boxing
 /// the recorded event would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -2132,7 +2214,28 @@ fn owed_tail(merged: Option<&Merge>, payload: Option<&str>) -> Result<String, St
     Ok(format!("{merged}\u{1f}{payload}"))
 }
 
-/// An owed record as `owe` (common.lua) writes it.
+/// The error when other writers changed a contact every time a change was decided.
+fn changed_meanwhile(contact_id: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "contact `{contact_id}` changed by other writers {APPLY_TRIES} times while a change was decided"
+    ))
+}
+
+/// An owed record as `owe` (common.lua) writes it: commit time (µs), conversation,
+/// whether the change opened it, the channel it switched from, then the caller's `tail`.
+fn owed_record(
+    at_us: i64,
+    conversation_id: &str,
+    started: bool,
+    switched_from: Option<&str>,
+    tail: &str,
+) -> String {
+    let started = if started { "1" } else { "0" };
+    let switched = switched_from.unwrap_or_default();
+    format!("{at_us}\u{1f}{conversation_id}\u{1f}{started}\u{1f}{switched}\u{1f}{tail}")
+}
+
+/// An owed record as [`owed_record`] makes it.
 fn parse_owed(contact_id: &str, key: String, record: &str) -> Result<Owed, StoreError> {
     let mut fields = record.splitn(6, '\u{1f}');
     let mut next = || fields.next().ok_or_else(|| corrupt("owed record", record));

@@ -18,8 +18,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{
-    StoreError, corrupt, internal, micros, optional, parse_conversation, parse_json, parse_list,
-    parse_time,
+    StoreError, corrupt, internal, micros, optional, owed_record, parse_conversation, parse_json,
+    parse_list, parse_time,
 };
 use crate::event::{Direction, HistoryEntry, Referral};
 use crate::store::model::{
@@ -57,6 +57,9 @@ struct Latest {
     /// `sv`, the version of the fields a decision reads and other instances change
     /// rarely (status, channels, touches): every write of them increments it.
     sv: Option<String>,
+    /// `touched_at`: when its latest message was received (µs), whatever time the
+    /// provider reported.
+    touched: Option<Timestamp>,
 }
 
 impl Head {
@@ -108,6 +111,28 @@ impl Head {
     }
 }
 
+impl Head {
+    /// The contact's latest conversation as read, and when its latest message was
+    /// received.
+    pub(super) fn latest(&self) -> Option<(&Conversation, Option<Timestamp>)> {
+        self.latest
+            .as_ref()
+            .map(|latest| (&latest.conversation, latest.touched))
+    }
+}
+
+/// Conversation `id` from its hash fields as name/value pairs (`HGETALL`); `None` when it
+/// has none (it does not exist).
+pub(super) fn stored_conversation(
+    id: &str,
+    pairs: &[String],
+) -> Result<Option<Conversation>, StoreError> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Latest::parse(id, pairs)?.conversation))
+}
+
 impl Latest {
     /// Conversation `id` from its hash fields as name/value pairs.
     fn parse(id: &str, pairs: &[String]) -> Result<Self, StoreError> {
@@ -142,6 +167,10 @@ impl Latest {
             legacy_windows: legacy.is_some(),
             first_touch_json: fields.get("first_touch").map(|json| (*json).to_owned()),
             sv: fields.get("sv").map(|sv| (*sv).to_owned()),
+            touched: optional(
+                fields.get("touched_at").copied().unwrap_or_default(),
+                parse_time,
+            )?,
         })
     }
 }
@@ -157,7 +186,8 @@ pub(super) struct Op<'a> {
 }
 
 impl<'a> Op<'a> {
-    fn new(
+    /// `op` on `field` of `target` with `value`.
+    pub(super) fn new(
         target: &'static str,
         op: &'static str,
         field: impl Into<Cow<'a, str>>,
@@ -395,12 +425,12 @@ pub(super) fn plan<'a>(
     let owed = if text.owed_tail.is_empty() {
         String::new()
     } else {
-        format!(
-            "{now_us}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-            conversation.id,
-            if started { "1" } else { "0" },
-            applied.switched_from.as_deref().unwrap_or(""),
-            text.owed_tail
+        owed_record(
+            now_us,
+            &conversation.id,
+            started,
+            applied.switched_from.as_deref(),
+            text.owed_tail,
         )
     };
     let latest_after = LatestAfter {
@@ -415,6 +445,12 @@ pub(super) fn plan<'a>(
             None
         } else {
             latest.and_then(|latest| latest.sv.clone())
+        },
+        // Written with every message, and when a conversation opens.
+        touched: if started || ingest.message.is_some() {
+            Timestamp::from_microsecond(now_us).ok()
+        } else {
+            latest.and_then(|latest| latest.touched)
         },
     };
     Ok(Plan {
@@ -450,6 +486,7 @@ struct LatestAfter {
     channels_json: String,
     first_touch_json: Option<String>,
     sv: Option<String>,
+    touched: Option<Timestamp>,
 }
 
 /// Every field of a conversation the event opened (nobody else knows it yet). Its
@@ -669,6 +706,7 @@ impl Plan<'_> {
             channels_json,
             first_touch_json,
             sv,
+            touched,
         } = latest_after;
         head_after.latest = Some(Latest {
             conversation: after.conversation.clone(),
@@ -677,6 +715,7 @@ impl Plan<'_> {
             legacy_windows: false,
             first_touch_json,
             sv,
+            touched,
         });
         Ok((after, head_after))
     }
@@ -706,7 +745,7 @@ struct StoredEntryOut<'a> {
     referral: Option<&'a Referral>,
 }
 
-fn timeline_json(entry: &TimelineEntry) -> Result<String, StoreError> {
+pub(super) fn timeline_json(entry: &TimelineEntry) -> Result<String, StoreError> {
     serde_json::to_string(&StoredEntryOut {
         kind: &entry.kind,
         at_us: entry.at.as_microsecond(),
