@@ -122,7 +122,7 @@ fn redis_scripts(rounds: usize) {
     let client = redis::Client::open(redis.url()).expect("redis url");
     let mut conn = client.get_connection().expect("redis connection");
     let current = concat!(
-        include_str!("../../host/src/store/redis/common.lua"),
+        include_str!("store_rules/common.lua"),
         include_str!("store_rules/arrive.lua"),
         include_str!("store_rules/ingest.lua")
     );

@@ -2,14 +2,15 @@
 //! contact's latest conversation or opens a new one, what the event does to that
 //! conversation (channel switch, reply windows, the customer's first and unanswered
 //! message, first and last touch, the timeline entries it adds), what a business message
-//! and an idle close do to it, and how a sender's details land on its contact.
+//! and an idle close do to it, how a sender's details land on its contact, and when two
+//! contacts merge or separate.
 //!
 //! Every function here is pure: it reads the state it is given and returns (or writes
 //! into the values it is lent) what the change makes of it. A backend reads that state,
 //! calls the rule and stores the result atomically; it decides nothing itself. The
-//! memory store calls these under its contact's lock. The Redis store's Lua scripts
-//! still make the same decisions themselves; moving them onto these functions, with a
-//! script that only guards and applies, is the next step (docs/store.md).
+//! memory store calls these under its contact's lock; the Redis store calls them on
+//! what it read and has a script check that those facts still hold while it writes
+//! (docs/store.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::model::{Contact, Conversation, Ingest, Person, TimelineEntry};
+use super::StoreError;
+use super::model::{Contact, Conversation, Ingest, Merge, Person, TimelineEntry};
 use crate::event::{Attribution, ConversationStatus, Direction, Handle, HandleKind, Referral};
 
 /// The end of each channel's reply window in one conversation (a provider such as
@@ -244,6 +246,98 @@ pub fn identifies(handle: &Handle) -> bool {
     handle.verified || handle.kind == HandleKind::ChannelUser
 }
 
+/// Whether `merge` is the live (not undone) merge of contact `absorbed`.
+pub fn is_live_merge_of(merge: &Merge, absorbed: &str) -> bool {
+    merge.absorbed == absorbed && merge.undone_at.is_none()
+}
+
+/// The live merge of contact `absorbed` among a survivor's merges.
+pub fn live_merge<'m>(
+    merges: impl IntoIterator<Item = &'m Merge>,
+    absorbed: &str,
+) -> Option<&'m Merge> {
+    merges
+        .into_iter()
+        .find(|merge| is_live_merge_of(merge, absorbed))
+}
+
+/// What merging one contact into another does.
+#[derive(Debug, PartialEq)]
+pub enum Merging<'m> {
+    /// They are merged already: the live merge (merging again is a retry).
+    Existing(&'m Merge),
+    /// A new merge; [`absorb`] adds its handles to the survivor.
+    New(Merge),
+}
+
+/// One side of a merge as stored: the contact, and the contact it is merged into.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    /// The contact.
+    pub contact: &'a Contact,
+    /// The contact it is merged into, if any.
+    pub merged_into: Option<&'a str>,
+}
+
+/// Merge `absorbed` into `survivor` (with `merges`, the survivor's merges), on
+/// `evidence` at `at`. A contact merged into another can be neither: the survivor's
+/// survivor takes the merge instead.
+pub fn merge<'m>(
+    survivor: Side<'_>,
+    merges: impl IntoIterator<Item = &'m Merge>,
+    absorbed: Side<'_>,
+    evidence: &str,
+    at: Timestamp,
+) -> Result<Merging<'m>, StoreError> {
+    let (survivor_id, absorbed_id) = (&survivor.contact.id, &absorbed.contact.id);
+    if survivor_id == absorbed_id {
+        return Err(StoreError::Conflict(
+            "a contact cannot be merged into itself".into(),
+        ));
+    }
+    if let Some(merge) = live_merge(merges, absorbed_id) {
+        return Ok(Merging::Existing(merge));
+    }
+    if let Some(into) = absorbed.merged_into {
+        return Err(StoreError::Conflict(format!(
+            "contact `{absorbed_id}` is merged into `{into}`"
+        )));
+    }
+    if let Some(into) = survivor.merged_into {
+        return Err(StoreError::Conflict(format!(
+            "contact `{survivor_id}` is merged into `{into}`; merge into that one"
+        )));
+    }
+    Ok(Merging::New(Merge::verified(
+        survivor.contact,
+        absorbed.contact,
+        evidence,
+        at,
+    )))
+}
+
+/// The survivor of `merge` takes the handles that moved. Returns whether it changed.
+pub fn absorb(survivor: &mut Contact, merge: &Merge) -> bool {
+    let mut changed = false;
+    for handle in &merge.handles {
+        changed |= add_handle(survivor, handle);
+    }
+    changed
+}
+
+/// The survivor of an undone `merge` gives back the handles that moved. Returns whether
+/// it changed.
+pub fn separate(survivor: &mut Contact, merge: &Merge) -> bool {
+    let before = survivor.handles.len();
+    survivor.handles.retain(|have| {
+        !merge
+            .handles
+            .iter()
+            .any(|moved| moved.kind == have.kind && moved.value == have.value)
+    });
+    survivor.handles.len() != before
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -464,5 +558,49 @@ pub(crate) mod tests {
         );
         assert!(identifies(&person.user) && identifies(&person.handles[0]));
         assert!(!identifies(&handle(HandleKind::Email, "a@b.c", false)));
+    }
+
+    #[test]
+    fn a_merge_is_made_once_and_refused_for_contacts_merged_elsewhere() {
+        let contact = |id: &str, value: &str| Contact {
+            id: id.into(),
+            name: None,
+            handles: vec![handle(HandleKind::Phone, value, true)],
+            created_at: at(0),
+        };
+        let (mut ana, bea) = (
+            contact("ct_a", "+34600000001"),
+            contact("ct_b", "+34600000002"),
+        );
+        fn side(contact: &Contact) -> Side<'_> {
+            Side {
+                contact,
+                merged_into: None,
+            }
+        }
+        let Ok(Merging::New(merge)) = merge(side(&ana), [], side(&bea), "same phone", at(5)) else {
+            panic!("a new merge");
+        };
+        assert_eq!(
+            merge.handles, bea.handles,
+            "the handles the survivor lacks move"
+        );
+        assert!(absorb(&mut ana, &merge) && ana.handles.len() == 2);
+        let merges = [merge.clone()];
+        assert_eq!(
+            super::merge(side(&ana), &merges, side(&bea), "again", at(6)).expect("a retry"),
+            Merging::Existing(&merges[0])
+        );
+        let elsewhere = Side {
+            contact: &bea,
+            merged_into: Some("ct_c"),
+        };
+        assert!(matches!(
+            super::merge(side(&ana), [], elsewhere, "x", at(7)),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(super::merge(side(&ana), [], side(&ana), "x", at(7)).is_err());
+        assert!(separate(&mut ana, &merge) && ana.handles.len() == 1);
+        assert!(!separate(&mut ana, &merge), "nothing left to give back");
     }
 }

@@ -45,13 +45,12 @@ impl<'a> AllShards<'a> {
         self.get(id).contacts.get(id)
     }
 
-    /// The live merge of `absorbed` into `survivor`.
-    fn live_merge(&self, survivor: &str, absorbed: &str) -> Option<&Merge> {
+    /// The merges into `survivor` (undone ones included).
+    fn merges_into(&self, survivor: &str) -> &[Merge] {
         self.get(survivor)
             .merges
-            .get(survivor)?
-            .iter()
-            .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+            .get(survivor)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Whether a merge between `a` and `b` (either way) was undone.
@@ -95,8 +94,8 @@ impl<'a> AllShards<'a> {
         }
     }
 
-    /// Merge `absorbed` into `survivor`: the absorbed contact's handles point at the
-    /// survivor. Merging again returns the live merge.
+    /// Merge `absorbed` into `survivor` ([`rules::merge`]): the absorbed contact's
+    /// handles point at the survivor. Merging again returns the live merge.
     pub(super) fn merge(
         &mut self,
         index: &Index,
@@ -105,11 +104,6 @@ impl<'a> AllShards<'a> {
         evidence: &str,
         at: Timestamp,
     ) -> Result<Merge, StoreError> {
-        if survivor == absorbed {
-            return Err(StoreError::Conflict(
-                "a contact cannot be merged into itself".into(),
-            ));
-        }
         let (Some(target), Some(source)) = (self.contact(survivor), self.contact(absorbed)) else {
             let missing = if self.contact(survivor).is_some() {
                 absorbed
@@ -118,20 +112,24 @@ impl<'a> AllShards<'a> {
             };
             return Err(super::not_found("contact", missing));
         };
-        if let Some(into) = self.get(absorbed).merged_into.get(absorbed) {
-            return match self.live_merge(into, absorbed) {
-                Some(merge) if into == survivor => Ok(merge.clone()),
-                _ => Err(StoreError::Conflict(format!(
-                    "contact `{absorbed}` is merged into `{into}`"
-                ))),
-            };
-        }
-        if let Some(into) = self.get(survivor).merged_into.get(survivor) {
-            return Err(StoreError::Conflict(format!(
-                "contact `{survivor}` is merged into `{into}`; merge into that one"
-            )));
-        }
-        let merge = Merge::verified(target, source, evidence, at);
+        let side = |contact| rules::Side {
+            contact,
+            merged_into: self
+                .get(&contact.id)
+                .merged_into
+                .get(&contact.id)
+                .map(String::as_str),
+        };
+        let merge = match rules::merge(
+            side(target),
+            self.merges_into(survivor),
+            side(source),
+            evidence,
+            at,
+        )? {
+            rules::Merging::Existing(merge) => return Ok(merge.clone()),
+            rules::Merging::New(merge) => merge,
+        };
         // Every handle the absorbed contact owns is on its list of handles.
         let owned: Vec<Handle> = source
             .handles
@@ -143,9 +141,7 @@ impl<'a> AllShards<'a> {
             index.repoint(handle, absorbed, survivor);
         }
         if let Some(target) = self.of(survivor).contacts.get_mut(survivor) {
-            for handle in &merge.handles {
-                rules::add_handle(target, handle);
-            }
+            rules::absorb(target, &merge);
         }
         self.of(absorbed)
             .merged_into
@@ -173,7 +169,7 @@ impl<'a> AllShards<'a> {
             .and_then(|merges| {
                 merges
                     .iter_mut()
-                    .find(|merge| merge.absorbed == absorbed && merge.undone_at.is_none())
+                    .find(|merge| rules::is_live_merge_of(merge, absorbed))
             })
             .ok_or_else(|| super::not_found("merge", &format!("{absorbed} into {survivor}")))?;
         merge.undone_at = Some(at);
@@ -182,12 +178,7 @@ impl<'a> AllShards<'a> {
             index.repoint(handle, survivor, absorbed);
         }
         if let Some(target) = self.of(survivor).contacts.get_mut(survivor) {
-            target.handles.retain(|have| {
-                !merge
-                    .handles
-                    .iter()
-                    .any(|moved| moved.kind == have.kind && moved.value == have.value)
-            });
+            rules::separate(target, &merge);
         }
         self.of(absorbed).merged_into.remove(absorbed);
         Ok(merge)
@@ -269,7 +260,7 @@ impl<'a> AllShards<'a> {
             for other in index.probable(&key) {
                 let merged = merges
                     .iter()
-                    .any(|merge| merge.absorbed == other && merge.undone_at.is_none())
+                    .any(|merge| rules::is_live_merge_of(merge, &other))
                     || merged_into == Some(&other);
                 if other != contact.id
                     && !merged

@@ -1,5 +1,6 @@
-//! The context rules' decisions on a business message and on an idle conversation, as
-//! change.lua takes them: guards on the facts the decision read, and the writes.
+//! The context rules' decisions on a business message, an idle conversation, a merge, an
+//! unmerge and a linked sender's details, as change.lua takes them: guards on the facts
+//! the decision read, and the writes.
 //!
 //! The rules decide in Rust ([`crate::store::rules`], as for inbound events in plan.rs);
 //! the script checks and writes. A guard that fails means another writer moved the
@@ -10,21 +11,21 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::plan::{Head, Op, timeline_json};
-use super::{StoreError, micros, owed_record};
+use super::{StoreError, internal, keys, micros, owed_record, parse_contact};
 use crate::event::{ConversationStatus, HistoryEntry};
-use crate::store::model::{Conversation, owed_closed_key};
+use crate::store::model::{Contact, Conversation, Merge, Person, owed_closed_key};
 use crate::store::rules;
 
-/// One change of a contact's conversation, as change.lua takes it.
-#[derive(Debug)]
+/// One change of a contact or one of its conversations, as change.lua takes it.
+#[derive(Debug, Default)]
 pub(super) struct Change {
-    /// The conversation changed.
+    /// The conversation changed, `""` for none.
     pub(super) conversation_id: String,
     /// The history entry (`"<time µs> <JSON>"`) or `""`.
     pub(super) history: String,
     /// The timeline entries it adds (JSON, `\x1e`-joined).
     pub(super) timeline: String,
-    /// The owed record's field and the record (see `owed_record`).
+    /// The owed record's field and the record (see `owed_record`); `""` fields: none.
     pub(super) owed: (String, String),
     /// Facts the decision read, checked before anything is written.
     pub(super) guards: Vec<Op<'static>>,
@@ -137,6 +138,201 @@ pub(super) fn outbound(
         guards,
         writes,
     })
+}
+
+/// A contact's hash as a merge reads it.
+#[derive(Debug)]
+pub(super) struct Stored {
+    /// The contact.
+    pub(super) contact: Contact,
+    /// The contact it is merged into.
+    pub(super) merged_into: Option<String>,
+    /// `handles` as stored: a handles write is guarded on it.
+    handles_json: Option<String>,
+    /// `mv`, the version of its merges list: every merge and unmerge increments it.
+    mv: Option<String>,
+}
+
+impl Stored {
+    /// The hash fields [`Stored::FIELDS`] of contact `id` (`None`: it does not exist).
+    pub(super) const FIELDS: [&'static str; 6] =
+        ["id", "name", "created_at", "handles", "merged_into", "mv"];
+
+    /// Contact `id` from the values of [`Stored::FIELDS`]; `None` when it does not exist.
+    pub(super) fn parse(id: &str, values: &[Option<String>]) -> Result<Option<Self>, StoreError> {
+        let [Some(_), name, Some(created_at), handles, merged_into, mv] = values else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            contact: parse_contact(
+                id,
+                name.as_deref().unwrap_or(""),
+                created_at,
+                handles.as_deref().unwrap_or("[]"),
+            )?,
+            merged_into: merged_into.clone(),
+            handles_json: handles.clone(),
+            mv: mv.clone(),
+        }))
+    }
+
+    /// A contact nobody has written yet.
+    fn fresh(id: &str) -> Self {
+        Self {
+            contact: Contact {
+                id: id.to_owned(),
+                name: None,
+                handles: Vec::new(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            merged_into: None,
+            handles_json: None,
+            mv: None,
+        }
+    }
+
+    /// One side of a merge, for [`rules::merge`].
+    pub(super) fn side(&self) -> rules::Side<'_> {
+        rules::Side {
+            contact: &self.contact,
+            merged_into: self.merged_into.as_deref(),
+        }
+    }
+
+    /// Guards that the merges list is as read (it exists, and so does the contact).
+    fn merges_guards(&self) -> Vec<Op<'static>> {
+        vec![
+            Op::new("c", "eq", "id", self.contact.id.clone()),
+            field_guard("mv", self.mv.as_deref()),
+        ]
+    }
+
+    /// The guard and writes that store `after`'s handles when they changed.
+    fn handles_change(&self, after: &Contact, change: &mut Change) -> Result<(), StoreError> {
+        if after.handles == self.contact.handles {
+            return Ok(());
+        }
+        change
+            .guards
+            .push(field_guard("handles", self.handles_json.as_deref()));
+        let json = serde_json::to_string(&after.handles).map_err(internal)?;
+        change.writes.push(Op::new("c", "set", "handles", json));
+        // The ingest's shortcut for unchanged handles no longer holds (see plan.rs).
+        change.writes.push(Op::new("c", "del", "hs", ""));
+        Ok(())
+    }
+}
+
+/// A guard that contact field `field` holds `value` as read (`None`: absent).
+fn field_guard(field: &'static str, value: Option<&str>) -> Op<'static> {
+    match value {
+        Some(value) => Op::new("c", "eq", field, value.to_owned()),
+        None => Op::new("c", "no", field, ""),
+    }
+}
+
+/// The change recording `merge` on its survivor (as read): the record, the handles it
+/// takes, and when the merge owes its event, the owed record with `tail` (see
+/// `owed_tail`) committed at `at_us`. A merge found `existing` only keeps the owed record
+/// again (a retry completing a merge a crash cut short: its event replaces the record's).
+pub(super) fn merge(
+    survivor: &Stored,
+    merge: &Merge,
+    existing: bool,
+    owed: Option<(&str, i64)>,
+) -> Result<Change, StoreError> {
+    let mut change = Change {
+        guards: survivor.merges_guards(),
+        ..Change::default()
+    };
+    if let Some((tail, at_us)) = owed {
+        change.owed = (
+            crate::store::model::owed_merged_key(&merge.id),
+            owed_record(at_us, "", false, None, tail),
+        );
+    }
+    if existing {
+        return Ok(change);
+    }
+    change.guards.push(Op::new("c", "no", "merged_into", ""));
+    let mut after = survivor.contact.clone();
+    rules::absorb(&mut after, merge);
+    survivor.handles_change(&after, &mut change)?;
+    change.writes.push(Op::new("c", "inc", "mv", "1"));
+    let json = serde_json::to_string(merge).map_err(internal)?;
+    change.writes.push(Op::new("m", "rpush", "", json));
+    Ok(change)
+}
+
+/// The change undoing `merge`, element `position` of the survivor's merges list, on the
+/// survivor (as read): the record marked `undone`, the handles given back, and the owed
+/// record (`owed`: field, tail, commit time µs).
+pub(super) fn unmerge(
+    survivor: &Stored,
+    position: usize,
+    undone: &Merge,
+    owed: (String, &str, i64),
+) -> Result<Change, StoreError> {
+    let (field, tail, at_us) = owed;
+    let mut change = Change {
+        guards: survivor.merges_guards(),
+        owed: (field, owed_record(at_us, "", false, None, tail)),
+        ..Change::default()
+    };
+    let mut after = survivor.contact.clone();
+    rules::separate(&mut after, undone);
+    survivor.handles_change(&after, &mut change)?;
+    change.writes.push(Op::new("c", "inc", "mv", "1"));
+    let json = serde_json::to_string(undone).map_err(internal)?;
+    change
+        .writes
+        .push(Op::new("m", "lset", position.to_string(), json));
+    // The handles leave the survivor: its events carrying them must be resolved again.
+    for handle in &undone.handles {
+        change
+            .writes
+            .push(Op::new("c", "del", keys::verified_field(handle), ""));
+    }
+    Ok(change)
+}
+
+/// The change that records a linked sender's details on its contact `id` (as read;
+/// `None`: it does not exist yet and this makes it, created at `at_us`); `None` when
+/// nothing changes.
+pub(super) fn sender(
+    id: &str,
+    stored: Option<&Stored>,
+    person: &Person,
+    at_us: i64,
+) -> Result<Option<Change>, StoreError> {
+    let fresh;
+    let (stored, exists) = match stored {
+        Some(stored) => (stored, true),
+        None => {
+            fresh = Stored::fresh(id);
+            (&fresh, false)
+        }
+    };
+    let mut after = stored.contact.clone();
+    if !rules::add_person(&mut after, person) && exists {
+        return Ok(None);
+    }
+    let mut change = Change::default();
+    change
+        .writes
+        .push(Op::new("c", "keep", "id", id.to_owned()));
+    change
+        .writes
+        .push(Op::new("c", "keep", "created_at", at_us.to_string()));
+    if after.name != stored.contact.name
+        && let Some(name) = &after.name
+    {
+        change
+            .writes
+            .push(Op::new("c", "set", "name", name.clone()));
+    }
+    stored.handles_change(&after, &mut change)?;
+    Ok(Some(change))
 }
 
 #[cfg(test)]

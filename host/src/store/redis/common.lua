@@ -66,61 +66,6 @@ local function describe(contact_key, conv_key, conv_id, history_key, depth, star
   return reply(c, conv_id, v, history_key, depth, started, switched)
 end
 
--- The JSON list of handles `known_json` with `add_json` added (verified wins; an existing
--- handle keeps its place) and `remove_json` removed; nil when nothing changed.
-local function merged_handles(known_json, add_json, remove_json)
-  local known = cjson.decode(known_json or '[]')
-  local changed = false
-  if remove_json ~= '' then
-    local kept = {}
-    for _, have in ipairs(known) do
-      local drop = false
-      for _, gone in ipairs(cjson.decode(remove_json)) do
-        if gone.kind == have.kind and gone.value == have.value then drop = true end
-      end
-      if drop then changed = true else kept[#kept + 1] = have end
-    end
-    known = kept
-  end
-  for _, handle in ipairs(cjson.decode(add_json)) do
-    local found = false
-    for _, have in ipairs(known) do
-      if have.kind == handle.kind and have.value == handle.value then
-        found = true
-        if handle.verified and not have.verified then
-          have.verified = true
-          changed = true
-        end
-      end
-    end
-    if not found then
-      known[#known + 1] = handle
-      changed = true
-    end
-  end
-  if not changed then return nil end
-  -- cjson encodes an empty table as an object.
-  if #known == 0 then return '[]' end
-  return cjson.encode(known)
-end
-
--- Update the JSON list in field `handles` of the contact hash `key` (see merged_handles).
-local function update_handles(key, add_json, remove_json)
-  local merged = merged_handles(redis.call('HGET', key, 'handles'), add_json, remove_json)
-  if merged then
-    redis.call('HSET', key, 'handles', merged)
-    -- The ingest's shortcut for unchanged handles no longer holds (see plan.rs).
-    redis.call('HDEL', key, 'hs')
-  end
-end
-
--- A timeline entry (JSON object text); `at` is µs as a decimal string, `fields` a JSON
--- fragment of extra members (starting with a comma) or ''.
-local function timeline_entry(kind, at, channel, fields)
-  return '{"type":' .. cjson.encode(kind) .. ',"at_us":' .. at .. ',"channel":' ..
-    cjson.encode(channel) .. fields .. '}'
-end
-
 -- Keep at most `cap` timeline entries (`length` after a push): drop the oldest, counted in
 -- `tl_trimmed` so cursors stay stable.
 local function cap_timeline(conv_key, timeline_key, length, cap)
@@ -128,11 +73,6 @@ local function cap_timeline(conv_key, timeline_key, length, cap)
     redis.call('LTRIM', timeline_key, length - cap, -1)
     redis.call('HINCRBY', conv_key, 'tl_trimmed', length - cap)
   end
-end
-
--- Append a timeline entry to the conversation's timeline.
-local function timeline(prefix, conv_id, kind, at, channel, fields)
-  redis.call('RPUSH', prefix .. 'tl:' .. conv_id, timeline_entry(kind, num(at), channel, fields))
 end
 
 -- Keep what a change owes its subscribers until the publisher settles it (field `key` of
@@ -176,10 +116,12 @@ end
 --   replies the value kept), 'keep' (set when absent; replies '+' .. value when set,
 --   '=' .. the value found otherwise), 'copy' (field := the field named by value,
 --   deleted when that is absent; replies the value or ''), 'get' (writes nothing;
---   replies the field's value or '').
+--   replies the field's value or ''); on a list target: 'rpush' (appends value),
+--   'lset' (element number `field` := value).
 -- `read_ops` reads everything they check, compare with or add to, with one HMGET per
 -- hash, and the fields `extra` of target 'c' besides: found[key][field]; nil when a
 -- guard names a target `keys` lacks.
+local BLIND_WRITES = { set = true, del = true, rpush = true, lset = true }
 local function read_ops(keys, from, guards, extra)
   local writes_from = from + 4 * guards
   local wanted, order = {}, {}
@@ -199,7 +141,7 @@ local function read_ops(keys, from, guards, extra)
   for i = writes_from, #ARGV, 4 do
     local op = ARGV[i + 1]
     if op == 'copy' then want(ARGV[i], ARGV[i + 3])
-    elseif op ~= 'set' and op ~= 'del' then want(ARGV[i], ARGV[i + 2]) end
+    elseif not BLIND_WRITES[op] then want(ARGV[i], ARGV[i + 2]) end
   end
   local found = {}
   for _, key in ipairs(order) do
@@ -259,6 +201,8 @@ local function write_ops(keys, found, from)
     elseif op == 'copy' then
       if have then add(sets, target, field, have) else add(dels, target, field) end
       replies[#replies + 1] = have or ''
+    elseif op == 'rpush' then redis.call('RPUSH', keys[target], value)
+    elseif op == 'lset' then redis.call('LSET', keys[target], tonumber(field), value)
     else
       replies[#replies + 1] = have or ''
     end

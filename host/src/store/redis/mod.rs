@@ -52,7 +52,7 @@ use super::model::{
     merges_on, owed_erased_key, owed_inbound_key, owed_outbound_key, owed_unmerged_key,
     probable_keys, shared_handle_evidence,
 };
-use super::{ContextStore, StoreError};
+use super::{ContextStore, StoreError, rules};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 pub use crate::redis_url::{RedisTls, is_redis_url, redact, seeds};
 use conn::{Conn, ScriptCall};
@@ -88,9 +88,6 @@ pub struct RedisStore {
     change_script: Script,
     /// Reads a contact as stored ([`plan::Head`]).
     head_script: Script,
-    upsert_script: Script,
-    merge_script: Script,
-    unmerge_script: Script,
     repoint_script: Script,
     unindex_script: Script,
     erase_script: Script,
@@ -137,18 +134,6 @@ impl RedisStore {
             head_script: Script::new(concat!(
                 include_str!("common.lua"),
                 include_str!("head.lua")
-            )),
-            upsert_script: Script::new(concat!(
-                include_str!("common.lua"),
-                include_str!("upsert.lua")
-            )),
-            merge_script: Script::new(concat!(
-                include_str!("common.lua"),
-                include_str!("merge.lua")
-            )),
-            unmerge_script: Script::new(concat!(
-                include_str!("common.lua"),
-                include_str!("unmerge.lua")
             )),
             repoint_script: Script::new(include_str!("repoint.lua")),
             unindex_script: Script::new(include_str!("unindex.lua")),
@@ -540,59 +525,52 @@ impl RedisStore {
         at: Timestamp,
         owed: Option<&str>,
     ) -> Result<Merge, StoreError> {
-        if survivor == absorbed {
-            return Err(StoreError::Conflict(
-                "a contact cannot be merged into itself".into(),
-            ));
-        }
-        // Every step below is one round trip (counted, like the ingest's).
-        self.trip();
-        let (target, source, source_into) = futures::try_join!(
-            self.contact(survivor),
-            self.contact(absorbed),
-            self.merged_into(absorbed),
-        )?;
-        let target = target.ok_or_else(|| not_found("contact", survivor))?;
-        let source = source.ok_or_else(|| not_found("contact", absorbed))?;
-        if let Some(into) = source_into.filter(|into| into != survivor) {
-            return Err(StoreError::Conflict(format!(
-                "contact `{absorbed}` is merged into `{into}`"
-            )));
-        }
-        let proposed = Merge::verified(&target, &source, evidence, at);
-        let moved = &proposed.handles;
-        // Dedupe entries first, then the record, then the handles: until a handle points
-        // at the survivor its events still land on (and are deduped by) the absorbed one.
-        self.copy_seen(absorbed, survivor).await?;
-        self.trip();
-        let mut conn = self.conn.clone();
-        let committed = Timestamp::now();
-        let mut invocation = self.merge_script.key(keys::contact(survivor));
-        invocation
-            .key(keys::merges(survivor))
-            .arg(serde_json::to_string(&proposed).map_err(internal)?)
-            .arg(absorbed)
-            .arg(serde_json::to_string(moved).map_err(internal)?)
-            .arg(keys::contact_prefix(survivor))
-            .arg(committed.as_microsecond())
-            .arg(owed.unwrap_or_default());
-        let merging = invocation.invoke_async::<(String, String)>(&mut conn);
-        // Beside it, when the merge owes its event: the hint that makes the record
-        // findable by the relay.
-        let ((outcome, record), _) = futures::try_join!(
-            async { merging.await.map_err(|error| self.unavailable(error)) },
-            self.hint_owed_if(owed.is_some(), survivor, committed.as_millisecond()),
-        )?;
-        match outcome.as_str() {
-            "conflict" => {
-                return Err(StoreError::Conflict(format!(
-                    "contact `{survivor}` is merged into `{record}`; merge into that one"
-                )));
+        let mut decided = None;
+        for _ in 0..APPLY_TRIES {
+            // Every step below is one round trip (counted, like the ingest's).
+            self.trip();
+            let (target, source, merges) = futures::try_join!(
+                self.stored_contact(survivor),
+                self.stored_contact(absorbed),
+                self.merges_of(survivor),
+            )?;
+            let target = target.ok_or_else(|| not_found("contact", survivor))?;
+            let source = source.ok_or_else(|| not_found("contact", absorbed))?;
+            let merges = merges.iter().map(|(_, merge)| merge);
+            let (merge, existing) =
+                match rules::merge(target.side(), merges, source.side(), evidence, at)? {
+                    rules::Merging::Existing(merge) => (merge.clone(), true),
+                    rules::Merging::New(merge) => (merge, false),
+                };
+            // Dedupe entries first, then the record, then the handles: until a handle
+            // points at the survivor its events still land on (and are deduped by) the
+            // absorbed one.
+            self.copy_seen(absorbed, survivor).await?;
+            let committed = Timestamp::now();
+            let tail = owed
+                .map(|payload| owed_tail(Some(&merge), Some(payload)))
+                .transpose()?;
+            let owing = tail
+                .as_deref()
+                .map(|tail| (tail, committed.as_microsecond()));
+            let change = change::merge(&target, &merge, existing, owing)?;
+            if existing && owed.is_none() {
+                decided = Some((merge, source.contact.handles));
+                break;
             }
-            "missing" => return Err(not_found("contact", survivor)),
-            _ => {}
+            self.trip();
+            // Beside it, when the merge owes its event: the hint that makes the record
+            // findable by the relay.
+            let (changed, _) = futures::try_join!(
+                self.change(survivor, &change, None),
+                self.hint_owed_if(owed.is_some(), survivor, committed.as_millisecond()),
+            )?;
+            if changed.is_some() {
+                decided = Some((merge, source.contact.handles));
+                break;
+            }
         }
-        let merge: Merge = parse_json(&record)?;
+        let (merge, moving) = decided.ok_or_else(|| changed_meanwhile(survivor))?;
         self.trip();
         // With it: the owed-record hint of the absorbed contact by its id. A hint naming a
         // sender finds the contact its handle points at, which is the survivor once
@@ -609,8 +587,7 @@ impl RedisStore {
         )?;
         self.trip();
         try_join_all(
-            source
-                .handles
+            moving
                 .iter()
                 .map(|handle| self.repoint(keys::handle(handle), absorbed, survivor)),
         )
@@ -867,7 +844,8 @@ impl RedisStore {
             if let Err(error) = hinted {
                 tracing::warn!(%error, contact = %contact_id, "owed-record hint not written beside a close");
             }
-            let Some(ingested) = changed? else { continue };
+            let Some(reply) = changed? else { continue };
+            let ingested = parse_reply(contact_id, &reply)?;
             let conversation_id = ingested.conversation.id.clone();
             return Ok(Swept::Closed(Box::new(Closed {
                 contact: ingested.contact,
@@ -902,16 +880,17 @@ impl RedisStore {
         }
     }
 
-    /// Apply `change` to the contact with change.lua: the contact and the conversation as
-    /// stored after it (with the last `policy.history_depth` messages), or `None` when a
-    /// guard failed and nothing was written. Without `policy` (the sweeper) nothing caps
-    /// the timeline and no history is read.
+    /// Apply `change` to the contact with change.lua: `describe` of the contact and the
+    /// conversation as stored after it (with the last `policy.history_depth` messages;
+    /// `["ok"]` for a change of no conversation), or `None` when a guard failed and
+    /// nothing was written. Without `policy` nothing caps the timeline and no history is
+    /// read.
     async fn change(
         &self,
         contact_id: &str,
         change: &change::Change,
         policy: Option<&IngestPolicy>,
-    ) -> Result<Option<Ingested>, StoreError> {
+    ) -> Result<Option<Vec<String>>, StoreError> {
         let (history_cap, depth, timeline_cap) = match policy {
             Some(policy) => (
                 policy.history_cap.max(1).to_string(),
@@ -939,8 +918,21 @@ impl RedisStore {
         let reply = self.conn_eval(call).await?.unwrap_or_default();
         match reply.as_slice() {
             [outcome] if outcome == "stale" => Ok(None),
-            _ => parse_reply(contact_id, &reply).map(Some),
+            _ => Ok(Some(reply)),
         }
+    }
+
+    /// Contact `id` as a merge reads it (`None`: it does not exist).
+    async fn stored_contact(&self, id: &str) -> Result<Option<change::Stored>, StoreError> {
+        let values: Vec<Option<String>> = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(keys::contact(id))
+                    .arg(&change::Stored::FIELDS)
+                    .clone(),
+            )
+            .await?;
+        change::Stored::parse(id, &values)
     }
 
     /// Write the index entries of a newly opened conversation: the conversation index and
@@ -1483,8 +1475,8 @@ impl ContextStore for RedisStore {
             if let Err(error) = hinted {
                 tracing::warn!(%error, contact = %contact_id, "owed-record hint not written; the contact's next change writes it");
             }
-            if let Some(ingested) = changed? {
-                return Ok(ingested);
+            if let Some(reply) = changed? {
+                return parse_reply(&contact_id, &reply);
             }
         }
         Err(changed_meanwhile(&contact_id))
@@ -1668,21 +1660,23 @@ impl ContextStore for RedisStore {
             return Ok(None);
         }
         // The sender's contact must exist to be merged (and restored by an unmerge).
-        let handles: Vec<&Handle> = std::iter::once(&person.user)
-            .chain(&person.handles)
-            .collect();
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .upsert_script
-            .key(keys::contact(&sender))
-            .arg(&sender)
-            .arg(at.as_microsecond())
-            .arg(person.name.as_deref().unwrap_or(""))
-            .arg(serde_json::to_string(&handles).map_err(internal)?)
-            .arg("")
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|error| self.unavailable(error))?;
+        let mut written = false;
+        for _ in 0..APPLY_TRIES {
+            let stored = self.stored_contact(&sender).await?;
+            let Some(change) =
+                change::sender(&sender, stored.as_ref(), person, at.as_microsecond())?
+            else {
+                written = true;
+                break;
+            };
+            if self.change(&sender, &change, None).await?.is_some() {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(changed_meanwhile(&sender));
+        }
         try_join_all(unowned.iter().map(|handle| self.claim(handle, &sender))).await?;
         self.merge_owing(survivor, &sender, evidence, at, Some(owed))
             .await
@@ -1707,43 +1701,43 @@ impl ContextStore for RedisStore {
         at: Timestamp,
         owed: &str,
     ) -> Result<Merge, StoreError> {
-        let merges = self.merges_of(survivor).await?;
-        let (index, (raw, merge)) = merges
-            .into_iter()
-            .enumerate()
-            .find(|(_, (_, merge))| merge.absorbed == absorbed && merge.undone_at.is_none())
-            .ok_or_else(|| not_found("merge", &format!("{absorbed} into {survivor}")))?;
-        let mut undone = merge.clone();
-        undone.undone_at = Some(at);
-        let undone_json = serde_json::to_string(&undone).map_err(internal)?;
-        let mut conn = self.conn.clone();
-        let committed = Timestamp::now();
-        let mut invocation = self.unmerge_script.key(keys::contact(survivor));
-        invocation
-            .key(keys::merges(survivor))
-            .arg(index)
-            .arg(raw)
-            .arg(&undone_json)
-            .arg(serde_json::to_string(&merge.handles).map_err(internal)?)
-            .arg(keys::contact_prefix(survivor))
-            .arg(owed_unmerged_key(&merge.id))
-            .arg(committed.as_microsecond())
-            .arg(owed_tail(Some(&undone), Some(owed))?);
-        let unmerge = invocation.invoke_async::<i64>(&mut conn);
-        // Beside it: the hint that makes the owed record findable by the relay, which
-        // also keeps the survivor's other records findable once the handles point away
-        // (see `merge`).
-        let (done, _) = futures::try_join!(
-            async { unmerge.await.map_err(|error| self.unavailable(error)) },
-            self.hint_owed(survivor, committed.as_millisecond()),
-        )?;
-        if done != 1 {
-            return Err(StoreError::Conflict(
-                "the merge changed meanwhile; try again".into(),
-            ));
+        let missing = || not_found("merge", &format!("{absorbed} into {survivor}"));
+        let mut done = None;
+        for _ in 0..APPLY_TRIES {
+            let (stored, merges) =
+                futures::try_join!(self.stored_contact(survivor), self.merges_of(survivor))?;
+            let (position, merge) = merges
+                .iter()
+                .map(|(_, merge)| merge)
+                .enumerate()
+                .find(|(_, merge)| rules::is_live_merge_of(merge, absorbed))
+                .ok_or_else(missing)?;
+            let stored = stored.ok_or_else(missing)?;
+            let mut undone = merge.clone();
+            undone.undone_at = Some(at);
+            let committed = Timestamp::now();
+            let tail = owed_tail(Some(&undone), Some(owed))?;
+            let owing = (
+                owed_unmerged_key(&merge.id),
+                tail.as_str(),
+                committed.as_microsecond(),
+            );
+            let change = change::unmerge(&stored, position, &undone, owing)?;
+            // Beside it: the hint that makes the owed record findable by the relay, which
+            // also keeps the survivor's other records findable once the handles point
+            // away (see `merge`).
+            let (changed, _) = futures::try_join!(
+                self.change(survivor, &change, None),
+                self.hint_owed(survivor, committed.as_millisecond()),
+            )?;
+            if changed.is_some() {
+                done = Some(undone);
+                break;
+            }
         }
+        let undone = done.ok_or_else(|| changed_meanwhile(survivor))?;
         try_join_all(
-            merge
+            undone
                 .handles
                 .iter()
                 .map(|handle| self.repoint(keys::handle(handle), survivor, absorbed)),
