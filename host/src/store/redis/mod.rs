@@ -22,6 +22,10 @@
 //! its contact does not hold yet, or a new sender reporting any, takes the lookup path
 //! (handle lookup; claim; script). Counts in docs/redis-keys.md.
 //!
+//! Every other change of a contact (a business message, the sweeper's close, a merge, an
+//! unmerge, a linked sender's details) is decided by the same rules on what was just read
+//! and applied by `change.lua` (`change.rs`), guarded on the facts the decision read.
+//!
 //! Rare: the lookup shows that a verified phone/e-mail of the sender belongs to another
 //! contact. The sender's contact is then merged into that owner before the script (one
 //! trip to check the event is no duplicate and the pair was never unmerged, then the
