@@ -33,8 +33,8 @@ if ARGV[2] == '' then
   owner = redis.call('GET', KEYS[1])
   if not owner then
     if ARGV[18] == '' then return { 'check' } end
+    -- Claimed below, once the event is known to be recorded.
     owner = ARGV[18]
-    redis.call('SET', KEYS[1], owner)
     arrival = 'new'
   else
     -- Keys of another slot are refused by a Cluster node that does not hold it, and on
@@ -78,6 +78,7 @@ if now_ms % 16 == 0 then
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', ARGV[4])
 end
 
+if arrival == 'new' then redis.call('SET', KEYS[1], owner) end
 if ARGV[9] == '1' then
   -- A contact made here (a new sender) gets its id; the conversation names its contact.
   redis.call('HSETNX', keys.c, 'id', owner)
