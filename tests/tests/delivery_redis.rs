@@ -649,6 +649,64 @@ async fn the_relay_publishes_a_link_merge_a_crash_cut_off_from_its_message() {
     );
 }
 
+/// The same crash (`after_link`), then the provider resends the webhook to the next
+/// process: the resent message lands on the survivor, its sender already merged (the
+/// merge is not made again), and `contact.merged` is published once: the merge's owed
+/// record is settled once, whether the relay or the resend gets there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_webhook_resent_after_a_crash_publishes_its_merge_once() {
+    let mut armed = armed("after_link:1").await;
+    let (gateway, downstream) = (&armed.gateway, &armed.downstream);
+    let contact = first_message(gateway, downstream, "relink-1", "rv-a").await;
+    let code = link_token(&gateway.base, &contact).await;
+    let body = message_saying("relink-2", "rv-b", &format!("it is me: {code}"));
+    assert_eq!(
+        send_body(&gateway.base, body.clone()).await,
+        None,
+        "aborted"
+    );
+    armed.gateway.wait_exit(WAIT).await;
+    let next = Process::start(&armed.text, armed.dir.path(), armed.port);
+    next.wait_ready().await;
+    assert_eq!(send_body(&next.base, body).await, Some(200), "the resend");
+    downstream
+        .wait_until("the resent message and the merge", WAIT, |accepted| {
+            accepted_ids(accepted).contains(&"relink-2".to_owned())
+                && accepted.iter().any(|seen| seen.kind == "contact.merged")
+        })
+        .await
+        .expect("delivered");
+    // The relay's sweeps after it must find nothing left to publish.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let accepted = downstream.accepted();
+    let merged: Vec<&Seen> = accepted
+        .iter()
+        .filter(|seen| seen.kind == "contact.merged")
+        .collect();
+    assert_eq!(merged.len(), 1, "contact.merged published once");
+    assert_eq!(
+        merged[0].body["data"]["merge"]["survivor"],
+        contact.as_str()
+    );
+    let resent = accepted
+        .iter()
+        .filter(|seen| seen.external_id.as_deref() == Some("relink-2"))
+        .count();
+    assert_eq!(resent, 1, "the resent message published once");
+    assert_eq!(
+        contact_of(downstream, "relink-2").as_deref(),
+        Some(contact.as_str()),
+        "on the survivor"
+    );
+    let (status, survivor) = get(&format!("{}/v1/contacts/{contact}", next.base), &api_auth())
+        .await
+        .expect("get");
+    assert_eq!(status, 200, "{survivor}");
+    let survivor: Value = serde_json::from_str(&survivor).expect("JSON");
+    let merges = survivor["merges"].as_array().expect("merges");
+    assert_eq!(merges.len(), 1, "merged once: {survivor}");
+}
+
 /// A merge on a verified phone another contact owns, cut off by a crash from the event
 /// that reported the phone (`after_shared_merge`: on Redis the merge is a step before the
 /// event's), from a sender that never resends: the next process's relay publishes the
