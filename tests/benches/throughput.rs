@@ -20,7 +20,7 @@
 //! a round, then their median is reported. Servers and load generator share the machine's
 //! cores, as they would in a loopback test anywhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -332,6 +332,9 @@ fn redis_comparison(
     // redis-server CPU per message: on 2 cores the server competes with the gateway.
     let mut redis_cpu_us = Vec::new();
     let mut baseline_cpu_us = Vec::new();
+    // Per-command calls and µs during the Redis store's rounds, and their messages.
+    let mut commands: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut messages = 0;
     for round in 0..rounds {
         if round == 0 {
             for addr in [gateway_addr, baseline_addr] {
@@ -343,6 +346,7 @@ fn redis_comparison(
             }
         }
         let before = store.round_trips().unwrap_or(0);
+        let commands_before = command_stats(&redis);
         let cpu_before = redis_cpu(&redis);
         let r = generator.block_on(load::closed_loop(
             gateway_addr,
@@ -351,6 +355,14 @@ fn redis_comparison(
         ));
         let trips = store.round_trips().unwrap_or(0) - before;
         let cpu_r = redis_cpu(&redis) - cpu_before;
+        for (name, (calls, usec)) in command_stats(&redis) {
+            let (calls_before, usec_before) =
+                commands_before.get(&name).copied().unwrap_or_default();
+            let total = commands.entry(name).or_default();
+            total.0 += calls - calls_before;
+            total.1 += usec - usec_before;
+        }
+        messages += r.ok;
         let m = generator.block_on(load::closed_loop(
             memory_addr,
             prepared_webchat(&format!("rm{round}"), requests),
@@ -416,7 +428,29 @@ fn redis_comparison(
         median(&redis_cpu_us),
         median(&baseline_cpu_us)
     );
+    print_command_profile(&commands, messages);
     servers.block_on(gateway.stop());
+}
+
+/// The Redis store's rounds by command (`INFO commandstats`), the costliest first.
+fn print_command_profile(commands: &HashMap<String, (u64, u64)>, messages: usize) {
+    let messages = messages.max(1) as f64;
+    let mut rows: Vec<(&String, &(u64, u64))> = commands
+        .iter()
+        .filter(|(_, (calls, _))| *calls > 0)
+        .collect();
+    rows.sort_by_key(|(_, (_, usec))| std::cmp::Reverse(*usec));
+    println!(
+        "\n## Where redis-server's time goes, Redis store rounds (`INFO commandstats`; a command a script runs counts in the script's time too)\n"
+    );
+    println!("| command | calls per message | µs per message |\n|---|---|---|");
+    for (name, (calls, usec)) in rows.into_iter().take(14) {
+        println!(
+            "| {name} | {:.2} | {:.2} |",
+            *calls as f64 / messages,
+            *usec as f64 / messages
+        );
+    }
 }
 
 /// The Redis baseline's script: dedupe, then store only a new message.
@@ -482,6 +516,25 @@ async fn redis_baseline(
         Ok(_) => (StatusCode::OK, "{\"ok\":true}"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis"),
     }
+}
+
+/// redis-server's counters per command so far (`INFO commandstats`): calls and µs.
+fn command_stats(redis: &RedisServer) -> HashMap<String, (u64, u64)> {
+    let info = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(':'))
+        .map(|(name, fields)| {
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(name, _)| *name == key)
+                    .and_then(|(_, value)| value.parse::<u64>().ok())
+                    .unwrap_or_default()
+            };
+            (name.to_owned(), (field("calls"), field("usec")))
+        })
+        .collect()
 }
 
 /// CPU seconds the redis-server used so far (user + system).
