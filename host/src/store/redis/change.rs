@@ -446,4 +446,110 @@ mod tests {
         assert_eq!(change.owed.0, owed_closed_key("cv1"));
         assert!(change.owed.1.starts_with("10001000000\u{1f}cv1\u{1f}0"));
     }
+
+    #[test]
+    fn merges_guard_on_the_merges_version_and_unmerges_give_the_handles_back() {
+        let phone = crate::event::Handle {
+            kind: crate::event::HandleKind::Phone,
+            value: "+34600000002".into(),
+            verified: true,
+        };
+        let values = |id: &str, handles: &str, mv: Option<&str>| {
+            [Some(id), None, Some("0"), Some(handles), None, mv]
+                .map(|value| value.map(str::to_owned))
+        };
+        let survivor = Stored::parse("ct_a", &values("ct_a", "[]", Some("4")))
+            .expect("parsed")
+            .expect("exists");
+        let absorbed_json = serde_json::to_string(&[&phone]).expect("JSON");
+        let absorbed = Stored::parse("ct_b", &values("ct_b", &absorbed_json, None))
+            .expect("parsed")
+            .expect("exists");
+        let rules::Merging::New(record) = rules::merge(
+            survivor.side(),
+            [],
+            absorbed.side(),
+            "same phone",
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect("decided") else {
+            panic!("a new merge");
+        };
+        let change = merge(&survivor, &record, false, None).expect("planned");
+        assert_eq!(
+            change.guards,
+            vec![
+                op("c", "eq", "id", "ct_a"),
+                op("c", "eq", "mv", "4"),
+                op("c", "no", "merged_into", ""),
+                op("c", "eq", "handles", "[]"),
+            ]
+        );
+        let ops: Vec<(&str, &str)> = change.writes.iter().map(|op| (op.target, op.op)).collect();
+        assert_eq!(
+            ops,
+            [("c", "set"), ("c", "del"), ("c", "inc"), ("m", "rpush")],
+            "the handles, hs, mv, the record"
+        );
+        assert!(change.owed.0.is_empty(), "owes nothing");
+        let existing = merge(&survivor, &record, true, Some(("tail", 7))).expect("planned");
+        assert!(
+            existing.writes.is_empty(),
+            "a retry only keeps its owed record"
+        );
+        assert!(existing.owed.1.ends_with("\u{1f}tail"));
+
+        let merged = Stored::parse("ct_a", &values("ct_a", &absorbed_json, Some("5")))
+            .expect("parsed")
+            .expect("exists");
+        let undone = unmerge(&merged, 0, &record, ("unmerged".into(), "t", 8)).expect("planned");
+        assert!(undone.writes.contains(&op("c", "set", "handles", "[]")));
+        assert!(
+            undone
+                .writes
+                .contains(&op("c", "del", "v:phone:+34600000002", ""))
+        );
+        assert!(
+            undone
+                .writes
+                .iter()
+                .any(|op| op.op == "lset" && op.field == "0")
+        );
+    }
+
+    #[test]
+    fn a_linked_senders_details_are_written_only_when_they_change() {
+        let person = Person {
+            user: crate::event::Handle {
+                kind: crate::event::HandleKind::ChannelUser,
+                value: "web:v1".into(),
+                verified: false,
+            },
+            name: Some("Ana".into()),
+            handles: Vec::new(),
+        };
+        let made = sender("ct_s", None, &person, 9)
+            .expect("planned")
+            .expect("made");
+        assert!(made.writes.contains(&op("c", "keep", "id", "ct_s")));
+        assert!(made.writes.contains(&op("c", "keep", "created_at", "9")));
+        assert!(made.writes.contains(&op("c", "set", "name", "Ana")));
+        let handles = serde_json::to_string(&[&person.user]).expect("JSON");
+        let values = [
+            Some("ct_s"),
+            Some("Ana"),
+            Some("9"),
+            Some(handles.as_str()),
+            None,
+            None,
+        ]
+        .map(|value| value.map(str::to_owned));
+        let stored = Stored::parse("ct_s", &values).expect("parsed");
+        assert!(
+            sender("ct_s", stored.as_ref(), &person, 10)
+                .expect("planned")
+                .is_none(),
+            "nothing new"
+        );
+    }
 }
