@@ -16,14 +16,18 @@
 //!    conversation; the first message of each is not counted), the ~1 KiB owed record
 //!    kept, pipelined. `usec_per_call` of `EVALSHA` from `INFO commandstats`, median of
 //!    alternated rounds.
+//! 3. **The store as shipped**, alternated with those on the same server: `RedisStore::ingest`
+//!    (the rules in Rust, `store/redis/apply.lua` guarding and writing) for the same
+//!    workload, 64 ingests in flight.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use jiff::Timestamp;
 use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry};
 use omnigate::store::rules::{self, Threading, Windows};
-use omnigate::store::{Ingest, Person};
+use omnigate::store::{ContextStore as _, Ingest, IngestPolicy, Person, RedisStore};
 use omnigate_tests::bench::{median, rounds_arg, size};
 use omnigate_tests::redis::RedisServer;
 
@@ -136,8 +140,21 @@ fn redis_scripts(rounds: usize) {
     };
     let current = load(&mut conn, current);
     let apply = load(&mut conn, apply);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio");
     let mut figures = (Vec::new(), Vec::new());
+    let mut shipped = Vec::new();
     for _ in 0..rounds {
+        shipped.push(shipped_run(
+            &runtime,
+            &mut conn,
+            &redis,
+            contacts,
+            per_contact,
+        ));
         figures.0.push(run(
             &mut conn,
             &redis,
@@ -155,13 +172,75 @@ fn redis_scripts(rounds: usize) {
         ));
     }
     let (current, apply) = (median(&figures.0), median(&figures.1));
+    let shipped = median(&shipped);
     println!(
-        "| rules in Lua (today's ingest script) | rules in Rust, guarded applier | ratio |\n|---|---|---|"
+        "| rules in Lua (the ingest script before the move) | rules in Rust, guarded applier (prototype) | ratio | the store as shipped (`apply.lua`) | ratio to the Lua rules |\n|---|---|---|---|---|"
     );
     println!(
-        "| {current:.1} µs | {apply:.1} µs | {:.2} |",
-        apply / current
+        "| {current:.1} µs | {apply:.1} µs | {:.2} | {shipped:.1} µs | {:.2} |",
+        apply / current,
+        shipped / current
     );
+}
+
+/// The workload through `RedisStore::ingest` on an empty server; µs per `EVALSHA` of
+/// the counted messages.
+fn shipped_run(
+    runtime: &tokio::runtime::Runtime,
+    conn: &mut redis::Connection,
+    redis: &RedisServer,
+    contacts: usize,
+    per_contact: usize,
+) -> f64 {
+    let _: () = redis::cmd("FLUSHALL").query(conn).expect("flush");
+    // Opened inside the runtime: its connection manager spawns a task.
+    let store = {
+        let _entered = runtime.enter();
+        RedisStore::open(&redis.url()).expect("store")
+    };
+    let policy = IngestPolicy {
+        dedupe_ttl: Duration::from_secs(3 * 86_400),
+        inactivity: Duration::from_secs(86_400),
+        history_cap: 50,
+        timeline_cap: 10_000,
+        history_depth: 10,
+    };
+    let start = Timestamp::now();
+    let ingest_all = |calls: Vec<(usize, usize)>| {
+        let (store, policy) = (&store, &policy);
+        runtime.block_on(futures::stream::iter(calls).for_each_concurrent(
+            64,
+            |(c, m)| async move {
+                let at = start
+                    .checked_add(Duration::from_millis(m as u64))
+                    .expect("time");
+                let mut ingest = message(c, m, at);
+                ingest.owed = Some("x".repeat(OWED));
+                store.ingest(ingest, policy).await.expect("ingest");
+            },
+        ));
+    };
+    ingest_all((0..contacts).map(|c| (c, 0)).collect());
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(conn)
+        .expect("resetstat");
+    let rest: Vec<(usize, usize)> = (1..per_contact)
+        .flat_map(|m| (0..contacts).map(move |c| (c, m)))
+        .collect();
+    let count = rest.len();
+    ingest_all(rest);
+    let stats = redis.cli(&["INFO", "commandstats"]).expect("commandstats");
+    let line = stats
+        .lines()
+        .find(|line| line.starts_with("cmdstat_evalsha:"))
+        .expect("evalsha stats");
+    let calls: f64 = field(line, "calls");
+    assert_eq!(
+        calls as usize, count,
+        "one script per known sender's message"
+    );
+    field(line, "usec_per_call")
 }
 
 /// One workload on an empty server; returns µs per counted call.
