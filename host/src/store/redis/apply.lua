@@ -26,7 +26,8 @@
 -- Returns, with nothing written: {'check'} (the client must resolve the sender itself),
 -- {'moved', owner} (the owner's keys live in another slot), {'stale', owner, head...}
 -- (a guard failed: the contact as stored, see `head` in common.lua), or false for a duplicate. Else
--- {'known' | 'new' | 'ok', owner, n, n reply values of the writes, history...}.
+-- {'known' | 'new' | 'ok', owner, n, n reply values of the writes, history entries as
+-- stored...}.
 local owner
 local arrival = 'ok'
 if ARGV[2] == '' then
@@ -105,6 +106,7 @@ for i = 1, #replies do out[#out + 1] = replies[i] end
 local depth = tonumber(ARGV[12])
 if depth > 0 then
   local entries = redis.call('LRANGE', history_key, -depth, -1)
-  for i = 1, #entries do out[#out + 1] = history_json(entries[i]) end
+  -- As stored ("<time µs> <JSON>"): the gateway strips the time, not the script.
+  for i = 1, #entries do out[#out + 1] = entries[i] end
 end
 return out

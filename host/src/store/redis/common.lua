@@ -7,13 +7,6 @@ local function num(value)
   return string.format('%.0f', value)
 end
 
--- History entries are stored as "<time µs> <JSON>", so retention can trim by time.
-local function history_json(stored)
-  local space = string.find(stored, ' ', 1, true)
-  if space then return string.sub(stored, space + 1) end
-  return stored
-end
-
 -- Apply message retention to a conversation: drop history and timeline entries older
 -- than `cutoff` (µs; nil = keep) from the front, a bounded number per call, and let both
 -- lists expire when the conversation stays idle longer than `retention` (µs).
@@ -45,7 +38,8 @@ local CONVERSATION_FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'cha
 -- The reply describing a contact, one conversation and the last `depth` messages:
 -- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., flags,
 --   switched_from, history... }; flags: '0' or '1' (the event opened the conversation),
---   then 'f' when it was the customer's first message in it, from `contact` = { name, created_at, handles } and
+--   then 'f' when it was the customer's first message in it; the history entries as stored
+--   ("<time µs> <JSON>": the gateway strips the time), from `contact` = { name, created_at, handles } and
 -- `conv` = the CONVERSATION_FIELDS values. Missing values are ''.
 local function reply(contact, conv_id, conv, history_key, depth, started, switched)
   local out = { contact[1] or '', contact[2] or '', contact[3] or '[]', conv_id }
@@ -54,7 +48,7 @@ local function reply(contact, conv_id, conv, history_key, depth, started, switch
   out[#out + 1] = switched
   if depth > 0 then
     local entries = redis.call('LRANGE', history_key, -depth, -1)
-    for i = 1, #entries do out[#out + 1] = history_json(entries[i]) end
+    for i = 1, #entries do out[#out + 1] = entries[i] end
   end
   return out
 end
@@ -172,9 +166,15 @@ end
 -- a read (by `read_ops`) and a set.
 local function write_ops(keys, found, from)
   local sets, dels, replies = {}, {}, {}
-  local function add(list, target, ...)
-    list[target] = list[target] or {}
-    for _, value in ipairs({ ... }) do table.insert(list[target], value) end
+  -- Appends field (and value, for a set) to the list of `target`; no table per call.
+  local function add(list, target, field, value)
+    local items = list[target]
+    if not items then
+      items = {}
+      list[target] = items
+    end
+    items[#items + 1] = field
+    if value then items[#items + 1] = value end
   end
   for i = from, #ARGV, 4 do
     local target, op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -224,8 +224,14 @@ end
 -- (nil: no cap).
 local function push_timeline(conv_key, timeline_key, joined, cap)
   if joined == '' then return end
-  local entries = {}
-  for entry in string.gmatch(joined, '[^\30]+') do entries[#entries + 1] = entry end
-  local length = redis.call('RPUSH', timeline_key, unpack(entries))
+  local length
+  if not string.find(joined, '\30', 1, true) then
+    -- One entry (nearly every message): no pattern matching.
+    length = redis.call('RPUSH', timeline_key, joined)
+  else
+    local entries = {}
+    for entry in string.gmatch(joined, '[^\30]+') do entries[#entries + 1] = entry end
+    length = redis.call('RPUSH', timeline_key, unpack(entries))
+  end
   if cap then cap_timeline(conv_key, timeline_key, length, cap) end
 end

@@ -1146,7 +1146,7 @@ impl RedisStore {
                         .ok_or_else(|| corrupt("apply.lua answer", "too few values"))?;
                     let history = history
                         .iter()
-                        .map(|entry| parse_json(entry))
+                        .map(|entry| parse_json(stored_history(entry)))
                         .collect::<Result<_, _>>()?;
                     let (ingested, head) = plan.finish(owner, values, history)?;
                     self.heads.insert(owner.clone(), Arc::new(head));
@@ -2276,7 +2276,7 @@ fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreErro
     let switched_from = Some(reply[head - 1].clone()).filter(|channel| !channel.is_empty());
     let history = reply[head..]
         .iter()
-        .map(|entry| parse_json(entry))
+        .map(|entry| parse_json(stored_history(entry)))
         .collect::<Result<_, _>>()?;
     Ok(Ingested {
         contact,
