@@ -183,8 +183,7 @@ fn redis_scripts(rounds: usize) {
     );
 }
 
-/// The workload through `RedisStore::ingest` on an empty server; µs per `EVALSHA` of
-/// the counted messages.
+/// The workload through `RedisStore::ingest`; µs per `EVALSHA` of the counted messages.
 fn shipped_run(
     runtime: &tokio::runtime::Runtime,
     conn: &mut redis::Connection,
@@ -192,7 +191,6 @@ fn shipped_run(
     contacts: usize,
     per_contact: usize,
 ) -> f64 {
-    let _: () = redis::cmd("FLUSHALL").query(conn).expect("flush");
     // Opened inside the runtime: its connection manager spawns a task.
     let store = {
         let _entered = runtime.enter();
@@ -206,9 +204,9 @@ fn shipped_run(
         history_depth: 10,
     };
     let start = Timestamp::now();
-    let ingest_all = |calls: Vec<(usize, usize)>| {
-        let (store, policy) = (&store, &policy);
-        runtime.block_on(futures::stream::iter(calls).for_each_concurrent(
+    let (store, policy) = (&store, &policy);
+    measure(conn, redis, contacts, per_contact, |_, calls| {
+        runtime.block_on(futures::stream::iter(calls.to_vec()).for_each_concurrent(
             64,
             |(c, m)| async move {
                 let at = start
@@ -219,31 +217,10 @@ fn shipped_run(
                 store.ingest(ingest, policy).await.expect("ingest");
             },
         ));
-    };
-    ingest_all((0..contacts).map(|c| (c, 0)).collect());
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(conn)
-        .expect("resetstat");
-    let rest: Vec<(usize, usize)> = (1..per_contact)
-        .flat_map(|m| (0..contacts).map(move |c| (c, m)))
-        .collect();
-    let count = rest.len();
-    ingest_all(rest);
-    let stats = redis.cli(&["INFO", "commandstats"]).expect("commandstats");
-    let line = stats
-        .lines()
-        .find(|line| line.starts_with("cmdstat_evalsha:"))
-        .expect("evalsha stats");
-    let calls: f64 = field(line, "calls");
-    assert_eq!(
-        calls as usize, count,
-        "one script per known sender's message"
-    );
-    field(line, "usec_per_call")
+    })
 }
 
-/// One workload on an empty server; returns µs per counted call.
+/// One workload of script calls made by `call`, pipelined; µs per counted call.
 fn run(
     conn: &mut redis::Connection,
     redis: &RedisServer,
@@ -251,9 +228,8 @@ fn run(
     per_contact: usize,
     mut call: impl FnMut(usize, usize, i64, &mut redis::Pipeline),
 ) -> f64 {
-    let _: () = redis::cmd("FLUSHALL").query(conn).expect("flush");
     let start = Timestamp::now().as_millisecond();
-    let mut send = |conn: &mut redis::Connection, calls: &[(usize, usize)]| {
+    measure(conn, redis, contacts, per_contact, |conn, calls| {
         for chunk in calls.chunks(200) {
             let mut pipe = redis::pipe();
             for &(c, m) in chunk {
@@ -261,7 +237,20 @@ fn run(
             }
             let _: () = pipe.query(conn).expect("scripts");
         }
-    };
+    })
+}
+
+/// The workload on an empty server, sent by `send`: each contact's first message, then
+/// the rest interleaved (each in an open conversation), which are counted. µs per
+/// `EVALSHA` of the rest, one call per message.
+fn measure(
+    conn: &mut redis::Connection,
+    redis: &RedisServer,
+    contacts: usize,
+    per_contact: usize,
+    mut send: impl FnMut(&mut redis::Connection, &[(usize, usize)]),
+) -> f64 {
+    let _: () = redis::cmd("FLUSHALL").query(conn).expect("flush");
     let first: Vec<(usize, usize)> = (0..contacts).map(|c| (c, 0)).collect();
     send(conn, &first);
     let _: () = redis::cmd("CONFIG")
@@ -278,7 +267,7 @@ fn run(
         .find(|line| line.starts_with("cmdstat_evalsha:"))
         .expect("evalsha stats");
     let calls: f64 = field(line, "calls");
-    assert_eq!(calls as usize, rest.len(), "every call counted once");
+    assert_eq!(calls as usize, rest.len(), "one script per counted message");
     field(line, "usec_per_call")
 }
 
