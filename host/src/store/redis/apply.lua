@@ -20,7 +20,8 @@
 --         time, '' when the client must resolve a new sender itself      }
 --      19 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
 --         sender reports, which a known contact must hold, or ''
---      20 G, the number of guards; then G guards and then the writes, 4 arguments each:
+--      20 G, the number of guards; then G guards and then the writes, 4 arguments each
+--         (or 'F' and the short form of a continuing message, see below):
 --         target ('c' contact, 'l' latest conversation, 'v' the event's conversation),
 --         operation, field, value (`read_ops` in common.lua says what each does).
 -- Returns, with nothing written: {'check'} (the client must resolve the sender itself),
@@ -53,40 +54,80 @@ local prefix = ARGV[1] .. '{' .. owner .. '}:'
 local keys = { c = prefix .. 'c', v = prefix .. 'cv:' .. ARGV[6] }
 if ARGV[7] ~= '' then keys.l = prefix .. 'cv:' .. ARGV[7] end
 
-local guards = tonumber(ARGV[20])
--- A known contact must hold the verified handles the sender reports as its own.
-local verified = {}
-if arrival == 'known' and ARGV[19] ~= '' then verified = split(ARGV[19]) end
-local found = read_ops(keys, 21, guards, verified)
-if not found then return head(prefix, owner) end
-for _, field in ipairs(verified) do
-  if not found[keys.c][field] then return { 'check' } end
-end
-if not guards_hold(keys, found, 21, guards) then return head(prefix, owner) end
-
 -- Dedupe: a member present and not yet expired is a duplicate; an expired one is renewed.
 -- Other expired members are swept on about one call in 16 (by the clock's millisecond).
 local seen = prefix .. 'seen'
 local now_ms = tonumber(ARGV[4])
-local expires = now_ms + tonumber(ARGV[5])
-if redis.call('ZADD', seen, 'NX', expires, ARGV[3]) == 0 then
-  if tonumber(redis.call('ZSCORE', seen, ARGV[3])) > now_ms then
-    return false
+local function duplicate()
+  local expires = now_ms + tonumber(ARGV[5])
+  if redis.call('ZADD', seen, 'NX', expires, ARGV[3]) == 0 then
+    if tonumber(redis.call('ZSCORE', seen, ARGV[3])) > now_ms then return true end
+    redis.call('ZADD', seen, expires, ARGV[3])
   end
-  redis.call('ZADD', seen, expires, ARGV[3])
-end
-if now_ms % 16 == 0 then
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', ARGV[4])
+  if now_ms % 16 == 0 then
+    redis.call('ZREMRANGEBYSCORE', seen, '-inf', ARGV[4])
+  end
+  return false
 end
 
-if arrival == 'new' then redis.call('SET', KEYS[1], owner) end
-if ARGV[9] == '1' then
-  -- A contact made here (a new sender) gets its id; the conversation names its contact.
-  redis.call('HSETNX', keys.c, 'id', owner)
-  redis.call('HSET', keys.v, 'contact', owner)
-  redis.call('RPUSH', prefix .. 'cvs', ARGV[6])
+-- A known contact must hold the verified handles the sender reports as its own.
+local verified = {}
+if arrival == 'known' and ARGV[19] ~= '' then verified = split(ARGV[19]) end
+local replies
+if ARGV[20] == 'F' then
+  -- The short form of a message continuing an open conversation with nothing else to
+  -- change (nearly every message; `short_form` in plan.rs): the same guards and writes
+  -- as the list form, at fixed places. ARGV 21 `hs`, 22 `latest`, 23 `sv` ('' when
+  -- absent), 24 the conversation must be active after this (`last_at` >), 25 its
+  -- channel, 26 the event time (`last_at` kept at the maximum), 27 `touched_at`,
+  -- 28 `first_in` and 29 `awaiting` (each set when absent).
+  local fields = { 'hs', 'latest' }
+  for _, field in ipairs(verified) do fields[#fields + 1] = field end
+  local c = redis.call('HMGET', keys.c, unpack(fields))
+  for i = 3, #fields do
+    if not c[i] then return { 'check' } end
+  end
+  if c[1] ~= ARGV[21] or c[2] ~= ARGV[22] then return head(prefix, owner) end
+  local v = redis.call('HMGET', keys.v, 'status', 'sv', 'last_at', 'current', 'messages',
+    'reply_until', 'first_in', 'awaiting')
+  if v[1] ~= 'open' or (v[2] or '') ~= ARGV[23] or tonumber(v[3] or '0') <= tonumber(ARGV[24])
+    or v[4] ~= ARGV[25] then
+    return head(prefix, owner)
+  end
+  if duplicate() then return false end
+  local messages = num((tonumber(v[5]) or 0) + 1)
+  local last = v[3]
+  if tonumber(last) < tonumber(ARGV[26]) then last = ARGV[26] end
+  local sets = { 'messages', messages, 'last_at', last, 'touched_at', ARGV[27] }
+  replies = { messages, last, v[6] or '' }
+  for i, field in ipairs({ 'first_in', 'awaiting' }) do
+    if v[6 + i] then
+      replies[#replies + 1] = '=' .. v[6 + i]
+    else
+      replies[#replies + 1] = '+' .. ARGV[27 + i]
+      sets[#sets + 1] = field
+      sets[#sets + 1] = ARGV[27 + i]
+    end
+  end
+  redis.call('HSET', keys.v, unpack(sets))
+else
+  local guards = tonumber(ARGV[20])
+  local found = read_ops(keys, 21, guards, verified)
+  if not found then return head(prefix, owner) end
+  for _, field in ipairs(verified) do
+    if not found[keys.c][field] then return { 'check' } end
+  end
+  if not guards_hold(keys, found, 21, guards) then return head(prefix, owner) end
+  if duplicate() then return false end
+  if arrival == 'new' then redis.call('SET', KEYS[1], owner) end
+  if ARGV[9] == '1' then
+    -- A contact made here (a new sender) gets its id; the conversation names its contact.
+    redis.call('HSETNX', keys.c, 'id', owner)
+    redis.call('HSET', keys.v, 'contact', owner)
+    redis.call('RPUSH', prefix .. 'cvs', ARGV[6])
+  end
+  replies = write_ops(keys, found, 21 + 4 * guards)
 end
-local replies = write_ops(keys, found, 21 + 4 * guards)
 
 if ARGV[8] ~= '' then
   redis.call('RPUSH', prefix .. 'tl:' .. ARGV[7], ARGV[8])

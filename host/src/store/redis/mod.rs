@@ -1214,10 +1214,20 @@ impl RedisStore {
             .arg(self.retention_arg())
             .arg(slot)
             .arg(new_contact)
-            .arg(verified)
-            .arg(plan.guards.len());
-        for op in plan.guards.iter().chain(&plan.writes) {
-            call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
+            .arg(verified);
+        match plan::short_form(plan) {
+            Some(values) => {
+                call.arg("F");
+                for value in values {
+                    call.arg(value);
+                }
+            }
+            None => {
+                call.arg(plan.guards.len());
+                for op in plan.guards.iter().chain(&plan.writes) {
+                    call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
+                }
+            }
         }
         call
     }

@@ -478,6 +478,66 @@ pub(super) fn plan<'a>(
     })
 }
 
+/// The guards and writes of a message continuing an open conversation with nothing else
+/// to change, in order: target, operation (`None`: `eq`, or `no` when the field is
+/// absent), field.
+const CONTINUED: [(&str, Option<&str>, &str); 12] = [
+    ("c", Some("eq"), "hs"),
+    ("c", Some("eq"), "latest"),
+    ("l", Some("eq"), "status"),
+    ("l", None, "sv"),
+    ("l", Some("gt"), "last_at"),
+    ("l", Some("eq"), "current"),
+    ("v", Some("inc"), "messages"),
+    ("v", Some("max"), "last_at"),
+    ("v", Some("set"), "touched_at"),
+    ("v", Some("get"), "reply_until"),
+    ("v", Some("keep"), "first_in"),
+    ("v", Some("keep"), "awaiting"),
+];
+
+/// apply.lua's short form of `plan` when it is a message continuing an open conversation
+/// with nothing else to change (nearly every message): the values of its guards and
+/// writes at fixed places (`hs`, `latest`, `sv` or `""`, the activity threshold, the
+/// channel, the event time, now, `first_in`, `awaiting`) instead of the interpreted list.
+/// The script's answer is the same. `None` for any other plan.
+pub(super) fn short_form<'p>(plan: &'p Plan<'_>) -> Option<[&'p str; 9]> {
+    let (guards, writes) = (&plan.guards, &plan.writes);
+    let fits = guards.len() == 6
+        && writes.len() == 6
+        && plan.conversation_id == plan.latest_id
+        && guards
+            .iter()
+            .chain(writes)
+            .zip(CONTINUED)
+            .all(|(op, (target, kind, field))| {
+                op.target == target
+                    && op.field == field
+                    && kind.map_or(op.op == "eq" || op.op == "no", |kind| op.op == kind)
+            })
+        && guards[2].value == "open"
+        && writes[0].value == "1";
+    if !fits {
+        return None;
+    }
+    let sv = if guards[3].op == "no" {
+        ""
+    } else {
+        &guards[3].value
+    };
+    Some([
+        &guards[0].value,
+        &guards[1].value,
+        sv,
+        &guards[4].value,
+        &guards[5].value,
+        &writes[1].value,
+        &writes[2].value,
+        &writes[4].value,
+        &writes[5].value,
+    ])
+}
+
 /// The parts of the copy's latest conversation besides the conversation itself, known
 /// when the plan is made.
 #[derive(Debug)]
@@ -896,13 +956,29 @@ mod tests {
             format!("={first}"),
             format!("+{at_us}"),
         ];
+        assert!(short_form(&plan).is_none(), "windows moved: the list form");
         let (ingested, head) = plan.finish("ct_1", &values, Vec::new()).expect("finish");
         assert_eq!(ingested.conversation.messages, 7);
         assert!(!ingested.first_inbound);
         assert_eq!(ingested.conversation.awaiting_since, Some(at(60)));
-        let latest = head.latest.expect("latest");
+        let latest = head.latest.as_ref().expect("latest");
         assert_eq!(latest.sv.as_deref(), Some("4"));
         assert!(!latest.legacy_windows);
+
+        // The next message only moves counters: the short form, the same values.
+        let next = inbound("web", at(61));
+        let plan = super::plan(&head, &next, &policy(), &text, None).expect("plan");
+        let short = short_form(&plan).expect("the short form");
+        let next_us = at(61).as_microsecond().to_string();
+        let threshold = (at(61).as_microsecond() - 86_400_000_000).to_string();
+        assert_eq!(short[..3], ["[\"h\"]", "cv_1", "4"]);
+        assert_eq!(short[3], threshold);
+        assert_eq!(short[4], "web");
+        assert_eq!(short[5], next_us);
+        assert_eq!(short[7], next_us, "first_in, kept when absent");
+        let values: Vec<String> = plan.writes.iter().map(|op| op.value.to_string()).collect();
+        assert_eq!(values[1], short[5]);
+        assert_eq!(values[2], short[6]);
     }
 
     #[test]
