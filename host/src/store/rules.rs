@@ -358,6 +358,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// A referral of ad `ad` on web chat (shared with the Redis plan's tests).
+    pub(crate) fn referral(ad: &str) -> Arc<Referral> {
+        Arc::new(Referral {
+            source: crate::event::ReferralSource::Ad,
+            channel: "webchat".into(),
+            channel_kind: None,
+            at: at(0),
+            ad_id: Some(ad.into()),
+            campaign: None,
+            click_id: Default::default(),
+            utm: Default::default(),
+            url: None,
+            referrer: None,
+            ref_payload: None,
+            headline: None,
+            body: None,
+            media_url: None,
+        })
+    }
+
     /// A text message of user `u1` on `channel`, owing nothing (shared with the Redis
     /// plan's tests).
     pub(crate) fn message(channel: &str, direction: Direction, when: Timestamp) -> Ingest {
@@ -498,24 +518,6 @@ pub(crate) mod tests {
     #[test]
     fn first_touch_stays_and_last_touch_moves() {
         let mut conversation = conversation("webchat", at(0));
-        let referral = |ad: &str| {
-            Arc::new(Referral {
-                source: crate::event::ReferralSource::Ad,
-                channel: "webchat".into(),
-                channel_kind: None,
-                at: at(0),
-                ad_id: Some(ad.into()),
-                campaign: None,
-                click_id: Default::default(),
-                utm: Default::default(),
-                url: None,
-                referrer: None,
-                ref_payload: None,
-                headline: None,
-                body: None,
-                media_url: None,
-            })
-        };
         for source in ["ad-1", "ad-2"] {
             let mut event = message("webchat", Direction::Inbound, at(0));
             event.message = None;

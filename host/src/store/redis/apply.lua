@@ -21,7 +21,7 @@
 --      19 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
 --         sender reports, which a known contact must hold, or ''
 --      20 G, the number of guards; then G guards and then the writes, 4 arguments each
---         (or 'F' and the short form of a continuing message, see below):
+--         (or 'F' / 'R' and the short form of a continuing message, see below):
 --         target ('c' contact, 'l' latest conversation, 'v' the event's conversation),
 --         operation, field, value (`read_ops` in common.lua says what each does).
 -- Returns, with nothing written: {'check'} (the client must resolve the sender itself),
@@ -74,13 +74,15 @@ end
 local verified = {}
 if arrival == 'known' and ARGV[19] ~= '' then verified = split(ARGV[19]) end
 local replies
-if ARGV[20] == 'F' then
+if ARGV[20] == 'F' or ARGV[20] == 'R' then
   -- The short form of a message continuing an open conversation with nothing else to
-  -- change (nearly every message; `short_form` in plan.rs): the same guards and writes
-  -- as the list form, at fixed places. ARGV 21 `hs`, 22 `latest`, 23 `sv` ('' when
-  -- absent), 24 the conversation must be active after this (`last_at` >), 25 its
-  -- channel, 26 the event time (`last_at` kept at the maximum), 27 `touched_at`,
-  -- 28 `first_in` and 29 `awaiting` (each set when absent).
+  -- change, or ('R') nothing but a referral (nearly every message; `short_form` in
+  -- plan.rs): the same guards and writes as the list form, at fixed places. ARGV 21
+  -- `hs`, 22 `latest`, 23 `sv` ('' when absent), 24 the conversation must be active
+  -- after this (`last_at` >), 25 its channel, 26 the event time (`last_at` kept at the
+  -- maximum), 27 `touched_at`, 28 `first_in` and 29 `awaiting` (each set when absent);
+  -- 'R': 30 the referral (`first_touch` when absent, `last_touch`; `sv` incremented).
+  local touched = ARGV[20] == 'R'
   local fields = { 'hs', 'latest' }
   for _, field in ipairs(verified) do fields[#fields + 1] = field end
   local c = redis.call('HMGET', keys.c, unpack(fields))
@@ -89,25 +91,47 @@ if ARGV[20] == 'F' then
   end
   if c[1] ~= ARGV[21] or c[2] ~= ARGV[22] then return head(prefix, owner) end
   local v = redis.call('HMGET', keys.v, 'status', 'sv', 'last_at', 'current', 'messages',
-    'reply_until', 'first_in', 'awaiting')
+    'reply_until', 'first_in', 'awaiting', 'first_touch')
   if v[1] ~= 'open' or (v[2] or '') ~= ARGV[23] or tonumber(v[3] or '0') <= tonumber(ARGV[24])
     or v[4] ~= ARGV[25] then
     return head(prefix, owner)
   end
   if duplicate() then return false end
+  local sets = {}
+  replies = {}
+  local function set(field, value)
+    sets[#sets + 1] = field
+    sets[#sets + 1] = value
+  end
+  -- Replies in the list form's order: sv ('R'), messages, last_at, reply_until,
+  -- first_in, awaiting, first_touch ('R').
+  local function keep(field, have, value)
+    if have then
+      replies[#replies + 1] = '=' .. have
+    else
+      replies[#replies + 1] = '+' .. value
+      set(field, value)
+    end
+  end
+  if touched then
+    local sv = num((tonumber(v[2]) or 0) + 1)
+    set('sv', sv)
+    replies[1] = sv
+  end
   local messages = num((tonumber(v[5]) or 0) + 1)
+  set('messages', messages)
+  replies[#replies + 1] = messages
   local last = v[3]
   if tonumber(last) < tonumber(ARGV[26]) then last = ARGV[26] end
-  local sets = { 'messages', messages, 'last_at', last, 'touched_at', ARGV[27] }
-  replies = { messages, last, v[6] or '' }
-  for i, field in ipairs({ 'first_in', 'awaiting' }) do
-    if v[6 + i] then
-      replies[#replies + 1] = '=' .. v[6 + i]
-    else
-      replies[#replies + 1] = '+' .. ARGV[27 + i]
-      sets[#sets + 1] = field
-      sets[#sets + 1] = ARGV[27 + i]
-    end
+  set('last_at', last)
+  replies[#replies + 1] = last
+  set('touched_at', ARGV[27])
+  replies[#replies + 1] = v[6] or ''
+  keep('first_in', v[7], ARGV[28])
+  keep('awaiting', v[8], ARGV[29])
+  if touched then
+    keep('first_touch', v[9], ARGV[30])
+    set('last_touch', ARGV[30])
   end
   redis.call('HSET', keys.v, unpack(sets))
 else

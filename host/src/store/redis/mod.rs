@@ -1216,8 +1216,8 @@ impl RedisStore {
             .arg(new_contact)
             .arg(verified);
         match plan::short_form(plan) {
-            Some(values) => {
-                call.arg("F");
+            Some((form, values)) => {
+                call.arg(form);
                 for value in values {
                     call.arg(value);
                 }

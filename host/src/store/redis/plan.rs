@@ -497,18 +497,35 @@ const CONTINUED: [(&str, Option<&str>, &str); 12] = [
 ];
 
 /// apply.lua's short form of `plan` when it is a message continuing an open conversation
-/// with nothing else to change (nearly every message): the values of its guards and
-/// writes at fixed places (`hs`, `latest`, `sv` or `""`, the activity threshold, the
-/// channel, the event time, now, `first_in`, `awaiting`) instead of the interpreted list.
-/// The script's answer is the same. `None` for any other plan.
-pub(super) fn short_form<'p>(plan: &'p Plan<'_>) -> Option<[&'p str; 9]> {
+/// with nothing else to change, or nothing but a referral (nearly every message): the
+/// form (`F`, or `R` with a referral), then the values of its guards and writes at fixed
+/// places (`hs`, `latest`, `sv` or `""`, the activity threshold, the channel, the event
+/// time, now, `first_in`, `awaiting`, and for `R` the referral) instead of the
+/// interpreted list. The script's answer is the same. `None` for any other plan.
+pub(super) fn short_form<'p>(plan: &'p Plan<'_>) -> Option<(&'static str, Vec<&'p str>)> {
     let (guards, writes) = (&plan.guards, &plan.writes);
+    let is = |op: &Op, target: &str, kind: &str, field: &str| {
+        op.target == target && op.op == kind && op.field == field
+    };
+    let (form, counters, referral) = match writes.as_slice() {
+        counters @ [_, _, _, _, _, _] => ("F", counters, None),
+        [sv, counters @ .., first, last]
+            if counters.len() == 6
+                && is(sv, "v", "inc", "sv")
+                && sv.value == "1"
+                && is(first, "v", "keep", "first_touch")
+                && is(last, "v", "set", "last_touch")
+                && first.value == last.value =>
+        {
+            ("R", counters, Some(&last.value))
+        }
+        _ => return None,
+    };
     let fits = guards.len() == 6
-        && writes.len() == 6
         && plan.conversation_id == plan.latest_id
         && guards
             .iter()
-            .chain(writes)
+            .chain(counters)
             .zip(CONTINUED)
             .all(|(op, (target, kind, field))| {
                 op.target == target
@@ -516,7 +533,7 @@ pub(super) fn short_form<'p>(plan: &'p Plan<'_>) -> Option<[&'p str; 9]> {
                     && kind.map_or(op.op == "eq" || op.op == "no", |kind| op.op == kind)
             })
         && guards[2].value == "open"
-        && writes[0].value == "1";
+        && counters[0].value == "1";
     if !fits {
         return None;
     }
@@ -525,17 +542,19 @@ pub(super) fn short_form<'p>(plan: &'p Plan<'_>) -> Option<[&'p str; 9]> {
     } else {
         &guards[3].value
     };
-    Some([
-        &guards[0].value,
+    let mut values = vec![
+        &*guards[0].value,
         &guards[1].value,
         sv,
         &guards[4].value,
         &guards[5].value,
-        &writes[1].value,
-        &writes[2].value,
-        &writes[4].value,
-        &writes[5].value,
-    ])
+        &counters[1].value,
+        &counters[2].value,
+        &counters[4].value,
+        &counters[5].value,
+    ];
+    values.extend(referral.map(|referral| &**referral));
+    Some((form, values))
 }
 
 /// The parts of the copy's latest conversation besides the conversation itself, known
@@ -968,7 +987,8 @@ mod tests {
         // The next message only moves counters: the short form, the same values.
         let next = inbound("web", at(61));
         let plan = super::plan(&head, &next, &policy(), &text, None).expect("plan");
-        let short = short_form(&plan).expect("the short form");
+        let (form, short) = short_form(&plan).expect("the short form");
+        assert_eq!(form, "F");
         let next_us = at(61).as_microsecond().to_string();
         let threshold = (at(61).as_microsecond() - 86_400_000_000).to_string();
         assert_eq!(short[..3], ["[\"h\"]", "cv_1", "4"]);
@@ -979,6 +999,19 @@ mod tests {
         let values: Vec<String> = plan.writes.iter().map(|op| op.value.to_string()).collect();
         assert_eq!(values[1], short[5]);
         assert_eq!(values[2], short[6]);
+
+        // With a referral: the `R` form, the referral last.
+        let mut with_ad = inbound("web", at(62));
+        with_ad.referral = Some(crate::store::rules::tests::referral("ad-1"));
+        let text = EventText {
+            referral: r#"{"ad":"ad-1"}"#,
+            ..text
+        };
+        let plan = super::plan(&head, &with_ad, &policy(), &text, None).expect("plan");
+        let (form, short) = short_form(&plan).expect("the short form");
+        assert_eq!(form, "R");
+        assert_eq!(short.len(), 10);
+        assert_eq!(short[9], r#"{"ad":"ad-1"}"#);
     }
 
     #[test]
