@@ -1786,20 +1786,30 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
     assert_eq!(third.conversation.first_inbound_at, Some(at));
     assert!(!third.first_inbound);
 
-    // The business answers on b: the customer no longer waits.
-    b.record_outbound(
-        sent(
-            &first.conversation.id,
-            "turns-out",
-            &web,
-            later(at, 3),
-            "hello",
-            "",
-        ),
-        &policy(),
-    )
-    .await
-    .expect("recorded");
+    // The business answers on b: the customer no longer waits. b's copy of the latest
+    // conversation decides (its count is behind; the answer carries the stored one).
+    let before = b.round_trips();
+    let answered = b
+        .record_outbound(
+            sent(
+                &first.conversation.id,
+                "turns-out",
+                &web,
+                later(at, 3),
+                "hello",
+                "",
+            ),
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(
+        trips(&b, before),
+        2,
+        "the conversation's owner, then the change"
+    );
+    assert_eq!(answered.conversation.messages, 4);
+    assert_eq!(answered.conversation.awaiting_since, None);
     let before = a.round_trips();
     let fourth = ok(&a, message(&web, "v", "t4", later(at, 4))).await;
     assert_eq!(trips(&a, before), 1);
@@ -1836,6 +1846,26 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
         .expect("ok")
         .expect("stored");
     assert_eq!(stored.messages, 8);
+
+    // An instance with no copy reads the conversation before it decides.
+    let c = RedisStore::open(&server.url()).expect("open");
+    let before = c.round_trips();
+    let answered = c
+        .record_outbound(
+            sent(
+                &first.conversation.id,
+                "turns-out-again",
+                &web,
+                later(at, 8),
+                "anything else?",
+                "",
+            ),
+            &policy(),
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(trips(&c, before), 3, "owner, read, change");
+    assert_eq!(answered.conversation.messages, 9);
 }
 
 /// On a Redis Cluster a new sender's contact lives in the slot of its handle key (its

@@ -1456,6 +1456,7 @@ impl ContextStore for RedisStore {
         policy: &IngestPolicy,
     ) -> Result<Ingested, StoreError> {
         let conversation_id = &outbound.conversation_id;
+        self.trip();
         let contact_id = self
             .owner_of(conversation_id)
             .await?
@@ -1464,12 +1465,26 @@ impl ContextStore for RedisStore {
         let tail = owed_tail(None, Some(&outbound.owed))?;
         let owed_field = owed_outbound_key(&outbound.message.event_id);
         let conversation_key = keys::conversation(&contact_id, conversation_id);
+        // The instance's copy, when the business answers the contact's latest conversation
+        // (the usual case): the decision reads only its channel, which the script guards,
+        // and the answer is the conversation as stored. Otherwise it is read first.
+        let mut copy = self.heads.get(&contact_id).and_then(|head| {
+            head.latest()
+                .filter(|(latest, _)| latest.id == *conversation_id)
+                .map(|(latest, _)| latest.clone())
+        });
         for _ in 0..APPLY_TRIES {
-            let stored: Vec<String> = self
-                .query(redis::cmd("HGETALL").arg(&conversation_key).clone())
-                .await?;
-            let conversation = plan::stored_conversation(conversation_id, &stored)?
-                .ok_or_else(|| not_found("conversation", conversation_id))?;
+            let conversation = match copy.take() {
+                Some(conversation) => conversation,
+                None => {
+                    self.trip();
+                    let stored: Vec<String> = self
+                        .query(redis::cmd("HGETALL").arg(&conversation_key).clone())
+                        .await?;
+                    plan::stored_conversation(conversation_id, &stored)?
+                        .ok_or_else(|| not_found("conversation", conversation_id))?
+                }
+            };
             let now = Timestamp::now();
             let change = change::outbound(
                 conversation,
@@ -1478,6 +1493,7 @@ impl ContextStore for RedisStore {
                 now,
                 (owed_field.clone(), &tail),
             )?;
+            self.trip();
             let (changed, marked, hinted) = futures::join!(
                 self.change(&contact_id, &change, Some(policy)),
                 self.mark_active(&contact_id, now),
