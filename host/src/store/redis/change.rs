@@ -203,7 +203,7 @@ impl Stored {
     fn merges_guards(&self) -> Vec<Op<'static>> {
         vec![
             Op::new("c", "eq", "id", self.contact.id.clone()),
-            field_guard("mv", self.mv.as_deref()),
+            Op::as_read("c", "mv", self.mv.clone()),
         ]
     }
 
@@ -214,20 +214,12 @@ impl Stored {
         }
         change
             .guards
-            .push(field_guard("handles", self.handles_json.as_deref()));
+            .push(Op::as_read("c", "handles", self.handles_json.clone()));
         let json = serde_json::to_string(&after.handles).map_err(internal)?;
         change.writes.push(Op::new("c", "set", "handles", json));
         // The ingest's shortcut for unchanged handles no longer holds (see plan.rs).
         change.writes.push(Op::new("c", "del", "hs", ""));
         Ok(())
-    }
-}
-
-/// A guard that contact field `field` holds `value` as read (`None`: absent).
-fn field_guard(field: &'static str, value: Option<&str>) -> Op<'static> {
-    match value {
-        Some(value) => Op::new("c", "eq", field, value.to_owned()),
-        None => Op::new("c", "no", field, ""),
     }
 }
 

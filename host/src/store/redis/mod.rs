@@ -1513,23 +1513,7 @@ impl ContextStore for RedisStore {
     }
 
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
-        let fields: Vec<Option<String>> = self
-            .query(
-                redis::cmd("HMGET")
-                    .arg(keys::contact(id))
-                    .arg(&["id", "name", "created_at", "handles"])
-                    .clone(),
-            )
-            .await?;
-        let [Some(_), name, Some(created_at), handles] = fields.as_slice() else {
-            return Ok(None);
-        };
-        Ok(Some(parse_contact(
-            id,
-            name.as_deref().unwrap_or(""),
-            created_at,
-            handles.as_deref().unwrap_or("[]"),
-        )?))
+        Ok(self.stored_contact(id).await?.map(|stored| stored.contact))
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {

@@ -186,6 +186,18 @@ pub(super) struct Op<'a> {
 }
 
 impl<'a> Op<'a> {
+    /// A guard that `field` of `target` holds `value` as it was read (`None`: absent).
+    pub(super) fn as_read(
+        target: &'static str,
+        field: &'static str,
+        value: Option<impl Into<Cow<'a, str>>>,
+    ) -> Self {
+        match value {
+            Some(value) => Self::new(target, "eq", field, value),
+            None => Self::new(target, "no", field, ""),
+        }
+    }
+
     /// `op` on `field` of `target` with `value`.
     pub(super) fn new(
         target: &'static str,
@@ -303,10 +315,7 @@ pub(super) fn plan<'a>(
         rules::add_person(contact, &ingest.person);
         if contact.handles != handles_before {
             let json = serde_json::to_string(&contact.handles).map_err(internal)?;
-            guards.push(match &head.handles_json {
-                Some(stored) => Op::new("c", "eq", "handles", stored.as_str()),
-                None => Op::new("c", "no", "handles", ""),
-            });
+            guards.push(Op::as_read("c", "handles", head.handles_json.as_deref()));
             writes.push(Op::new("c", "set", "handles", json.clone()));
             head_after.handles_json = Some(json);
         }
@@ -334,24 +343,17 @@ pub(super) fn plan<'a>(
     let latest_id = latest
         .map(|latest| latest.conversation.id.clone())
         .unwrap_or_default();
-    match latest {
-        Some(latest) => guards.push(Op::new(
-            "c",
-            "eq",
-            "latest",
-            latest.conversation.id.as_str(),
-        )),
-        None => guards.push(Op::new("c", "no", "latest", "")),
-    }
+    guards.push(Op::as_read(
+        "c",
+        "latest",
+        latest.map(|latest| latest.conversation.id.as_str()),
+    ));
     let mut close_entry = String::new();
     let mut timeline: Vec<TimelineEntry> = Vec::new();
     let (mut conversation, mut windows, started) = match (threading, latest) {
         (Threading::Continue, Some(latest)) => {
             guards.push(Op::new("l", "eq", "status", "open"));
-            guards.push(match &latest.sv {
-                Some(sv) => Op::new("l", "eq", "sv", sv.as_str()),
-                None => Op::new("l", "no", "sv", ""),
-            });
+            guards.push(Op::as_read("l", "sv", latest.sv.as_deref()));
             guards.push(Op::new("l", "gt", "last_at", threshold.to_string()));
             (latest.conversation.clone(), latest.windows.clone(), false)
         }
