@@ -88,7 +88,8 @@ pub struct RedisStore {
     heads: quick_cache::sync::Cache<String, Arc<plan::Head>>,
     /// The contact of each recently seen sender, by its channel-user handle key.
     senders: quick_cache::sync::Cache<String, String>,
-    /// Applies a business message or a close ([`change::Change`]).
+    /// Applies a business message, a close, a merge, an unmerge or a linked sender's
+    /// details ([`change::Change`]).
     change_script: Script,
     /// Reads a contact as stored ([`plan::Head`]).
     head_script: Script,
@@ -550,6 +551,11 @@ impl RedisStore {
             // points at the survivor its events still land on (and are deduped by) the
             // absorbed one.
             self.copy_seen(absorbed, survivor).await?;
+            if existing && owed.is_none() {
+                // Nothing to write: a retry completes the steps below.
+                decided = Some((merge, source.contact.handles));
+                break;
+            }
             let committed = Timestamp::now();
             let tail = owed
                 .map(|payload| owed_tail(Some(&merge), Some(payload)))
@@ -558,10 +564,6 @@ impl RedisStore {
                 .as_deref()
                 .map(|tail| (tail, committed.as_microsecond()));
             let change = change::merge(&target, &merge, existing, owing)?;
-            if existing && owed.is_none() {
-                decided = Some((merge, source.contact.handles));
-                break;
-            }
             self.trip();
             // Beside it, when the merge owes its event: the hint that makes the record
             // findable by the relay.
@@ -914,11 +916,8 @@ impl RedisStore {
             .arg(&change.owed.0)
             .arg(&change.owed.1)
             .arg(self.retention_arg())
-            .arg(Timestamp::now().as_microsecond())
-            .arg(change.guards.len());
-        for op in change.guards.iter().chain(&change.writes) {
-            call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
-        }
+            .arg(Timestamp::now().as_microsecond());
+        op_args(&mut call, &change.guards, &change.writes);
         let reply = self.conn_eval(call).await?.unwrap_or_default();
         match reply.as_slice() {
             [outcome] if outcome == "stale" => Ok(None),
@@ -1222,12 +1221,7 @@ impl RedisStore {
                     call.arg(value);
                 }
             }
-            None => {
-                call.arg(plan.guards.len());
-                for op in plan.guards.iter().chain(&plan.writes) {
-                    call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
-                }
-            }
+            None => op_args(&mut call, &plan.guards, &plan.writes),
         }
         call
     }
@@ -2220,6 +2214,15 @@ fn owed_tail(merged: Option<&Merge>, payload: Option<&str>) -> Result<String, St
         .map_err(internal)?
         .unwrap_or_default();
     Ok(format!("{merged}\u{1f}{payload}"))
+}
+
+/// The guards and writes a script takes as a list (`read_ops` in common.lua): their
+/// count, then 4 arguments each.
+fn op_args(call: &mut ScriptCall<'_>, guards: &[plan::Op<'_>], writes: &[plan::Op<'_>]) {
+    call.arg(guards.len());
+    for op in guards.iter().chain(writes) {
+        call.arg(op.target).arg(op.op).arg(&op.field).arg(&op.value);
+    }
 }
 
 /// The error when other writers changed a contact every time a change was decided.
