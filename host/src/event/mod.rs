@@ -235,6 +235,13 @@ pub struct Handle {
     pub verified: bool,
 }
 
+impl Handle {
+    /// Whether `other` is the same handle (kind and value), verified or not.
+    pub fn same_as(&self, other: &Handle) -> bool {
+        self.kind == other.kind && self.value == other.value
+    }
+}
+
 /// The customer, as known when the event was published.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ContactSnapshot {

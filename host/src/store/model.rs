@@ -217,12 +217,7 @@ impl Merge {
         let handles = source
             .handles
             .iter()
-            .filter(|handle| {
-                !target
-                    .handles
-                    .iter()
-                    .any(|have| have.kind == handle.kind && have.value == handle.value)
-            })
+            .filter(|handle| !target.handles.iter().any(|have| have.same_as(handle)))
             .cloned()
             .collect();
         Self {

@@ -225,7 +225,7 @@ pub fn add_handle(contact: &mut Contact, handle: &Handle) -> bool {
     match contact
         .handles
         .iter_mut()
-        .find(|known| known.kind == handle.kind && known.value == handle.value)
+        .find(|known| known.same_as(handle))
     {
         Some(known) if handle.verified && !known.verified => {
             known.verified = true;
@@ -329,12 +329,9 @@ pub fn absorb(survivor: &mut Contact, merge: &Merge) -> bool {
 /// it changed.
 pub fn separate(survivor: &mut Contact, merge: &Merge) -> bool {
     let before = survivor.handles.len();
-    survivor.handles.retain(|have| {
-        !merge
-            .handles
-            .iter()
-            .any(|moved| moved.kind == have.kind && moved.value == have.value)
-    });
+    survivor
+        .handles
+        .retain(|have| !merge.handles.iter().any(|moved| moved.same_as(have)));
     survivor.handles.len() != before
 }
 
