@@ -1777,6 +1777,16 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
     assert_eq!(second.contact.id, first.contact.id);
     assert_eq!(second.conversation.messages, 2);
     assert!(!second.started && !second.first_inbound);
+    // Each answer carries the last messages (the cap, 3), whichever instance wrote them:
+    // an instance holds the ones it saw and is sent the others.
+    let texts = |ingested: &omnigate::store::Ingested| -> Vec<String> {
+        ingested
+            .history
+            .iter()
+            .filter_map(|entry| entry.text.clone())
+            .collect()
+    };
+    assert_eq!(texts(&second), ["text t1", "text t2"]);
 
     let before = a.round_trips();
     let third = ok(&a, message(&web, "v", "t3", later(at, 2))).await;
@@ -1785,6 +1795,7 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
     assert_eq!(third.conversation.last_activity_at, later(at, 2));
     assert_eq!(third.conversation.first_inbound_at, Some(at));
     assert!(!third.first_inbound);
+    assert_eq!(texts(&third), ["text t1", "text t2", "text t3"]);
 
     // The business answers on b: the customer no longer waits. b's copy of the latest
     // conversation decides (its count is behind; the answer carries the stored one).
@@ -1819,6 +1830,7 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
         Some(later(at, 4)),
         "waiting again since this message, though a's copy still had the first one"
     );
+    assert_eq!(texts(&fourth), ["text t3", "hello", "text t4"]);
 
     // A referral on b: a touch, which a's decisions read.
     let mut touched = message(&web, "v", "t5", later(at, 5));
@@ -1828,6 +1840,7 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
     let sixth = ok(&a, message(&web, "v", "t6", later(at, 6))).await;
     assert_eq!(trips(&a, before), 2, "a's copy is stale: decided again");
     assert_eq!(sixth.conversation.messages, 7);
+    assert_eq!(texts(&sixth), ["text t4", "text t5", "text t6"]);
     let campaign = |touch: &Option<std::sync::Arc<Referral>>| {
         touch
             .as_ref()
@@ -1838,8 +1851,9 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
         Some("spring")
     );
     let before = a.round_trips();
-    ok(&a, message(&web, "v", "t7", later(at, 7))).await;
+    let seventh = ok(&a, message(&web, "v", "t7", later(at, 7))).await;
     assert_eq!(trips(&a, before), 1, "a's copy is good again");
+    assert_eq!(texts(&seventh), ["text t5", "text t6", "text t7"]);
     let stored = b
         .conversation(&first.conversation.id)
         .await

@@ -12,37 +12,40 @@
 --       8 the `conversation.closed` timeline entry of l when the event closes it, or ''
 --       9 '1' when the event opens conversation v, else ''
 --      10 history entry "<time µs> <JSON>" or ''   11 history cap   12 history depth
---      13 timeline entries of v (JSON, \30-joined) or ''   14 timeline cap
---      15 the owed record (as `owe` in common.lua writes it) or ''
---      16 message retention (µs) or ''
---      17 the slot of KEYS[1] in a Redis Cluster, '' on one server     } only when
---      18 a new contact id in that slot for a sender seen for the first  } ARGV[2] = ''
+--      13 the position of v's last message the caller holds (0: none; recent.rs)
+--      14 timeline entries of v (JSON, \30-joined) or ''   15 timeline cap
+--      16 the owed record (as `owe` in common.lua writes it) or ''
+--      17 message retention (µs) or ''
+--      18 the slot of KEYS[1] in a Redis Cluster, '' on one server     } only when
+--      19 a new contact id in that slot for a sender seen for the first  } ARGV[2] = ''
 --         time, '' when the client must resolve a new sender itself      }
---      19 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
+--      20 contact hash fields ('v:<kind>:<value>', \31-joined) of verified handles the
 --         sender reports, which a known contact must hold, or ''
---      20 G, the number of guards; then G guards and then the writes, 4 arguments each
+--      21 G, the number of guards; then G guards and then the writes, 4 arguments each
 --         (or 'F' / 'R' and the short form of a continuing message, see below):
 --         target ('c' contact, 'l' latest conversation, 'v' the event's conversation),
 --         operation, field, value (`read_ops` in common.lua says what each does).
 -- Returns, with nothing written: {'check'} (the client must resolve the sender itself),
 -- {'moved', owner} (the owner's keys live in another slot), {'stale', owner, head...}
 -- (a guard failed: the contact as stored, see `head` in common.lua), or false for a duplicate. Else
--- {'known' | 'new' | 'ok', owner, n, n reply values of the writes, history entries as
--- stored...}.
+-- {'known' | 'new' | 'ok', owner, n, n reply values of the writes}, followed when the
+-- history depth is not 0 by v's `messages` and the history entries (as stored) of the
+-- last `depth` messages after position ARGV[13], the event's own excluded: the caller
+-- has those.
 local owner
 local arrival = 'ok'
 if ARGV[2] == '' then
   owner = redis.call('GET', KEYS[1])
   if not owner then
-    if ARGV[18] == '' then return { 'check' } end
+    if ARGV[19] == '' then return { 'check' } end
     -- Claimed below, once the event is known to be recorded.
-    owner = ARGV[18]
+    owner = ARGV[19]
     arrival = 'new'
   else
     -- Keys of another slot are refused by a Cluster node that does not hold it, and on
     -- one that does they would be read without the slot's migration checks: never touch
     -- them.
-    if ARGV[17] ~= '' and redis.call('CLUSTER', 'KEYSLOT', owner) ~= tonumber(ARGV[17]) then
+    if ARGV[18] ~= '' and redis.call('CLUSTER', 'KEYSLOT', owner) ~= tonumber(ARGV[18]) then
       return { 'moved', owner }
     end
     arrival = 'known'
@@ -72,28 +75,28 @@ end
 
 -- A known contact must hold the verified handles the sender reports as its own.
 local verified = {}
-if arrival == 'known' and ARGV[19] ~= '' then verified = split(ARGV[19]) end
+if arrival == 'known' and ARGV[20] ~= '' then verified = split(ARGV[20]) end
 local replies
-if ARGV[20] == 'F' or ARGV[20] == 'R' then
+if ARGV[21] == 'F' or ARGV[21] == 'R' then
   -- The short form of a message continuing an open conversation with nothing else to
   -- change, or ('R') nothing but a referral (nearly every message; `short_form` in
-  -- plan.rs): the same guards and writes as the list form, at fixed places. ARGV 21
-  -- `hs`, 22 `latest`, 23 `sv` ('' when absent), 24 the conversation must be active
-  -- after this (`last_at` >), 25 its channel, 26 the event time (`last_at` kept at the
-  -- maximum), 27 `touched_at`, 28 `first_in` and 29 `awaiting` (each set when absent);
-  -- 'R': 30 the referral (`first_touch` when absent, `last_touch`; `sv` incremented).
-  local touched = ARGV[20] == 'R'
+  -- plan.rs): the same guards and writes as the list form, at fixed places. ARGV 22
+  -- `hs`, 23 `latest`, 24 `sv` ('' when absent), 25 the conversation must be active
+  -- after this (`last_at` >), 26 its channel, 27 the event time (`last_at` kept at the
+  -- maximum), 28 `touched_at`, 29 `first_in` and 30 `awaiting` (each set when absent);
+  -- 'R': 31 the referral (`first_touch` when absent, `last_touch`; `sv` incremented).
+  local touched = ARGV[21] == 'R'
   local fields = { 'hs', 'latest' }
   for _, field in ipairs(verified) do fields[#fields + 1] = field end
   local c = redis.call('HMGET', keys.c, unpack(fields))
   for i = 3, #fields do
     if not c[i] then return { 'check' } end
   end
-  if c[1] ~= ARGV[21] or c[2] ~= ARGV[22] then return head(prefix, owner) end
+  if c[1] ~= ARGV[22] or c[2] ~= ARGV[23] then return head(prefix, owner) end
   local v = redis.call('HMGET', keys.v, 'status', 'sv', 'last_at', 'current', 'messages',
     'reply_until', 'first_in', 'awaiting', 'first_touch')
-  if v[1] ~= 'open' or (v[2] or '') ~= ARGV[23] or tonumber(v[3] or '0') <= tonumber(ARGV[24])
-    or v[4] ~= ARGV[25] then
+  if v[1] ~= 'open' or (v[2] or '') ~= ARGV[24] or tonumber(v[3] or '0') <= tonumber(ARGV[25])
+    or v[4] ~= ARGV[26] then
     return head(prefix, owner)
   end
   if duplicate() then return false end
@@ -122,26 +125,26 @@ if ARGV[20] == 'F' or ARGV[20] == 'R' then
   set('messages', messages)
   replies[#replies + 1] = messages
   local last = v[3]
-  if tonumber(last) < tonumber(ARGV[26]) then last = ARGV[26] end
+  if tonumber(last) < tonumber(ARGV[27]) then last = ARGV[27] end
   set('last_at', last)
   replies[#replies + 1] = last
-  set('touched_at', ARGV[27])
+  set('touched_at', ARGV[28])
   replies[#replies + 1] = v[6] or ''
-  keep('first_in', v[7], ARGV[28])
-  keep('awaiting', v[8], ARGV[29])
+  keep('first_in', v[7], ARGV[29])
+  keep('awaiting', v[8], ARGV[30])
   if touched then
-    keep('first_touch', v[9], ARGV[30])
-    set('last_touch', ARGV[30])
+    keep('first_touch', v[9], ARGV[31])
+    set('last_touch', ARGV[31])
   end
   redis.call('HSET', keys.v, unpack(sets))
 else
-  local guards = tonumber(ARGV[20])
-  local found = read_ops(keys, 21, guards, verified)
+  local guards = tonumber(ARGV[21])
+  local found = read_ops(keys, 22, guards, verified)
   if not found then return head(prefix, owner) end
   for _, field in ipairs(verified) do
     if not found[keys.c][field] then return { 'check' } end
   end
-  if not guards_hold(keys, found, 21, guards) then return head(prefix, owner) end
+  if not guards_hold(keys, found, 22, guards) then return head(prefix, owner) end
   if duplicate() then return false end
   if arrival == 'new' then redis.call('SET', KEYS[1], owner) end
   if ARGV[9] == '1' then
@@ -150,7 +153,7 @@ else
     redis.call('HSET', keys.v, 'contact', owner)
     redis.call('RPUSH', prefix .. 'cvs', ARGV[6])
   end
-  replies = write_ops(keys, found, 21 + 4 * guards)
+  replies = write_ops(keys, found, 22 + 4 * guards)
 end
 
 if ARGV[8] ~= '' then
@@ -159,19 +162,28 @@ end
 local history_key = prefix .. 'h:' .. ARGV[6]
 local timeline_key = prefix .. 'tl:' .. ARGV[6]
 push_history(history_key, ARGV[10], tonumber(ARGV[11]))
-push_timeline(keys.v, timeline_key, ARGV[13], tonumber(ARGV[14]))
-if ARGV[15] ~= '' then redis.call('HSET', prefix .. 'owed', ARGV[3], ARGV[15]) end
-if ARGV[16] ~= '' then
-  retain(keys.v, history_key, timeline_key, now_ms * 1000 - tonumber(ARGV[16]),
-    tonumber(ARGV[16]))
+push_timeline(keys.v, timeline_key, ARGV[14], tonumber(ARGV[15]))
+if ARGV[16] ~= '' then redis.call('HSET', prefix .. 'owed', ARGV[3], ARGV[16]) end
+if ARGV[17] ~= '' then
+  retain(keys.v, history_key, timeline_key, now_ms * 1000 - tonumber(ARGV[17]),
+    tonumber(ARGV[17]))
 end
 
 local out = { arrival, owner, tostring(#replies) }
 for i = 1, #replies do out[#out + 1] = replies[i] end
-local depth = tonumber(ARGV[12])
+local depth = math.min(tonumber(ARGV[12]), tonumber(ARGV[11]))
 if depth > 0 then
-  local entries = redis.call('LRANGE', history_key, -depth, -1)
-  -- As stored ("<time µs> <JSON>"): the gateway strips the time, not the script.
-  for i = 1, #entries do out[#out + 1] = entries[i] end
+  -- Entries from a position on are the list's tail (recent.rs): message p of `count` is
+  -- at index p - count - 1.
+  local count = tonumber(redis.call('HGET', keys.v, 'messages') or '0')
+  out[#out + 1] = num(count)
+  local last = count
+  if ARGV[10] ~= '' then last = count - 1 end
+  local first = math.max(tonumber(ARGV[13]) + 1, count - depth + 1)
+  if first <= last then
+    local entries = redis.call('LRANGE', history_key, first - count - 1, last - count - 1)
+    -- As stored ("<time µs> <JSON>"): the gateway strips the time, not the script.
+    for i = 1, #entries do out[#out + 1] = entries[i] end
+  end
 end
 return out

@@ -39,6 +39,7 @@ mod keys;
 mod outcomes;
 mod plan;
 pub mod plugins;
+mod recent;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,7 @@ use super::{ContextStore, StoreError, rules};
 use crate::event::{Attribution, ConversationStatus, Handle, HistoryEntry, Referral};
 pub use crate::redis_url::{RedisTls, is_redis_url, redact, seeds};
 use conn::{Conn, ScriptCall};
+use recent::{Answered, Recent};
 
 /// How often a conversation index that could not be written is retried.
 const INDEX_RETRIES: usize = 50;
@@ -161,6 +163,12 @@ impl RedisStore {
     /// Round trips made since start (each a set of concurrent commands), for benchmarks.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Messages before this time are gone (message retention).
+    fn cutoff(&self) -> Option<Timestamp> {
+        let retention = jiff::SignedDuration::try_from(self.retention?).ok()?;
+        Timestamp::now().checked_sub(retention).ok()
     }
 
     fn retention_arg(&self) -> String {
@@ -1121,9 +1129,11 @@ impl RedisStore {
             .heads
             .get(&contact)
             .unwrap_or_else(|| Arc::new(plan::Head::unknown(&contact, ingest.at)));
+        let keep = policy.history_depth.min(policy.history_cap.max(1));
         for _ in 0..APPLY_TRIES {
             let plan = plan::plan(&head, ingest, policy, &text, merged)?;
-            let call = self.apply_call(&plan, target, event, policy);
+            let held = Recent::known(head.recent.as_ref(), &plan.conversation_id, keep);
+            let call = self.apply_call(&plan, target, event, policy, held);
             self.trip();
             let Some(reply) = self.conn_eval(call).await? else {
                 return Ok(Applied::Recorded(None));
@@ -1134,7 +1144,10 @@ impl RedisStore {
                     return Ok(Applied::Moved(owner.clone()));
                 }
                 [outcome, owner, stored @ ..] if outcome == "stale" => {
-                    head = Arc::new(plan::Head::parse(owner, stored, ingest.at)?);
+                    let mut stored = plan::Head::parse(owner, stored, ingest.at)?;
+                    // What it holds of a conversation's messages stays true.
+                    stored.recent = head.recent.clone();
+                    head = Arc::new(stored);
                 }
                 [outcome, owner, count, rest @ ..] => {
                     let count: usize = count
@@ -1143,11 +1156,30 @@ impl RedisStore {
                     let (values, history) = rest
                         .split_at_checked(count)
                         .ok_or_else(|| corrupt("apply.lua answer", "too few values"))?;
-                    let history = history
-                        .iter()
-                        .map(|entry| parse_json(stored_history(entry)))
-                        .collect::<Result<_, _>>()?;
-                    let (ingested, head) = plan.finish(owner, values, history)?;
+                    let conversation_id = plan.conversation_id.clone();
+                    let recent = match history.split_first() {
+                        Some((messages, fetched)) if keep > 0 => Some(Recent::after(
+                            head.recent.as_ref(),
+                            Answered {
+                                conversation_id: &conversation_id,
+                                known: held,
+                                count: messages.parse().map_err(|_| {
+                                    corrupt("apply.lua answer", "messages is not a number")
+                                })?,
+                                fetched: fetched
+                                    .iter()
+                                    .map(|entry| parse_json(stored_history(entry)))
+                                    .collect::<Result<_, _>>()?,
+                                own: ingest.message.as_ref(),
+                                keep,
+                                cutoff: self.cutoff(),
+                            },
+                        )),
+                        _ => None,
+                    };
+                    let history = recent.as_ref().map(Recent::history).unwrap_or_default();
+                    let (ingested, mut head) = plan.finish(owner, values, history)?;
+                    head.recent = recent;
                     self.heads.insert(owner.clone(), Arc::new(head));
                     if known.as_ref() != Some(owner) {
                         self.senders.insert(sender_key.into_owned(), owner.clone());
@@ -1178,6 +1210,7 @@ impl RedisStore {
         target: &Target,
         event: &EventArgs,
         policy: &IngestPolicy,
+        held: u64,
     ) -> ScriptCall<'_> {
         let (key, contact, slot, new_contact, verified) = match target {
             Target::Arrive {
@@ -1207,6 +1240,7 @@ impl RedisStore {
             .arg(&plan.history)
             .arg(policy.history_cap.max(1))
             .arg(policy.history_depth)
+            .arg(held)
             .arg(&plan.timeline)
             .arg(policy.timeline_cap.max(1))
             .arg(&plan.owed)

@@ -27,6 +27,8 @@ use crate::store::model::{
 };
 use crate::store::rules::{self, Threading, Windows};
 
+use super::recent::Recent;
+
 /// What the rules read of a contact, as this instance last saw it in Redis.
 #[derive(Debug, Clone)]
 pub(super) struct Head {
@@ -40,6 +42,8 @@ pub(super) struct Head {
     hs: Option<String>,
     /// Its latest conversation.
     latest: Option<Latest>,
+    /// The last messages of its latest conversation as this instance holds them.
+    pub(super) recent: Option<Recent>,
 }
 
 /// A contact's latest conversation with what the rules read beside it.
@@ -76,6 +80,7 @@ impl Head {
             handles_json: None,
             hs: None,
             latest: None,
+            recent: None,
         }
     }
 
@@ -107,6 +112,7 @@ impl Head {
             handles_json: Some(handles.clone()).filter(|json| !json.is_empty()),
             hs: Some(hs.clone()).filter(|json| !json.is_empty()),
             latest,
+            recent: None,
         })
     }
 }
@@ -294,6 +300,7 @@ pub(super) fn plan<'a>(
         handles_json: head.handles_json.clone(),
         hs: head.hs.clone(),
         latest: None,
+        recent: None,
     };
 
     // The contact: the latest name, every handle reported (verified wins).
