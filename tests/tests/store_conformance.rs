@@ -655,6 +655,25 @@ async fn attribution(store: &dyn ContextStore) {
     // No referral: both kept.
     let plain = ok(store, message(&web, "v", "r2", at)).await;
     assert_eq!(plain.conversation.attribution, one.conversation.attribution);
+    // The same page's referral on a later message is the same touch: kept as first seen,
+    // and the timeline gains the message only.
+    let mut repeated = message(&web, "v", "r2b", later(at, 1));
+    repeated.referral = Some(referral(&web, "bf25", later(at, 1)));
+    let before = store
+        .timeline(&one.conversation.id, 0, 100)
+        .await
+        .expect("ok")
+        .entries
+        .len();
+    let again = ok(store, repeated).await;
+    assert_eq!(again.conversation.attribution, one.conversation.attribution);
+    let entries = store
+        .timeline(&one.conversation.id, 0, 100)
+        .await
+        .expect("ok")
+        .entries;
+    assert_eq!(entries.len(), before + 1);
+    assert_eq!(entries.last().map(|e| e.kind.as_str()), Some("message"));
     // A new referral on another channel: first touch kept across the switch, last moves.
     let digits = number.trim_start_matches('+');
     let mut second = with_phone(message(&wa, digits, "r3", later(at, 1)), &number, true);

@@ -114,6 +114,8 @@ pub struct Applied {
     pub first_inbound: bool,
     /// Whether the event opened (or renewed) its channel's reply window.
     pub window_opened: bool,
+    /// Whether the event's referral is a new touch (not a repeat of the last one).
+    pub touched: bool,
     /// The timeline entries the event adds, in order.
     pub timeline: Vec<TimelineEntry>,
 }
@@ -156,13 +158,56 @@ pub fn apply_inbound(
         entry.message = Some(message.clone());
         applied.timeline.push(entry);
     }
-    if let Some(referral) = &ingest.referral {
+    if let Some(referral) = &ingest.referral
+        && !repeats_last_touch(&conversation.attribution, referral)
+    {
         touch(&mut conversation.attribution, referral);
         let mut entry = TimelineEntry::new("referral", ingest.at, &ingest.channel);
         entry.referral = Some(referral.clone());
         applied.timeline.push(entry);
+        applied.touched = true;
     }
     applied
+}
+
+/// Whether `referral` is the conversation's last touch seen again: the same source,
+/// channel, ad, campaign, click ids, UTM, page and payload, whenever. Every message a
+/// visitor sends from one landing page carries the page's referral; that is one touch,
+/// dated when it was first seen, not one per message.
+fn repeats_last_touch(attribution: &Attribution, referral: &Referral) -> bool {
+    let Some(last) = attribution.last_touch.as_deref() else {
+        return false;
+    };
+    // Every field but the time, named so that a new field is not forgotten here.
+    let Referral {
+        source,
+        channel,
+        channel_kind,
+        at: _,
+        ad_id,
+        campaign,
+        click_id,
+        utm,
+        url,
+        referrer,
+        ref_payload,
+        headline,
+        body,
+        media_url,
+    } = referral;
+    *source == last.source
+        && *channel == last.channel
+        && *channel_kind == last.channel_kind
+        && *ad_id == last.ad_id
+        && *campaign == last.campaign
+        && *click_id == last.click_id
+        && *utm == last.utm
+        && *url == last.url
+        && *referrer == last.referrer
+        && *ref_payload == last.ref_payload
+        && *headline == last.headline
+        && *body == last.body
+        && *media_url == last.media_url
 }
 
 /// Apply a message the business sent at `at`; returns its timeline entry (on the
@@ -532,6 +577,48 @@ pub(crate) mod tests {
             Some("ad-2")
         );
         assert_eq!(conversation.messages, 0, "a referral alone is no message");
+    }
+
+    #[test]
+    fn a_repeated_touch_is_the_same_touch() {
+        let mut conversation = conversation("webchat", at(0));
+        let mut referred = |ad: &str, second: i64| {
+            let mut event = message("webchat", Direction::Inbound, at(second));
+            event.referral = Some(Arc::new(Referral {
+                at: at(second),
+                ..(*referral(ad)).clone()
+            }));
+            apply_inbound(&mut conversation, &mut Windows::new(), &event)
+        };
+        assert!(referred("ad-1", 0).touched);
+        // The same page, a minute later: the message only, the touch as first seen.
+        let again = referred("ad-1", 60);
+        assert!(!again.touched);
+        assert_eq!(
+            again
+                .timeline
+                .iter()
+                .map(|e| e.kind.as_str())
+                .collect::<Vec<_>>(),
+            ["message"]
+        );
+        // Another ad is a new touch; then the first one again is too.
+        assert!(referred("ad-2", 120).touched);
+        let back = referred("ad-1", 180);
+        assert!(back.touched);
+        assert_eq!(back.timeline.len(), 2);
+        let last = conversation
+            .attribution
+            .last_touch
+            .as_deref()
+            .expect("touched");
+        assert_eq!((last.ad_id.as_deref(), last.at), (Some("ad-1"), at(180)));
+        let first = conversation
+            .attribution
+            .first_touch
+            .as_deref()
+            .expect("touched");
+        assert_eq!(first.at, at(0));
     }
 
     #[test]

@@ -642,7 +642,7 @@ fn continued_writes<'a>(
     let structural = latest.legacy_windows
         || applied.switched_from.is_some()
         || after.channels_used != before.channels_used
-        || ingest.referral.is_some();
+        || applied.touched;
     if structural {
         // Other instances' copies of these fields are now out of date.
         writes.push(Op::new("v", "inc", "sv", "1"));
@@ -721,7 +721,7 @@ fn continued_writes<'a>(
             Direction::Outbound => writes.push(Op::new("v", "del", "awaiting", "")),
         }
     }
-    if ingest.referral.is_some() {
+    if applied.touched {
         writes.push(Op::new("v", "keep", "first_touch", text.referral));
         slots.push(Slot::FirstTouch);
         writes.push(Op::new("v", "set", "last_touch", text.referral));
