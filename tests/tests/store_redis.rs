@@ -435,7 +435,7 @@ async fn cost_of_known_sender(
     .await;
     let after = command_calls(redis);
     let path = [
-        "evalsha", "eval", "get", "zadd", "hset", "hdel", "xadd", "sadd",
+        "evalsha", "eval", "get", "zadd", "hset", "hdel", "xadd", "sadd", "lrange",
     ];
     let used = path
         .iter()
@@ -480,9 +480,10 @@ async fn redis_requests_per_message_of_a_known_sender() {
 
     let redis = RedisServer::start().expect("redis-server");
     let (site, receiver) = site_and_receiver().await;
-    // Outcomes off here too: their sweep's reads would run beside the messages.
+    // Outcomes off here too: their sweep's reads would run beside the messages. The
+    // subscription wants the last 10 messages with each event.
     let text = format!(
-        "{}\n[outcomes]\nenabled = false\n",
+        "{}\nhistory = 10\n[outcomes]\nenabled = false\n",
         config(&redis.url(), &site, &receiver)
     );
     let gateway = Gateway::start(&text).await.expect("gateway");
@@ -496,9 +497,33 @@ async fn redis_requests_per_message_of_a_known_sender() {
     let settles = used.get("hdel").copied().unwrap_or(0);
     assert!((1..=N).contains(&settles), "settles: {used:?}");
     assert_eq!(trips, N + settles, "the scripts, then the settle batches");
+    // The instance holds the conversation's last messages: the script reads none back.
+    assert_eq!(used.get("lrange"), None, "history read back: {used:?}");
     wait_until("every message delivered", || {
         received_ids(&receiver).len() == N as usize + 1
     })
     .await;
+    let last = receiver
+        .of_type("message.received")
+        .into_iter()
+        .find(|event| {
+            event["external_id"]
+                .as_str()
+                .is_some_and(|id| id.ends_with(&format!("-{}", N - 1)))
+        })
+        .expect("the last message delivered");
+    let texts: Vec<&str> = last["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|entry| entry["text"].as_str())
+        .collect();
+    let wanted: Vec<String> = (N - 10..N).map(|i| format!("-{i}")).collect();
+    let ends: Vec<bool> = texts
+        .iter()
+        .zip(&wanted)
+        .map(|(text, want)| text.ends_with(want.as_str()))
+        .collect();
+    assert_eq!((texts.len(), ends), (10, vec![true; 10]), "{texts:?}");
     gateway.stop().await;
 }
