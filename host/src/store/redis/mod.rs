@@ -66,10 +66,18 @@ use recent::{Answered, Recent};
 /// How often a conversation index that could not be written is retried.
 const INDEX_RETRIES: usize = 50;
 
-/// Contacts whose state an instance keeps a copy of (about 1–2 KiB each): the most
-/// recently active ones. A contact not among them costs its next message one request
-/// more.
+/// Contacts whose state an instance keeps a copy of: the most recently active ones. A
+/// contact not among them costs its next message one request more (its sender one more
+/// too, when it is not among [`SENDERS`]).
 const HEADS: usize = 20_000;
+
+/// What the copies may weigh together, in KiB ([`plan::Head::weight`]): about
+/// [`HEADS`] contacts without history, fewer when subscriptions want their last messages
+/// (each copy then holds them).
+const HEADS_KIB: u64 = 40 * 1024;
+
+/// Senders whose contact an instance remembers.
+const SENDERS: usize = 20_000;
 
 /// How many times an event is decided again when other writers keep changing its
 /// contact between the decision and the write.
@@ -87,7 +95,7 @@ pub struct RedisStore {
     apply_script: Script,
     /// This instance's copies of active contacts ([`plan::Head`]) by contact id: what the
     /// rules decide from.
-    heads: quick_cache::sync::Cache<String, Arc<plan::Head>>,
+    heads: quick_cache::sync::Cache<String, Arc<plan::Head>, plan::HeadWeight>,
     /// The contact of each recently seen sender, by its channel-user handle key.
     senders: quick_cache::sync::Cache<String, String>,
     /// Applies a business message, a close, a merge, an unmerge or a linked sender's
@@ -132,8 +140,8 @@ impl RedisStore {
                 include_str!("common.lua"),
                 include_str!("apply.lua")
             )),
-            heads: quick_cache::sync::Cache::new(HEADS),
-            senders: quick_cache::sync::Cache::new(HEADS),
+            heads: quick_cache::sync::Cache::with_weighter(HEADS, HEADS_KIB, plan::HeadWeight),
+            senders: quick_cache::sync::Cache::new(SENDERS),
             change_script: Script::new(concat!(
                 include_str!("common.lua"),
                 include_str!("change.lua")

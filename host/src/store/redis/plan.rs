@@ -118,12 +118,31 @@ impl Head {
 }
 
 impl Head {
+    /// About what the copy weighs, in KiB: 2 for the contact and its latest conversation,
+    /// plus the messages it holds.
+    pub(super) fn weight(&self) -> u64 {
+        2 + self
+            .recent
+            .as_ref()
+            .map_or(0, |recent| recent.bytes() / 1024)
+    }
+
     /// The contact's latest conversation as read, and when its latest message was
     /// received.
     pub(super) fn latest(&self) -> Option<(&Conversation, Option<Timestamp>)> {
         self.latest
             .as_ref()
             .map(|latest| (&latest.conversation, latest.touched))
+    }
+}
+
+/// Weighs the copies an instance keeps ([`Head::weight`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeadWeight;
+
+impl quick_cache::Weighter<String, Arc<Head>> for HeadWeight {
+    fn weight(&self, _id: &String, head: &Arc<Head>) -> u64 {
+        head.weight()
     }
 }
 

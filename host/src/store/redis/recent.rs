@@ -25,6 +25,8 @@ pub(super) struct Recent {
     /// everything again.
     keep: usize,
     entries: Vec<Arc<HistoryEntry>>,
+    /// About what the entries weigh, in bytes.
+    bytes: u64,
 }
 
 /// What an event's apply.lua answer says of the history, with what the caller knew.
@@ -89,18 +91,35 @@ impl Recent {
             let old = entries.iter().take_while(|entry| entry.at < cutoff).count();
             entries.drain(..old);
         }
+        let bytes = entries.iter().map(|entry| weight(entry)).sum();
         Recent {
             conversation_id: conversation_id.to_owned(),
             through: count,
             keep,
             entries,
+            bytes,
         }
+    }
+
+    /// About what the entries weigh, in bytes.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The messages, oldest first, as an event carries them.
     pub(super) fn history(&self) -> Vec<HistoryEntry> {
         self.entries.iter().map(|entry| (**entry).clone()).collect()
     }
+}
+
+/// About what one entry weighs in memory, in bytes: its strings and the struct.
+fn weight(entry: &HistoryEntry) -> u64 {
+    let strings = entry.event_id.len()
+        + entry.channel.len()
+        + entry.external_id.as_ref().map_or(0, String::len)
+        + entry.text.as_ref().map_or(0, String::len)
+        + entry.parts.iter().map(String::len).sum::<usize>();
+    (strings + std::mem::size_of::<HistoryEntry>() + 16) as u64
 }
 
 #[cfg(test)]
@@ -146,6 +165,9 @@ mod tests {
         let three = message(3);
         let first = Recent::after(None, answered(0, 3, &[1, 2], Some(&three)));
         assert_eq!(ids(&first), ["ev1", "ev2", "ev3"]);
+        // The copy's weight counts the messages it holds (their text included).
+        let one = Recent::after(None, answered(0, 1, &[1], None));
+        assert!(first.bytes() >= 3 * "message 1".len() as u64 && first.bytes() > one.bytes());
         assert_eq!(Recent::known(Some(&first), "cv1", 3), 3);
         assert_eq!(
             Recent::known(Some(&first), "cv2", 3),
