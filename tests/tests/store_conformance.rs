@@ -1840,6 +1840,7 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
     );
     assert_eq!(answered.conversation.messages, 4);
     assert_eq!(answered.conversation.awaiting_since, None);
+    assert_eq!(texts(&answered), ["text t2", "text t3", "hello"]);
     let before = a.round_trips();
     let fourth = ok(&a, message(&web, "v", "t4", later(at, 4))).await;
     assert_eq!(trips(&a, before), 1);
@@ -1899,6 +1900,7 @@ async fn redis_instances_taking_turns_decide_from_their_own_copies() {
         .expect("recorded");
     assert_eq!(trips(&c, before), 3, "owner, read, change");
     assert_eq!(answered.conversation.messages, 9);
+    assert_eq!(texts(&answered), ["text t6", "text t7", "anything else?"]);
 }
 
 /// On a Redis Cluster a new sender's contact lives in the slot of its handle key (its

@@ -173,17 +173,8 @@ local out = { arrival, owner, tostring(#replies) }
 for i = 1, #replies do out[#out + 1] = replies[i] end
 local depth = math.min(tonumber(ARGV[12]), tonumber(ARGV[11]))
 if depth > 0 then
-  -- Entries from a position on are the list's tail (recent.rs): message p of `count` is
-  -- at index p - count - 1.
   local count = tonumber(redis.call('HGET', keys.v, 'messages') or '0')
   out[#out + 1] = num(count)
-  local last = count
-  if ARGV[10] ~= '' then last = count - 1 end
-  local first = math.max(tonumber(ARGV[13]) + 1, count - depth + 1)
-  if first <= last then
-    local entries = redis.call('LRANGE', history_key, first - count - 1, last - count - 1)
-    -- As stored ("<time µs> <JSON>"): the gateway strips the time, not the script.
-    for i = 1, #entries do out[#out + 1] = entries[i] end
-  end
+  recent(out, history_key, count, depth, tonumber(ARGV[13]), ARGV[10] ~= '')
 end
 return out

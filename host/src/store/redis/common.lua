@@ -35,29 +35,41 @@ local CONVERSATION_FIELDS = { 'contact', 'status', 'started_at', 'last_at', 'cha
   'current', 'previous', 'messages', 'reply_until', 'first_touch', 'last_touch', 'first_in',
   'awaiting' }
 
--- The reply describing a contact, one conversation and the last `depth` messages:
--- { name, created_at, handles_json, conv_id, CONVERSATION_FIELDS values..., flags,
---   switched_from, history... }; flags: '0' or '1' (the event opened the conversation),
---   then 'f' when it was the customer's first message in it; the history entries as stored
---   ("<time µs> <JSON>": the gateway strips the time), from `contact` = { name, created_at, handles } and
--- `conv` = the CONVERSATION_FIELDS values. Missing values are ''.
-local function reply(contact, conv_id, conv, history_key, depth, started, switched)
+-- The history entries as stored ("<time µs> <JSON>": the gateway strips the time) of
+-- the last `depth` of `count` messages after position `held`, but the last one when
+-- `own` (the caller has it), appended to `out`. Entries from a position on are the
+-- list's tail (recent.rs): message p of `count` is at index p - count - 1.
+local function recent(out, history_key, count, depth, held, own)
+  local last = count
+  if own then last = count - 1 end
+  local first = math.max(held + 1, count - depth + 1)
+  if first <= last then
+    local entries = redis.call('LRANGE', history_key, first - count - 1, last - count - 1)
+    for i = 1, #entries do out[#out + 1] = entries[i] end
+  end
+end
+
+-- The reply describing a contact and one conversation: { name, created_at, handles_json,
+-- conv_id, CONVERSATION_FIELDS values..., flags, switched_from }, then when `depth` > 0
+-- the conversation's `messages` and its history entries (`recent`); flags: '0' or '1'
+-- (the event opened the conversation), then 'f' when it was the customer's first
+-- message in it. From `contact` = { name, created_at, handles } and `conv` = the
+-- CONVERSATION_FIELDS values. Missing values are ''.
+local function describe(contact_key, conv_key, conv_id, history_key, depth, started, switched,
+    held, own)
+  local contact = redis.call('HMGET', contact_key, 'name', 'created_at', 'handles')
+  local conv = redis.call('HMGET', conv_key, unpack(CONVERSATION_FIELDS))
   local out = { contact[1] or '', contact[2] or '', contact[3] or '[]', conv_id }
   for i = 1, #CONVERSATION_FIELDS do out[#out + 1] = conv[i] or '' end
   out[#out + 1] = started
   out[#out + 1] = switched
   if depth > 0 then
-    local entries = redis.call('LRANGE', history_key, -depth, -1)
-    for i = 1, #entries do out[#out + 1] = entries[i] end
+    -- `messages` is the eighth conversation field.
+    local count = tonumber(conv[8] or '0')
+    out[#out + 1] = num(count)
+    recent(out, history_key, count, depth, held, own)
   end
   return out
-end
-
--- `reply` for the contact and conversation as stored.
-local function describe(contact_key, conv_key, conv_id, history_key, depth, started, switched)
-  local c = redis.call('HMGET', contact_key, 'name', 'created_at', 'handles')
-  local v = redis.call('HMGET', conv_key, unpack(CONVERSATION_FIELDS))
-  return reply(c, conv_id, v, history_key, depth, started, switched)
 end
 
 -- Keep at most `cap` timeline entries (`length` after a push): drop the oldest, counted in

@@ -867,7 +867,7 @@ impl RedisStore {
                 tracing::warn!(%error, contact = %contact_id, "owed-record hint not written beside a close");
             }
             let Some(reply) = changed? else { continue };
-            let ingested = parse_reply(contact_id, &reply)?;
+            let (ingested, _) = parse_reply(contact_id, &reply)?;
             let conversation_id = ingested.conversation.id.clone();
             return Ok(Swept::Closed(Box::new(Closed {
                 contact: ingested.contact,
@@ -903,23 +903,25 @@ impl RedisStore {
     }
 
     /// Apply `change` to the contact with change.lua: `describe` of the contact and the
-    /// conversation as stored after it (with the last `policy.history_depth` messages;
-    /// `["ok"]` for a change of no conversation), or `None` when a guard failed and
-    /// nothing was written. Without `policy` nothing caps the timeline and no history is
+    /// conversation as stored after it (with its `messages` and, of the last
+    /// `policy.history_depth` messages, those after position `held` but the change's
+    /// own; `["ok"]` for a change of no conversation), or `None` when a guard failed and
+    /// nothing was written. Without a policy nothing caps the timeline and no history is
     /// read.
     async fn change(
         &self,
         contact_id: &str,
         change: &change::Change,
-        policy: Option<&IngestPolicy>,
+        history: Option<(&IngestPolicy, u64)>,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let (history_cap, depth, timeline_cap) = match policy {
-            Some(policy) => (
+        let (history_cap, depth, timeline_cap, held) = match history {
+            Some((policy, held)) => (
                 policy.history_cap.max(1).to_string(),
                 policy.history_depth,
                 policy.timeline_cap.max(1).to_string(),
+                held,
             ),
-            None => ("1".to_owned(), 0, String::new()),
+            None => ("1".to_owned(), 0, String::new(), 0),
         };
         let mut call = ScriptCall::new(&self.change_script, [keys::contact(contact_id)]);
         call.arg(keys::contact_prefix(contact_id))
@@ -932,7 +934,8 @@ impl RedisStore {
             .arg(&change.owed.0)
             .arg(&change.owed.1)
             .arg(self.retention_arg())
-            .arg(Timestamp::now().as_microsecond());
+            .arg(Timestamp::now().as_microsecond())
+            .arg(held);
         op_args(&mut call, &change.guards, &change.writes);
         let reply = self.conn_eval(call).await?.unwrap_or_default();
         match reply.as_slice() {
@@ -1174,10 +1177,7 @@ impl RedisStore {
                                 count: messages.parse().map_err(|_| {
                                     corrupt("apply.lua answer", "messages is not a number")
                                 })?,
-                                fetched: fetched
-                                    .iter()
-                                    .map(|entry| parse_json(stored_history(entry)))
-                                    .collect::<Result<_, _>>()?,
+                                fetched: parse_history(fetched)?,
                                 own: ingest.message.as_ref(),
                                 keep,
                                 cutoff: self.cutoff(),
@@ -1504,11 +1504,15 @@ impl ContextStore for RedisStore {
         // The instance's copy, when the business answers the contact's latest conversation
         // (the usual case): the decision reads only its channel, which the script guards,
         // and the answer is the conversation as stored. Otherwise it is read first.
-        let mut copy = self.heads.get(&contact_id).and_then(|head| {
+        let head = self.heads.get(&contact_id);
+        let mut copy = head.as_ref().and_then(|head| {
             head.latest()
                 .filter(|(latest, _)| latest.id == *conversation_id)
                 .map(|(latest, _)| latest.clone())
         });
+        let keep = policy.history_depth.min(policy.history_cap.max(1));
+        let before = head.as_ref().and_then(|head| head.recent.as_ref());
+        let held = Recent::known(before, conversation_id, keep);
         for _ in 0..APPLY_TRIES {
             let conversation = match copy.take() {
                 Some(conversation) => conversation,
@@ -1531,7 +1535,7 @@ impl ContextStore for RedisStore {
             )?;
             self.trip();
             let (changed, marked, hinted) = futures::join!(
-                self.change(&contact_id, &change, Some(policy)),
+                self.change(&contact_id, &change, Some((policy, held))),
                 self.mark_active(&contact_id, now),
                 self.hint_change(&contact_id, now.as_millisecond(), true),
             );
@@ -1541,9 +1545,38 @@ impl ContextStore for RedisStore {
             if let Err(error) = hinted {
                 tracing::warn!(%error, contact = %contact_id, "owed-record hint not written; the contact's next change writes it");
             }
-            if let Some(reply) = changed? {
-                return parse_reply(&contact_id, &reply);
+            let Some(reply) = changed? else { continue };
+            let (mut ingested, rest) = parse_reply(&contact_id, &reply)?;
+            let Some((messages, fetched)) = rest.split_first().filter(|_| keep > 0) else {
+                return Ok(ingested);
+            };
+            let recent = Recent::after(
+                before,
+                Answered {
+                    conversation_id,
+                    known: held,
+                    count: messages
+                        .parse()
+                        .map_err(|_| corrupt("change.lua answer", "messages is not a number"))?,
+                    fetched: parse_history(fetched)?,
+                    own: Some(&outbound.message),
+                    keep,
+                    cutoff: self.cutoff(),
+                },
+            );
+            ingested.history = recent.history();
+            // The copy of the contact keeps deciding (a business message changes nothing
+            // it reads); it now holds this message too.
+            if let Some(head) = &head
+                && head
+                    .latest()
+                    .is_some_and(|(latest, _)| latest.id == *conversation_id)
+            {
+                let mut head = plan::Head::clone(head);
+                head.recent = Some(recent);
+                self.heads.insert(contact_id.clone(), Arc::new(head));
             }
+            return Ok(ingested);
         }
         Err(changed_meanwhile(&contact_id))
     }
@@ -2314,7 +2347,12 @@ fn parse_owed(contact_id: &str, key: String, record: &str) -> Result<Owed, Store
 }
 
 /// A script reply (see `describe` in common.lua) → what ingest did.
-fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreError> {
+/// A `describe` reply (common.lua): what it says, with no history, and what follows the
+/// conversation (its `messages` and history entries, when history was asked for).
+fn parse_reply<'r>(
+    contact_id: &str,
+    reply: &'r [String],
+) -> Result<(Ingested, &'r [String]), StoreError> {
     let head = CONTACT_FIELDS + CONVERSATION_FIELDS + 2;
     if reply.len() < head {
         return Err(StoreError::Unavailable(format!(
@@ -2329,19 +2367,24 @@ fn parse_reply(contact_id: &str, reply: &[String]) -> Result<Ingested, StoreErro
     let started = reply[head - 2].starts_with('1');
     let first_inbound = reply[head - 2].ends_with('f');
     let switched_from = Some(reply[head - 1].clone()).filter(|channel| !channel.is_empty());
-    let history = reply[head..]
-        .iter()
-        .map(|entry| parse_json(stored_history(entry)))
-        .collect::<Result<_, _>>()?;
-    Ok(Ingested {
+    let ingested = Ingested {
         contact,
         conversation,
         started,
         first_inbound,
         switched_from,
-        history,
+        history: Vec::new(),
         merged: None,
-    })
+    };
+    Ok((ingested, &reply[head..]))
+}
+
+/// History entries as stored (`"<time µs> <JSON>"`).
+fn parse_history(entries: &[String]) -> Result<Vec<HistoryEntry>, StoreError> {
+    entries
+        .iter()
+        .map(|entry| parse_json(stored_history(entry)))
+        .collect()
 }
 
 fn parse_contact(
