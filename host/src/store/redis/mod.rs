@@ -179,6 +179,35 @@ impl RedisStore {
         Timestamp::now().checked_sub(retention).ok()
     }
 
+    /// The last `keep` messages of conversation `conversation_id` after a script's answer
+    /// whose history part is `answer` (its `messages`, then the entries the caller lacked
+    /// after position `held`), with `before` (what this instance held) and the event's
+    /// `own` message; `None` when no history was asked for (`keep` is 0).
+    fn recent_after(
+        &self,
+        before: Option<&Recent>,
+        conversation_id: &str,
+        (held, keep): (u64, usize),
+        answer: &[String],
+        own: Option<&HistoryEntry>,
+    ) -> Result<Option<Recent>, StoreError> {
+        let Some((messages, fetched)) = answer.split_first().filter(|_| keep > 0) else {
+            return Ok(None);
+        };
+        let answered = Answered {
+            conversation_id,
+            known: held,
+            count: messages
+                .parse()
+                .map_err(|_| corrupt("script answer", "messages is not a number"))?,
+            fetched: parse_history(fetched)?,
+            own,
+            keep,
+            cutoff: self.cutoff(),
+        };
+        Ok(Some(Recent::after(before, answered)))
+    }
+
     fn retention_arg(&self) -> String {
         self.retention
             .map(|retention| micros(retention).to_string())
@@ -1167,24 +1196,13 @@ impl RedisStore {
                     let (values, history) = rest
                         .split_at_checked(count)
                         .ok_or_else(|| corrupt("apply.lua answer", "too few values"))?;
-                    let conversation_id = plan.conversation_id.clone();
-                    let recent = match history.split_first() {
-                        Some((messages, fetched)) if keep > 0 => Some(Recent::after(
-                            head.recent.as_ref(),
-                            Answered {
-                                conversation_id: &conversation_id,
-                                known: held,
-                                count: messages.parse().map_err(|_| {
-                                    corrupt("apply.lua answer", "messages is not a number")
-                                })?,
-                                fetched: parse_history(fetched)?,
-                                own: ingest.message.as_ref(),
-                                keep,
-                                cutoff: self.cutoff(),
-                            },
-                        )),
-                        _ => None,
-                    };
+                    let recent = self.recent_after(
+                        head.recent.as_ref(),
+                        &plan.conversation_id,
+                        (held, keep),
+                        history,
+                        ingest.message.as_ref(),
+                    )?;
                     let history = recent.as_ref().map(Recent::history).unwrap_or_default();
                     let (ingested, mut head) = plan.finish(owner, values, history)?;
                     head.recent = recent;
@@ -1547,23 +1565,16 @@ impl ContextStore for RedisStore {
             }
             let Some(reply) = changed? else { continue };
             let (mut ingested, rest) = parse_reply(&contact_id, &reply)?;
-            let Some((messages, fetched)) = rest.split_first().filter(|_| keep > 0) else {
+            let Some(recent) = self.recent_after(
+                before,
+                conversation_id,
+                (held, keep),
+                rest,
+                Some(&outbound.message),
+            )?
+            else {
                 return Ok(ingested);
             };
-            let recent = Recent::after(
-                before,
-                Answered {
-                    conversation_id,
-                    known: held,
-                    count: messages
-                        .parse()
-                        .map_err(|_| corrupt("change.lua answer", "messages is not a number"))?,
-                    fetched: parse_history(fetched)?,
-                    own: Some(&outbound.message),
-                    keep,
-                    cutoff: self.cutoff(),
-                },
-            );
             ingested.history = recent.history();
             // The copy of the contact keeps deciding (a business message changes nothing
             // it reads); it now holds this message too.
