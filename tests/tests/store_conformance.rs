@@ -1769,6 +1769,87 @@ async fn redis_round_trips_per_inbound_event() {
     );
 }
 
+/// Three instances on one Redis record one sender's messages, business answers,
+/// provider resends and events asking for another history depth, in a seeded random
+/// order. Each answer carries exactly the last messages (whichever instance wrote them and
+/// whatever each instance held), the same as the store reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_instances_in_any_order_answer_the_last_messages() {
+    use rand::{Rng as _, SeedableRng as _};
+    let server = RedisServer::start().expect("redis-server");
+    let stores: Vec<RedisStore> = (0..3)
+        .map(|_| RedisStore::open(&server.url()).expect("open"))
+        .collect();
+    let deep = IngestPolicy {
+        history_cap: 6,
+        history_depth: 4,
+        ..policy()
+    };
+    let shallow = IngestPolicy {
+        history_depth: 2,
+        ..deep.clone()
+    };
+    let web = channel("web");
+    let at = now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut texts: Vec<String> = Vec::new();
+    let mut conversation: Option<String> = None;
+    let mut inbound: Vec<i64> = Vec::new();
+    for step in 0..160_i64 {
+        let store = &stores[rng.random_range(0..stores.len())];
+        let policy = if rng.random_range(0..8) == 0 {
+            &shallow
+        } else {
+            &deep
+        };
+        let choice = rng.random_range(0..10);
+        let ingested = match (conversation.as_deref(), choice) {
+            (Some(id), 0..=1) => {
+                let text = format!("answer {step}");
+                let outbound = sent(id, &format!("o{step}"), &web, later(at, step), &text, "");
+                texts.push(text);
+                store
+                    .record_outbound(outbound, policy)
+                    .await
+                    .expect("recorded")
+            }
+            (Some(_), 2) => {
+                // A provider resends an earlier message: a duplicate, nothing recorded.
+                let again = inbound[rng.random_range(0..inbound.len())];
+                let resent = message(&web, "v", &format!("m{again}"), later(at, again));
+                let answer = store.ingest(resent, policy).await.expect("ok");
+                assert!(answer.is_none(), "step {step}: m{again} recorded twice");
+                continue;
+            }
+            _ => {
+                inbound.push(step);
+                texts.push(format!("text m{step}"));
+                let event = message(&web, "v", &format!("m{step}"), later(at, step));
+                store.ingest(event, policy).await.expect("ok").expect("new")
+            }
+        };
+        let id = ingested.conversation.id.clone();
+        conversation = Some(id.clone());
+        let keep = policy.history_depth.min(policy.history_cap);
+        let wanted = &texts[texts.len().saturating_sub(keep)..];
+        let answered: Vec<String> = ingested
+            .history
+            .iter()
+            .filter_map(|entry| entry.text.clone())
+            .collect();
+        assert_eq!(answered, wanted, "step {step}");
+        let stored: Vec<String> = store
+            .history(&id, keep)
+            .await
+            .expect("ok")
+            .into_iter()
+            .filter_map(|entry| entry.text)
+            .collect();
+        assert_eq!(stored, wanted, "step {step}, read back");
+    }
+    assert!(texts.len() > 100, "the seed gives enough messages");
+}
+
 /// Two gateway instances on one Redis take turns with one sender's messages, each
 /// deciding with the context rules from its own copy of the contact. Messages that only
 /// move counters and facts written relatively leave the other instance's copy good (one
