@@ -1769,6 +1769,56 @@ async fn redis_round_trips_per_inbound_event() {
     );
 }
 
+/// An erasure on one instance reaches the others' copies: the erasing instance announces
+/// the erased contacts and every instance drops its copies of them (their names,
+/// handles and last messages). The sender's next message then makes a new contact with
+/// as many requests as a sender never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_erasure_drops_every_instances_copies() {
+    let server = RedisServer::start().expect("redis-server");
+    let a = RedisStore::open(&server.url()).expect("open");
+    let b = RedisStore::open(&server.url()).expect("open");
+    let web = channel("web");
+    let at = now();
+    let first = ok(&a, message(&web, "v", "e1", at)).await;
+    ok(&b, message(&web, "v", "e2", later(at, 1))).await;
+    assert_eq!((a.copies(), b.copies()), (1, 1));
+    // Both instances listen before the erasure is announced.
+    wait_for("both instances subscribed", || {
+        server
+            .cli(&["PUBSUB", "NUMSUB", "og:contacts:erased"])
+            .is_ok_and(|answer| answer.lines().nth(1).is_some_and(|n| n.trim() == "2"))
+    })
+    .await;
+    a.erase(&first.contact.id, Timestamp::now(), &erased_payload)
+        .await
+        .expect("ok")
+        .expect("erased");
+    assert_eq!(a.copies(), 0, "the erasing instance's copy goes at once");
+    wait_for("b dropped its copy", || b.copies() == 0).await;
+    let before = b.round_trips();
+    let again = ok(&b, message(&web, "v", "e3", later(at, 2))).await;
+    let returning = b.round_trips() - before;
+    assert_ne!(again.contact.id, first.contact.id);
+    assert!(again.started && again.history.len() == 1);
+    let before = b.round_trips();
+    ok(&b, message(&web, "w", "n1", later(at, 2))).await;
+    assert_eq!(
+        returning,
+        b.round_trips() - before,
+        "as a sender never seen (with a stale copy it would be decided twice)"
+    );
+}
+
+/// Poll `done` until it holds, for at most 10 s.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Three instances on one Redis record one sender's messages, business answers,
 /// provider resends and events asking for another history depth, in a seeded random
 /// order. Each answer carries exactly the last messages (whichever instance wrote them and

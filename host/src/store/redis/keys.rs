@@ -14,6 +14,11 @@ pub fn probable(key: &str) -> String {
 /// Every key starts with this.
 pub const ROOT: &str = "og:";
 
+/// Pub/sub channel on which an instance that erased contacts names them, so that the
+/// others drop their copies: the contact ids, `\x1f`-joined, then `\x1e` and the
+/// handle keys of their senders, `\x1f`-joined.
+pub const ERASED: &str = "og:contacts:erased";
+
 /// `og:{<contact id>}:` — the prefix of every key of one contact.
 pub fn contact_prefix(contact_id: &str) -> String {
     format!("{ROOT}{{{contact_id}}}:")

@@ -34,6 +34,7 @@
 
 mod change;
 mod conn;
+mod feed;
 mod home;
 mod keys;
 mod outcomes;
@@ -79,6 +80,11 @@ const HEADS_KIB: u64 = 40 * 1024;
 /// Senders whose contact an instance remembers.
 const SENDERS: usize = 20_000;
 
+/// An instance's copies of contacts, by contact id.
+type Heads = quick_cache::sync::Cache<String, Arc<plan::Head>, plan::HeadWeight>;
+/// An instance's senders: contact id by handle key.
+type Senders = quick_cache::sync::Cache<String, String>;
+
 /// How many times an event is decided again when other writers keep changing its
 /// contact between the decision and the write.
 const APPLY_TRIES: usize = 8;
@@ -95,9 +101,9 @@ pub struct RedisStore {
     apply_script: Script,
     /// This instance's copies of active contacts ([`plan::Head`]) by contact id: what the
     /// rules decide from.
-    heads: quick_cache::sync::Cache<String, Arc<plan::Head>, plan::HeadWeight>,
+    heads: Arc<Heads>,
     /// The contact of each recently seen sender, by its channel-user handle key.
-    senders: quick_cache::sync::Cache<String, String>,
+    senders: Arc<Senders>,
     /// Applies a business message, a close, a merge, an unmerge or a linked sender's
     /// details ([`change::Change`]).
     change_script: Script,
@@ -110,6 +116,19 @@ pub struct RedisStore {
     rollup_script: Script,
     round_trips: Arc<AtomicU64>,
     retention: Option<Duration>,
+    /// The tasks following other instances' erasures, stopped with the store.
+    _following: Option<Following>,
+}
+
+/// Background tasks aborted when dropped.
+struct Following(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl RedisStore {
@@ -133,6 +152,9 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         crate::tls::ensure_crypto_provider();
         let target = conn::open(url, tls)?;
+        let heads = Arc::new(Heads::with_weighter(HEADS, HEADS_KIB, plan::HeadWeight));
+        let senders = Arc::new(Senders::new(SENDERS));
+        let following = forget_erased(seeds(url)?, tls, &heads, &senders);
         Ok(Self {
             conn: target.conn,
             display: target.display,
@@ -140,8 +162,9 @@ impl RedisStore {
                 include_str!("common.lua"),
                 include_str!("apply.lua")
             )),
-            heads: quick_cache::sync::Cache::with_weighter(HEADS, HEADS_KIB, plan::HeadWeight),
-            senders: quick_cache::sync::Cache::new(SENDERS),
+            heads,
+            senders,
+            _following: following,
             change_script: Script::new(concat!(
                 include_str!("common.lua"),
                 include_str!("change.lua")
@@ -206,6 +229,11 @@ impl RedisStore {
             cutoff: self.cutoff(),
         };
         Ok(Some(Recent::after(before, answered)))
+    }
+
+    /// How many contacts this instance holds a copy of (for benchmarks and tests).
+    pub fn copies(&self) -> usize {
+        self.heads.len()
     }
 
     fn retention_arg(&self) -> String {
@@ -1875,14 +1903,21 @@ impl ContextStore for RedisStore {
         }
         crate::fault::point("mid_erase");
         self.erase_one(id, Some(&owed_erased_key(id))).await?;
-        // This instance's copies of the erased contacts go with them. (Another instance's
-        // copy is dropped at its next event: the contact's keys are gone, so the guards
-        // fail; until then it ages out of that instance's cache.)
-        for contact in std::iter::once(id).chain(erased.absorbed.iter().map(String::as_str)) {
-            self.heads.remove(contact);
-        }
-        for handle in &details.contact.handles {
-            self.senders.remove(&keys::handle(handle));
+        // The copies of the erased contacts go with them: this instance's now, the
+        // others' when they hear it. (A copy an instance missed the news of is dropped at
+        // its next event, as the guards fail on the keys now gone; until then it ages out
+        // of that instance's cache.)
+        let ids: Vec<&str> = std::iter::once(id)
+            .chain(erased.absorbed.iter().map(String::as_str))
+            .collect();
+        let handles: Vec<String> = details.contact.handles.iter().map(keys::handle).collect();
+        forget(&self.heads, &self.senders, &ids, &handles);
+        let news = format!("{}\u{1e}{}", ids.join("\u{1f}"), handles.join("\u{1f}"));
+        if let Err(error) = self
+            .query::<()>(redis::cmd("PUBLISH").arg(keys::ERASED).arg(news).clone())
+            .await
+        {
+            tracing::warn!(%error, contact = %id, "erasure not announced: other instances drop their copies of the contact at its next event, or as they age out");
         }
         Ok(Some(erased))
     }
@@ -2236,6 +2271,54 @@ impl EventArgs {
 }
 
 /// Whether the sender reports a verified handle (its owner must be looked up).
+/// Drop the copies of contacts `ids` and the senders of handle keys `handles`.
+fn forget(heads: &Heads, senders: &Senders, ids: &[&str], handles: &[String]) {
+    for id in ids {
+        heads.remove(*id);
+    }
+    for handle in handles {
+        senders.remove(handle.as_str());
+    }
+}
+
+/// Follow the erasures other instances announce ([`keys::ERASED`]) and drop the copies
+/// of the erased contacts, until the store is dropped. Without a Tokio runtime (a store
+/// opened outside one) nothing follows them: copies then go at their contact's next
+/// event or as they age out.
+fn forget_erased(
+    seeds: Vec<String>,
+    tls: &RedisTls,
+    heads: &Arc<Heads>,
+    senders: &Arc<Senders>,
+) -> Option<Following> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (to, mut heard) = tokio::sync::mpsc::channel(64);
+    let follow = runtime.spawn(feed::follow(
+        seeds,
+        tls.clone(),
+        keys::ERASED,
+        "erasure announcements lost; resubscribing (copies of contacts erased meanwhile go at their next event)",
+        to,
+        |heard| heard,
+    ));
+    let (heads, senders) = (heads.clone(), senders.clone());
+    let apply = runtime.spawn(async move {
+        while let Some(news) = heard.recv().await {
+            if let feed::Heard::Message(news) = news {
+                let (ids, handles) = news.split_once('\u{1e}').unwrap_or((&news, ""));
+                let ids: Vec<&str> = ids.split('\u{1f}').filter(|id| !id.is_empty()).collect();
+                let handles: Vec<String> = handles
+                    .split('\u{1f}')
+                    .filter(|key| !key.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                forget(&heads, &senders, &ids, &handles);
+            }
+        }
+    });
+    Some(Following(vec![follow.abort_handle(), apply.abort_handle()]))
+}
+
 fn reports_verified(person: &Person) -> bool {
     person.handles.iter().any(|handle| handle.verified)
 }

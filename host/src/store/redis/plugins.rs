@@ -6,14 +6,12 @@
 //! are written once and never change). Announcements go over pub/sub, which a Redis
 //! Cluster forwards to every node, so the feed listens on any one seed node.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use futures::StreamExt;
 use redis::Script;
 use tokio::sync::mpsc;
 
 use super::conn::{self, Conn};
+use super::feed::{self, Heard};
 use crate::redis_url::{self, RedisTls};
 use crate::store::StoreError;
 use crate::store::plugins::{
@@ -28,10 +26,6 @@ const ACTIVE: &str = "og:{plugins}:active";
 const REVISION: &str = "og:{plugins}:revision";
 /// Pub/sub channel announcing each new revision.
 pub const ANNOUNCE: &str = "og:plugins:changed";
-/// How long to wait between attempts to (re)subscribe.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
-/// How long one subscribe attempt may take.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Wasm string of one version.
 fn wasm_key(digest: &str) -> String {
@@ -162,61 +156,23 @@ impl PluginRegistry for RedisPlugins {
 
     fn changes(&self) -> mpsc::Receiver<Change> {
         let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(feed(self.seeds.clone(), self.tls.clone(), sender));
+        tokio::spawn(feed::follow(
+            self.seeds.clone(),
+            self.tls.clone(),
+            ANNOUNCE,
+            "plugin registry announcements lost; resubscribing (the periodic reconcile covers the gap)",
+            sender,
+            |heard| match heard {
+                Heard::Subscribed => Change::Resubscribed,
+                Heard::Message(revision) => Change::Announced(revision.parse().unwrap_or_default()),
+            },
+        ));
         receiver
     }
 
     fn backend(&self) -> &'static str {
         "redis"
     }
-}
-
-/// Listen for announcements until the receiver is dropped, moving to the next seed node
-/// when a connection fails.
-async fn feed(seeds: Vec<String>, tls: RedisTls, changes: mpsc::Sender<Change>) {
-    for seed in seeds.iter().cycle() {
-        match listen(seed, &tls, &changes).await {
-            Ok(()) => return,
-            Err(error) => tracing::warn!(
-                redis = %redis_url::redact(seed),
-                %error,
-                "plugin registry announcements lost; resubscribing (the periodic reconcile covers the gap)"
-            ),
-        }
-        if changes.is_closed() {
-            return;
-        }
-        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-    }
-}
-
-/// One subscription: `Ok` when the receiver is gone, `Err` when the connection is.
-async fn listen(seed: &str, tls: &RedisTls, changes: &mpsc::Sender<Change>) -> Result<(), String> {
-    let client = tls.client(seed).map_err(|error| error.to_string())?;
-    let subscribe = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(ANNOUNCE).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    let pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
-        .await
-        .map_err(|_| "subscribe timed out".to_owned())?
-        .map_err(|error| error.to_string())?;
-    if changes.send(Change::Resubscribed).await.is_err() {
-        return Ok(());
-    }
-    let mut messages = pubsub.into_on_message();
-    while let Some(message) = messages.next().await {
-        let revision = message
-            .get_payload::<String>()
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or_default();
-        if changes.send(Change::Announced(revision)).await.is_err() {
-            return Ok(());
-        }
-    }
-    Err("connection closed".to_owned())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, StoreError> {
