@@ -1,7 +1,7 @@
 //! The last messages of a contact's latest conversation as this instance holds them, so
-//! that apply.lua answers only the ones it lacks (those other writers added since), not
-//! the whole history depth with every event: on a known sender's next message that is
-//! none.
+//! that apply.lua (an inbound event) and change.lua (a business message) answer only the
+//! ones it lacks (those other writers added since), not the whole history depth with
+//! every event: on a known sender's next message that is none.
 //!
 //! A message's *position* is its number in its conversation, counting from 1: the
 //! conversation's `messages` field is the position of its last one. Every message adds
@@ -29,7 +29,7 @@ pub(super) struct Recent {
     bytes: u64,
 }
 
-/// What an event's apply.lua answer says of the history, with what the caller knew.
+/// What a script's answer to an event says of the history, with what the caller knew.
 #[derive(Debug)]
 pub(super) struct Answered<'a> {
     /// The conversation the event landed on.
