@@ -11,6 +11,7 @@ use omnigate::store::{
     ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, RedisTls,
     RollupWrite, StoreError,
 };
+use omnigate_tests::eventually;
 use omnigate_tests::redis::{RedisCluster, RedisServer};
 
 fn policy() -> IngestPolicy {
@@ -1784,10 +1785,14 @@ async fn redis_an_erasure_drops_every_instances_copies() {
     ok(&b, message(&web, "v", "e2", later(at, 1))).await;
     assert_eq!((a.copies(), b.copies()), (1, 1));
     // Both instances listen before the erasure is announced.
-    wait_for("both instances subscribed", || {
-        server
+    eventually(|| {
+        let answer = server
             .cli(&["PUBSUB", "NUMSUB", "og:contacts:erased"])
-            .is_ok_and(|answer| answer.lines().nth(1).is_some_and(|n| n.trim() == "2"))
+            .map_err(|error| error.to_string())?;
+        match answer.lines().nth(1).map(str::trim) {
+            Some("2") => Ok(()),
+            _ => Err(format!("both instances subscribed: {answer}")),
+        }
     })
     .await;
     a.erase(&first.contact.id, Timestamp::now(), &erased_payload)
@@ -1795,7 +1800,11 @@ async fn redis_an_erasure_drops_every_instances_copies() {
         .expect("ok")
         .expect("erased");
     assert_eq!(a.copies(), 0, "the erasing instance's copy goes at once");
-    wait_for("b dropped its copy", || b.copies() == 0).await;
+    eventually(|| match b.copies() {
+        0 => Ok(()),
+        held => Err(format!("b still holds {held} copies")),
+    })
+    .await;
     let before = b.round_trips();
     let again = ok(&b, message(&web, "v", "e3", later(at, 2))).await;
     let returning = b.round_trips() - before;
@@ -1808,15 +1817,6 @@ async fn redis_an_erasure_drops_every_instances_copies() {
         b.round_trips() - before,
         "as a sender never seen (with a stale copy it would be decided twice)"
     );
-}
-
-/// Poll `done` until it holds, for at most 10 s.
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Three instances on one Redis record one sender's messages, business answers,
