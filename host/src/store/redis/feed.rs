@@ -25,8 +25,10 @@ pub enum Heard {
     Message(String),
 }
 
-/// Send what `channel` carries, as `into` makes it, to `to` until `to` is closed;
-/// `lost` is logged (with the error) each time the subscription drops.
+/// Send what `channel` carries, as `into` makes it, to `to` until `to` is closed.
+/// `lost` is logged as a warning (with the error) when a subscription drops, or when the
+/// first attempt fails; the retries of an outage after that are logged at debug level,
+/// not once a second.
 pub async fn follow<T: Send>(
     seeds: Vec<String>,
     tls: RedisTls,
@@ -35,16 +37,32 @@ pub async fn follow<T: Send>(
     to: mpsc::Sender<T>,
     into: fn(Heard) -> T,
 ) {
+    let mut warned = false;
     for seed in seeds.iter().cycle() {
         match listen(seed, &tls, channel, &to, into).await {
             Ok(()) => return,
-            Err(error) => tracing::warn!(redis = %redis_url::redact(seed), %error, "{lost}"),
+            Err(Lost { subscribed, why }) => {
+                let redis = redis_url::redact(seed);
+                if subscribed || !warned {
+                    tracing::warn!(%redis, error = %why, "{lost}");
+                } else {
+                    tracing::debug!(%redis, error = %why, "{lost}");
+                }
+                warned = true;
+            }
         }
         if to.is_closed() {
             return;
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }
+}
+
+/// Why a subscription ended.
+struct Lost {
+    /// It had subscribed (a connection that was up dropped).
+    subscribed: bool,
+    why: String,
 }
 
 /// One subscription: `Ok` when `to` is closed, `Err` when the connection is.
@@ -54,8 +72,14 @@ async fn listen<T: Send>(
     channel: &'static str,
     to: &mpsc::Sender<T>,
     into: fn(Heard) -> T,
-) -> Result<(), String> {
-    let client = tls.client(seed).map_err(|error| error.to_string())?;
+) -> Result<(), Lost> {
+    let unsubscribed = |why: String| Lost {
+        subscribed: false,
+        why,
+    };
+    let client = tls
+        .client(seed)
+        .map_err(|error| unsubscribed(error.to_string()))?;
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
@@ -63,8 +87,8 @@ async fn listen<T: Send>(
     };
     let pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
         .await
-        .map_err(|_| "subscribe timed out".to_owned())?
-        .map_err(|error| error.to_string())?;
+        .map_err(|_| unsubscribed("subscribe timed out".to_owned()))?
+        .map_err(|error| unsubscribed(error.to_string()))?;
     if to.send(into(Heard::Subscribed)).await.is_err() {
         return Ok(());
     }
@@ -75,5 +99,8 @@ async fn listen<T: Send>(
             return Ok(());
         }
     }
-    Err("connection closed".to_owned())
+    Err(Lost {
+        subscribed: true,
+        why: "connection closed".to_owned(),
+    })
 }
