@@ -369,6 +369,30 @@ pub struct Referral {
     pub media_url: Option<String>,
 }
 
+#[cfg(test)]
+impl Referral {
+    /// A click on ad `ad_id` seen on `channel` at `at`, nothing else known: tests fill in
+    /// what they need with struct update syntax.
+    pub(crate) fn ad(channel: &str, at: Timestamp, ad_id: &str) -> Self {
+        Self {
+            source: ReferralSource::Ad,
+            channel: channel.to_owned(),
+            channel_kind: None,
+            at,
+            ad_id: Some(ad_id.to_owned()),
+            campaign: None,
+            click_id: BTreeMap::new(),
+            utm: BTreeMap::new(),
+            url: None,
+            referrer: None,
+            ref_payload: None,
+            headline: None,
+            body: None,
+            media_url: None,
+        }
+    }
+}
+
 /// Direction of a message.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

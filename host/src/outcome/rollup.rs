@@ -440,20 +440,9 @@ mod tests {
         let settings = OutcomeSettings::default();
         let at: Timestamp = "2026-11-24T10:20:00Z".parse().expect("time");
         let referral = crate::event::Referral {
-            source: crate::event::ReferralSource::Ad,
-            channel: "ig".into(),
             channel_kind: Some("instagram".into()),
-            at,
-            ad_id: Some("ad-1".into()),
             campaign: Some("bf25".into()),
-            click_id: Default::default(),
-            utm: Default::default(),
-            url: None,
-            referrer: None,
-            ref_payload: None,
-            headline: None,
-            body: None,
-            media_url: None,
+            ..crate::event::Referral::ad("ig", at, "ad-1")
         };
         let mut facts = Facts {
             started_at: at,

@@ -452,7 +452,6 @@ fn add(at: Timestamp, duration: Duration) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ReferralSource;
 
     fn t(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_764_000_000 + seconds).expect("time")
@@ -460,20 +459,9 @@ mod tests {
 
     fn ad() -> Referral {
         Referral {
-            source: ReferralSource::Ad,
-            channel: "ig".into(),
             channel_kind: Some("instagram".into()),
-            at: t(0),
-            ad_id: Some("ad-7".into()),
             campaign: Some("bf25".into()),
-            click_id: Default::default(),
-            utm: Default::default(),
-            url: None,
-            referrer: None,
-            ref_payload: None,
-            headline: None,
-            body: None,
-            media_url: None,
+            ..Referral::ad("ig", t(0), "ad-7")
         }
     }
 

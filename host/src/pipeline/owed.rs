@@ -377,7 +377,7 @@ pub fn erased_event(erased: &Erased, kind_of: &dyn Fn(&str) -> String) -> Event 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Direction, ReferralSource};
+    use crate::event::Direction;
 
     fn inbound() -> Inbound {
         let at = Timestamp::from_second(1_764_000_000).expect("time");
@@ -410,20 +410,10 @@ mod tests {
             reaction: None,
             target_message_id: None,
             referral: Some(Arc::new(Referral {
-                source: ReferralSource::Ad,
-                channel: "web".into(),
                 channel_kind: Some("webchat".into()),
-                at,
-                ad_id: Some("ad-1".into()),
                 campaign: Some("bf25".into()),
                 click_id: [("gclid".to_owned(), "g-1".to_owned())].into(),
-                utm: Default::default(),
-                url: None,
-                referrer: None,
-                ref_payload: None,
-                headline: None,
-                body: None,
-                media_url: None,
+                ..Referral::ad("web", at, "ad-1")
             })),
             raw: Some(serde_json::json!({"id": "m-1"})),
             link_merge: None,

@@ -402,22 +402,7 @@ pub(crate) mod tests {
 
     /// A referral of ad `ad` on web chat (shared with the Redis plan's tests).
     pub(crate) fn referral(ad: &str) -> Arc<Referral> {
-        Arc::new(Referral {
-            source: crate::event::ReferralSource::Ad,
-            channel: "webchat".into(),
-            channel_kind: None,
-            at: at(0),
-            ad_id: Some(ad.into()),
-            campaign: None,
-            click_id: Default::default(),
-            utm: Default::default(),
-            url: None,
-            referrer: None,
-            ref_payload: None,
-            headline: None,
-            body: None,
-            media_url: None,
-        })
+        Arc::new(Referral::ad("webchat", at(0), ad))
     }
 
     /// A text message of user `u1` on `channel`, owing nothing (shared with the Redis
@@ -584,10 +569,7 @@ pub(crate) mod tests {
         let mut conversation = conversation("webchat", at(0));
         let mut referred = |ad: &str, second: i64| {
             let mut event = message("webchat", Direction::Inbound, at(second));
-            event.referral = Some(Arc::new(Referral {
-                at: at(second),
-                ..(*referral(ad)).clone()
-            }));
+            event.referral = Some(Arc::new(Referral::ad("webchat", at(second), ad)));
             apply_inbound(&mut conversation, &mut Windows::new(), &event)
         };
         assert!(referred("ad-1", 0).touched);
