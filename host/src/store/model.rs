@@ -166,6 +166,14 @@ pub struct IngestPolicy {
     pub history_depth: usize,
 }
 
+impl IngestPolicy {
+    /// How many messages a result carries: the depth asked for, at most what a
+    /// conversation keeps (a cap of 0 keeps one).
+    pub fn history_returned(&self) -> usize {
+        self.history_depth.min(self.history_cap.max(1))
+    }
+}
+
 /// What ingest did.
 #[derive(Debug, Clone)]
 pub struct Ingested {

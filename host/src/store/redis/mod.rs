@@ -1197,7 +1197,7 @@ impl RedisStore {
             .heads
             .get(&contact)
             .unwrap_or_else(|| Arc::new(plan::Head::unknown(&contact, ingest.at)));
-        let keep = policy.history_depth.min(policy.history_cap.max(1));
+        let keep = policy.history_returned();
         for _ in 0..APPLY_TRIES {
             let plan = plan::plan(&head, ingest, policy, &text, merged)?;
             let held = Recent::known(head.recent.as_ref(), &plan.conversation_id, keep);
@@ -1556,7 +1556,7 @@ impl ContextStore for RedisStore {
                 .filter(|(latest, _)| latest.id == *conversation_id)
                 .map(|(latest, _)| latest.clone())
         });
-        let keep = policy.history_depth.min(policy.history_cap.max(1));
+        let keep = policy.history_returned();
         let before = head.as_ref().and_then(|head| head.recent.as_ref());
         let held = Recent::known(before, conversation_id, keep);
         for _ in 0..APPLY_TRIES {
