@@ -1,15 +1,21 @@
 //! The context store: contacts, identity, conversations, history and dedupe keys.
 //!
-//! [`ContextStore`] is shaped for a Redis backend with many gateway instances: the hot
-//! path is one call, [`ContextStore::ingest`], which a backend performs atomically (the
-//! memory backend under its contact's lock, Redis in one script), so two instances never
-//! race on a read-modify-write. What an event does to a contact is decided in [`rules`].
-//! Backends: [`MemoryStore`] (one process, ephemeral) and [`RedisStore`] (many instances
-//! on one Redis or Redis Cluster).
+//! [`ContextStore`] is shaped for many gateway instances: the hot path is one call,
+//! [`ContextStore::ingest`], performed atomically, so two instances never race on a
+//! read-modify-write. What an event does to a contact is decided in [`rules`].
+//!
+//! The [`Engine`] implements every operation (context, outcome tables, plugin registry)
+//! once, over the one small trait a backend implements, [`Backend`]: read records with
+//! their versions, commit writes if what was read is unchanged, scan a prefix.
+//! [`MemoryStore`] is the engine on the embedded memory backend (one process,
+//! ephemeral). [`RedisStore`] (many instances on one Redis or Redis Cluster) implements
+//! the operations itself, to make an inbound message one Redis request
+//! (docs/store.md).
 
+pub mod engine;
 pub mod link;
 mod measured;
-pub(crate) mod memory;
+pub mod memory;
 mod model;
 pub mod outcomes;
 pub mod plugins;
@@ -22,6 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+pub use engine::{Backend, Engine};
 pub use link::{DeepLinks, IdentitySettings};
 pub use measured::Measured;
 pub use memory::MemoryStore;
@@ -301,7 +308,7 @@ pub fn open_plugins_with_tls(
     tls: &RedisTls,
 ) -> Result<Arc<dyn plugins::PluginRegistry>, StoreError> {
     match url {
-        "memory://" | "memory" => Ok(Arc::new(plugins::MemoryPlugins::default())),
+        "memory://" | "memory" => Ok(Arc::new(MemoryStore::new())),
         url if redis::is_redis_url(url) => {
             Ok(Arc::new(redis::plugins::RedisPlugins::connect(url, tls)?))
         }

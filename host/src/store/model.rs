@@ -12,7 +12,7 @@ use crate::event::{
 };
 
 /// A contact.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Contact {
     /// `ct_<ulid>`.
     pub id: String,
@@ -47,7 +47,7 @@ impl Contact {
 }
 
 /// A conversation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Conversation {
     /// `cv_<ulid>`.
     pub id: String,
@@ -408,7 +408,7 @@ pub struct TimelinePage {
 /// between leaves it behind: a provider's retry of the webhook (a duplicate) or the relay
 /// (which lists owed records older than a while) publishes it then, so nothing a store
 /// accepted is lost.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Owed {
     /// The contact it is kept with (on Redis: in that contact's slot).
     pub contact_id: String,

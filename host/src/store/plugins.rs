@@ -7,16 +7,14 @@
 //! hear the announcement ([`PluginRegistry::changes`]) or notice the revision on their
 //! periodic reconcile, fetch the bytes by digest and install the version themselves.
 //!
-//! Backends: [`MemoryPlugins`] (one process: the registry is this instance's own) and the
-//! Redis one (`store::redis::plugins`, keys in docs/redis-keys.md); [`super::open_plugins`]
-//! picks one from the store URL.
+//! Backends: the [engine](super::Engine) (on the memory backend: one process, the
+//! registry is this instance's own) and the Redis one (`store::redis::plugins`, keys in
+//! docs/redis-keys.md); [`super::open_plugins`] picks one from the store URL.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -108,86 +106,6 @@ pub trait PluginRegistry: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
-/// The registry of one process.
-#[derive(Default)]
-pub struct MemoryPlugins {
-    state: Mutex<MemoryState>,
-    /// Kept so the feed handed out stays open; one process hears its own changes directly.
-    feeds: Mutex<Vec<mpsc::Sender<Change>>>,
-}
-
-#[derive(Default)]
-struct MemoryState {
-    versions: BTreeMap<String, (PluginRecord, Arc<Vec<u8>>)>,
-    activations: Activations,
-}
-
-#[async_trait]
-impl PluginRegistry for MemoryPlugins {
-    async fn put_version(&self, record: &PluginRecord, wasm: &[u8]) -> Result<(), StoreError> {
-        let mut state = self.state.lock();
-        state
-            .versions
-            .entry(record.digest.clone())
-            .or_insert_with(|| (record.clone(), Arc::new(wasm.to_vec())));
-        Ok(())
-    }
-
-    async fn versions(&self) -> Result<Vec<PluginRecord>, StoreError> {
-        let state = self.state.lock();
-        Ok(state
-            .versions
-            .values()
-            .map(|(record, _)| record.clone())
-            .collect())
-    }
-
-    async fn wasm(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let state = self.state.lock();
-        Ok(state
-            .versions
-            .get(digest)
-            .map(|(_, wasm)| wasm.as_ref().clone()))
-    }
-
-    async fn activations(&self) -> Result<Activations, StoreError> {
-        Ok(self.state.lock().activations.clone())
-    }
-
-    async fn activate(
-        &self,
-        channel: &str,
-        expected: Option<&str>,
-        activation: &Activation,
-    ) -> Result<u64, StoreError> {
-        let mut state = self.state.lock();
-        let current = state
-            .activations
-            .channels
-            .get(channel)
-            .map(|active| active.digest.as_str());
-        if current != expected {
-            return Err(conflict(channel, expected, current));
-        }
-        state.activations.revision += 1;
-        state
-            .activations
-            .channels
-            .insert(channel.to_owned(), activation.clone());
-        Ok(state.activations.revision)
-    }
-
-    fn changes(&self) -> mpsc::Receiver<Change> {
-        let (sender, receiver) = mpsc::channel(1);
-        self.feeds.lock().push(sender);
-        receiver
-    }
-
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
-}
-
 /// The refusal of a compare-and-set that lost.
 pub(crate) fn conflict(channel: &str, expected: Option<&str>, current: Option<&str>) -> StoreError {
     let name = |digest: Option<&str>| {
@@ -218,7 +136,7 @@ mod tests {
 
     #[tokio::test]
     async fn activation_is_a_compare_and_set_that_bumps_the_revision() {
-        let registry = MemoryPlugins::default();
+        let registry = crate::store::MemoryStore::new();
         assert_eq!(
             registry.activate("web", None, &activation("a")).await.ok(),
             Some(1)
@@ -240,7 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn versions_are_kept_once_by_digest() {
-        let registry = MemoryPlugins::default();
+        let registry = crate::store::MemoryStore::new();
         let record = PluginRecord {
             digest: "d1".into(),
             name: "webchat".into(),
