@@ -1,4 +1,5 @@
-//! One conformance suite for every `ContextStore` backend: the memory store, a single
+//! One conformance suite for every `ContextStore` backend: the memory store, the engine
+//! on a backend written here that keeps bytes (what a new backend looks like), a single
 //! redis-server and a 3-master Redis Cluster (both started here on free loopback ports).
 //! Each case uses its own channel names, so cases share one server without interfering.
 
@@ -7,9 +8,10 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use omnigate::event::{Direction, Handle, HandleKind, HistoryEntry, Referral, ReferralSource};
+use omnigate::store::engine::{Doc, Versioned, Write};
 use omnigate::store::{
-    ContextStore, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore, RedisTls,
-    RollupWrite, StoreError,
+    Backend, ContextStore, Engine, Ingest, IngestPolicy, MemoryStore, Outbound, Person, RedisStore,
+    RedisTls, RollupWrite, StoreError,
 };
 use omnigate_tests::eventually;
 use omnigate_tests::redis::{RedisCluster, RedisServer};
@@ -1580,6 +1582,117 @@ async fn memory_backend_conforms() {
     retention(&MemoryStore::with_retention(Some(Duration::from_secs(
         3600,
     ))))
+    .await;
+}
+
+/// A new backend: the one small trait, over bytes (every record goes through serde as a
+/// database would keep it), in one map behind one lock.
+#[derive(Default)]
+struct BytesBackend {
+    records: parking_lot::Mutex<BytesRecords>,
+}
+
+#[derive(Default)]
+struct BytesRecords {
+    clock: u64,
+    map: std::collections::BTreeMap<String, (u64, Vec<u8>, Option<Timestamp>)>,
+}
+
+impl BytesRecords {
+    fn live(&self, key: &str) -> Option<&(u64, Vec<u8>, Option<Timestamp>)> {
+        let now = Timestamp::now();
+        self.map
+            .get(key)
+            .filter(|(_, _, expires)| expires.is_none_or(|expires| expires > now))
+    }
+}
+
+fn versioned(
+    (version, bytes, _): &(u64, Vec<u8>, Option<Timestamp>),
+) -> Result<Versioned, StoreError> {
+    let doc: Doc = serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Unavailable(format!("undecodable record: {error}")))?;
+    Ok(Versioned {
+        version: *version,
+        doc: Arc::new(doc),
+    })
+}
+
+#[async_trait::async_trait]
+impl Backend for BytesBackend {
+    async fn get(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, StoreError> {
+        let records = self.records.lock();
+        keys.iter()
+            .map(|key| records.live(key).map(versioned).transpose())
+            .collect()
+    }
+
+    async fn commit(
+        &self,
+        expect: &[(String, Option<u64>)],
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        let mut records = self.records.lock();
+        if expect
+            .iter()
+            .any(|(key, version)| records.live(key).map(|(at, _, _)| *at) != *version)
+        {
+            return Ok(false);
+        }
+        records.clock += 1;
+        let version = records.clock;
+        for write in writes {
+            match write.doc {
+                Some(doc) => {
+                    let bytes = serde_json::to_vec(&*doc)
+                        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+                    records
+                        .map
+                        .insert(write.key, (version, bytes, write.expires));
+                }
+                None => {
+                    records.map.remove(&write.key);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let records = self.records.lock();
+        records
+            .map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| after.is_none_or(|after| key.as_str() > after))
+            .filter(|(key, _)| records.live(key).is_some())
+            .take(limit)
+            .map(|(key, record)| Ok((key.clone(), versioned(record)?)))
+            .collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "bytes"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_backend_is_one_small_trait() {
+    let store = Arc::new(Engine::on(BytesBackend::default(), None));
+    assert_eq!(ContextStore::backend(&*store), "bytes");
+    suite(store).await;
+    retention(&Engine::on(
+        BytesBackend::default(),
+        Some(Duration::from_secs(3600)),
+    ))
     .await;
 }
 
