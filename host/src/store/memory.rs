@@ -1,20 +1,21 @@
 //! The embedded memory backend: one process, nothing survives a restart.
 //!
-//! It is the reference [`Backend`]: records in 16 ordered maps split by key hash, each
-//! behind its own lock, so changes of different contacts rarely wait on each other. A
+//! It is the reference [`Backend`]: records in 16 maps split by key hash (each with its
+//! keys in order, for scans), each behind its own lock, so changes of different contacts rarely wait on each other. A
 //! commit locks the maps of the keys it checks and writes, in order (so no two commits
 //! can wait on each other), checks the versions and applies the writes. Expired records
 //! read as absent and are dropped by the next commit that locks their map.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use jiff::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
@@ -61,11 +62,17 @@ impl Default for MemoryBackend {
     }
 }
 
+/// One map: records by key, their keys in order (for scans), and their expiries.
 #[derive(Default)]
 struct Shard {
-    records: BTreeMap<String, Stored>,
-    /// (expiry, key) of the records that expire.
-    expiring: BTreeSet<(Timestamp, String)>,
+    records: HashMap<String, Stored>,
+    /// The keys of each kind (a key up to its first `/`) that was ever scanned, in
+    /// order. A kind is indexed on its first scan and kept from then on; kinds only
+    /// read by key (dedupe keys, messages) never pay for order, and a record rewritten
+    /// in place (a conversation) costs one hash lookup.
+    ordered: HashMap<String, BTreeSet<String>>,
+    /// (expiry, key) of the records that expire, soonest first.
+    expiring: BinaryHeap<Reverse<(Timestamp, String)>>,
 }
 
 struct Stored {
@@ -96,30 +103,43 @@ impl Shard {
         match write.doc {
             Some(doc) => {
                 if let Some(expires) = write.expires {
-                    self.expiring.insert((expires, write.key.clone()));
+                    self.expiring.push(Reverse((expires, write.key.clone())));
                 }
-                self.records.insert(
-                    write.key,
-                    Stored {
-                        version,
-                        doc,
-                        expires: write.expires,
-                    },
-                );
+                let stored = Stored {
+                    version,
+                    doc,
+                    expires: write.expires,
+                };
+                match self.records.get_mut(&write.key) {
+                    Some(old) => *old = stored,
+                    None => {
+                        if let Some(ordered) = self.ordered.get_mut(kind(&write.key)) {
+                            ordered.insert(write.key.clone());
+                        }
+                        self.records.insert(write.key, stored);
+                    }
+                }
             }
-            None => {
-                self.records.remove(&write.key);
-            }
+            None => self.remove(&write.key),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.records.remove(key).is_some()
+            && let Some(ordered) = self.ordered.get_mut(kind(key))
+        {
+            ordered.remove(key);
         }
     }
 
     /// Drop the records expired by `now`.
     fn purge(&mut self, now: Timestamp) {
-        while let Some(first) = self.expiring.first() {
-            if first.0 > now {
-                break;
-            }
-            let Some((expires, key)) = self.expiring.pop_first() else {
+        while self
+            .expiring
+            .peek()
+            .is_some_and(|Reverse((expires, _))| *expires <= now)
+        {
+            let Some(Reverse((expires, key))) = self.expiring.pop() else {
                 break;
             };
             if self
@@ -127,17 +147,79 @@ impl Shard {
                 .get(&key)
                 .is_some_and(|stored| stored.expires == Some(expires))
             {
-                self.records.remove(&key);
+                self.remove(&key);
             }
         }
     }
 }
 
+impl Shard {
+    /// Index the keys of `prefix`'s kind in order, unless they are; `false` for a prefix
+    /// without a kind.
+    fn index(&mut self, prefix: &str) -> bool {
+        let Some(at) = prefix.find('/') else {
+            return false;
+        };
+        let kind = &prefix[..=at];
+        if !self.ordered.contains_key(kind) {
+            let keys = self
+                .records
+                .keys()
+                .filter(|key| key.starts_with(kind))
+                .cloned()
+                .collect();
+            self.ordered.insert(kind.to_owned(), keys);
+        }
+        true
+    }
+
+    /// Up to `limit` live records of `prefix` from `start`, in key order.
+    fn scan(
+        &self,
+        prefix: &str,
+        start: Bound<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Vec<(String, Versioned)> {
+        let in_range = |key: &&String| match start {
+            Bound::Excluded(after) => key.as_str() > after,
+            _ => true,
+        };
+        let pick = |key: &String| {
+            let stored = self.live(key, now)?;
+            Some((key.clone(), stored.versioned()))
+        };
+        match self.ordered.get(kind(prefix)) {
+            Some(ordered) => ordered
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(|key| key.starts_with(prefix))
+                .filter_map(pick)
+                .take(limit)
+                .collect(),
+            None => {
+                let mut keys: Vec<&String> = self
+                    .records
+                    .keys()
+                    .filter(|key| key.starts_with(prefix))
+                    .filter(in_range)
+                    .collect();
+                keys.sort();
+                keys.into_iter().filter_map(pick).take(limit).collect()
+            }
+        }
+    }
+}
+
+/// A key's kind: the key up to and including its first `/` (the whole key without one).
+fn kind(key: &str) -> &str {
+    key.find('/').map_or(key, |at| &key[..=at])
+}
+
 impl MemoryBackend {
     fn shard_of(key: &str) -> usize {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        (hasher.finish() % SHARDS as u64) as usize
+        // A fixed fast hash: keys are the engine's, not an attacker's to collide on
+        // (an id, a provider's message id), and the maps inside are seeded anyway.
+        (foldhash::fast::FixedState::with_seed(0).hash_one(key) % SHARDS as u64) as usize
     }
 }
 
@@ -218,16 +300,9 @@ impl Backend for MemoryBackend {
         };
         let mut found: Vec<(String, Versioned)> = Vec::new();
         for shard in &self.shards {
-            let shard = shard.lock();
-            found.extend(
-                shard
-                    .records
-                    .range::<str, _>((start, Bound::Unbounded))
-                    .take_while(|(key, _)| key.starts_with(prefix))
-                    .filter(|(_, stored)| stored.live(now))
-                    .take(limit)
-                    .map(|(key, stored)| (key.clone(), stored.versioned())),
-            );
+            let mut shard = shard.lock();
+            shard.index(prefix);
+            found.extend(shard.scan(prefix, start, limit, now));
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.truncate(limit);
@@ -623,5 +698,20 @@ pub(crate) mod tests {
         let rest = backend.scan("o/", Some("o/009"), 100).await.expect("ok");
         assert_eq!(rest.len(), 30);
         assert_eq!(rest[0].0, "o/010");
+        // The kind is indexed now: later writes and deletions keep its order.
+        let deleted = Write {
+            key: "o/000".to_owned(),
+            doc: None,
+            expires: None,
+        };
+        let added = write("o/0005", Doc::Mark, None);
+        backend.commit(&[], vec![deleted, added]).await.expect("ok");
+        let first = backend.scan("o/", None, 3).await.expect("ok");
+        let keys: Vec<&str> = first.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["o/0005", "o/001", "o/002"]);
+        // A prefix without a kind still lists in order.
+        let all = backend.scan("", None, 100).await.expect("ok");
+        assert_eq!(all.len(), 41);
+        assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0));
     }
 }

@@ -12,6 +12,7 @@
 //! what it read and has a script check that those facts still hold while it writes
 //! (docs/store.md).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,13 +254,19 @@ fn touch(attribution: &mut Attribution, referral: &Arc<Referral>) {
 /// Record the sender's latest name and every handle it reported on its contact (a
 /// handle seen verified stays verified). Returns whether the contact changed.
 pub fn add_person(contact: &mut Contact, person: &Person) -> bool {
+    in_place(contact, |contact| person_added(contact, person))
+}
+
+/// [`add_person`] on a contact copied only if the sender adds something to it (a known
+/// sender, the common case, adds nothing).
+pub fn person_added(contact: &mut Cow<'_, Contact>, person: &Person) -> bool {
     let mut changed = false;
     if person.name.is_some() && contact.name != person.name {
-        contact.name.clone_from(&person.name);
+        contact.to_mut().name.clone_from(&person.name);
         changed = true;
     }
     for handle in std::iter::once(&person.user).chain(&person.handles) {
-        changed |= add_handle(contact, handle);
+        changed |= handle_added(contact, handle);
     }
     changed
 }
@@ -267,21 +274,35 @@ pub fn add_person(contact: &mut Contact, person: &Person) -> bool {
 /// Add `handle` to the contact (verified wins; a known handle keeps its place). Returns
 /// whether the contact changed.
 pub fn add_handle(contact: &mut Contact, handle: &Handle) -> bool {
+    in_place(contact, |contact| handle_added(contact, handle))
+}
+
+fn handle_added(contact: &mut Cow<'_, Contact>, handle: &Handle) -> bool {
     match contact
         .handles
-        .iter_mut()
-        .find(|known| known.same_as(handle))
+        .iter()
+        .position(|known| known.same_as(handle))
     {
-        Some(known) if handle.verified && !known.verified => {
-            known.verified = true;
+        Some(at) if handle.verified && !contact.handles[at].verified => {
+            contact.to_mut().handles[at].verified = true;
             true
         }
         Some(_) => false,
         None => {
-            contact.handles.push(handle.clone());
+            contact.to_mut().handles.push(handle.clone());
             true
         }
     }
+}
+
+/// Run a copy-on-change `rule` on `contact` itself.
+fn in_place(contact: &mut Contact, rule: impl FnOnce(&mut Cow<'_, Contact>) -> bool) -> bool {
+    let mut copy = Cow::Borrowed(&*contact);
+    let changed = rule(&mut copy);
+    if let Cow::Owned(changed) = copy {
+        *contact = changed;
+    }
+    changed
 }
 
 /// Whether a handle identifies its contact (it is indexed: a later event carrying it

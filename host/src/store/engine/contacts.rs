@@ -2,6 +2,8 @@
 //! details, merges, their undoing, erasure and the contact's details. What each of
 //! them decides is [`rules`]; this is where it is read and written.
 
+use std::borrow::Cow;
+
 use jiff::Timestamp;
 
 use super::keys;
@@ -33,17 +35,24 @@ pub async fn sender(tx: &mut Tx<'_>, person: &Person, new_id: &str) -> Result<St
 /// Record the sender's name and handles on contact `id` (read first), and index them:
 /// its probable-link keys, and the handles that identify it (first claim wins).
 pub async fn add_person(tx: &mut Tx<'_>, id: &str, person: &Person) -> Result<(), StoreError> {
-    let Some(doc) = tx.contact_mut(id) else {
+    let Some(doc) = tx.contact(id) else {
         return Ok(());
     };
-    let mut listed = Vec::new();
-    for (key, _) in probable_keys(person.name.as_deref(), &person.handles) {
-        if !doc.probable.contains(&key) {
-            doc.probable.push(key.clone());
-            listed.push(key);
+    let listed: Vec<String> = probable_keys(person.name.as_deref(), &person.handles)
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| !doc.probable.contains(key))
+        .collect();
+    // A known sender usually adds nothing: the contact is copied only when it does.
+    let mut contact = Cow::Borrowed(&doc.contact);
+    let changed = rules::person_added(&mut contact, person).then(|| contact.into_owned());
+    let changes = changed.is_some() || !listed.is_empty();
+    if changes && let Some(doc) = tx.contact_mut(id) {
+        if let Some(contact) = changed {
+            doc.contact = contact;
         }
+        doc.probable.extend(listed.iter().cloned());
     }
-    rules::add_person(&mut doc.contact, person);
     for key in listed {
         tx.put(keys::probable(&key, id), Doc::Mark);
     }

@@ -324,7 +324,10 @@ fn open(tx: &mut Tx<'_>, contact_id: &str, id: &str, ingest: &Ingest, timeline_c
 
 /// Keep `owed` with the change.
 fn owe(tx: &mut Tx<'_>, owed: Owed) {
-    tx.put(keys::owed(&owed.contact_id, &owed.key), Doc::Owed(owed));
+    tx.put(
+        keys::owed(&owed.contact_id, &owed.key),
+        Doc::Owed(Box::new(owed)),
+    );
 }
 
 /// The error for a change that kept losing to other changes of the same records.
@@ -711,7 +714,7 @@ impl<B: Backend> ContextStore for Engine<B> {
             ))
             .await?;
         Ok(doc.and_then(|doc| match &*doc {
-            Doc::Owed(owed) => Some(owed.clone()),
+            Doc::Owed(owed) => Some(Owed::clone(owed)),
             _ => None,
         }))
     }
@@ -721,7 +724,7 @@ impl<B: Backend> ContextStore for Engine<B> {
             .await?
             .into_iter()
             .filter_map(|(_, doc)| match &*doc {
-                Doc::Owed(owed) if owed.at < before => Some(owed.clone()),
+                Doc::Owed(owed) if owed.at < before => Some(Owed::clone(owed)),
                 _ => None,
             })
             .collect();

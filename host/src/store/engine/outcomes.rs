@@ -181,7 +181,7 @@ impl<B: Backend> OutcomeStore for Engine<B> {
             .await?
             .into_iter()
             .map(|entry| match entry.as_ref().map(|entry| &*entry.doc) {
-                Some(Doc::Counters(counters)) => counters.clone(),
+                Some(Doc::Counters(counters)) => HashMap::clone(counters),
                 _ => HashMap::new(),
             })
             .collect())
@@ -325,7 +325,7 @@ impl<B: Backend> Engine<B> {
                         .await?
                         .as_deref()
                     {
-                        Some(Doc::Counters(counters)) => counters.clone(),
+                        Some(Doc::Counters(counters)) => HashMap::clone(counters),
                         _ => HashMap::new(),
                     };
                     tables.insert(write.table.as_ref(), counters);
@@ -343,7 +343,7 @@ impl<B: Backend> Engine<B> {
                 if counters.is_empty() {
                     tx.delete(key);
                 } else {
-                    tx.put(key, Doc::Counters(counters));
+                    tx.put(key, Doc::Counters(Box::new(counters)));
                 }
             }
             if tx.commit().await? {

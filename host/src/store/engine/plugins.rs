@@ -21,7 +21,10 @@ impl<B: Backend> PluginRegistry for Engine<B> {
                 return Ok(());
             }
             tx.put(keys::wasm(&record.digest), Doc::Wasm(wasm.to_vec()));
-            tx.put(keys::plugin(&record.digest), Doc::Plugin(record.clone()));
+            tx.put(
+                keys::plugin(&record.digest),
+                Doc::Plugin(Box::new(record.clone())),
+            );
             if tx.commit().await? {
                 return Ok(());
             }
@@ -34,7 +37,7 @@ impl<B: Backend> PluginRegistry for Engine<B> {
             .await?
             .into_iter()
             .filter_map(|(_, doc)| match &*doc {
-                Doc::Plugin(record) => Some(record.clone()),
+                Doc::Plugin(record) => Some(PluginRecord::clone(record)),
                 _ => None,
             })
             .collect())
@@ -75,7 +78,10 @@ impl<B: Backend> PluginRegistry for Engine<B> {
                 .channels
                 .insert(channel.to_owned(), activation.clone());
             let revision = activations.revision;
-            tx.put(keys::ACTIVATIONS.to_owned(), Doc::Activations(activations));
+            tx.put(
+                keys::ACTIVATIONS.to_owned(),
+                Doc::Activations(Box::new(activations)),
+            );
             if tx.commit().await? {
                 return Ok(revision);
             }
@@ -98,7 +104,7 @@ impl<B: Backend> PluginRegistry for Engine<B> {
 
 fn stored(doc: Option<&Doc>) -> StoredActivations {
     match doc {
-        Some(Doc::Activations(activations)) => activations.clone(),
+        Some(Doc::Activations(activations)) => StoredActivations::clone(activations),
         _ => StoredActivations::default(),
     }
 }

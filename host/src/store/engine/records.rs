@@ -14,15 +14,15 @@ use crate::store::rules::{self, Windows};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Doc {
     /// A contact with its conversations and merges (`c/`).
-    Contact(ContactDoc),
+    Contact(Box<ContactDoc>),
     /// A conversation with what the rules read and where its lists stand (`v/`).
-    Thread(ThreadDoc),
+    Thread(Box<ThreadDoc>),
     /// One message of a conversation's history (`m/`).
-    Message(HistoryEntry),
+    Message(Box<HistoryEntry>),
     /// One entry of a conversation's timeline (`t/`).
-    Entry(TimelineEntry),
+    Entry(Box<TimelineEntry>),
     /// Events a change owes (`o/`).
-    Owed(Owed),
+    Owed(Box<Owed>),
     /// The id an index entry points at: a handle's contact, a link token's contact.
     Id(String),
     /// A record whose presence is the fact: a dedupe key, a revoked session, a
@@ -36,22 +36,22 @@ pub enum Doc {
         id: String,
     },
     /// Rollup counters of one table in one bucket.
-    Counters(HashMap<String, i64>),
+    Counters(Box<HashMap<String, i64>>),
     /// Opaque text: a conversion's answer, a receipt.
     Text(String),
     /// A plugin version's record (`P/v/`).
-    Plugin(PluginRecord),
+    Plugin(Box<PluginRecord>),
     /// A plugin version's wasm (`P/w/`).
     Wasm(Vec<u8>),
     /// Every channel's plugin activation (`P/a`).
-    Activations(StoredActivations),
+    Activations(Box<StoredActivations>),
 }
 
 impl Doc {
     /// The contact, if this is one.
     pub fn as_contact(&self) -> Option<&ContactDoc> {
         match self {
-            Doc::Contact(contact) => Some(contact),
+            Doc::Contact(contact) => Some(contact.as_ref()),
             _ => None,
         }
     }
@@ -59,7 +59,7 @@ impl Doc {
     /// The conversation, if this is one.
     pub fn as_thread(&self) -> Option<&ThreadDoc> {
         match self {
-            Doc::Thread(thread) => Some(thread),
+            Doc::Thread(thread) => Some(thread.as_ref()),
             _ => None,
         }
     }
@@ -210,23 +210,23 @@ mod tests {
         let at = Timestamp::from_second(1_700_000_000).expect("valid");
         let (thread, started) = ThreadDoc::opened("cv_1".into(), "ct_1", "web", at);
         let docs = vec![
-            Doc::Contact(ContactDoc::new("ct_1", at)),
-            Doc::Thread(thread),
-            Doc::Entry(started),
+            Doc::Contact(Box::new(ContactDoc::new("ct_1", at))),
+            Doc::Thread(Box::new(thread)),
+            Doc::Entry(Box::new(started)),
             Doc::Id("ct_1".into()),
             Doc::Mark,
             Doc::At {
                 ms: -5,
                 id: "cv_1".into(),
             },
-            Doc::Counters(HashMap::from([("a\u{1f}n".to_owned(), 3)])),
-            Doc::Owed(Owed::about_contact(
+            Doc::Counters(Box::new(HashMap::from([("a\u{1f}n".to_owned(), 3)]))),
+            Doc::Owed(Box::new(Owed::about_contact(
                 "ct_1",
                 "k".into(),
                 at,
                 None,
                 "{}".into(),
-            )),
+            ))),
         ];
         for doc in docs {
             let json = serde_json::to_string(&doc).expect("serializes");

@@ -19,7 +19,9 @@ pub fn add_messages(
     messages: impl IntoIterator<Item = HistoryEntry>,
     cap: usize,
 ) -> Span {
-    add(tx, id, span, messages, cap, keys::message, Doc::Message)
+    add(tx, id, span, messages, cap, keys::message, |message| {
+        Doc::Message(Box::new(message))
+    })
 }
 
 /// Add `entries` to conversation `id`'s timeline at `span`, keeping at most `cap`;
@@ -31,7 +33,9 @@ pub fn add_entries(
     entries: impl IntoIterator<Item = TimelineEntry>,
     cap: usize,
 ) -> Span {
-    add(tx, id, span, entries, cap, keys::entry, Doc::Entry)
+    add(tx, id, span, entries, cap, keys::entry, |entry| {
+        Doc::Entry(Box::new(entry))
+    })
 }
 
 fn add<T>(
@@ -122,7 +126,7 @@ pub async fn last_messages(
         .into_iter()
         .flatten()
         .filter_map(|doc| match &*doc {
-            Doc::Message(message) => Some(message.clone()),
+            Doc::Message(message) => Some(HistoryEntry::clone(message)),
             _ => None,
         })
         .filter(|message| cutoff.is_none_or(|cutoff| message.at >= cutoff))
@@ -143,7 +147,7 @@ pub async fn entries(
         .into_iter()
         .flatten()
         .filter_map(|doc| match &*doc {
-            Doc::Entry(entry) => Some(entry.clone()),
+            Doc::Entry(entry) => Some(TimelineEntry::clone(entry)),
             _ => None,
         })
         .filter(|entry| cutoff.is_none_or(|cutoff| entry.at >= cutoff))

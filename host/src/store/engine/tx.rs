@@ -3,9 +3,9 @@
 //! ([`Backend::commit`]). A failed commit writes nothing; the engine starts a new
 //! transaction, reads again and decides again.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use jiff::Timestamp;
 
 use super::backend::{Backend, Versioned, Write};
@@ -13,17 +13,24 @@ use super::keys;
 use super::records::{ContactDoc, Doc, ThreadDoc};
 use crate::store::StoreError;
 
+/// A record read into a change: shared with the backend until the change takes it
+/// to modify (`None`: absent or removed).
+enum Slot<T> {
+    Read(Option<Arc<Doc>>),
+    Taken(Option<T>),
+}
+
 /// A change in progress.
 pub struct Tx<'b> {
     backend: &'b dyn Backend,
     /// Every key read, with what it held (its version is checked at commit).
     read: HashMap<String, Option<Versioned>>,
-    /// Contacts read, as changed so far (`None`: absent or removed).
-    contacts: BTreeMap<String, Option<ContactDoc>>,
+    /// Contacts read: as read until changed (most changes only read the contact).
+    contacts: HashMap<String, Slot<ContactDoc>>,
     /// Conversations read, as changed so far.
-    threads: BTreeMap<String, Option<ThreadDoc>>,
+    threads: HashMap<String, Option<ThreadDoc>>,
     /// Other writes, by key.
-    writes: BTreeMap<String, Write>,
+    writes: HashMap<String, Write>,
 }
 
 impl<'b> Tx<'b> {
@@ -32,9 +39,9 @@ impl<'b> Tx<'b> {
         Self {
             backend,
             read: HashMap::new(),
-            contacts: BTreeMap::new(),
-            threads: BTreeMap::new(),
-            writes: BTreeMap::new(),
+            contacts: HashMap::new(),
+            threads: HashMap::new(),
+            writes: HashMap::new(),
         }
     }
 
@@ -47,14 +54,15 @@ impl<'b> Tx<'b> {
         if let Some(read) = self.read.get(key) {
             return Ok(read.as_ref().map(|entry| entry.doc.clone()));
         }
+        let key = key.to_owned();
         let entry = self
             .backend
-            .get(std::slice::from_ref(&key.to_owned()))
+            .get(std::slice::from_ref(&key))
             .await?
             .pop()
             .flatten();
         let doc = entry.as_ref().map(|entry| entry.doc.clone());
-        self.read.insert(key.to_owned(), entry);
+        self.read.insert(key, entry);
         Ok(doc)
     }
 
@@ -123,34 +131,43 @@ impl<'b> Tx<'b> {
     pub async fn load_contact(&mut self, id: &str) -> Result<bool, StoreError> {
         if !self.contacts.contains_key(id) {
             let doc = self.get(&keys::contact(id)).await?;
-            let contact = doc.and_then(|doc| doc.as_contact().cloned());
-            self.contacts.insert(id.to_owned(), contact);
+            self.contacts.insert(id.to_owned(), Slot::Read(doc));
         }
         Ok(self.contact(id).is_some())
     }
 
     /// Contact `id` as changed so far (read first with [`Tx::load_contact`]).
     pub fn contact(&self, id: &str) -> Option<&ContactDoc> {
-        self.contacts.get(id)?.as_ref()
+        match self.contacts.get(id)? {
+            Slot::Read(doc) => doc.as_deref()?.as_contact(),
+            Slot::Taken(contact) => contact.as_ref(),
+        }
     }
 
     /// Contact `id`, to change.
     pub fn contact_mut(&mut self, id: &str) -> Option<&mut ContactDoc> {
-        self.contacts.get_mut(id)?.as_mut()
+        let slot = self.contacts.get_mut(id)?;
+        if let Slot::Read(doc) = slot {
+            *slot = Slot::Taken(doc.as_deref().and_then(Doc::as_contact).cloned());
+        }
+        match slot {
+            Slot::Taken(contact) => contact.as_mut(),
+            Slot::Read(_) => None,
+        }
     }
 
     /// Make contact `id` (first seen `at`) unless it exists.
     pub async fn ensure_contact(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError> {
         if !self.load_contact(id).await? {
             self.contacts
-                .insert(id.to_owned(), Some(ContactDoc::new(id, at)));
+                .insert(id.to_owned(), Slot::Taken(Some(ContactDoc::new(id, at))));
         }
         Ok(())
     }
 
     /// Remove contact `id` (read first).
     pub fn remove_contact(&mut self, id: &str) {
-        self.contacts.insert(id.to_owned(), None);
+        self.contacts.insert(id.to_owned(), Slot::Taken(None));
     }
 
     /// Read conversation `id` into the change; whether it exists.
@@ -188,17 +205,20 @@ impl<'b> Tx<'b> {
     /// did (nothing was written).
     pub async fn commit(mut self) -> Result<bool, StoreError> {
         let contacts = std::mem::take(&mut self.contacts);
-        for (id, now) in contacts {
+        for (id, slot) in contacts {
+            let Slot::Taken(now) = slot else {
+                continue;
+            };
             let key = keys::contact(&id);
             if self.changed(&key, now.as_ref(), Doc::as_contact) {
-                self.set(key, now.map(Doc::Contact));
+                self.set(key, now.map(|doc| Doc::Contact(Box::new(doc))));
             }
         }
         let threads = std::mem::take(&mut self.threads);
         for (id, now) in threads {
             let key = keys::thread(&id);
             if self.changed(&key, now.as_ref(), Doc::as_thread) {
-                self.set(key, now.map(Doc::Thread));
+                self.set(key, now.map(|doc| Doc::Thread(Box::new(doc))));
             }
         }
         if self.writes.is_empty() {
