@@ -25,6 +25,16 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// Contact `id`, first seen `at`, with no name or handle yet.
+    pub fn new(id: &str, at: Timestamp) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: None,
+            handles: Vec::new(),
+            created_at: at,
+        }
+    }
+
     /// The contact's user id on `channel`, if it has written there.
     pub fn user_on(&self, channel: &str) -> Option<&str> {
         self.handles

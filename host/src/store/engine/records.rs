@@ -94,12 +94,7 @@ impl ContactDoc {
     /// A contact first seen `at`, with nothing yet.
     pub fn new(id: &str, at: Timestamp) -> Self {
         Self {
-            contact: Contact {
-                id: id.to_owned(),
-                name: None,
-                handles: Vec::new(),
-                created_at: at,
-            },
+            contact: Contact::new(id, at),
             latest: None,
             conversations: Vec::new(),
             merged_into: None,

@@ -179,12 +179,7 @@ impl Stored {
     /// A contact nobody has written yet.
     fn fresh(id: &str) -> Self {
         Self {
-            contact: Contact {
-                id: id.to_owned(),
-                name: None,
-                handles: Vec::new(),
-                created_at: jiff::Timestamp::UNIX_EPOCH,
-            },
+            contact: Contact::new(id, jiff::Timestamp::UNIX_EPOCH),
             merged_into: None,
             handles_json: None,
             mv: None,

@@ -70,12 +70,7 @@ impl Head {
     /// A contact nobody has written yet: the next event makes it.
     pub(super) fn unknown(id: &str, at: Timestamp) -> Self {
         Self {
-            contact: Contact {
-                id: id.to_owned(),
-                name: None,
-                handles: Vec::new(),
-                created_at: at,
-            },
+            contact: Contact::new(id, at),
             exists: false,
             handles_json: None,
             hs: None,
