@@ -441,6 +441,28 @@ pub struct Owed {
 }
 
 impl Owed {
+    /// A record about conversation `conversation_id` of `contact_id` that opened
+    /// nothing, switched nothing and merged nothing (a sent message, a close, an outcome
+    /// step).
+    pub fn about_conversation(
+        contact_id: &str,
+        key: String,
+        at: Timestamp,
+        conversation_id: &str,
+        payload: String,
+    ) -> Self {
+        Self {
+            contact_id: contact_id.to_owned(),
+            key,
+            at,
+            conversation_id: conversation_id.to_owned(),
+            started: false,
+            switched_from: None,
+            merged: None,
+            payload,
+        }
+    }
+
     /// A record about a contact rather than a conversation (a merge, an unmerge, an
     /// erasure): `merged` is the merge it is about, if any.
     pub fn about_contact(

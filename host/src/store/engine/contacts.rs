@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::keys;
 use super::records::{ContactDoc, Doc};
 use super::threads;
-use super::tx::Tx;
+use super::tx::{Tx, not_found};
 use crate::event::Handle;
 use crate::store::StoreError;
 use crate::store::model::{
@@ -336,12 +336,4 @@ async fn forget_conversation(tx: &mut Tx<'_>, id: &str) -> Result<(), StoreError
     }
     tx.remove_thread(id);
     Ok(())
-}
-
-/// The error for a record that does not exist.
-pub fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
 }

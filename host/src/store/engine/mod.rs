@@ -29,9 +29,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 pub use self::backend::{Backend, Versioned, Write};
-use self::contacts::not_found;
 pub use self::records::{ContactDoc, Doc, Span, StoredActivations, ThreadDoc};
-use self::tx::{Tx, scan_all};
+use self::tx::{Tx, not_found, scan_all};
 use super::model::{
     Closed, Contact, ContactDetails, Conversation, Erased, Ingest, IngestPolicy, Ingested, Merge,
     Outbound, Owed, Person, TimelinePage, owed_closed_key, owed_erased_key, owed_inbound_key,
@@ -254,16 +253,13 @@ impl<B: Backend> Engine<B> {
             let Some(contact) = tx.contact(&contact_id).map(|doc| doc.contact.clone()) else {
                 return Ok(None);
             };
-            let owed = Owed {
-                contact_id: contact.id.clone(),
-                key: owed_closed_key(id),
-                at: Timestamp::now(),
-                conversation_id: id.to_owned(),
-                started: false,
-                switched_from: None,
-                merged: None,
-                payload: payload(),
-            };
+            let owed = Owed::about_conversation(
+                &contact.id,
+                owed_closed_key(id),
+                Timestamp::now(),
+                id,
+                payload(),
+            );
             owe(&mut tx, owed.clone());
             if tx.commit().await? {
                 return Ok(Some(Closed {
@@ -413,12 +409,7 @@ impl<B: Backend> ContextStore for Engine<B> {
         let id = &outbound.conversation_id;
         for _ in 0..ATTEMPTS {
             let mut tx = self.tx();
-            if !tx.load_thread(id).await? {
-                return Err(not_found("conversation", id));
-            }
-            let thread = tx
-                .thread_mut(id)
-                .ok_or_else(|| not_found("conversation", id))?;
+            let thread = tx.existing_thread(id).await?;
             let entry = rules::apply_outbound(&mut thread.conversation, &outbound.message);
             thread.touched = Timestamp::now();
             let (history, timeline) = (thread.history, thread.timeline);
@@ -443,25 +434,20 @@ impl<B: Backend> ContextStore for Engine<B> {
                 .ok_or_else(|| not_found("conversation", id))?;
             (thread.history, thread.timeline) = spans;
             let conversation = thread.conversation.clone();
-            if !tx.load_contact(&contact_id).await? {
-                return Err(not_found("contact", &contact_id));
-            }
+            tx.load_contact(&contact_id).await?;
             let contact = tx
                 .contact(&contact_id)
                 .map(|doc| doc.contact.clone())
                 .ok_or_else(|| not_found("contact", &contact_id))?;
             owe(
                 &mut tx,
-                Owed {
-                    contact_id: contact.id.clone(),
-                    key: owed_outbound_key(&outbound.message.event_id),
-                    at: Timestamp::now(),
-                    conversation_id: id.clone(),
-                    started: false,
-                    switched_from: None,
-                    merged: None,
-                    payload: outbound.owed.clone(),
-                },
+                Owed::about_conversation(
+                    &contact.id,
+                    owed_outbound_key(&outbound.message.event_id),
+                    Timestamp::now(),
+                    id,
+                    outbound.owed.clone(),
+                ),
             );
             let history =
                 threads::last_messages(&tx, id, history, policy.history_returned(), cutoff).await?;
@@ -496,13 +482,7 @@ impl<B: Backend> ContextStore for Engine<B> {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let mut tx = self.tx();
-        if !tx.load_thread(conversation_id).await? {
-            return Err(not_found("conversation", conversation_id));
-        }
-        let span = tx
-            .thread(conversation_id)
-            .map(|thread| thread.history)
-            .unwrap_or_default();
+        let span = tx.existing_thread(conversation_id).await?.history;
         threads::last_messages(&tx, conversation_id, span, limit, self.cutoff()).await
     }
 
@@ -526,10 +506,7 @@ impl<B: Backend> ContextStore for Engine<B> {
 
     async fn link_token(&self, token: &str) -> Result<Option<String>, StoreError> {
         let doc = self.read(keys::token(token)).await?;
-        Ok(doc.and_then(|doc| match &*doc {
-            Doc::Id(contact) => Some(contact.clone()),
-            _ => None,
-        }))
+        Ok(doc.and_then(|doc| doc.as_id().map(str::to_owned)))
     }
 
     async fn drop_link_token(&self, token: &str) -> Result<(), StoreError> {
@@ -703,30 +680,21 @@ impl<B: Backend> ContextStore for Engine<B> {
         channel: &str,
         external_id: &str,
     ) -> Result<Option<Owed>, StoreError> {
-        let Some(Doc::Id(contact)) = self.read(keys::handle(user)).await?.as_deref().cloned()
-        else {
+        let doc = self.read(keys::handle(user)).await?;
+        let Some(contact) = doc.as_deref().and_then(Doc::as_id) else {
             return Ok(None);
         };
         let doc = self
-            .read(keys::owed(
-                &contact,
-                &owed_inbound_key(channel, external_id),
-            ))
+            .read(keys::owed(contact, &owed_inbound_key(channel, external_id)))
             .await?;
-        Ok(doc.and_then(|doc| match &*doc {
-            Doc::Owed(owed) => Some(Owed::clone(owed)),
-            _ => None,
-        }))
+        Ok(doc.and_then(|doc| doc.as_owed().cloned()))
     }
 
     async fn stale_owed(&self, before: Timestamp, limit: usize) -> Result<Vec<Owed>, StoreError> {
         let mut stale: Vec<Owed> = scan_all(&self.backend, keys::OWED)
             .await?
             .into_iter()
-            .filter_map(|(_, doc)| match &*doc {
-                Doc::Owed(owed) if owed.at < before => Some(Owed::clone(owed)),
-                _ => None,
-            })
+            .filter_map(|(_, doc)| doc.as_owed().filter(|owed| owed.at < before).cloned())
             .collect();
         stale.sort_by_key(|owed| owed.at);
         stale.truncate(limit);
@@ -772,13 +740,7 @@ impl<B: Backend> ContextStore for Engine<B> {
         limit: usize,
     ) -> Result<TimelinePage, StoreError> {
         let mut tx = self.tx();
-        if !tx.load_thread(conversation_id).await? {
-            return Err(not_found("conversation", conversation_id));
-        }
-        let span = tx
-            .thread(conversation_id)
-            .map(|thread| thread.timeline)
-            .unwrap_or_default();
+        let span = tx.existing_thread(conversation_id).await?.timeline;
         let from = from.max(span.from);
         let end = from.saturating_add(limit as u64).min(span.next).max(from);
         let entries = threads::entries(&tx, conversation_id, from..end, self.cutoff()).await?;

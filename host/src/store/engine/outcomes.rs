@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::contacts::not_found;
 use super::records::Doc;
 use super::tx::scan_all;
 use super::{ATTEMPTS, Backend, Engine, contended, expiry, keys, owe};
@@ -38,12 +37,7 @@ impl<B: Backend> OutcomeStore for Engine<B> {
         let id = commit.conversation_id;
         for _ in 0..ATTEMPTS {
             let mut tx = self.tx();
-            if !tx.load_thread(id).await? {
-                return Err(not_found("conversation", id));
-            }
-            let thread = tx
-                .thread_mut(id)
-                .ok_or_else(|| not_found("conversation", id))?;
+            let thread = tx.existing_thread(id).await?;
             if thread.outcome_version != commit.version {
                 return Ok(false);
             }
@@ -82,16 +76,13 @@ impl<B: Backend> OutcomeStore for Engine<B> {
             if let Some((key, payload)) = commit.owed {
                 owe(
                     &mut tx,
-                    Owed {
-                        contact_id: commit.contact_id.to_owned(),
-                        key: key.to_owned(),
-                        at: Timestamp::now(),
-                        conversation_id: id.to_owned(),
-                        started: false,
-                        switched_from: None,
-                        merged: None,
-                        payload: payload.to_owned(),
-                    },
+                    Owed::about_conversation(
+                        commit.contact_id,
+                        key.to_owned(),
+                        Timestamp::now(),
+                        id,
+                        payload.to_owned(),
+                    ),
                 );
             }
             if tx.commit().await? {
@@ -287,10 +278,7 @@ impl<B: Backend> OutcomeStore for Engine<B> {
 
     async fn contact_by_handle(&self, handle: &Handle) -> Result<Option<String>, StoreError> {
         let doc = self.read(keys::handle(handle)).await?;
-        Ok(doc.and_then(|doc| match &*doc {
-            Doc::Id(contact) => Some(contact.clone()),
-            _ => None,
-        }))
+        Ok(doc.and_then(|doc| doc.as_id().map(str::to_owned)))
     }
 }
 

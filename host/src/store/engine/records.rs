@@ -64,6 +64,22 @@ impl Doc {
         }
     }
 
+    /// The id an index entry points at, if this is one.
+    pub fn as_id(&self) -> Option<&str> {
+        match self {
+            Doc::Id(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The owed record, if this is one.
+    pub fn as_owed(&self) -> Option<&Owed> {
+        match self {
+            Doc::Owed(owed) => Some(owed),
+            _ => None,
+        }
+    }
+
     /// The text, if this is some.
     pub fn as_text(&self) -> Option<&str> {
         match self {

@@ -68,10 +68,10 @@ impl<'b> Tx<'b> {
 
     /// The id an index entry under `key` points at.
     pub async fn id(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.get(key).await?.and_then(|doc| match &*doc {
-            Doc::Id(id) => Some(id.clone()),
-            _ => None,
-        }))
+        Ok(self
+            .get(key)
+            .await?
+            .and_then(|doc| doc.as_id().map(str::to_owned)))
     }
 
     /// Records that are written once and never changed (messages, timeline entries),
@@ -180,6 +180,13 @@ impl<'b> Tx<'b> {
         Ok(self.thread(id).is_some())
     }
 
+    /// Conversation `id`, read into the change to modify; `NotFound` when there is none.
+    pub async fn existing_thread(&mut self, id: &str) -> Result<&mut ThreadDoc, StoreError> {
+        self.load_thread(id).await?;
+        self.thread_mut(id)
+            .ok_or_else(|| not_found("conversation", id))
+    }
+
     /// Conversation `id` as changed so far (read first with [`Tx::load_thread`]).
     pub fn thread(&self, id: &str) -> Option<&ThreadDoc> {
         self.threads.get(id)?.as_ref()
@@ -272,5 +279,13 @@ pub async fn scan_all(
         if !full {
             return Ok(all);
         }
+    }
+}
+
+/// The error for a record that does not exist.
+pub fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_owned(),
     }
 }

@@ -928,16 +928,13 @@ impl RedisStore {
             let conversation_id = ingested.conversation.id.clone();
             return Ok(Swept::Closed(Box::new(Closed {
                 contact: ingested.contact,
-                owed: Owed {
-                    contact_id: contact_id.to_owned(),
-                    key: change.owed.0,
-                    at: committed,
-                    conversation_id,
-                    started: false,
-                    switched_from: None,
-                    merged: None,
+                owed: Owed::about_conversation(
+                    contact_id,
+                    change.owed.0,
+                    committed,
+                    &conversation_id,
                     payload,
-                },
+                ),
                 conversation: ingested.conversation,
             })));
         }
